@@ -1,0 +1,19 @@
+"""Shared fixtures: the tiny demo checkpoint, written once per test session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+# Keep the 2-core CI machine responsive: one intra-op thread pool of at most 2 threads.
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+
+@pytest.fixture(scope="session")
+def demo_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny gpt-oss checkpoint in the exact Hugging Face layout (MXFP4 experts)."""
+    from tkr_embed.models.gpt_oss.demo import write_demo_checkpoint
+
+    return write_demo_checkpoint(tmp_path_factory.mktemp("demo-model"), seed=0)

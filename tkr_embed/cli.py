@@ -1,0 +1,72 @@
+"""`tkr-embed` command line: serve | demo-model | bench | keys."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from tkr_embed.api.server import serve
+
+    return serve(host=args.host, port=args.port, config_path=args.config)
+
+
+def _cmd_demo_model(args: argparse.Namespace) -> int:
+    from tkr_embed.models.gpt_oss.demo import write_demo_checkpoint
+
+    path = write_demo_checkpoint(Path(args.dir), num_shards=args.shards, seed=args.seed)
+    print(f"wrote a tiny gpt-oss demo checkpoint to {path}")
+    return 0
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from tkr_embed.bench_cli import run_bench
+
+    return run_bench(args)
+
+
+def _cmd_keys(args: argparse.Namespace) -> int:
+    from tkr_embed.security.cli import run_keys
+
+    return run_keys(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tkr-embed", description="gpt-oss text-generation server")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the HTTP server")
+    serve.add_argument("--host", default=None, help="bind address (default: config / GENERATION_HOST)")
+    serve.add_argument("--port", type=int, default=None, help="port (default: config / GENERATION_PORT, 8008)")
+    serve.add_argument("--config", default=None, help="YAML config file (default: picked by GENERATION_ENV)")
+    serve.set_defaults(func=_cmd_serve)
+
+    demo = sub.add_parser("demo-model", help="write a tiny gpt-oss checkpoint with random weights")
+    demo.add_argument("dir")
+    demo.add_argument("--shards", type=int, default=1, help="number of safetensors shards")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.set_defaults(func=_cmd_demo_model)
+
+    bench = sub.add_parser("bench", help="offline engine benchmark (prints JSON)")
+    from tkr_embed.bench_args import add_bench_arguments
+
+    add_bench_arguments(bench)
+    bench.set_defaults(func=_cmd_bench)
+
+    keys = sub.add_parser("keys", help="manage API keys in the server's database")
+    from tkr_embed.security.cli_args import add_keys_arguments
+
+    add_keys_arguments(keys)
+    keys.set_defaults(func=_cmd_keys)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

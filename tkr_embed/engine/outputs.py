@@ -1,0 +1,89 @@
+"""What the engine streams back for a request (no torch here)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+
+class FinishReason(str, Enum):
+    STOP = "stop"        # EOS / stop token / stop string
+    LENGTH = "length"    # max_tokens or the context limit
+    ABORT = "abort"      # aborted by the caller or at shutdown
+
+
+@dataclass
+class TokenLogprob:
+    token_id: int
+    logprob: float
+    top_logprobs: list[tuple[int, float]] = field(default_factory=list)
+
+
+@dataclass
+class CompletionOutput:
+    """One of the n completions of a request, as of this update.
+
+    `new_token_ids` / `new_text` are the delta since the previous update for this index;
+    `token_ids` / `text` are cumulative. Text held back because it may be the start of a stop string
+    is not in `text` yet. `stop_reason` is the stop string or stop token id that ended it, if any.
+    """
+
+    index: int
+    new_token_ids: list[int]
+    token_ids: list[int]
+    new_text: str
+    text: str
+    finish_reason: FinishReason | None = None
+    stop_reason: str | int | None = None
+    new_logprobs: list[TokenLogprob] | None = None
+
+
+@dataclass
+class RequestTimings:
+    arrival: float                 # time.monotonic() at submit
+    scheduled: float | None = None   # first time it got into a batch
+    first_token: float | None = None
+    finished: float | None = None
+
+
+@dataclass
+class RequestOutput:
+    """One update of a request's stream; the last one has `finished=True`."""
+
+    request_id: str
+    prompt_token_ids: list[int]
+    outputs: list[CompletionOutput]
+    finished: bool
+    num_cached_prompt_tokens: int
+    timings: RequestTimings
+
+    @property
+    def num_prompt_tokens(self) -> int:
+        return len(self.prompt_token_ids)
+
+    @property
+    def num_completion_tokens(self) -> int:
+        return sum(len(o.token_ids) for o in self.outputs)
+
+
+@dataclass(frozen=True)
+class EngineStats:
+    running: int
+    waiting: int
+    kv_blocks_total: int
+    kv_blocks_used: int
+    kv_blocks_free: int
+    prefix_cache_queries: int          # prompt tokens looked up in the prefix cache
+    prefix_cache_hits: int             # of which found cached
+    prompt_tokens_prefilled: int       # prompt tokens actually computed
+    tokens_decoded: int
+    requests_finished: int
+    preemptions: int
+
+    @property
+    def kv_usage(self) -> float:
+        return self.kv_blocks_used / self.kv_blocks_total if self.kv_blocks_total else 0.0
+
+    @property
+    def prefix_cache_hit_rate(self) -> float:
+        return self.prefix_cache_hits / self.prefix_cache_queries if self.prefix_cache_queries else 0.0

@@ -1,0 +1,98 @@
+"""The backend-neutral runner contract: what the engine asks of a model backend.
+
+The engine schedules; a runner computes. A runner owns the model weights and the paged KV cache
+(`num_kv_blocks` blocks of `block_size` token slots each, shared by every layer) and, for one
+scheduled batch, runs one forward pass over all its tokens and samples one token for every entry
+that asks for it. Backends: `tkr_embed.backends.torch` (CPU reference, CUDA) and
+`tkr_embed.backends.mlx`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+from tkr_embed.engine.sampling_params import SamplingParams
+
+
+@dataclass(frozen=True)
+class BatchEntry:
+    """One sequence's share of a step.
+
+    Invariants: `len(token_ids) >= 1`; the tokens sit at positions
+    `start_pos .. start_pos + len(token_ids) - 1`; `block_table` covers at least
+    `start_pos + len(token_ids)` slots; the KV of positions `< start_pos` is already in the cache.
+    """
+
+    seq_id: int
+    token_ids: list[int]              # tokens to compute now: a prefill chunk, or the one decode token
+    start_pos: int                    # number of tokens of this sequence already in the KV cache
+    block_table: list[int]            # KV block ids, in order; slot of position p = block_table[p // B] * B + p % B
+    sample: bool                      # True on decode and on the last prefill chunk: sample one token
+    sampling: SamplingParams | None = None      # required when sample is True
+    prompt_token_ids: tuple[int, ...] = ()      # for the repetition penalty
+    output_token_ids: tuple[int, ...] = ()      # tokens generated so far (penalties; seeded RNG step)
+
+    @property
+    def is_prefill(self) -> bool:
+        return len(self.token_ids) > 1 or self.start_pos < len(self.prompt_token_ids)
+
+
+@dataclass(frozen=True)
+class ScheduledBatch:
+    """What one engine step computes: prefill chunks and decodes, mixed."""
+
+    entries: list[BatchEntry]
+
+    @property
+    def num_tokens(self) -> int:
+        return sum(len(e.token_ids) for e in self.entries)
+
+
+@dataclass(frozen=True)
+class SampledToken:
+    """The token sampled for one entry, with its logprob information when asked for."""
+
+    seq_id: int
+    token_id: int
+    logprob: float | None = None                         # log-softmax of the chosen token (raw logits)
+    top_logprobs: list[tuple[int, float]] | None = None  # (token id, logprob), best first
+
+
+@dataclass(frozen=True)
+class RunnerInfo:
+    """Static facts the engine and the server need about the loaded model."""
+
+    model_name: str
+    max_model_len: int
+    vocab_size: int
+    block_size: int
+    num_kv_blocks: int
+    eos_token_ids: tuple[int, ...]
+    device: str
+    dtype: str
+    quantization: str
+    extra: dict = field(default_factory=dict)
+
+
+class ModelRunner(ABC):
+    """Computes scheduled batches over a paged KV cache."""
+
+    @property
+    @abstractmethod
+    def info(self) -> RunnerInfo:
+        """Model and cache facts; `num_kv_blocks` is fixed once the runner is built."""
+
+    @abstractmethod
+    def execute(self, batch: ScheduledBatch) -> list[SampledToken]:
+        """Run one forward over every entry's tokens, write their KV, and sample.
+
+        Returns one SampledToken per entry with `sample=True`, in entry order. A seeded entry's
+        token depends only on (seed, len(output_token_ids), its logits): never on the batch.
+        """
+
+    def release(self, seq_id: int) -> None:
+        """Forget any per-sequence state (the KV blocks themselves belong to the engine)."""
+
+    def shutdown(self) -> None:
+        """Free device memory; the runner is unusable afterwards."""
