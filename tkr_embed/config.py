@@ -1,0 +1,330 @@
+"""Settings: defaults < YAML (config.dev.yaml or config.yaml) < GENERATION_* environment.
+
+Which YAML file: an explicit path wins; else `GENERATION_ENV=production` picks `config.yaml`,
+`development` picks `config.dev.yaml`; unset, `config.dev.yaml` is used when present, then
+`config.yaml`. Unknown keys (in YAML or as GENERATION_* variables) and bad values are refused with
+a `ConfigError` naming the key.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+ENV_PREFIX = "GENERATION_"
+PRODUCTION_CONFIG = "config.yaml"
+DEVELOPMENT_CONFIG = "config.dev.yaml"
+PLACEHOLDER_SECRETS = frozenset({"change-me", "changeme", "secret", "please-change-me"})
+
+# The flat environment names of the original spec, each mapped onto (section, field).
+# Any other field can be set as GENERATION_<SECTION>__<FIELD>, e.g. GENERATION_ENGINE__MAX_NUM_SEQS.
+FLAT_ENV_NAMES: dict[str, tuple[str, str]] = {
+    "HOST": ("server", "host"),
+    "PORT": ("server", "port"),
+    "DEBUG": ("server", "debug"),
+    "LOG_LEVEL": ("server", "log_level"),
+    "MODEL_PATH": ("model", "path"),
+    "MODEL_NAME": ("model", "name"),
+    "QUANTIZATION": ("model", "quantization"),
+    "DEVICE": ("model", "device"),
+    "API_KEY": ("security", "api_key"),
+    "REQUIRE_HTTPS": ("security", "require_https"),
+    "SECRET_KEY": ("security", "secret_key"),
+    "AUTH_ENABLED": ("security", "auth_enabled"),
+    "CACHE_ENABLED": ("cache", "enabled"),
+    "CACHE_SIZE": ("cache", "max_size"),
+    "CACHE_TTL_SECONDS": ("cache", "ttl_seconds"),
+    "RATE_LIMIT_ENABLED": ("rate_limit", "enabled"),
+    "RATE_LIMIT_RPM": ("rate_limit", "requests_per_minute"),
+    "DATA_DIR": ("storage", "data_dir"),
+    "DATABASE_URL": ("storage", "database_url"),
+    "REDIS_URL": ("storage", "redis_url"),
+}
+SPECIAL_ENV_NAMES = frozenset({"ENV"})
+
+
+class ConfigError(ValueError):
+    """The configuration cannot be used; the message names the offending key."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ServerConfig(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8008, ge=1, le=65535)
+    debug: bool = False
+    log_level: Literal["debug", "info", "warning", "error"] | None = None   # None: debug in development
+    max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+    cors_origins: list[str] = Field(default_factory=list)
+    graceful_shutdown_s: float = Field(30.0, ge=0)
+
+
+class ModelConfig(_Section):
+    path: str | None = None            # None: serve the demo checkpoint in <data_dir>/demo-model
+    name: str | None = None            # the id clients see; default: the folder name
+    quantization: Literal["auto", "q4", "q8", "none", "mxfp4"] = "auto"
+    device: Literal["auto", "cpu", "gpu", "cuda", "mlx"] = "auto"
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
+    default_reasoning_effort: Literal["low", "medium", "high"] = "medium"
+
+
+class EngineSettings(_Section):
+    max_num_seqs: int = Field(64, ge=1)
+    max_num_batched_tokens: int = Field(8192, ge=16)
+    max_waiting: int = Field(256, ge=0)
+    max_model_len: int | None = Field(None, ge=16)
+    block_size: int = Field(16, ge=1)
+    kv_cache_blocks: int | None = Field(None, ge=1)          # None: sized from kv_cache_memory_fraction
+    kv_cache_memory_fraction: float = Field(0.85, gt=0, le=1)
+    enable_prefix_caching: bool = True
+
+
+class SecurityConfig(_Section):
+    auth_enabled: bool | None = None   # None: on in production, off in development
+    api_key: str | None = None         # the master (admin) key
+    secret_key: str | None = None      # keys API keys' stored hashes
+    require_https: bool = False
+
+
+class RateLimitConfig(_Section):
+    enabled: bool = False
+    burst: int = Field(10, ge=1)
+    requests_per_minute: int = Field(60, ge=1)
+    requests_per_hour: int = Field(1000, ge=1)
+    requests_per_day: int = Field(10000, ge=1)
+    tokens_per_minute: int | None = Field(None, ge=1)
+
+
+class CacheConfig(_Section):
+    enabled: bool = False
+    max_size: int = Field(1000, ge=1)
+    ttl_seconds: float = Field(3600.0, gt=0)
+
+
+class StorageConfig(_Section):
+    data_dir: str = "./data"
+    database_url: str | None = None    # None: SQLite in data_dir
+    redis_url: str | None = None
+
+
+class _EnvSource(PydanticBaseSettingsSource):
+    """GENERATION_* variables, flat names (GENERATION_PORT) and nested ones (GENERATION_ENGINE__MAX_WAITING)."""
+
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]) -> None:
+        super().__init__(settings_cls)
+        self._environ = environ
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        sections: dict[str, dict[str, Any]] = {}
+        section_names = set(self.settings_cls.model_fields) - {"env"}
+        for name, value in self._environ.items():
+            if not name.startswith(ENV_PREFIX):
+                continue
+            key = name[len(ENV_PREFIX):]
+            if key in SPECIAL_ENV_NAMES:
+                continue
+            if key in FLAT_ENV_NAMES:
+                section, field_name = FLAT_ENV_NAMES[key]
+            elif "__" in key:
+                section, _, field_name = key.lower().partition("__")
+                if section not in section_names:
+                    raise ConfigError(f"unknown environment variable {name}: no section {section!r}")
+            else:
+                raise ConfigError(f"unknown environment variable {name}")
+            sections.setdefault(section, {})[field_name] = _env_value(value)
+        return sections
+
+
+def _env_value(raw: str) -> Any:
+    # Lists (e.g. cors_origins) may be given as YAML/JSON; scalars are left for pydantic to coerce.
+    if raw.startswith("["):
+        return yaml.safe_load(raw)
+    if raw == "":
+        return None
+    return raw
+
+
+class _YamlSource(PydanticBaseSettingsSource):
+    def __init__(self, settings_cls: type[BaseSettings], data: dict[str, Any]) -> None:
+        super().__init__(settings_cls)
+        self._data = data
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return self._data
+
+
+class Settings(BaseSettings):
+    """Every setting of the server, grouped as the YAML sections are."""
+
+    model_config = SettingsConfigDict(extra="forbid", validate_assignment=True)
+
+    env: Literal["production", "development"] = "development"
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    engine: EngineSettings = Field(default_factory=EngineSettings)
+    security: SecurityConfig = Field(default_factory=SecurityConfig)
+    rate_limit: RateLimitConfig = Field(default_factory=RateLimitConfig)
+    cache: CacheConfig = Field(default_factory=CacheConfig)
+    storage: StorageConfig = Field(default_factory=StorageConfig)
+    config_file: str | None = None     # the YAML file these settings came from (for logs and /admin/config)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Only explicit init values: load_settings() merges YAML and environment itself.
+        return (init_settings,)
+
+    @model_validator(mode="after")
+    def _check_production(self) -> Settings:
+        if self.env != "production" or not self.auth_required:
+            return self
+        if not self.security.api_key:
+            raise ValueError("security.api_key (GENERATION_API_KEY) is required when auth is enabled in production")
+        if len(self.security.api_key) < 16 or self.security.api_key.lower() in PLACEHOLDER_SECRETS:
+            raise ValueError("security.api_key (GENERATION_API_KEY) must be a real secret of at least 16 characters")
+        secret = self.security.secret_key
+        if secret is not None and (len(secret) < 32 or secret.lower() in PLACEHOLDER_SECRETS):
+            raise ValueError("security.secret_key (GENERATION_SECRET_KEY) must be at least 32 random characters")
+        return self
+
+    @property
+    def auth_required(self) -> bool:
+        if self.security.auth_enabled is not None:
+            return self.security.auth_enabled
+        return self.env == "production"
+
+    @property
+    def log_level(self) -> str:
+        if self.server.log_level is not None:
+            return self.server.log_level
+        return "debug" if self.env == "development" or self.server.debug else "info"
+
+    @property
+    def data_dir(self) -> Path:
+        return Path(self.storage.data_dir)
+
+    @property
+    def database_url(self) -> str:
+        if self.storage.database_url:
+            return self.storage.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'tkr-embed.db').resolve()}"
+
+    @property
+    def demo_model_dir(self) -> Path:
+        return self.data_dir / "demo-model"
+
+    @property
+    def uses_demo_model(self) -> bool:
+        return not self.model.path
+
+
+def pick_config_file(env_name: str | None, search_dir: Path) -> Path | None:
+    """The YAML file GENERATION_ENV selects (None when no file applies)."""
+    if env_name == "production":
+        candidates = [PRODUCTION_CONFIG]
+    elif env_name == "development":
+        candidates = [DEVELOPMENT_CONFIG]
+    elif env_name in (None, ""):
+        candidates = [DEVELOPMENT_CONFIG, PRODUCTION_CONFIG]
+    else:
+        raise ConfigError(f"GENERATION_ENV must be 'production' or 'development', not {env_name!r}")
+    for name in candidates:
+        path = search_dir / name
+        if path.is_file():
+            return path
+    return None
+
+
+def _env_of_file(path: Path | None) -> str | None:
+    if path is None:
+        return None
+    return {PRODUCTION_CONFIG: "production", DEVELOPMENT_CONFIG: "development"}.get(path.name)
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    for section, values in data.items():
+        if section in ("env",):
+            continue
+        if values is not None and not isinstance(values, dict):
+            raise ConfigError(f"{path}: section {section!r} must be a mapping")
+    return {k: (v if v is not None else {}) for k, v in data.items()}
+
+
+def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _describe(error: ValidationError) -> str:
+    lines = []
+    for item in error.errors():
+        key = ".".join(str(part) for part in item["loc"])
+        if item["type"] == "extra_forbidden":
+            lines.append(f"unknown key {key!r}")
+        elif key:
+            lines.append(f"{key}: {item['msg']}")
+        else:
+            lines.append(item["msg"].removeprefix("Value error, "))
+    return "invalid configuration: " + "; ".join(lines)
+
+
+def load_settings(
+    config_path: str | Path | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    search_dir: str | Path | None = None,
+) -> Settings:
+    """Build the settings: defaults < YAML < GENERATION_* environment. Raises ConfigError."""
+    environ = os.environ if environ is None else environ
+    env_name = environ.get(ENV_PREFIX + "ENV") or None
+    if config_path is not None:
+        path: Path | None = Path(config_path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+    else:
+        path = pick_config_file(env_name, Path(search_dir) if search_dir is not None else Path.cwd())
+    file_data = _read_yaml(path) if path is not None else {}
+    if env_name is None:
+        # The file decides when GENERATION_ENV is unset: config.dev.yaml says development.
+        env_name = file_data.get("env") or _env_of_file(path)
+    env_data = _EnvSource(Settings, environ)()
+    merged = _merge(file_data, env_data)
+    if env_name is not None:
+        merged["env"] = env_name
+    merged["config_file"] = str(path) if path is not None else None
+    try:
+        return Settings(**merged)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from None
