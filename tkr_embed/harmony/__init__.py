@@ -1,0 +1,1 @@
+"""Harmony: offline vocabulary, tokenizer, prompt rendering and the lenient streaming parser."""

@@ -1,0 +1,55 @@
+"""The harmony tokenizer (o200k_harmony via openai-harmony), loaded offline."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+
+from openai_harmony import HarmonyEncoding, HarmonyEncodingName, load_harmony_encoding
+
+from tkr_embed.harmony.special_tokens import STOP_TOKEN_IDS, VOCAB_SIZE
+from tkr_embed.harmony.vocab import ensure_vocab
+
+
+@functools.cache
+def get_encoding() -> HarmonyEncoding:
+    """The gpt-oss harmony encoding, built from the checked offline vocabulary (cached)."""
+    ensure_vocab()
+    return load_harmony_encoding(HarmonyEncodingName.HARMONY_GPT_OSS)
+
+
+@functools.cache
+def get_tokenizer() -> HarmonyTokenizer:
+    """The process-wide tokenizer (cached)."""
+    return HarmonyTokenizer(get_encoding())
+
+
+class HarmonyTokenizer:
+    """Satisfies tkr_embed.engine.tokenizer.Tokenizer on top of a HarmonyEncoding."""
+
+    vocab_size: int = VOCAB_SIZE
+    eos_token_ids: tuple[int, ...] = STOP_TOKEN_IDS
+
+    def __init__(self, encoding: HarmonyEncoding) -> None:
+        self.encoding = encoding
+
+    def encode(self, text: str) -> list[int]:
+        """Plain text to ids; special-token text such as "<|end|>" is encoded as ordinary text."""
+        return self.encoding.encode(text, disallowed_special=())
+
+    def decode(self, token_ids: Sequence[int]) -> str:
+        """Ids to text, special tokens rendered as their text; invalid UTF-8 replaced."""
+        return self.decode_bytes(token_ids).decode("utf-8", errors="replace")
+
+    def decode_bytes(self, token_ids: Sequence[int]) -> bytes:
+        """Ids to raw bytes (callers decoding incrementally hold back incomplete characters)."""
+        ids = [int(token_id) for token_id in token_ids]
+        for token_id in ids:
+            if not 0 <= token_id < self.vocab_size:
+                raise ValueError(f"token id {token_id} is outside the vocabulary [0, {self.vocab_size})")
+        # The public decode() only returns text; the raw bytes come from the same Rust encoder.
+        return bytes(self.encoding._inner.decode_bytes(ids))
+
+    def is_special(self, token_id: int) -> bool:
+        """True for harmony special and reserved tokens (<|start|>, <|reserved_200013|>, ...)."""
+        return 0 <= token_id < self.vocab_size and self.encoding.is_special_token(token_id)
