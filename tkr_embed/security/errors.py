@@ -1,0 +1,20 @@
+"""Typed errors of the gateway (keys, permissions); the HTTP layer maps them to 4xx responses."""
+
+from __future__ import annotations
+
+
+class GatewayInputError(ValueError):
+    """A caller-supplied value is invalid (HTTP 400). `param` names the field as the client spelled it."""
+
+    def __init__(self, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+
+
+class KeyNotFoundError(LookupError):
+    """No API key has this id (HTTP 404)."""
+
+    def __init__(self, key_id: str) -> None:
+        super().__init__(f"no API key with id {key_id!r}")
+        self.key_id = key_id
