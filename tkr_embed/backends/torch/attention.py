@@ -1,0 +1,155 @@
+"""Paged attention for a flat, ragged batch: metadata, KV cache allocation, KV write and the attention op.
+
+The KV cache of one layer is one tensor [2, num_blocks, block_size, num_kv_heads, head_dim] (0 = K,
+1 = V). A sequence's position p lives in slot `block_table[p // block_size] * block_size + p % block_size`.
+The functions here are the plain-PyTorch reference; faster backends replace `paged_attention` and
+`write_kv_cache` with kernels of the same signature.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from tkr_embed.models.gpt_oss.config import GptOssConfig
+
+
+@dataclass
+class AttentionMetadata:
+    """Where each token of a flat batch of S sequences (T tokens) reads and writes the paged KV cache."""
+
+    slot_mapping: torch.Tensor        # [T] int64: cache slot of each new token
+    query_start_loc: torch.Tensor     # [S+1] int32: the tokens of sequence i are [loc[i], loc[i+1])
+    seq_lens: torch.Tensor            # [S] int32: tokens in the KV cache after this step
+    block_tables: torch.Tensor        # [S, max_blocks] int32, padded with 0
+    query_lens: list[int]             # CPU copies, for the reference loop and for kernels' grids
+    seq_lens_list: list[int]
+    start_positions: list[int]
+    block_tables_list: list[list[int]]
+    block_size: int
+    max_query_len: int
+    max_seq_len: int
+    is_decode_only: bool
+
+    @property
+    def num_seqs(self) -> int:
+        return len(self.query_lens)
+
+    @property
+    def num_tokens(self) -> int:
+        return sum(self.query_lens)
+
+
+class AttentionInputError(ValueError):
+    """A block table does not cover the positions it is asked to hold."""
+
+
+def build_attention_metadata(
+    seqs: list[tuple[int, int, list[int]]], block_size: int, device: torch.device | str
+) -> AttentionMetadata:
+    """seqs = [(start_pos, num_new_tokens, block_table), ...] in batch order."""
+    slots: list[int] = []
+    query_start = [0]
+    seq_lens: list[int] = []
+    for start_pos, num_new, block_table in seqs:
+        if num_new < 1:
+            raise AttentionInputError("every sequence needs at least one new token")
+        end = start_pos + num_new
+        if len(block_table) * block_size < end:
+            raise AttentionInputError(
+                f"block table of {len(block_table)} blocks cannot hold {end} positions (block size {block_size})"
+            )
+        slots.extend(block_table[p // block_size] * block_size + p % block_size for p in range(start_pos, end))
+        query_start.append(query_start[-1] + num_new)
+        seq_lens.append(end)
+    max_blocks = max(len(bt) for _, _, bt in seqs)
+    padded = [list(bt) + [0] * (max_blocks - len(bt)) for _, _, bt in seqs]
+    query_lens = [n for _, n, _ in seqs]
+    return AttentionMetadata(
+        slot_mapping=torch.tensor(slots, dtype=torch.int64, device=device),
+        query_start_loc=torch.tensor(query_start, dtype=torch.int32, device=device),
+        seq_lens=torch.tensor(seq_lens, dtype=torch.int32, device=device),
+        block_tables=torch.tensor(padded, dtype=torch.int32, device=device),
+        query_lens=query_lens,
+        seq_lens_list=seq_lens,
+        start_positions=[s for s, _, _ in seqs],
+        block_tables_list=[list(bt) for _, _, bt in seqs],
+        block_size=block_size,
+        max_query_len=max(query_lens),
+        max_seq_len=max(seq_lens),
+        is_decode_only=all(n == 1 for n in query_lens),
+    )
+
+
+def allocate_kv_cache(
+    config: GptOssConfig, num_blocks: int, block_size: int, *, dtype: torch.dtype, device: torch.device | str
+) -> list[torch.Tensor]:
+    """One zeroed tensor per layer: [2, num_blocks, block_size, num_kv_heads, head_dim]."""
+    shape = (2, num_blocks, block_size, config.num_key_value_heads, config.head_dim)
+    return [torch.zeros(shape, dtype=dtype, device=device) for _ in range(config.num_hidden_layers)]
+
+
+def write_kv_cache(kv_cache: torch.Tensor, key: torch.Tensor, value: torch.Tensor, slot_mapping: torch.Tensor) -> None:
+    """Store the new tokens' K and V ([T, Hkv, D] each) at their slots."""
+    num_slots = kv_cache.shape[1] * kv_cache.shape[2]
+    flat = kv_cache.view(2, num_slots, kv_cache.shape[3], kv_cache.shape[4])   # [2, slots, Hkv, D]
+    flat[0].index_copy_(0, slot_mapping, key.to(kv_cache.dtype))
+    flat[1].index_copy_(0, slot_mapping, value.to(kv_cache.dtype))
+
+
+def _context_slots(block_table: list[int], first: int, end: int, block_size: int, device: torch.device) -> torch.Tensor:
+    positions = torch.arange(first, end, device=device)                             # [L]
+    blocks = torch.tensor(block_table, dtype=torch.int64, device=device)[positions // block_size]
+    return blocks * block_size + positions % block_size                             # [L]
+
+
+def paged_attention(
+    query: torch.Tensor,
+    kv_cache: torch.Tensor,
+    sinks: torch.Tensor,
+    metadata: AttentionMetadata,
+    *,
+    scale: float,
+    sliding_window: int | None,
+) -> torch.Tensor:
+    """Causal attention of each new token over its sequence's cached context, with per-head sinks.
+
+    query [T, Hq, D]; the new tokens' K/V must already be in `kv_cache`. A query at position p sees
+    keys at positions j <= p, and with a sliding window only those with j > p - sliding_window. The
+    sink logit of each head joins the softmax denominator and carries no value. Returns [T, Hq, D].
+    Scores and softmax are computed in float32.
+    """
+    num_tokens, num_heads, head_dim = query.shape
+    num_kv_heads = kv_cache.shape[3]
+    group = num_heads // num_kv_heads
+    block_size = metadata.block_size
+    num_slots = kv_cache.shape[1] * block_size
+    flat = kv_cache.view(2, num_slots, num_kv_heads, head_dim)                     # [2, slots, Hkv, D]
+    output = torch.empty_like(query)
+    sink_logits = sinks.float().view(num_kv_heads, group, 1, 1)                    # [Hkv, G, 1, 1]
+    token_start = 0
+    for start_pos, query_len, seq_len, block_table in zip(
+        metadata.start_positions, metadata.query_lens, metadata.seq_lens_list, metadata.block_tables_list
+    ):
+        first = 0 if sliding_window is None else max(0, start_pos - sliding_window + 1)
+        slots = _context_slots(block_table, first, seq_len, block_size, query.device)
+        keys = flat[0, slots].float().permute(1, 2, 0)                             # [Hkv, D, L]
+        values = flat[1, slots].float().transpose(0, 1)                            # [Hkv, L, D]
+        q = query[token_start:token_start + query_len].float()                     # [Q, Hq, D]
+        q = q.view(query_len, num_kv_heads, group, head_dim).permute(1, 2, 0, 3)   # [Hkv, G, Q, D]
+        scores = torch.matmul(q, keys.unsqueeze(1)) * scale                        # [Hkv, G, Q, L]
+        q_pos = torch.arange(start_pos, start_pos + query_len, device=query.device).view(-1, 1)
+        k_pos = torch.arange(first, seq_len, device=query.device).view(1, -1)
+        visible = k_pos <= q_pos                                                   # [Q, L]
+        if sliding_window is not None:
+            visible = visible & (k_pos > q_pos - sliding_window)
+        scores = scores.masked_fill(~visible, float("-inf"))
+        sink = sink_logits.expand(num_kv_heads, group, query_len, 1)
+        logits = torch.cat((scores, sink), dim=-1)                                 # [Hkv, G, Q, L+1]
+        probs = torch.softmax(logits, dim=-1)[..., :-1]                            # sink carries no value
+        out = torch.matmul(probs, values.unsqueeze(1))                             # [Hkv, G, Q, D]
+        out = out.permute(2, 0, 1, 3).reshape(query_len, num_heads, head_dim)      # [Q, Hq, D]
+        output[token_start:token_start + query_len] = out.to(query.dtype)
+        token_start += query_len
+    return output
