@@ -1,0 +1,117 @@
+"""Test doubles for the engine: a toy runner with a real paged slot cache, and a tiny tokenizer."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from tkr_embed.backends.torch.sampler import Sampler
+from tkr_embed.engine.runner import ModelRunner, RunnerInfo, SampledToken, ScheduledBatch
+
+VOCAB_SIZE = 64
+EOS_ID = 63
+
+
+class KVCacheError(AssertionError):
+    """The engine handed the runner a block table that does not hold the context it claims."""
+
+
+class ToyRunner(ModelRunner):
+    """Next-token logits are a pseudo-random function of the whole context, read back from its KV slots.
+
+    Each slot stores (position, token) as a model would store K/V; a wrong block table, a block
+    reused while still needed, or a prefix-cache hit on the wrong block changes (or breaks) the
+    context read back, hence the outputs.
+    """
+
+    def __init__(self, num_kv_blocks: int = 256, block_size: int = 4, max_model_len: int = 512) -> None:
+        self._info = RunnerInfo(
+            model_name="toy", max_model_len=max_model_len, vocab_size=VOCAB_SIZE, block_size=block_size,
+            num_kv_blocks=num_kv_blocks, eos_token_ids=(EOS_ID,), device="cpu", dtype="float32", quantization="none",
+        )
+        self.slots: list[tuple[int, int] | None] = [None] * (num_kv_blocks * block_size)
+        self.sampler = Sampler()
+        self.num_tokens_computed = 0
+        self.released: list[int] = []
+        self.batches: list[ScheduledBatch] = []
+
+    @property
+    def info(self) -> RunnerInfo:
+        return self._info
+
+    def execute(self, batch: ScheduledBatch) -> list[SampledToken]:
+        self.batches.append(batch)
+        block_size = self._info.block_size
+        logits_rows, sample_entries = [], []
+        for entry in batch.entries:
+            end = entry.start_pos + len(entry.token_ids)
+            if len(entry.block_table) * block_size < end:
+                raise KVCacheError("block table too short")
+            for offset, token in enumerate(entry.token_ids):
+                pos = entry.start_pos + offset
+                self.slots[entry.block_table[pos // block_size] * block_size + pos % block_size] = (pos, token)
+            self.num_tokens_computed += len(entry.token_ids)
+            if not entry.sample:
+                continue
+            context = []
+            for pos in range(end):
+                slot = self.slots[entry.block_table[pos // block_size] * block_size + pos % block_size]
+                if slot is None or slot[0] != pos:
+                    raise KVCacheError(f"position {pos} not in its slot")
+                context.append(slot[1])
+            logits_rows.append(toy_logits(context))
+            sample_entries.append(entry)
+        if not sample_entries:
+            return []
+        return self.sampler(torch.stack(logits_rows), sample_entries)
+
+    def release(self, seq_id: int) -> None:
+        self.released.append(seq_id)
+
+
+def toy_logits(context: Sequence[int]) -> torch.Tensor:
+    """[V] float32 logits determined by the context."""
+    state = 1469598103934665603
+    for token in context:
+        state = ((state ^ (token + 1)) * 1099511628211) % (1 << 61)
+    generator = torch.Generator().manual_seed(state)
+    logits = torch.randn(VOCAB_SIZE, generator=generator) * 3.0
+    logits[EOS_ID] -= 2.0      # make EOS rarer so outputs have some length
+    return logits
+
+
+def _token_bytes(token_id: int) -> bytes:
+    if token_id < 26:
+        return bytes([97 + token_id])                       # a..z
+    if token_id < 36:
+        return bytes([48 + token_id - 26])                  # 0..9
+    if token_id == 36:
+        return b" "
+    if token_id == 37:
+        return b"\xc3"                                      # first half of "é"
+    if token_id == 38:
+        return b"\xa9"                                      # second half of "é"
+    if token_id == 39:
+        return b"\n"
+    if token_id < EOS_ID:
+        i = token_id - 40
+        return bytes([97 + i, 98 + i])                      # "ab", "bc", ...
+    return b"<|eos|>"
+
+
+class ToyTokenizer:
+    vocab_size = VOCAB_SIZE
+    eos_token_ids = (EOS_ID,)
+
+    def encode(self, text: str) -> list[int]:
+        return [_BYTE_TO_ID[b] for b in text.encode()]
+
+    def decode(self, token_ids: Sequence[int]) -> str:
+        return self.decode_bytes(token_ids).decode("utf-8", errors="replace")
+
+    def decode_bytes(self, token_ids: Sequence[int]) -> bytes:
+        return b"".join(_token_bytes(t) for t in token_ids)
+
+
+_BYTE_TO_ID = {_token_bytes(t)[0]: t for t in range(40) if len(_token_bytes(t)) == 1}

@@ -1,0 +1,131 @@
+"""Batched sampling over logits [S, V]: penalties, temperature, top-k/top-p/min-p, seeds, logprobs."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from tkr_embed.engine.runner import BatchEntry, SampledToken
+
+_MASK_64 = (1 << 64) - 1
+
+
+def _splitmix64(value: int) -> int:
+    value = (value + 0x9E3779B97F4A7C15) & _MASK_64
+    value = ((value ^ (value >> 30)) * 0xBF58476D1CE4E5B9) & _MASK_64
+    value = ((value ^ (value >> 27)) * 0x94D049BB133111EB) & _MASK_64
+    return value ^ (value >> 31)
+
+
+def step_seed(seed: int, num_generated: int) -> int:
+    """The RNG seed of a seeded request's next token: a function of (seed, step) only."""
+    return _splitmix64(_splitmix64(seed & _MASK_64) ^ num_generated) & ((1 << 63) - 1)
+
+
+def _token_mask(rows: Sequence[Sequence[int]], vocab_size: int, device: torch.device) -> torch.Tensor:
+    """Counts of each token id per row: [S, V] float32."""
+    width = max((len(r) for r in rows), default=0)
+    counts = torch.zeros(len(rows), vocab_size + 1, dtype=torch.float32, device=device)
+    if width == 0:
+        return counts[:, :vocab_size]
+    padded = [list(r) + [vocab_size] * (width - len(r)) for r in rows]   # pad into a spare column
+    index = torch.tensor(padded, dtype=torch.long, device=device)       # [S, L]
+    counts.scatter_add_(1, index, torch.ones_like(index, dtype=torch.float32))
+    return counts[:, :vocab_size]
+
+
+class Sampler:
+    """Picks one token per row of logits, honouring each row's SamplingParams.
+
+    Invariant: a seeded row's token depends only on its logits, its seed and how many tokens it
+    has generated, never on the other rows of the batch. The only host transfer is the result.
+    """
+
+    def __call__(self, logits: torch.Tensor, entries: Sequence[BatchEntry]) -> list[SampledToken]:
+        # logits: [S, V] float32, one row per entry with sample=True
+        num_rows, vocab_size = logits.shape
+        device = logits.device
+        params = [e.sampling for e in entries]
+        assert all(p is not None for p in params), "every sampled entry carries SamplingParams"
+        raw_logprobs = torch.log_softmax(logits, dim=-1) if any(p.logprobs is not None for p in params) else None
+        logits = self._apply_penalties(logits, entries)
+
+        greedy_ids = logits.argmax(dim=-1)                                                   # [S]
+        if all(p.is_greedy for p in params):
+            token_ids = greedy_ids
+        else:
+            token_ids = torch.where(
+                torch.tensor([p.is_greedy for p in params], device=device),
+                greedy_ids,
+                self._sample_random(logits, entries),
+            )
+        return self._results(entries, token_ids, raw_logprobs)
+
+    def _apply_penalties(self, logits: torch.Tensor, entries: Sequence[BatchEntry]) -> torch.Tensor:
+        params = [e.sampling for e in entries]
+        num_rows, vocab_size = logits.shape
+        device = logits.device
+        if any(p.repetition_penalty != 1.0 for p in params):
+            seen = _token_mask([e.prompt_token_ids + e.output_token_ids for e in entries], vocab_size, device) > 0
+            penalty = torch.tensor([p.repetition_penalty for p in params], device=device)[:, None]  # [S, 1]
+            penalised = torch.where(logits > 0, logits / penalty, logits * penalty)
+            logits = torch.where(seen, penalised, logits)
+        if any(p.presence_penalty != 0.0 or p.frequency_penalty != 0.0 for p in params):
+            counts = _token_mask([e.output_token_ids for e in entries], vocab_size, device)       # [S, V]
+            presence = torch.tensor([p.presence_penalty for p in params], device=device)[:, None]
+            frequency = torch.tensor([p.frequency_penalty for p in params], device=device)[:, None]
+            logits = logits - frequency * counts - presence * (counts > 0).float()
+        return logits
+
+    def _sample_random(self, logits: torch.Tensor, entries: Sequence[BatchEntry]) -> torch.Tensor:
+        params = [e.sampling for e in entries]
+        num_rows, vocab_size = logits.shape
+        device = logits.device
+        temperature = torch.tensor([p.temperature if p.temperature > 0 else 1.0 for p in params], device=device)
+        scaled = logits / temperature[:, None]                                               # [S, V]
+        sorted_logits, sorted_ids = scaled.sort(dim=-1, descending=True, stable=True)        # [S, V]
+        ranks = torch.arange(vocab_size, device=device)[None, :]                             # [1, V]
+        if any(p.top_k > 0 for p in params):
+            top_k = torch.tensor([p.top_k if p.top_k > 0 else vocab_size for p in params], device=device)
+            sorted_logits = sorted_logits.masked_fill(ranks >= top_k[:, None], float("-inf"))
+        probs = torch.softmax(sorted_logits, dim=-1)
+        if any(p.top_p < 1.0 for p in params):
+            top_p = torch.tensor([p.top_p for p in params], device=device)[:, None]
+            mass_before = probs.cumsum(dim=-1) - probs                  # mass of better tokens
+            sorted_logits = sorted_logits.masked_fill((mass_before >= top_p) & (ranks > 0), float("-inf"))
+        if any(p.min_p > 0.0 for p in params):
+            min_p = torch.tensor([p.min_p for p in params], device=device)[:, None]
+            sorted_logits = sorted_logits.masked_fill(probs < min_p * probs[:, :1], float("-inf"))
+        probs = torch.softmax(sorted_logits, dim=-1)                                         # [S, V]
+        # Exponential race: argmax(p / E) with E ~ Exp(1) draws from p.
+        noise = torch.empty_like(probs).exponential_()
+        for row, entry in enumerate(entries):
+            seed = entry.sampling.seed
+            if seed is not None:
+                generator = torch.Generator(device=device)
+                generator.manual_seed(step_seed(seed, len(entry.output_token_ids)))
+                noise[row] = torch.empty(vocab_size, device=device).exponential_(generator=generator)
+        choice = (probs / noise).argmax(dim=-1, keepdim=True)                               # [S, 1]
+        return sorted_ids.gather(1, choice).squeeze(1)                                       # [S]
+
+    def _results(
+        self, entries: Sequence[BatchEntry], token_ids: torch.Tensor, raw_logprobs: torch.Tensor | None
+    ) -> list[SampledToken]:
+        if raw_logprobs is None:
+            return [SampledToken(e.seq_id, t) for e, t in zip(entries, token_ids.tolist())]
+        max_top = max(e.sampling.logprobs or 0 for e in entries)
+        chosen = raw_logprobs.gather(1, token_ids[:, None]).squeeze(1)                       # [S]
+        top_values, top_ids = raw_logprobs.topk(max_top, dim=-1) if max_top else (None, None)  # [S, K]
+        ids_list, chosen_list = token_ids.tolist(), chosen.tolist()
+        top_values_list = top_values.tolist() if top_values is not None else None
+        top_ids_list = top_ids.tolist() if top_ids is not None else None
+        results = []
+        for row, entry in enumerate(entries):
+            k = entry.sampling.logprobs
+            if k is None:
+                results.append(SampledToken(entry.seq_id, ids_list[row]))
+                continue
+            top = list(zip(top_ids_list[row][:k], top_values_list[row][:k])) if k else []
+            results.append(SampledToken(entry.seq_id, ids_list[row], chosen_list[row], top))
+        return results

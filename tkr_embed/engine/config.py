@@ -1,0 +1,40 @@
+"""Engine configuration (no torch here)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tkr_embed.engine.errors import InvalidRequestError
+
+
+@dataclass
+class EngineConfig:
+    """How the engine schedules work.
+
+    `num_kv_blocks=None` uses every block the runner allocated; a smaller number caps the pool the
+    scheduler hands out (the runner's cache stays as built). `block_size` is what a runner should be
+    built with; the engine always follows the runner's own `info.block_size`. `max_model_len=None`
+    follows the runner; a smaller value lowers the context limit.
+    """
+
+    max_num_seqs: int = 64
+    max_num_batched_tokens: int = 2048
+    max_waiting: int = 256
+    block_size: int = 16
+    num_kv_blocks: int | None = None
+    enable_prefix_caching: bool = True
+    max_model_len: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_num_seqs < 1:
+            raise InvalidRequestError("max_num_seqs must be at least 1", "max_num_seqs")
+        if self.max_num_batched_tokens < 1:
+            raise InvalidRequestError("max_num_batched_tokens must be at least 1", "max_num_batched_tokens")
+        if self.max_waiting < 1:
+            raise InvalidRequestError("max_waiting must be at least 1", "max_waiting")
+        if self.block_size < 1:
+            raise InvalidRequestError("block_size must be at least 1", "block_size")
+        if self.num_kv_blocks is not None and self.num_kv_blocks < 1:
+            raise InvalidRequestError("num_kv_blocks must be at least 1", "num_kv_blocks")
+        if self.max_model_len is not None and self.max_model_len < 2:
+            raise InvalidRequestError("max_model_len must be at least 2", "max_model_len")

@@ -1,0 +1,151 @@
+"""The synchronous engine core: schedule, run, postprocess (no torch here)."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import time
+
+from tkr_embed.engine.block_manager import BlockManager
+from tkr_embed.engine.config import EngineConfig
+from tkr_embed.engine.detokenizer import IncrementalDetokenizer
+from tkr_embed.engine.errors import EngineOverloadedError, InvalidRequestError
+from tkr_embed.engine.outputs import EngineStats, RequestOutput, RequestTimings
+from tkr_embed.engine.runner import ModelRunner, SampledToken, ScheduledBatch
+from tkr_embed.engine.sampling_params import SamplingParams
+from tkr_embed.engine.scheduler import Scheduler
+from tkr_embed.engine.sequence import Request, Sequence
+from tkr_embed.engine.tokenizer import Tokenizer
+
+
+class LLMEngine:
+    """Drives a ModelRunner over many requests at once, one `step()` at a time.
+
+    Not thread-safe: call every method from one thread (`AsyncEngine` runs only
+    `runner.execute` in a worker thread, between `schedule()` and `postprocess()`).
+    """
+
+    def __init__(self, runner: ModelRunner, tokenizer: Tokenizer | None = None, config: EngineConfig | None = None) -> None:
+        self.runner = runner
+        self.tokenizer = tokenizer
+        self.config = config or EngineConfig()
+        info = runner.info
+        num_blocks = min(self.config.num_kv_blocks or info.num_kv_blocks, info.num_kv_blocks)
+        self.block_manager = BlockManager(num_blocks, info.block_size, self.config.enable_prefix_caching)
+        # A sequence must fit the context and, alone, the block pool.
+        self.max_model_len = min(info.max_model_len, self.config.max_model_len or info.max_model_len, num_blocks * info.block_size)
+        self.vocab_size = info.vocab_size
+        self.scheduler = Scheduler(self.config, self.block_manager, info.eos_token_ids, self.max_model_len)
+        self._requests: dict[str, Request] = {}
+        self._seq_ids = itertools.count()
+
+    # --- requests -----------------------------------------------------------------------------
+
+    def add_request(
+        self, request_id: str, prompt_token_ids: list[int], params: SamplingParams, arrival: float | None = None
+    ) -> None:
+        """Queue a request; raise InvalidRequestError or EngineOverloadedError before queueing anything."""
+        self._validate(request_id, prompt_token_ids, params)
+        if len(self.scheduler.waiting) >= self.config.max_waiting:
+            raise EngineOverloadedError()
+        request = Request(request_id, list(prompt_token_ids), params, RequestTimings(arrival or time.monotonic()))
+        for index in range(params.n):
+            sampling = params
+            if params.n > 1:
+                seed = None if params.seed is None else params.seed + index
+                sampling = dataclasses.replace(params, n=1, seed=seed)
+            request.seqs.append(
+                Sequence(
+                    seq_id=next(self._seq_ids),
+                    index=index,
+                    request=request,
+                    sampling=sampling,
+                    all_token_ids=list(prompt_token_ids),
+                    num_prompt_tokens=len(prompt_token_ids),
+                    detokenizer=self._detokenizer(params),
+                )
+            )
+        self._requests[request_id] = request
+        self.scheduler.add_request(request)
+
+    def abort_request(self, request_id: str) -> RequestOutput | None:
+        """Abort an unfinished request and free its blocks; its final output, or None if unknown."""
+        request = self._requests.pop(request_id, None)
+        if request is None:
+            return None
+        self.scheduler.abort_request(request)
+        self._release_runner_state()
+        return request.take_output()
+
+    def has_unfinished_requests(self) -> bool:
+        return bool(self._requests)
+
+    # --- the step -----------------------------------------------------------------------------
+
+    def step(self) -> list[RequestOutput]:
+        """Compute one batch; one output per request that got new tokens."""
+        batch = self.schedule()
+        if not batch.entries:
+            return []
+        sampled = self.runner.execute(batch)
+        return self.postprocess(batch, sampled)
+
+    def schedule(self) -> ScheduledBatch:
+        return self.scheduler.schedule()
+
+    def postprocess(self, batch: ScheduledBatch, sampled: list[SampledToken]) -> list[RequestOutput]:
+        outputs = []
+        for request in self.scheduler.postprocess(batch, sampled):
+            outputs.append(request.take_output())
+            if request.is_finished:
+                del self._requests[request.request_id]
+        self._release_runner_state()
+        return outputs
+
+    def stats(self) -> EngineStats:
+        counters = self.scheduler.counters
+        return EngineStats(
+            running=len(self.scheduler.running),
+            waiting=len(self.scheduler.waiting),
+            kv_blocks_total=self.block_manager.num_blocks,
+            kv_blocks_used=self.block_manager.num_used_blocks,
+            kv_blocks_free=self.block_manager.num_free_blocks,
+            prefix_cache_queries=counters.prefix_cache_queries,
+            prefix_cache_hits=counters.prefix_cache_hits,
+            prompt_tokens_prefilled=counters.prompt_tokens_prefilled,
+            tokens_decoded=counters.tokens_decoded,
+            requests_finished=counters.requests_finished,
+            preemptions=counters.preemptions,
+        )
+
+    # --- helpers ------------------------------------------------------------------------------
+
+    def _release_runner_state(self) -> None:
+        for seq_id in self.scheduler.take_released_seq_ids():
+            self.runner.release(seq_id)
+
+    def _detokenizer(self, params: SamplingParams) -> IncrementalDetokenizer | None:
+        if self.tokenizer is None:
+            return None
+        return IncrementalDetokenizer(self.tokenizer, params.stop, params.include_stop_str_in_output)
+
+    def _validate(self, request_id: str, prompt_token_ids: list[int], params: SamplingParams) -> None:
+        if request_id in self._requests:
+            raise InvalidRequestError(f"request id {request_id!r} is already in use", "request_id")
+        num_prompt = len(prompt_token_ids)
+        if num_prompt == 0:
+            raise InvalidRequestError("the prompt must not be empty", "prompt")
+        if num_prompt >= self.max_model_len:
+            raise InvalidRequestError(
+                f"the prompt has {num_prompt} tokens; at most {self.max_model_len - 1} fit this model's context", "prompt"
+            )
+        if any(not isinstance(t, int) or not 0 <= t < self.vocab_size for t in prompt_token_ids):
+            raise InvalidRequestError(f"prompt token ids must be integers in [0, {self.vocab_size})", "prompt")
+        if params.max_tokens is not None and num_prompt + params.max_tokens > self.max_model_len:
+            raise InvalidRequestError(
+                f"the prompt ({num_prompt} tokens) plus max_tokens ({params.max_tokens}) exceeds the context "
+                f"length of {self.max_model_len} tokens",
+                "max_tokens",
+            )
+        if params.stop and self.tokenizer is None:
+            raise InvalidRequestError("stop strings need a tokenizer", "stop")
