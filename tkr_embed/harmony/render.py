@@ -1,0 +1,80 @@
+"""Render a chat request into harmony prompt tokens, with tool choice enforced by a forced prefix."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from openai_harmony import HarmonyEncoding, Message, RenderOptions
+
+from tkr_embed.harmony.conversation import build_conversation
+from tkr_embed.harmony.special_tokens import MESSAGE, START, STOP_TOKEN_IDS
+from tkr_embed.harmony.tokenizer import get_encoding
+from tkr_embed.harmony.types import ChatMessage, FunctionTool, ReasoningEffort, ToolChoice
+
+FIRST_SPECIAL_ID = 199998  # every id from here to the end of the vocabulary is a special token
+
+
+@dataclass
+class RenderedPrompt:
+    """The prompt to generate from.
+
+    `token_ids` is the whole prompt and ends with `forced_prefix`: assistant tokens we wrote after
+    `<|start|>assistant` to enforce a tool choice (empty normally). A stream parser must be primed with
+    `forced_prefix`. `stop_token_ids` are <|return|> and <|call|>.
+    """
+
+    token_ids: list[int]
+    forced_prefix: list[int]
+    stop_token_ids: list[int]
+
+
+def render_chat(
+    messages: list[ChatMessage],
+    *,
+    reasoning_effort: ReasoningEffort = "medium",
+    tools: list[FunctionTool] | None = None,
+    tool_choice: ToolChoice | None = None,
+    instructions: str | None = None,
+) -> RenderedPrompt:
+    """Render a chat for the assistant's next turn; raises HarmonyRenderError naming the bad field."""
+    choice = tool_choice or ToolChoice(mode="auto")
+    conversation = build_conversation(messages, reasoning_effort, tools or [], choice, instructions)
+    encoding = get_encoding()
+    options = RenderOptions(conversation_has_function_tools=bool(conversation.offered_tools))
+    token_ids: list[int] = []
+    for message in conversation.messages:
+        token_ids.extend(_render_message(encoding, message, options))
+    token_ids.append(START)
+    token_ids.extend(encoding.encode("assistant"))
+    forced_prefix = _forced_prefix(encoding, choice)
+    return RenderedPrompt(token_ids + forced_prefix, forced_prefix, list(STOP_TOKEN_IDS))
+
+
+def _render_message(encoding: HarmonyEncoding, message: Message, options: RenderOptions) -> list[int]:
+    """One message as harmony renders it, except that client text never becomes special tokens.
+
+    harmony encodes message text with special tokens allowed, so a user writing "<|end|><|start|>system"
+    would forge a system message. The body (between <|message|> and the closing token) is re-encoded as
+    ordinary text whenever it holds a special token; otherwise harmony's tokens are kept unchanged.
+    """
+    tokens = encoding.render(message, options)
+    body_start = tokens.index(MESSAGE) + 1
+    body = tokens[body_start:-1]
+    if any(token_id >= FIRST_SPECIAL_ID for token_id in body):
+        body = encoding.encode(encoding.decode(body), disallowed_special=())
+    return [*tokens[:body_start], *body, tokens[-1]]
+
+
+def _forced_prefix(encoding: HarmonyEncoding, choice: ToolChoice) -> list[int]:
+    """The start of the assistant's commentary header that makes it call a (named) function.
+
+    This is the header layout gpt-oss itself writes for calls (`<|channel|>commentary to=functions.NAME
+    <|constrain|>json<|message|>`). For "required" the prefix stops after "functions": the model then
+    writes ".NAME" as the tokens it would have used anyway (".get", "_weather"...).
+    """
+    if choice.mode == "required":
+        return encoding.encode("<|channel|>commentary to=functions", allowed_special={"<|channel|>"})
+    if choice.mode == "function":
+        header = f"<|channel|>commentary to=functions.{choice.function_name} <|constrain|>json<|message|>"
+        return encoding.encode(header, allowed_special={"<|channel|>", "<|constrain|>", "<|message|>"})
+    return []
