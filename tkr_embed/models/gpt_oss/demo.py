@@ -57,7 +57,7 @@ def demo_weight_std(name: str, config: GptOssConfig) -> tuple[float, float]:
     if name == "model.embed_tokens.weight":
         return 0.0, 1.0
     if name == "lm_head.weight":
-        return 0.0, 0.5
+        return 0.0, 4.0 / math.sqrt(fan_in)
     if name.endswith("sinks"):
         return 0.0, 1.0
     if name.endswith("bias"):

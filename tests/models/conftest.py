@@ -1,0 +1,51 @@
+"""Fixtures for the gpt-oss model tests: our model and the transformers reference on the demo checkpoint."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+
+from tkr_embed.models.gpt_oss.loader import load_model
+from tkr_embed.models.gpt_oss.model import GptOssForCausalLM
+
+from gpt_oss_helpers import PagedRunner
+
+torch.set_num_threads(2)
+
+def load_reference(folder: Path, dtype: torch.dtype):
+    """transformers' own GptOssForCausalLM on the same folder (MXFP4 experts dequantized on CPU)."""
+    from transformers import GptOssForCausalLM as ReferenceModel
+    from transformers import Mxfp4Config
+
+    model = ReferenceModel.from_pretrained(
+        str(folder), dtype=dtype, quantization_config=Mxfp4Config(dequantize=True)
+    )
+    return model.eval()
+
+
+@pytest.fixture(scope="session")
+def reference_fp32(demo_model_dir: Path):
+    return load_reference(demo_model_dir, torch.float32)
+
+
+@pytest.fixture(scope="session")
+def reference_bf16(demo_model_dir: Path):
+    return load_reference(demo_model_dir, torch.bfloat16)
+
+
+@pytest.fixture(scope="session")
+def model_fp32(demo_model_dir: Path) -> GptOssForCausalLM:
+    return load_model(demo_model_dir, dtype=torch.float32, verbose=False)
+
+
+@pytest.fixture(scope="session")
+def model_bf16(demo_model_dir: Path) -> GptOssForCausalLM:
+    return load_model(demo_model_dir, dtype=torch.bfloat16, verbose=False)
+
+
+@pytest.fixture
+def paged_runner() -> Callable[[GptOssForCausalLM], PagedRunner]:
+    return PagedRunner
