@@ -128,6 +128,7 @@ class UsageRecorder:
         self._wake = asyncio.Event()
         self._flush_lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
         self.flush_failures = 0
 
     @property
@@ -152,14 +153,15 @@ class UsageRecorder:
 
     async def start(self) -> None:
         if self._task is None:
+            self._stopping = False
             self._task = asyncio.create_task(self._run(), name="usage-recorder")
 
     async def close(self) -> None:
-        """Stop the background task and write every buffered record."""
+        """Stop the background task (letting a flush in progress finish) and write every buffered record."""
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            self._stopping = True
+            self._wake.set()
+            await self._task
             self._task = None
         await self.flush()
 
@@ -172,6 +174,9 @@ class UsageRecorder:
             try:
                 async with self._db.sessions() as session, session.begin():
                     await _write(session, self._db.dialect, events)
+            except asyncio.CancelledError:
+                self._buffer[:0] = events  # the transaction rolled back: nothing was counted
+                raise
             except Exception:
                 self.flush_failures += 1
                 self._buffer[:0] = events  # keep them for the next flush: totals stay exact
@@ -180,7 +185,7 @@ class UsageRecorder:
             return len(events)
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self._flush_interval_s)
             self._wake.clear()

@@ -1,0 +1,261 @@
+"""Per-key rate limits: a burst token bucket, requests per minute / hour / day, tokens per minute.
+
+Windows are counted by the `limits` library (memory for one process, Redis so that replicas share one
+limit); the burst bucket is ours (`token_bucket.py`). A check first *tests* every window, so a refused
+request consumes nothing, then takes from the bucket and *hits* the windows. The decision carries the
+values of the `Retry-After` and `x-ratelimit-*` headers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from dataclasses import dataclass, fields, replace
+from typing import Literal
+
+from limits import RateLimitItem, RateLimitItemPerDay, RateLimitItemPerHour, RateLimitItemPerMinute
+from limits.aio.storage import MemoryStorage, RedisStorage, Storage
+from limits.aio.strategies import (
+    FixedWindowRateLimiter,
+    MovingWindowRateLimiter,
+    RateLimiter as WindowLimiter,
+    SlidingWindowCounterRateLimiter,
+)
+
+from tkr_embed.security.keys import KeyLimits
+from tkr_embed.security.token_bucket import MemoryTokenBucketStore, RedisTokenBucketStore, TokenBucketStore
+
+Strategy = Literal["fixed-window", "moving-window", "sliding-window-counter"]
+_STRATEGIES: dict[str, type[WindowLimiter]] = {
+    "fixed-window": FixedWindowRateLimiter,
+    "moving-window": MovingWindowRateLimiter,
+    "sliding-window-counter": SlidingWindowCounterRateLimiter,
+}
+_NAMESPACE = "tkr"
+
+
+@dataclass(frozen=True)
+class RateLimits:
+    """Limits of one key; None disables that limit. Defaults are the original spec's: 10 / 60 / 1000 / 10000."""
+
+    burst: int | None = 10
+    requests_per_minute: int | None = 60
+    requests_per_hour: int | None = 1000
+    requests_per_day: int | None = 10000
+    tokens_per_minute: int | None = None
+    burst_refill_per_s: float | None = None  # None: the per-minute rate (60 per minute when that is off)
+
+    def with_overrides(self, overrides: KeyLimits | None) -> RateLimits:
+        """These global limits with a key's non-null overrides applied."""
+        if overrides is None:
+            return self
+        changes = {f.name: getattr(overrides, f.name) for f in fields(KeyLimits) if getattr(overrides, f.name) is not None}
+        return replace(self, **changes)
+
+    @property
+    def bucket_refill_per_s(self) -> float:
+        # By default the bucket refills at the per-minute pace: a client may burst, then keeps that pace.
+        if self.burst_refill_per_s is not None:
+            return self.burst_refill_per_s
+        return (self.requests_per_minute or 60) / 60.0
+
+
+def format_reset(seconds: float) -> str:
+    """A reset duration as OpenAI writes it: "20ms", "1s", "6m0s", "1h0m0s"."""
+    if seconds <= 0:
+        return "0s"
+    if seconds < 1:
+        return f"{math.ceil(seconds * 1000)}ms"
+    whole = math.ceil(seconds)
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes}m{secs}s"
+    if minutes:
+        return f"{minutes}m{secs}s"
+    return f"{secs}s"
+
+
+@dataclass(frozen=True)
+class RateDecision:
+    """Whether a request may run, and what to tell the client about its limits.
+
+    The request fields describe the binding request limit (the one with the fewest requests left;
+    the burst bucket when it refused). Token fields are None when the key has no token limit.
+    """
+
+    allowed: bool
+    retry_after_s: float = 0.0
+    limit_requests: int | None = None
+    remaining_requests: int | None = None
+    reset_requests_s: float | None = None
+    limit_tokens: int | None = None
+    remaining_tokens: int | None = None
+    reset_tokens_s: float | None = None
+    limited_by: str | None = None  # "burst", "requests_per_minute", ..., "tokens_per_minute"
+
+    def headers(self) -> dict[str, str]:
+        """`x-ratelimit-*` headers, plus `retry-after` (whole seconds, at least 1) when refused."""
+        headers: dict[str, str] = {}
+        if self.limit_requests is not None:
+            headers["x-ratelimit-limit-requests"] = str(self.limit_requests)
+            headers["x-ratelimit-remaining-requests"] = str(self.remaining_requests)
+            headers["x-ratelimit-reset-requests"] = format_reset(self.reset_requests_s or 0.0)
+        if self.limit_tokens is not None:
+            headers["x-ratelimit-limit-tokens"] = str(self.limit_tokens)
+            headers["x-ratelimit-remaining-tokens"] = str(self.remaining_tokens)
+            headers["x-ratelimit-reset-tokens"] = format_reset(self.reset_tokens_s or 0.0)
+        if not self.allowed:
+            headers["retry-after"] = str(max(1, math.ceil(self.retry_after_s)))
+        return headers
+
+
+@dataclass(frozen=True)
+class _Window:
+    name: str
+    item: RateLimitItem
+    unit: str  # "requests" or "tokens"
+
+
+def _windows(limits: RateLimits) -> list[_Window]:
+    windows = []
+    for name, item_type in (
+        ("requests_per_minute", RateLimitItemPerMinute),
+        ("requests_per_hour", RateLimitItemPerHour),
+        ("requests_per_day", RateLimitItemPerDay),
+    ):
+        amount = getattr(limits, name)
+        if amount is not None:
+            windows.append(_Window(name, item_type(amount, namespace=_NAMESPACE), "requests"))
+    return windows
+
+
+class RateLimiter:
+    """Rate limits of every key, in memory (`memory://`) or shared through Redis (`redis://...`)."""
+
+    def __init__(
+        self,
+        storage_url: str = "memory://",
+        strategy: Strategy = "fixed-window",
+        key_prefix: str = "tkr",
+        bucket_store: TokenBucketStore | None = None,
+    ) -> None:
+        if strategy not in _STRATEGIES:
+            raise ValueError(f"unknown rate-limit strategy {strategy!r}; choose one of {sorted(_STRATEGIES)}")
+        self._storage: Storage
+        if storage_url.startswith("memory://"):
+            self._storage = MemoryStorage()
+            self._buckets = bucket_store or MemoryTokenBucketStore()
+        elif storage_url.startswith(("redis://", "rediss://", "unix://")):
+            self._storage = RedisStorage("async+" + storage_url, implementation="redispy", key_prefix=key_prefix)
+            self._buckets = bucket_store or RedisTokenBucketStore(storage_url, key_prefix=key_prefix)
+        else:
+            raise ValueError(f"rate-limit storage must be memory:// or redis://..., not {storage_url!r}")
+        self._windows = _STRATEGIES[strategy](self._storage)
+        self.rejections = 0
+
+    async def check(self, key_id: str, limits: RateLimits, cost_tokens: int = 0) -> RateDecision:
+        """Admit or refuse one request of `key_id` that may use `cost_tokens` tokens (prompt + max new)."""
+        windows = _windows(limits)
+        token_window = (
+            _Window("tokens_per_minute", RateLimitItemPerMinute(limits.tokens_per_minute, namespace=_NAMESPACE), "tokens")
+            if limits.tokens_per_minute is not None
+            else None
+        )
+        token_cost = max(0, cost_tokens)
+
+        # 1. test: a refused request consumes nothing.
+        tests = [self._windows.test(w.item, key_id, w.unit) for w in windows]
+        if token_window is not None:
+            tests.append(self._windows.test(token_window.item, key_id, "tokens", cost=max(1, token_cost)))
+        passed = await asyncio.gather(*tests)
+        checked = windows + ([token_window] if token_window is not None else [])
+        for window, ok in zip(checked, passed, strict=True):
+            if not ok:
+                return await self._refuse_window(key_id, windows, token_window, window)
+
+        # 2. burst bucket (atomic take).
+        if limits.burst is not None:
+            bucket = await self._buckets.take(f"{key_id}:{limits.burst}", limits.burst, limits.bucket_refill_per_s)
+            if not bucket.allowed:
+                self.rejections += 1
+                token_stats = await self._token_stats(key_id, token_window)
+                return RateDecision(
+                    allowed=False,
+                    retry_after_s=bucket.retry_after_s,
+                    limit_requests=limits.burst,
+                    remaining_requests=0,
+                    reset_requests_s=bucket.retry_after_s,
+                    limited_by="burst",
+                    **token_stats,
+                )
+
+        # 3. hit: another replica may have taken the last slot since the test.
+        hits = [self._windows.hit(w.item, key_id, w.unit) for w in windows]
+        if token_window is not None and token_cost > 0:
+            hits.append(self._windows.hit(token_window.item, key_id, "tokens", cost=token_cost))
+        for window, ok in zip(checked, await asyncio.gather(*hits), strict=False):
+            if not ok:
+                return await self._refuse_window(key_id, windows, token_window, window)
+        return await self._decision(key_id, windows, token_window, allowed=True)
+
+    async def record_tokens(self, key_id: str, limits: RateLimits, tokens: int) -> None:
+        """Charge tokens learnt after the fact (e.g. the true completion length) to the token window."""
+        if limits.tokens_per_minute is not None and tokens > 0:
+            item = RateLimitItemPerMinute(limits.tokens_per_minute, namespace=_NAMESPACE)
+            await self._windows.hit(item, key_id, "tokens", cost=tokens)
+
+    async def close(self) -> None:
+        await self._buckets.close()
+
+    async def _refuse_window(
+        self, key_id: str, windows: list[_Window], token_window: _Window | None, refused: _Window
+    ) -> RateDecision:
+        self.rejections += 1
+        return await self._decision(key_id, windows, token_window, allowed=False, refused=refused)
+
+    async def _stats(self, key_id: str, window: _Window) -> tuple[int, float]:
+        stats = await self._windows.get_window_stats(window.item, key_id, window.unit)
+        return stats.remaining, max(0.0, stats.reset_time - time.time())
+
+    async def _token_stats(self, key_id: str, token_window: _Window | None) -> dict[str, float | int | None]:
+        if token_window is None:
+            return {}
+        remaining, reset_s = await self._stats(key_id, token_window)
+        return {"limit_tokens": token_window.item.amount, "remaining_tokens": remaining, "reset_tokens_s": reset_s}
+
+    async def _decision(
+        self,
+        key_id: str,
+        windows: list[_Window],
+        token_window: _Window | None,
+        allowed: bool,
+        refused: _Window | None = None,
+    ) -> RateDecision:
+        stats = await asyncio.gather(*(self._stats(key_id, w) for w in windows))
+        request_fields: dict[str, float | int | None] = {}
+        if windows:
+            # The binding request window: fewest left, then the shortest (listed first).
+            index = min(range(len(windows)), key=lambda i: (stats[i][0], i))
+            if refused is not None and refused.unit == "requests":
+                index = windows.index(refused)
+            remaining, reset_s = stats[index]
+            request_fields = {
+                "limit_requests": windows[index].item.amount,
+                "remaining_requests": 0 if refused is windows[index] else remaining,
+                "reset_requests_s": reset_s,
+            }
+        token_fields = await self._token_stats(key_id, token_window)
+        retry_after_s = 0.0
+        if refused is not None:
+            retry_after_s = (
+                float(token_fields["reset_tokens_s"] or 0.0) if refused.unit == "tokens" else float(request_fields["reset_requests_s"] or 0.0)
+            )
+        return RateDecision(
+            allowed=allowed,
+            retry_after_s=retry_after_s,
+            limited_by=refused.name if refused is not None else None,
+            **request_fields,
+            **token_fields,
+        )
