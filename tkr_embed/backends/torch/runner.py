@@ -1,0 +1,175 @@
+"""TorchModelRunner: one forward over a scheduled batch on the paged KV cache, then sampling."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from tkr_embed.backends.torch.attention import allocate_kv_cache, build_attention_metadata
+from tkr_embed.backends.torch.sampler import Sampler
+from tkr_embed.engine.runner import ModelRunner, RunnerInfo, SampledToken, ScheduledBatch
+
+CPU_KV_CACHE_BYTES = 1 << 30          # default KV budget on CPU: 1 GiB ...
+CPU_KV_CACHE_MAX_SEQS = 64            # ... but no more than 64 full-length sequences need
+
+_DTYPES = {
+    "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+    "float16": torch.float16, "fp16": torch.float16, "half": torch.float16,
+    "float32": torch.float32, "fp32": torch.float32, "float": torch.float32,
+}
+
+
+def resolve_dtype(dtype: torch.dtype | str | None, device: str | torch.device = "cuda") -> torch.dtype:
+    """None means bfloat16 (the checkpoints' own precision) on accelerators, float32 on CPU (faster there)."""
+    if dtype is None:
+        return torch.float32 if torch.device(device).type == "cpu" else torch.bfloat16
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype.lower() not in _DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r}; use one of {sorted(_DTYPES)}")
+    return _DTYPES[dtype.lower()]
+
+
+class TorchModelRunner(ModelRunner):
+    """Runs a GptOssForCausalLM (CPU or CUDA) over the engine's paged KV blocks.
+
+    The KV cache is one tensor per layer [2, num_kv_blocks, block_size, Hkv, D]; its size is fixed at
+    construction: an explicit block count, else `kv_cache_bytes`, else a fraction of the free device
+    memory (CUDA) or min(1 GiB, what 64 full-length sequences need) on CPU.
+    """
+
+    def __init__(
+        self,
+        model_path: str | Path,
+        *,
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype | str | None = None,
+        quantization: str = "mxfp4",
+        block_size: int = 16,
+        num_kv_blocks: int | None = None,
+        kv_cache_memory_fraction: float = 0.9,
+        kv_cache_bytes: int | None = None,
+        max_model_len: int | None = None,
+    ) -> None:
+        from tkr_embed.models.gpt_oss.loader import load_model
+
+        torch_dtype = resolve_dtype(dtype, device)
+        model = load_model(model_path, device=device, dtype=torch_dtype, quantization=quantization, verbose=False)
+        self._setup(
+            model, model_name=Path(model_path).name, quantization=quantization, block_size=block_size,
+            num_kv_blocks=num_kv_blocks, kv_cache_memory_fraction=kv_cache_memory_fraction,
+            kv_cache_bytes=kv_cache_bytes, max_model_len=max_model_len,
+        )
+
+    @classmethod
+    def from_model(
+        cls,
+        model: torch.nn.Module,
+        *,
+        model_name: str = "gpt-oss",
+        quantization: str = "mxfp4",
+        block_size: int = 16,
+        num_kv_blocks: int | None = None,
+        kv_cache_memory_fraction: float = 0.9,
+        kv_cache_bytes: int | None = None,
+        max_model_len: int | None = None,
+    ) -> TorchModelRunner:
+        """A runner around an already built model (e.g. random weights of the real shape)."""
+        runner = cls.__new__(cls)
+        runner._setup(
+            model, model_name=model_name, quantization=quantization, block_size=block_size,
+            num_kv_blocks=num_kv_blocks, kv_cache_memory_fraction=kv_cache_memory_fraction,
+            kv_cache_bytes=kv_cache_bytes, max_model_len=max_model_len,
+        )
+        return runner
+
+    def _setup(
+        self,
+        model: torch.nn.Module,
+        *,
+        model_name: str,
+        quantization: str,
+        block_size: int,
+        num_kv_blocks: int | None,
+        kv_cache_memory_fraction: float,
+        kv_cache_bytes: int | None,
+        max_model_len: int | None,
+    ) -> None:
+        if block_size < 1:
+            raise ValueError("block_size must be at least 1")
+        self.model = model
+        self.config = model.config
+        self.device = model.device
+        self.dtype = model.dtype
+        self.block_size = block_size
+        context_len = min(max_model_len or self.config.max_position_embeddings, self.config.max_position_embeddings)
+        if num_kv_blocks is None:
+            num_kv_blocks = self._blocks_from_budget(kv_cache_bytes, kv_cache_memory_fraction, context_len)
+        if num_kv_blocks < 1:
+            raise ValueError("the KV cache budget does not hold a single block")
+        self.kv_caches = allocate_kv_cache(self.config, num_kv_blocks, block_size, dtype=self.dtype, device=self.device)
+        self.sampler = Sampler()
+        self._info = RunnerInfo(
+            model_name=model_name,
+            max_model_len=context_len,
+            vocab_size=self.config.vocab_size,
+            block_size=block_size,
+            num_kv_blocks=num_kv_blocks,
+            eos_token_ids=tuple(self.config.eos_token_id),
+            device=str(self.device),
+            dtype=str(self.dtype).removeprefix("torch."),
+            quantization=quantization,
+        )
+
+    def _bytes_per_block(self) -> int:
+        itemsize = torch.empty((), dtype=self.dtype).element_size()
+        per_token = 2 * self.config.num_key_value_heads * self.config.head_dim * itemsize
+        return self.config.num_hidden_layers * self.block_size * per_token
+
+    def _blocks_from_budget(self, kv_cache_bytes: int | None, fraction: float, context_len: int) -> int:
+        if kv_cache_bytes is None:
+            if self.device.type == "cuda":
+                free_bytes, _ = torch.cuda.mem_get_info(self.device)
+                kv_cache_bytes = int(free_bytes * fraction)
+            else:
+                blocks_per_seq = -(-context_len // self.block_size)
+                needed = CPU_KV_CACHE_MAX_SEQS * blocks_per_seq * self._bytes_per_block()
+                kv_cache_bytes = min(CPU_KV_CACHE_BYTES, needed)
+        return kv_cache_bytes // self._bytes_per_block()
+
+    @property
+    def info(self) -> RunnerInfo:
+        return self._info
+
+    @torch.inference_mode()
+    def execute(self, batch: ScheduledBatch) -> list[SampledToken]:
+        entries = batch.entries
+        if not entries:
+            return []
+        token_ids: list[int] = []
+        positions: list[int] = []
+        last_rows: list[int] = []          # row of each sampled entry's last token in the flat batch
+        for entry in entries:
+            token_ids.extend(entry.token_ids)
+            positions.extend(range(entry.start_pos, entry.start_pos + len(entry.token_ids)))
+            if entry.sample:
+                last_rows.append(len(token_ids) - 1)
+        metadata = build_attention_metadata(
+            [(e.start_pos, len(e.token_ids), e.block_table) for e in entries], self.block_size, self.device
+        )
+        input_ids = torch.tensor(token_ids, dtype=torch.int64, device=self.device)       # [T]
+        position_ids = torch.tensor(positions, dtype=torch.int64, device=self.device)   # [T]
+        hidden = self.model(input_ids, position_ids, self.kv_caches, metadata)          # [T, D]
+        sample_entries = [e for e in entries if e.sample]
+        if not sample_entries:
+            return []
+        rows = torch.tensor(last_rows, dtype=torch.int64, device=self.device)           # [S]
+        logits = self.model.compute_logits(hidden.index_select(0, rows))                # [S, V] float32
+        return self.sampler(logits, sample_entries)
+
+    def shutdown(self) -> None:
+        self.kv_caches = []
+        self.model = None
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
