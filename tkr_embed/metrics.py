@@ -1,0 +1,107 @@
+"""Prometheus metrics of the server, in a registry of their own (never the process-global one).
+
+No label carries a key id or a raw path: label values come from small fixed sets (route templates,
+status codes), so cardinality stays bounded whatever clients send.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from tkr_embed.engine.outputs import EngineStats
+
+# Latency buckets (seconds): from a cached hit or one decode step up to a long generation.
+_FIRST_TOKEN_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 20.0, 40.0, 80.0)
+_INTER_TOKEN_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.015, 0.02, 0.025, 0.03, 0.04, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5)
+_REQUEST_BUCKETS = (0.01, 0.05, 0.1, 0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0, 120.0, 300.0)
+
+MAX_ROUTE_LABELS = 64
+OTHER_ROUTE = "other"
+
+
+class ServerMetrics:
+    """Every collector the server exports. One instance per app; `render()` gives the /metrics body."""
+
+    def __init__(self, namespace: str = "tkr") -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        registry = self.registry
+        self.time_to_first_token = Histogram(
+            "time_to_first_token_seconds", "Time from arrival to the first generated token.",
+            namespace=namespace, buckets=_FIRST_TOKEN_BUCKETS, registry=registry,
+        )
+        self.inter_token_latency = Histogram(
+            "inter_token_latency_seconds", "Time between two consecutive generated tokens of one request.",
+            namespace=namespace, buckets=_INTER_TOKEN_BUCKETS, registry=registry,
+        )
+        self.e2e_latency = Histogram(
+            "e2e_request_latency_seconds", "Time from arrival to the last generated token.",
+            namespace=namespace, buckets=_REQUEST_BUCKETS, registry=registry,
+        )
+        self.queue_time = Histogram(
+            "request_queue_time_seconds", "Time a request waited before its first scheduled step.",
+            namespace=namespace, buckets=_REQUEST_BUCKETS, registry=registry,
+        )
+        self.requests_running = Gauge(
+            "num_requests_running", "Requests in the running batch.", namespace=namespace, registry=registry
+        )
+        self.requests_waiting = Gauge(
+            "num_requests_waiting", "Requests waiting to be scheduled.", namespace=namespace, registry=registry
+        )
+        self.kv_cache_usage = Gauge(
+            "kv_cache_usage_ratio", "Fraction of KV cache blocks in use (0 to 1).", namespace=namespace, registry=registry
+        )
+        self.prompt_tokens = Counter(
+            "prompt_tokens", "Prompt tokens processed.", namespace=namespace, registry=registry
+        )
+        self.generation_tokens = Counter(
+            "generation_tokens", "Tokens generated.", namespace=namespace, registry=registry
+        )
+        self.reasoning_tokens = Counter(
+            "reasoning_tokens", "Generated tokens on the analysis (reasoning) channel.", namespace=namespace, registry=registry
+        )
+        self.response_cache_hits = Counter(
+            "response_cache_hits", "Requests answered from the response cache.", namespace=namespace, registry=registry
+        )
+        self.response_cache_misses = Counter(
+            "response_cache_misses", "Cacheable requests not found in the response cache.", namespace=namespace, registry=registry
+        )
+        self.rate_limit_rejections = Counter(
+            "rate_limit_rejections", "Requests refused with 429 by a rate limit.", namespace=namespace, registry=registry
+        )
+        self.requests = Counter(
+            "requests", "HTTP requests by route template and status code.", ["route", "status"],
+            namespace=namespace, registry=registry,
+        )
+        self._routes: set[str] = set()
+        self._routes_lock = threading.Lock()
+
+    def observe_request(self, route: str, status: int) -> None:
+        """Count one HTTP request. Pass the route template (e.g. "/v1/chat/completions"), never a raw path."""
+        self.requests.labels(route=self._route_label(route), status=str(int(status))).inc()
+
+    def observe_tokens(self, prompt: int, generated: int, reasoning: int = 0) -> None:
+        self.prompt_tokens.inc(max(0, prompt))
+        self.generation_tokens.inc(max(0, generated))
+        self.reasoning_tokens.inc(max(0, reasoning))
+
+    def update_engine(self, stats: EngineStats) -> None:
+        """Copy the engine's queue and KV cache gauges (call before rendering)."""
+        self.requests_running.set(stats.running)
+        self.requests_waiting.set(stats.waiting)
+        self.kv_cache_usage.set(stats.kv_usage)
+
+    def render(self) -> tuple[bytes, str]:
+        """The exposition body and its content type, for GET /metrics."""
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+    def _route_label(self, route: str) -> str:
+        # A bound on distinct routes: a bug that passes raw paths cannot grow the series without limit.
+        with self._routes_lock:
+            if route in self._routes:
+                return route
+            if len(self._routes) < MAX_ROUTE_LABELS:
+                self._routes.add(route)
+                return route
+        return OTHER_ROUTE
