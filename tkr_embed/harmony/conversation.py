@@ -3,8 +3,9 @@
 The harmony system message carries only identity, reasoning effort and channels; every client
 system/developer message (and `instructions`) becomes the developer message's instructions, next to
 the function tools. Assistant history keeps its reasoning (analysis), tool calls (commentary to
-functions.NAME) and answer (final); analysis of turns that already ended in a final answer is dropped,
-as harmony does.
+functions.NAME) and answer (final). Analysis of turns that already ended in a final answer is dropped,
+as the harmony format asks; unlike openai-harmony 0.0.8's own renderer (which drops only when the last
+assistant message is final), the reasoning of the ongoing turn is kept while older turns' is dropped.
 """
 
 from __future__ import annotations
