@@ -176,3 +176,19 @@ def test_random_text_tokens_become_content():
     events, result = run(stream)
     assert result.content == get_tokenizer().decode(stream)
     assert_deltas_add_up(events, result)
+
+
+def test_agrees_with_harmonys_own_parser_on_a_well_formed_answer():
+    from openai_harmony import Role
+
+    completion = tokens(
+        "<|channel|>analysis<|message|>Two tools are needed.<|end|>"
+        "<|start|>assistant<|channel|>commentary<|message|>One moment.<|end|>"
+        '<|start|>assistant<|channel|>commentary to=functions.search <|constrain|>json<|message|>{"q":"ü"}<|call|>'
+    )
+    reference = get_encoding().parse_messages_from_completion_tokens(completion, Role.ASSISTANT)
+    _, result = run(completion)
+    assert result.reasoning == "".join(m.content[0].text for m in reference if m.channel == "analysis")
+    assert result.content == "".join(m.content[0].text for m in reference if m.channel == "commentary" and not m.recipient)
+    assert [(f"functions.{c.name}", c.arguments) for c in result.tool_calls] == [
+        (m.recipient, m.content[0].text) for m in reference if m.recipient]
