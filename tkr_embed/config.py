@@ -80,7 +80,7 @@ class ModelConfig(_Section):
 class EngineSettings(_Section):
     max_num_seqs: int = Field(64, ge=1)
     max_num_batched_tokens: int = Field(8192, ge=16)
-    max_waiting: int = Field(256, ge=0)
+    max_waiting: int = Field(256, ge=1)
     max_model_len: int | None = Field(None, ge=16)
     block_size: int = Field(16, ge=1)
     kv_cache_blocks: int | None = Field(None, ge=1)          # None: sized from kv_cache_memory_fraction

@@ -1,0 +1,77 @@
+"""Build the engine the settings describe (the demo checkpoint when no model is configured)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from tkr_embed.config import Settings
+from tkr_embed.engine.client import EngineClient
+from tkr_embed.engine.tokenizer import Tokenizer
+
+logger = logging.getLogger("tkr_embed.api")
+DEVICE_NAMES = {"gpu": "cuda"}
+
+
+@dataclass
+class LoadedEngine:
+    engine: EngineClient
+    model_path: str
+    is_demo: bool
+
+
+def ensure_demo_checkpoint(directory: Path) -> Path:
+    """The tiny random-weight demo checkpoint, written on first use."""
+    from tkr_embed.models.gpt_oss.demo import write_demo_checkpoint
+
+    if (directory / "config.json").is_file():
+        return directory
+    directory.mkdir(parents=True, exist_ok=True)
+    return write_demo_checkpoint(directory)
+
+
+async def build_engine(settings: Settings, tokenizer: Tokenizer) -> LoadedEngine:
+    from tkr_embed.backends.factory import create_runner
+    from tkr_embed.engine.async_engine import AsyncEngine
+    from tkr_embed.engine.config import EngineConfig
+
+    if settings.uses_demo_model:
+        path = await asyncio.to_thread(ensure_demo_checkpoint, settings.demo_model_dir)
+        logger.warning(
+            "no model configured (GENERATION_MODEL_PATH / model.path): serving the tiny DEMO checkpoint with "
+            "random weights from %s; its answers are noise", path,
+        )
+    else:
+        path = Path(settings.model.path)
+    model = settings.model
+    engine_settings = settings.engine
+    runner_options: dict[str, object] = {
+        "block_size": engine_settings.block_size,
+        "kv_cache_memory_fraction": engine_settings.kv_cache_memory_fraction,
+    }
+    if engine_settings.kv_cache_blocks is not None:
+        runner_options["num_kv_blocks"] = engine_settings.kv_cache_blocks
+    if engine_settings.max_model_len is not None:
+        runner_options["max_model_len"] = engine_settings.max_model_len
+    runner = await asyncio.to_thread(
+        create_runner,
+        str(path),
+        device=DEVICE_NAMES.get(model.device, model.device),
+        dtype=None if model.dtype == "auto" else model.dtype,
+        quantization=model.quantization,
+        **runner_options,
+    )
+    config = EngineConfig(
+        max_num_seqs=engine_settings.max_num_seqs,
+        max_num_batched_tokens=engine_settings.max_num_batched_tokens,
+        max_waiting=engine_settings.max_waiting,
+        block_size=engine_settings.block_size,
+        num_kv_blocks=engine_settings.kv_cache_blocks,
+        enable_prefix_caching=engine_settings.enable_prefix_caching,
+        max_model_len=engine_settings.max_model_len,
+    )
+    engine = AsyncEngine.from_runner(runner, tokenizer, config)
+    logger.info("model %s loaded from %s on %s", runner.info.model_name, path, runner.info.device)
+    return LoadedEngine(engine=engine, model_path=str(path), is_demo=settings.uses_demo_model)

@@ -1,0 +1,122 @@
+"""One place that turns typed errors into `{"error": {...}, "error_id"}` responses (never a 500 for bad input)."""
+
+from __future__ import annotations
+
+import logging
+import math
+import uuid
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import JSONResponse, Response
+
+from tkr_embed.engine.errors import EngineDeadError, EngineOverloadedError, InvalidRequestError
+from tkr_embed.protocol.errors import ErrorDetail, ErrorResponse
+from tkr_embed.services.errors import ClientDisconnectedError, ServiceError
+
+logger = logging.getLogger("tkr_embed.api")
+
+ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    405: "invalid_request_error",
+    413: "invalid_request_error",
+    422: "invalid_request_error",
+    429: "rate_limit_error",
+}
+CLIENT_CLOSED_REQUEST = 499
+
+
+def error_body(status: int, message: str, param: str | None = None, code: str | None = None,
+               error_type: str | None = None) -> ErrorResponse:
+    error_type = error_type or ERROR_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
+    return ErrorResponse(
+        error=ErrorDetail(message=message, type=error_type, param=param, code=code), error_id=uuid.uuid4().hex
+    )
+
+
+def error_response(status: int, message: str, param: str | None = None, code: str | None = None,
+                   error_type: str | None = None, headers: dict[str, str] | None = None) -> JSONResponse:
+    body = error_body(status, message, param, code, error_type)
+    if status >= 500:
+        logger.warning("error %s (%d): %s", body.error_id, status, message)
+    return JSONResponse(body.model_dump(), status_code=status, headers=headers)
+
+
+def field_path(loc: tuple | list) -> str | None:
+    """("body", "messages", 0, "role") → "messages[0].role"."""
+    parts = [p for p in loc if p not in ("body", "query", "path", "header")]
+    path = ""
+    for part in parts:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif "[" in str(part) or "-" in str(part) and not str(part).isidentifier():
+            continue   # pydantic's union-branch tags, e.g. "function-after[...]", are not field names
+        else:
+            path += f".{part}" if path else str(part)
+    return path or None
+
+
+def validation_message(error: dict) -> tuple[str, str | None]:
+    param = field_path(error.get("loc", ()))
+    kind = error.get("type", "")
+    if kind == "json_invalid":
+        return "the request body is not valid JSON", None
+    if param is None and kind in ("model_attributes_type", "dict_type", "model_type"):
+        return "the request body must be a JSON object", None
+    if param is None and kind == "missing":
+        return "the request body is missing (send a JSON object)", None
+    if kind == "extra_forbidden":
+        return f"unknown field {param!r}", param
+    return (f"{param}: {error.get('msg', 'invalid value')}" if param else error.get("msg", "invalid request")), param
+
+
+async def _validation_handler(request: Request, exc: RequestValidationError) -> Response:
+    errors = exc.errors()
+    message, param = validation_message(errors[0]) if errors else ("invalid request", None)
+    return error_response(400, message, param)
+
+
+async def _service_handler(request: Request, exc: ServiceError) -> Response:
+    return error_response(exc.status, exc.message, exc.param, exc.code, exc.error_type)
+
+
+async def _engine_invalid_handler(request: Request, exc: InvalidRequestError) -> Response:
+    return error_response(400, exc.message, exc.param)
+
+
+async def _overloaded_handler(request: Request, exc: EngineOverloadedError) -> Response:
+    retry_after = str(max(1, math.ceil(exc.retry_after_s)))
+    return error_response(503, exc.message, code="server_overloaded", headers={"Retry-After": retry_after})
+
+
+async def _dead_handler(request: Request, exc: EngineDeadError) -> Response:
+    return error_response(503, "the engine is not running", code="engine_unavailable", headers={"Retry-After": "5"})
+
+
+async def _http_handler(request: Request, exc: StarletteHTTPException) -> Response:
+    return error_response(exc.status_code, str(exc.detail), headers=getattr(exc, "headers", None))
+
+
+async def _disconnected_handler(request: Request, exc: ClientDisconnectedError) -> Response:
+    return Response(status_code=CLIENT_CLOSED_REQUEST)
+
+
+async def _unexpected_handler(request: Request, exc: Exception) -> Response:
+    body = error_body(500, "internal server error")
+    logger.exception("unexpected error %s on %s", body.error_id, request.url.path)
+    return JSONResponse(body.model_dump(), status_code=500)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(RequestValidationError, _validation_handler)
+    app.add_exception_handler(ServiceError, _service_handler)
+    app.add_exception_handler(InvalidRequestError, _engine_invalid_handler)
+    app.add_exception_handler(EngineOverloadedError, _overloaded_handler)
+    app.add_exception_handler(EngineDeadError, _dead_handler)
+    app.add_exception_handler(StarletteHTTPException, _http_handler)
+    app.add_exception_handler(ClientDisconnectedError, _disconnected_handler)
+    app.add_exception_handler(Exception, _unexpected_handler)

@@ -1,0 +1,32 @@
+"""The seam where the gateway (auth, rate limits, usage, cache, admin, /metrics, /v1/responses) plugs in.
+
+An extension is installed by `create_app` after the core routers and before the outermost
+middleware (request id, body limit), so its middleware sees a request id and its errors carry one.
+`startup` runs once the engine is up (the extension may keep the ServerState, e.g. for engine
+stats); `shutdown` runs before the engine stops.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from fastapi import FastAPI
+
+from tkr_embed.api.state import ServerState
+from tkr_embed.config import Settings
+
+
+class AppExtension(Protocol):
+    def install(self, app: FastAPI, settings: Settings) -> None:
+        """Add middleware, routers (e.g. admin, /metrics, /v1/responses) and exception handlers."""
+
+    async def startup(self, state: ServerState) -> None:
+        """Open what the extension needs (database, redis) once the engine is running."""
+
+    async def shutdown(self) -> None:
+        """Close what startup opened."""
+
+
+def default_extensions(settings: Settings) -> list[AppExtension]:
+    """The extensions `serve()` installs. The gateway phase registers its extension here."""
+    return []

@@ -1,0 +1,63 @@
+"""GET /health and GET /info."""
+
+from __future__ import annotations
+
+import os
+import resource
+import sys
+from pathlib import Path
+
+from fastapi import APIRouter, Request
+
+from tkr_embed import __version__
+from tkr_embed.api.deps import State
+from tkr_embed.api.state import ServerState
+from tkr_embed.protocol.native import HealthResponse, InfoResponse, MemoryInfo
+
+router = APIRouter(tags=["server"])
+CAPABILITIES = [
+    "generate", "chat", "stream", "reasoning", "openai.chat.completions", "openai.completions",
+    "openai.models", "tools", "logprobs",
+]
+
+
+def resident_memory_bytes() -> int:
+    statm = Path("/proc/self/statm")
+    if statm.exists():
+        return int(statm.read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024
+
+
+@router.get("/health", response_model=HealthResponse)
+async def health(request: Request) -> HealthResponse:
+    state: ServerState | None = getattr(request.app.state, "server", None)
+    if state is None:
+        return HealthResponse(status="starting", model_loaded=False, uptime=0.0, memory=None,
+                              active_requests=0, waiting_requests=0)
+    stats = state.engine.stats()
+    memory = MemoryInfo(
+        rss_bytes=resident_memory_bytes(),
+        kv_cache_blocks_total=stats.kv_blocks_total,
+        kv_cache_blocks_used=stats.kv_blocks_used,
+        kv_cache_usage=stats.kv_usage,
+    )
+    return HealthResponse(status="healthy", model_loaded=True, uptime=state.uptime_s, memory=memory,
+                          active_requests=stats.running + stats.waiting, waiting_requests=stats.waiting)
+
+
+@router.get("/info", response_model=InfoResponse)
+async def info(state: State) -> InfoResponse:
+    runner = state.engine.info
+    return InfoResponse(
+        model=state.model_id,
+        model_path=state.model_path,
+        demo_model=state.is_demo,
+        context_length=state.context.context_length,
+        vocab_size=runner.vocab_size,
+        quantization=runner.quantization,
+        device=runner.device,
+        dtype=runner.dtype,
+        capabilities=CAPABILITIES,
+        version=__version__,
+    )

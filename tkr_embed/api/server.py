@@ -1,0 +1,122 @@
+"""The app factory and the `python -m tkr_embed.api.server` / `tkr-embed serve` entry point."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI
+
+from tkr_embed import __version__
+from tkr_embed.api.engine_factory import build_engine
+from tkr_embed.api.errors import install_error_handlers
+from tkr_embed.api.extensions import AppExtension, default_extensions
+from tkr_embed.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
+from tkr_embed.api.routes import health, native, openai
+from tkr_embed.api.state import ServerState
+from tkr_embed.config import ConfigError, Settings, load_settings
+from tkr_embed.engine.client import EngineClient
+from tkr_embed.engine.tokenizer import Tokenizer
+
+logger = logging.getLogger("tkr_embed.api")
+
+
+def create_app(
+    settings: Settings,
+    engine: EngineClient | None = None,
+    *,
+    tokenizer: Tokenizer | None = None,
+    extensions: Sequence[AppExtension] = (),
+    model_path: str | None = None,
+) -> FastAPI:
+    """The whole HTTP server. With `engine=None` the engine is built from the settings at startup
+    (the demo checkpoint when no model is configured) and shut down with the app; a given engine
+    is started but left to its owner to shut down."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        from tkr_embed.harmony.tokenizer import get_tokenizer
+
+        tok = tokenizer or get_tokenizer()
+        owns_engine = engine is None
+        if engine is None:
+            loaded = await build_engine(settings, tok)
+            running, path, is_demo = loaded.engine, loaded.model_path, loaded.is_demo
+        else:
+            running, path, is_demo = engine, model_path, False
+        await running.start()
+        state = ServerState(settings=settings, engine=running, tokenizer=tok, model_path=path, is_demo=is_demo)
+        for extension in extensions:
+            await extension.startup(state)
+        app.state.server = state
+        logger.info("serving %s (context %d tokens)%s", state.model_id, state.context.context_length,
+                    " — DEMO checkpoint, random weights" if is_demo else "")
+        try:
+            yield
+        finally:
+            app.state.server = None
+            for extension in reversed(extensions):
+                await extension.shutdown()
+            if owns_engine:
+                await running.shutdown(graceful=True, timeout_s=settings.server.graceful_shutdown_s)
+
+    app = FastAPI(
+        title="tkr-embed",
+        version=__version__,
+        description="gpt-oss text generation: the original API and an OpenAI-compatible API.",
+        lifespan=lifespan,
+    )
+    app.state.server = None
+    app.state.settings = settings
+    install_error_handlers(app)
+    app.include_router(health.router)
+    app.include_router(native.router)
+    app.include_router(openai.router)
+    for extension in extensions:
+        extension.install(app, settings)
+    if settings.server.cors_origins:
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(CORSMiddleware, allow_origins=settings.server.cors_origins, allow_methods=["*"],
+                           allow_headers=["*"], expose_headers=["X-Request-ID", "Retry-After"])
+    app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.server.max_body_bytes)
+    app.add_middleware(RequestIdMiddleware)   # outermost: every response, 413 included, carries the id
+    return app
+
+
+def configure_logging(settings: Settings) -> None:
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def serve(host: str | None = None, port: int | None = None, config_path: str | None = None) -> int:
+    """Run the server with uvicorn until interrupted; returns the process exit code."""
+    import uvicorn
+
+    try:
+        settings = load_settings(Path(config_path) if config_path else None)
+    except ConfigError as exc:
+        print(f"tkr-embed: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings)
+    if settings.env == "development" and not settings.auth_required:
+        logger.warning("development mode: authentication is OFF (config %s)", settings.config_file)
+    app = create_app(settings, extensions=default_extensions(settings))
+    uvicorn.run(
+        app,
+        host=host or settings.server.host,
+        port=port or settings.server.port,
+        log_level=settings.log_level,
+        timeout_graceful_shutdown=int(settings.server.graceful_shutdown_s),
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(serve())

@@ -1,0 +1,166 @@
+"""POST /v1/completions: a raw text prompt (no harmony) → engine → text choices."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from tkr_embed.engine.outputs import FinishReason, TokenLogprob
+from tkr_embed.engine.sampling_params import SamplingParams
+from tkr_embed.protocol.openai_completions import (
+    CompletionChoice,
+    CompletionLogprobs,
+    CompletionRequest,
+    CompletionResponse,
+)
+from tkr_embed.protocol.openai_common import PromptTokensDetails, Usage
+from tkr_embed.services.chat_completions import stop_list
+from tkr_embed.services.context import ModelContext, new_request_id, unix_now
+from tkr_embed.services.engine_stream import EngineStream
+from tkr_embed.services.errors import BadRequestError
+from tkr_embed.services.logprobs import completion_logprobs
+
+
+@dataclass
+class PreparedCompletion:
+    request_id: str
+    prompt_token_ids: list[int]
+    prompt_text: str
+    params: SamplingParams
+    echo: bool
+    top_logprobs: int | None
+
+
+def finish_reason_of(reason: FinishReason | None) -> str | None:
+    return None if reason is None else reason.value
+
+
+class CompletionService:
+    def __init__(self, ctx: ModelContext) -> None:
+        self.ctx = ctx
+
+    def prepare(self, request: CompletionRequest) -> PreparedCompletion:
+        self.ctx.check_model(request.model)
+        if isinstance(request.prompt, str):
+            if not request.prompt:
+                raise BadRequestError("prompt must not be empty", "prompt")
+            prompt_ids = self.ctx.tokenizer.encode(request.prompt)
+            prompt_text = request.prompt
+        else:
+            vocab = self.ctx.tokenizer.vocab_size
+            if not request.prompt or any(not 0 <= t < vocab for t in request.prompt):
+                raise BadRequestError(f"prompt token ids must be a non-empty list of ids in [0, {vocab})", "prompt")
+            prompt_ids = list(request.prompt)
+            prompt_text = self.ctx.tokenizer.decode(prompt_ids)
+        max_tokens = self.ctx.max_tokens_for(len(prompt_ids), request.max_tokens, "max_tokens", "prompt")
+        params = SamplingParams(
+            n=request.n,
+            max_tokens=max_tokens,
+            temperature=request.temperature,
+            top_p=request.top_p,
+            top_k=request.top_k,
+            min_p=request.min_p,
+            repetition_penalty=request.repetition_penalty,
+            presence_penalty=request.presence_penalty,
+            frequency_penalty=request.frequency_penalty,
+            seed=request.seed,
+            logprobs=request.logprobs,
+            stop=stop_list(request.stop),
+        )
+        return PreparedCompletion(
+            new_request_id("cmpl"), prompt_ids, prompt_text, params, request.echo, request.logprobs
+        )
+
+    async def create(self, request: CompletionRequest) -> CompletionResponse:
+        prepared = self.prepare(request)
+        n = prepared.params.n
+        texts = [""] * n
+        logprobs: list[list[TokenLogprob]] = [[] for _ in range(n)]
+        finish: list[str | None] = [None] * n
+        num_completion = num_cached = 0
+        async with await self._open(prepared) as stream:
+            async for update in stream:
+                num_cached = update.num_cached_prompt_tokens
+                for output in update.outputs:
+                    texts[output.index] = output.text
+                    logprobs[output.index].extend(output.new_logprobs or [])
+                    finish[output.index] = finish_reason_of(output.finish_reason)
+                num_completion = update.num_completion_tokens
+        prefix = prepared.prompt_text if prepared.echo else ""
+        choices = [
+            CompletionChoice(
+                index=i,
+                text=prefix + texts[i],
+                logprobs=self._logprobs(prepared, logprobs[i], len(prefix)),
+                finish_reason=finish[i] or "stop",
+            )
+            for i in range(n)
+        ]
+        return CompletionResponse(
+            id=prepared.request_id,
+            created=unix_now(),
+            model=self.ctx.model_id,
+            choices=choices,
+            usage=self._usage(prepared, num_completion, num_cached),
+        )
+
+    async def create_stream(self, request: CompletionRequest) -> AsyncIterator[CompletionResponse]:
+        prepared = self.prepare(request)
+        stream = await self._open(prepared)
+        include_usage = bool(request.stream_options and request.stream_options.include_usage)
+        return self._chunks(prepared, stream, include_usage)
+
+    async def _chunks(
+        self, prepared: PreparedCompletion, stream: EngineStream, include_usage: bool
+    ) -> AsyncIterator[CompletionResponse]:
+        created = unix_now()
+        offsets = [len(prepared.prompt_text) if prepared.echo else 0] * prepared.params.n
+        num_completion = num_cached = 0
+
+        def chunk(choices: list[CompletionChoice], usage: Usage | None = None) -> CompletionResponse:
+            return CompletionResponse(
+                id=prepared.request_id, created=created, model=self.ctx.model_id, choices=choices, usage=usage
+            )
+
+        if prepared.echo:
+            yield chunk([CompletionChoice(index=i, text=prepared.prompt_text) for i in range(prepared.params.n)])
+        async with stream:
+            async for update in stream:
+                num_completion = update.num_completion_tokens
+                num_cached = update.num_cached_prompt_tokens
+                choices = []
+                for output in update.outputs:
+                    if not output.new_text and output.finish_reason is None:
+                        continue
+                    choices.append(
+                        CompletionChoice(
+                            index=output.index,
+                            text=output.new_text,
+                            logprobs=self._logprobs(prepared, output.new_logprobs or [], offsets[output.index]),
+                            finish_reason=finish_reason_of(output.finish_reason),
+                        )
+                    )
+                    offsets[output.index] += len(output.new_text)
+                if choices:
+                    yield chunk(choices)
+        if include_usage:
+            yield chunk([], self._usage(prepared, num_completion, num_cached))
+
+    def _usage(self, prepared: PreparedCompletion, num_completion: int, num_cached: int) -> Usage:
+        num_prompt = len(prepared.prompt_token_ids)
+        return Usage(
+            prompt_tokens=num_prompt,
+            completion_tokens=num_completion,
+            total_tokens=num_prompt + num_completion,
+            prompt_tokens_details=PromptTokensDetails(cached_tokens=num_cached),
+        )
+
+    def _logprobs(
+        self, prepared: PreparedCompletion, logprobs: list[TokenLogprob], offset: int
+    ) -> CompletionLogprobs | None:
+        if prepared.top_logprobs is None:
+            return None
+        return completion_logprobs(self.ctx.tokenizer, logprobs, prepared.top_logprobs, offset)
+
+    async def _open(self, prepared: PreparedCompletion) -> EngineStream:
+        return await EngineStream.open(self.ctx.engine, prepared.request_id, prepared.prompt_token_ids, prepared.params)

@@ -1,0 +1,108 @@
+"""The original API: /generate, /chat, /stream over harmony (answer and reasoning kept apart)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from tkr_embed.engine.sampling_params import SamplingParams
+from tkr_embed.harmony.render import RenderedPrompt
+from tkr_embed.harmony.types import ChatMessage
+from tkr_embed.protocol.native import (
+    ChatRequest,
+    GenerateRequest,
+    GenerateResponse,
+    GenerationUsage,
+    StreamDelta,
+    StreamEvent,
+)
+from tkr_embed.services.chat_prompt import render
+from tkr_embed.services.context import ModelContext, new_request_id
+from tkr_embed.services.engine_stream import EngineStream
+from tkr_embed.services.harmony_decode import HarmonyDecoder
+
+
+@dataclass
+class PreparedNative:
+    request_id: str
+    rendered: RenderedPrompt
+    params: SamplingParams
+    reasoning_level: str
+
+
+class NativeService:
+    def __init__(self, ctx: ModelContext) -> None:
+        self.ctx = ctx
+
+    def prepare(self, request: GenerateRequest | ChatRequest) -> PreparedNative:
+        if isinstance(request, GenerateRequest):
+            messages = [ChatMessage(role="user", content=request.text)]
+            prompt_param = "text"
+        else:
+            messages = [ChatMessage(role="system", content=request.system_prompt)] if request.system_prompt else []
+            messages += [ChatMessage(role=m.role, content=m.content, reasoning=m.reasoning) for m in request.messages]
+            prompt_param = "messages"
+        rendered = render(messages, reasoning_effort=request.reasoning_level)
+        max_tokens = self.ctx.max_tokens_for(len(rendered.token_ids), request.max_tokens, "max_tokens", prompt_param)
+        params = SamplingParams(
+            max_tokens=max_tokens,
+            temperature=request.temperature,
+            top_p=request.top_p,
+            repetition_penalty=request.repetition_penalty,
+            seed=request.seed,
+            stop_token_ids=list(rendered.stop_token_ids),
+        )
+        return PreparedNative(new_request_id("gen"), rendered, params, request.reasoning_level)
+
+    async def generate(self, request: GenerateRequest | ChatRequest) -> GenerateResponse:
+        started = time.perf_counter()
+        prepared = self.prepare(request)
+        decoder = HarmonyDecoder(1, prepared.rendered.forced_prefix, [])
+        async with await self._open(prepared) as stream:
+            async for update in stream:
+                decoder.step(update.outputs)
+        result = decoder.results()[0]
+        num_prompt = len(prepared.rendered.token_ids)
+        return GenerateResponse(
+            text=result.content,
+            reasoning=result.reasoning,
+            finish_reason=result.finish_reason,
+            tokens_generated=result.num_tokens,
+            reasoning_level=prepared.reasoning_level,
+            model=self.ctx.model_id,
+            processing_time=time.perf_counter() - started,
+            usage=GenerationUsage(
+                prompt_tokens=num_prompt,
+                completion_tokens=result.num_tokens,
+                reasoning_tokens=result.num_reasoning_tokens,
+                total_tokens=num_prompt + result.num_tokens,
+            ),
+        )
+
+    async def stream(self, request: GenerateRequest | ChatRequest) -> AsyncIterator[StreamEvent]:
+        """Opens the engine request now (errors before any byte) and returns one event per answer delta."""
+        prepared = self.prepare(request)
+        stream = await self._open(prepared)
+        return self._events(prepared, stream)
+
+    async def _events(self, prepared: PreparedNative, stream: EngineStream) -> AsyncIterator[StreamEvent]:
+        decoder = HarmonyDecoder(1, prepared.rendered.forced_prefix, [])
+        tokens_generated = 0
+        async with stream:
+            async for update in stream:
+                tokens_generated = update.num_completion_tokens
+                for delta in decoder.step(update.outputs):
+                    if delta.content or delta.finish_reason:
+                        yield StreamEvent(
+                            chunk=StreamDelta(
+                                delta=delta.content, finish_reason=delta.finish_reason, tokens_generated=tokens_generated
+                            ),
+                            reasoning_level=prepared.reasoning_level,
+                            model=self.ctx.model_id,
+                        )
+
+    async def _open(self, prepared: PreparedNative) -> EngineStream:
+        return await EngineStream.open(
+            self.ctx.engine, prepared.request_id, list(prepared.rendered.token_ids), prepared.params
+        )
