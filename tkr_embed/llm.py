@@ -105,21 +105,31 @@ class LLM:
         params_list = params if isinstance(params, list) else [params or SamplingParams()] * len(prompts)
         if len(params_list) != len(prompts):
             raise ValueError(f"got {len(params_list)} SamplingParams for {len(prompts)} prompts")
-        request_ids = []
+        requests = []
         for prompt, prompt_params in zip(prompts, params_list):
             token_ids = self.tokenizer.encode(prompt) if isinstance(prompt, str) else list(prompt)
-            request_id = f"offline-{next(self._request_ids)}"
-            self.engine.add_request(request_id, token_ids, prompt_params)
-            request_ids.append(request_id)
+            self.engine.validate_request(token_ids, prompt_params)    # reject before running any
+            requests.append((f"offline-{next(self._request_ids)}", token_ids, prompt_params))
+        request_ids = [request_id for request_id, _, _ in requests]
+        pending = list(reversed(requests))
         finals: dict[str, RequestOutput] = {}
         logprobs: dict[tuple[str, int], list[TokenLogprob]] = {}
-        while self.engine.has_unfinished_requests():
-            for output in self.engine.step():
-                for completion in output.outputs:
-                    if completion.new_logprobs is not None:
-                        logprobs.setdefault((output.request_id, completion.index), []).extend(completion.new_logprobs)
-                if output.finished:
-                    finals[output.request_id] = output
+        try:
+            while pending or self.engine.has_unfinished_requests():
+                # Feed the engine no faster than its waiting queue takes them.
+                while pending and len(self.engine.scheduler.waiting) < self.engine.config.max_waiting:
+                    self.engine.add_request(*pending.pop())
+                for output in self.engine.step():
+                    for completion in output.outputs:
+                        if completion.new_logprobs is not None:
+                            key = (output.request_id, completion.index)
+                            logprobs.setdefault(key, []).extend(completion.new_logprobs)
+                    if output.finished:
+                        finals[output.request_id] = output
+        except BaseException:
+            for request_id in self.engine.unfinished_request_ids():
+                self.engine.abort_request(request_id)
+            raise
         return [self._result(finals[rid], logprobs, params) for rid, params in zip(request_ids, params_list)]
 
     @staticmethod

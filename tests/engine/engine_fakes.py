@@ -25,7 +25,10 @@ class ToyRunner(ModelRunner):
     context read back, hence the outputs.
     """
 
-    def __init__(self, num_kv_blocks: int = 256, block_size: int = 4, max_model_len: int = 512) -> None:
+    def __init__(
+        self, num_kv_blocks: int = 256, block_size: int = 4, max_model_len: int = 512, eos_logit: float | None = None
+    ) -> None:
+        self.eos_logit = eos_logit
         self._info = RunnerInfo(
             model_name="toy", max_model_len=max_model_len, vocab_size=VOCAB_SIZE, block_size=block_size,
             num_kv_blocks=num_kv_blocks, eos_token_ids=(EOS_ID,), device="cpu", dtype="float32", quantization="none",
@@ -60,7 +63,10 @@ class ToyRunner(ModelRunner):
                 if slot is None or slot[0] != pos:
                     raise KVCacheError(f"position {pos} not in its slot")
                 context.append(slot[1])
-            logits_rows.append(toy_logits(context))
+            logits = toy_logits(context)
+            if self.eos_logit is not None:
+                logits[EOS_ID] = self.eos_logit
+            logits_rows.append(logits)
             sample_entries.append(entry)
         if not sample_entries:
             return []

@@ -45,7 +45,9 @@ class LLMEngine:
         self, request_id: str, prompt_token_ids: list[int], params: SamplingParams, arrival: float | None = None
     ) -> None:
         """Queue a request; raise InvalidRequestError or EngineOverloadedError before queueing anything."""
-        self._validate(request_id, prompt_token_ids, params)
+        if request_id in self._requests:
+            raise InvalidRequestError(f"request id {request_id!r} is already in use", "request_id")
+        self.validate_request(prompt_token_ids, params)
         if len(self.scheduler.waiting) >= self.config.max_waiting:
             raise EngineOverloadedError()
         request = Request(request_id, list(prompt_token_ids), params, RequestTimings(arrival or time.monotonic()))
@@ -132,9 +134,8 @@ class LLMEngine:
             return None
         return IncrementalDetokenizer(self.tokenizer, params.stop, params.include_stop_str_in_output)
 
-    def _validate(self, request_id: str, prompt_token_ids: list[int], params: SamplingParams) -> None:
-        if request_id in self._requests:
-            raise InvalidRequestError(f"request id {request_id!r} is already in use", "request_id")
+    def validate_request(self, prompt_token_ids: list[int], params: SamplingParams) -> None:
+        """Raise InvalidRequestError (naming the field) if this request can never be served."""
         num_prompt = len(prompt_token_ids)
         if num_prompt == 0:
             raise InvalidRequestError("the prompt must not be empty", "prompt")
