@@ -73,11 +73,12 @@ def moe_reference(
 def random_mxfp4(
     num_experts: int, rows: int, cols: int, *, generator: torch.Generator | None = None, device: str | torch.device = "cpu"
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Random MXFP4 weights with scales near 2^-3 (values of a trained model's magnitude).
+    """Random MXFP4 weights with scales near 2^-3 (values of a trained model's magnitude), made on `device`
+    (a generator, if given, must live there too).
 
     -> blocks uint8 [E, rows, cols/32, 16], scales uint8 [E, rows, cols/32]
     """
     groups = cols // 32
-    blocks = torch.randint(0, 256, (num_experts, rows, groups, 16), dtype=torch.uint8, generator=generator)
-    scales = torch.randint(122, 126, (num_experts, rows, groups), dtype=torch.uint8, generator=generator)
-    return blocks.to(device), scales.to(device)
+    blocks = torch.randint(0, 256, (num_experts, rows, groups, 16), dtype=torch.uint8, generator=generator, device=device)
+    scales = torch.randint(122, 126, (num_experts, rows, groups), dtype=torch.uint8, generator=generator, device=device)
+    return blocks, scales

@@ -1,0 +1,102 @@
+"""Triton kernels against the plain-torch references on the gpt-oss-20b shape (needs CUDA)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
+]
+
+HEAD_SCALE = 0.125   # 1 / sqrt(64)
+
+
+@pytest.fixture(scope="module")
+def kernels():
+    pytest.importorskip("triton")
+    from tkr_embed.backends.torch.kernels import mxfp4_moe, paged_attention
+
+    return mxfp4_moe, paged_attention
+
+
+@pytest.mark.parametrize("num_tokens", [1, 7, 64, 300])
+def test_mxfp4_moe_matches_reference_on_20b_shape(kernels, num_tokens):
+    from tkr_embed.backends.torch.kernels.random_cases import make_moe_case, relative_error
+    from tkr_embed.backends.torch.kernels.mxfp4_reference import moe_reference
+
+    mxfp4_moe, _ = kernels
+    case = make_moe_case(num_tokens, seed=num_tokens)
+    out = mxfp4_moe.mxfp4_moe(case.hidden, case.topk_ids, case.topk_weights, *case.weights)
+    ref = moe_reference(case.hidden, case.topk_ids, case.topk_weights, *case.weights)
+    assert out.shape == (num_tokens, 2880) and out.dtype == torch.bfloat16
+    assert torch.isfinite(out).all()
+    assert relative_error(out, ref) < 2e-2
+
+
+def test_mxfp4_moe_every_tile_config_agrees(kernels):
+    from tkr_embed.backends.torch.kernels.random_cases import make_moe_case, relative_error
+    from tkr_embed.backends.torch.kernels.mxfp4_reference import moe_reference
+
+    mxfp4_moe, _ = kernels
+    case = make_moe_case(40, num_experts=8, hidden=512, intermediate=384, seed=3)
+    ref = moe_reference(case.hidden, case.topk_ids, case.topk_weights, *case.weights)
+    for cfg in (mxfp4_moe.MoeTileConfig(16, 32, 128), mxfp4_moe.MoeTileConfig(32, 64, 64),
+                mxfp4_moe.MoeTileConfig(64, 64, 64)):
+        out = mxfp4_moe.mxfp4_moe(case.hidden, case.topk_ids, case.topk_weights, *case.weights, config=cfg)
+        assert relative_error(out, ref) < 2e-2, cfg
+
+
+@pytest.mark.parametrize("window", [0, 128])
+def test_decode_attention_matches_reference(kernels, window):
+    from tkr_embed.backends.torch.kernels.random_cases import make_attention_case, relative_error
+    from tkr_embed.backends.torch.kernels.attention_reference import paged_attention_reference
+
+    _, attention = kernels
+    lens = [1, 17, 128, 129, 1000, 3]
+    case = make_attention_case(lens, seed=window)
+    query = torch.randn(len(lens), 64, 64, device="cuda", dtype=torch.bfloat16)
+    starts = torch.arange(len(lens) + 1, dtype=torch.int32, device="cuda")
+    ref = paged_attention_reference(query, case.kv_cache, starts, case.seq_lens, case.block_tables,
+                                    case.sinks, window, HEAD_SCALE)
+    for splits in (None, 1, 8):
+        out = attention.paged_decode_attention(query, case.kv_cache, case.seq_lens, case.block_tables,
+                                               case.sinks, window, HEAD_SCALE, num_splits=splits)
+        assert relative_error(out, ref) < 1e-2, splits
+
+
+@pytest.mark.parametrize("window", [0, 128])
+def test_chunked_prefill_attention_matches_reference(kernels, window):
+    from tkr_embed.backends.torch.kernels.random_cases import make_attention_case, relative_error
+    from tkr_embed.backends.torch.kernels.attention_reference import paged_attention_reference
+
+    _, attention = kernels
+    lens = [300, 77, 1, 520]        # whole prompts, later chunks and a decode mixed in one batch
+    q_lens = [300, 40, 1, 200]
+    case = make_attention_case(lens, seed=10 + window)
+    starts = torch.tensor([0] + torch.tensor(q_lens).cumsum(0).tolist(), dtype=torch.int32, device="cuda")
+    query = torch.randn(sum(q_lens), 64, 64, device="cuda", dtype=torch.bfloat16)
+    ref = paged_attention_reference(query, case.kv_cache, starts, case.seq_lens, case.block_tables,
+                                    case.sinks, window, HEAD_SCALE)
+    out = attention.paged_prefill_attention(query, case.kv_cache, starts, case.seq_lens, case.block_tables,
+                                            case.sinks, window, HEAD_SCALE, max_query_len=max(q_lens))
+    assert relative_error(out, ref) < 1e-2
+
+
+def test_cuda_graph_steps_replay_the_smallest_graph_that_fits():
+    from tkr_embed.backends.torch.cuda_graphs import CudaGraphSteps
+
+    weight = torch.randn(32, 16, device="cuda")
+
+    def step(inputs):
+        return inputs["x"] @ weight.T + 1.0
+
+    graphs = CudaGraphSteps(step, lambda n: {"x": torch.zeros(n, 16, device="cuda")}, batch_sizes=[1, 4, 8])
+    x = torch.randn(3, 16, device="cuda")
+    out = graphs.replay(3, x=x)
+    assert graphs.padded_size(3) == 4
+    assert out.shape == (3, 32)
+    torch.testing.assert_close(out, x @ weight.T + 1.0)
+    with pytest.raises(ValueError):
+        graphs.replay(9, x=torch.randn(9, 16, device="cuda"))
