@@ -1,0 +1,76 @@
+"""Every gateway service built from the settings, started and closed together (what the app wires in)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from tkr_embed.cache.response_cache import ResponseCache
+from tkr_embed.db import Database, resolve_database_url
+from tkr_embed.logging import register_secret
+from tkr_embed.metrics import ServerMetrics
+from tkr_embed.security.hashing import KeyHasher, load_server_secret
+from tkr_embed.security.keys import Authenticator, KeyInfo
+from tkr_embed.security.ratelimit import RateLimiter, RateLimits
+from tkr_embed.security.store import KeyStore
+from tkr_embed.security.usage import UsageRecorder
+
+if TYPE_CHECKING:
+    from tkr_embed.config import Settings
+
+
+@dataclass
+class Gateway:
+    """Keys, rate limits, usage, response cache and metrics of one server process.
+
+    `limiter` is None when rate limiting is off and `cache` None when the response cache is off.
+    """
+
+    db: Database
+    keys: KeyStore
+    authenticator: Authenticator
+    usage: UsageRecorder
+    metrics: ServerMetrics
+    default_limits: RateLimits
+    limiter: RateLimiter | None = None
+    cache: ResponseCache[Any] | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Gateway:
+        db = Database(resolve_database_url(settings.database_url))
+        register_secret(settings.security.api_key)
+        register_secret(settings.security.secret_key)
+        hasher = KeyHasher(load_server_secret(settings.data_dir, settings.security.secret_key))
+        keys = KeyStore(db, hasher)
+        rate = settings.rate_limit
+        default_limits = RateLimits(
+            burst=rate.burst,
+            requests_per_minute=rate.requests_per_minute,
+            requests_per_hour=rate.requests_per_hour,
+            requests_per_day=rate.requests_per_day,
+            tokens_per_minute=rate.tokens_per_minute,
+        )
+        return cls(
+            db=db,
+            keys=keys,
+            authenticator=Authenticator(keys, hasher, master_key=settings.security.api_key),
+            usage=UsageRecorder(db),
+            metrics=ServerMetrics(),
+            default_limits=default_limits,
+            limiter=RateLimiter(settings.storage.redis_url or "memory://") if rate.enabled else None,
+            cache=ResponseCache(settings.cache.max_size, settings.cache.ttl_seconds) if settings.cache.enabled else None,
+        )
+
+    def limits_for(self, key: KeyInfo) -> RateLimits:
+        """The global limits with this key's overrides."""
+        return self.default_limits.with_overrides(key.limits)
+
+    async def start(self) -> None:
+        await self.db.start()
+        await self.usage.start()
+
+    async def close(self) -> None:
+        await self.usage.close()
+        if self.limiter is not None:
+            await self.limiter.close()
+        await self.db.close()
