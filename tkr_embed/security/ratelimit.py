@@ -22,6 +22,7 @@ from limits.aio.strategies import (
     RateLimiter as WindowLimiter,
     SlidingWindowCounterRateLimiter,
 )
+from redis.asyncio import Redis
 
 from tkr_embed.security.keys import KeyLimits
 from tkr_embed.security.token_bucket import MemoryTokenBucketStore, RedisTokenBucketStore, TokenBucketStore
@@ -144,12 +145,20 @@ class RateLimiter:
         if strategy not in _STRATEGIES:
             raise ValueError(f"unknown rate-limit strategy {strategy!r}; choose one of {sorted(_STRATEGIES)}")
         self._storage: Storage
+        self._redis: Redis | None = None
         if storage_url.startswith("memory://"):
             self._storage = MemoryStorage()
             self._buckets = bucket_store or MemoryTokenBucketStore()
         elif storage_url.startswith(("redis://", "rediss://", "unix://")):
-            self._storage = RedisStorage("async+" + storage_url, implementation="redispy", key_prefix=key_prefix)
-            self._buckets = bucket_store or RedisTokenBucketStore(storage_url, key_prefix=key_prefix)
+            # One connection pool for the windows and the bucket, closed by `close()`.
+            self._redis = Redis.from_url(storage_url)
+            self._storage = RedisStorage(
+                "async+" + storage_url,
+                implementation="redispy",
+                key_prefix=key_prefix,
+                connection_pool=self._redis.connection_pool,
+            )
+            self._buckets = bucket_store or RedisTokenBucketStore(key_prefix=key_prefix, client=self._redis)
         else:
             raise ValueError(f"rate-limit storage must be memory:// or redis://..., not {storage_url!r}")
         self._windows = _STRATEGIES[strategy](self._storage)
@@ -208,6 +217,8 @@ class RateLimiter:
 
     async def close(self) -> None:
         await self._buckets.close()
+        if self._redis is not None:
+            await self._redis.aclose()
 
     async def _refuse_window(
         self, key_id: str, windows: list[_Window], token_window: _Window | None, refused: _Window

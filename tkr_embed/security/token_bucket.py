@@ -8,6 +8,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from redis.asyncio import Redis
+
 
 @dataclass(frozen=True)
 class BucketResult:
@@ -87,12 +89,20 @@ return {allowed, tostring(tokens), tostring(wait)}
 
 
 class RedisTokenBucketStore(TokenBucketStore):
-    """Buckets shared by every process that uses the same Redis and `key_prefix`."""
+    """Buckets shared by every process that uses the same Redis and `key_prefix`.
 
-    def __init__(self, url: str, key_prefix: str = "tkr") -> None:
-        from redis.asyncio import Redis
+    Pass `client` to share a connection pool; a store that builds its own client closes it.
+    """
 
-        self._redis = Redis.from_url(url)
+    def __init__(self, url: str | None = None, key_prefix: str = "tkr", client: Redis | None = None) -> None:
+        if client is None:
+            if url is None:
+                raise ValueError("RedisTokenBucketStore needs a URL or a client")
+            client = Redis.from_url(url)
+            self._owns_client = True
+        else:
+            self._owns_client = False
+        self._redis = client
         self._key_prefix = key_prefix
         self._take = self._redis.register_script(_TAKE_SCRIPT)
 
@@ -103,5 +113,5 @@ class RedisTokenBucketStore(TokenBucketStore):
         return BucketResult(bool(int(allowed)), float(tokens), float(wait))
 
     async def close(self) -> None:
-        await self._redis.aclose()
-
+        if self._owns_client:
+            await self._redis.aclose()
