@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -159,3 +160,17 @@ def test_two_processes_share_one_limit_through_redis(redis_url: str) -> None:
     assert refused_headers["x-ratelimit-limit-requests"] == "5"
     assert refused_headers["x-ratelimit-remaining-requests"] == "0"
     assert 1 <= int(refused_headers["retry-after"]) <= 60
+
+
+@pytest.mark.parametrize("backend", ["memory", "redis"])
+async def test_concurrent_checks_admit_exactly_the_limit(backend: str, request: pytest.FixtureRequest) -> None:
+    url = "memory://" if backend == "memory" else request.getfixturevalue("redis_url")
+    limiter = RateLimiter(url)
+    key_id = f"concurrent-{uuid.uuid4().hex}"
+    limits = RateLimits(burst=8, requests_per_minute=5, requests_per_hour=None, requests_per_day=None, burst_refill_per_s=1e-6)
+    try:
+        decisions = await asyncio.gather(*(limiter.check(key_id, limits) for _ in range(30)))
+    finally:
+        await limiter.close()
+    assert sum(d.allowed for d in decisions) == 5
+    assert limiter.rejections == 25

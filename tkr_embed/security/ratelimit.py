@@ -2,7 +2,9 @@
 
 Windows are counted by the `limits` library (memory for one process, Redis so that replicas share one
 limit); the burst bucket is ours (`token_bucket.py`). A check first *tests* every window, so a refused
-request consumes nothing, then takes from the bucket and *hits* the windows. The decision carries the
+request consumes nothing, then takes from the bucket and *hits* the windows. The hit is atomic in the
+storage, so concurrent checks (one process or many) admit exactly the limit; the rare request that
+passes the test but loses the race at the hit may have spent a bucket token. The decision carries the
 values of the `Retry-After` and `x-ratelimit-*` headers.
 """
 
