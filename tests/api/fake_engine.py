@@ -110,6 +110,9 @@ class FakeEngine(EngineClient):
                 yield RequestOutput(request_id, list(prompt), outputs, all(done), 0, timings)
             self.finished_ids.append(request_id)
         finally:
+            # The contract: a consumer that stops iterating (aclose, cancellation) aborts the request.
+            if not all(done) and request_id not in self.aborted:
+                self.aborted.append(request_id)
             self.running.discard(request_id)
 
     async def abort(self, request_id: str) -> None:

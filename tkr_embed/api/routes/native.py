@@ -26,7 +26,6 @@ async def chat(body: ChatRequest, request: Request, state: State) -> GenerateRes
 
 @router.post(
     "/stream",
-    response_class=EventStreamResponse,
     responses={200: {"content": {"text/event-stream": {}}, "description": "one `data:` event per delta, then `data: [DONE]`"}},
 )
 async def stream(body: GenerateRequest, state: State) -> EventStreamResponse:

@@ -1,0 +1,126 @@
+"""Error shape, request ids, body limits, overload and client disconnects (scripted engine)."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import pytest
+
+from conftest import MAX_BODY_BYTES
+
+HELLO = [{"role": "user", "content": "Hi"}]
+
+
+def post(base_url: str, path: str, **kwargs) -> httpx.Response:
+    return httpx.post(base_url + path, timeout=30, **kwargs)
+
+
+def assert_error(response: httpx.Response, status: int, param: str | None) -> dict:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == {"error", "error_id"}
+    assert set(body["error"]) == {"message", "type", "param", "code"}
+    assert body["error"]["param"] == param
+    assert body["error"]["message"]
+    assert response.headers["x-request-id"]
+    return body
+
+
+def wait_until(condition, seconds: float = 10.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.02)
+    return condition()
+
+
+def test_bad_role_names_the_field(base_url, fake):
+    response = post(base_url, "/v1/chat/completions", json={"messages": [{"role": "wizard", "content": "x"}]})
+    assert_error(response, 400, "messages[0].role")
+
+
+def test_malformed_json(base_url, fake):
+    response = post(base_url, "/v1/chat/completions", content=b'{"messages": [', headers={"content-type": "application/json"})
+    body = assert_error(response, 400, None)
+    assert "JSON" in body["error"]["message"]
+
+
+def test_non_object_body(base_url, fake):
+    response = post(base_url, "/v1/chat/completions", json=[1, 2, 3])
+    body = assert_error(response, 400, None)
+    assert "object" in body["error"]["message"]
+
+
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/generate"])
+def test_body_over_the_limit_is_413(base_url, fake, path):
+    response = post(base_url, path, json={"messages": HELLO, "text": "x" * (MAX_BODY_BYTES + 10)})
+    assert_error(response, 413, None)
+    assert fake.submitted == []
+
+
+def test_max_tokens_that_cannot_fit(base_url, fake):
+    response = post(base_url, "/v1/chat/completions", json={"messages": HELLO, "max_tokens": 100_000})
+    assert_error(response, 400, "max_tokens")
+    response = post(base_url, "/v1/chat/completions", json={"messages": HELLO, "max_completion_tokens": 100_000})
+    assert_error(response, 400, "max_completion_tokens")
+    response = post(base_url, "/v1/completions", json={"prompt": "Hi", "max_tokens": 100_000})
+    assert_error(response, 400, "max_tokens")
+    assert fake.submitted == []
+
+
+def test_prompt_longer_than_the_context(base_url, fake):
+    long_text = "hello " * 5000
+    response = post(base_url, "/v1/chat/completions", json={"messages": [{"role": "user", "content": long_text}]})
+    assert_error(response, 400, "messages")
+    response = post(base_url, "/generate", json={"text": long_text})
+    assert_error(response, 400, "text")
+
+
+def test_unknown_model_is_404(base_url, fake):
+    response = post(base_url, "/v1/chat/completions", json={"model": "gpt-5", "messages": HELLO})
+    assert_error(response, 404, "model")
+
+
+def test_unknown_tool_choice(base_url, fake):
+    response = post(base_url, "/v1/chat/completions", json={
+        "messages": HELLO, "tool_choice": {"type": "function", "function": {"name": "nope"}},
+    })
+    assert_error(response, 400, "tool_choice")
+
+
+def test_request_id_is_echoed_or_made(base_url, fake):
+    echoed = httpx.get(base_url + "/health", headers={"X-Request-ID": "abc-123"})
+    assert echoed.headers["x-request-id"] == "abc-123"
+    made = httpx.get(base_url + "/health")
+    assert len(made.headers["x-request-id"]) == 32
+    missing = httpx.get(base_url + "/nope")
+    assert_error(missing, 404, None)
+
+
+def test_full_queue_is_503_with_retry_after(base_url, fake):
+    fake.max_waiting = 0
+    response = post(base_url, "/v1/chat/completions", json={"messages": HELLO, "max_tokens": 5})
+    assert_error(response, 503, None)
+    assert response.headers["retry-after"] == "2"
+    response = post(base_url, "/stream", json={"text": "Hi", "max_tokens": 5})
+    assert_error(response, 503, None)
+
+
+def test_disconnect_aborts_a_non_streaming_request(base_url, fake, harmony):
+    fake.script = lambda prompt, params: harmony("<|channel|>final<|message|>")
+    fake.hang_after = 2
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(base_url + "/v1/chat/completions", json={"messages": HELLO, "max_tokens": 50}, timeout=0.5)
+    assert wait_until(lambda: len(fake.submitted) == 1 and fake.aborted == [fake.submitted[0].request_id])
+
+
+def test_disconnect_aborts_a_stream(base_url, fake, harmony):
+    fake.script = lambda prompt, params: harmony("<|channel|>final<|message|>a b c d e f g")
+    fake.hang_after = 4
+    body = {"messages": HELLO, "max_tokens": 50, "stream": True}
+    with httpx.stream("POST", base_url + "/v1/chat/completions", json=body, timeout=30) as response:
+        first = next(response.iter_lines())
+        assert first.startswith("data: ")
+    assert wait_until(lambda: len(fake.submitted) == 1 and fake.aborted == [fake.submitted[0].request_id])
