@@ -1,0 +1,110 @@
+"""TorchModelRunner + engine on the demo checkpoint (CPU): invariance, prefix cache, preemption, LLM API."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+import torch
+
+from tkr_embed.backends.factory import DeviceUnavailableError, create_runner
+from tkr_embed.backends.torch.attention import build_attention_metadata
+from tkr_embed.backends.torch.runner import TorchModelRunner
+from tkr_embed.engine.outputs import FinishReason
+from tkr_embed.engine.sampling_params import SamplingParams
+from tkr_embed.llm import LLM
+
+torch.set_num_threads(2)
+GREEDY = SamplingParams(max_tokens=4, temperature=0.0, ignore_eos=True)
+
+
+@pytest.fixture(scope="module")
+def runner(demo_model_dir: Path) -> TorchModelRunner:
+    return create_runner(demo_model_dir, device="cpu", num_kv_blocks=96, block_size=8)
+
+
+def make_llm(runner: TorchModelRunner, **engine_kwargs) -> LLM:
+    # A fresh engine (empty prefix cache, full pool) over the same weights and cache tensors.
+    return LLM.from_runner(runner, block_size=runner.info.block_size, **engine_kwargs)
+
+
+def prompts(count: int, seed: int = 0) -> list[list[int]]:
+    rng = random.Random(seed)
+    return [[rng.randrange(1000, 50000) for _ in range(rng.randrange(3, 40))] for _ in range(count)]
+
+
+def test_runner_info_describes_the_demo_model(runner: TorchModelRunner) -> None:
+    info = runner.info
+    assert (info.vocab_size, info.block_size, info.num_kv_blocks) == (201088, 8, 96)
+    assert info.eos_token_ids == (200002, 199999, 200012)
+    assert info.device == "cpu" and info.dtype == "float32" and info.quantization == "mxfp4"
+
+
+def test_16_prompts_together_equal_each_alone(runner: TorchModelRunner) -> None:
+    batch = prompts(16)
+    together = make_llm(runner, max_num_batched_tokens=128).generate(batch, GREEDY)
+    for prompt, result in zip(batch, together):
+        alone = make_llm(runner).generate([prompt], GREEDY)[0]
+        assert result.token_ids == alone.token_ids and len(alone.token_ids) == 4
+
+
+def test_prefix_cache_gives_identical_output_and_prefills_only_new_part(runner: TorchModelRunner) -> None:
+    shared = prompts(1, seed=1)[0] + prompts(1, seed=2)[0] + list(range(1000, 1020))
+    second = shared + [4242, 4343, 4444]
+    llm = make_llm(runner)
+    llm.generate([shared + [5]], GREEDY)
+    before = llm.engine.stats().prompt_tokens_prefilled
+    cached_result = llm.generate([second], GREEDY)[0]
+    cached = len(shared) // 8 * 8
+    assert cached_result.num_cached_prompt_tokens == cached
+    assert llm.engine.stats().prompt_tokens_prefilled - before == len(second) - cached
+    assert cached_result.token_ids == make_llm(runner, enable_prefix_caching=False).generate([second], GREEDY)[0].token_ids
+
+
+def test_tiny_kv_budget_preempts_and_keeps_outputs(runner: TorchModelRunner) -> None:
+    batch = prompts(6, seed=3)
+    params = SamplingParams(max_tokens=6, temperature=0.0, ignore_eos=True)
+    llm = make_llm(runner, num_kv_blocks=8)              # 64 token slots for 6 sequences
+    results = llm.generate(batch, params)
+    assert llm.engine.stats().preemptions > 0
+    for prompt, result in zip(batch, results):
+        assert result.token_ids == make_llm(runner).generate([prompt], params)[0].token_ids
+    assert llm.engine.block_manager.num_free_blocks == 8
+
+
+def test_logprobs_match_log_softmax_of_a_full_forward(runner: TorchModelRunner) -> None:
+    prompt = prompts(1, seed=4)[0]
+    result = make_llm(runner).generate([prompt], SamplingParams(max_tokens=3, temperature=0.0, logprobs=2, ignore_eos=True))[0]
+    logprobs = result.outputs[0].logprobs
+    assert [lp.token_id for lp in logprobs] == result.token_ids
+    context = prompt + result.token_ids[:2]                  # recompute the 3rd token's distribution
+    blocks = list(range(80, 80 + -(-len(context) // 8)))
+    metadata = build_attention_metadata([(0, len(context), blocks)], 8, "cpu")
+    hidden = runner.model(torch.tensor(context), torch.arange(len(context)), runner.kv_caches, metadata)
+    reference = torch.log_softmax(runner.model.compute_logits(hidden[-1:]), -1)[0]
+    assert abs(logprobs[2].logprob - float(reference[result.token_ids[2]])) < 1e-4
+    assert [t for t, _ in logprobs[2].top_logprobs] == reference.topk(2).indices.tolist()
+
+
+def test_llm_text_prompts_n_and_seed(demo_model_dir: Path) -> None:
+    llm = LLM(demo_model_dir, device="cpu", num_kv_blocks=64, block_size=16)
+    params = SamplingParams(n=3, max_tokens=5, temperature=1.0, seed=11, ignore_eos=True)
+    first, second = llm.generate(["Hello there", "Bonjour"], params)
+    assert first.prompt_token_ids == llm.tokenizer.encode("Hello there")
+    assert len(first.outputs) == 3 and len({tuple(o.token_ids) for o in first.outputs}) == 3
+    assert all(o.finish_reason is FinishReason.LENGTH for o in first.outputs + second.outputs)
+    assert first.text == llm.tokenizer.decode(first.token_ids)
+    again = llm.generate("Hello there", params)[0]
+    assert [o.token_ids for o in again.outputs] == [o.token_ids for o in first.outputs]
+
+
+def test_factory_refuses_an_unavailable_device(demo_model_dir: Path) -> None:
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is present here")
+    with pytest.raises(DeviceUnavailableError, match="CUDA is not available"):
+        create_runner(demo_model_dir, device="cuda")
+    with pytest.raises(DeviceUnavailableError):
+        create_runner(demo_model_dir, device="tpu")
+    with pytest.raises(ValueError, match="q8"):
+        create_runner(demo_model_dir, device="cpu", quantization="q8")

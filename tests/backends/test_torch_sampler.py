@@ -1,0 +1,101 @@
+"""Sampler: every option has a visible effect; seeds ignore the batch; logprobs are raw log-softmax."""
+
+from __future__ import annotations
+
+import torch
+
+from tkr_embed.backends.torch.sampler import Sampler
+from tkr_embed.engine.runner import BatchEntry
+from tkr_embed.engine.sampling_params import SamplingParams
+
+torch.set_num_threads(2)
+VOCAB = 50
+
+
+def entry(params: SamplingParams, seq_id: int = 0, prompt=(), output=()) -> BatchEntry:
+    return BatchEntry(seq_id, [1], 0, [0], True, params, tuple(prompt), tuple(output))
+
+
+def logits_rows(rows: int, seed: int = 0) -> torch.Tensor:
+    return torch.randn(rows, VOCAB, generator=torch.Generator().manual_seed(seed)) * 2.0   # [S, V]
+
+
+def sample_many(logits: torch.Tensor, params: SamplingParams, draws: int = 300, **entry_kw) -> list[int]:
+    sampler = Sampler()
+    batch = logits.expand(draws, VOCAB).contiguous()
+    return [t.token_id for t in sampler(batch, [entry(params, i, **entry_kw) for i in range(draws)])]
+
+
+def test_greedy_is_argmax_per_row() -> None:
+    logits = logits_rows(4)
+    tokens = Sampler()(logits, [entry(SamplingParams(temperature=0.0), i) for i in range(4)])
+    assert [t.token_id for t in tokens] == logits.argmax(-1).tolist()
+
+
+def test_temperature_spreads_and_top_k_top_p_min_p_narrow() -> None:
+    logits = logits_rows(1, seed=1)
+    best = int(logits.argmax())
+    assert len(set(sample_many(logits, SamplingParams(temperature=1.0)))) > 5
+    assert set(sample_many(logits, SamplingParams(temperature=1.0, top_k=1))) == {best}
+    top3 = set(logits[0].topk(3).indices.tolist())
+    assert set(sample_many(logits, SamplingParams(temperature=1.0, top_k=3))) <= top3
+    assert set(sample_many(logits, SamplingParams(temperature=1.0, top_p=1e-6))) == {best}
+    assert set(sample_many(logits, SamplingParams(temperature=1.0, min_p=1.0))) == {best}
+    probs = torch.softmax(logits[0], -1)
+    allowed = set((probs >= 0.2 * probs.max()).nonzero().flatten().tolist())
+    assert set(sample_many(logits, SamplingParams(temperature=1.0, min_p=0.2))) <= allowed
+
+
+def test_low_temperature_concentrates_on_the_best_token() -> None:
+    logits = logits_rows(1, seed=2)
+    cold = sample_many(logits, SamplingParams(temperature=0.05))
+    hot = sample_many(logits, SamplingParams(temperature=5.0))
+    best = int(logits.argmax())
+    assert cold.count(best) > hot.count(best)
+
+
+def test_penalties_push_seen_tokens_down() -> None:
+    logits = torch.zeros(1, VOCAB)
+    logits[0, 7], logits[0, 8] = 3.0, 2.5
+    sampler = Sampler()
+    greedy = SamplingParams(temperature=0.0)
+    assert sampler(logits, [entry(greedy)])[0].token_id == 7
+    repetition = SamplingParams(temperature=0.0, repetition_penalty=2.0)
+    assert sampler(logits, [entry(repetition, prompt=[7])])[0].token_id == 8        # prompt counts too
+    presence = SamplingParams(temperature=0.0, presence_penalty=1.0)
+    assert sampler(logits, [entry(presence, prompt=[7])])[0].token_id == 7          # output only
+    assert sampler(logits, [entry(presence, output=[7])])[0].token_id == 8
+    frequency = SamplingParams(temperature=0.0, frequency_penalty=0.3)
+    assert sampler(logits, [entry(frequency, output=[7])])[0].token_id == 7         # 3.0 - 0.3 > 2.5
+    assert sampler(logits, [entry(frequency, output=[7, 7])])[0].token_id == 8      # 3.0 - 0.6 < 2.5
+
+
+def test_seeded_token_depends_on_seed_and_step_not_on_the_batch() -> None:
+    logits = logits_rows(6, seed=3)
+    params = SamplingParams(temperature=1.0, seed=42)
+    sampler = Sampler()
+    alone = sampler(logits[2:3], [entry(params, output=[1, 2])])[0].token_id
+    mixed = [entry(SamplingParams(temperature=1.0), i) for i in range(6)]
+    mixed[2] = entry(params, 2, output=[1, 2])
+    assert sampler(logits, mixed)[2].token_id == alone
+    flat = torch.zeros(1, VOCAB)
+    by_step = {sampler(flat, [entry(params, output=[0] * step)])[0].token_id for step in range(20)}
+    by_seed = {sampler(flat, [entry(SamplingParams(temperature=1.0, seed=s))])[0].token_id for s in range(20)}
+    assert len(by_step) > 5 and len(by_seed) > 5
+
+
+def test_logprobs_match_log_softmax_of_raw_logits() -> None:
+    logits = logits_rows(2, seed=4)
+    params = SamplingParams(temperature=0.0, logprobs=3, repetition_penalty=3.0)
+    tokens = Sampler()(logits, [entry(params, 0, prompt=[int(logits[0].argmax())]), entry(params, 1)])
+    reference = torch.log_softmax(logits, -1)
+    for row, token in enumerate(tokens):
+        assert abs(token.logprob - float(reference[row, token.token_id])) < 1e-5
+        expected = reference[row].topk(3)
+        assert [t for t, _ in token.top_logprobs] == expected.indices.tolist()
+        assert all(abs(lp - float(v)) < 1e-5 for (_, lp), v in zip(token.top_logprobs, expected.values))
+    assert tokens[0].token_id != int(logits[0].argmax())      # penalty changed the pick, not the logprobs
+    no_logprobs = Sampler()(logits, [entry(SamplingParams(temperature=0.0))] * 2)
+    assert no_logprobs[0].logprob is None and no_logprobs[0].top_logprobs is None
+    zero = Sampler()(logits[:1], [entry(SamplingParams(temperature=0.0, logprobs=0))])[0]
+    assert zero.top_logprobs == [] and zero.logprob is not None
