@@ -8,6 +8,7 @@ besides the model itself.
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -67,29 +68,36 @@ def load_model(
         model = GptOssForCausalLM(config, device=device, dtype=dtype, expert_format=expert_format)
         params = dict(model.named_parameters())
         for name in _progress(list(reader.weight_map), enabled=verbose):
-            for target, value in _converted(reader, name, experts_on_disk, expert_format, dtype):
-                params[target].data.copy_(value)
+            for target, expert, value in _converted(reader, name, experts_on_disk, expert_format, dtype):
+                destination = params[target].data
+                (destination if expert is None else destination[expert]).copy_(value)
     model.eval()
     return model
 
 
 def _converted(
     reader: CheckpointReader, name: str, experts_on_disk: str, expert_format: str, dtype: torch.dtype
-) -> list[tuple[str, torch.Tensor]]:
-    """The (parameter name, value) pairs that checkpoint tensor `name` fills in the requested expert format."""
+) -> Iterator[tuple[str, int | None, torch.Tensor]]:
+    """(parameter name, expert index or None for the whole tensor, value) that checkpoint tensor `name` fills."""
     if experts_on_disk == "mxfp4" and expert_format == "dense":
         if name.endswith("_scales"):
-            return []                                       # read together with its blocks
+            return                                          # read together with its blocks
         if name.endswith("_blocks"):
-            prefix = name.removesuffix("_blocks")           # [E, out, in] in `dtype`
-            return [(prefix, dequantize_mxfp4(reader.read(name), reader.read(prefix + "_scales"), dtype))]
+            prefix = name.removesuffix("_blocks")
+            blocks, scales = reader.read(name), reader.read(prefix + "_scales")
+            for expert in range(blocks.shape[0]):           # one expert at a time bounds the temporaries
+                yield prefix, expert, dequantize_mxfp4(blocks[expert], scales[expert], dtype)   # [out, in]
+            return
     if experts_on_disk == "dense" and name.endswith(("experts.gate_up_proj", "experts.down_proj")):
         weight = reader.read(name).transpose(-1, -2)        # [E, in, out] -> [E, out, in]
         if expert_format == "dense":
-            return [(name, weight)]
+            yield name, None, weight
+            return
         blocks, scales = quantize_mxfp4(weight)
-        return [(name + "_blocks", blocks), (name + "_scales", scales)]
-    return [(name, reader.read(name))]
+        yield name + "_blocks", None, blocks
+        yield name + "_scales", None, scales
+        return
+    yield name, None, reader.read(name)
 
 
 def _progress(names: list[str], *, enabled: bool):
