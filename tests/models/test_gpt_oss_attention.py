@@ -74,3 +74,23 @@ def test_random_model_is_seeded_and_runs(expert_format):
     logits = first.compute_logits(first(torch.arange(6), torch.arange(6), caches, metadata))
     assert logits.shape == (6, 512) and torch.isfinite(logits).all()
     assert logits.std().item() > 0.5             # not degenerate
+
+
+@pytest.mark.parametrize("truncate", [False, True])
+@pytest.mark.parametrize("shape", ["demo", "20b"])
+def test_yarn_frequencies_equal_the_reference(shape, truncate):
+    from transformers import GptOssConfig as ReferenceConfig
+    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+    from tkr_embed.models.gpt_oss.layers import yarn_inv_freq
+
+    base = DEMO_CONFIG if shape == "demo" else GptOssConfig.gpt_oss_20b()
+    config = dataclasses.replace(base, rope_scaling={**base.rope_scaling, "truncate": truncate})
+    reference_config = ReferenceConfig(**{
+        k: v for k, v in config.to_hf_dict().items() if k not in ("quantization_config", "architectures")
+    })
+    expected_freq, expected_scale = ROPE_INIT_FUNCTIONS["yarn"](reference_config, "cpu")
+    inv_freq, scale = yarn_inv_freq(config)
+    assert torch.equal(inv_freq, expected_freq)
+    assert scale == pytest.approx(expected_scale, rel=0, abs=1e-12)
+    assert scale > 1.0                       # YaRN's attention factor is in use
