@@ -44,7 +44,6 @@ class Sampler:
 
     def __call__(self, logits: torch.Tensor, entries: Sequence[BatchEntry]) -> list[SampledToken]:
         # logits: [S, V] float32, one row per entry with sample=True
-        num_rows, vocab_size = logits.shape
         device = logits.device
         params = [e.sampling for e in entries]
         assert all(p is not None for p in params), "every sampled entry carries SamplingParams"
@@ -64,7 +63,7 @@ class Sampler:
 
     def _apply_penalties(self, logits: torch.Tensor, entries: Sequence[BatchEntry]) -> torch.Tensor:
         params = [e.sampling for e in entries]
-        num_rows, vocab_size = logits.shape
+        vocab_size = logits.shape[1]
         device = logits.device
         if any(p.repetition_penalty != 1.0 for p in params):
             seen = _token_mask([e.prompt_token_ids + e.output_token_ids for e in entries], vocab_size, device) > 0
@@ -80,7 +79,7 @@ class Sampler:
 
     def _sample_random(self, logits: torch.Tensor, entries: Sequence[BatchEntry]) -> torch.Tensor:
         params = [e.sampling for e in entries]
-        num_rows, vocab_size = logits.shape
+        vocab_size = logits.shape[1]
         device = logits.device
         temperature = torch.tensor([p.temperature if p.temperature > 0 else 1.0 for p in params], device=device)
         scaled = logits / temperature[:, None]                                               # [S, V]
