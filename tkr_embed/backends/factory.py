@@ -5,32 +5,22 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from tkr_embed.backends.device import DeviceUnavailableError
+from tkr_embed.backends.device import resolve_device as resolve_backend_device
 from tkr_embed.engine.runner import ModelRunner
+
+__all__ = ["DeviceUnavailableError", "create_runner", "resolve_device", "resolve_quantization"]
 
 QUANTIZATION_ALIASES = {"auto": "mxfp4", "q4": "mxfp4", "mxfp4": "mxfp4", "none": "none"}
 RANDOM_WEIGHT_MODELS = ("gpt-oss-20b", "gpt-oss-120b")
 
 
-class DeviceUnavailableError(RuntimeError):
-    """The requested device is not present (or no backend serves it yet)."""
-
-
 def resolve_device(device: str) -> str:
-    """'auto' -> 'cuda' when available, else 'cpu'; 'gpu' is an alias of 'cuda'."""
-    import torch
-
-    name = device.lower()
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "gpu":
-        name = "cuda"
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise DeviceUnavailableError(f"device {device!r} was asked for but CUDA is not available here")
-        return name
-    if name == "cpu":
-        return name
-    raise DeviceUnavailableError(f"no backend serves device {device!r}; use auto, cpu or cuda")
+    """The torch device a setting names ('auto': CUDA, else CPU); MLX settings are handled in create_runner."""
+    choice = resolve_backend_device(device)
+    if choice.backend != "torch":
+        raise DeviceUnavailableError(f"device {device!r} is served by the {choice.backend} backend, not torch")
+    return choice.device
 
 
 def resolve_quantization(quantization: str) -> str:
@@ -55,9 +45,14 @@ def create_runner(
     kwargs go to the runner: block_size, num_kv_blocks, kv_cache_memory_fraction, kv_cache_bytes,
     max_model_len.
     """
+    choice = resolve_backend_device(device)
+    if choice.backend == "mlx":
+        from tkr_embed.backends.mlx.runner import MlxModelRunner
+
+        return MlxModelRunner(model_path, device=choice.device, dtype=dtype, quantization=quantization, **kwargs)
     from tkr_embed.backends.torch.runner import TorchModelRunner, resolve_dtype
 
-    torch_device = resolve_device(device)
+    torch_device = choice.device
     quant = resolve_quantization(quantization)
     if str(model_path) in RANDOM_WEIGHT_MODELS and not Path(model_path).exists():
         from tkr_embed.models.gpt_oss.config import GptOssConfig
