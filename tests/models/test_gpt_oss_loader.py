@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -138,7 +137,9 @@ def test_missing_weights_file(tmp_path):
         load(folder)
 
 
-@pytest.mark.parametrize("model_type,architectures", [("llama", ["LlamaForCausalLM"]), ("gpt_oss", ["MixtralForCausalLM"])])
+@pytest.mark.parametrize(
+    "model_type,architectures", [("llama", ["LlamaForCausalLM"]), ("gpt_oss", ["MixtralForCausalLM"])]
+)
 def test_architecture_that_is_not_gpt_oss(tmp_path, model_type, architectures):
     folder = write_small(tmp_path / "m", model_type=model_type, architectures=architectures)
     with pytest.raises(CheckpointError, match=r"config\.json.*is not a gpt-oss checkpoint"):
@@ -184,7 +185,8 @@ def test_wrong_shape(tmp_path):
     tensors["model.layers.0.self_attn.k_proj.weight"] = torch.zeros(16, 64, dtype=torch.bfloat16)
     with pytest.raises(
         CheckpointError,
-        match=r"model\.safetensors: tensor model\.layers\.0\.self_attn\.k_proj\.weight has shape \[16, 64\], expected \[32, 64\]",
+        match=r"model\.safetensors: tensor model\.layers\.0\.self_attn\.k_proj\.weight "
+        r"has shape \[16, 64\], expected \[32, 64\]",
     ):
         load(write_small(tmp_path / "m", tensors))
 
@@ -193,7 +195,8 @@ def test_wrong_dtype_for_mxfp4_blocks(tmp_path):
     tensors = demo_tensors(SMALL, seed=0)
     name = "model.layers.1.mlp.experts.down_proj_scales"
     tensors[name] = tensors[name].to(torch.bfloat16)
-    with pytest.raises(CheckpointError, match=rf"tensor {name.replace('.', '[.]')} has dtype torch.bfloat16, expected uint8"):
+    expected = rf"model\.safetensors: tensor {name.replace('.', '[.]')} has dtype torch.bfloat16, expected uint8"
+    with pytest.raises(CheckpointError, match=expected):
         load(write_small(tmp_path / "m", tensors))
 
 

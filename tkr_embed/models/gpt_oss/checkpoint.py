@@ -70,11 +70,12 @@ def tensor_specs(config: GptOssConfig, *, experts_on_disk: str = "mxfp4") -> dic
                 "self_attn.o_proj.bias": ((hidden,), "float"),
             })
         if experts_on_disk == "mxfp4":
+            gate_up_groups, down_groups = hidden // BLOCK_SIZE, inter // BLOCK_SIZE
             layer.update({
-                "mlp.experts.gate_up_proj_blocks": ((experts, 2 * inter, hidden // BLOCK_SIZE, BYTES_PER_BLOCK), "uint8"),
-                "mlp.experts.gate_up_proj_scales": ((experts, 2 * inter, hidden // BLOCK_SIZE), "uint8"),
-                "mlp.experts.down_proj_blocks": ((experts, hidden, inter // BLOCK_SIZE, BYTES_PER_BLOCK), "uint8"),
-                "mlp.experts.down_proj_scales": ((experts, hidden, inter // BLOCK_SIZE), "uint8"),
+                "mlp.experts.gate_up_proj_blocks": ((experts, 2 * inter, gate_up_groups, BYTES_PER_BLOCK), "uint8"),
+                "mlp.experts.gate_up_proj_scales": ((experts, 2 * inter, gate_up_groups), "uint8"),
+                "mlp.experts.down_proj_blocks": ((experts, hidden, down_groups, BYTES_PER_BLOCK), "uint8"),
+                "mlp.experts.down_proj_scales": ((experts, hidden, down_groups), "uint8"),
             })
         else:
             layer.update({

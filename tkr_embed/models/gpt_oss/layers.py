@@ -15,7 +15,7 @@ from tkr_embed.backends.torch.attention import AttentionMetadata, paged_attentio
 from tkr_embed.models.gpt_oss.config import GptOssConfig
 
 
-def _param(*shape: int, device: torch.device | str, dtype: torch.dtype) -> nn.Parameter:
+def empty_param(*shape: int, device: torch.device | str, dtype: torch.dtype) -> nn.Parameter:
     return nn.Parameter(torch.empty(*shape, device=device, dtype=dtype), requires_grad=False)
 
 
@@ -24,8 +24,8 @@ class Linear(nn.Module):
 
     def __init__(self, in_features: int, out_features: int, *, bias: bool, device, dtype) -> None:
         super().__init__()
-        self.weight = _param(out_features, in_features, device=device, dtype=dtype)
-        self.bias = _param(out_features, device=device, dtype=dtype) if bias else None
+        self.weight = empty_param(out_features, in_features, device=device, dtype=dtype)
+        self.bias = empty_param(out_features, device=device, dtype=dtype) if bias else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(x, self.weight, self.bias)
@@ -36,7 +36,7 @@ class RMSNorm(nn.Module):
 
     def __init__(self, hidden_size: int, eps: float, *, device, dtype) -> None:
         super().__init__()
-        self.weight = _param(hidden_size, device=device, dtype=dtype)
+        self.weight = empty_param(hidden_size, device=device, dtype=dtype)
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -109,7 +109,7 @@ class Attention(nn.Module):
         self.k_proj = Linear(hidden, self.num_kv_heads * self.head_dim, bias=bias, device=device, dtype=dtype)
         self.v_proj = Linear(hidden, self.num_kv_heads * self.head_dim, bias=bias, device=device, dtype=dtype)
         self.o_proj = Linear(self.num_heads * self.head_dim, hidden, bias=bias, device=device, dtype=dtype)
-        self.sinks = _param(self.num_heads, device=device, dtype=dtype)
+        self.sinks = empty_param(self.num_heads, device=device, dtype=dtype)
 
     def forward(
         self,

@@ -12,7 +12,7 @@ from torch import nn
 
 from tkr_embed.backends.torch.attention import AttentionMetadata
 from tkr_embed.models.gpt_oss.config import GptOssConfig
-from tkr_embed.models.gpt_oss.layers import Attention, RMSNorm, RotaryEmbedding, _param
+from tkr_embed.models.gpt_oss.layers import Attention, RMSNorm, RotaryEmbedding, empty_param
 from tkr_embed.models.gpt_oss.moe import MoE
 
 
@@ -39,7 +39,7 @@ class GptOssModel(nn.Module):
     def __init__(self, config: GptOssConfig, *, device, dtype, expert_format: str) -> None:
         super().__init__()
         self.embed_tokens = nn.Module()
-        self.embed_tokens.weight = _param(config.vocab_size, config.hidden_size, device=device, dtype=dtype)
+        self.embed_tokens.weight = empty_param(config.vocab_size, config.hidden_size, device=device, dtype=dtype)
         self.layers = nn.ModuleList(
             DecoderLayer(config, i, device=device, dtype=dtype, expert_format=expert_format)
             for i in range(config.num_hidden_layers)
@@ -58,7 +58,7 @@ class GptOssForCausalLM(nn.Module):
         self.expert_format = expert_format
         self.model = GptOssModel(config, device=device, dtype=dtype, expert_format=expert_format)
         self.lm_head = nn.Module()
-        self.lm_head.weight = _param(config.vocab_size, config.hidden_size, device=device, dtype=dtype)
+        self.lm_head.weight = empty_param(config.vocab_size, config.hidden_size, device=device, dtype=dtype)
 
     @property
     def device(self) -> torch.device:

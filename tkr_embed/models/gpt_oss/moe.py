@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tkr_embed.models.gpt_oss.config import GptOssConfig
-from tkr_embed.models.gpt_oss.layers import _param
+from tkr_embed.models.gpt_oss.layers import empty_param
 from tkr_embed.models.gpt_oss.mxfp4 import BLOCK_SIZE, BYTES_PER_BLOCK, dequantize_mxfp4
 
 EXPERT_FORMATS = ("mxfp4", "dense")
@@ -23,8 +23,8 @@ class Router(nn.Module):
     def __init__(self, config: GptOssConfig, *, device, dtype) -> None:
         super().__init__()
         self.top_k = config.num_experts_per_tok
-        self.weight = _param(config.num_local_experts, config.hidden_size, device=device, dtype=dtype)
-        self.bias = _param(config.num_local_experts, device=device, dtype=dtype)
+        self.weight = empty_param(config.num_local_experts, config.hidden_size, device=device, dtype=dtype)
+        self.bias = empty_param(config.num_local_experts, device=device, dtype=dtype)
 
     def forward(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """hidden [T, H] -> (topk_ids [T, k] int64, topk_weights [T, k]): softmax over the chosen logits."""
@@ -48,15 +48,15 @@ class Experts(nn.Module):
         experts, hidden, inter = self.num_experts, self.hidden_size, self.intermediate_size
         if expert_format == "mxfp4":
             u8 = dict(device=device, dtype=torch.uint8)
-            self.gate_up_proj_blocks = _param(experts, 2 * inter, hidden // BLOCK_SIZE, BYTES_PER_BLOCK, **u8)
-            self.gate_up_proj_scales = _param(experts, 2 * inter, hidden // BLOCK_SIZE, **u8)
-            self.down_proj_blocks = _param(experts, hidden, inter // BLOCK_SIZE, BYTES_PER_BLOCK, **u8)
-            self.down_proj_scales = _param(experts, hidden, inter // BLOCK_SIZE, **u8)
+            self.gate_up_proj_blocks = empty_param(experts, 2 * inter, hidden // BLOCK_SIZE, BYTES_PER_BLOCK, **u8)
+            self.gate_up_proj_scales = empty_param(experts, 2 * inter, hidden // BLOCK_SIZE, **u8)
+            self.down_proj_blocks = empty_param(experts, hidden, inter // BLOCK_SIZE, BYTES_PER_BLOCK, **u8)
+            self.down_proj_scales = empty_param(experts, hidden, inter // BLOCK_SIZE, **u8)
         else:
-            self.gate_up_proj = _param(experts, 2 * inter, hidden, device=device, dtype=dtype)
-            self.down_proj = _param(experts, hidden, inter, device=device, dtype=dtype)
-        self.gate_up_proj_bias = _param(experts, 2 * inter, device=device, dtype=dtype)
-        self.down_proj_bias = _param(experts, hidden, device=device, dtype=dtype)
+            self.gate_up_proj = empty_param(experts, 2 * inter, hidden, device=device, dtype=dtype)
+            self.down_proj = empty_param(experts, hidden, inter, device=device, dtype=dtype)
+        self.gate_up_proj_bias = empty_param(experts, 2 * inter, device=device, dtype=dtype)
+        self.down_proj_bias = empty_param(experts, hidden, device=device, dtype=dtype)
 
     def expert_weights(self, expert: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(gate_up [2I, H], down [H, I]) of one expert in the model dtype."""
