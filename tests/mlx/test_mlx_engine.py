@@ -1,0 +1,62 @@
+"""The real engine on the MLX runner: same tokens as the torch backend, prefix caching, seeds, logprobs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from tkr_embed import LLM, SamplingParams
+from tkr_embed.engine.outputs import FinishReason
+
+torch.set_num_threads(2)
+PROMPTS = [
+    [200006, 17360, 200008, 3575, 553, 261],                     # short
+    list(range(1000, 1030)),                                    # longer than the 16-token window
+    [9906, 11, 1495, 553, 481, 30, 15, 16, 17],
+]
+
+
+def _llm(model_dir: Path, device: str) -> LLM:
+    return LLM(model_dir, device=device, dtype="float32", quantization="none" if device == "mlx" else "auto",
+               num_kv_blocks=64, block_size=16, max_num_batched_tokens=32)
+
+
+@pytest.fixture(scope="module")
+def mlx_llm(demo_model_dir: Path) -> LLM:
+    return _llm(demo_model_dir, "mlx")
+
+
+@pytest.fixture(scope="module")
+def torch_llm(demo_model_dir: Path) -> LLM:
+    return _llm(demo_model_dir, "cpu")
+
+
+def test_greedy_generation_agrees_token_for_token(mlx_llm: LLM, torch_llm: LLM) -> None:
+    params = SamplingParams(temperature=0.0, max_tokens=12, ignore_eos=True)
+    ours = mlx_llm.generate(PROMPTS, params)
+    reference = torch_llm.generate(PROMPTS, params)
+    assert [r.token_ids for r in ours] == [r.token_ids for r in reference]
+    assert all(len(r.token_ids) == 12 and r.finish_reason is FinishReason.LENGTH for r in ours)
+    assert mlx_llm.engine.runner.info.device == "mlx:cpu"
+
+
+def test_seeded_sampling_and_logprobs_agree_with_torch(mlx_llm: LLM, torch_llm: LLM) -> None:
+    params = SamplingParams(temperature=0.9, top_p=0.95, seed=1234, max_tokens=8, ignore_eos=True, logprobs=2)
+    ours = mlx_llm.generate(PROMPTS[:2], params)
+    reference = torch_llm.generate(PROMPTS[:2], params)
+    assert [r.token_ids for r in ours] == [r.token_ids for r in reference]
+    for mine, theirs in zip(ours, reference):
+        for a, b in zip(mine.outputs[0].logprobs, theirs.outputs[0].logprobs, strict=True):
+            assert a.token_id == b.token_id
+            assert abs(a.logprob - b.logprob) <= 1e-4
+
+
+def test_prefix_cache_hit_gives_the_same_answer(mlx_llm: LLM) -> None:
+    params = SamplingParams(temperature=0.0, max_tokens=6, ignore_eos=True)
+    prompt = list(range(2000, 2040))
+    first = mlx_llm.generate(prompt, params)[0]
+    second = mlx_llm.generate(prompt, params)[0]
+    assert second.num_cached_prompt_tokens == 32                 # two full blocks of 16 reused
+    assert second.token_ids == first.token_ids
