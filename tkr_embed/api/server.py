@@ -15,7 +15,7 @@ from tkr_embed.api.engine_factory import build_engine
 from tkr_embed.api.errors import install_error_handlers
 from tkr_embed.api.extensions import AppExtension, default_extensions
 from tkr_embed.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
-from tkr_embed.api.routes import health, native, openai
+from tkr_embed.api.routes import health, native, openai, responses
 from tkr_embed.api.state import ServerState
 from tkr_embed.config import ConfigError, Settings, load_settings
 from tkr_embed.engine.client import EngineClient
@@ -75,6 +75,7 @@ def create_app(
     app.include_router(health.router)
     app.include_router(native.router)
     app.include_router(openai.router)
+    app.include_router(responses.router)
     for extension in extensions:
         extension.install(app, settings)
     if settings.server.cors_origins:

@@ -1,0 +1,50 @@
+"""POST /v1/responses (stateless), JSON or typed Server-Sent Events."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response as HttpResponse
+
+from tkr_embed.api.deps import State
+from tkr_embed.api.disconnect import cancel_on_disconnect
+from tkr_embed.api.sse import EventStreamResponse
+from tkr_embed.engine.errors import EngineError
+from tkr_embed.protocol.errors import ErrorResponse
+from tkr_embed.protocol.openai_responses import ErrorEvent, Response, ResponsesRequest, StreamEvent
+from tkr_embed.services.errors import ServiceError
+from tkr_embed.services.responses import ResponsesService
+
+ERRORS = {code: {"model": ErrorResponse} for code in (400, 404, 413, 503)}
+router = APIRouter(prefix="/v1", tags=["openai"], responses=ERRORS)
+
+
+def sse_event(event: StreamEvent) -> bytes:
+    return f"event: {event.type}\ndata: {event.model_dump_json(exclude_none=True)}\n\n".encode()
+
+
+async def response_events(events: AsyncIterator[StreamEvent]) -> AsyncIterator[bytes]:
+    """Each event as `event:` + `data:` lines (no `[DONE]`: `response.completed` ends the stream);
+    an error after the first byte becomes an `error` event."""
+    sequence_number = 0
+    try:
+        async for event in events:
+            sequence_number = event.sequence_number + 1
+            yield sse_event(event)
+    except (EngineError, ServiceError) as exc:
+        code = "engine_unavailable" if isinstance(exc, EngineError) else getattr(exc, "code", None)
+        yield sse_event(ErrorEvent(sequence_number=sequence_number, message=str(exc), code=code,
+                                   param=getattr(exc, "param", None)))
+
+
+@router.post(
+    "/responses",
+    response_model=Response,
+    responses={200: {"content": {"text/event-stream": {}}, "description": "with `stream: true`, typed events"}},
+)
+async def create_response(body: ResponsesRequest, request: Request, state: State) -> HttpResponse | Response:
+    service = ResponsesService(state.context)
+    if body.stream:
+        return EventStreamResponse(response_events(await service.create_stream(body)))
+    return await cancel_on_disconnect(request, service.create(body))

@@ -1,0 +1,361 @@
+"""Wire types of POST /v1/responses (stateless): the request, its input items, the response object
+and the typed stream events.
+
+Union branches are tagged with names holding a dash ("item-message") so that a validation error
+names the field the client wrote (`input[2].call_id`), never a branch.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, Discriminator, Field, Tag
+
+from tkr_embed.protocol.openai_common import OpenAIRequest
+
+ReasoningEffort = Literal["low", "medium", "high"]
+ItemStatus = Literal["in_progress", "completed", "incomplete"]
+ResponseStatus = Literal["in_progress", "completed", "incomplete", "cancelled", "failed"]
+
+
+def _text_or_list(value: Any) -> str:
+    return "as-text" if isinstance(value, str) else "as-list"
+
+
+def _by_type(prefix: str, default: str | None = None):
+    def discriminate(value: Any) -> str | None:
+        kind = value.get("type", default) if isinstance(value, dict) else getattr(value, "type", default)
+        return f"{prefix}-{kind}" if isinstance(kind, str) else None
+
+    return discriminate
+
+
+# -- input ----------------------------------------------------------------------------------------
+
+
+class InputTextPart(OpenAIRequest):
+    type: Literal["input_text"]
+    text: str
+
+
+class OutputTextPart(OpenAIRequest):
+    """Assistant text sent back as history (annotations and logprobs are ignored)."""
+
+    type: Literal["output_text"]
+    text: str
+
+
+ContentPart = Annotated[
+    Annotated[InputTextPart, Tag("part-input_text")] | Annotated[OutputTextPart, Tag("part-output_text")],
+    Discriminator(
+        _by_type("part"), custom_error_type="invalid_content_part",
+        custom_error_message="a content part must be of type input_text or output_text (text only)",
+    ),
+]
+MessageContent = Annotated[
+    Annotated[str, Tag("as-text")] | Annotated[list[ContentPart], Tag("as-list")],
+    Discriminator(_text_or_list),
+]
+
+
+class MessageItem(OpenAIRequest):
+    type: Literal["message"] = "message"
+    role: Literal["user", "assistant", "system", "developer"]
+    content: MessageContent
+
+    def text(self) -> str:
+        return self.content if isinstance(self.content, str) else "".join(part.text for part in self.content)
+
+
+class FunctionCallItem(OpenAIRequest):
+    """A call the assistant made earlier (as returned in `output`)."""
+
+    type: Literal["function_call"]
+    call_id: str = Field(min_length=1)
+    name: str
+    arguments: str = ""
+
+
+class FunctionCallOutputItem(OpenAIRequest):
+    """The client's result of a function call, answering `call_id`."""
+
+    type: Literal["function_call_output"]
+    call_id: str = Field(min_length=1)
+    output: Annotated[
+        Annotated[str, Tag("as-text")] | Annotated[list[InputTextPart], Tag("as-list")],
+        Discriminator(_text_or_list),
+    ]
+
+    def text(self) -> str:
+        return self.output if isinstance(self.output, str) else "".join(part.text for part in self.output)
+
+
+class ReasoningTextIn(OpenAIRequest):
+    type: Literal["reasoning_text", "summary_text"]
+    text: str
+
+
+class ReasoningItemIn(OpenAIRequest):
+    """Reasoning returned by an earlier response, accepted back: its content (else its summary)."""
+
+    type: Literal["reasoning"]
+    summary: list[ReasoningTextIn] = Field(default_factory=list)
+    content: list[ReasoningTextIn] | None = None
+
+    def text(self) -> str:
+        parts = self.content if self.content else self.summary
+        return "".join(part.text for part in parts)
+
+
+InputItem = Annotated[
+    Annotated[MessageItem, Tag("item-message")]
+    | Annotated[FunctionCallItem, Tag("item-function_call")]
+    | Annotated[FunctionCallOutputItem, Tag("item-function_call_output")]
+    | Annotated[ReasoningItemIn, Tag("item-reasoning")],
+    Discriminator(
+        _by_type("item", default="message"), custom_error_type="invalid_input_item",
+        custom_error_message="an input item must be of type message, function_call, function_call_output or "
+        "reasoning (this server is stateless: items cannot be referenced by id)",
+    ),
+]
+ResponseInput = Annotated[
+    Annotated[str, Tag("as-text")] | Annotated[list[InputItem], Tag("as-list")],
+    Discriminator(_text_or_list),
+]
+
+
+class FunctionTool(OpenAIRequest):
+    """A function the model may call (the Responses API's flat tool shape)."""
+
+    type: Literal["function"]
+    name: str = Field(min_length=1, max_length=64)
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+class FunctionToolChoice(OpenAIRequest):
+    type: Literal["function"]
+    name: str
+
+
+class ReasoningConfig(OpenAIRequest):
+    effort: ReasoningEffort | None = None
+    summary: str | None = None     # accepted; gpt-oss writes no summaries
+
+
+class TextFormat(OpenAIRequest):
+    type: Literal["text"] = "text"
+
+
+class TextConfig(OpenAIRequest):
+    format: TextFormat = Field(default_factory=TextFormat)
+
+
+class ResponsesRequest(OpenAIRequest):
+    model: str | None = None
+    input: ResponseInput
+    instructions: str | None = None
+    reasoning: ReasoningConfig | None = None
+    max_output_tokens: int | None = Field(None, ge=1)
+    temperature: float | None = Field(None, ge=0.0, le=2.0)
+    top_p: float | None = Field(None, gt=0.0, le=1.0)
+    tools: list[FunctionTool] | None = None
+    tool_choice: Literal["auto", "none", "required"] | FunctionToolChoice | None = None
+    parallel_tool_calls: bool | None = None
+    stream: bool = False
+    store: bool | None = None
+    previous_response_id: str | None = None
+    background: bool | None = None
+    metadata: dict[str, str] | None = None
+    text: TextConfig | None = None
+    user: str | None = None
+
+
+# -- output ---------------------------------------------------------------------------------------
+
+
+class OutputText(BaseModel):
+    type: Literal["output_text"] = "output_text"
+    text: str = ""
+    annotations: list[Any] = Field(default_factory=list)
+    logprobs: list[Any] = Field(default_factory=list)
+
+
+class ReasoningText(BaseModel):
+    type: Literal["reasoning_text"] = "reasoning_text"
+    text: str = ""
+
+
+class SummaryText(BaseModel):
+    type: Literal["summary_text"] = "summary_text"
+    text: str
+
+
+class ReasoningOutput(BaseModel):
+    """The analysis channel: chain of thought, never part of the answer."""
+
+    id: str
+    type: Literal["reasoning"] = "reasoning"
+    summary: list[SummaryText] = Field(default_factory=list)
+    content: list[ReasoningText] = Field(default_factory=list)
+    status: ItemStatus = "in_progress"
+
+
+class MessageOutput(BaseModel):
+    id: str
+    type: Literal["message"] = "message"
+    role: Literal["assistant"] = "assistant"
+    content: list[OutputText] = Field(default_factory=list)
+    status: ItemStatus = "in_progress"
+
+
+class FunctionCallOutput(BaseModel):
+    id: str
+    type: Literal["function_call"] = "function_call"
+    call_id: str
+    name: str
+    arguments: str = ""
+    status: ItemStatus = "in_progress"
+
+
+OutputItem = Annotated[ReasoningOutput | MessageOutput | FunctionCallOutput, Field(discriminator="type")]
+
+
+class InputTokensDetails(BaseModel):
+    cached_tokens: int = 0
+
+
+class OutputTokensDetails(BaseModel):
+    reasoning_tokens: int = 0
+
+
+class ResponseUsage(BaseModel):
+    input_tokens: int
+    input_tokens_details: InputTokensDetails
+    output_tokens: int
+    output_tokens_details: OutputTokensDetails
+    total_tokens: int
+
+
+class IncompleteDetails(BaseModel):
+    reason: Literal["max_output_tokens"] | None = None
+
+
+class ReasoningEcho(BaseModel):
+    effort: ReasoningEffort
+    summary: str | None = None
+
+
+class Response(BaseModel):
+    id: str
+    object: Literal["response"] = "response"
+    created_at: int
+    status: ResponseStatus
+    model: str
+    output: list[OutputItem] = Field(default_factory=list)
+    usage: ResponseUsage | None = None
+    incomplete_details: IncompleteDetails | None = None
+    error: None = None
+    instructions: str | None = None
+    max_output_tokens: int | None = None
+    temperature: float
+    top_p: float
+    tools: list[FunctionTool] = Field(default_factory=list)
+    tool_choice: Literal["auto", "none", "required"] | FunctionToolChoice = "auto"
+    parallel_tool_calls: bool = True
+    reasoning: ReasoningEcho
+    previous_response_id: None = None
+    store: bool = False
+    background: bool = False
+    metadata: dict[str, str] = Field(default_factory=dict)
+    text: TextConfig = Field(default_factory=TextConfig)
+    truncation: Literal["disabled"] = "disabled"
+    user: str | None = None
+
+
+# -- stream events (each `event: <type>` / `data: <json>`) ----------------------------------------
+
+
+class StreamEvent(BaseModel):
+    type: str
+    sequence_number: int
+
+
+class ResponseLifecycleEvent(StreamEvent):
+    type: Literal[
+        "response.created", "response.in_progress", "response.completed", "response.incomplete", "response.failed"
+    ]
+    response: Response
+
+
+class OutputItemEvent(StreamEvent):
+    type: Literal["response.output_item.added", "response.output_item.done"]
+    output_index: int
+    item: OutputItem
+
+
+class ContentPartEvent(StreamEvent):
+    type: Literal["response.content_part.added", "response.content_part.done"]
+    item_id: str
+    output_index: int
+    content_index: int
+    part: Annotated[OutputText | ReasoningText, Field(discriminator="type")]
+
+
+class OutputTextDeltaEvent(StreamEvent):
+    type: Literal["response.output_text.delta"] = "response.output_text.delta"
+    item_id: str
+    output_index: int
+    content_index: int
+    delta: str
+    logprobs: list[Any] = Field(default_factory=list)
+
+
+class OutputTextDoneEvent(StreamEvent):
+    type: Literal["response.output_text.done"] = "response.output_text.done"
+    item_id: str
+    output_index: int
+    content_index: int
+    text: str
+    logprobs: list[Any] = Field(default_factory=list)
+
+
+class ReasoningTextDeltaEvent(StreamEvent):
+    type: Literal["response.reasoning_text.delta"] = "response.reasoning_text.delta"
+    item_id: str
+    output_index: int
+    content_index: int
+    delta: str
+
+
+class ReasoningTextDoneEvent(StreamEvent):
+    type: Literal["response.reasoning_text.done"] = "response.reasoning_text.done"
+    item_id: str
+    output_index: int
+    content_index: int
+    text: str
+
+
+class FunctionCallArgumentsDeltaEvent(StreamEvent):
+    type: Literal["response.function_call_arguments.delta"] = "response.function_call_arguments.delta"
+    item_id: str
+    output_index: int
+    delta: str
+
+
+class FunctionCallArgumentsDoneEvent(StreamEvent):
+    type: Literal["response.function_call_arguments.done"] = "response.function_call_arguments.done"
+    item_id: str
+    output_index: int
+    name: str
+    arguments: str
+
+
+class ErrorEvent(StreamEvent):
+    """An error after the stream started (the HTTP status was already sent)."""
+
+    type: Literal["error"] = "error"
+    code: str | None = None
+    message: str
+    param: str | None = None
