@@ -162,6 +162,8 @@ def configure_logging(level: str | int = "INFO", json: bool = True, stream: IO[s
         uvicorn_logger = logging.getLogger(name)
         uvicorn_logger.handlers.clear()
         uvicorn_logger.propagate = True
+        uvicorn_logger.disabled = False
+        uvicorn_logger.setLevel(logging.NOTSET)   # the root level decides, as for every other logger
     return handler
 
 
