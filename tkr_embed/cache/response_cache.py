@@ -13,7 +13,7 @@ import json
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -35,8 +35,10 @@ def cache_key(
     params: SamplingParams,
     stream: bool,
     model: str = "",
+    extra: Mapping[str, object] | None = None,
 ) -> str:
-    """Digest of everything that shapes a response. `scope` is the caller's key id (or another tenant id)."""
+    """Digest of everything that shapes a response. `scope` is the caller's key id (or another tenant id);
+    `extra` holds request fields outside the sampling parameters that change the answer (JSON values)."""
     if not scope:
         raise ValueError("a cache key needs the caller's scope; an empty scope would share entries")
     material = {
@@ -46,6 +48,7 @@ def cache_key(
         "stream": bool(stream),
         "prompt_token_ids": [int(token) for token in prompt_token_ids],
         "params": dataclasses.asdict(params),
+        "extra": dict(extra or {}),
     }
     encoded = json.dumps(material, sort_keys=True, separators=(",", ":"), allow_nan=False).encode("utf-8")
     return hashlib.sha256(encoded).hexdigest()

@@ -24,11 +24,13 @@ from tkr_embed.protocol.openai_chat import (
 )
 from tkr_embed.protocol.openai_common import CompletionTokensDetails, PromptTokensDetails, Usage
 from tkr_embed.services.chat_prompt import harmony_messages, harmony_tool_choice, harmony_tools, render
+from tkr_embed.services.accounting import note_reasoning_tokens
 from tkr_embed.services.context import ModelContext, new_request_id, unix_now
 from tkr_embed.services.engine_stream import EngineStream
 from tkr_embed.services.errors import BadRequestError
 from tkr_embed.services.harmony_decode import ChoiceDelta, HarmonyDecoder
 from tkr_embed.services.logprobs import chat_logprobs
+from tkr_embed.services.response_caching import CacheSlot, cache_slot, replay
 
 
 @dataclass
@@ -98,9 +100,28 @@ class ChatCompletionService:
         )
         return PreparedChat(new_request_id("chatcmpl"), rendered, params, stop_list(request.stop), top_logprobs)
 
+    def _cache_slot(self, prepared: PreparedChat, stream: bool, include_usage: bool = False) -> CacheSlot | None:
+        return cache_slot(
+            endpoint="/v1/chat/completions",
+            model=self.ctx.model_id,
+            prompt_token_ids=prepared.rendered.token_ids,
+            params=prepared.params,
+            stream=stream,
+            extra={"stop": prepared.stop, "include_usage": include_usage},
+        )
+
     async def create(self, request: ChatCompletionRequest) -> ChatCompletionResponse:
         prepared = self.prepare(request)
-        decoder = HarmonyDecoder(request.n, prepared.rendered.forced_prefix, prepared.stop)
+        slot = self._cache_slot(prepared, stream=False)
+        if slot is not None and (cached := slot.lookup()) is not None:
+            return cached
+        response = await self._create(prepared, request.n)
+        if slot is not None:
+            slot.store(response)
+        return response
+
+    async def _create(self, prepared: PreparedChat, n: int) -> ChatCompletionResponse:
+        decoder = HarmonyDecoder(n, prepared.rendered.forced_prefix, prepared.stop)
         num_cached = 0
         async with await self._open(prepared) as stream:
             async for update in stream:
@@ -108,6 +129,7 @@ class ChatCompletionService:
                 num_cached = update.num_cached_prompt_tokens
                 if decoder.all_finished:
                     break
+        note_reasoning_tokens(decoder.num_reasoning_tokens)
         choices = []
         for result in decoder.results():
             tool_calls = [
@@ -146,9 +168,13 @@ class ChatCompletionService:
         """Opens the engine request now (so errors are raised before any byte is sent) and returns
         the chunks to send."""
         prepared = self.prepare(request)
-        stream = await self._open(prepared)
         include_usage = bool(request.stream_options and request.stream_options.include_usage)
-        return self._chunks(prepared, stream, request.n, include_usage)
+        slot = self._cache_slot(prepared, stream=True, include_usage=include_usage)
+        if slot is not None and (cached := slot.lookup()) is not None:
+            return replay(cached)
+        stream = await self._open(prepared)
+        chunks = self._chunks(prepared, stream, request.n, include_usage)
+        return slot.recording(chunks) if slot is not None else chunks
 
     async def _chunks(
         self, prepared: PreparedChat, stream: EngineStream, n: int, include_usage: bool
@@ -171,6 +197,7 @@ class ChatCompletionService:
                     yield chunk(choices)
                 if decoder.all_finished:
                     break
+        note_reasoning_tokens(decoder.num_reasoning_tokens)
         if include_usage:
             results = decoder.results()
             yield chunk(

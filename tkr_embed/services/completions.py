@@ -19,6 +19,7 @@ from tkr_embed.services.context import ModelContext, new_request_id, unix_now
 from tkr_embed.services.engine_stream import EngineStream
 from tkr_embed.services.errors import BadRequestError
 from tkr_embed.services.logprobs import completion_logprobs
+from tkr_embed.services.response_caching import CacheSlot, cache_slot, replay
 
 
 @dataclass
@@ -71,8 +72,27 @@ class CompletionService:
             new_request_id("cmpl"), prompt_ids, prompt_text, params, request.echo, request.logprobs
         )
 
+    def _cache_slot(self, prepared: PreparedCompletion, stream: bool, include_usage: bool = False) -> CacheSlot | None:
+        return cache_slot(
+            endpoint="/v1/completions",
+            model=self.ctx.model_id,
+            prompt_token_ids=prepared.prompt_token_ids,
+            params=prepared.params,
+            stream=stream,
+            extra={"echo": prepared.echo, "include_usage": include_usage},
+        )
+
     async def create(self, request: CompletionRequest) -> CompletionResponse:
         prepared = self.prepare(request)
+        slot = self._cache_slot(prepared, stream=False)
+        if slot is not None and (cached := slot.lookup()) is not None:
+            return cached
+        response = await self._create(prepared)
+        if slot is not None:
+            slot.store(response)
+        return response
+
+    async def _create(self, prepared: PreparedCompletion) -> CompletionResponse:
         n = prepared.params.n
         texts = [""] * n
         logprobs: list[list[TokenLogprob]] = [[] for _ in range(n)]
@@ -106,9 +126,13 @@ class CompletionService:
 
     async def create_stream(self, request: CompletionRequest) -> AsyncIterator[CompletionResponse]:
         prepared = self.prepare(request)
-        stream = await self._open(prepared)
         include_usage = bool(request.stream_options and request.stream_options.include_usage)
-        return self._chunks(prepared, stream, include_usage)
+        slot = self._cache_slot(prepared, stream=True, include_usage=include_usage)
+        if slot is not None and (cached := slot.lookup()) is not None:
+            return replay(cached)
+        stream = await self._open(prepared)
+        chunks = self._chunks(prepared, stream, include_usage)
+        return slot.recording(chunks) if slot is not None else chunks
 
     async def _chunks(
         self, prepared: PreparedCompletion, stream: EngineStream, include_usage: bool

@@ -9,6 +9,7 @@ import anyio
 from tkr_embed.engine.client import EngineClient
 from tkr_embed.engine.outputs import RequestOutput
 from tkr_embed.engine.sampling_params import SamplingParams
+from tkr_embed.services.accounting import current_account
 
 
 class EngineStream:
@@ -34,7 +35,15 @@ class EngineStream:
             await stream.aclose()
             raise
         stream.finished = stream._first.finished
+        stream._account(stream._first)
         return stream
+
+    @staticmethod
+    def _account(update: RequestOutput) -> None:
+        # Usage, cache and latency metrics of the request being served (when the gateway accounts it).
+        account = current_account()
+        if account is not None:
+            account.observe(update)
 
     async def __aiter__(self) -> AsyncIterator[RequestOutput]:
         try:
@@ -45,6 +54,7 @@ class EngineStream:
                     return
             async for update in self._updates:
                 self.finished = update.finished
+                self._account(update)
                 yield update
                 if update.finished:
                     return

@@ -17,10 +17,12 @@ from tkr_embed.protocol.native import (
     StreamDelta,
     StreamEvent,
 )
+from tkr_embed.services.accounting import note_reasoning_tokens
 from tkr_embed.services.chat_prompt import render
 from tkr_embed.services.context import ModelContext, new_request_id
 from tkr_embed.services.engine_stream import EngineStream
 from tkr_embed.services.harmony_decode import HarmonyDecoder
+from tkr_embed.services.response_caching import CacheSlot, cache_slot, replay
 
 
 @dataclass
@@ -55,13 +57,34 @@ class NativeService:
         )
         return PreparedNative(new_request_id("gen"), rendered, params, request.reasoning_level)
 
+    def _cache_slot(self, prepared: PreparedNative, endpoint: str, stream: bool) -> CacheSlot | None:
+        return cache_slot(
+            endpoint=endpoint,
+            model=self.ctx.model_id,
+            prompt_token_ids=prepared.rendered.token_ids,
+            params=prepared.params,
+            stream=stream,
+            extra={"reasoning_level": prepared.reasoning_level},
+        )
+
     async def generate(self, request: GenerateRequest | ChatRequest) -> GenerateResponse:
         started = time.perf_counter()
         prepared = self.prepare(request)
+        endpoint = "/generate" if isinstance(request, GenerateRequest) else "/chat"
+        slot = self._cache_slot(prepared, endpoint, stream=False)
+        if slot is not None and (cached := slot.lookup()) is not None:
+            return cached
+        response = await self._generate(prepared, started)
+        if slot is not None:
+            slot.store(response)
+        return response
+
+    async def _generate(self, prepared: PreparedNative, started: float) -> GenerateResponse:
         decoder = HarmonyDecoder(1, prepared.rendered.forced_prefix, [])
         async with await self._open(prepared) as stream:
             async for update in stream:
                 decoder.step(update.outputs)
+        note_reasoning_tokens(decoder.num_reasoning_tokens)
         result = decoder.results()[0]
         num_prompt = len(prepared.rendered.token_ids)
         return GenerateResponse(
@@ -83,8 +106,12 @@ class NativeService:
     async def stream(self, request: GenerateRequest | ChatRequest) -> AsyncIterator[StreamEvent]:
         """Opens the engine request now (errors before any byte) and returns one event per answer delta."""
         prepared = self.prepare(request)
+        slot = self._cache_slot(prepared, "/stream", stream=True)
+        if slot is not None and (cached := slot.lookup()) is not None:
+            return replay(cached)
         stream = await self._open(prepared)
-        return self._events(prepared, stream)
+        events = self._events(prepared, stream)
+        return slot.recording(events) if slot is not None else events
 
     async def _events(self, prepared: PreparedNative, stream: EngineStream) -> AsyncIterator[StreamEvent]:
         decoder = HarmonyDecoder(1, prepared.rendered.forced_prefix, [])
@@ -101,6 +128,7 @@ class NativeService:
                             reasoning_level=prepared.reasoning_level,
                             model=self.ctx.model_id,
                         )
+        note_reasoning_tokens(decoder.num_reasoning_tokens)
 
     async def _open(self, prepared: PreparedNative) -> EngineStream:
         return await EngineStream.open(
