@@ -92,17 +92,15 @@ def main() -> int:
     props = torch.cuda.get_device_properties(0)
     results = {"device": props.name, "sms": props.multi_processor_count, "copy_GB_s": copy_bandwidth() / 1e9, "rows": []}
     rows = results["rows"]
-    for tokens in ([1, 64] if args.quick else [1, 8, 64, 256, 1024, 4096]):
+    for tokens in ([1, 64] if args.quick else [1, 4, 8, 16, 64, 256, 1024, 4096]):
         rows.append(bench_moe(tokens, None))
     if not args.quick:
-        for tokens in (1, 64):
-            for cfg in (MoeTileConfig(16, 16, 128, 4, 4), MoeTileConfig(16, 32, 128, 4, 4), MoeTileConfig(16, 64, 128, 4, 3),
-                        MoeTileConfig(16, 32, 256, 4, 3), MoeTileConfig(16, 64, 64, 4, 4), MoeTileConfig(32, 64, 128, 4, 3),
-                        MoeTileConfig(16, 32, 128, 8, 4)):
+        for tokens in (1, 8, 64):
+            for cfg in (MoeTileConfig(0, 32, 256, 4, 3), MoeTileConfig(0, 16, 256, 4, 3), MoeTileConfig(0, 32, 128, 4, 4),
+                        MoeTileConfig(0, 64, 256, 8, 3), MoeTileConfig(0, 32, 512, 8, 2), MoeTileConfig(16, 64, 128, 4, 3)):
                 rows.append(bench_moe(tokens, cfg))
         for tokens in (1024, 4096):
-            for cfg in (MoeTileConfig(64, 64, 64, 4, 3), MoeTileConfig(64, 128, 64, 8, 3), MoeTileConfig(128, 64, 64, 8, 3),
-                        MoeTileConfig(64, 64, 128, 4, 3)):
+            for cfg in (MoeTileConfig(128, 64, 64, 8, 3), MoeTileConfig(128, 128, 64, 8, 3)):
                 rows.append(bench_moe(tokens, cfg))
     for batch, context in ((1, 1024), (1, 8192), (64, 1024)):
         for window in (0, 128):

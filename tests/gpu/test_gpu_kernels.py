@@ -21,7 +21,7 @@ def kernels():
     return mxfp4_moe, paged_attention
 
 
-@pytest.mark.parametrize("num_tokens", [1, 7, 64, 300])
+@pytest.mark.parametrize("num_tokens", [1, 7, 9, 64, 300])
 def test_mxfp4_moe_matches_reference_on_20b_shape(kernels, num_tokens):
     from tkr_embed.backends.torch.kernels.random_cases import make_moe_case, relative_error
     from tkr_embed.backends.torch.kernels.mxfp4_reference import moe_reference
@@ -42,7 +42,7 @@ def test_mxfp4_moe_every_tile_config_agrees(kernels):
     mxfp4_moe, _ = kernels
     case = make_moe_case(40, num_experts=8, hidden=512, intermediate=384, seed=3)
     ref = moe_reference(case.hidden, case.topk_ids, case.topk_weights, *case.weights)
-    for cfg in (mxfp4_moe.MoeTileConfig(16, 32, 128), mxfp4_moe.MoeTileConfig(32, 64, 64),
+    for cfg in (mxfp4_moe.MoeTileConfig(0, 32, 256), mxfp4_moe.MoeTileConfig(0, 64, 128), mxfp4_moe.MoeTileConfig(16, 32, 128), mxfp4_moe.MoeTileConfig(32, 64, 64),
                 mxfp4_moe.MoeTileConfig(64, 64, 64)):
         out = mxfp4_moe.mxfp4_moe(case.hidden, case.topk_ids, case.topk_weights, *case.weights, config=cfg)
         assert relative_error(out, ref) < 2e-2, cfg

@@ -20,11 +20,14 @@ from tkr_embed.backends.torch.kernels.mxfp4_reference import SWIGLU_ALPHA, SWIGL
 from tkr_embed.backends.torch.kernels.moe_align import align_pairs_to_experts
 
 
+GEMV_MAX_TOKENS = 8
+
+
 @dataclass(frozen=True)
 class MoeTileConfig:
     """Tile shape of both grouped GEMMs (block_n counts output columns of act / of the output)."""
 
-    block_m: int = 16
+    block_m: int = 16          # 0 = one program per (token, expert) pair: matrix-vector, no alignment
     block_n: int = 32
     block_k: int = 128
     num_warps: int = 4
@@ -34,11 +37,13 @@ class MoeTileConfig:
 def default_tile_config(num_tokens: int, top_k: int, num_experts: int) -> MoeTileConfig:
     """Small row blocks for decode (few pairs per expert), larger ones for prefill."""
     pairs_per_expert = num_tokens * top_k / num_experts
+    if num_tokens <= GEMV_MAX_TOKENS:
+        return MoeTileConfig(block_m=0, block_n=32, block_k=256, num_warps=4, num_stages=3)
     if pairs_per_expert <= 16:
-        return MoeTileConfig(block_m=16, block_n=32, block_k=128, num_warps=4, num_stages=4)
+        return MoeTileConfig(block_m=16, block_n=64, block_k=128, num_warps=4, num_stages=3)
     if pairs_per_expert <= 64:
         return MoeTileConfig(block_m=32, block_n=64, block_k=128, num_warps=4, num_stages=3)
-    return MoeTileConfig(block_m=64, block_n=64, block_k=64, num_warps=4, num_stages=3)
+    return MoeTileConfig(block_m=128, block_n=64, block_k=64, num_warps=8, num_stages=3)
 
 
 SWIGLU_LIMIT_C = tl.constexpr(SWIGLU_LIMIT)
@@ -143,6 +148,82 @@ def _moe_gemm_kernel(
     tl.store(out_ptrs, result.to(out_ptr.dtype.element_ty), mask=row_valid[:, None] & (offs_on < N_OUT)[None, :])
 
 
+@triton.jit
+def _fp4_to_f32(codes):
+    """e2m1 codes (uint8, low 4 bits) -> fp32 by building the float's bits (no conversion instruction)."""
+    c = codes.to(tl.int32)
+    mag = c & 7
+    # mag >= 2: exponent e = mag >> 1 maps to e + 126, mantissa bit to the top mantissa bit; 1 -> 0.5; 0 -> 0
+    bits = tl.where(mag >= 2, (mag << 22) + (126 << 23), mag * (126 << 23))
+    bits = bits | ((c & 8) << 28)
+    return bits.to(tl.float32, bitcast=True)
+
+
+@triton.jit
+def _moe_gemv_kernel(
+    a_ptr,               # [rows, K] bf16: hidden (rows = tokens) or act (rows = pairs)
+    topk_ids_ptr,        # [P] int32: expert of each pair
+    w_ptr, s_ptr, bias_ptr, route_w_ptr, out_ptr,
+    K, N_W, N_OUT,
+    stride_a, stride_we, stride_wn, stride_se, stride_sn, stride_be, stride_out,
+    TOP_K: tl.constexpr, A_ROWS_ARE_TOKENS: tl.constexpr, FUSE_SWIGLU: tl.constexpr,
+    APPLY_ROUTE_WEIGHT: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, W_ROWS: tl.constexpr,
+):
+    """One (pair, column tile) per program: a matrix-vector product that reads each weight byte once."""
+    pair = tl.program_id(0)
+    pid_n = tl.program_id(1)
+    expert = tl.load(topk_ids_ptr + pair).to(tl.int64)
+    if A_ROWS_ARE_TOKENS:
+        a_row = pair // TOP_K
+    else:
+        a_row = pair
+    a_base = a_ptr + a_row.to(tl.int64) * stride_a
+    offs_wn = pid_n * W_ROWS + tl.arange(0, W_ROWS)
+    n_valid = offs_wn < N_W
+    offs_wn_safe = tl.where(n_valid, offs_wn, 0).to(tl.int64)
+    w_base = w_ptr + expert * stride_we + offs_wn_safe[:, None] * stride_wn
+    s_base = s_ptr + expert * stride_se + offs_wn_safe[:, None] * stride_sn
+    acc = tl.zeros((W_ROWS, BLOCK_K // 2), dtype=tl.float32)
+    for k0 in range(0, K, BLOCK_K):
+        offs_kb = k0 // 2 + tl.arange(0, BLOCK_K // 2)                        # byte index in the row
+        kb_valid = offs_kb < K // 2
+        packed = tl.load(w_base + offs_kb[None, :], mask=kb_valid[None, :], other=0)       # [WR, BK/2]
+        scale_bits = tl.load(s_base + (offs_kb // 16)[None, :], mask=kb_valid[None, :], other=0)
+        scale = (scale_bits.to(tl.int32) << 23).to(tl.float32, bitcast=True)   # 2^(s - 127)
+        x_even = tl.load(a_base + 2 * offs_kb, mask=kb_valid, other=0.0).to(tl.float32)   # [BK/2]
+        x_odd = tl.load(a_base + 2 * offs_kb + 1, mask=kb_valid, other=0.0).to(tl.float32)
+        low = _fp4_to_f32(packed & 0x0F)
+        high = _fp4_to_f32(packed >> 4)
+        acc += (low * x_even[None, :] + high * x_odd[None, :]) * scale
+    result = tl.sum(acc, 1)                                                   # [WR]
+    bias = tl.load(bias_ptr + expert * stride_be + offs_wn_safe, mask=n_valid, other=0.0)
+    result = result + bias.to(tl.float32)
+    if FUSE_SWIGLU:
+        gate, up = tl.split(result.reshape(BLOCK_N, 2))                        # [BN] each
+        gate = tl.minimum(gate, SWIGLU_LIMIT_C)
+        up = tl.minimum(tl.maximum(up, -SWIGLU_LIMIT_C), SWIGLU_LIMIT_C)
+        result = (up + 1.0) * gate * tl.sigmoid(SWIGLU_ALPHA_C * gate)
+    if APPLY_ROUTE_WEIGHT:
+        result = result * tl.load(route_w_ptr + pair)
+    offs_on = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    tl.store(out_ptr + pair.to(tl.int64) * stride_out + offs_on, result.to(out_ptr.dtype.element_ty),
+             mask=offs_on < N_OUT)
+
+
+def _launch_gemv(a, topk_ids, w_blocks, w_scales, bias, route_w, out, *, n_out, top_k, tokens_as_rows, swiglu, cfg):
+    num_experts, n_rows, groups, _ = w_blocks.shape
+    w = w_blocks.view(num_experts, n_rows, groups * 16)                     # [E, N, K/2]
+    grid = (out.shape[0], triton.cdiv(n_out, cfg.block_n))
+    _moe_gemv_kernel[grid](
+        a, topk_ids, w, w_scales, bias, route_w, out,
+        groups * 32, n_rows, n_out,
+        a.stride(0), w.stride(0), w.stride(1), w_scales.stride(0), w_scales.stride(1), bias.stride(0), out.stride(0),
+        TOP_K=top_k, A_ROWS_ARE_TOKENS=tokens_as_rows, FUSE_SWIGLU=swiglu, APPLY_ROUTE_WEIGHT=route_w is not None,
+        BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k, W_ROWS=cfg.block_n * (2 if swiglu else 1),
+        num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+    )
+
+
 def _launch(a, blocks_info, w_blocks, w_scales, bias, route_w, out, *, n_out, top_k, tokens_as_rows, swiglu, cfg):
     num_experts, n_rows, groups, _ = w_blocks.shape
     k = groups * 32
@@ -178,14 +259,20 @@ def mxfp4_moe(
     intermediate = gate_up_blocks.shape[1] // 2
     cfg = config or default_tile_config(num_tokens, top_k, num_experts)
     hidden = hidden.contiguous()
-    blocks_info = align_pairs_to_experts(topk_ids, num_experts, cfg.block_m)
-    num_pairs = blocks_info.num_pairs
-
+    num_pairs = num_tokens * top_k
+    route_w = topk_weights.reshape(-1).to(torch.float32).contiguous()                           # [P]
     act = torch.empty(num_pairs, intermediate, dtype=hidden.dtype, device=hidden.device)        # [P, I]
+    per_pair = torch.empty(num_pairs, hidden_size, dtype=hidden.dtype, device=hidden.device)    # [P, D]
+    if cfg.block_m == 0:   # decode: matrix-vector per pair
+        pair_expert = topk_ids.reshape(-1).to(torch.int32).contiguous()                         # [P]
+        _launch_gemv(hidden, pair_expert, gate_up_blocks, gate_up_scales, gate_up_bias, None, act,
+                     n_out=intermediate, top_k=top_k, tokens_as_rows=True, swiglu=True, cfg=cfg)
+        _launch_gemv(act, pair_expert, down_blocks, down_scales, down_bias, route_w, per_pair,
+                     n_out=hidden_size, top_k=top_k, tokens_as_rows=False, swiglu=False, cfg=cfg)
+        return per_pair.view(num_tokens, top_k, hidden_size).sum(dim=1, dtype=torch.float32).to(hidden.dtype)
+    blocks_info = align_pairs_to_experts(topk_ids, num_experts, cfg.block_m)
     _launch(hidden, blocks_info, gate_up_blocks, gate_up_scales, gate_up_bias, None, act,
             n_out=intermediate, top_k=top_k, tokens_as_rows=True, swiglu=True, cfg=cfg)
-    route_w = topk_weights.reshape(-1).to(torch.float32).contiguous()                           # [P]
-    per_pair = torch.empty(num_pairs, hidden_size, dtype=hidden.dtype, device=hidden.device)    # [P, D]
     _launch(act, blocks_info, down_blocks, down_scales, down_bias, route_w, per_pair,
             n_out=hidden_size, top_k=top_k, tokens_as_rows=False, swiglu=False, cfg=cfg)
     return per_pair.view(num_tokens, top_k, hidden_size).sum(dim=1, dtype=torch.float32).to(hidden.dtype)

@@ -16,8 +16,8 @@ import torch
 import triton
 import triton.language as tl
 
-LOG2E = 1.4426950408889634
-NEG_BIG = -1.0e30        # finite "minus infinity": empty splits merge to weight 0 without NaNs
+LOG2E = tl.constexpr(1.4426950408889634)
+NEG_BIG = tl.constexpr(-1.0e30)   # finite "minus infinity": empty splits merge to weight 0 without NaNs
 TARGET_PROGRAMS = 264    # about two programs per multiprocessor on a 132-SM Hopper card
 
 
@@ -187,7 +187,7 @@ def paged_decode_attention(
     k_cache, v_cache = kv_cache[0], kv_cache[1]
     _decode_split_kernel[(num_seqs, num_kv_heads, splits)](
         query, k_cache, v_cache, block_tables, seq_lens, part_m, part_l, part_acc,
-        scale * LOG2E, query.stride(0), query.stride(1), k_cache.stride(1), block_tables.stride(0),
+        scale * LOG2E.value, query.stride(0), query.stride(1), k_cache.stride(1), block_tables.stride(0),
         NUM_HEADS=num_heads, SLIDING_WINDOW=sliding_window, PAGE_SIZE=page_size, GROUP=group,
         GROUP_PAD=max(16, triton.next_power_of_2(group)), HEAD_DIM=head_dim, BLOCK_N=64, NUM_SPLITS=splits,
         num_warps=4, num_stages=2,
@@ -220,7 +220,7 @@ def paged_prefill_attention(
     grid = (math.ceil(max_query_len / block_m), num_seqs, num_heads)
     _prefill_kernel[grid](
         query, k_cache, v_cache, block_tables, seq_lens, query_start_loc, sinks, out,
-        scale * LOG2E, query.stride(0), query.stride(1), out.stride(0), out.stride(1),
+        scale * LOG2E.value, query.stride(0), query.stride(1), out.stride(0), out.stride(1),
         k_cache.stride(1), block_tables.stride(0),
         SLIDING_WINDOW=sliding_window, PAGE_SIZE=page_size, GROUP=num_heads // num_kv_heads, HEAD_DIM=head_dim,
         BLOCK_M=block_m, BLOCK_N=64, num_warps=4, num_stages=2,
