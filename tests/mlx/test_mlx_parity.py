@@ -117,7 +117,8 @@ def test_q8_quantizes_attention_and_embeddings_but_keeps_the_router(demo_model_d
     assert layer.experts.gate_up_words.dtype == mx.uint32 and layer.experts.gate_up_scales.dtype == mx.uint8
 
 
-def test_mxfp4_experts_match_the_dequantized_reference() -> None:
+@pytest.mark.parametrize("sort_threshold", [1, 10_000], ids=["grouped-by-expert", "direct-gather"])
+def test_mxfp4_experts_match_the_dequantized_reference(sort_threshold: int) -> None:
     generator = torch.Generator().manual_seed(0)
     num_experts, hidden, inter = 3, 64, 32
     gate_up_blocks, gate_up_scales = random_mxfp4((num_experts, 2 * inter, hidden), std=0.1, generator=generator)
@@ -132,7 +133,7 @@ def test_mxfp4_experts_match_the_dequantized_reference() -> None:
     ids = torch.tensor([[0, 2], [1, 0], [2, 1], [0, 1], [2, 0]])
     weights = torch.softmax(torch.randn(5, 2, generator=generator), dim=-1)
     ours = np.array(experts(mx.array(x.numpy()), mx.array(ids.numpy().astype(np.uint32)), mx.array(weights.numpy()),
-                            7.0, 1.702))
+                            7.0, 1.702, sort_threshold=sort_threshold))
     gate_up_w = dequantize_mxfp4(gate_up_blocks, gate_up_scales, torch.float32)     # [E, 2I, H]
     down_w = dequantize_mxfp4(down_blocks, down_scales, torch.float32)              # [E, H, I]
     expected = torch.zeros(5, hidden)

@@ -15,15 +15,24 @@ import numpy as np
 import torch
 
 MXFP4_GROUP = 32
+SORT_THRESHOLD = 64                    # (token, expert) pairs from which experts are grouped before the matmul
 AFFINE_GROUP_SIZES = (64, 32)          # the first that divides the input width is used
 
 
 def to_mlx(tensor: torch.Tensor, dtype: mx.Dtype | None = None) -> mx.array:
-    """A torch CPU tensor as an MLX array; floats go through float32 (numpy has no bfloat16)."""
-    if tensor.dtype.is_floating_point:
-        array = mx.array(tensor.detach().to(torch.float32).contiguous().numpy())
-        return array.astype(dtype) if dtype is not None else array
-    return mx.array(tensor.detach().contiguous().numpy())
+    """A torch CPU tensor as an MLX array, cast to `dtype` when given.
+
+    numpy has no bfloat16, so bf16 tensors cross as their raw 16-bit words (no float32 copy of a
+    multi-GB embedding); other floats cross as float32.
+    """
+    tensor = tensor.detach().contiguous()
+    if tensor.dtype == torch.bfloat16:
+        array = mx.array(tensor.view(torch.int16).numpy()).view(mx.bfloat16)
+    elif tensor.dtype.is_floating_point:
+        array = mx.array(tensor.to(torch.float32).numpy())
+    else:
+        return mx.array(tensor.numpy())
+    return array.astype(dtype) if dtype is not None else array
 
 
 @dataclass
@@ -109,17 +118,33 @@ class Mxfp4Experts:
         return words, scales
 
     def __call__(self, hidden: mx.array, topk_ids: mx.array, topk_weights: mx.array,
-                 limit: float, alpha: float) -> mx.array:
-        """hidden [T, H], topk_ids [T, k] uint32, topk_weights [T, k] -> [T, H]."""
-        x = hidden[:, None, None, :]                                               # [T, 1, 1, H]
-        gate_up = mx.gather_qmm(x, self.gate_up_words, self.gate_up_scales, None, rhs_indices=topk_ids,
-                                transpose=True, group_size=MXFP4_GROUP, bits=4, mode="mxfp4")
-        gate_up = gate_up.squeeze(2) + self.gate_up_bias[topk_ids]                 # [T, k, 2I]
+                 limit: float, alpha: float, *, sort_threshold: int = SORT_THRESHOLD) -> mx.array:
+        """hidden [T, H], topk_ids [T, k] uint32, topk_weights [T, k] -> [T, H].
+
+        With at least `sort_threshold` (token, expert) pairs the pairs are sorted by expert first,
+        so each expert's weights are read once for all its tokens (prefill); fewer pairs (decode)
+        gather directly.
+        """
+        num_tokens, top_k = topk_ids.shape
+        if num_tokens * top_k >= sort_threshold:
+            flat_ids = topk_ids.flatten()                                          # [T*k]
+            order = mx.argsort(flat_ids)
+            rows = hidden[order // top_k][:, None, :]                              # [N, 1, H], N = T*k
+            expert_ids, is_sorted = flat_ids[order], True
+        else:
+            rows, expert_ids, is_sorted = hidden[:, None, None, :], topk_ids, False  # [T, 1, 1, H]
+        gate_up = mx.gather_qmm(rows, self.gate_up_words, self.gate_up_scales, None, rhs_indices=expert_ids,
+                                transpose=True, group_size=MXFP4_GROUP, bits=4, mode="mxfp4",
+                                sorted_indices=is_sorted)                         # [..., 1, 2I]
+        gate_up = gate_up + self.gate_up_bias[expert_ids][..., None, :]
         gate, linear = gate_up[..., 0::2], gate_up[..., 1::2]                      # interleaved halves
         gate = mx.minimum(gate, limit)
         linear = mx.clip(linear, -limit, limit)
-        activated = (linear + 1) * (gate * mx.sigmoid(gate * alpha))               # [T, k, I]
-        down = mx.gather_qmm(activated[:, :, None, :], self.down_words, self.down_scales, None,
-                             rhs_indices=topk_ids, transpose=True, group_size=MXFP4_GROUP, bits=4, mode="mxfp4")
-        down = down.squeeze(2) + self.down_bias[topk_ids]                          # [T, k, H]
+        activated = (linear + 1) * (gate * mx.sigmoid(gate * alpha))               # [..., 1, I]
+        down = mx.gather_qmm(activated, self.down_words, self.down_scales, None, rhs_indices=expert_ids,
+                             transpose=True, group_size=MXFP4_GROUP, bits=4, mode="mxfp4",
+                             sorted_indices=is_sorted)                            # [..., 1, H]
+        down = down.squeeze(-2) + self.down_bias[expert_ids]                       # [N, H] or [T, k, H]
+        if is_sorted:
+            down = down[mx.argsort(order)].reshape(num_tokens, top_k, -1)          # back to [T, k, H]
         return (down * topk_weights[..., None].astype(down.dtype)).sum(axis=1).astype(hidden.dtype)
