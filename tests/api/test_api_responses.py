@@ -235,3 +235,38 @@ def test_disconnect_aborts_the_stream(base_url, fake, harmony):
     while time.monotonic() < deadline and fake.aborted != [r.request_id for r in fake.submitted]:
         time.sleep(0.02)
     assert len(fake.submitted) == 1 and fake.aborted == [fake.submitted[0].request_id]
+
+
+@pytest.fixture(scope="module")
+def demo_url(tmp_path_factory: pytest.TempPathFactory):
+    import torch
+    from live_server import live_server
+
+    from tkr_embed.api.server import create_app
+    from tkr_embed.config import Settings
+
+    torch.set_num_threads(2)
+    settings = Settings(
+        model={"device": "cpu"},                 # no model path: the demo checkpoint is written and served
+        engine={"max_num_seqs": 1, "max_waiting": 1, "kv_cache_blocks": 256},
+        storage={"data_dir": str(tmp_path_factory.mktemp("responses-demo"))},
+    )
+    with live_server(create_app(settings)) as url:
+        yield url
+
+
+def test_real_demo_engine_greedy_and_streamed_agree(demo_url):
+    client = openai.OpenAI(base_url=demo_url + "/v1", api_key="unused", max_retries=0, timeout=120)
+    model = client.models.list().data[0].id
+    first = client.responses.create(model=model, input="Hello", max_output_tokens=6, temperature=0)
+    assert first.status in ("completed", "incomplete") and first.model == model
+    assert 1 <= first.usage.output_tokens <= 6 and first.usage.input_tokens > 10
+    with client.responses.stream(model=model, input="Hello", max_output_tokens=6, temperature=0) as stream:
+        events = list(stream)
+    final = events[-1].response
+    assert events[0].type == "response.created"
+    assert events[-1].type == ("response.completed" if first.status == "completed" else "response.incomplete")
+    assert final.usage.output_tokens == first.usage.output_tokens
+    assert [item.model_dump(exclude={"id", "call_id"}) for item in final.output] == [
+        item.model_dump(exclude={"id", "call_id"}) for item in first.output
+    ]
