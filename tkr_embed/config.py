@@ -63,6 +63,7 @@ class ServerConfig(_Section):
     port: int = Field(8008, ge=1, le=65535)
     debug: bool = False
     log_level: Literal["debug", "info", "warning", "error"] | None = None   # None: debug in development
+    log_format: Literal["json", "text"] = "json"   # one JSON object a line (request id, secrets redacted)
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
     cors_origins: list[str] = Field(default_factory=list)
     graceful_shutdown_s: float = Field(30.0, ge=0)
@@ -93,6 +94,7 @@ class SecurityConfig(_Section):
     api_key: str | None = None         # the master (admin) key
     secret_key: str | None = None      # keys API keys' stored hashes
     require_https: bool = False
+    metrics_public: bool = False       # GET /metrics without a key (else: admin keys only)
 
 
 class RateLimitConfig(_Section):
@@ -102,6 +104,7 @@ class RateLimitConfig(_Section):
     requests_per_hour: int = Field(1000, ge=1)
     requests_per_day: int = Field(10000, ge=1)
     tokens_per_minute: int | None = Field(None, ge=1)
+    redis_url: str | None = None       # counters shared by replicas; default: storage.redis_url, else memory
 
 
 class CacheConfig(_Section):

@@ -28,5 +28,7 @@ class AppExtension(Protocol):
 
 
 def default_extensions(settings: Settings) -> list[AppExtension]:
-    """The extensions `serve()` installs. The gateway phase registers its extension here."""
-    return []
+    """The extensions `serve()` installs: the gateway (keys, rate limits, usage, cache, admin, /metrics)."""
+    from tkr_embed.api.gateway import GatewayExtension
+
+    return [GatewayExtension(settings)]

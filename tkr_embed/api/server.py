@@ -89,15 +89,22 @@ def create_app(
 
 
 def configure_logging(settings: Settings) -> None:
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    """Every logger (uvicorn's access log included) through one redacting handler on stderr."""
+    from tkr_embed.logging import configure_logging as configure_redacted_logging
+
+    configure_redacted_logging(settings.log_level, json=settings.server.log_format == "json", stream=sys.stderr)
 
 
-def serve(host: str | None = None, port: int | None = None, config_path: str | None = None) -> int:
-    """Run the server with uvicorn until interrupted; returns the process exit code."""
+def serve(
+    host: str | None = None,
+    port: int | None = None,
+    config_path: str | None = None,
+    *,
+    engine: EngineClient | None = None,
+) -> int:
+    """Run the server with uvicorn until interrupted; returns the process exit code.
+
+    `engine` replaces the one the settings describe (tests run the real server over a scripted engine)."""
     import uvicorn
 
     try:
@@ -108,12 +115,13 @@ def serve(host: str | None = None, port: int | None = None, config_path: str | N
     configure_logging(settings)
     if settings.env == "development" and not settings.auth_required:
         logger.warning("development mode: authentication is OFF (config %s)", settings.config_file)
-    app = create_app(settings, extensions=default_extensions(settings))
+    app = create_app(settings, engine, extensions=default_extensions(settings))
     uvicorn.run(
         app,
         host=host or settings.server.host,
         port=port or settings.server.port,
         log_level=settings.log_level,
+        log_config=None,   # our handler (JSON, redaction) receives uvicorn's lines, access log included
         timeout_graceful_shutdown=int(settings.server.graceful_shutdown_s),
     )
     return 0

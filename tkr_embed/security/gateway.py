@@ -57,7 +57,7 @@ class Gateway:
             usage=UsageRecorder(db),
             metrics=ServerMetrics(),
             default_limits=default_limits,
-            limiter=RateLimiter(settings.storage.redis_url or "memory://") if rate.enabled else None,
+            limiter=RateLimiter(rate.redis_url or settings.storage.redis_url or "memory://") if rate.enabled else None,
             cache=ResponseCache(settings.cache.max_size, settings.cache.ttl_seconds) if settings.cache.enabled else None,
         )
 

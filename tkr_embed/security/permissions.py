@@ -51,8 +51,11 @@ def grants(held: Iterable[Permission], needed: Permission) -> bool:
 
 # Routes any valid key may read (model list, server info): authentication only, no permission.
 AUTHENTICATED_ROUTES: frozenset[str] = frozenset({"/v1/models", "/info", "/models"})
+# ...and every path under these prefixes (GET /v1/models/{model}).
+AUTHENTICATED_PREFIXES: tuple[str, ...] = ("/v1/models/",)
 ROUTE_PERMISSIONS: dict[str, Permission] = {
     "/v1/chat/completions": Permission.GENERATE_CHAT,
+    "/v1/responses": Permission.GENERATE_CHAT,
     "/chat": Permission.GENERATE_CHAT,
     "/v1/completions": Permission.GENERATE_TEXT,
     "/generate": Permission.GENERATE_TEXT,
@@ -67,7 +70,7 @@ def required_permissions(route: str, stream: bool = False) -> frozenset[Permissi
     Unknown routes (and /admin/..., /metrics) need admin: a new route stays closed until someone
     decides who may call it.
     """
-    if route in AUTHENTICATED_ROUTES:
+    if route in AUTHENTICATED_ROUTES or route.startswith(AUTHENTICATED_PREFIXES):
         return frozenset()
     base = ROUTE_PERMISSIONS.get(route)
     if base is None:

@@ -1,0 +1,126 @@
+"""Admin routes: API keys (create / list / revoke), stats and the redacted configuration.
+
+Mounted under /admin; the gateway middleware lets only keys with the `admin` permission through.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+
+from tkr_embed.api.gateway.config_view import redacted_settings
+from tkr_embed.api.gateway.schemas import (
+    CacheStatsView,
+    ConfigResponse,
+    CreatedKeyResponse,
+    CreateKeyRequest,
+    EngineStatsView,
+    KeyLimitsBody,
+    KeyList,
+    KeyUsage,
+    KeyView,
+    RateLimitStatsView,
+    StatsResponse,
+)
+from tkr_embed.api.state import ServerState
+from tkr_embed.protocol.errors import ErrorResponse
+from tkr_embed.security.gateway import Gateway
+from tkr_embed.security.keys import utcnow
+from tkr_embed.security.usage import usage_totals
+
+
+def _engine_stats(state: ServerState | None) -> EngineStatsView | None:
+    if state is None:
+        return None
+    stats = state.engine.stats()
+    return EngineStatsView(
+        running=stats.running,
+        waiting=stats.waiting,
+        kv_blocks_total=stats.kv_blocks_total,
+        kv_blocks_used=stats.kv_blocks_used,
+        kv_cache_usage=stats.kv_usage,
+        prefix_cache_hit_rate=stats.prefix_cache_hit_rate,
+        prompt_tokens_prefilled=stats.prompt_tokens_prefilled,
+        tokens_decoded=stats.tokens_decoded,
+        requests_finished=stats.requests_finished,
+        preemptions=stats.preemptions,
+    )
+
+
+def _cache_stats(gateway: Gateway) -> CacheStatsView:
+    if gateway.cache is None:
+        return CacheStatsView(enabled=False)
+    stats = gateway.cache.stats()
+    return CacheStatsView(
+        enabled=True, hits=stats.hits, misses=stats.misses, hit_rate=stats.hit_rate, size=stats.size,
+        max_size=stats.max_size, evictions=stats.evictions, expirations=stats.expirations,
+    )
+
+
+def admin_router(gateway: Gateway, storage: str) -> APIRouter:
+    """The /admin routes over this gateway; `storage` names where rate-limit counters live."""
+    errors = {code: {"model": ErrorResponse} for code in (400, 401, 403, 404)}
+    router = APIRouter(prefix="/admin", tags=["admin"], responses=errors)
+
+    @router.post("/api-keys", status_code=201, response_model=CreatedKeyResponse)
+    async def create_key(body: CreateKeyRequest) -> CreatedKeyResponse:
+        created = await gateway.keys.create(
+            body.name,
+            permissions=body.permissions,
+            expires_in_days=body.expires_in_days,
+            limits=body.limits.to_limits() if body.limits is not None else None,
+        )
+        info = created.info
+        return CreatedKeyResponse(
+            id=info.id,
+            name=info.name,
+            api_key=created.api_key,
+            key_hint=f"{info.display_prefix}...{info.last_four}",
+            permissions=sorted(p.value for p in info.permissions),
+            created_at=info.created_at,
+            expires_at=info.expires_at,
+            limits=KeyLimitsBody.of(info.limits),
+        )
+
+    @router.get("/api-keys", response_model=KeyList)
+    async def list_keys(include_revoked: bool = True) -> KeyList:
+        now = utcnow()
+        return KeyList(data=[KeyView.of(info, now) for info in await gateway.keys.list(include_revoked)])
+
+    @router.delete("/api-keys/{key_id}", response_model=KeyView)
+    async def revoke_key(key_id: str) -> KeyView:
+        return KeyView.of(await gateway.keys.revoke(key_id), utcnow())
+
+    @router.get("/stats", response_model=StatsResponse)
+    async def stats(request: Request) -> StatsResponse:
+        state: ServerState | None = getattr(request.app.state, "server", None)
+        await gateway.usage.flush()   # this process's buffered usage counts too
+        totals = await usage_totals(gateway.db)
+        names = {info.id: info.name for info in await gateway.keys.list()}
+        names.setdefault("master", "master")
+        usage = [
+            KeyUsage(
+                key_id=key_id, name=names.get(key_id), requests=t.requests, prompt_tokens=t.prompt_tokens,
+                completion_tokens=t.completion_tokens, reasoning_tokens=t.reasoning_tokens,
+                total_tokens=t.total_tokens, cache_hits=t.cache_hits,
+            )
+            for key_id, t in sorted(totals.items())
+        ]
+        limiter = gateway.limiter
+        return StatsResponse(
+            uptime_s=state.uptime_s if state is not None else 0.0,
+            cache=_cache_stats(gateway),
+            rate_limit=RateLimitStatsView(
+                enabled=limiter is not None,
+                storage=storage if limiter is not None else "off",
+                rejections=limiter.rejections if limiter is not None else 0,
+            ),
+            usage=usage,
+            engine=_engine_stats(state),
+        )
+
+    @router.get("/config", response_model=ConfigResponse)
+    async def config(request: Request) -> ConfigResponse:
+        return ConfigResponse(config=redacted_settings(request.app.state.settings))
+
+    return router
+

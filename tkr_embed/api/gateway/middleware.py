@@ -1,0 +1,223 @@
+"""The gateway in front of every route: who calls (key), may they (permissions), how often (rate
+limits), and what it cost (usage, metrics, one log line).
+
+Pure ASGI, so streaming bodies pass through untouched. Order of the checks: public paths pass;
+then authentication (401), permissions on the normalised path (403), rate limits (429). The
+decision never reads the Host header or the raw spelling of the path. Usage is recorded and metrics
+observed after the response, from the request's `RequestAccount` (filled by the services); the usage
+write itself happens later, in batches, off the request path.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+
+from starlette.datastructures import Headers, QueryParams
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from tkr_embed.api.errors import error_response
+from tkr_embed.api.gateway.accounting import observe_account
+from tkr_embed.api.gateway.paths import METRICS_PATH, NormalisedPath, normalise_path
+from tkr_embed.logging import request_context
+from tkr_embed.security.credentials import extract_api_key
+from tkr_embed.security.gateway import Gateway
+from tkr_embed.security.keys import KeyInfo
+from tkr_embed.security.permissions import ALL_PERMISSIONS, ROUTE_PERMISSIONS, STREAM_ONLY_ROUTES, Permission, required_permissions
+from tkr_embed.security.ratelimit import RateDecision
+from tkr_embed.services.accounting import RequestAccount, account_scope
+
+logger = logging.getLogger("tkr_embed.gateway")
+
+ANONYMOUS = KeyInfo(id="anonymous", name="anonymous (auth off)", permissions=ALL_PERMISSIONS)
+UNMATCHED_ROUTE = "unmatched"
+
+
+@dataclass
+class _Exchange:
+    """What the middleware learns about one request while it runs."""
+
+    status: int = 500
+    caller: KeyInfo | None = None
+
+
+def _route_template(scope: Scope) -> str:
+    route = scope.get("route")
+    return getattr(route, "path", None) or UNMATCHED_ROUTE
+
+
+def _route_path(scope: Scope) -> str:
+    """The path the router matches: the request path without the mount prefix (root_path)."""
+    path: str = scope["path"]
+    root_path: str = scope.get("root_path", "")
+    if root_path and path.startswith(root_path):
+        return path[len(root_path):]
+    return path
+
+
+def _wants_stream(body: bytes) -> bool:
+    """The `stream` field as the request models read it: any value but absent/null/false streams."""
+    try:
+        payload = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return False   # the route answers 400 before anything runs
+    return isinstance(payload, dict) and payload.get("stream") not in (None, False)
+
+
+async def _buffer_body(receive: Receive) -> tuple[bytes, Receive] | None:
+    """Read the whole body (BodyLimitMiddleware bounds it) and a `receive` that replays it; None if
+    the client left."""
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    body = b"".join(chunks)
+    replayed = False
+
+    async def replay() -> Message:
+        nonlocal replayed
+        if not replayed:
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return body, replay
+
+
+class GatewayMiddleware:
+    def __init__(self, app: ASGIApp, gateway: Gateway, auth_required: bool, metrics_public: bool) -> None:
+        self.app = app
+        self.gateway = gateway
+        self.auth_required = auth_required
+        self.metrics_public = metrics_public
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        state = scope.setdefault("state", {})
+        request_id = state.get("request_id") or uuid.uuid4().hex
+        exchange = _Exchange()
+        started = time.monotonic()
+
+        async def tracking_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                exchange.status = message["status"]
+            await send(message)
+
+        with request_context(request_id):
+            try:
+                await self._handle(scope, receive, tracking_send, exchange)
+            finally:
+                self._log(scope, exchange, time.monotonic() - started)
+
+    async def _handle(self, scope: Scope, receive: Receive, send: Send, exchange: _Exchange) -> None:
+        path = normalise_path(_route_path(scope))
+        if path.has_dot_segments:
+            await error_response(400, "the path must not contain '.' or '..' segments", code="invalid_path")(scope, receive, send)
+            return
+        if path.is_public or (path.path == METRICS_PATH and self.metrics_public):
+            await self.app(scope, receive, send)
+            return
+
+        caller = await self._authenticate(scope)
+        if caller is None:
+            presented = extract_api_key(Headers(scope=scope), QueryParams(scope.get("query_string", b""))) is not None
+            message = (
+                "invalid API key (unknown, expired or revoked)" if presented
+                else "an API key is required: send it as 'Authorization: Bearer <key>', 'X-API-Key' or '?api_key='"
+            )
+            code = "invalid_api_key" if presented else "missing_api_key"
+            await error_response(401, message, code=code, headers={"WWW-Authenticate": "Bearer"})(scope, receive, send)
+            return
+        exchange.caller = caller
+
+        stream, receive = await self._stream_flag(scope, receive, path)
+        if stream is None:
+            return   # the client left while sending its body
+        needed = required_permissions(path.path, stream)
+        if not caller.allows_all(needed):
+            missing = ", ".join(sorted(p.value for p in needed if not caller.allows(p)))
+            await error_response(
+                403, f"this API key lacks the permission {missing} needed for {scope['method']} {path.path}",
+                code="insufficient_permissions",
+            )(scope, receive, send)
+            return
+
+        decision = await self._rate_limit(caller, needed)
+        if decision is not None and not decision.allowed:
+            self.gateway.metrics.rate_limit_rejections.inc()
+            await error_response(
+                429, f"rate limit exceeded ({decision.limited_by}); retry after the time in Retry-After",
+                code="rate_limit_exceeded", headers=decision.headers(),
+            )(scope, receive, send)
+            return
+
+        scope["state"]["api_key"] = caller
+        account = RequestAccount(scope=caller.id, cache=self.gateway.cache)
+        extra_headers = decision.headers() if decision is not None else {}
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                headers += [(name.encode(), value.encode()) for name, value in extra_headers.items()]
+                if account.cache_status is not None:
+                    headers.append((b"x-cache", account.cache_status.encode()))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        try:
+            with account_scope(account):
+                await self.app(scope, receive, send_with_headers)
+        finally:
+            await observe_account(self.gateway, caller, account, charge_tokens=decision is not None)
+
+    async def _authenticate(self, scope: Scope) -> KeyInfo | None:
+        raw_key = extract_api_key(Headers(scope=scope), QueryParams(scope.get("query_string", b"")))
+        caller = await self.gateway.authenticator.authenticate(raw_key) if raw_key else None
+        if caller is None and not self.auth_required:
+            return ANONYMOUS
+        return caller
+
+    async def _stream_flag(self, scope: Scope, receive: Receive, path: NormalisedPath) -> tuple[bool | None, Receive]:
+        """Whether the request asks to stream (read from the JSON body of generation routes)."""
+        if path.path in STREAM_ONLY_ROUTES:
+            return True, receive
+        if path.path not in ROUTE_PERMISSIONS or scope["method"] != "POST":
+            return False, receive
+        buffered = await _buffer_body(receive)
+        if buffered is None:
+            return None, receive
+        body, replay = buffered
+        return _wants_stream(body), replay
+
+    async def _rate_limit(self, caller: KeyInfo, needed: frozenset[Permission]) -> RateDecision | None:
+        """The limiter's decision, or None when unlimited: limits off, the master key, admin routes."""
+        limiter = self.gateway.limiter
+        if limiter is None or caller.is_master or Permission.ADMIN in needed:
+            return None
+        try:
+            return await limiter.check(caller.id, self.gateway.limits_for(caller))
+        except Exception:
+            # Availability over strictness: a broken limiter store must not take the API down.
+            logger.exception("rate limiter unavailable; request admitted without a limit check")
+            return None
+
+    def _log(self, scope: Scope, exchange: _Exchange, duration_s: float) -> None:
+        route = _route_template(scope)
+        self.gateway.metrics.observe_request(route, exchange.status)
+        logger.info(
+            "%s %s %d", scope["method"], scope["path"], exchange.status,
+            extra={
+                "method": scope["method"], "path": scope["path"], "route": route, "status": exchange.status,
+                "key_id": exchange.caller.id if exchange.caller is not None else None,
+                "duration_ms": round(duration_s * 1000, 3),
+            },
+        )

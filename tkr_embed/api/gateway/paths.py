@@ -1,0 +1,44 @@
+"""The path the auth decision is made on, and which paths need no key.
+
+The decision must not be steerable by spelling: `//v1/chat/completions`, `/v1/%63hat/completions`,
+`/v1/chat/completions/` and the Host header all lead to the same decision as the canonical path.
+Dot segments are refused outright: the router does not resolve them, so `/v1/models/../../health`
+would reach a protected handler while looking public once resolved.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from urllib.parse import unquote
+
+PUBLIC_PATHS: frozenset[str] = frozenset({"/health", "/docs", "/docs/oauth2-redirect", "/openapi.json", "/redoc"})
+METRICS_PATH = "/metrics"
+_SLASHES = re.compile(r"/{2,}")
+_MAX_DECODE_ROUNDS = 4
+
+
+@dataclass(frozen=True)
+class NormalisedPath:
+    path: str                # canonical: one leading slash, no repeated or trailing slash, decoded
+    has_dot_segments: bool   # "." or ".." somewhere: refused
+
+    @property
+    def is_public(self) -> bool:
+        return not self.has_dot_segments and self.path in PUBLIC_PATHS
+
+
+def normalise_path(raw: str) -> NormalisedPath:
+    """Decode %-escapes until stable (a double-encoded path decodes fully), collapse slashes,
+    drop the trailing slash; note dot segments. Backslashes count as slashes."""
+    path = raw
+    for _ in range(_MAX_DECODE_ROUNDS):
+        decoded = unquote(path)
+        if decoded == path:
+            break
+        path = decoded
+    path = path.replace("\\", "/")
+    path = "/" + _SLASHES.sub("/", path).strip("/")
+    segments = path.split("/")
+    has_dots = any(segment in (".", "..") for segment in segments)
+    return NormalisedPath(path=path, has_dot_segments=has_dots)

@@ -1,0 +1,141 @@
+"""Wire types of the admin API (/admin/api-keys, /admin/stats, /admin/config)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from tkr_embed.security.keys import KeyInfo, KeyLimits
+
+
+class KeyLimitsBody(BaseModel):
+    """Per-key overrides of the global rate limits; null (or absent) keeps the global value."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    burst: int | None = Field(None, ge=1)
+    requests_per_minute: int | None = Field(None, ge=1)
+    requests_per_hour: int | None = Field(None, ge=1)
+    requests_per_day: int | None = Field(None, ge=1)
+    tokens_per_minute: int | None = Field(None, ge=1)
+
+    def to_limits(self) -> KeyLimits:
+        return KeyLimits(**self.model_dump())
+
+    @classmethod
+    def of(cls, limits: KeyLimits) -> KeyLimitsBody:
+        return cls(**vars(limits))
+
+
+class CreateKeyRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=200)
+    permissions: list[str] | None = None       # default: generate:text, generate:chat, generate:stream
+    expires_in_days: int | None = Field(None, ge=1, le=3650)
+    limits: KeyLimitsBody | None = None
+
+
+class KeyView(BaseModel):
+    """A key as listed: never the secret nor its hash, only its first eight and last four characters."""
+
+    id: str
+    name: str
+    key_hint: str
+    permissions: list[str]
+    created_at: datetime | None
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    last_used_at: datetime | None
+    active: bool
+    limits: KeyLimitsBody
+
+    @classmethod
+    def of(cls, info: KeyInfo, now: datetime) -> KeyView:
+        return cls(
+            id=info.id,
+            name=info.name,
+            key_hint=f"{info.display_prefix}...{info.last_four}",
+            permissions=sorted(p.value for p in info.permissions),
+            created_at=info.created_at,
+            expires_at=info.expires_at,
+            revoked_at=info.revoked_at,
+            last_used_at=info.last_used_at,
+            active=info.is_active(now),
+            limits=KeyLimitsBody.of(info.limits),
+        )
+
+
+class CreatedKeyResponse(BaseModel):
+    """The answer to POST /admin/api-keys: the only time `api_key` is ever shown."""
+
+    id: str
+    name: str
+    api_key: str
+    key_hint: str
+    permissions: list[str]
+    created_at: datetime | None
+    expires_at: datetime | None
+    limits: KeyLimitsBody
+
+
+class KeyList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[KeyView]
+
+
+class KeyUsage(BaseModel):
+    key_id: str
+    name: str | None          # None for a key id no longer in the database
+    requests: int
+    prompt_tokens: int
+    completion_tokens: int
+    reasoning_tokens: int
+    total_tokens: int
+    cache_hits: int
+
+
+class CacheStatsView(BaseModel):
+    enabled: bool
+    hits: int = 0
+    misses: int = 0
+    hit_rate: float = 0.0
+    size: int = 0
+    max_size: int = 0
+    evictions: int = 0
+    expirations: int = 0
+
+
+class RateLimitStatsView(BaseModel):
+    enabled: bool
+    storage: Literal["memory", "redis", "off"]
+    rejections: int             # 429s answered by this process since it started
+
+
+class EngineStatsView(BaseModel):
+    running: int
+    waiting: int
+    kv_blocks_total: int
+    kv_blocks_used: int
+    kv_cache_usage: float
+    prefix_cache_hit_rate: float
+    prompt_tokens_prefilled: int
+    tokens_decoded: int
+    requests_finished: int
+    preemptions: int
+
+
+class StatsResponse(BaseModel):
+    uptime_s: float
+    cache: CacheStatsView
+    rate_limit: RateLimitStatsView
+    usage: list[KeyUsage]
+    engine: EngineStatsView | None
+
+
+class ConfigResponse(BaseModel):
+    """The running configuration; secrets (keys, passwords in URLs) are replaced by [REDACTED]."""
+
+    config: dict[str, Any]
