@@ -12,6 +12,7 @@ import openai
 import pytest
 from conftest import MASTER_KEY, SECRET_KEY, GatewayServer, gateway_server, raw_request
 
+from tkr_embed.db import Database
 from tkr_embed.security.hashing import KeyHasher
 from tkr_embed.security.keys import utcnow
 from tkr_embed.security.store import KeyStore
@@ -90,9 +91,11 @@ def test_a_stored_hash_authenticates_nothing(server: GatewayServer, text_key: st
 
 
 async def test_expired_and_revoked_keys_get_401(server: GatewayServer) -> None:
-    hasher = KeyHasher(SECRET_KEY.encode())
-    past = KeyStore(server.extension.gateway.db, hasher, clock=lambda: utcnow() - timedelta(days=2))
+    # A second connection to the server's database, from this test's event loop.
+    db = Database(server.extension.gateway.db.url)
+    past = KeyStore(db, KeyHasher(SECRET_KEY.encode()), clock=lambda: utcnow() - timedelta(days=2))
     expired = await past.create("expired", expires_in_days=1)
+    await db.close()
     async with httpx.AsyncClient(base_url=server.url) as client:
         response = await client.get("/v1/models", headers={"X-API-Key": expired.api_key})
         assert response.status_code == 401 and response.json()["error"]["code"] == "invalid_api_key"
