@@ -6,5 +6,11 @@ import argparse
 
 
 def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default=None, help="checkpoint folder, or 'gpt-oss-20b'/'gpt-oss-120b' for random weights of that shape")
-    parser.add_argument("--device", default="auto")
+    parser.add_argument("--model", default=None,
+                        help="checkpoint folder (default: a tiny demo checkpoint written to a temporary folder)")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | mlx")
+    parser.add_argument("--streams", type=int, default=8, help="parallel streams of the throughput run")
+    parser.add_argument("--prompt-len", type=int, default=128, help="prompt tokens of the decode runs")
+    parser.add_argument("--output-len", type=int, default=64, help="new tokens per stream")
+    parser.add_argument("--long-prompt-len", type=int, default=1000, help="prompt tokens of the prefill run")
+    parser.add_argument("--seed", type=int, default=0)

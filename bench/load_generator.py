@@ -1,0 +1,123 @@
+"""Load generator against a running tkr-embed server (OpenAI-compatible streaming chat completions).
+
+    python bench/load_generator.py --url http://127.0.0.1:8008 --api-key KEY \
+        --concurrency 64 --requests 256 --prompt-words 700 --max-tokens 256
+
+Prints one JSON object: TTFT, inter-token latency and end-to-end latency percentiles (ms) and the
+aggregate output tokens/s. Each streamed content chunk counts as one token unless the server
+reports usage at the end of the stream.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+
+import httpx
+
+
+@dataclass
+class RequestTiming:
+    start: float
+    first_token: float | None = None
+    end: float | None = None
+    token_times: list[float] = field(default_factory=list)
+    output_tokens: int = 0
+    error: str | None = None
+
+
+def percentiles(values: list[float], points: tuple[int, ...] = (50, 90, 99)) -> dict[str, float | None]:
+    """Nearest-rank percentiles; None when there are no values."""
+    ordered = sorted(values)
+    result: dict[str, float | None] = {}
+    for point in points:
+        if not ordered:
+            result[f"p{point}"] = None
+            continue
+        rank = max(1, -(-point * len(ordered) // 100))
+        result[f"p{point}"] = ordered[rank - 1]
+    return result
+
+
+def summarize(timings: list[RequestTiming], wall_seconds: float) -> dict:
+    done = [t for t in timings if t.error is None and t.end is not None]
+    ttft = [(t.first_token - t.start) * 1e3 for t in done if t.first_token is not None]
+    e2e = [(t.end - t.start) * 1e3 for t in done]
+    itl = [(b - a) * 1e3 for t in done for a, b in zip(t.token_times, t.token_times[1:])]
+    output_tokens = sum(t.output_tokens for t in done)
+    return {"requests": len(timings), "succeeded": len(done), "errors": sorted({t.error for t in timings if t.error}),
+            "wall_s": wall_seconds, "output_tokens": output_tokens, "output_tok_s": output_tokens / wall_seconds,
+            "ttft_ms": percentiles(ttft), "itl_ms": percentiles(itl), "e2e_ms": percentiles(e2e)}
+
+
+async def _one_request(client: httpx.AsyncClient, args: argparse.Namespace, prompt: str) -> RequestTiming:
+    timing = RequestTiming(start=time.perf_counter())
+    body = {"model": args.model, "messages": [{"role": "user", "content": prompt}], "max_tokens": args.max_tokens,
+            "temperature": 0.0, "stream": True, "stream_options": {"include_usage": True}}
+    try:
+        async with client.stream("POST", "/v1/chat/completions", json=body) as response:
+            if response.status_code != 200:
+                timing.error = f"HTTP {response.status_code}"
+                return timing
+            usage_tokens = None
+            async for line in response.aiter_lines():
+                if not line.startswith("data: ") or line == "data: [DONE]":
+                    continue
+                chunk = json.loads(line[6:])
+                if chunk.get("usage"):
+                    usage_tokens = chunk["usage"].get("completion_tokens")
+                for choice in chunk.get("choices", []):
+                    delta = choice.get("delta", {})
+                    if delta.get("content") or delta.get("reasoning_content") or delta.get("reasoning"):
+                        now = time.perf_counter()
+                        timing.first_token = timing.first_token or now
+                        timing.token_times.append(now)
+            timing.output_tokens = usage_tokens if usage_tokens is not None else len(timing.token_times)
+    except httpx.HTTPError as exc:
+        timing.error = type(exc).__name__
+    timing.end = time.perf_counter()
+    return timing
+
+
+async def run_load(args: argparse.Namespace) -> dict:
+    rng = random.Random(args.seed)
+    words = ["alpha", "river", "stone", "cloud", "paper", "engine", "orbit", "garden", "signal", "harbor"]
+    prompts = [" ".join(rng.choice(words) for _ in range(args.prompt_words)) for _ in range(args.requests)]
+    headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}
+    limits = httpx.Limits(max_connections=args.concurrency, max_keepalive_connections=args.concurrency)
+    semaphore = asyncio.Semaphore(args.concurrency)
+    async with httpx.AsyncClient(base_url=args.url, headers=headers, timeout=args.timeout, limits=limits) as client:
+        async def bounded(prompt: str) -> RequestTiming:
+            async with semaphore:
+                return await _one_request(client, args, prompt)
+
+        start = time.perf_counter()
+        timings = await asyncio.gather(*(bounded(p) for p in prompts))
+        wall = time.perf_counter() - start
+    return {"url": args.url, "concurrency": args.concurrency, "prompt_words": args.prompt_words,
+            "max_tokens": args.max_tokens, **summarize(list(timings), wall)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--url", default="http://127.0.0.1:8008")
+    parser.add_argument("--api-key", default=None)
+    parser.add_argument("--model", default="gpt-oss-20b")
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--requests", type=int, default=32)
+    parser.add_argument("--prompt-words", type=int, default=200)
+    parser.add_argument("--max-tokens", type=int, default=128)
+    parser.add_argument("--timeout", type=float, default=600.0)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    print(json.dumps(asyncio.run(run_load(args)), indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,65 @@
+"""`tkr-embed bench`: offline engine benchmark; prints one JSON object.
+
+Three runs through the public offline API (`LLM.generate`), greedy, random prompt token ids:
+batch-1 decode, N parallel streams, and the prefill of one long prompt (time to its first token).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class RunResult:
+    name: str
+    streams: int
+    prompt_tokens: int
+    output_tokens: int
+    seconds: float
+    output_tok_s: float
+
+
+def _timed_generate(llm, name: str, prompts: list[list[int]], output_len: int) -> RunResult:
+    from tkr_embed import SamplingParams
+
+    params = SamplingParams(temperature=0.0, max_tokens=output_len, ignore_eos=True)
+    start = time.perf_counter()
+    results = llm.generate(prompts, params)
+    seconds = time.perf_counter() - start
+    produced = sum(len(result.token_ids) for result in results)
+    return RunResult(name, len(prompts), sum(map(len, prompts)), produced, seconds, produced / seconds)
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    from tkr_embed import LLM
+
+    rng = random.Random(args.seed)
+    with tempfile.TemporaryDirectory() as scratch:
+        model = args.model
+        if model is None:
+            from tkr_embed.models.gpt_oss.demo import write_demo_checkpoint
+
+            model = str(write_demo_checkpoint(Path(scratch), seed=args.seed))
+        llm = LLM(model=model, device=args.device)
+        vocab = llm.engine.runner.info.vocab_size if hasattr(llm.engine, "runner") else 1000
+        vocab = min(vocab, 200_000)
+
+        def prompt(length: int) -> list[int]:
+            return [rng.randrange(vocab) for _ in range(length)]
+
+        _timed_generate(llm, "warmup", [prompt(8)], 2)
+        runs = [
+            _timed_generate(llm, "decode_batch1", [prompt(args.prompt_len)], args.output_len),
+            _timed_generate(llm, "parallel_streams", [prompt(args.prompt_len) for _ in range(args.streams)],
+                            args.output_len),
+            _timed_generate(llm, "long_prompt_ttft", [prompt(args.long_prompt_len)], 1),
+        ]
+    print(json.dumps({"model": args.model or "demo", "device": args.device, "runs": [asdict(run) for run in runs]},
+                     indent=1))
+    return 0
