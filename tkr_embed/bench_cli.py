@@ -47,8 +47,7 @@ def run_bench(args: argparse.Namespace) -> int:
 
             model = str(write_demo_checkpoint(Path(scratch), seed=args.seed))
         llm = LLM(model=model, device=args.device)
-        vocab = llm.engine.runner.info.vocab_size if hasattr(llm.engine, "runner") else 1000
-        vocab = min(vocab, 200_000)
+        vocab = min(llm.engine.runner.info.vocab_size, 200_000)     # stay below the special tokens
 
         def prompt(length: int) -> list[int]:
             return [rng.randrange(vocab) for _ in range(length)]
