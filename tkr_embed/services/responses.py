@@ -48,6 +48,7 @@ from tkr_embed.protocol.openai_responses import (
     ResponseUsage,
     StreamEvent,
 )
+from tkr_embed.services.accounting import note_reasoning_tokens
 from tkr_embed.services.chat_prompt import render
 from tkr_embed.services.context import ModelContext, unix_now
 from tkr_embed.services.engine_stream import EngineStream
@@ -347,6 +348,7 @@ class ResponsesService:
             async for update in stream:
                 self._step(run, update)
         run.assembler.finish(self._status(run))
+        note_reasoning_tokens(run.assembler.num_reasoning_tokens)
         return self._response(run)
 
     async def create_stream(self, request: ResponsesRequest) -> AsyncIterator[StreamEvent]:
@@ -368,6 +370,7 @@ class ResponsesService:
         status = self._status(run)
         for event in assembler.finish(status):
             yield event
+        note_reasoning_tokens(assembler.num_reasoning_tokens)
         yield ResponseLifecycleEvent(
             type=FINAL_EVENTS[status], sequence_number=assembler.next_sequence(), response=self._response(run)
         )
