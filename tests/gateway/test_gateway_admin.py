@@ -11,6 +11,7 @@ import httpx
 import pytest
 from conftest import MASTER_KEY, SECRET_KEY, GatewayServer, gateway_server
 
+from tkr_embed.api.gateway.config_view import redact_url
 from tkr_embed.security.hashing import KEY_LENGTH, KEY_PREFIX
 
 REDIS_PASSWORD = "hunter2-redis-password"
@@ -115,3 +116,10 @@ def test_stats_count_requests_tokens_and_cache(server: GatewayServer, admin: htt
     assert stats["cache"]["enabled"] is True and stats["cache"]["hits"] >= 1 and 0 < stats["cache"]["hit_rate"] <= 1
     assert stats["rate_limit"] == {"enabled": False, "storage": "off", "rejections": 0}
     assert stats["engine"]["kv_blocks_total"] == 64 and stats["engine"]["running"] == 0
+
+
+def test_redact_url_cuts_passwords() -> None:
+    assert redact_url("postgresql+asyncpg://app:s3cret@db:5432/tkr") == "postgresql+asyncpg://app:[REDACTED]@db:5432/tkr"
+    assert redact_url("redis://:pw@cache:6379/0") == "redis://:[REDACTED]@cache:6379/0"
+    assert redact_url("redis://cache:6379/0?password=pw&db=1") == "redis://cache:6379/0?password=[REDACTED]&db=1"
+    assert redact_url("sqlite+aiosqlite:////data/tkr-embed.db") == "sqlite+aiosqlite:////data/tkr-embed.db"

@@ -3,6 +3,7 @@ paths, and path spellings that must not change the decision."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -174,7 +175,11 @@ def test_openai_sdk_with_keys(server: GatewayServer, text_key: str, chat_key: st
         )
 
 
-def test_auth_off_lets_anonymous_callers_in(tmp_path: Path) -> None:
+def test_auth_off_lets_anonymous_callers_in_and_says_so(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="tkr_embed.gateway")
     with gateway_server(tmp_path, env="development", security={"auth_enabled": False}) as dev:
         assert httpx.get(dev.url + "/v1/models").status_code == 200
         assert httpx.post(dev.url + "/v1/chat/completions", json=CHAT, timeout=30).status_code == 200
+        assert httpx.get(dev.url + "/admin/stats").status_code == 200
+    warnings = [r for r in caplog.records if r.name == "tkr_embed.gateway" and r.levelno == logging.WARNING]
+    assert any("AUTHENTICATION IS OFF" in r.getMessage() for r in warnings)

@@ -22,6 +22,9 @@ from tkr_embed.engine.client import EngineClient
 from tkr_embed.engine.tokenizer import Tokenizer
 
 logger = logging.getLogger("tkr_embed.api")
+RATE_LIMIT_HEADERS = [
+    f"x-ratelimit-{kind}-{unit}" for kind in ("limit", "remaining", "reset") for unit in ("requests", "tokens")
+]
 
 
 def create_app(
@@ -82,7 +85,7 @@ def create_app(
         from fastapi.middleware.cors import CORSMiddleware
 
         app.add_middleware(CORSMiddleware, allow_origins=settings.server.cors_origins, allow_methods=["*"],
-                           allow_headers=["*"], expose_headers=["X-Request-ID", "Retry-After"])
+                           allow_headers=["*"], expose_headers=["X-Request-ID", "Retry-After", "X-Cache", *RATE_LIMIT_HEADERS])
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.server.max_body_bytes)
     app.add_middleware(RequestIdMiddleware)   # outermost: every response, 413 included, carries the id
     return app
