@@ -17,12 +17,16 @@ from tkr_embed.config import Settings
 HELLO = [{"role": "user", "content": "Hello"}]
 
 
-@pytest.fixture(scope="module")
-def demo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Settings]]:
+# The same suite runs on both CPU backends: torch (the reference) and MLX (mlx-cpu on Linux).
+BACKENDS = {"torch": {"device": "cpu"}, "mlx": {"device": "mlx", "quantization": "none"}}
+
+
+@pytest.fixture(scope="module", params=sorted(BACKENDS))
+def demo_server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Settings]]:
     torch.set_num_threads(2)
     data_dir = tmp_path_factory.mktemp("live-data")
     settings = Settings(
-        model={"device": "cpu"},                 # no model path: the demo checkpoint is written and served
+        model=BACKENDS[request.param],           # no model path: the demo checkpoint is written and served
         engine={"max_num_seqs": 1, "max_waiting": 1, "kv_cache_blocks": 256},
         storage={"data_dir": str(data_dir)},
     )
@@ -41,7 +45,9 @@ def test_demo_checkpoint_is_written_and_announced(demo_server):
     info = httpx.get(url + "/info").json()
     assert info["demo_model"] is True
     assert info["model_path"] == str(settings.demo_model_dir)
-    assert info["device"] == "cpu" and info["vocab_size"] > 0 and info["context_length"] > 0
+    assert info["device"] in ("cpu", "mlx:cpu") and info["vocab_size"] == 201088 and info["context_length"] > 0
+    assert info["device"].startswith("mlx") == (settings.model.device == "mlx")
+    assert info["quantization_reason"]        # what the quantization setting chose, and why
 
 
 def test_chat_completion_greedy_is_reproducible(client):

@@ -106,5 +106,14 @@ def test_factory_refuses_an_unavailable_device(demo_model_dir: Path) -> None:
         create_runner(demo_model_dir, device="cuda")
     with pytest.raises(DeviceUnavailableError):
         create_runner(demo_model_dir, device="tpu")
-    with pytest.raises(ValueError, match="q8"):
-        create_runner(demo_model_dir, device="cpu", quantization="q8")
+    with pytest.raises(ValueError, match="q3"):
+        create_runner(demo_model_dir, device="cpu", quantization="q3")
+
+
+def test_factory_states_what_each_quantization_setting_means_on_torch(demo_model_dir: Path) -> None:
+    q8 = create_runner(demo_model_dir, device="cpu", quantization="q8", num_kv_blocks=8)
+    assert q8.info.quantization == "mxfp4"
+    assert q8.info.extra["quantization_reason"].startswith("q8 on torch: experts MXFP4")
+    dense = create_runner(demo_model_dir, device="cpu", quantization="none", num_kv_blocks=8)
+    assert dense.info.quantization == "none"
+    assert "dequantized" in dense.info.extra["quantization_reason"]

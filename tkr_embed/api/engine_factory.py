@@ -12,7 +12,6 @@ from tkr_embed.engine.client import EngineClient
 from tkr_embed.engine.tokenizer import Tokenizer
 
 logger = logging.getLogger("tkr_embed.api")
-DEVICE_NAMES = {"gpu": "cuda"}
 
 
 @dataclass
@@ -58,7 +57,7 @@ async def build_engine(settings: Settings, tokenizer: Tokenizer) -> LoadedEngine
     runner = await asyncio.to_thread(
         create_runner,
         str(path),
-        device=DEVICE_NAMES.get(model.device, model.device),
+        device=model.device,   # "gpu" is CUDA, or MLX Metal on a Mac: the backend factory decides
         dtype=None if model.dtype == "auto" else model.dtype,
         quantization=model.quantization,
         **runner_options,

@@ -11,7 +11,17 @@ from tkr_embed.engine.runner import ModelRunner
 
 __all__ = ["DeviceUnavailableError", "create_runner", "resolve_device", "resolve_quantization"]
 
-QUANTIZATION_ALIASES = {"auto": "mxfp4", "q4": "mxfp4", "mxfp4": "mxfp4", "none": "none"}
+# Setting -> how the torch backend stores the experts. Experts stay MXFP4 except for `none`, which
+# asks for them dequantized to the model dtype; torch keeps attention, embeddings and unembedding in
+# the model dtype for every setting (8/4-bit dense weights are applied by the MLX backend).
+QUANTIZATION_ALIASES = {"auto": "mxfp4", "q8": "mxfp4", "q4": "mxfp4", "mxfp4": "mxfp4", "none": "none"}
+TORCH_QUANTIZATION_REASONS = {
+    "auto": "auto on torch: experts MXFP4 (as the checkpoint stores them), other weights in the model dtype",
+    "q8": "q8 on torch: experts MXFP4; attention/embeddings stay in the model dtype (8-bit applies on MLX only)",
+    "q4": "q4 on torch: experts MXFP4; attention/embeddings stay in the model dtype (4-bit applies on MLX only)",
+    "mxfp4": "mxfp4: experts MXFP4, other weights in the model dtype",
+    "none": "none: experts dequantized to the model dtype, no quantization anywhere",
+}
 RANDOM_WEIGHT_MODELS = ("gpt-oss-20b", "gpt-oss-120b")
 
 
@@ -50,10 +60,17 @@ def create_runner(
         from tkr_embed.backends.mlx.runner import MlxModelRunner
 
         return MlxModelRunner(model_path, device=choice.device, dtype=dtype, quantization=quantization, **kwargs)
-    from tkr_embed.backends.torch.runner import TorchModelRunner, resolve_dtype
-
     torch_device = choice.device
     quant = resolve_quantization(quantization)
+    runner = _build_torch_runner(model_path, torch_device, dtype, quant, kwargs)
+    runner.info.extra["quantization_reason"] = TORCH_QUANTIZATION_REASONS[quantization.lower()]
+    runner.info.extra["backend"] = "torch"
+    return runner
+
+
+def _build_torch_runner(model_path: str | Path, torch_device: str, dtype: Any, quant: str, kwargs: dict) -> ModelRunner:
+    from tkr_embed.backends.torch.runner import TorchModelRunner, resolve_dtype
+
     if str(model_path) in RANDOM_WEIGHT_MODELS and not Path(model_path).exists():
         from tkr_embed.models.gpt_oss.config import GptOssConfig
         from tkr_embed.models.gpt_oss.random_init import build_random_model

@@ -93,6 +93,7 @@ class InfoResponse(BaseModel):
     context_length: int
     vocab_size: int
     quantization: str
+    quantization_reason: str | None = None   # what the quantization setting chose, and why
     device: str
     dtype: str
     capabilities: list[str]

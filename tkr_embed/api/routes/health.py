@@ -56,6 +56,7 @@ async def info(state: State) -> InfoResponse:
         context_length=state.context.context_length,
         vocab_size=runner.vocab_size,
         quantization=runner.quantization,
+        quantization_reason=runner.extra.get("quantization_reason"),
         device=runner.device,
         dtype=runner.dtype,
         capabilities=CAPABILITIES,
