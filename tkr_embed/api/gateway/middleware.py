@@ -99,6 +99,9 @@ class GatewayMiddleware:
         self.metrics_public = metrics_public
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket" and await self._authenticate(scope) is None:
+            await send({"type": "websocket.close", "code": 1008})   # before accept: the client sees 403
+            return
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
