@@ -270,3 +270,14 @@ def test_real_demo_engine_greedy_and_streamed_agree(demo_url):
     assert [item.model_dump(exclude={"id", "call_id"}) for item in final.output] == [
         item.model_dump(exclude={"id", "call_id"}) for item in first.output
     ]
+
+
+def test_disconnect_aborts_a_non_streaming_response(base_url, fake, harmony):
+    fake.script = lambda prompt, params: harmony("<|channel|>final<|message|>")
+    fake.hang_after = 2
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(base_url + "/v1/responses", json={"input": "Hi"}, timeout=0.5)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not fake.aborted:
+        time.sleep(0.02)
+    assert len(fake.submitted) == 1 and fake.aborted == [fake.submitted[0].request_id]
