@@ -183,3 +183,18 @@ def test_auth_off_lets_anonymous_callers_in_and_says_so(tmp_path: Path, caplog: 
         assert httpx.get(dev.url + "/admin/stats").status_code == 200
     warnings = [r for r in caplog.records if r.name == "tkr_embed.gateway" and r.levelno == logging.WARNING]
     assert any("AUTHENTICATION IS OFF" in r.getMessage() for r in warnings)
+
+
+def test_responses_route_is_covered(server: GatewayServer, text_key: str) -> None:
+    chat_only = server.create_key("chat-no-stream", ["generate:chat"])["api_key"]
+    headers = {"X-API-Key": chat_only}
+    reply = httpx.post(server.url + "/v1/responses", json={"input": "hi", "max_output_tokens": 16}, headers=headers, timeout=30)
+    assert reply.status_code == 200
+    streamed = httpx.post(server.url + "/v1/responses", json={"input": "hi", "stream": True}, headers=headers, timeout=30)
+    assert streamed.status_code == 403 and "generate:stream" in streamed.json()["error"]["message"]
+    with server.admin() as admin:
+        stats = admin.get("/admin/stats").json()
+        key_id = next(row["id"] for row in admin.get("/admin/api-keys").json()["data"] if row["name"] == "chat-no-stream")
+    usage = next(row for row in stats["usage"] if row["key_id"] == key_id)
+    assert usage["requests"] == 1 and usage["prompt_tokens"] == reply.json()["usage"]["input_tokens"]
+    assert usage["reasoning_tokens"] == reply.json()["usage"]["output_tokens_details"]["reasoning_tokens"] > 0

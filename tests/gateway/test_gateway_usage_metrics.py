@@ -32,7 +32,8 @@ def _metric(text: str, name: str) -> float:
 
 async def test_concurrent_requests_leave_exact_usage_rows(server: GatewayServer) -> None:
     keys = [server.create_key(f"tenant-{i}")["api_key"] for i in range(2)]
-    key_ids = [row["id"] for row in server.admin().get("/admin/api-keys").json()["data"] if row["name"].startswith("tenant-")]
+    with server.admin() as admin:
+        key_ids = [row["id"] for row in admin.get("/admin/api-keys").json()["data"] if row["name"].startswith("tenant-")]
     limits = httpx.Limits(max_connections=CONCURRENT)
     async with httpx.AsyncClient(base_url=server.url, timeout=60, limits=limits) as client:
 
