@@ -17,7 +17,7 @@ from tkr_embed.protocol.native import HealthResponse, InfoResponse, MemoryInfo
 router = APIRouter(tags=["server"])
 CAPABILITIES = [
     "generate", "chat", "stream", "reasoning", "openai.chat.completions", "openai.completions",
-    "openai.models", "tools", "logprobs",
+    "openai.models", "openai.responses", "tools", "logprobs",
 ]
 
 
