@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 
 import httpx
 import pytest
-from conftest import MASTER_KEY, SECRET_KEY, GatewayServer, gateway_server
+from gateway_support import MASTER_KEY, SECRET_KEY, GatewayServer, gateway_server
 
 from tkr_embed.api.gateway.config_view import redact_url
 from tkr_embed.security.hashing import KEY_LENGTH, KEY_PREFIX

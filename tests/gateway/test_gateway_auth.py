@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
-from conftest import MASTER_KEY, SECRET_KEY, GatewayServer, gateway_server, raw_request
+from gateway_support import MASTER_KEY, SECRET_KEY, GatewayServer, gateway_server, raw_request
 
 from tkr_embed.db import Database
 from tkr_embed.security.hashing import KeyHasher

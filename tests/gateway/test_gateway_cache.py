@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from conftest import GatewayServer, gateway_server
+from gateway_support import GatewayServer, gateway_server
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import httpx
 import openai
 import pytest
-from conftest import MASTER_KEY, GatewayServer, gateway_server
+from gateway_support import MASTER_KEY, GatewayServer, gateway_server
 
 COMPLETION = {"prompt": "hi", "max_tokens": 4}
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import MASTER_KEY, SECRET_KEY, _free_port
+from gateway_support import MASTER_KEY, SECRET_KEY, free_port
 
 LAUNCHER = Path(__file__).parent / "serve_fake_engine.py"
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -40,7 +40,7 @@ class Replica:
 
 
 def _start(tmp: Path, name: str, redis_url: str) -> Replica:
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("GENERATION_")}
     env.update({
         "GENERATION_ENV": "production",

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import MASTER_KEY, GatewayServer, gateway_server
+from gateway_support import MASTER_KEY, GatewayServer, gateway_server
 
 from tkr_embed.db import Database
 from tkr_embed.security.usage import usage_by_day
