@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
+from tkr_embed.backends.torch.dispatch import use_kernels
 from tkr_embed.models.gpt_oss.config import GptOssConfig
 
 
@@ -118,8 +119,12 @@ def paged_attention(
     query [T, Hq, D]; the new tokens' K/V must already be in `kv_cache`. A query at position p sees
     keys at positions j <= p, and with a sliding window only those with j > p - sliding_window. The
     sink logit of each head joins the softmax denominator and carries no value. Returns [T, Hq, D].
-    Scores and softmax are computed in float32.
+    Scores and softmax are computed in float32. On CUDA the Triton kernels serve the call (decode-only
+    batches: split-KV decode kernel; otherwise the chunked-prefill kernel over the ragged batch); they
+    read only the metadata's tensors, so the call can be captured in a CUDA graph.
     """
+    if use_kernels(query):
+        return _paged_attention_kernels(query, kv_cache, sinks, metadata, scale=scale, sliding_window=sliding_window)
     num_tokens, num_heads, head_dim = query.shape
     num_kv_heads = kv_cache.shape[3]
     group = num_heads // num_kv_heads
@@ -153,3 +158,24 @@ def paged_attention(
         output[token_start:token_start + query_len] = out.to(query.dtype)
         token_start += query_len
     return output
+
+
+def _paged_attention_kernels(
+    query: torch.Tensor,
+    kv_cache: torch.Tensor,
+    sinks: torch.Tensor,
+    metadata: AttentionMetadata,
+    *,
+    scale: float,
+    sliding_window: int | None,
+) -> torch.Tensor:
+    from tkr_embed.backends.torch.kernels.paged_attention import paged_decode_attention, paged_prefill_attention
+
+    window = sliding_window or 0
+    query = query.contiguous()                                                     # [T, Hq, D]
+    if metadata.is_decode_only:
+        return paged_decode_attention(query, kv_cache, metadata.seq_lens, metadata.block_tables, sinks, window, scale)
+    return paged_prefill_attention(
+        query, kv_cache, metadata.query_start_loc, metadata.seq_lens, metadata.block_tables, sinks, window, scale,
+        metadata.max_query_len,
+    )

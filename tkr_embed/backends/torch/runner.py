@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -12,6 +13,7 @@ from tkr_embed.engine.runner import ModelRunner, RunnerInfo, SampledToken, Sched
 
 CPU_KV_CACHE_BYTES = 1 << 30          # default KV budget on CPU: 1 GiB ...
 CPU_KV_CACHE_MAX_SEQS = 64            # ... but no more than 64 full-length sequences need
+CUDA_ACTIVATION_RESERVE = 1 << 30     # CUDA: kept free beside the KV cache for eager prefill activations
 
 _DTYPES = {
     "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
@@ -51,6 +53,7 @@ class TorchModelRunner(ModelRunner):
         kv_cache_memory_fraction: float = 0.9,
         kv_cache_bytes: int | None = None,
         max_model_len: int | None = None,
+        cuda_graph_batch_sizes: Sequence[int] | None = None,
     ) -> None:
         from tkr_embed.models.gpt_oss.loader import load_model
 
@@ -59,7 +62,7 @@ class TorchModelRunner(ModelRunner):
         self._setup(
             model, model_name=Path(model_path).name, quantization=quantization, block_size=block_size,
             num_kv_blocks=num_kv_blocks, kv_cache_memory_fraction=kv_cache_memory_fraction,
-            kv_cache_bytes=kv_cache_bytes, max_model_len=max_model_len,
+            kv_cache_bytes=kv_cache_bytes, max_model_len=max_model_len, cuda_graph_batch_sizes=cuda_graph_batch_sizes,
         )
 
     @classmethod
@@ -74,13 +77,14 @@ class TorchModelRunner(ModelRunner):
         kv_cache_memory_fraction: float = 0.9,
         kv_cache_bytes: int | None = None,
         max_model_len: int | None = None,
+        cuda_graph_batch_sizes: Sequence[int] | None = None,
     ) -> TorchModelRunner:
         """A runner around an already built model (e.g. random weights of the real shape)."""
         runner = cls.__new__(cls)
         runner._setup(
             model, model_name=model_name, quantization=quantization, block_size=block_size,
             num_kv_blocks=num_kv_blocks, kv_cache_memory_fraction=kv_cache_memory_fraction,
-            kv_cache_bytes=kv_cache_bytes, max_model_len=max_model_len,
+            kv_cache_bytes=kv_cache_bytes, max_model_len=max_model_len, cuda_graph_batch_sizes=cuda_graph_batch_sizes,
         )
         return runner
 
@@ -95,6 +99,7 @@ class TorchModelRunner(ModelRunner):
         kv_cache_memory_fraction: float,
         kv_cache_bytes: int | None,
         max_model_len: int | None,
+        cuda_graph_batch_sizes: Sequence[int] | None = None,
     ) -> None:
         if block_size < 1:
             raise ValueError("block_size must be at least 1")
@@ -108,8 +113,20 @@ class TorchModelRunner(ModelRunner):
             num_kv_blocks = self._blocks_from_budget(kv_cache_bytes, kv_cache_memory_fraction, context_len)
         if num_kv_blocks < 1:
             raise ValueError("the KV cache budget does not hold a single block")
-        self.kv_caches = allocate_kv_cache(self.config, num_kv_blocks, block_size, dtype=self.dtype, device=self.device)
+        on_cuda = self.device.type == "cuda"
+        # CUDA: one extra block past the engine's ids is the scratch block that graph padding rows write to.
+        allocated = num_kv_blocks + 1 if on_cuda else num_kv_blocks
+        self.kv_caches = allocate_kv_cache(self.config, allocated, block_size, dtype=self.dtype, device=self.device)
         self.sampler = Sampler()
+        self.decode_graphs = None
+        if on_cuda and cuda_graph_batch_sizes != ():
+            from tkr_embed.backends.torch.cuda_decode import DEFAULT_GRAPH_BATCH_SIZES, CudaDecodeGraphs
+
+            self.decode_graphs = CudaDecodeGraphs(
+                model, self.kv_caches, block_size=block_size, scratch_block=num_kv_blocks,
+                max_blocks_per_seq=-(-context_len // block_size),
+                batch_sizes=cuda_graph_batch_sizes or DEFAULT_GRAPH_BATCH_SIZES,
+            )
         self._info = RunnerInfo(
             model_name=model_name,
             max_model_len=context_len,
@@ -121,6 +138,13 @@ class TorchModelRunner(ModelRunner):
             dtype=str(self.dtype).removeprefix("torch."),
             quantization=quantization,
         )
+        if on_cuda:
+            free_bytes, _ = torch.cuda.mem_get_info(self.device)
+            self._info.extra.update(
+                cuda_graph_batch_sizes=self.decode_graphs.batch_sizes if self.decode_graphs else [],
+                kv_cache_gib=round(num_kv_blocks * self._bytes_per_block() / 2**30, 2),
+                free_gib_after_setup=round(free_bytes / 2**30, 2),
+            )
 
     def _bytes_per_block(self) -> int:
         itemsize = torch.empty((), dtype=self.dtype).element_size()
@@ -130,8 +154,10 @@ class TorchModelRunner(ModelRunner):
     def _blocks_from_budget(self, kv_cache_bytes: int | None, fraction: float, context_len: int) -> int:
         if kv_cache_bytes is None:
             if self.device.type == "cuda":
+                # weights are loaded; graphs are captured after the cache, so their memory is reserved here
                 free_bytes, _ = torch.cuda.mem_get_info(self.device)
-                kv_cache_bytes = int(free_bytes * fraction)
+                graph_logits = 2 * 64 * self.config.vocab_size * 4
+                kv_cache_bytes = max(0, int(free_bytes * fraction) - CUDA_ACTIVATION_RESERVE - graph_logits)
             else:
                 blocks_per_seq = -(-context_len // self.block_size)
                 needed = CPU_KV_CACHE_MAX_SEQS * blocks_per_seq * self._bytes_per_block()
@@ -144,9 +170,23 @@ class TorchModelRunner(ModelRunner):
 
     @torch.inference_mode()
     def execute(self, batch: ScheduledBatch) -> list[SampledToken]:
+        sample_entries = [e for e in batch.entries if e.sample]
+        logits = self.logits(batch)                                                     # [S, V] float32
+        if logits is None:
+            return []
+        return self.sampler(logits, sample_entries)
+
+    @torch.inference_mode()
+    def logits(self, batch: ScheduledBatch, *, use_graphs: bool = True) -> torch.Tensor | None:
+        """Run the forward and return the float32 logits [S, V] of the sampled entries (None if none).
+
+        On CUDA a decode-only batch replays a captured graph unless use_graphs is False.
+        """
         entries = batch.entries
         if not entries:
-            return []
+            return None
+        if use_graphs and self.decode_graphs is not None and self.decode_graphs.fits(entries):
+            return self.decode_graphs.logits(entries)
         token_ids: list[int] = []
         positions: list[int] = []
         last_rows: list[int] = []          # row of each sampled entry's last token in the flat batch
@@ -161,14 +201,13 @@ class TorchModelRunner(ModelRunner):
         input_ids = torch.tensor(token_ids, dtype=torch.int64, device=self.device)       # [T]
         position_ids = torch.tensor(positions, dtype=torch.int64, device=self.device)   # [T]
         hidden = self.model(input_ids, position_ids, self.kv_caches, metadata)          # [T, D]
-        sample_entries = [e for e in entries if e.sample]
-        if not sample_entries:
-            return []
+        if not last_rows:
+            return None
         rows = torch.tensor(last_rows, dtype=torch.int64, device=self.device)           # [S]
-        logits = self.model.compute_logits(hidden.index_select(0, rows))                # [S, V] float32
-        return self.sampler(logits, sample_entries)
+        return self.model.compute_logits(hidden.index_select(0, rows))                  # [S, V] float32
 
     def shutdown(self) -> None:
+        self.decode_graphs = None
         self.kv_caches = []
         self.model = None
         if self.device.type == "cuda":

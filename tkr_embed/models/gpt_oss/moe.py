@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tkr_embed.backends.torch.dispatch import use_kernels
 from tkr_embed.models.gpt_oss.config import GptOssConfig
 from tkr_embed.models.gpt_oss.layers import empty_param
 from tkr_embed.models.gpt_oss.mxfp4 import BLOCK_SIZE, BYTES_PER_BLOCK, dequantize_mxfp4
@@ -76,7 +77,18 @@ class Experts(nn.Module):
     def experts_forward(
         self, hidden: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor
     ) -> torch.Tensor:
-        """hidden [T, H], topk_ids [T, k], topk_weights [T, k] -> [T, H]: the weighted sum of routed experts."""
+        """hidden [T, H], topk_ids [T, k], topk_weights [T, k] -> [T, H]: the weighted sum of routed experts.
+
+        On CUDA with MXFP4 experts the Triton kernel serves the call (no host sync: graph-safe).
+        """
+        if self.expert_format == "mxfp4" and use_kernels(hidden):
+            from tkr_embed.backends.torch.kernels.mxfp4_moe import mxfp4_moe
+
+            return mxfp4_moe(
+                hidden, topk_ids, topk_weights,
+                self.gate_up_proj_blocks, self.gate_up_proj_scales, self.gate_up_proj_bias,
+                self.down_proj_blocks, self.down_proj_scales, self.down_proj_bias,
+            )
         output = torch.zeros_like(hidden)                                        # [T, H]
         for expert in torch.unique(topk_ids).tolist():                           # ascending, like the reference
             token_idx, slot = torch.where(topk_ids == expert)                    # [n], [n]
