@@ -11,13 +11,11 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 from fake_engine import FakeEngine  # noqa: E402
-from live_server import live_server  # noqa: E402
+from live_server import MAX_BODY_BYTES, live_server  # noqa: E402
 
 from tkr_embed.api.server import create_app  # noqa: E402
 from tkr_embed.config import Settings  # noqa: E402
 from tkr_embed.harmony.tokenizer import HarmonyTokenizer, get_tokenizer  # noqa: E402
-
-MAX_BODY_BYTES = 64 * 1024
 
 
 @pytest.fixture(scope="session")

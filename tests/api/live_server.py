@@ -11,6 +11,9 @@ from contextlib import contextmanager
 import uvicorn
 from fastapi import FastAPI
 
+# The body-size limit the fake-engine servers run with (the 413 tests send more).
+MAX_BODY_BYTES = 64 * 1024
+
 
 def free_port() -> int:
     with socket.socket() as sock:

@@ -7,7 +7,7 @@ import time
 import httpx
 import pytest
 
-from conftest import MAX_BODY_BYTES
+from live_server import MAX_BODY_BYTES
 
 HELLO = [{"role": "user", "content": "Hi"}]
 
