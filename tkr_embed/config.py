@@ -93,7 +93,9 @@ class SecurityConfig(_Section):
     auth_enabled: bool | None = None   # None: on in production, off in development
     api_key: str | None = None         # the master (admin) key
     secret_key: str | None = None      # keys API keys' stored hashes
-    require_https: bool = False
+    require_https: bool = False        # plain-HTTP requests refused with 403 (/health stays reachable)
+    # Peers (IPs or CIDR networks) whose X-Forwarded-Proto is believed; anyone else's is ignored.
+    trusted_proxies: list[str] = Field(default_factory=lambda: ["127.0.0.1", "::1"])
     metrics_public: bool = False       # GET /metrics without a key (else: admin keys only)
 
 
@@ -105,6 +107,9 @@ class RateLimitConfig(_Section):
     requests_per_day: int = Field(10000, ge=1)
     tokens_per_minute: int | None = Field(None, ge=1)
     redis_url: str | None = None       # counters shared by replicas; default: storage.redis_url, else memory
+    # When the counter store (Redis) fails: True admits the request unchecked (logged, counted in
+    # tkr_rate_limit_store_errors_total); False refuses it with 503 and Retry-After.
+    fail_open: bool = True
 
 
 class CacheConfig(_Section):
