@@ -70,6 +70,10 @@ class ServerMetrics:
         self.rate_limit_rejections = Counter(
             "rate_limit_rejections", "Requests refused with 429 by a rate limit.", namespace=namespace, registry=registry
         )
+        self.rate_limit_store_errors = Counter(
+            "rate_limit_store_errors", "Rate-limit checks that failed because the counter store (Redis) did not answer.",
+            namespace=namespace, registry=registry,
+        )
         self.requests = Counter(
             "requests", "HTTP requests by route template and status code.", ["route", "status"],
             namespace=namespace, registry=registry,

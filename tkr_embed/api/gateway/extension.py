@@ -11,6 +11,7 @@ from tkr_embed.api.errors import error_response
 from tkr_embed.api.gateway.admin import admin_router
 from tkr_embed.api.gateway.metrics_route import metrics_router
 from tkr_embed.api.gateway.middleware import GatewayMiddleware
+from tkr_embed.api.gateway.transport import TransportPolicy
 from tkr_embed.api.state import ServerState
 from tkr_embed.config import Settings
 from tkr_embed.security.errors import GatewayInputError, KeyNotFoundError
@@ -51,6 +52,9 @@ class GatewayExtension:
             gateway=self.gateway,
             auth_required=settings.auth_required,
             metrics_public=settings.security.metrics_public,
+            require_https=settings.security.require_https,
+            transport=TransportPolicy.of(settings.security.trusted_proxies),
+            rate_limit_fail_open=settings.rate_limit.fail_open,
         )
         app.state.gateway = self.gateway
 
@@ -71,6 +75,9 @@ class GatewayExtension:
                 "on" if self.gateway.cache is not None else "off",
                 "public" if settings.security.metrics_public else "admin-only",
             )
+        if settings.security.require_https:
+            logger.info("HTTPS required: plain-HTTP requests get 403 (except /health); X-Forwarded-Proto "
+                        "believed from %s", ", ".join(settings.security.trusted_proxies) or "no peer")
 
     async def shutdown(self) -> None:
         await self.gateway.close()

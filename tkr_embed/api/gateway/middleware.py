@@ -21,7 +21,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tkr_embed.api.errors import error_response
 from tkr_embed.api.gateway.accounting import observe_account
-from tkr_embed.api.gateway.paths import METRICS_PATH, NormalisedPath, normalise_path
+from tkr_embed.api.gateway.paths import HEALTH_PATH, METRICS_PATH, NormalisedPath, normalise_path
+from tkr_embed.api.gateway.transport import TransportPolicy
 from tkr_embed.logging import request_context
 from tkr_embed.security.credentials import extract_api_key
 from tkr_embed.security.gateway import Gateway
@@ -34,6 +35,13 @@ logger = logging.getLogger("tkr_embed.gateway")
 
 ANONYMOUS = KeyInfo(id="anonymous", name="anonymous (auth off)", permissions=ALL_PERMISSIONS)
 UNMATCHED_ROUTE = "unmatched"
+SERVER_TIMING_HEADER = b"server-timing"
+STORE_ERROR_LOG_INTERVAL_S = 10.0   # one log line per interval while the rate-limit store is down
+STORE_DOWN_RETRY_AFTER_S = 5
+
+
+class RateLimitStoreDown(Exception):
+    """The rate-limit counter store failed and `rate_limit.fail_open` is off: the request is refused."""
 
 
 @dataclass
@@ -91,15 +99,35 @@ async def _buffer_body(receive: Receive) -> tuple[bytes, Receive] | None:
     return body, replay
 
 
+def _server_timing(started: float) -> tuple[bytes, bytes]:
+    """`Server-Timing: total;dur=<ms>`: the server's time from the gateway to the response headers."""
+    return SERVER_TIMING_HEADER, f"total;dur={(time.perf_counter() - started) * 1000:.3f}".encode()
+
+
 class GatewayMiddleware:
-    def __init__(self, app: ASGIApp, gateway: Gateway, auth_required: bool, metrics_public: bool) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        gateway: Gateway,
+        auth_required: bool,
+        metrics_public: bool,
+        require_https: bool = False,
+        transport: TransportPolicy | None = None,
+        rate_limit_fail_open: bool = True,
+    ) -> None:
         self.app = app
         self.gateway = gateway
         self.auth_required = auth_required
         self.metrics_public = metrics_public
+        self.require_https = require_https
+        self.transport = transport or TransportPolicy()
+        self.rate_limit_fail_open = rate_limit_fail_open
+        self._store_error_logged_at: float | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "websocket" and await self._authenticate(scope) is None:
+        if scope["type"] == "websocket" and (
+            (self.require_https and not self.transport.is_secure(scope)) or await self._authenticate(scope) is None
+        ):
             await send({"type": "websocket.close", "code": 1008})   # before accept: the client sees 403
             return
         if scope["type"] != "http":
@@ -109,10 +137,12 @@ class GatewayMiddleware:
         request_id = state.get("request_id") or uuid.uuid4().hex
         exchange = _Exchange()
         started = time.monotonic()
+        timer = time.perf_counter()
 
         async def tracking_send(message: Message) -> None:
             if message["type"] == "http.response.start":
                 exchange.status = message["status"]
+                message = {**message, "headers": [*message.get("headers", []), _server_timing(timer)]}
             await send(message)
 
         with request_context(request_id):
@@ -125,6 +155,12 @@ class GatewayMiddleware:
         path = normalise_path(_route_path(scope))
         if path.has_dot_segments:
             await error_response(400, "the path must not contain '.' or '..' segments", code="invalid_path")(scope, receive, send)
+            return
+        if self.require_https and path.path != HEALTH_PATH and not self.transport.is_secure(scope):
+            await error_response(
+                403, "this server accepts only HTTPS requests (security.require_https); use an https:// URL",
+                code="https_required",
+            )(scope, receive, send)
             return
         if path.is_public or (path.path == METRICS_PATH and self.metrics_public):
             await self.app(scope, receive, send)
@@ -154,7 +190,14 @@ class GatewayMiddleware:
             )(scope, receive, send)
             return
 
-        decision = await self._rate_limit(caller, needed)
+        try:
+            decision = await self._rate_limit(caller, needed)
+        except RateLimitStoreDown:
+            await error_response(
+                503, "rate limits cannot be checked right now; retry after the time in Retry-After",
+                code="rate_limit_unavailable", headers={"Retry-After": str(STORE_DOWN_RETRY_AFTER_S)},
+            )(scope, receive, send)
+            return
         if decision is not None and not decision.allowed:
             self.gateway.metrics.rate_limit_rejections.inc()
             await error_response(
@@ -202,16 +245,31 @@ class GatewayMiddleware:
         return _wants_stream(body), replay
 
     async def _rate_limit(self, caller: KeyInfo, needed: frozenset[Permission]) -> RateDecision | None:
-        """The limiter's decision, or None when unlimited: limits off, the master key, admin routes."""
+        """The limiter's decision, or None when unlimited: limits off, the master key, admin routes.
+
+        When the counter store fails, `rate_limit.fail_open` decides: admit unchecked (None) or raise
+        RateLimitStoreDown (503). Either way the failure is counted and logged, at most once per interval.
+        """
         limiter = self.gateway.limiter
         if limiter is None or caller.is_master or Permission.ADMIN in needed:
             return None
         try:
             return await limiter.check(caller.id, self.gateway.limits_for(caller))
-        except Exception:
-            # Availability over strictness: a broken limiter store must not take the API down.
-            logger.exception("rate limiter unavailable; request admitted without a limit check")
-            return None
+        except Exception as error:
+            self.gateway.metrics.rate_limit_store_errors.inc()
+            self._log_store_error(error)
+            if self.rate_limit_fail_open:
+                return None
+            raise RateLimitStoreDown from error
+
+    def _log_store_error(self, error: Exception) -> None:
+        now = time.monotonic()
+        if self._store_error_logged_at is not None and now - self._store_error_logged_at < STORE_ERROR_LOG_INTERVAL_S:
+            return
+        self._store_error_logged_at = now
+        outcome = "admitted without a limit check" if self.rate_limit_fail_open else "refused with 503"
+        logger.error("rate-limit store unavailable (%s: %s); requests are %s (rate_limit.fail_open=%s)",
+                     type(error).__name__, error, outcome, self.rate_limit_fail_open)
 
     def _log(self, scope: Scope, exchange: _Exchange, duration_s: float) -> None:
         route = _route_template(scope)

@@ -12,7 +12,8 @@ import re
 from dataclasses import dataclass
 from urllib.parse import unquote
 
-PUBLIC_PATHS: frozenset[str] = frozenset({"/health", "/docs", "/docs/oauth2-redirect", "/openapi.json", "/redoc"})
+HEALTH_PATH = "/health"   # reachable over plain HTTP even with security.require_https (load-balancer probes)
+PUBLIC_PATHS: frozenset[str] = frozenset({HEALTH_PATH, "/docs", "/docs/oauth2-redirect", "/openapi.json", "/redoc"})
 METRICS_PATH = "/metrics"
 _SLASHES = re.compile(r"/{2,}")
 _MAX_DECODE_ROUNDS = 4
