@@ -33,7 +33,8 @@ class SubmittedRequest:
 @dataclass
 class FakeEngine(EngineClient):
     """Each request gets `script(prompt, params)` (the same token ids for every choice); a choice
-    stops at a stop token or `max_tokens`; `hang_after` makes it wait for an abort instead."""
+    stops at a stop token or `max_tokens`; `hang_after` makes it wait for an abort instead;
+    `abort_after` ends it with finish reason ABORT, as an engine shutting down does."""
 
     script: Callable[[list[int], SamplingParams], Sequence[int]] = lambda prompt, params: [200002]
 
@@ -41,12 +42,14 @@ class FakeEngine(EngineClient):
         self.script = lambda prompt, params: [200002]
         self.max_waiting = 8
         self.hang_after = None
+        self.abort_after = None
         self.submitted.clear()
         self.aborted.clear()
     decode: Callable[[list[int]], str] = lambda ids: ""
     max_model_len: int = 4096
     max_waiting: int = 8
     hang_after: int | None = None     # emit this many tokens, then wait until aborted
+    abort_after: int | None = None    # the engine itself aborts (as at shutdown) on this token
     submitted: list[SubmittedRequest] = field(default_factory=list)
     aborted: list[str] = field(default_factory=list)
     running: set[str] = field(default_factory=set)
@@ -91,7 +94,9 @@ class FakeEngine(EngineClient):
                     token = script[step] if step < len(script) else 200002
                     produced[index].append(token)
                     finish = None
-                    if token in params.stop_token_ids or token in STOP_TOKENS:
+                    if self.abort_after is not None and step + 1 >= self.abort_after:
+                        finish = FinishReason.ABORT
+                    elif token in params.stop_token_ids or token in STOP_TOKENS:
                         finish = FinishReason.STOP
                     elif params.max_tokens is not None and len(produced[index]) >= params.max_tokens:
                         finish = FinishReason.LENGTH

@@ -24,10 +24,16 @@ ERROR_TYPES = {
     404: "not_found_error",
     405: "invalid_request_error",
     413: "invalid_request_error",
+    415: "invalid_request_error",
     422: "invalid_request_error",
     429: "rate_limit_error",
 }
 CLIENT_CLOSED_REQUEST = 499
+# What FastAPI says when the body could not be read as JSON for a reason other than a syntax error
+# (invalid UTF-8, nesting too deep for the parser).
+_FASTAPI_BODY_PARSE_ERROR = "There was an error parsing the body"
+# Pydantic's names for the branches of a union (`str | list[int]`), which are not field names.
+_UNION_BRANCHES = {"str", "int", "float", "bool", "none", "dict", "list"}
 
 
 def error_body(status: int, message: str, param: str | None = None, code: str | None = None,
@@ -53,8 +59,8 @@ def field_path(loc: tuple | list) -> str | None:
     for part in parts:
         if isinstance(part, int):
             path += f"[{part}]"
-        elif "[" in str(part) or "-" in str(part) and not str(part).isidentifier():
-            continue   # pydantic's union-branch tags, e.g. "function-after[...]", are not field names
+        elif "[" in str(part) or "-" in str(part) and not str(part).isidentifier() or part in _UNION_BRANCHES:
+            continue   # pydantic's union-branch tags, e.g. "function-after[...]" or "str", are not field names
         else:
             path += f".{part}" if path else str(part)
     return path or None
@@ -71,11 +77,26 @@ def validation_message(error: dict) -> tuple[str, str | None]:
         return "the request body is missing (send a JSON object)", None
     if kind == "extra_forbidden":
         return f"unknown field {param!r}", param
+    if kind == "finite_number":
+        return f"{param}: must be a finite number (NaN and Infinity are not)", param
     return (f"{param}: {error.get('msg', 'invalid value')}" if param else error.get("msg", "invalid request")), param
+
+
+def is_json_content_type(value: str | None) -> bool:
+    media_type = (value or "").split(";", 1)[0].strip().lower()
+    return media_type == "application/json" or media_type.endswith("+json")
 
 
 async def _validation_handler(request: Request, exc: RequestValidationError) -> Response:
     errors = exc.errors()
+    content_type = request.headers.get("content-type")
+    if request.method == "POST" and content_type and not is_json_content_type(content_type):
+        # FastAPI reads a body as JSON only when it is declared so (or undeclared); say that rather than
+        # "missing field" for a form or text body.
+        return error_response(
+            415, f"the request body must be JSON sent with Content-Type: application/json (got {content_type})",
+            code="unsupported_media_type",
+        )
     message, param = validation_message(errors[0]) if errors else ("invalid request", None)
     return error_response(400, message, param)
 
@@ -98,6 +119,9 @@ async def _dead_handler(request: Request, exc: EngineDeadError) -> Response:
 
 
 async def _http_handler(request: Request, exc: StarletteHTTPException) -> Response:
+    if exc.status_code == 400 and exc.detail == _FASTAPI_BODY_PARSE_ERROR:
+        return error_response(400, "the request body is not valid JSON (it must be UTF-8 text, nested at most a few "
+                              "hundred levels deep)", code="invalid_json")
     return error_response(exc.status_code, str(exc.detail), headers=getattr(exc, "headers", None))
 
 

@@ -160,6 +160,11 @@ def _assistant_messages(message: ChatMessage, index: int, call_names: dict[str, 
 
 def _tool_result_name(message: ChatMessage, index: int, call_names: dict[str, str]) -> str:
     name = message.name or call_names.get(message.tool_call_id or "")
+    if name is None and message.tool_call_id is None:
+        raise HarmonyRenderError(
+            "a tool message needs tool_call_id: the id of the assistant's tool call it answers (or the function's name)",
+            f"messages[{index}].tool_call_id",
+        )
     if name is None:
         raise HarmonyRenderError(
             f"tool message answers tool_call_id {message.tool_call_id!r}, which no earlier assistant message made",

@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from tkr_embed.protocol.text_checks import refuse_lone_surrogates
 
 ReasoningLevel = Literal["low", "medium", "high"]
 
 
 class NativeRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Unknown fields are refused by name; NaN and Infinity are refused as "not a finite number".
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _valid_unicode(cls, value: Any) -> Any:
+        return refuse_lone_surrogates(value)
 
 
 class GenerateRequest(NativeRequest):
@@ -59,9 +67,12 @@ class GenerateResponse(BaseModel):
 
 
 class StreamDelta(BaseModel):
-    delta: str
+    delta: str                      # final-answer text only ("" while the model reasons)
     finish_reason: str | None
     tokens_generated: int
+    # Analysis-channel text of this update; the key is left out of answer-only events, so those keep
+    # exactly the original spec's shape.
+    reasoning: str | None = Field(default=None, exclude_if=lambda value: value is None)
 
 
 class StreamEvent(BaseModel):

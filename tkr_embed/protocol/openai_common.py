@@ -4,12 +4,22 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, field_validator
+
+from tkr_embed.protocol.text_checks import refuse_lone_surrogates
 
 
 class OpenAIRequest(BaseModel):
     # Clients (the SDK included) send fields we do not use; they are ignored, never a 500.
-    model_config = ConfigDict(extra="ignore")
+    # NaN and Infinity (which Python's JSON parser accepts) are refused as "not a finite number".
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _valid_unicode(cls, value: Any) -> Any:
+        return refuse_lone_surrogates(value)
 
 
 class StreamOptions(OpenAIRequest):

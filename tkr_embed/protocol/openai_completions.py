@@ -4,18 +4,19 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StrictInt
 
 from tkr_embed.protocol.openai_common import OpenAIRequest, StreamOptions, Usage
 
 
 class CompletionRequest(OpenAIRequest):
     model: str | None = None
-    prompt: str | list[int] = Field(union_mode="left_to_right")
+    # One prompt (text or token ids) or a list of them; each gets n choices, numbered prompt-major.
+    prompt: str | list[StrictInt] | list[str] | list[list[StrictInt]] = Field(union_mode="left_to_right")
     max_tokens: int | None = Field(16, ge=1)
     temperature: float = Field(1.0, ge=0.0, le=2.0)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
-    top_k: int = 0
+    top_k: int = Field(0, ge=-1, le=1_000_000)   # 0 or -1: off
     min_p: float = Field(0.0, ge=0.0, le=1.0)
     n: int = Field(1, ge=1, le=16)
     stream: bool = False
@@ -28,6 +29,15 @@ class CompletionRequest(OpenAIRequest):
     frequency_penalty: float = Field(0.0, ge=-2.0, le=2.0)
     repetition_penalty: float = Field(1.0, gt=0.0, le=10.0)
     user: str | None = None
+
+
+    def prompts(self) -> list[str | list[int]]:
+        """The prompts as a list: a string or a flat list of ids is one prompt."""
+        if isinstance(self.prompt, str):
+            return [self.prompt]
+        if self.prompt and all(isinstance(item, int) for item in self.prompt):
+            return [list(self.prompt)]
+        return list(self.prompt)
 
 
 class CompletionLogprobs(BaseModel):

@@ -28,7 +28,7 @@ from tkr_embed.services.accounting import note_reasoning_tokens
 from tkr_embed.services.context import ModelContext, new_request_id, unix_now
 from tkr_embed.services.engine_stream import EngineStream
 from tkr_embed.services.errors import BadRequestError
-from tkr_embed.services.harmony_decode import ChoiceDelta, HarmonyDecoder
+from tkr_embed.services.harmony_decode import ChoiceDelta, HarmonyDecoder, openai_finish_reason
 from tkr_embed.services.logprobs import chat_logprobs
 from tkr_embed.services.response_caching import CacheSlot, cache_slot, replay
 
@@ -147,7 +147,7 @@ class ChatCompletionService:
                         tool_calls=tool_calls or None,
                     ),
                     logprobs=self._logprobs(prepared, result.content_logprobs),
-                    finish_reason=result.finish_reason,
+                    finish_reason=openai_finish_reason(result.finish_reason),
                 )
             )
         results = decoder.results()
@@ -229,7 +229,7 @@ class ChatCompletionService:
                 tool_calls=tool_calls or None,
             ),
             logprobs=self._logprobs(prepared, delta.content_logprobs) if delta.content_logprobs else None,
-            finish_reason=delta.finish_reason,
+            finish_reason=openai_finish_reason(delta.finish_reason) if delta.finish_reason else None,
         )
 
     def _logprobs(self, prepared: PreparedChat, logprobs: list[TokenLogprob]) -> ChoiceLogprobs | None:

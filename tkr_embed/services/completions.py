@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -19,7 +20,12 @@ from tkr_embed.services.context import ModelContext, new_request_id, unix_now
 from tkr_embed.services.engine_stream import EngineStream
 from tkr_embed.services.errors import BadRequestError
 from tkr_embed.services.logprobs import completion_logprobs
+from tkr_embed.services.stream_merge import merge_streams
 from tkr_embed.services.response_caching import CacheSlot, cache_slot, replay
+
+
+MAX_PROMPTS = 64
+MAX_CHOICES = 128    # prompts × n in one request
 
 
 @dataclass
@@ -33,27 +39,49 @@ class PreparedCompletion:
 
 
 def finish_reason_of(reason: FinishReason | None) -> str | None:
-    return None if reason is None else reason.value
+    """OpenAI's values only: an aborted request (server shutdown) was cut short, so "length"."""
+    if reason is None:
+        return None
+    return "length" if reason == FinishReason.ABORT else reason.value
 
 
 class CompletionService:
     def __init__(self, ctx: ModelContext) -> None:
         self.ctx = ctx
 
-    def prepare(self, request: CompletionRequest) -> PreparedCompletion:
+    def prepare(self, request: CompletionRequest) -> list[PreparedCompletion]:
+        """One prepared engine request per prompt; any bad prompt refuses the whole request."""
         self.ctx.check_model(request.model)
-        if isinstance(request.prompt, str):
-            if not request.prompt:
-                raise BadRequestError("prompt must not be empty", "prompt")
-            prompt_ids = self.ctx.tokenizer.encode(request.prompt)
-            prompt_text = request.prompt
+        prompts = request.prompts()
+        if not prompts:
+            raise BadRequestError("prompt must not be empty", "prompt")
+        if len(prompts) > MAX_PROMPTS:
+            raise BadRequestError(f"at most {MAX_PROMPTS} prompts in one request (got {len(prompts)})", "prompt")
+        if len(prompts) * request.n > MAX_CHOICES:
+            raise BadRequestError(
+                f"{len(prompts)} prompts × n={request.n} asks for more than {MAX_CHOICES} choices", "n"
+            )
+        stop = stop_list(request.stop)
+        return [
+            self._prepare_one(request, prompt, "prompt" if len(prompts) == 1 else f"prompt[{index}]", stop)
+            for index, prompt in enumerate(prompts)
+        ]
+
+    def _prepare_one(
+        self, request: CompletionRequest, prompt: str | list[int], param: str, stop: list[str]
+    ) -> PreparedCompletion:
+        if isinstance(prompt, str):
+            if not prompt:
+                raise BadRequestError("prompt must not be empty", param)
+            prompt_ids = self.ctx.tokenizer.encode(prompt)
+            prompt_text = prompt
         else:
             vocab = self.ctx.tokenizer.vocab_size
-            if not request.prompt or any(not 0 <= t < vocab for t in request.prompt):
-                raise BadRequestError(f"prompt token ids must be a non-empty list of ids in [0, {vocab})", "prompt")
-            prompt_ids = list(request.prompt)
+            if not prompt or any(not 0 <= t < vocab for t in prompt):
+                raise BadRequestError(f"prompt token ids must be a non-empty list of ids in [0, {vocab})", param)
+            prompt_ids = list(prompt)
             prompt_text = self.ctx.tokenizer.decode(prompt_ids)
-        max_tokens = self.ctx.max_tokens_for(len(prompt_ids), request.max_tokens, "max_tokens", "prompt")
+        max_tokens = self.ctx.max_tokens_for(len(prompt_ids), request.max_tokens, "max_tokens", param)
         params = SamplingParams(
             n=request.n,
             max_tokens=max_tokens,
@@ -66,7 +94,7 @@ class CompletionService:
             frequency_penalty=request.frequency_penalty,
             seed=request.seed,
             logprobs=request.logprobs,
-            stop=stop_list(request.stop),
+            stop=stop,
         )
         return PreparedCompletion(
             new_request_id("cmpl"), prompt_ids, prompt_text, params, request.echo, request.logprobs
@@ -84,13 +112,46 @@ class CompletionService:
 
     async def create(self, request: CompletionRequest) -> CompletionResponse:
         prepared = self.prepare(request)
-        slot = self._cache_slot(prepared, stream=False)
+        if len(prepared) > 1:
+            # Several prompts: one engine request each, run together (none cached: a cache entry is one prompt's).
+            tasks = [asyncio.ensure_future(self._create(one)) for one in prepared]
+            try:
+                responses = await asyncio.gather(*tasks)
+            finally:
+                for task in tasks:
+                    task.cancel()
+            return self._combined(responses, request.n)
+        slot = self._cache_slot(prepared[0], stream=False)
         if slot is not None and (cached := slot.lookup()) is not None:
             return cached
-        response = await self._create(prepared)
+        response = await self._create(prepared[0])
         if slot is not None:
             slot.store(response)
         return response
+
+    def _combined(self, responses: list[CompletionResponse], n: int) -> CompletionResponse:
+        """One response of every prompt's choices, numbered prompt-major (prompt p, choice i → p*n + i)."""
+        choices = [
+            choice.model_copy(update={"index": number * n + choice.index})
+            for number, response in enumerate(responses)
+            for choice in response.choices
+        ]
+        usages = [response.usage for response in responses if response.usage is not None]
+        return CompletionResponse(
+            id=responses[0].id, created=responses[0].created, model=self.ctx.model_id, choices=choices,
+            usage=self._summed(usages),
+        )
+
+    @staticmethod
+    def _summed(usages: list[Usage]) -> Usage:
+        return Usage(
+            prompt_tokens=sum(u.prompt_tokens for u in usages),
+            completion_tokens=sum(u.completion_tokens for u in usages),
+            total_tokens=sum(u.total_tokens for u in usages),
+            prompt_tokens_details=PromptTokensDetails(
+                cached_tokens=sum(u.prompt_tokens_details.cached_tokens for u in usages if u.prompt_tokens_details)
+            ),
+        )
 
     async def _create(self, prepared: PreparedCompletion) -> CompletionResponse:
         n = prepared.params.n
@@ -127,12 +188,51 @@ class CompletionService:
     async def create_stream(self, request: CompletionRequest) -> AsyncIterator[CompletionResponse]:
         prepared = self.prepare(request)
         include_usage = bool(request.stream_options and request.stream_options.include_usage)
-        slot = self._cache_slot(prepared, stream=True, include_usage=include_usage)
+        if len(prepared) > 1:
+            return await self._open_merged(prepared, include_usage)
+        slot = self._cache_slot(prepared[0], stream=True, include_usage=include_usage)
         if slot is not None and (cached := slot.lookup()) is not None:
             return replay(cached)
-        stream = await self._open(prepared)
-        chunks = self._chunks(prepared, stream, include_usage)
+        stream = await self._open(prepared[0])
+        chunks = self._chunks(prepared[0], stream, include_usage)
         return slot.recording(chunks) if slot is not None else chunks
+
+    async def _open_merged(
+        self, prepared: list[PreparedCompletion], include_usage: bool
+    ) -> AsyncIterator[CompletionResponse]:
+        """Opens every prompt's engine request now (errors before any byte; the opened ones are
+        aborted if a later one fails) and returns their chunks interleaved, renumbered prompt-major."""
+        streams: list[EngineStream] = []
+        try:
+            for one in prepared:
+                streams.append(await self._open(one))
+        except BaseException:
+            for stream in streams:
+                await stream.aclose()
+            raise
+        return self._merged_chunks(prepared, streams, include_usage)
+
+    async def _merged_chunks(
+        self, prepared: list[PreparedCompletion], streams: list[EngineStream], include_usage: bool
+    ) -> AsyncIterator[CompletionResponse]:
+        n = prepared[0].params.n
+        sources = [self._chunks(one, stream, include_usage) for one, stream in zip(prepared, streams)]
+        usages: list[Usage] = []
+        try:
+            async for number, chunk in merge_streams(sources):
+                if not chunk.choices and chunk.usage is not None:
+                    usages.append(chunk.usage)   # each prompt's usage chunk: summed into one at the end
+                    continue
+                choices = [c.model_copy(update={"index": number * n + c.index}) for c in chunk.choices]
+                yield chunk.model_copy(update={"id": prepared[0].request_id, "choices": choices})
+        finally:
+            for stream in streams:
+                await stream.aclose()
+        if include_usage:
+            yield CompletionResponse(
+                id=prepared[0].request_id, created=unix_now(), model=self.ctx.model_id, choices=[],
+                usage=self._summed(usages),
+            )
 
     async def _chunks(
         self, prepared: PreparedCompletion, stream: EngineStream, include_usage: bool

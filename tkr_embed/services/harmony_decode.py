@@ -11,6 +11,12 @@ from tkr_embed.harmony.types import ToolCall
 from tkr_embed.services.stop_strings import StopStringMatcher
 
 
+def openai_finish_reason(reason: str) -> str:
+    """The finish reason as OpenAI clients know it: "abort" (the server stopped the request, e.g. at
+    shutdown) is not one of OpenAI's values, and the answer was cut short, so it reads as "length"."""
+    return "length" if reason == FinishReason.ABORT.value else reason
+
+
 @dataclass
 class ChoiceDelta:
     """What one choice produced in one engine update."""

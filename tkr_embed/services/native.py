@@ -104,7 +104,8 @@ class NativeService:
         )
 
     async def stream(self, request: GenerateRequest | ChatRequest) -> AsyncIterator[StreamEvent]:
-        """Opens the engine request now (errors before any byte) and returns one event per answer delta."""
+        """Opens the engine request now (errors before any byte) and returns one event per update that
+        produced answer text (`delta`), reasoning text (`reasoning`) or the finish reason."""
         prepared = self.prepare(request)
         slot = self._cache_slot(prepared, "/stream", stream=True)
         if slot is not None and (cached := slot.lookup()) is not None:
@@ -120,10 +121,13 @@ class NativeService:
             async for update in stream:
                 tokens_generated = update.num_completion_tokens
                 for delta in decoder.step(update.outputs):
-                    if delta.content or delta.finish_reason:
+                    if delta.content or delta.reasoning or delta.finish_reason:
                         yield StreamEvent(
                             chunk=StreamDelta(
-                                delta=delta.content, finish_reason=delta.finish_reason, tokens_generated=tokens_generated
+                                delta=delta.content,
+                                finish_reason=delta.finish_reason,
+                                tokens_generated=tokens_generated,
+                                reasoning=delta.reasoning or None,
                             ),
                             reasoning_level=prepared.reasoning_level,
                             model=self.ctx.model_id,

@@ -1,0 +1,31 @@
+"""Checks every request model shares: text must be real Unicode (no lone UTF-16 surrogates)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic_core import PydanticCustomError
+
+SURROGATES = range(0xD800, 0xE000)
+
+
+def has_lone_surrogate(value: Any) -> bool:
+    """True when a string anywhere in `value` (lists and dicts walked) holds a surrogate code point.
+
+    JSON lets a client write "\\ud800" alone; Python keeps it, and it cannot be encoded as UTF-8,
+    so the tokenizer and the prompt renderer would fail on it later."""
+    if isinstance(value, str):
+        return not value.isascii() and any(ord(char) in SURROGATES for char in value)
+    if isinstance(value, (list, tuple)):
+        return any(has_lone_surrogate(item) for item in value)
+    if isinstance(value, dict):
+        return any(has_lone_surrogate(key) or has_lone_surrogate(item) for key, item in value.items())
+    return False
+
+
+def refuse_lone_surrogates(value: Any) -> Any:
+    if has_lone_surrogate(value):
+        raise PydanticCustomError(
+            "invalid_unicode", "text must be valid Unicode (a lone UTF-16 surrogate such as \\ud800 is not)"
+        )
+    return value
