@@ -180,3 +180,37 @@ def test_examples_fail_without_the_key_when_auth_is_on(server):
     env = {**os.environ, "BASE_URL": server, "API_KEY": "", "MAX_TOKENS": "1"}
     completed = subprocess.run(["bash", str(EXAMPLES / "curl/models.sh")], env=env, capture_output=True, text=True)
     assert completed.returncode != 0 and '"authentication_error"' in completed.stdout
+
+
+README = Path(__file__).parents[2] / "README.md"
+
+
+def readme_curl_commands() -> list[str]:
+    """Every `curl` command of the README's shell blocks, continuation lines joined."""
+    blocks = re.findall(r"```sh\n(.*?)```", README.read_text(), flags=re.S)
+    commands = []
+    for block in blocks:
+        for command in block.replace("\\\n", " ").splitlines():
+            if command.startswith("curl "):
+                commands.append(command.split("  #", 1)[0].strip())
+    return commands
+
+
+def test_readme_curl_examples_work(server):
+    """Each README curl runs as written (max_tokens lowered: the demo's answers are noise) and gets a 2xx."""
+    commands = readme_curl_commands()
+    assert len(commands) >= 14
+    env = {**os.environ, "BASE_URL": server, "API_KEY": API_KEY, "ADMIN_KEY": API_KEY}
+    key_id = None
+    for command in sorted(commands, key=lambda c: "KEY_ID" in c):   # revoke the key made by the create
+        command = re.sub(r'"(max_tokens|max_output_tokens)": \d+', rf'"\1": {MAX_TOKENS}', command)
+        if "KEY_ID" in command:
+            assert key_id, "the README creates a key before revoking one"
+            command = command.replace("KEY_ID", key_id)
+        completed = subprocess.run(
+            ["bash", "-c", command.replace("curl ", "curl -sS --fail-with-body ", 1)],
+            env=env, capture_output=True, text=True, timeout=120,
+        )
+        assert completed.returncode == 0, f"{command}\n{completed.stdout}\n{completed.stderr}"
+        if "/admin/api-keys" in command and "-X POST" in command:
+            key_id = json.loads(completed.stdout)["id"]

@@ -91,11 +91,19 @@ def create_app(
     return app
 
 
+# Libraries that log every operation at DEBUG (aiosqlite: each SQL call); ours log DEBUG in development.
+QUIET_LIBRARY_LOGGERS = ("aiosqlite", "httpx", "httpcore", "asyncio", "multipart", "python_multipart", "hpack")
+
+
 def configure_logging(settings: Settings) -> None:
-    """Every logger (uvicorn's access log included) through one redacting handler on stderr."""
+    """Every logger (uvicorn's access log included) through one redacting handler on stderr; the
+    chattiest libraries stay at INFO or above whatever our level is."""
     from tkr_embed.logging import configure_logging as configure_redacted_logging
 
     configure_redacted_logging(settings.log_level, json=settings.server.log_format == "json", stream=sys.stderr)
+    library_level = max(logging.INFO, logging.getLevelName(settings.log_level.upper()))
+    for name in QUIET_LIBRARY_LOGGERS:
+        logging.getLogger(name).setLevel(library_level)
 
 
 def serve(
