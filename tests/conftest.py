@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,3 +24,16 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     # An empty run (exit code 5) must fail, never pass unnoticed: the suite always has tests.
     if exitstatus == pytest.ExitCode.NO_TESTS_COLLECTED:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A throw-away redis-server shared by the whole session (tests/redis_support.py), stopped at the end."""
+    from redis_support import start_redis
+
+    try:
+        server = start_redis(tmp_path_factory.mktemp("redis"))
+    except RuntimeError as error:
+        pytest.fail(str(error))
+    yield server.url
+    server.stop()

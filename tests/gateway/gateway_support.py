@@ -18,6 +18,7 @@ sys.path.insert(0, str(Path(__file__).parent.parent / "api"))
 
 from fake_engine import FakeEngine  # noqa: E402
 from live_server import live_server  # noqa: E402
+from redis_support import free_port  # noqa: E402,F401 (re-exported for the replica tests)
 
 from tkr_embed.api.gateway import GatewayExtension  # noqa: E402
 from tkr_embed.api.server import create_app  # noqa: E402
@@ -62,12 +63,6 @@ def gateway_server(data_dir: Path, **sections: Any) -> Iterator[GatewayServer]:
     app = create_app(settings, engine, tokenizer=tok, model_path="/models/fake", extensions=[extension])
     with live_server(app) as url:
         yield GatewayServer(url, engine, extension, settings)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def raw_request(url: str, method: str, target: str, headers: dict[str, str] | None = None, body: bytes = b"") -> int:

@@ -111,7 +111,7 @@ def test_stats_count_requests_tokens_and_cache(server: GatewayServer, admin: htt
         "key_id": created["id"], "name": "stats-tenant", "requests": 2,
         "prompt_tokens": 2 * first["usage"]["prompt_tokens"], "completion_tokens": 2 * first["usage"]["completion_tokens"],
         "reasoning_tokens": 2 * first["usage"]["completion_tokens_details"]["reasoning_tokens"],
-        "total_tokens": 2 * first["usage"]["total_tokens"], "cache_hits": 1,
+        "total_tokens": 2 * first["usage"]["total_tokens"], "cache_hits": 1, "rate_limit_rejections": 0,
     }
     assert stats["cache"]["enabled"] is True and stats["cache"]["hits"] >= 1 and 0 < stats["cache"]["hit_rate"] <= 1
     assert stats["rate_limit"] == {"enabled": False, "storage": "off", "rejections": 0}

@@ -79,3 +79,31 @@ def test_openai_sdk_sees_rate_limit_error(server: GatewayServer) -> None:
 
 def test_master_key_is_not_limited(server: GatewayServer) -> None:
     assert [_post(server, MASTER_KEY).status_code for _ in range(6)] == [200] * 6
+
+
+def test_stats_count_rejections_per_key_without_key_labels(server: GatewayServer) -> None:
+    noisy = server.create_key("noisy", limits={"burst": 1})
+    quiet = server.create_key("quiet")
+    assert [_post(server, noisy["api_key"]).status_code for _ in range(4)] == [200, 429, 429, 429]
+    assert _post(server, quiet["api_key"]).status_code == 200
+    with server.admin() as admin:
+        stats = admin.get("/admin/stats").json()
+        metrics = admin.get("/metrics").text
+    rows = {row["key_id"]: row for row in stats["usage"]}
+    assert (rows[noisy["id"]]["requests"], rows[noisy["id"]]["rate_limit_rejections"]) == (1, 3)
+    assert (rows[quiet["id"]]["requests"], rows[quiet["id"]]["rate_limit_rejections"]) == (1, 0)
+    assert stats["rate_limit"]["enabled"] is True and stats["rate_limit"]["storage"] == "memory"
+    assert stats["rate_limit"]["rejections"] == sum(row["rate_limit_rejections"] for row in stats["usage"])
+    # Prometheus keeps one process total, never a series per key.
+    assert f"tkr_rate_limit_rejections_total {float(stats['rate_limit']['rejections'])}" in metrics
+    assert noisy["id"] not in metrics
+
+
+def test_a_key_with_rejections_but_no_usage_is_listed(server: GatewayServer) -> None:
+    blocked = server.create_key("blocked", limits={"burst": 1})
+    invalid = _post(server, blocked["api_key"], {"prompt": "hi", "max_tokens": -1})   # admitted, served nothing
+    assert invalid.status_code == 400
+    assert _post(server, blocked["api_key"]).status_code == 429
+    with server.admin() as admin:
+        row = next(r for r in admin.get("/admin/stats").json()["usage"] if r["key_id"] == blocked["id"])
+    assert (row["name"], row["requests"], row["rate_limit_rejections"]) == ("blocked", 0, 1)

@@ -104,9 +104,22 @@ async def test_two_limiters_share_one_limit_through_redis(redis_url: str) -> Non
         refused = await second.check(key_id, limits)
         assert not refused.allowed and refused.remaining_requests == 0 and refused.limit_requests == 4
         assert not (await first.check(key_id, limits)).allowed
+        # Each refusal is counted once, per key, and both replicas see the shared count.
+        assert (first.rejections, second.rejections) == (1, 1)
+        assert (await first.rejections_by_key())[key_id] == 2
+        assert (await second.rejections_by_key())[key_id] == 2
     finally:
         await first.close()
         await second.close()
+
+
+async def test_rejections_are_counted_per_key_in_memory() -> None:
+    limiter = RateLimiter()
+    for key_id, attempts in (("key_a", 7), ("key_b", 6), ("key_c", 2)):
+        for _ in range(attempts):
+            await limiter.check(key_id, ONLY_MINUTE)
+    assert await limiter.rejections_by_key() == {"key_a": 2, "key_b": 1}
+    assert limiter.rejections == 3
 
 
 async def test_burst_bucket_is_shared_through_redis(redis_url: str) -> None:

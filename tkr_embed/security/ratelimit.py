@@ -11,6 +11,7 @@ values of the `Retry-After` and `x-ratelimit-*` headers.
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import time
 from dataclasses import dataclass, fields, replace
@@ -36,6 +37,11 @@ _STRATEGIES: dict[str, type[WindowLimiter]] = {
     "sliding-window-counter": SlidingWindowCounterRateLimiter,
 }
 _NAMESPACE = "tkr"
+# A Redis command takes well under a millisecond; a store that does not answer within this fails the
+# check (then rate_limit.fail_open decides) instead of holding the request.
+REDIS_TIMEOUT_S = 1.0
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -153,7 +159,9 @@ class RateLimiter:
             self._buckets = bucket_store or MemoryTokenBucketStore()
         elif storage_url.startswith(("redis://", "rediss://", "unix://")):
             # One connection pool for the windows and the bucket, closed by `close()`.
-            self._redis = Redis.from_url(storage_url)
+            self._redis = Redis.from_url(
+                storage_url, socket_timeout=REDIS_TIMEOUT_S, socket_connect_timeout=REDIS_TIMEOUT_S
+            )
             self._storage = RedisStorage(
                 "async+" + storage_url,
                 implementation="redispy",
@@ -164,7 +172,9 @@ class RateLimiter:
         else:
             raise ValueError(f"rate-limit storage must be memory:// or redis://..., not {storage_url!r}")
         self._windows = _STRATEGIES[strategy](self._storage)
-        self.rejections = 0
+        self._rejections_key = f"{key_prefix}:rejections"
+        self._local_rejections: dict[str, int] = {}
+        self.rejections = 0   # refused by this process
 
     async def check(self, key_id: str, limits: RateLimits, cost_tokens: int = 0) -> RateDecision:
         """Admit or refuse one request of `key_id` that may use `cost_tokens` tokens (prompt + max new)."""
@@ -190,7 +200,7 @@ class RateLimiter:
         if limits.burst is not None:
             bucket = await self._buckets.take(f"{key_id}:{limits.burst}", limits.burst, limits.bucket_refill_per_s)
             if not bucket.allowed:
-                self.rejections += 1
+                await self._count_rejection(key_id)
                 token_stats = await self._token_stats(key_id, token_window)
                 return RateDecision(
                     allowed=False,
@@ -217,6 +227,18 @@ class RateLimiter:
             item = RateLimitItemPerMinute(limits.tokens_per_minute, namespace=_NAMESPACE)
             await self._windows.hit(item, key_id, "tokens", cost=tokens)
 
+    async def rejections_by_key(self) -> dict[str, int]:
+        """Refusals per key id: shared by every replica on the same Redis, else (or while Redis does not
+        answer) this process's."""
+        if self._redis is None:
+            return dict(self._local_rejections)
+        try:
+            counts = await self._redis.hgetall(self._rejections_key)
+        except Exception:
+            logger.warning("redis unavailable: reporting this process's rate-limit rejections only", exc_info=True)
+            return dict(self._local_rejections)
+        return {key.decode(): int(value) for key, value in counts.items()}
+
     async def close(self) -> None:
         await self._buckets.close()
         if self._redis is not None:
@@ -225,8 +247,19 @@ class RateLimiter:
     async def _refuse_window(
         self, key_id: str, windows: list[_Window], token_window: _Window | None, refused: _Window
     ) -> RateDecision:
-        self.rejections += 1
+        await self._count_rejection(key_id)
         return await self._decision(key_id, windows, token_window, allowed=False, refused=refused)
+
+    async def _count_rejection(self, key_id: str) -> None:
+        # Bounded: key ids come from authenticated keys. A failed count must not turn a refusal into
+        # a store error (which fail-open would admit), so it is only logged.
+        self.rejections += 1
+        self._local_rejections[key_id] = self._local_rejections.get(key_id, 0) + 1
+        if self._redis is not None:
+            try:
+                await self._redis.hincrby(self._rejections_key, key_id, 1)
+            except Exception:
+                logger.warning("could not count a rate-limit rejection in redis", exc_info=True)
 
     async def _stats(self, key_id: str, window: _Window) -> tuple[int, float]:
         stats = await self._windows.get_window_stats(window.item, key_id, window.unit)

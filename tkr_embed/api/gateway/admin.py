@@ -25,7 +25,7 @@ from tkr_embed.api.state import ServerState
 from tkr_embed.protocol.errors import ErrorResponse
 from tkr_embed.security.gateway import Gateway
 from tkr_embed.security.keys import utcnow
-from tkr_embed.security.usage import usage_totals
+from tkr_embed.security.usage import UsageTotals, usage_totals
 
 
 def _engine_stats(state: ServerState | None) -> EngineStatsView | None:
@@ -95,24 +95,25 @@ def admin_router(gateway: Gateway, storage: str) -> APIRouter:
         state: ServerState | None = getattr(request.app.state, "server", None)
         await gateway.usage.flush()   # this process's buffered usage counts too
         totals = await usage_totals(gateway.db)
+        limiter = gateway.limiter
+        rejections = await limiter.rejections_by_key() if limiter is not None else {}
         names = {info.id: info.name for info in await gateway.keys.list()}
         names.setdefault("master", "master")
         usage = [
             KeyUsage(
                 key_id=key_id, name=names.get(key_id), requests=t.requests, prompt_tokens=t.prompt_tokens,
                 completion_tokens=t.completion_tokens, reasoning_tokens=t.reasoning_tokens,
-                total_tokens=t.total_tokens, cache_hits=t.cache_hits,
+                total_tokens=t.total_tokens, cache_hits=t.cache_hits, rate_limit_rejections=rejections.get(key_id, 0),
             )
-            for key_id, t in sorted(totals.items())
+            for key_id, t in sorted({**dict.fromkeys(rejections, UsageTotals()), **totals}.items())
         ]
-        limiter = gateway.limiter
         return StatsResponse(
             uptime_s=state.uptime_s if state is not None else 0.0,
             cache=_cache_stats(gateway),
             rate_limit=RateLimitStatsView(
                 enabled=limiter is not None,
                 storage=storage if limiter is not None else "off",
-                rejections=limiter.rejections if limiter is not None else 0,
+                rejections=sum(rejections.values()),
             ),
             usage=usage,
             engine=_engine_stats(state),

@@ -95,6 +95,7 @@ class KeyUsage(BaseModel):
     reasoning_tokens: int
     total_tokens: int
     cache_hits: int
+    rate_limit_rejections: int = 0   # 429s answered to this key (every replica when Redis holds the limits)
 
 
 class CacheStatsView(BaseModel):
@@ -111,7 +112,7 @@ class CacheStatsView(BaseModel):
 class RateLimitStatsView(BaseModel):
     enabled: bool
     storage: Literal["memory", "redis", "off"]
-    rejections: int             # 429s answered by this process since it started
+    rejections: int             # 429s over every key (shared through Redis; this process's in memory)
 
 
 class EngineStatsView(BaseModel):
