@@ -53,6 +53,7 @@ from tkr_embed.services.chat_prompt import render
 from tkr_embed.services.context import ModelContext, unix_now
 from tkr_embed.services.engine_stream import EngineStream
 from tkr_embed.services.errors import BadRequestError
+from tkr_embed.services.response_caching import CacheSlot, cache_slot, replay
 
 OpenItem = ReasoningOutput | MessageOutput | FunctionCallOutput
 # The last stream event per status; an aborted request (server shutdown) ends as failed.
@@ -342,21 +343,40 @@ class ResponsesService:
         )
         return PreparedResponse(response_id, rendered, params, skeleton)
 
+    def _cache_slot(self, prepared: PreparedResponse, stream: bool) -> CacheSlot | None:
+        # Every echoed request field shapes the answer too; a hit replays the first answer (its id included).
+        echoed = prepared.skeleton.model_dump(mode="json", exclude={"id", "created_at"})
+        return cache_slot(
+            endpoint="/v1/responses", model=self.ctx.model_id, prompt_token_ids=prepared.rendered.token_ids,
+            params=prepared.params, stream=stream, extra={"echoed": echoed},
+        )
+
     async def create(self, request: ResponsesRequest) -> Response:
-        run = self._run(self.prepare(request))
+        prepared = self.prepare(request)
+        slot = self._cache_slot(prepared, stream=False)
+        if slot is not None and (cached := slot.lookup()) is not None:
+            return cached
+        run = self._run(prepared)
         async with await self._open(run.prepared) as stream:
             async for update in stream:
                 self._step(run, update)
         run.assembler.finish(self._status(run))
         note_reasoning_tokens(run.assembler.num_reasoning_tokens)
-        return self._response(run)
+        response = self._response(run)
+        if slot is not None:
+            slot.store(response)
+        return response
 
     async def create_stream(self, request: ResponsesRequest) -> AsyncIterator[StreamEvent]:
         """Opens the engine request now (errors are raised before any byte is sent) and returns the
         events to send."""
         prepared = self.prepare(request)
+        slot = self._cache_slot(prepared, stream=True)
+        if slot is not None and (cached := slot.lookup()) is not None:
+            return replay(cached)
         stream = await self._open(prepared)
-        return self._events(self._run(prepared), stream)
+        events = self._events(self._run(prepared), stream)
+        return slot.recording(events) if slot is not None else events
 
     async def _events(self, run: _Run, stream: EngineStream) -> AsyncIterator[StreamEvent]:
         assembler = run.assembler
