@@ -107,3 +107,34 @@ def test_hits_are_counted_in_usage(server: GatewayServer) -> None:
     assert (totals["requests"], totals["cache_hits"]) == (4, 3)
     assert totals["prompt_tokens"] == 4 * first["usage"]["prompt_tokens"]
     assert totals["completion_tokens"] == 4 * first["usage"]["completion_tokens"]
+
+
+def test_responses_api_uses_the_cache(server: GatewayServer, tenants: tuple[dict[str, str], dict[str, str]]) -> None:
+    tenant_a, tenant_b = tenants
+    body = {"input": "responses greedy", "temperature": 0, "max_output_tokens": 32}
+    before = len(server.engine.submitted)
+    first = _post(server, "/v1/responses", body, tenant_a)
+    second = _post(server, "/v1/responses", body, tenant_a)
+    assert (first.status_code, first.headers["x-cache"], second.headers["x-cache"]) == (200, "miss", "hit")
+    assert second.content == first.content and first.json()["output"][-1]["content"][0]["text"] == "Hello there"
+    assert len(server.engine.submitted) == before + 1
+    # Another tenant, a streamed twin, an echoed field or a sampled request: never this entry.
+    assert _post(server, "/v1/responses", body, tenant_b).headers["x-cache"] == "miss"
+    assert _post(server, "/v1/responses", {**body, "metadata": {"run": "2"}}, tenant_a).headers["x-cache"] == "miss"
+    assert _post(server, "/v1/responses", {**body, "instructions": "be brief"}, tenant_a).headers["x-cache"] == "miss"
+    sampled = _post(server, "/v1/responses", {**body, "temperature": 0.7}, tenant_a)
+    assert sampled.status_code == 200 and "x-cache" not in sampled.headers
+    streamed = [_post(server, "/v1/responses", {**body, "stream": True}, tenant_a) for _ in range(2)]
+    assert [r.headers["x-cache"] for r in streamed] == ["miss", "hit"]
+    assert streamed[1].content == streamed[0].content and b"event: response.completed" in streamed[0].content
+    assert len(server.engine.submitted) == before + 6
+
+
+def test_hits_carry_server_timing(server: GatewayServer, tenants: tuple[dict[str, str], dict[str, str]]) -> None:
+    tenant_a, _ = tenants
+    body = {"prompt": "timed", "temperature": 0, "max_tokens": 4}
+    for expected in ("miss", "hit"):
+        response = _post(server, "/v1/completions", body, tenant_a)
+        assert response.headers["x-cache"] == expected
+        name, _, duration = response.headers["server-timing"].partition(";dur=")
+        assert name == "total" and float(duration) > 0
