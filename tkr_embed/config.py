@@ -97,6 +97,9 @@ class SecurityConfig(_Section):
     # Peers (IPs or CIDR networks) whose X-Forwarded-Proto is believed; anyone else's is ignored.
     trusted_proxies: list[str] = Field(default_factory=lambda: ["127.0.0.1", "::1"])
     metrics_public: bool = False       # GET /metrics without a key (else: admin keys only)
+    # Seconds an authenticated key is remembered in process (0: look it up every request). Revocation
+    # through this process takes effect at once; through another replica or the CLI, within this time.
+    key_cache_ttl_s: float = Field(5.0, ge=0)
 
 
 class RateLimitConfig(_Section):
