@@ -41,7 +41,7 @@ class Gateway:
         register_secret(settings.security.api_key)
         register_secret(settings.security.secret_key)
         hasher = KeyHasher(load_server_secret(settings.data_dir, settings.security.secret_key))
-        keys = KeyStore(db, hasher)
+        keys = KeyStore(db, hasher, lookup_cache_ttl_s=settings.security.key_cache_ttl_s)
         rate = settings.rate_limit
         default_limits = RateLimits(
             burst=rate.burst,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import secrets
+import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -18,6 +20,7 @@ from tkr_embed.security.permissions import Permission, parse_permissions
 
 MAX_NAME_LENGTH = 200
 MAX_EXPIRES_IN_DAYS = 3650
+MAX_CACHED_KEYS = 10_000
 
 
 @dataclass(frozen=True)
@@ -64,12 +67,28 @@ def _check_limits(limits: KeyLimits) -> None:
 
 
 class KeyStore:
-    """API keys in the database. Secrets never enter it: `create` hashes, returns the key once, forgets it."""
+    """API keys in the database. Secrets never enter it: `create` hashes, returns the key once, forgets it.
 
-    def __init__(self, db: Database, hasher: KeyHasher, clock: Callable[[], datetime] = utcnow) -> None:
+    With `lookup_cache_ttl_s > 0`, `find_by_digest` remembers found keys (never misses, so a key made
+    by another process works at once) for that long, sparing a database round trip per request.
+    `revoke` drops the key from this store's memory at once; other processes notice within the TTL.
+    Expiry is unaffected: the authenticator checks `expires_at` on every request.
+    """
+
+    def __init__(
+        self,
+        db: Database,
+        hasher: KeyHasher,
+        clock: Callable[[], datetime] = utcnow,
+        lookup_cache_ttl_s: float = 0.0,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._db = db
         self._hasher = hasher
         self._clock = clock
+        self._lookup_ttl_s = lookup_cache_ttl_s
+        self._monotonic = monotonic
+        self._found: OrderedDict[str, tuple[float, StoredKey]] = OrderedDict()   # digest -> (expires, key)
 
     async def create(
         self,
@@ -139,11 +158,26 @@ class KeyStore:
                 raise KeyNotFoundError(key_id)
             if row.revoked_at is None:
                 row.revoked_at = self._clock()
+        self._forget(row.key_hash)
         return _row_to_info(row)
 
     async def find_by_digest(self, digest: str) -> StoredKey | None:
+        if self._lookup_ttl_s > 0:
+            cached = self._found.get(digest)
+            if cached is not None and self._monotonic() < cached[0]:
+                return cached[1]
         async with self._db.sessions() as session:
             row = await session.scalar(select(ApiKeyRow).where(ApiKeyRow.key_hash == digest))
         if row is None:
+            self._forget(digest)
             return None
-        return StoredKey(info=_row_to_info(row), key_hash=row.key_hash)
+        stored = StoredKey(info=_row_to_info(row), key_hash=row.key_hash)
+        if self._lookup_ttl_s > 0:
+            self._found[digest] = (self._monotonic() + self._lookup_ttl_s, stored)
+            self._found.move_to_end(digest)
+            while len(self._found) > MAX_CACHED_KEYS:
+                self._found.popitem(last=False)
+        return stored
+
+    def _forget(self, digest: str) -> None:
+        self._found.pop(digest, None)
