@@ -7,6 +7,7 @@ import json
 import time
 
 import httpx
+import pytest
 import openai
 
 REASONED = "<|channel|>analysis<|message|>Think hard.<|end|><|start|>assistant<|channel|>final<|message|>Paris.<|return|>"
@@ -113,3 +114,26 @@ def test_leaving_a_stream_of_several_prompts_aborts_each(base_url, fake, tokeniz
     while time.monotonic() < deadline and len(fake.aborted) < 3:
         time.sleep(0.02)
     assert sorted(fake.aborted) == sorted(r.request_id for r in fake.submitted) and len(fake.submitted) == 3
+
+
+@pytest.mark.parametrize(("path", "body", "streaming"), [
+    ("/generate", {"text": "Hi", "max_tokens": 50}, False),
+    ("/chat", {"messages": HELLO, "max_tokens": 50}, False),
+    ("/stream", {"text": "Hi", "max_tokens": 50}, True),
+    ("/v1/completions", {"prompt": "Hi", "max_tokens": 50}, False),
+    ("/v1/completions", {"prompt": "Hi", "max_tokens": 50, "stream": True}, True),
+    ("/v1/completions", {"prompt": ["a", "b"], "max_tokens": 50}, False),
+])
+def test_a_client_that_leaves_aborts_its_request(base_url, fake, harmony, path, body, streaming):
+    fake.script = lambda prompt, params: harmony("<|channel|>final<|message|>a b c d e f g")
+    fake.hang_after = 5
+    if streaming:
+        with httpx.stream("POST", base_url + path, json=body, timeout=30) as response:
+            assert next(response.iter_lines()).startswith("data: ")
+    else:
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(base_url + path, json=body, timeout=0.5)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and len(fake.aborted) < len(fake.submitted):
+        time.sleep(0.02)
+    assert fake.submitted and sorted(fake.aborted) == sorted(r.request_id for r in fake.submitted)
