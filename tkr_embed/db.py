@@ -6,12 +6,16 @@ single server needs nothing but a file in the data folder (SQLite, WAL, busy tim
 
 from __future__ import annotations
 
+import asyncio
 import os
 from pathlib import Path
 
 from sqlalchemy import event
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase
+
+CREATE_TABLES_ATTEMPTS = 5
 
 DATA_DIR_ENV = "GENERATION_DATA_DIR"
 DATABASE_URL_ENV = "GENERATION_DATABASE_URL"
@@ -90,8 +94,18 @@ class Database:
         # Import the table modules so their classes are registered on Base.metadata.
         from tkr_embed.security import models  # noqa: F401
 
-        async with self.engine.begin() as connection:
-            await connection.run_sync(Base.metadata.create_all)
+        # Replicas starting together race between "does the table exist?" and CREATE TABLE (and,
+        # on SQLite, on upgrading a read snapshot to a write lock): the loser retries, and then
+        # finds the tables the winner made.
+        for attempt in range(CREATE_TABLES_ATTEMPTS):
+            try:
+                async with self.engine.begin() as connection:
+                    await connection.run_sync(Base.metadata.create_all)
+                return
+            except DBAPIError:
+                if attempt == CREATE_TABLES_ATTEMPTS - 1:
+                    raise
+                await asyncio.sleep(0.05 * (attempt + 1))
 
     async def close(self) -> None:
         await self.engine.dispose()

@@ -36,3 +36,30 @@ def test_plain_urls_get_their_async_driver(monkeypatch: pytest.MonkeyPatch) -> N
     assert resolve_database_url("sqlite:////srv/tkr.db") == "sqlite+aiosqlite:////srv/tkr.db"
     monkeypatch.delenv("GENERATION_DATA_DIR", raising=False)
     assert resolve_database_url() == "sqlite+aiosqlite:///data/tkr-embed.db"
+
+
+def _start_database(url: str) -> None:
+    import asyncio
+
+    async def start_and_close() -> None:
+        db = Database(url)
+        try:
+            await db.start()
+        finally:
+            await db.close()
+
+    asyncio.run(start_and_close())
+
+
+def test_replicas_starting_together_on_one_new_database_all_start(tmp_path: Path) -> None:
+    """Several processes creating the tables of one new SQLite file at once: none fails."""
+    import multiprocessing
+
+    url = f"sqlite+aiosqlite:///{tmp_path / 'shared.db'}"
+    context = multiprocessing.get_context("spawn")
+    processes = [context.Process(target=_start_database, args=(url,)) for _ in range(6)]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(timeout=120)
+    assert [process.exitcode for process in processes] == [0] * 6
