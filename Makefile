@@ -18,7 +18,7 @@ else
   MLX_EXTRA := 'mlx[cpu]>=0.26'
 endif
 
-.PHONY: install serve test redis gpu-check bench clean
+.PHONY: install serve test services gpu-check clean
 
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -32,20 +32,28 @@ install: $(VENV)/.installed
 serve: install
 	$(PY) -m tkr_embed.cli serve
 
-# redis-server is needed by the shared rate-limit tests; install it from the OS packages when missing.
-redis:
-	@command -v redis-server >/dev/null 2>&1 || { \
+# The tests run against real servers: redis-server (shared rate limits) and PostgreSQL (the key store
+# on a database URL). Install them from the OS packages when missing.
+services:
+	@need=""; command -v redis-server >/dev/null 2>&1 || need="$$need redis-server"; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 || need="$$need postgresql"; \
+	if [ -n "$$need" ]; then \
 	  if command -v apt-get >/dev/null 2>&1; then \
 	    SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	    $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq redis-server >/dev/null; \
-	  elif command -v brew >/dev/null 2>&1; then brew install redis; \
-	  else echo "redis-server not found and no apt-get/brew to install it" >&2; exit 1; fi; }
+	    $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$need >/dev/null; \
+	  elif command -v brew >/dev/null 2>&1; then \
+	    brew install $$(echo $$need | sed 's/redis-server/redis/'); \
+	  else echo "need$$need and found no apt-get or brew to install them" >&2; exit 1; fi; \
+	fi
 
-test: install redis
-	$(PY) -m pytest -q
+test: install services
+	TKR_TEST_SERVICES_REQUIRED=1 $(PY) -m pytest -q
 
-gpu-check: install
-	$(PY) -m pytest -q -m gpu tests
+# GPU checks (kernels vs plain torch, GPU vs CPU logits). Runs on a CUDA machine with whatever Python
+# has torch + triton there (the venv when present); skipped cleanly where there is no GPU.
+GPU_PY ?= $(shell [ -x $(PY) ] && echo $(PY) || echo python3)
+gpu-check:
+	PYTHONPATH=$(CURDIR) $(GPU_PY) -m pytest -q -m gpu -o asyncio_mode=strict -p no:cacheprovider tests/gpu
 
 clean:
 	rm -rf $(VENV) .pytest_cache
