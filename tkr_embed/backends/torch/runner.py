@@ -108,6 +108,8 @@ class TorchModelRunner(ModelRunner):
         self.device = model.device
         self.dtype = model.dtype
         self.block_size = block_size
+        if self.device.type == "cuda" and hasattr(model, "prepare_kernels"):
+            model.prepare_kernels()               # fused q/k/v weight for the kernel path (views, no copy kept)
         context_len = min(max_model_len or self.config.max_position_embeddings, self.config.max_position_embeddings)
         if num_kv_blocks is None:
             num_kv_blocks = self._blocks_from_budget(kv_cache_bytes, kv_cache_memory_fraction, context_len)

@@ -110,6 +110,44 @@ class Attention(nn.Module):
         self.v_proj = Linear(hidden, self.num_kv_heads * self.head_dim, bias=bias, device=device, dtype=dtype)
         self.o_proj = Linear(self.num_heads * self.head_dim, hidden, bias=bias, device=device, dtype=dtype)
         self.sinks = empty_param(self.num_heads, device=device, dtype=dtype)
+        self.qkv_weight: torch.Tensor | None = None     # set by fuse_qkv (CUDA kernels path)
+        self.qkv_bias: torch.Tensor | None = None
+
+    @torch.no_grad()
+    def fuse_qkv(self) -> None:
+        """One [(Hq + 2 Hkv) * D, hidden] weight for the three projections; q/k/v become views of it."""
+        if self.qkv_weight is not None:
+            return
+        projections = (self.q_proj, self.k_proj, self.v_proj)
+        self.qkv_weight = torch.cat([p.weight for p in projections])
+        self.qkv_bias = torch.cat([p.bias for p in projections]) if self.q_proj.bias is not None else None
+        start = 0
+        for proj in projections:
+            rows = proj.weight.shape[0]
+            proj.weight.data = self.qkv_weight[start:start + rows]
+            if self.qkv_bias is not None:
+                proj.bias.data = self.qkv_bias[start:start + rows]
+            start += rows
+
+    def forward_kernels(
+        self,
+        hidden: torch.Tensor,                      # [T, hidden], already normed
+        cos_sin: tuple[torch.Tensor, torch.Tensor],
+        kv_cache: torch.Tensor,
+        metadata: AttentionMetadata,
+    ) -> torch.Tensor:
+        """The CUDA path after fuse_qkv: one projection, RoPE + KV write in one kernel.
+
+        Returns the output projection WITHOUT its bias [T, hidden] (the caller adds it in the norm).
+        """
+        from tkr_embed.backends.torch.kernels.fused_ops import rope_write_kv
+
+        num_tokens = hidden.shape[0]
+        qkv = F.linear(hidden, self.qkv_weight)                                           # [T, (Hq+2Hkv)*D]
+        q = rope_write_kv(qkv, self.qkv_bias, cos_sin[0], cos_sin[1], kv_cache, metadata.slot_mapping,
+                          self.num_heads, self.num_kv_heads, self.head_dim)               # [T, Hq, D]
+        out = paged_attention(q, kv_cache, self.sinks, metadata, scale=self.scale, sliding_window=self.sliding_window)
+        return F.linear(out.reshape(num_tokens, self.num_heads * self.head_dim), self.o_proj.weight)
 
     def forward(
         self,

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tkr_embed.backends.torch.attention import AttentionMetadata
+from tkr_embed.backends.torch.dispatch import use_kernels
 from tkr_embed.models.gpt_oss.config import GptOssConfig
 from tkr_embed.models.gpt_oss.layers import Attention, RMSNorm, RotaryEmbedding, empty_param
 from tkr_embed.models.gpt_oss.moe import MoE
@@ -59,6 +60,13 @@ class GptOssForCausalLM(nn.Module):
         self.model = GptOssModel(config, device=device, dtype=dtype, expert_format=expert_format)
         self.lm_head = nn.Module()
         self.lm_head.weight = empty_param(config.vocab_size, config.hidden_size, device=device, dtype=dtype)
+        self.kernels_ready = False
+
+    def prepare_kernels(self) -> None:
+        """CUDA: fuse each layer's q/k/v weights so the fused-kernel forward can run (no extra memory)."""
+        for layer in self.model.layers:
+            layer.self_attn.fuse_qkv()
+        self.kernels_ready = self.expert_format == "mxfp4"
 
     @property
     def device(self) -> torch.device:
@@ -73,11 +81,48 @@ class GptOssForCausalLM(nn.Module):
         attn_metadata: AttentionMetadata,
     ) -> torch.Tensor:
         """Returns the final-normed hidden states [T, hidden]; pick rows, then `compute_logits`."""
+        if self.kernels_ready and use_kernels(input_ids):
+            return self._forward_kernels(input_ids, positions, kv_caches, attn_metadata)
         hidden = F.embedding(input_ids, self.model.embed_tokens.weight)          # [T, hidden]
         cos_sin = self.model.rotary.cos_sin(positions, self.dtype)               # [T, D/2] x2
         for layer, kv_cache in zip(self.model.layers, kv_caches, strict=True):
             hidden = layer(hidden, cos_sin, kv_cache, attn_metadata)
         return self.model.norm(hidden)
+
+    def _forward_kernels(
+        self,
+        input_ids: torch.Tensor,
+        positions: torch.Tensor,
+        kv_caches: list[torch.Tensor],
+        attn_metadata: AttentionMetadata,
+    ) -> torch.Tensor:
+        """The same function as forward through fused Triton kernels: ~10 launches a layer.
+
+        Residual stream: norm(x) feeds attention; residual + attn (+ o bias) is normed in one kernel;
+        router top-k in one kernel; the MoE's last kernel adds the residual.
+        """
+        from tkr_embed.backends.torch.kernels.fused_ops import add_rms_norm, rms_norm, router_topk
+        from tkr_embed.backends.torch.kernels.mxfp4_moe import mxfp4_moe
+
+        eps = self.config.rms_norm_eps
+        layers = self.model.layers
+        residual = F.embedding(input_ids, self.model.embed_tokens.weight)                  # [T, hidden]
+        cos_sin = self.model.rotary.cos_sin(positions, self.dtype)                         # [T, D/2] x2
+        x = rms_norm(residual, layers[0].input_layernorm.weight, eps)
+        for index, (layer, kv_cache) in enumerate(zip(layers, kv_caches, strict=True)):
+            attn = layer.self_attn.forward_kernels(x, cos_sin, kv_cache, attn_metadata)   # [T, hidden]
+            x, residual = add_rms_norm(attn, residual, layer.post_attention_layernorm.weight, eps,
+                                       bias=layer.self_attn.o_proj.bias)
+            router, experts = layer.mlp.router, layer.mlp.experts
+            topk_ids, topk_weights = router_topk(x, router.weight, router.bias, router.top_k)
+            residual = mxfp4_moe(
+                x, topk_ids, topk_weights,
+                experts.gate_up_proj_blocks, experts.gate_up_proj_scales, experts.gate_up_proj_bias,
+                experts.down_proj_blocks, experts.down_proj_scales, experts.down_proj_bias, residual=residual,
+            )
+            next_norm = layers[index + 1].input_layernorm if index + 1 < len(layers) else self.model.norm
+            x = rms_norm(residual, next_norm.weight, eps)
+        return x
 
     @torch.inference_mode()
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:

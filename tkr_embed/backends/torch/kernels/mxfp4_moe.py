@@ -18,6 +18,7 @@ import triton.language as tl
 
 from tkr_embed.backends.torch.kernels.mxfp4_reference import SWIGLU_ALPHA, SWIGLU_LIMIT
 from tkr_embed.backends.torch.kernels.moe_align import align_pairs_to_experts
+from tkr_embed.backends.torch.kernels.mxfp4_gemv import FP16_CODE_SCALE, _codes_to_f32, mxfp4_moe_gemv
 
 
 GEMV_MAX_TOKENS = 8
@@ -37,8 +38,10 @@ class MoeTileConfig:
 def default_tile_config(num_tokens: int, top_k: int, num_experts: int) -> MoeTileConfig:
     """Small row blocks for decode (few pairs per expert), larger ones for prefill."""
     pairs_per_expert = num_tokens * top_k / num_experts
+    if num_tokens <= 2:
+        return MoeTileConfig(block_m=0, block_n=16, block_k=512, num_warps=8, num_stages=3)
     if num_tokens <= GEMV_MAX_TOKENS:
-        return MoeTileConfig(block_m=0, block_n=32, block_k=256, num_warps=4, num_stages=3)
+        return MoeTileConfig(block_m=0, block_n=16, block_k=256, num_warps=4, num_stages=3)
     if pairs_per_expert <= 16:
         return MoeTileConfig(block_m=16, block_n=64, block_k=128, num_warps=4, num_stages=3)
     if pairs_per_expert <= 64:
@@ -68,6 +71,27 @@ def _dequant_mxfp4(packed, scales, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr)
 
 
 @triton.jit
+def _split_dot(a_rows, w_base, s_base, row_valid, acc, k0, K: tl.constexpr, BLOCK_K: tl.constexpr,
+               W_ROWS: tl.constexpr):
+    """Decode tiles: even and odd k of A against the low and high nibbles (no weight interleaving)."""
+    offs_kb = k0 // 2 + tl.arange(0, BLOCK_K // 2)                       # byte index in the row
+    kb_valid = offs_kb < K // 2
+    a_mask = row_valid[:, None] & kb_valid[None, :]
+    a_even = tl.load(a_rows + 2 * offs_kb[None, :], mask=a_mask, other=0.0)        # [BM, BK/2]
+    a_odd = tl.load(a_rows + 2 * offs_kb[None, :] + 1, mask=a_mask, other=0.0)    # [BM, BK/2]
+    packed = tl.load(w_base + offs_kb[None, :], mask=kb_valid[None, :], other=0)  # [WR, BK/2]
+    offs_ks = k0 // 32 + tl.arange(0, BLOCK_K // 32)
+    scale_bits = tl.load(s_base + offs_ks[None, :], mask=(offs_ks < K // 32)[None, :], other=0)
+    scale = (scale_bits.to(tl.int32) << 23).to(tl.float32, bitcast=True) * FP16_CODE_SCALE   # [WR, BK/32]
+    scale = tl.broadcast_to(scale[:, :, None], (W_ROWS, BLOCK_K // 32, 16)).reshape(W_ROWS, BLOCK_K // 2)
+    bits = packed.to(tl.uint16)
+    low, high = _codes_to_f32(bits, bits)                               # [WR, BK/2] each
+    acc = tl.dot(a_even, tl.trans((low * scale).to(tl.bfloat16)), acc)  # [BM, WR]
+    acc = tl.dot(a_odd, tl.trans((high * scale).to(tl.bfloat16)), acc)
+    return acc
+
+
+@triton.jit
 def _moe_gemm_kernel(
     a_ptr,               # [rows, K] bf16: hidden (rows = tokens) or act (rows = pairs)
     sorted_pair_ids_ptr,  # [NB * BM] int32
@@ -78,7 +102,7 @@ def _moe_gemm_kernel(
     route_w_ptr,         # [P] fp32 routing weights (down only)
     out_ptr,             # [P, N_OUT] bf16
     num_pairs,
-    K,
+    K: tl.constexpr,
     N_W,
     N_OUT,
     stride_a,
@@ -119,17 +143,18 @@ def _moe_gemm_kernel(
     w_base = w_ptr + expert * stride_we + offs_wn_safe[:, None] * stride_wn
     s_base = s_ptr + expert * stride_se + offs_wn_safe[:, None] * stride_sn
     acc = tl.zeros((BLOCK_M, W_ROWS), dtype=tl.float32)
+    a_rows = a_ptr + a_row[:, None] * stride_a
     for k0 in range(0, K, BLOCK_K):
-        offs_k = k0 + tl.arange(0, BLOCK_K)
-        k_valid = offs_k < K
-        a = tl.load(a_ptr + a_row[:, None] * stride_a + offs_k[None, :],
-                    mask=row_valid[:, None] & k_valid[None, :], other=0.0)    # [BM, BK]
-        offs_kb = k0 // 2 + tl.arange(0, BLOCK_K // 2)
-        packed = tl.load(w_base + offs_kb[None, :], mask=(offs_kb < K // 2)[None, :], other=0)   # [WR, BK/2]
-        offs_ks = k0 // 32 + tl.arange(0, BLOCK_K // 32)
-        scales = tl.load(s_base + offs_ks[None, :], mask=(offs_ks < K // 32)[None, :], other=127)  # [WR, BK/32]
-        w = _dequant_mxfp4(packed, scales, W_ROWS, BLOCK_K)                  # [WR, BK]
-        acc = tl.dot(a, tl.trans(w), acc)                                   # [BM, WR]
+        if BLOCK_M >= 64:   # prefill tiles: one interleaved bf16 weight tile, one dot
+            offs_k = k0 + tl.arange(0, BLOCK_K)
+            a = tl.load(a_rows + offs_k[None, :], mask=row_valid[:, None] & (offs_k < K)[None, :], other=0.0)
+            offs_kb = k0 // 2 + tl.arange(0, BLOCK_K // 2)
+            packed = tl.load(w_base + offs_kb[None, :], mask=(offs_kb < K // 2)[None, :], other=0)   # [WR, BK/2]
+            offs_ks = k0 // 32 + tl.arange(0, BLOCK_K // 32)
+            scales = tl.load(s_base + offs_ks[None, :], mask=(offs_ks < K // 32)[None, :], other=127)
+            acc = tl.dot(a, tl.trans(_dequant_mxfp4(packed, scales, W_ROWS, BLOCK_K)), acc)      # [BM, WR]
+        else:
+            acc = _split_dot(a_rows, w_base, s_base, row_valid, acc, k0, K, BLOCK_K, W_ROWS)
 
     bias = tl.load(bias_ptr + expert * stride_be + offs_wn_safe, mask=n_valid, other=0.0)
     acc = acc + bias.to(tl.float32)[None, :]
@@ -146,82 +171,6 @@ def _moe_gemm_kernel(
     offs_on = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     out_ptrs = out_ptr + tl.where(row_valid, pair, 0).to(tl.int64)[:, None] * stride_out + offs_on[None, :]
     tl.store(out_ptrs, result.to(out_ptr.dtype.element_ty), mask=row_valid[:, None] & (offs_on < N_OUT)[None, :])
-
-
-@triton.jit
-def _fp4_to_f32(codes):
-    """e2m1 codes (uint8, low 4 bits) -> fp32 by building the float's bits (no conversion instruction)."""
-    c = codes.to(tl.int32)
-    mag = c & 7
-    # mag >= 2: exponent e = mag >> 1 maps to e + 126, mantissa bit to the top mantissa bit; 1 -> 0.5; 0 -> 0
-    bits = tl.where(mag >= 2, (mag << 22) + (126 << 23), mag * (126 << 23))
-    bits = bits | ((c & 8) << 28)
-    return bits.to(tl.float32, bitcast=True)
-
-
-@triton.jit
-def _moe_gemv_kernel(
-    a_ptr,               # [rows, K] bf16: hidden (rows = tokens) or act (rows = pairs)
-    topk_ids_ptr,        # [P] int32: expert of each pair
-    w_ptr, s_ptr, bias_ptr, route_w_ptr, out_ptr,
-    K, N_W, N_OUT,
-    stride_a, stride_we, stride_wn, stride_se, stride_sn, stride_be, stride_out,
-    TOP_K: tl.constexpr, A_ROWS_ARE_TOKENS: tl.constexpr, FUSE_SWIGLU: tl.constexpr,
-    APPLY_ROUTE_WEIGHT: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, W_ROWS: tl.constexpr,
-):
-    """One (pair, column tile) per program: a matrix-vector product that reads each weight byte once."""
-    pair = tl.program_id(0)
-    pid_n = tl.program_id(1)
-    expert = tl.load(topk_ids_ptr + pair).to(tl.int64)
-    if A_ROWS_ARE_TOKENS:
-        a_row = pair // TOP_K
-    else:
-        a_row = pair
-    a_base = a_ptr + a_row.to(tl.int64) * stride_a
-    offs_wn = pid_n * W_ROWS + tl.arange(0, W_ROWS)
-    n_valid = offs_wn < N_W
-    offs_wn_safe = tl.where(n_valid, offs_wn, 0).to(tl.int64)
-    w_base = w_ptr + expert * stride_we + offs_wn_safe[:, None] * stride_wn
-    s_base = s_ptr + expert * stride_se + offs_wn_safe[:, None] * stride_sn
-    acc = tl.zeros((W_ROWS, BLOCK_K // 2), dtype=tl.float32)
-    for k0 in range(0, K, BLOCK_K):
-        offs_kb = k0 // 2 + tl.arange(0, BLOCK_K // 2)                        # byte index in the row
-        kb_valid = offs_kb < K // 2
-        packed = tl.load(w_base + offs_kb[None, :], mask=kb_valid[None, :], other=0)       # [WR, BK/2]
-        scale_bits = tl.load(s_base + (offs_kb // 16)[None, :], mask=kb_valid[None, :], other=0)
-        scale = (scale_bits.to(tl.int32) << 23).to(tl.float32, bitcast=True)   # 2^(s - 127)
-        x_even = tl.load(a_base + 2 * offs_kb, mask=kb_valid, other=0.0).to(tl.float32)   # [BK/2]
-        x_odd = tl.load(a_base + 2 * offs_kb + 1, mask=kb_valid, other=0.0).to(tl.float32)
-        low = _fp4_to_f32(packed & 0x0F)
-        high = _fp4_to_f32(packed >> 4)
-        acc += (low * x_even[None, :] + high * x_odd[None, :]) * scale
-    result = tl.sum(acc, 1)                                                   # [WR]
-    bias = tl.load(bias_ptr + expert * stride_be + offs_wn_safe, mask=n_valid, other=0.0)
-    result = result + bias.to(tl.float32)
-    if FUSE_SWIGLU:
-        gate, up = tl.split(result.reshape(BLOCK_N, 2))                        # [BN] each
-        gate = tl.minimum(gate, SWIGLU_LIMIT_C)
-        up = tl.minimum(tl.maximum(up, -SWIGLU_LIMIT_C), SWIGLU_LIMIT_C)
-        result = (up + 1.0) * gate * tl.sigmoid(SWIGLU_ALPHA_C * gate)
-    if APPLY_ROUTE_WEIGHT:
-        result = result * tl.load(route_w_ptr + pair)
-    offs_on = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    tl.store(out_ptr + pair.to(tl.int64) * stride_out + offs_on, result.to(out_ptr.dtype.element_ty),
-             mask=offs_on < N_OUT)
-
-
-def _launch_gemv(a, topk_ids, w_blocks, w_scales, bias, route_w, out, *, n_out, top_k, tokens_as_rows, swiglu, cfg):
-    num_experts, n_rows, groups, _ = w_blocks.shape
-    w = w_blocks.view(num_experts, n_rows, groups * 16)                     # [E, N, K/2]
-    grid = (out.shape[0], triton.cdiv(n_out, cfg.block_n))
-    _moe_gemv_kernel[grid](
-        a, topk_ids, w, w_scales, bias, route_w, out,
-        groups * 32, n_rows, n_out,
-        a.stride(0), w.stride(0), w.stride(1), w_scales.stride(0), w_scales.stride(1), bias.stride(0), out.stride(0),
-        TOP_K=top_k, A_ROWS_ARE_TOKENS=tokens_as_rows, FUSE_SWIGLU=swiglu, APPLY_ROUTE_WEIGHT=route_w is not None,
-        BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k, W_ROWS=cfg.block_n * (2 if swiglu else 1),
-        num_warps=cfg.num_warps, num_stages=cfg.num_stages,
-    )
 
 
 def _launch(a, blocks_info, w_blocks, w_scales, bias, route_w, out, *, n_out, top_k, tokens_as_rows, swiglu, cfg):
@@ -251,28 +200,29 @@ def mxfp4_moe(
     down_scales: torch.Tensor,       # [E, D, I/32] uint8
     down_bias: torch.Tensor,         # [E, D] bf16
     config: MoeTileConfig | None = None,
+    residual: torch.Tensor | None = None,   # [T, D]: added to the result when given
 ) -> torch.Tensor:
-    """Experts forward on the GPU with MXFP4 weights. -> [T, D] in hidden's dtype."""
+    """Experts forward on the GPU with MXFP4 weights. -> [T, D] in hidden's dtype (+ residual)."""
     num_tokens, hidden_size = hidden.shape
     top_k = topk_ids.shape[1]
     num_experts = gate_up_blocks.shape[0]
     intermediate = gate_up_blocks.shape[1] // 2
     cfg = config or default_tile_config(num_tokens, top_k, num_experts)
+    weights = (gate_up_blocks, gate_up_scales, gate_up_bias, down_blocks, down_scales, down_bias)
+    if cfg.block_m == 0:   # decode: matrix-vector per pair, the k slots summed in the down kernel
+        return mxfp4_moe_gemv(hidden, topk_ids, topk_weights, *weights, residual, block_n_gate_up=cfg.block_n,
+                              block_n_down=cfg.block_n, block_g=cfg.block_k // 32, num_warps=cfg.num_warps)
     hidden = hidden.contiguous()
     num_pairs = num_tokens * top_k
     route_w = topk_weights.reshape(-1).to(torch.float32).contiguous()                           # [P]
     act = torch.empty(num_pairs, intermediate, dtype=hidden.dtype, device=hidden.device)        # [P, I]
     per_pair = torch.empty(num_pairs, hidden_size, dtype=hidden.dtype, device=hidden.device)    # [P, D]
-    if cfg.block_m == 0:   # decode: matrix-vector per pair
-        pair_expert = topk_ids.reshape(-1).to(torch.int32).contiguous()                         # [P]
-        _launch_gemv(hidden, pair_expert, gate_up_blocks, gate_up_scales, gate_up_bias, None, act,
-                     n_out=intermediate, top_k=top_k, tokens_as_rows=True, swiglu=True, cfg=cfg)
-        _launch_gemv(act, pair_expert, down_blocks, down_scales, down_bias, route_w, per_pair,
-                     n_out=hidden_size, top_k=top_k, tokens_as_rows=False, swiglu=False, cfg=cfg)
-        return per_pair.view(num_tokens, top_k, hidden_size).sum(dim=1, dtype=torch.float32).to(hidden.dtype)
     blocks_info = align_pairs_to_experts(topk_ids, num_experts, cfg.block_m)
     _launch(hidden, blocks_info, gate_up_blocks, gate_up_scales, gate_up_bias, None, act,
             n_out=intermediate, top_k=top_k, tokens_as_rows=True, swiglu=True, cfg=cfg)
     _launch(act, blocks_info, down_blocks, down_scales, down_bias, route_w, per_pair,
             n_out=hidden_size, top_k=top_k, tokens_as_rows=False, swiglu=False, cfg=cfg)
-    return per_pair.view(num_tokens, top_k, hidden_size).sum(dim=1, dtype=torch.float32).to(hidden.dtype)
+    summed = per_pair.view(num_tokens, top_k, hidden_size).sum(dim=1, dtype=torch.float32)     # [T, D]
+    if residual is not None:
+        summed += residual
+    return summed.to(hidden.dtype)

@@ -1,0 +1,175 @@
+"""Triton kernels that fuse the small per-layer ops of the decoder (one launch each instead of 5-20).
+
+- `rms_norm`: RMSNorm in float32, weight applied in float32, result in the input dtype.
+- `add_rms_norm`: residual + x (+ bias) -> new residual (rounded to its dtype), and its RMSNorm.
+- `rope_write_kv`: the fused QKV projection's output (+ bias) -> rotated queries; rotated keys and the
+  values written straight into the paged KV cache at their slots.
+- `router_topk`: router logits through cuBLAS, then top-k experts and the softmax over the chosen
+  logits in one kernel.
+
+All read only tensors (no host values derived from data), so they can be captured in CUDA graphs.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def _rms_norm_kernel(x_ptr, res_ptr, bias_ptr, w_ptr, out_ptr, res_out_ptr, N, stride_x, stride_res, stride_out,
+                     eps, HAS_RES: tl.constexpr, HAS_BIAS: tl.constexpr, BLOCK: tl.constexpr):
+    row = tl.program_id(0).to(tl.int64)
+    offs = tl.arange(0, BLOCK)
+    mask = offs < N
+    x = tl.load(x_ptr + row * stride_x + offs, mask=mask, other=0.0).to(tl.float32)
+    if HAS_BIAS:
+        x += tl.load(bias_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    if HAS_RES:
+        x += tl.load(res_ptr + row * stride_res + offs, mask=mask, other=0.0).to(tl.float32)
+        rounded = x.to(res_out_ptr.dtype.element_ty)
+        tl.store(res_out_ptr + row * N + offs, rounded, mask=mask)
+        x = rounded.to(tl.float32)
+    inv = 1.0 / tl.sqrt(tl.sum(x * x, axis=0) / N + eps)
+    w = tl.load(w_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    tl.store(out_ptr + row * stride_out + offs, (x * inv * w).to(out_ptr.dtype.element_ty), mask=mask)
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """x [T, N] -> [T, N] in x's dtype."""
+    num_rows, width = x.shape
+    out = torch.empty_like(x)
+    _rms_norm_kernel[(num_rows,)](x, x, x, weight, out, out, width, x.stride(0), x.stride(0), out.stride(0), eps,
+                                  HAS_RES=False, HAS_BIAS=False, BLOCK=triton.next_power_of_2(width), num_warps=4)
+    return out
+
+
+def add_rms_norm(
+    x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, eps: float, bias: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """x, residual [T, N] -> (rms_norm(residual + x + bias) [T, N], residual + x + bias [T, N])."""
+    num_rows, width = x.shape
+    out = torch.empty_like(x)
+    new_residual = torch.empty_like(residual)
+    _rms_norm_kernel[(num_rows,)](
+        x, residual, bias if bias is not None else x, weight, out, new_residual, width,
+        x.stride(0), residual.stride(0), out.stride(0), eps,
+        HAS_RES=True, HAS_BIAS=bias is not None, BLOCK=triton.next_power_of_2(width), num_warps=4,
+    )
+    return out, new_residual
+
+
+@triton.jit
+def _rope_write_kv_kernel(
+    qkv_ptr, bias_ptr, cos_ptr, sin_ptr, slot_ptr, q_out_ptr, cache_ptr,
+    stride_qkv, stride_cs, v_offset,
+    HQ: tl.constexpr, HKV: tl.constexpr, HALF: tl.constexpr, HAS_BIAS: tl.constexpr,
+    HQ_PAD: tl.constexpr, HKV_PAD: tl.constexpr,
+):
+    token = tl.program_id(0).to(tl.int64)
+    D: tl.constexpr = 2 * HALF
+    offs_d = tl.arange(0, HALF)
+    cos = tl.load(cos_ptr + token * stride_cs + offs_d).to(tl.float32)[None, :]          # [1, D/2]
+    sin = tl.load(sin_ptr + token * stride_cs + offs_d).to(tl.float32)[None, :]
+    row = qkv_ptr + token * stride_qkv
+
+    offs_h = tl.arange(0, HQ_PAD)
+    mask_q = (offs_h < HQ)[:, None]
+    col = offs_h[:, None] * D + offs_d[None, :]                                           # [HQ, D/2]
+    first = tl.load(row + col, mask=mask_q, other=0.0).to(tl.float32)
+    second = tl.load(row + col + HALF, mask=mask_q, other=0.0).to(tl.float32)
+    if HAS_BIAS:
+        first += tl.load(bias_ptr + col, mask=mask_q, other=0.0).to(tl.float32)
+        second += tl.load(bias_ptr + col + HALF, mask=mask_q, other=0.0).to(tl.float32)
+    first, second = first.to(q_out_ptr.dtype.element_ty).to(tl.float32), second.to(q_out_ptr.dtype.element_ty).to(tl.float32)
+    q_row = q_out_ptr + token * (HQ * D)
+    tl.store(q_row + col, (first * cos - second * sin).to(q_out_ptr.dtype.element_ty), mask=mask_q)
+    tl.store(q_row + col + HALF, (second * cos + first * sin).to(q_out_ptr.dtype.element_ty), mask=mask_q)
+
+    slot = tl.load(slot_ptr + token).to(tl.int64)
+    offs_kh = tl.arange(0, HKV_PAD)
+    mask_k = (offs_kh < HKV)[:, None]
+    kcol = offs_kh[:, None] * D + offs_d[None, :]                                         # [HKV, D/2]
+    k_first = tl.load(row + HQ * D + kcol, mask=mask_k, other=0.0).to(tl.float32)
+    k_second = tl.load(row + HQ * D + kcol + HALF, mask=mask_k, other=0.0).to(tl.float32)
+    v_first = tl.load(row + (HQ + HKV) * D + kcol, mask=mask_k, other=0.0).to(tl.float32)
+    v_second = tl.load(row + (HQ + HKV) * D + kcol + HALF, mask=mask_k, other=0.0).to(tl.float32)
+    if HAS_BIAS:
+        k_first += tl.load(bias_ptr + HQ * D + kcol, mask=mask_k, other=0.0).to(tl.float32)
+        k_second += tl.load(bias_ptr + HQ * D + kcol + HALF, mask=mask_k, other=0.0).to(tl.float32)
+        v_first += tl.load(bias_ptr + (HQ + HKV) * D + kcol, mask=mask_k, other=0.0).to(tl.float32)
+        v_second += tl.load(bias_ptr + (HQ + HKV) * D + kcol + HALF, mask=mask_k, other=0.0).to(tl.float32)
+    dtype = cache_ptr.dtype.element_ty
+    k_first, k_second = k_first.to(dtype).to(tl.float32), k_second.to(dtype).to(tl.float32)
+    k_slot = cache_ptr + slot * (HKV * D)
+    tl.store(k_slot + kcol, (k_first * cos - k_second * sin).to(dtype), mask=mask_k)
+    tl.store(k_slot + kcol + HALF, (k_second * cos + k_first * sin).to(dtype), mask=mask_k)
+    v_slot = cache_ptr + v_offset + slot * (HKV * D)
+    tl.store(v_slot + kcol, v_first.to(dtype), mask=mask_k)
+    tl.store(v_slot + kcol + HALF, v_second.to(dtype), mask=mask_k)
+
+
+def rope_write_kv(
+    qkv: torch.Tensor,               # [T, (Hq + 2 Hkv) * D], projection without its bias
+    bias: torch.Tensor | None,       # [(Hq + 2 Hkv) * D]
+    cos: torch.Tensor,               # [T, D/2]
+    sin: torch.Tensor,               # [T, D/2]
+    kv_cache: torch.Tensor,          # [2, blocks, block_size, Hkv, D], contiguous
+    slot_mapping: torch.Tensor,      # [T] int64
+    num_heads: int,
+    num_kv_heads: int,
+    head_dim: int,
+) -> torch.Tensor:
+    """Rotate q and k (halves layout), write k and v at their slots; -> q [T, Hq, D]."""
+    num_tokens = qkv.shape[0]
+    q = torch.empty(num_tokens, num_heads, head_dim, dtype=qkv.dtype, device=qkv.device)
+    cos, sin = cos.contiguous(), sin.contiguous()
+    _rope_write_kv_kernel[(num_tokens,)](
+        qkv, bias if bias is not None else qkv, cos, sin, slot_mapping, q, kv_cache,
+        qkv.stride(0), cos.stride(0), kv_cache[0].numel(),
+        HQ=num_heads, HKV=num_kv_heads, HALF=head_dim // 2, HAS_BIAS=bias is not None,
+        HQ_PAD=triton.next_power_of_2(num_heads), HKV_PAD=triton.next_power_of_2(num_kv_heads), num_warps=4,
+    )
+    return q
+
+
+@triton.jit
+def _topk_softmax_kernel(logits_ptr, ids_ptr, weights_ptr, E, stride_l,
+                         TOP_K: tl.constexpr, E_PAD: tl.constexpr, K_PAD: tl.constexpr):
+    token = tl.program_id(0).to(tl.int64)
+    offs_e = tl.arange(0, E_PAD)
+    logits = tl.load(logits_ptr + token * stride_l + offs_e, mask=offs_e < E, other=float("-inf")).to(tl.float32)
+    offs_k = tl.arange(0, K_PAD)
+    top_vals = tl.full((K_PAD,), float("-inf"), dtype=tl.float32)
+    top_ids = tl.zeros((K_PAD,), dtype=tl.int32)
+    for j in tl.static_range(TOP_K):
+        best = tl.max(logits, axis=0)
+        best_id = tl.min(tl.where(logits == best, offs_e, E_PAD), axis=0)     # ties: the lower expert id
+        top_vals = tl.where(offs_k == j, best, top_vals)
+        top_ids = tl.where(offs_k == j, best_id, top_ids)
+        logits = tl.where(offs_e == best_id, float("-inf"), logits)
+    probs = tl.exp(top_vals - tl.max(top_vals, axis=0))
+    probs = probs / tl.sum(probs, axis=0)
+    k_valid = offs_k < TOP_K
+    tl.store(ids_ptr + token * TOP_K + offs_k, top_ids, mask=k_valid)
+    tl.store(weights_ptr + token * TOP_K + offs_k, probs, mask=k_valid)
+
+
+def router_topk(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, top_k: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """x [T, H], weight [E, H], bias [E] -> (ids [T, k] int32, softmax weights [T, k] float32).
+
+    The logits come from cuBLAS (the model dtype, as the router layer computes them); top-k and the
+    softmax over the chosen logits run in one kernel.
+    """
+    logits = torch.nn.functional.linear(x, weight, bias)                                  # [T, E]
+    num_tokens, num_experts = logits.shape
+    ids = torch.empty(num_tokens, top_k, dtype=torch.int32, device=x.device)
+    weights = torch.empty(num_tokens, top_k, dtype=torch.float32, device=x.device)
+    _topk_softmax_kernel[(num_tokens,)](
+        logits, ids, weights, num_experts, logits.stride(0),
+        TOP_K=top_k, E_PAD=triton.next_power_of_2(num_experts), K_PAD=triton.next_power_of_2(top_k), num_warps=1,
+    )
+    return ids, weights
