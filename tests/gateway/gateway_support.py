@@ -4,8 +4,12 @@ A uniquely named module (not conftest) so that the whole suite can import it in 
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
+import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -81,3 +85,57 @@ def raw_request(url: str, method: str, target: str, headers: dict[str, str] | No
                 break
             received += chunk
     return int(received.split(b" ", 2)[1])
+
+
+LAUNCHER = Path(__file__).parent / "serve_fake_engine.py"
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class Replica:
+    """The real `serve()` in its own process (production mode, the master key), over the fake engine."""
+
+    url: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    def wait_healthy(self, timeout_s: float = 90.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                if httpx.get(self.url + "/health", timeout=2).json()["status"] == "healthy":
+                    return
+            except (httpx.HTTPError, ValueError):
+                pass
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"server did not start:\n{self.log_path.read_text()[-3000:]}")
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def start_replica(tmp: Path, name: str, env_overrides: dict[str, str]) -> Replica:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GENERATION_")}
+    env.update({
+        "GENERATION_ENV": "production",
+        "GENERATION_API_KEY": MASTER_KEY,
+        "GENERATION_SECRET_KEY": SECRET_KEY,
+        "GENERATION_DATA_DIR": str(tmp / "data"),   # replicas of one tmp share the database
+        "GENERATION_RATE_LIMIT_ENABLED": "true",
+        "GENERATION_LOG_LEVEL": "info",
+        "PYTHONPATH": str(REPO_ROOT),
+        **env_overrides,
+    })
+    log_path = tmp / f"{name}.stderr"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen([sys.executable, str(LAUNCHER), str(port)], cwd=tmp, env=env,
+                                   stdout=subprocess.DEVNULL, stderr=log)
+    return Replica(f"http://127.0.0.1:{port}", process, log_path)

@@ -5,80 +5,22 @@ holds key material."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
 import httpx
 import pytest
-from gateway_support import MASTER_KEY, SECRET_KEY, free_port
+from gateway_support import MASTER_KEY, SECRET_KEY, Replica, start_replica
 
-LAUNCHER = Path(__file__).parent / "serve_fake_engine.py"
-REPO_ROOT = Path(__file__).resolve().parents[2]
 LIMIT = 5
-
-
-@dataclass
-class Replica:
-    url: str
-    process: subprocess.Popen[bytes]
-    log_path: Path
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
-
-def _start(tmp: Path, name: str, redis_url: str) -> Replica:
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GENERATION_")}
-    env.update({
-        "GENERATION_ENV": "production",
-        "GENERATION_API_KEY": MASTER_KEY,
-        "GENERATION_SECRET_KEY": SECRET_KEY,
-        "GENERATION_DATA_DIR": str(tmp / "data"),
-        "GENERATION_REDIS_URL": redis_url,
-        "GENERATION_RATE_LIMIT_ENABLED": "true",
-        "GENERATION_LOG_LEVEL": "info",
-        "PYTHONPATH": str(REPO_ROOT),
-    })
-    log_path = tmp / f"{name}.stderr"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen([sys.executable, str(LAUNCHER), str(port)], cwd=tmp, env=env,
-                                   stdout=subprocess.DEVNULL, stderr=log)
-    return Replica(f"http://127.0.0.1:{port}", process, log_path)
-
-
-def _wait_healthy(replica: Replica) -> None:
-    deadline = time.monotonic() + 90
-    while True:
-        try:
-            if httpx.get(replica.url + "/health", timeout=2).json()["status"] == "healthy":
-                return
-        except (httpx.HTTPError, ValueError):
-            pass
-        if replica.process.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"replica did not start:\n{replica.log_path.read_text()[-3000:]}")
-        time.sleep(0.1)
 
 
 @pytest.fixture(scope="module")
 def replicas(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[list[Replica]]:
     tmp = tmp_path_factory.mktemp("replicas")
-    started = [_start(tmp, "a", redis_url), _start(tmp, "b", redis_url)]
+    started = [start_replica(tmp, name, {"GENERATION_REDIS_URL": redis_url}) for name in ("a", "b")]
     try:
         for replica in started:
-            _wait_healthy(replica)
+            replica.wait_healthy()
         yield started
     finally:
         for replica in started:

@@ -133,6 +133,10 @@ def serve(
         port=port or settings.server.port,
         log_level=settings.log_level,
         log_config=None,   # our handler (JSON, redaction) receives uvicorn's lines, access log included
+        # uvicorn believes X-Forwarded-* only from the same peers as the gateway's HTTPS check does
+        # (its default, 127.0.0.1, would let a local caller claim HTTPS with `trusted_proxies: []`).
+        proxy_headers=bool(settings.security.trusted_proxies),
+        forwarded_allow_ips=",".join(settings.security.trusted_proxies) or None,
         timeout_graceful_shutdown=int(settings.server.graceful_shutdown_s),
     )
     return 0
