@@ -70,9 +70,13 @@ def test_router_topk_picks_the_largest_logits(fused):
     weight = torch.randn(32, 2880, generator=gen, device="cuda").to(torch.bfloat16)
     bias = torch.randn(32, generator=gen, device="cuda").to(torch.bfloat16)
     ids, weights = fused.router_topk(x, weight, bias, 4)
-    logits = torch.nn.functional.linear(x, weight, bias).float()
-    values, expected = torch.topk(logits, 4, dim=-1)
-    assert torch.equal(ids.long(), expected)
+    logits = torch.nn.functional.linear(x, weight, bias).float()                      # [T, E], bf16 values
+    values, _ = torch.topk(logits, 4, dim=-1)
+    # bf16 logits of this size tie often; the order among equal logits is free (the MoE sums the
+    # slots), so check that the chosen experts carry the k largest logits, in descending order,
+    # and that each weight belongs to its own expert.
+    assert all(len(set(row)) == 4 for row in ids.tolist())                          # 4 distinct experts
+    assert torch.equal(logits.gather(-1, ids.long()), values)
     assert torch.allclose(weights, torch.softmax(values, dim=-1), atol=1e-5)
 
 
