@@ -25,61 +25,55 @@ class ServerMetrics:
     """Every collector the server exports. One instance per app; `render()` gives the /metrics body."""
 
     def __init__(self, namespace: str = "tkr") -> None:
+        self.namespace = namespace
         self.registry = CollectorRegistry(auto_describe=True)
-        registry = self.registry
-        self.time_to_first_token = Histogram(
-            "time_to_first_token_seconds", "Time from arrival to the first generated token.",
-            namespace=namespace, buckets=_FIRST_TOKEN_BUCKETS, registry=registry,
+        self.time_to_first_token = self._histogram(
+            "time_to_first_token_seconds", "Time from arrival to the first generated token.", _FIRST_TOKEN_BUCKETS
         )
-        self.inter_token_latency = Histogram(
+        self.inter_token_latency = self._histogram(
             "inter_token_latency_seconds", "Time between two consecutive generated tokens of one request.",
-            namespace=namespace, buckets=_INTER_TOKEN_BUCKETS, registry=registry,
+            _INTER_TOKEN_BUCKETS,
         )
-        self.e2e_latency = Histogram(
-            "e2e_request_latency_seconds", "Time from arrival to the last generated token.",
-            namespace=namespace, buckets=_REQUEST_BUCKETS, registry=registry,
+        self.e2e_latency = self._histogram(
+            "e2e_request_latency_seconds", "Time from arrival to the last generated token.", _REQUEST_BUCKETS
         )
-        self.queue_time = Histogram(
-            "request_queue_time_seconds", "Time a request waited before its first scheduled step.",
-            namespace=namespace, buckets=_REQUEST_BUCKETS, registry=registry,
+        self.queue_time = self._histogram(
+            "request_queue_time_seconds", "Time a request waited before its first scheduled step.", _REQUEST_BUCKETS
         )
-        self.requests_running = Gauge(
-            "num_requests_running", "Requests in the running batch.", namespace=namespace, registry=registry
+        self.requests_running = self._gauge("num_requests_running", "Requests in the running batch.")
+        self.requests_waiting = self._gauge("num_requests_waiting", "Requests waiting to be scheduled.")
+        self.kv_cache_usage = self._gauge("kv_cache_usage_ratio", "Fraction of KV cache blocks in use (0 to 1).")
+        self.prompt_tokens = self._counter("prompt_tokens", "Prompt tokens processed.")
+        self.generation_tokens = self._counter("generation_tokens", "Tokens generated.")
+        self.reasoning_tokens = self._counter(
+            "reasoning_tokens", "Generated tokens on the analysis (reasoning) channel."
         )
-        self.requests_waiting = Gauge(
-            "num_requests_waiting", "Requests waiting to be scheduled.", namespace=namespace, registry=registry
+        self.response_cache_hits = self._counter(
+            "response_cache_hits", "Requests answered from the response cache."
         )
-        self.kv_cache_usage = Gauge(
-            "kv_cache_usage_ratio", "Fraction of KV cache blocks in use (0 to 1).", namespace=namespace, registry=registry
+        self.response_cache_misses = self._counter(
+            "response_cache_misses", "Cacheable requests not found in the response cache."
         )
-        self.prompt_tokens = Counter(
-            "prompt_tokens", "Prompt tokens processed.", namespace=namespace, registry=registry
+        self.rate_limit_rejections = self._counter(
+            "rate_limit_rejections", "Requests refused with 429 by a rate limit."
         )
-        self.generation_tokens = Counter(
-            "generation_tokens", "Tokens generated.", namespace=namespace, registry=registry
+        self.rate_limit_store_errors = self._counter(
+            "rate_limit_store_errors", "Rate-limit checks that failed because the counter store (Redis) did not answer."
         )
-        self.reasoning_tokens = Counter(
-            "reasoning_tokens", "Generated tokens on the analysis (reasoning) channel.", namespace=namespace, registry=registry
-        )
-        self.response_cache_hits = Counter(
-            "response_cache_hits", "Requests answered from the response cache.", namespace=namespace, registry=registry
-        )
-        self.response_cache_misses = Counter(
-            "response_cache_misses", "Cacheable requests not found in the response cache.", namespace=namespace, registry=registry
-        )
-        self.rate_limit_rejections = Counter(
-            "rate_limit_rejections", "Requests refused with 429 by a rate limit.", namespace=namespace, registry=registry
-        )
-        self.rate_limit_store_errors = Counter(
-            "rate_limit_store_errors", "Rate-limit checks that failed because the counter store (Redis) did not answer.",
-            namespace=namespace, registry=registry,
-        )
-        self.requests = Counter(
-            "requests", "HTTP requests by route template and status code.", ["route", "status"],
-            namespace=namespace, registry=registry,
+        self.requests = self._counter(
+            "requests", "HTTP requests by route template and status code.", labels=("route", "status")
         )
         self._routes: set[str] = set()
         self._routes_lock = threading.Lock()
+
+    def _histogram(self, name: str, documentation: str, buckets: tuple[float, ...]) -> Histogram:
+        return Histogram(name, documentation, namespace=self.namespace, buckets=buckets, registry=self.registry)
+
+    def _gauge(self, name: str, documentation: str) -> Gauge:
+        return Gauge(name, documentation, namespace=self.namespace, registry=self.registry)
+
+    def _counter(self, name: str, documentation: str, labels: tuple[str, ...] = ()) -> Counter:
+        return Counter(name, documentation, labels, namespace=self.namespace, registry=self.registry)
 
     def observe_request(self, route: str, status: int) -> None:
         """Count one HTTP request. Pass the route template (e.g. "/v1/chat/completions"), never a raw path."""
