@@ -14,7 +14,6 @@ from tkr_embed.api.gateway.schemas import (
     CreatedKeyResponse,
     CreateKeyRequest,
     EngineStatsView,
-    KeyLimitsBody,
     KeyList,
     KeyUsage,
     KeyView,
@@ -26,34 +25,6 @@ from tkr_embed.protocol.errors import ErrorResponse
 from tkr_embed.security.gateway import Gateway
 from tkr_embed.security.keys import utcnow
 from tkr_embed.security.usage import UsageTotals, usage_totals
-
-
-def _engine_stats(state: ServerState | None) -> EngineStatsView | None:
-    if state is None:
-        return None
-    stats = state.engine.stats()
-    return EngineStatsView(
-        running=stats.running,
-        waiting=stats.waiting,
-        kv_blocks_total=stats.kv_blocks_total,
-        kv_blocks_used=stats.kv_blocks_used,
-        kv_cache_usage=stats.kv_usage,
-        prefix_cache_hit_rate=stats.prefix_cache_hit_rate,
-        prompt_tokens_prefilled=stats.prompt_tokens_prefilled,
-        tokens_decoded=stats.tokens_decoded,
-        requests_finished=stats.requests_finished,
-        preemptions=stats.preemptions,
-    )
-
-
-def _cache_stats(gateway: Gateway) -> CacheStatsView:
-    if gateway.cache is None:
-        return CacheStatsView(enabled=False)
-    stats = gateway.cache.stats()
-    return CacheStatsView(
-        enabled=True, hits=stats.hits, misses=stats.misses, hit_rate=stats.hit_rate, size=stats.size,
-        max_size=stats.max_size, evictions=stats.evictions, expirations=stats.expirations,
-    )
 
 
 def admin_router(gateway: Gateway, storage: str) -> APIRouter:
@@ -69,17 +40,7 @@ def admin_router(gateway: Gateway, storage: str) -> APIRouter:
             expires_in_days=body.expires_in_days,
             limits=body.limits.to_limits() if body.limits is not None else None,
         )
-        info = created.info
-        return CreatedKeyResponse(
-            id=info.id,
-            name=info.name,
-            api_key=created.api_key,
-            key_hint=f"{info.display_prefix}...{info.last_four}",
-            permissions=sorted(p.value for p in info.permissions),
-            created_at=info.created_at,
-            expires_at=info.expires_at,
-            limits=KeyLimitsBody.of(info.limits),
-        )
+        return CreatedKeyResponse.of(created)
 
     @router.get("/api-keys", response_model=KeyList)
     async def list_keys(include_revoked: bool = True) -> KeyList:
@@ -109,14 +70,14 @@ def admin_router(gateway: Gateway, storage: str) -> APIRouter:
         ]
         return StatsResponse(
             uptime_s=state.uptime_s if state is not None else 0.0,
-            cache=_cache_stats(gateway),
+            cache=CacheStatsView.of(gateway.cache.stats() if gateway.cache is not None else None),
             rate_limit=RateLimitStatsView(
                 enabled=limiter is not None,
                 storage=storage if limiter is not None else "off",
                 rejections=sum(rejections.values()),
             ),
             usage=usage,
-            engine=_engine_stats(state),
+            engine=EngineStatsView.of(state.engine.stats()) if state is not None else None,
         )
 
     @router.get("/config", response_model=ConfigResponse)

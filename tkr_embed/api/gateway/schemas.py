@@ -7,7 +7,18 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from tkr_embed.security.keys import KeyInfo, KeyLimits
+from tkr_embed.cache.response_cache import CacheStats
+from tkr_embed.engine.outputs import EngineStats
+from tkr_embed.security.keys import CreatedKey, KeyInfo, KeyLimits
+
+
+def key_hint(info: KeyInfo) -> str:
+    """How a key is shown: its first eight and last four characters, never the secret."""
+    return f"{info.display_prefix}...{info.last_four}"
+
+
+def permission_names(info: KeyInfo) -> list[str]:
+    return sorted(p.value for p in info.permissions)
 
 
 class KeyLimitsBody(BaseModel):
@@ -57,8 +68,8 @@ class KeyView(BaseModel):
         return cls(
             id=info.id,
             name=info.name,
-            key_hint=f"{info.display_prefix}...{info.last_four}",
-            permissions=sorted(p.value for p in info.permissions),
+            key_hint=key_hint(info),
+            permissions=permission_names(info),
             created_at=info.created_at,
             expires_at=info.expires_at,
             revoked_at=info.revoked_at,
@@ -79,6 +90,20 @@ class CreatedKeyResponse(BaseModel):
     created_at: datetime | None
     expires_at: datetime | None
     limits: KeyLimitsBody
+
+    @classmethod
+    def of(cls, created: CreatedKey) -> CreatedKeyResponse:
+        info = created.info
+        return cls(
+            id=info.id,
+            name=info.name,
+            api_key=created.api_key,
+            key_hint=key_hint(info),
+            permissions=permission_names(info),
+            created_at=info.created_at,
+            expires_at=info.expires_at,
+            limits=KeyLimitsBody.of(info.limits),
+        )
 
 
 class KeyList(BaseModel):
@@ -108,6 +133,16 @@ class CacheStatsView(BaseModel):
     evictions: int = 0
     expirations: int = 0
 
+    @classmethod
+    def of(cls, stats: CacheStats | None) -> CacheStatsView:
+        """None: the response cache is off."""
+        if stats is None:
+            return cls(enabled=False)
+        return cls(
+            enabled=True, hits=stats.hits, misses=stats.misses, hit_rate=stats.hit_rate, size=stats.size,
+            max_size=stats.max_size, evictions=stats.evictions, expirations=stats.expirations,
+        )
+
 
 class RateLimitStatsView(BaseModel):
     enabled: bool
@@ -126,6 +161,21 @@ class EngineStatsView(BaseModel):
     tokens_decoded: int
     requests_finished: int
     preemptions: int
+
+    @classmethod
+    def of(cls, stats: EngineStats) -> EngineStatsView:
+        return cls(
+            running=stats.running,
+            waiting=stats.waiting,
+            kv_blocks_total=stats.kv_blocks_total,
+            kv_blocks_used=stats.kv_blocks_used,
+            kv_cache_usage=stats.kv_usage,
+            prefix_cache_hit_rate=stats.prefix_cache_hit_rate,
+            prompt_tokens_prefilled=stats.prompt_tokens_prefilled,
+            tokens_decoded=stats.tokens_decoded,
+            requests_finished=stats.requests_finished,
+            preemptions=stats.preemptions,
+        )
 
 
 class StatsResponse(BaseModel):
