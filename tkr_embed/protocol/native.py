@@ -2,33 +2,44 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
-from tkr_embed.protocol.text_checks import refuse_lone_surrogates
+from tkr_embed.engine.sampling_params import SamplingParams
+from tkr_embed.protocol.text_checks import CheckedRequest
 
 ReasoningLevel = Literal["low", "medium", "high"]
 
 
-class NativeRequest(BaseModel):
-    # Unknown fields are refused by name; NaN and Infinity are refused as "not a finite number".
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-
-    @field_validator("*", mode="after")
-    @classmethod
-    def _valid_unicode(cls, value: Any) -> Any:
-        return refuse_lone_surrogates(value)
+class NativeRequest(CheckedRequest):
+    # Unknown fields are refused by name.
+    model_config = ConfigDict(extra="forbid")
 
 
-class GenerateRequest(NativeRequest):
-    text: str = Field(min_length=1)
+class NativeGenerationRequest(NativeRequest):
+    """What /generate and /chat (and /stream, which takes either) share: sampling and reasoning."""
+
     max_tokens: int = Field(512, ge=1)
     temperature: float = Field(0.7, ge=0.0, le=2.0)
     top_p: float = Field(0.9, gt=0.0, le=1.0)
     repetition_penalty: float = Field(1.0, gt=0.0, le=10.0)
     reasoning_level: ReasoningLevel = "medium"
     seed: int | None = None
+
+    def sampling_params(self, max_tokens: int | None, stop_token_ids: list[int]) -> SamplingParams:
+        return SamplingParams(
+            max_tokens=max_tokens,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            repetition_penalty=self.repetition_penalty,
+            seed=self.seed,
+            stop_token_ids=list(stop_token_ids),
+        )
+
+
+class GenerateRequest(NativeGenerationRequest):
+    text: str = Field(min_length=1)
 
 
 class NativeMessage(NativeRequest):
@@ -37,15 +48,9 @@ class NativeMessage(NativeRequest):
     reasoning: str | None = None
 
 
-class ChatRequest(NativeRequest):
+class ChatRequest(NativeGenerationRequest):
     messages: list[NativeMessage] = Field(min_length=1)
     system_prompt: str | None = None
-    max_tokens: int = Field(512, ge=1)
-    temperature: float = Field(0.7, ge=0.0, le=2.0)
-    top_p: float = Field(0.9, gt=0.0, le=1.0)
-    repetition_penalty: float = Field(1.0, gt=0.0, le=10.0)
-    reasoning_level: ReasoningLevel = "medium"
-    seed: int | None = None
 
 
 class GenerationUsage(BaseModel):

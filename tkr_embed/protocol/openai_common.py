@@ -4,26 +4,67 @@ from __future__ import annotations
 
 from typing import Literal
 
-from typing import Any
+from pydantic import BaseModel, ConfigDict, Field
 
-from pydantic import BaseModel, ConfigDict, field_validator
+from tkr_embed.engine.sampling_params import SamplingParams
+from tkr_embed.protocol.text_checks import CheckedRequest
 
-from tkr_embed.protocol.text_checks import refuse_lone_surrogates
 
-
-class OpenAIRequest(BaseModel):
+class OpenAIRequest(CheckedRequest):
     # Clients (the SDK included) send fields we do not use; they are ignored, never a 500.
-    # NaN and Infinity (which Python's JSON parser accepts) are refused as "not a finite number".
-    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
-
-    @field_validator("*", mode="after")
-    @classmethod
-    def _valid_unicode(cls, value: Any) -> Any:
-        return refuse_lone_surrogates(value)
+    model_config = ConfigDict(extra="ignore")
 
 
 class StreamOptions(OpenAIRequest):
     include_usage: bool = False
+
+
+class SamplingRequest(OpenAIRequest):
+    """The fields /v1/completions and /v1/chat/completions share, and their conversion to engine parameters."""
+
+    model: str | None = None
+    temperature: float = Field(1.0, ge=0.0, le=2.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    top_k: int = Field(0, ge=-1, le=1_000_000)   # 0 or -1: off
+    min_p: float = Field(0.0, ge=0.0, le=1.0)
+    n: int = Field(1, ge=1, le=16)
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    presence_penalty: float = Field(0.0, ge=-2.0, le=2.0)
+    frequency_penalty: float = Field(0.0, ge=-2.0, le=2.0)
+    repetition_penalty: float = Field(1.0, gt=0.0, le=10.0)
+    user: str | None = None
+
+    @property
+    def include_usage(self) -> bool:
+        """A stream ends with a usage chunk."""
+        return bool(self.stream_options and self.stream_options.include_usage)
+
+    def sampling_params(
+        self,
+        max_tokens: int | None,
+        logprobs: int | None,
+        stop: list[str] | None = None,
+        stop_token_ids: list[int] | None = None,
+    ) -> SamplingParams:
+        """The engine parameters; `stop` strings only where the engine matches them (not under harmony)."""
+        return SamplingParams(
+            n=self.n,
+            max_tokens=max_tokens,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            top_k=self.top_k,
+            min_p=self.min_p,
+            repetition_penalty=self.repetition_penalty,
+            presence_penalty=self.presence_penalty,
+            frequency_penalty=self.frequency_penalty,
+            seed=self.seed,
+            logprobs=logprobs,
+            stop=list(stop or []),
+            stop_token_ids=list(stop_token_ids or []),
+        )
 
 
 class PromptTokensDetails(BaseModel):

@@ -6,30 +6,15 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, StrictInt
 
-from tkr_embed.protocol.openai_common import OpenAIRequest, StreamOptions, Usage
+from tkr_embed.protocol.openai_common import SamplingRequest, Usage
 
 
-class CompletionRequest(OpenAIRequest):
-    model: str | None = None
+class CompletionRequest(SamplingRequest):
     # One prompt (text or token ids) or a list of them; each gets n choices, numbered prompt-major.
     prompt: str | list[StrictInt] | list[str] | list[list[StrictInt]] = Field(union_mode="left_to_right")
     max_tokens: int | None = Field(16, ge=1)
-    temperature: float = Field(1.0, ge=0.0, le=2.0)
-    top_p: float = Field(1.0, gt=0.0, le=1.0)
-    top_k: int = Field(0, ge=-1, le=1_000_000)   # 0 or -1: off
-    min_p: float = Field(0.0, ge=0.0, le=1.0)
-    n: int = Field(1, ge=1, le=16)
-    stream: bool = False
-    stream_options: StreamOptions | None = None
-    stop: str | list[str] | None = None
-    seed: int | None = None
     logprobs: int | None = Field(None, ge=0, le=20)
     echo: bool = False
-    presence_penalty: float = Field(0.0, ge=-2.0, le=2.0)
-    frequency_penalty: float = Field(0.0, ge=-2.0, le=2.0)
-    repetition_penalty: float = Field(1.0, gt=0.0, le=10.0)
-    user: str | None = None
-
 
     def prompts(self) -> list[str | list[int]]:
         """The prompts as a list: a string or a flat list of ids is one prompt."""

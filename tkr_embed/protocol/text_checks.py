@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, field_validator
 from pydantic_core import PydanticCustomError
 
 SURROGATES = range(0xD800, 0xE000)
@@ -29,3 +30,16 @@ def refuse_lone_surrogates(value: Any) -> Any:
             "invalid_unicode", "text must be valid Unicode (a lone UTF-16 surrogate such as \\ud800 is not)"
         )
     return value
+
+
+class CheckedRequest(BaseModel):
+    """A request body: NaN and Infinity (which Python's JSON parser accepts) are refused as "not a finite
+    number", and every text as invalid Unicode when it holds a lone surrogate. Subclasses say what an
+    unknown field does (`extra`)."""
+
+    model_config = ConfigDict(allow_inf_nan=False)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _valid_unicode(cls, value: Any) -> Any:
+        return refuse_lone_surrogates(value)

@@ -30,7 +30,8 @@ from tkr_embed.services.engine_stream import EngineStream
 from tkr_embed.services.errors import BadRequestError
 from tkr_embed.services.harmony_decode import ChoiceDelta, HarmonyDecoder, openai_finish_reason
 from tkr_embed.services.logprobs import chat_logprobs
-from tkr_embed.services.response_caching import CacheSlot, cache_slot, replay
+from tkr_embed.services.response_caching import CacheSlot, cache_slot, cached_or_created, cached_or_streamed
+from tkr_embed.services.stop_strings import stop_list
 
 
 @dataclass
@@ -50,17 +51,6 @@ def usage_of(num_prompt: int, num_completion: int, num_reasoning: int, num_cache
         prompt_tokens_details=PromptTokensDetails(cached_tokens=num_cached),
         completion_tokens_details=CompletionTokensDetails(reasoning_tokens=num_reasoning),
     )
-
-
-def stop_list(stop: str | list[str] | None) -> list[str]:
-    if stop is None:
-        return []
-    stops = [stop] if isinstance(stop, str) else list(stop)
-    if any(not s for s in stops):
-        raise BadRequestError("stop strings must not be empty", "stop")
-    if len(stops) > 16:
-        raise BadRequestError("at most 16 stop strings", "stop")
-    return stops
 
 
 class ChatCompletionService:
@@ -84,20 +74,7 @@ class ChatCompletionService:
         if request.top_logprobs is not None and not request.logprobs:
             raise BadRequestError("top_logprobs needs logprobs to be true", "top_logprobs")
         top_logprobs = (request.top_logprobs or 0) if request.logprobs else None
-        params = SamplingParams(
-            n=request.n,
-            max_tokens=max_tokens,
-            temperature=request.temperature,
-            top_p=request.top_p,
-            top_k=request.top_k,
-            min_p=request.min_p,
-            repetition_penalty=request.repetition_penalty,
-            presence_penalty=request.presence_penalty,
-            frequency_penalty=request.frequency_penalty,
-            seed=request.seed,
-            logprobs=top_logprobs,
-            stop_token_ids=list(rendered.stop_token_ids),
-        )
+        params = request.sampling_params(max_tokens, top_logprobs, stop_token_ids=list(rendered.stop_token_ids))
         return PreparedChat(new_request_id("chatcmpl"), rendered, params, stop_list(request.stop), top_logprobs)
 
     def _cache_slot(self, prepared: PreparedChat, stream: bool, include_usage: bool = False) -> CacheSlot | None:
@@ -112,13 +89,9 @@ class ChatCompletionService:
 
     async def create(self, request: ChatCompletionRequest) -> ChatCompletionResponse:
         prepared = self.prepare(request)
-        slot = self._cache_slot(prepared, stream=False)
-        if slot is not None and (cached := slot.lookup()) is not None:
-            return cached
-        response = await self._create(prepared, request.n)
-        if slot is not None:
-            slot.store(response)
-        return response
+        return await cached_or_created(
+            self._cache_slot(prepared, stream=False), lambda: self._create(prepared, request.n)
+        )
 
     async def _create(self, prepared: PreparedChat, n: int) -> ChatCompletionResponse:
         decoder = HarmonyDecoder(n, prepared.rendered.forced_prefix, prepared.stop)
@@ -168,13 +141,12 @@ class ChatCompletionService:
         """Opens the engine request now (so errors are raised before any byte is sent) and returns
         the chunks to send."""
         prepared = self.prepare(request)
-        include_usage = bool(request.stream_options and request.stream_options.include_usage)
-        slot = self._cache_slot(prepared, stream=True, include_usage=include_usage)
-        if slot is not None and (cached := slot.lookup()) is not None:
-            return replay(cached)
-        stream = await self._open(prepared)
-        chunks = self._chunks(prepared, stream, request.n, include_usage)
-        return slot.recording(chunks) if slot is not None else chunks
+        include_usage = request.include_usage
+        return await cached_or_streamed(
+            self._cache_slot(prepared, stream=True, include_usage=include_usage),
+            lambda: self._open(prepared),
+            lambda stream: self._chunks(prepared, stream, request.n, include_usage),
+        )
 
     async def _chunks(
         self, prepared: PreparedChat, stream: EngineStream, n: int, include_usage: bool

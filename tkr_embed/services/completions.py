@@ -15,13 +15,14 @@ from tkr_embed.protocol.openai_completions import (
     CompletionResponse,
 )
 from tkr_embed.protocol.openai_common import PromptTokensDetails, Usage
-from tkr_embed.services.chat_completions import stop_list
 from tkr_embed.services.context import ModelContext, new_request_id, unix_now
 from tkr_embed.services.engine_stream import EngineStream
 from tkr_embed.services.errors import BadRequestError
+from tkr_embed.services.harmony_decode import openai_finish_reason
 from tkr_embed.services.logprobs import completion_logprobs
 from tkr_embed.services.stream_merge import merge_streams
-from tkr_embed.services.response_caching import CacheSlot, cache_slot, replay
+from tkr_embed.services.response_caching import CacheSlot, cache_slot, cached_or_created, cached_or_streamed
+from tkr_embed.services.stop_strings import stop_list
 
 
 MAX_PROMPTS = 64
@@ -39,10 +40,7 @@ class PreparedCompletion:
 
 
 def finish_reason_of(reason: FinishReason | None) -> str | None:
-    """OpenAI's values only: an aborted request (server shutdown) was cut short, so "length"."""
-    if reason is None:
-        return None
-    return "length" if reason == FinishReason.ABORT else reason.value
+    return None if reason is None else openai_finish_reason(reason.value)
 
 
 class CompletionService:
@@ -82,20 +80,7 @@ class CompletionService:
             prompt_ids = list(prompt)
             prompt_text = self.ctx.tokenizer.decode(prompt_ids)
         max_tokens = self.ctx.max_tokens_for(len(prompt_ids), request.max_tokens, "max_tokens", param)
-        params = SamplingParams(
-            n=request.n,
-            max_tokens=max_tokens,
-            temperature=request.temperature,
-            top_p=request.top_p,
-            top_k=request.top_k,
-            min_p=request.min_p,
-            repetition_penalty=request.repetition_penalty,
-            presence_penalty=request.presence_penalty,
-            frequency_penalty=request.frequency_penalty,
-            seed=request.seed,
-            logprobs=request.logprobs,
-            stop=stop,
-        )
+        params = request.sampling_params(max_tokens, request.logprobs, stop=stop)
         return PreparedCompletion(
             new_request_id("cmpl"), prompt_ids, prompt_text, params, request.echo, request.logprobs
         )
@@ -121,13 +106,7 @@ class CompletionService:
                 for task in tasks:
                     task.cancel()
             return self._combined(responses, request.n)
-        slot = self._cache_slot(prepared[0], stream=False)
-        if slot is not None and (cached := slot.lookup()) is not None:
-            return cached
-        response = await self._create(prepared[0])
-        if slot is not None:
-            slot.store(response)
-        return response
+        return await cached_or_created(self._cache_slot(prepared[0], stream=False), lambda: self._create(prepared[0]))
 
     def _combined(self, responses: list[CompletionResponse], n: int) -> CompletionResponse:
         """One response of every prompt's choices, numbered prompt-major (prompt p, choice i → p*n + i)."""
@@ -187,15 +166,14 @@ class CompletionService:
 
     async def create_stream(self, request: CompletionRequest) -> AsyncIterator[CompletionResponse]:
         prepared = self.prepare(request)
-        include_usage = bool(request.stream_options and request.stream_options.include_usage)
+        include_usage = request.include_usage
         if len(prepared) > 1:
             return await self._open_merged(prepared, include_usage)
-        slot = self._cache_slot(prepared[0], stream=True, include_usage=include_usage)
-        if slot is not None and (cached := slot.lookup()) is not None:
-            return replay(cached)
-        stream = await self._open(prepared[0])
-        chunks = self._chunks(prepared[0], stream, include_usage)
-        return slot.recording(chunks) if slot is not None else chunks
+        return await cached_or_streamed(
+            self._cache_slot(prepared[0], stream=True, include_usage=include_usage),
+            lambda: self._open(prepared[0]),
+            lambda stream: self._chunks(prepared[0], stream, include_usage),
+        )
 
     async def _open_merged(
         self, prepared: list[PreparedCompletion], include_usage: bool

@@ -22,7 +22,7 @@ from tkr_embed.services.chat_prompt import render
 from tkr_embed.services.context import ModelContext, new_request_id
 from tkr_embed.services.engine_stream import EngineStream
 from tkr_embed.services.harmony_decode import HarmonyDecoder
-from tkr_embed.services.response_caching import CacheSlot, cache_slot, replay
+from tkr_embed.services.response_caching import CacheSlot, cache_slot, cached_or_created, cached_or_streamed
 
 
 @dataclass
@@ -47,14 +47,7 @@ class NativeService:
             prompt_param = "messages"
         rendered = render(messages, reasoning_effort=request.reasoning_level)
         max_tokens = self.ctx.max_tokens_for(len(rendered.token_ids), request.max_tokens, "max_tokens", prompt_param)
-        params = SamplingParams(
-            max_tokens=max_tokens,
-            temperature=request.temperature,
-            top_p=request.top_p,
-            repetition_penalty=request.repetition_penalty,
-            seed=request.seed,
-            stop_token_ids=list(rendered.stop_token_ids),
-        )
+        params = request.sampling_params(max_tokens, list(rendered.stop_token_ids))
         return PreparedNative(new_request_id("gen"), rendered, params, request.reasoning_level)
 
     def _cache_slot(self, prepared: PreparedNative, endpoint: str, stream: bool) -> CacheSlot | None:
@@ -71,13 +64,9 @@ class NativeService:
         started = time.perf_counter()
         prepared = self.prepare(request)
         endpoint = "/generate" if isinstance(request, GenerateRequest) else "/chat"
-        slot = self._cache_slot(prepared, endpoint, stream=False)
-        if slot is not None and (cached := slot.lookup()) is not None:
-            return cached
-        response = await self._generate(prepared, started)
-        if slot is not None:
-            slot.store(response)
-        return response
+        return await cached_or_created(
+            self._cache_slot(prepared, endpoint, stream=False), lambda: self._generate(prepared, started)
+        )
 
     async def _generate(self, prepared: PreparedNative, started: float) -> GenerateResponse:
         decoder = HarmonyDecoder(1, prepared.rendered.forced_prefix, [])
@@ -107,12 +96,11 @@ class NativeService:
         """Opens the engine request now (errors before any byte) and returns one event per update that
         produced answer text (`delta`), reasoning text (`reasoning`) or the finish reason."""
         prepared = self.prepare(request)
-        slot = self._cache_slot(prepared, "/stream", stream=True)
-        if slot is not None and (cached := slot.lookup()) is not None:
-            return replay(cached)
-        stream = await self._open(prepared)
-        events = self._events(prepared, stream)
-        return slot.recording(events) if slot is not None else events
+        return await cached_or_streamed(
+            self._cache_slot(prepared, "/stream", stream=True),
+            lambda: self._open(prepared),
+            lambda stream: self._events(prepared, stream),
+        )
 
     async def _events(self, prepared: PreparedNative, stream: EngineStream) -> AsyncIterator[StreamEvent]:
         decoder = HarmonyDecoder(1, prepared.rendered.forced_prefix, [])

@@ -9,7 +9,7 @@ client left, an error, or an engine abort store nothing.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -19,6 +19,7 @@ from tkr_embed.services.accounting import CachedUsage, RequestAccount, current_a
 
 T = TypeVar("T")
 Event = TypeVar("Event")
+Opened = TypeVar("Opened")
 
 
 @dataclass(frozen=True)
@@ -91,3 +92,26 @@ def cache_slot(
 async def replay(events: Sequence[Event]) -> AsyncIterator[Event]:
     for event in events:
         yield event
+
+
+async def cached_or_created(slot: CacheSlot | None, create: Callable[[], Awaitable[T]]) -> T:
+    """The cached answer on a hit; otherwise what `create()` answers, stored once it is complete."""
+    if slot is not None and (cached := slot.lookup()) is not None:
+        return cached
+    response = await create()
+    if slot is not None:
+        slot.store(response)
+    return response
+
+
+async def cached_or_streamed(
+    slot: CacheSlot | None,
+    open_stream: Callable[[], Awaitable[Opened]],
+    events_of: Callable[[Opened], AsyncIterator[Event]],
+) -> AsyncIterator[Event]:
+    """The cached events replayed on a hit; otherwise the engine request is opened now (so that its
+    errors come before any byte is sent) and its events are returned, recorded for the cache."""
+    if slot is not None and (cached := slot.lookup()) is not None:
+        return replay(cached)
+    events = events_of(await open_stream())
+    return slot.recording(events) if slot is not None else events
