@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Phase 4 on the device, in two parts so each fits one call:
-#   PART=check bash bench/gpu_phase4.sh   # gpu tests (full log), per-layer diagnostic, prefill MoE micro-bench
+#   PART=check bash bench/gpu_phase4.sh   # gpu tests (full log), per-layer diagnostic
 #   PART=bench bash bench/gpu_phase4.sh   # tkr-embed bench + graphed-step profile, this tree and the baseline
 # The baseline tree is unpacked from .f4base/base.tar (`git archive <commit> tkr_embed bench`); carry .f4base.
 set -u
@@ -13,7 +13,6 @@ if [ "${PART:-check}" = check ]; then
   timeout 240 python3 -m pytest -q -m gpu -o asyncio_mode=strict -p no:cacheprovider tests/gpu -rA -s > "$OUT/gpu_tests.log" 2>&1
   grep -E "^(PASSED|FAILED|ERROR)|passed|failed|row errors|teacher-forced" "$OUT/gpu_tests.log" | tail -40
   timeout 120 python3 bench/gpu_diag_layers.py 2>&1 | grep -v '"rows"' > "$OUT/diag.log"; tail -6 "$OUT/diag.log" | cut -c1-300
-  timeout 150 python3 bench/gpu_moe_prefill.py --tokens 128 256 512 1024 2048 2>&1 | tee "$OUT/moe_prefill.log"
   exit 0
 fi
 mkdir -p $BASE && tar -xf .f4base/base.tar -C $BASE

@@ -22,7 +22,6 @@ from tkr_embed.backends.torch.kernels.mxfp4_gemv import FP16_CODE_SCALE, _codes_
 
 
 GEMV_MAX_TOKENS = 8
-DEQUANT_MIN_TOKENS = 256   # eager chunks this long: dequantize expert groups to bf16 + cuBLAS (mxfp4_prefill_moe)
 
 
 @dataclass(frozen=True)
@@ -210,10 +209,6 @@ def mxfp4_moe(
     intermediate = gate_up_blocks.shape[1] // 2
     cfg = config or default_tile_config(num_tokens, top_k, num_experts)
     weights = (gate_up_blocks, gate_up_scales, gate_up_bias, down_blocks, down_scales, down_bias)
-    if config is None and num_tokens >= DEQUANT_MIN_TOKENS and not torch.cuda.is_current_stream_capturing():
-        from tkr_embed.backends.torch.kernels.mxfp4_prefill_moe import mxfp4_moe_prefill
-
-        return mxfp4_moe_prefill(hidden, topk_ids, topk_weights, *weights, residual)
     if cfg.block_m == 0:   # decode: matrix-vector per pair, the k slots summed in the down kernel
         return mxfp4_moe_gemv(hidden, topk_ids, topk_weights, *weights, residual, block_n_gate_up=cfg.block_n,
                               block_n_down=cfg.block_n, block_g=cfg.block_k // 32, num_warps=cfg.num_warps)
