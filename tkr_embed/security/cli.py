@@ -24,8 +24,8 @@ def _describe(info: KeyInfo) -> dict[str, object]:
     return {
         "id": info.id,
         "name": info.name,
-        "key": f"{info.display_prefix}...{info.last_four}",
-        "permissions": sorted(p.value for p in info.permissions),
+        "key": info.hint,
+        "permissions": info.permission_names,
         "created_at": _time(info.created_at),
         "expires_at": _time(info.expires_at),
         "revoked_at": _time(info.revoked_at),

@@ -58,6 +58,15 @@ class KeyInfo:
     def is_admin(self) -> bool:
         return Permission.ADMIN in self.permissions
 
+    @property
+    def hint(self) -> str:
+        """How the key is shown: its first eight and last four characters, never the secret."""
+        return f"{self.display_prefix}...{self.last_four}"
+
+    @property
+    def permission_names(self) -> list[str]:
+        return sorted(p.value for p in self.permissions)
+
     def allows(self, permission: Permission) -> bool:
         return grants(self.permissions, permission)
 

@@ -12,15 +12,6 @@ from tkr_embed.engine.outputs import EngineStats
 from tkr_embed.security.keys import CreatedKey, KeyInfo, KeyLimits
 
 
-def key_hint(info: KeyInfo) -> str:
-    """How a key is shown: its first eight and last four characters, never the secret."""
-    return f"{info.display_prefix}...{info.last_four}"
-
-
-def permission_names(info: KeyInfo) -> list[str]:
-    return sorted(p.value for p in info.permissions)
-
-
 class KeyLimitsBody(BaseModel):
     """Per-key overrides of the global rate limits; null (or absent) keeps the global value."""
 
@@ -68,8 +59,8 @@ class KeyView(BaseModel):
         return cls(
             id=info.id,
             name=info.name,
-            key_hint=key_hint(info),
-            permissions=permission_names(info),
+            key_hint=info.hint,
+            permissions=info.permission_names,
             created_at=info.created_at,
             expires_at=info.expires_at,
             revoked_at=info.revoked_at,
@@ -98,8 +89,8 @@ class CreatedKeyResponse(BaseModel):
             id=info.id,
             name=info.name,
             api_key=created.api_key,
-            key_hint=key_hint(info),
-            permissions=permission_names(info),
+            key_hint=info.hint,
+            permissions=info.permission_names,
             created_at=info.created_at,
             expires_at=info.expires_at,
             limits=KeyLimitsBody.of(info.limits),
