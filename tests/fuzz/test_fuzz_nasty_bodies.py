@@ -66,6 +66,10 @@ REFUSED = [
     ("/v1/responses", json.dumps({"input": []}).encode(), None, 400, "input"),
     ("/v1/responses", json.dumps({"input": "Hi", "instructions": "\ud800"}).encode(), None, 400, "instructions"),
     ("/v1/responses", json.dumps({"input": "Hi", "max_output_tokens": 0}).encode(), None, 400, "max_output_tokens"),
+    # Several problems: the missing required field is the one named.
+    ("/v1/completions", json.dumps({"temperature": 5}).encode(), None, 400, "prompt"),
+    (CHAT, json.dumps({"temperature": 5, "top_p": 7}).encode(), None, 400, "messages"),
+    ("/generate", json.dumps({"temperature": 5}).encode(), None, 400, "text"),
 ]
 
 

@@ -97,6 +97,9 @@ async def _validation_handler(request: Request, exc: RequestValidationError) -> 
             415, f"the request body must be JSON sent with Content-Type: application/json (got {content_type})",
             code="unsupported_media_type",
         )
+    # Name a missing required top-level field first, whatever order the model's fields were checked in
+    # (deeper "missing" errors can come from the union branch that did not apply, so they keep their place).
+    errors = sorted(errors, key=lambda error: not (error.get("type") == "missing" and len(error.get("loc", ())) <= 2))
     message, param = validation_message(errors[0]) if errors else ("invalid request", None)
     return error_response(400, message, param)
 
