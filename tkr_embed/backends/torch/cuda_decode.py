@@ -1,19 +1,15 @@
 """Decode steps of the torch runner on CUDA, captured as CUDA graphs (one per batch size).
 
 A decode-only batch of n sequences replays the graph of the smallest captured size >= n. Its
-static inputs live in pinned host mirrors: a step writes its numbers there and sends them in one
-copy (token ids, positions, slots, lengths) plus the block-table entries that changed since the
-graph last ran. The rows past n are padding: token 0 at position 0 writing its KV to the scratch
-block (a block the engine never hands out) and attending only to that slot. The graph returns
-float32 logits [padded, V]; sampling runs after it.
+static inputs are filled from the host in one copy per tensor; the rows past n are padding: token
+0 at position 0 writing its KV to the scratch block (a block the engine never hands out) and
+attending only to that slot. The graph returns float32 logits [padded, V]; sampling runs after it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 from tkr_embed.backends.torch.attention import AttentionMetadata
@@ -21,33 +17,6 @@ from tkr_embed.backends.torch.cuda_graphs import CudaGraphSteps
 from tkr_embed.engine.runner import BatchEntry
 
 DEFAULT_GRAPH_BATCH_SIZES = (1, 2, 4, 8, 16, 24, 32, 48, 64)
-
-
-@dataclass
-class _Staging:
-    """Pinned host mirrors of one graph's inputs, so a step writes numbers, not new tensors.
-
-    `tables[row]` is the block table the device buffer holds in row `row` (columns past its length
-    are stale and never read); rows at or past `used` are padding.
-    """
-
-    scalars_pinned: torch.Tensor      # [4, B] int64
-    scalars_np: np.ndarray
-    scalars_device: torch.Tensor      # the graph's [4, B] input
-    tables_pinned: torch.Tensor       # [B, max_blocks] int32
-    tables_np: np.ndarray
-    tables: list[list[int]]
-    done: torch.cuda.Event
-    used: int = 0
-
-    @classmethod
-    def create(cls, inputs: dict[str, torch.Tensor], scratch_block: int) -> _Staging:
-        scalars = inputs["scalars"].cpu().pin_memory()
-        tables = inputs["block_tables"].cpu().pin_memory()
-        done = torch.cuda.Event()
-        done.record()
-        return cls(scalars, scalars.numpy(), inputs["scalars"], tables, tables.numpy(),
-                   [[scratch_block] for _ in range(tables.shape[0])], done)
 
 
 class CudaDecodeGraphs:
@@ -71,8 +40,6 @@ class CudaDecodeGraphs:
         self.device = model.device
         self._graphs = CudaGraphSteps(self._step, self._make_inputs, batch_sizes)
         self.max_batch_size = self._graphs.batch_sizes[-1]
-        self._staging = {size: _Staging.create(self._graphs.static_inputs(size), scratch_block)
-                         for size in self._graphs.batch_sizes}
 
     @property
     def batch_sizes(self) -> list[int]:
@@ -81,12 +48,10 @@ class CudaDecodeGraphs:
     def _make_inputs(self, batch: int) -> dict[str, torch.Tensor]:
         int64 = dict(dtype=torch.int64, device=self.device)
         int32 = dict(dtype=torch.int32, device=self.device)
-        scalars = torch.tensor([[0], [0], [self.scratch_block * self.block_size], [1]], **int64).repeat(1, batch)
         return {
-            "scalars": scalars,                            # [4, B]: token ids, positions, slots, seq lens (int64)
-            "token_ids": scalars[0],                                                           # [B] views
-            "positions": scalars[1],
-            "slot_mapping": scalars[2],
+            "token_ids": torch.zeros(batch, **int64),                                          # [B]
+            "positions": torch.zeros(batch, **int64),                                          # [B]
+            "slot_mapping": torch.full((batch,), self.scratch_block * self.block_size, **int64),  # [B]
             "seq_lens": torch.ones(batch, **int32),                                            # [B]
             "block_tables": torch.full((batch, self.max_blocks_per_seq), self.scratch_block, **int32),
             "query_start_loc": torch.arange(batch + 1, **int32),                               # [B+1]
@@ -116,35 +81,29 @@ class CudaDecodeGraphs:
         count = len(entries)
         padded = self._graphs.padded_size(count)
         buffers = self._graphs.static_inputs(count)
-        staging = self._staging[padded]
-        staging.done.synchronize()                         # the last copy out of the pinned buffers is over
+        width = max(len(e.block_table) for e in entries)
         bs = self.block_size
-        host = staging.scalars_np                          # [4, padded] int64, pinned
-        host[0, :count] = [e.token_ids[0] for e in entries]
-        host[1, :count] = [e.start_pos for e in entries]
-        host[2, :count] = [e.block_table[e.start_pos // bs] * bs + e.start_pos % bs for e in entries]
-        host[3, :count] = [e.start_pos + 1 for e in entries]
-        if staging.used > count:                           # rows that served sequences before: padding again
-            host[0, count:staging.used] = 0
-            host[1, count:staging.used] = 0
-            host[2, count:staging.used] = self.scratch_block * bs
-            host[3, count:staging.used] = 1
-        device_tables = buffers["block_tables"]
-        for row in range(count, staging.used):             # padding rows attend to the scratch block only
-            if staging.tables[row] != [self.scratch_block]:
-                staging.tables_np[row, 0] = self.scratch_block
-                device_tables[row, :1].copy_(staging.tables_pinned[row, :1], non_blocking=True)
-                staging.tables[row] = [self.scratch_block]
-        staging.used = count
-        for row, entry in enumerate(entries):              # block tables change rarely: copy only what changed
-            table, known = entry.block_table, staging.tables[row]
-            if table == known:
-                continue
-            first = len(known) if len(table) > len(known) and table[:len(known)] == known else 0
-            staging.tables_np[row, first:len(table)] = table[first:]
-            device_tables[row, first:len(table)].copy_(staging.tables_pinned[row, first:len(table)], non_blocking=True)
-            staging.tables[row] = list(table)
-        staging.scalars_device.copy_(staging.scalars_pinned, non_blocking=True)     # one copy of [4, padded]
-        buffers["seq_lens"].copy_(staging.scalars_device[3])
-        staging.done.record()
+        scalars = torch.tensor(
+            [[e.token_ids[0] for e in entries],
+             [e.start_pos for e in entries],
+             [e.block_table[e.start_pos // bs] * bs + e.start_pos % bs for e in entries],
+             [e.start_pos + 1 for e in entries]],
+            dtype=torch.int64,
+        ).pin_memory()                                                                        # [4, n]
+        tables = torch.tensor(
+            [list(e.block_table) + [self.scratch_block] * (width - len(e.block_table)) for e in entries],
+            dtype=torch.int32,
+        ).pin_memory()                                                                        # [n, width]
+        on_device = scalars.to(self.device, non_blocking=True)
+        buffers["token_ids"][:count].copy_(on_device[0])
+        buffers["positions"][:count].copy_(on_device[1])
+        buffers["slot_mapping"][:count].copy_(on_device[2])
+        buffers["seq_lens"][:count].copy_(on_device[3])
+        buffers["block_tables"][:count, :width].copy_(tables, non_blocking=True)
+        if padded > count:                                 # padding rows: scratch slot, one key
+            buffers["token_ids"][count:].zero_()
+            buffers["positions"][count:].zero_()
+            buffers["slot_mapping"][count:].fill_(self.scratch_block * bs)
+            buffers["seq_lens"][count:].fill_(1)
+            buffers["block_tables"][count:, 0].fill_(self.scratch_block)
         return self._graphs.replay(count)                                                     # [n, V]
