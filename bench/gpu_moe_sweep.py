@@ -17,8 +17,8 @@ GEMV = [MoeTileConfig(0, 16, 256, 4), MoeTileConfig(0, 32, 256, 4), MoeTileConfi
         MoeTileConfig(0, 16, 128, 4), MoeTileConfig(0, 16, 512, 8), MoeTileConfig(0, 32, 128, 2)]
 GROUPED = [MoeTileConfig(16, 64, 128, 4), MoeTileConfig(16, 32, 128, 4), MoeTileConfig(16, 64, 64, 4),
            MoeTileConfig(16, 128, 128, 8), MoeTileConfig(32, 64, 128, 4), MoeTileConfig(16, 32, 256, 4)]
-PREFILL = [MoeTileConfig(128, 64, 64, 8), MoeTileConfig(64, 64, 128, 4), MoeTileConfig(128, 128, 64, 8),
-           MoeTileConfig(64, 128, 64, 4)]
+PREFILL = [MoeTileConfig(32, 64, 128, 4), MoeTileConfig(64, 64, 64, 4), MoeTileConfig(64, 64, 128, 4),
+           MoeTileConfig(128, 64, 64, 8), MoeTileConfig(128, 128, 64, 8), MoeTileConfig(64, 128, 64, 4)]
 
 
 def main() -> int:
@@ -27,8 +27,8 @@ def main() -> int:
     args = parser.parse_args()
     rows = []
     for tokens in args.tokens:
-        configs = [None] + (GEMV if tokens <= 8 else []) + (GROUPED if 8 <= tokens <= 256 else []) + \
-            (PREFILL if tokens > 256 else [])
+        configs = [None] + (GEMV if tokens <= 8 else []) + (GROUPED if 8 <= tokens < 256 else []) + \
+            (PREFILL if tokens >= 256 else [])
         for cfg in configs:
             try:
                 row = bench_moe(tokens, cfg)

@@ -1,11 +1,15 @@
-"""Load generator against a running tkr-embed server (OpenAI-compatible streaming chat completions).
+"""Load generator against a running tkr-embed server (OpenAI-compatible streaming endpoints).
 
     python bench/load_generator.py --url http://127.0.0.1:8008 --api-key KEY \
         --concurrency 64 --requests 256 --prompt-words 700 --max-tokens 256
+    # the offline engine's shape (`tkr-embed bench`): token-id prompts on /v1/completions, no early stop
+    python bench/load_generator.py --endpoint completions --prompt-tokens 1024 --ignore-eos \
+        --concurrency 64 --requests 64 --max-tokens 256
 
 Prints one JSON object: TTFT, inter-token latency and end-to-end latency percentiles (ms) and the
-aggregate output tokens/s. Each streamed content chunk counts as one token unless the server
-reports usage at the end of the stream.
+aggregate output tokens/s. Each streamed chunk with text counts as one token unless the server
+reports usage at the end of the stream (a token that decodes to no text yet, e.g. part of a UTF-8
+character, sends no chunk: its gap is folded into the next one).
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ import time
 from dataclasses import dataclass, field
 
 import httpx
+
+PLAIN_VOCAB = 200_000     # o200k ids below the harmony special tokens
 
 
 @dataclass
@@ -55,12 +61,29 @@ def summarize(timings: list[RequestTiming], wall_seconds: float) -> dict:
             "ttft_ms": percentiles(ttft), "itl_ms": percentiles(itl), "e2e_ms": percentiles(e2e)}
 
 
-async def _one_request(client: httpx.AsyncClient, args: argparse.Namespace, prompt: str) -> RequestTiming:
+def request_body(args: argparse.Namespace, prompt: str | list[int]) -> tuple[str, dict]:
+    """The route and JSON body of one streamed, greedy request."""
+    body = {"model": args.model, "max_tokens": args.max_tokens, "temperature": 0.0, "stream": True,
+            "stream_options": {"include_usage": True}}
+    if args.endpoint == "completions":
+        body["prompt"] = prompt
+        if args.ignore_eos:
+            body["ignore_eos"] = True
+        return "/v1/completions", body
+    body["messages"] = [{"role": "user", "content": prompt}]
+    return "/v1/chat/completions", body
+
+
+def _has_text(choice: dict) -> bool:
+    delta = choice.get("delta", {})
+    return bool(choice.get("text") or delta.get("content") or delta.get("reasoning_content") or delta.get("reasoning"))
+
+
+async def _one_request(client: httpx.AsyncClient, args: argparse.Namespace, prompt: str | list[int]) -> RequestTiming:
+    route, body = request_body(args, prompt)
     timing = RequestTiming(start=time.perf_counter())
-    body = {"model": args.model, "messages": [{"role": "user", "content": prompt}], "max_tokens": args.max_tokens,
-            "temperature": 0.0, "stream": True, "stream_options": {"include_usage": True}}
     try:
-        async with client.stream("POST", "/v1/chat/completions", json=body) as response:
+        async with client.stream("POST", route, json=body) as response:
             if response.status_code != 200:
                 timing.error = f"HTTP {response.status_code}"
                 return timing
@@ -72,8 +95,7 @@ async def _one_request(client: httpx.AsyncClient, args: argparse.Namespace, prom
                 if chunk.get("usage"):
                     usage_tokens = chunk["usage"].get("completion_tokens")
                 for choice in chunk.get("choices", []):
-                    delta = choice.get("delta", {})
-                    if delta.get("content") or delta.get("reasoning_content") or delta.get("reasoning"):
+                    if _has_text(choice):
                         now = time.perf_counter()
                         timing.first_token = timing.first_token or now
                         timing.token_times.append(now)
@@ -87,20 +109,25 @@ async def _one_request(client: httpx.AsyncClient, args: argparse.Namespace, prom
 async def run_load(args: argparse.Namespace) -> dict:
     rng = random.Random(args.seed)
     words = ["alpha", "river", "stone", "cloud", "paper", "engine", "orbit", "garden", "signal", "harbor"]
-    prompts = [" ".join(rng.choice(words) for _ in range(args.prompt_words)) for _ in range(args.requests)]
+    prompts: list[str | list[int]]
+    if args.prompt_tokens:    # random ids below the special tokens, as `tkr-embed bench` draws them
+        prompts = [[rng.randrange(PLAIN_VOCAB) for _ in range(args.prompt_tokens)] for _ in range(args.requests)]
+    else:
+        prompts = [" ".join(rng.choice(words) for _ in range(args.prompt_words)) for _ in range(args.requests)]
     headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}
     limits = httpx.Limits(max_connections=args.concurrency, max_keepalive_connections=args.concurrency)
     semaphore = asyncio.Semaphore(args.concurrency)
     async with httpx.AsyncClient(base_url=args.url, headers=headers, timeout=args.timeout, limits=limits) as client:
-        async def bounded(prompt: str) -> RequestTiming:
+        async def bounded(prompt: str | list[int]) -> RequestTiming:
             async with semaphore:
                 return await _one_request(client, args, prompt)
 
         start = time.perf_counter()
         timings = await asyncio.gather(*(bounded(p) for p in prompts))
         wall = time.perf_counter() - start
-    return {"url": args.url, "concurrency": args.concurrency, "prompt_words": args.prompt_words,
-            "max_tokens": args.max_tokens, **summarize(list(timings), wall)}
+    return {"url": args.url, "endpoint": args.endpoint, "concurrency": args.concurrency,
+            "prompt_words": None if args.prompt_tokens else args.prompt_words, "prompt_tokens": args.prompt_tokens,
+            "max_tokens": args.max_tokens, "ignore_eos": args.ignore_eos, **summarize(list(timings), wall)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -110,11 +137,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="gpt-oss-20b")
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--requests", type=int, default=32)
+    parser.add_argument("--endpoint", choices=("chat", "completions"), default="chat")
     parser.add_argument("--prompt-words", type=int, default=200)
+    parser.add_argument("--prompt-tokens", type=int, default=0,
+                        help="random token-id prompts of this length instead of words (completions only)")
+    parser.add_argument("--ignore-eos", action="store_true",
+                        help="ask the server to run every request to max_tokens (completions only)")
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--timeout", type=float, default=600.0)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    if (args.prompt_tokens or args.ignore_eos) and args.endpoint != "completions":
+        parser.error("--prompt-tokens and --ignore-eos need --endpoint completions")
     print(json.dumps(asyncio.run(run_load(args)), indent=1))
     return 0
 

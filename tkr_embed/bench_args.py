@@ -13,4 +13,8 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prompt-len", type=int, default=128, help="prompt tokens of the decode runs")
     parser.add_argument("--output-len", type=int, default=64, help="new tokens per stream")
     parser.add_argument("--long-prompt-len", type=int, default=1000, help="prompt tokens of the prefill run")
+    parser.add_argument("--max-num-batched-tokens", type=int, default=None,
+                        help="tokens per engine step (default: the engine's; the server's default is 8192)")
+    parser.add_argument("--warmup-streams", action="store_true",
+                        help="run the parallel-streams shape once (2 new tokens) before timing it")
     parser.add_argument("--seed", type=int, default=0)

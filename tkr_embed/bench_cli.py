@@ -1,7 +1,10 @@
 """`tkr-embed bench`: offline engine benchmark; prints one JSON object.
 
-Three runs through the public offline API (`LLM.generate`), greedy, random prompt token ids:
-batch-1 decode, N parallel streams, and the prefill of one long prompt (time to its first token).
+Three runs through the offline engine (the loop `LLM.generate` runs), greedy, `ignore_eos`, random
+prompt token ids: batch-1 decode, N parallel streams, and the prefill of one long prompt (time to its
+first token). Each run reports the time to first token, the inter-token gaps and the end-to-end time of
+its requests (nearest-rank percentiles, ms), measured where the engine's step hands the tokens out:
+the same points the HTTP load generator (`bench/load_generator.py`) measures behind the server.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ import json
 import random
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 
@@ -23,17 +26,50 @@ class RunResult:
     output_tokens: int
     seconds: float
     output_tok_s: float
+    ttft_ms: dict[str, float | None] = field(default_factory=dict)
+    itl_ms: dict[str, float | None] = field(default_factory=dict)
+    e2e_ms: dict[str, float | None] = field(default_factory=dict)
+
+
+def percentiles(values: list[float], points: tuple[int, ...] = (50, 90, 99)) -> dict[str, float | None]:
+    """Nearest-rank percentiles (as bench/load_generator.py computes them); None when there are no values."""
+    ordered = sorted(values)
+    result: dict[str, float | None] = {}
+    for point in points:
+        rank = max(1, -(-point * len(ordered) // 100))
+        result[f"p{point}"] = ordered[rank - 1] if ordered else None
+    return result
 
 
 def _timed_generate(llm, name: str, prompts: list[list[int]], output_len: int) -> RunResult:
+    """Submit every prompt at once, step the engine until all finish; time each request's tokens."""
     from tkr_embed import SamplingParams
 
     params = SamplingParams(temperature=0.0, max_tokens=output_len, ignore_eos=True)
+    engine = llm.engine
+    request_ids = [f"bench-{name}-{index}" for index in range(len(prompts))]
+    token_times: dict[str, list[float]] = {request_id: [] for request_id in request_ids}
+    produced = 0
     start = time.perf_counter()
-    results = llm.generate(prompts, params)
+    for request_id, prompt in zip(request_ids, prompts):
+        engine.add_request(request_id, prompt, params)
+    end_times: dict[str, float] = {}
+    while engine.has_unfinished_requests():
+        outputs = engine.step()
+        now = time.perf_counter()
+        for output in outputs:
+            new_tokens = sum(len(completion.new_token_ids) for completion in output.outputs)
+            if new_tokens:
+                produced += new_tokens
+                token_times[output.request_id].append(now)
+            if output.finished:
+                end_times[output.request_id] = now
     seconds = time.perf_counter() - start
-    produced = sum(len(result.token_ids) for result in results)
-    return RunResult(name, len(prompts), sum(map(len, prompts)), produced, seconds, produced / seconds)
+    ttft = [(times[0] - start) * 1e3 for times in token_times.values() if times]
+    itl = [(later - earlier) * 1e3 for times in token_times.values() for earlier, later in zip(times, times[1:])]
+    e2e = [(end - start) * 1e3 for end in end_times.values()]
+    return RunResult(name, len(prompts), sum(map(len, prompts)), produced, seconds, produced / seconds,
+                     percentiles(ttft), percentiles(itl), percentiles(e2e))
 
 
 class TokenIdTokenizer:
@@ -70,20 +106,28 @@ def run_bench(args: argparse.Namespace) -> int:
 
         runner = create_runner(model, device=args.device)
         info = runner.info
-        llm = LLM.from_runner(runner, TokenIdTokenizer(info.vocab_size, info.eos_token_ids), block_size=info.block_size)
+        engine_options = {"block_size": info.block_size}
+        if args.max_num_batched_tokens is not None:
+            engine_options["max_num_batched_tokens"] = args.max_num_batched_tokens
+        llm = LLM.from_runner(runner, TokenIdTokenizer(info.vocab_size, info.eos_token_ids), **engine_options)
         vocab = min(info.vocab_size, 200_000)     # stay below the special tokens
 
         def prompt(length: int) -> list[int]:
             return [rng.randrange(vocab) for _ in range(length)]
 
         _timed_generate(llm, "warmup", [prompt(8)], 2)
+        if args.warmup_streams:
+            # the streams' shapes once (new prompts: nothing for the prefix cache), so the timed run
+            # compiles no kernels, as a server that has served a while
+            _timed_generate(llm, "warmup_streams", [prompt(args.prompt_len) for _ in range(args.streams)], 2)
         runs = [
             _timed_generate(llm, "decode_batch1", [prompt(args.prompt_len)], args.output_len),
             _timed_generate(llm, "parallel_streams", [prompt(args.prompt_len) for _ in range(args.streams)],
                             args.output_len),
             _timed_generate(llm, "long_prompt_ttft", [prompt(args.long_prompt_len)], 1),
         ]
-    report = {"model": args.model or "demo", "device": args.device, "runner": {"device": info.device,
+    report = {"model": args.model or "demo", "device": args.device,
+              "max_num_batched_tokens": llm.engine.config.max_num_batched_tokens, "runner": {"device": info.device,
               "dtype": info.dtype, "num_kv_blocks": info.num_kv_blocks, **info.extra},
               "runs": [asdict(run) for run in runs]}
     if info.device.startswith("cuda"):

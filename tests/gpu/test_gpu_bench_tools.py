@@ -29,6 +29,63 @@ def test_offline_bench_prints_json_with_the_three_runs(capsys, demo_model_dir):
     assert runs["decode_batch1"]["output_tokens"] == 4
     assert runs["parallel_streams"]["output_tokens"] == 12 and runs["parallel_streams"]["prompt_tokens"] == 18
     assert runs["long_prompt_ttft"]["output_tokens"] == 1
+    assert report["max_num_batched_tokens"] == 2048       # the engine's default
+    streams = runs["parallel_streams"]
+    # 3 streams x 4 tokens: 3 first tokens and 3 x 3 gaps, each positive; a request ends after its first token
+    assert 0 < streams["ttft_ms"]["p50"] <= streams["e2e_ms"]["p50"]
+    assert streams["itl_ms"]["p50"] > 0 and streams["itl_ms"]["p99"] >= streams["itl_ms"]["p50"]
+    assert runs["long_prompt_ttft"]["itl_ms"] == {"p50": None, "p90": None, "p99": None}   # one token: no gap
+
+
+def test_offline_bench_takes_the_step_token_budget_and_warms_the_streams(capsys, demo_model_dir):
+    code = main(["bench", "--model", str(demo_model_dir), "--device", "cpu", "--streams", "2", "--prompt-len", "6",
+                 "--output-len", "3", "--long-prompt-len", "8", "--max-num-batched-tokens", "64", "--warmup-streams"])
+    report = json.loads(capsys.readouterr().out)
+    assert code == 0 and report["max_num_batched_tokens"] == 64
+    assert [run["name"] for run in report["runs"]] == ["decode_batch1", "parallel_streams", "long_prompt_ttft"]
+    assert report["runs"][1]["output_tokens"] == 6
+
+
+def test_load_generator_sends_token_prompts_with_ignore_eos_to_completions():
+    lg = _load_generator()
+    parser_args = ["--endpoint", "completions", "--prompt-tokens", "5", "--ignore-eos", "--max-tokens", "7"]
+    args = _parse_load_args(lg, parser_args)
+    route, body = lg.request_body(args, [1, 2, 3, 4, 5])
+    assert route == "/v1/completions"
+    assert body["prompt"] == [1, 2, 3, 4, 5] and body["ignore_eos"] is True and body["max_tokens"] == 7
+    assert body["stream"] is True and body["stream_options"] == {"include_usage": True}
+    route, body = lg.request_body(_parse_load_args(lg, []), "hello")
+    assert route == "/v1/chat/completions" and "ignore_eos" not in body
+    assert body["messages"] == [{"role": "user", "content": "hello"}]
+
+
+def _parse_load_args(lg, argv: list[str]):
+    captured = {}
+
+    async def fake_run_load(args):
+        captured["args"] = args
+        return {}
+
+    original = lg.run_load
+    lg.run_load = fake_run_load
+    try:
+        lg.main(argv)
+    finally:
+        lg.run_load = original
+    return captured["args"]
+
+
+def test_completions_ignore_eos_extension_reaches_the_engine_parameters():
+    from tkr_embed.harmony.tokenizer import get_tokenizer
+    from tkr_embed.protocol.openai_completions import CompletionRequest
+    from tkr_embed.services.completions import CompletionService
+    from tkr_embed.services.context import ModelContext
+
+    service = CompletionService(ModelContext(engine=None, tokenizer=get_tokenizer(), model_id="m", context_length=64))
+    asked = service.prepare(CompletionRequest.model_validate({"prompt": [10, 11, 12], "max_tokens": 5, "ignore_eos": True}))
+    plain = service.prepare(CompletionRequest.model_validate({"prompt": [10, 11, 12], "max_tokens": 5}))
+    assert [p.params.ignore_eos for p in asked] == [True]
+    assert [p.params.ignore_eos for p in plain] == [False]
 
 
 def test_load_generator_percentiles_and_summary():

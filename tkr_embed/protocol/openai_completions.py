@@ -15,6 +15,8 @@ class CompletionRequest(SamplingRequest):
     max_tokens: int | None = Field(16, ge=1)
     logprobs: int | None = Field(None, ge=0, le=20)
     echo: bool = False
+    # Extension (as vLLM's): run to max_tokens whatever tokens come; load tests use it for a fixed length.
+    ignore_eos: bool = False
 
     def prompts(self) -> list[str | list[int]]:
         """The prompts as a list: a string or a flat list of ids is one prompt."""

@@ -81,6 +81,7 @@ class CompletionService:
             prompt_text = self.ctx.tokenizer.decode(prompt_ids)
         max_tokens = self.ctx.max_tokens_for(len(prompt_ids), request.max_tokens, "max_tokens", param)
         params = request.sampling_params(max_tokens, request.logprobs, stop=stop)
+        params.ignore_eos = request.ignore_eos
         return PreparedCompletion(
             new_request_id("cmpl"), prompt_ids, prompt_text, params, request.echo, request.logprobs
         )
