@@ -23,7 +23,7 @@ if [ "${PART:-server}" = tiles ]; then
   done
   exit 0
 fi
-timeout 150 python3 bench/gpu_moe_sweep.py --tokens 256 512 768 1024 2048 > "$OUT/sweep.log" 2>&1; grep -v '^\[' "$OUT/sweep.log" | tail -40
-timeout 200 python3 -m tkr_embed.cli bench --model gpt-oss-20b --device cuda $SHAPE > "$OUT/bench_offline.json" 2>"$OUT/bench_offline.err"
+timeout 120 python3 bench/gpu_moe_sweep.py --tokens 256 512 768 1024 2048 > "$OUT/sweep.log" 2>&1; grep -v '^\[' "$OUT/sweep.log" | tail -40
+timeout 180 python3 -m tkr_embed.cli bench --model gpt-oss-20b --device cuda $SHAPE > "$OUT/bench_offline.json" 2>"$OUT/bench_offline.err"
 summary "$OUT/bench_offline.json" offline
 bash bench/gpu_serve_load.sh "$OUT"

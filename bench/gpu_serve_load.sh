@@ -7,19 +7,21 @@ OUT=$1; PORT=${PORT:-8011}; URL=http://127.0.0.1:$PORT
 GENERATION_MODEL_PATH=${MODEL_PATH:-gpt-oss-20b} GENERATION_AUTH_ENABLED=false GENERATION_RATE_LIMIT_ENABLED=false \
 GENERATION_CACHE_ENABLED=false GENERATION_DATA_DIR=/tmp/tkr-data GENERATION_LOG_LEVEL=warning GENERATION_PORT=$PORT \
 GENERATION_ENGINE__MAX_NUM_BATCHED_TOKENS=${MNBT:-8192} GENERATION_SERVER__GRACEFUL_SHUTDOWN_S=2 \
-  python3 -m tkr_embed.api.server > "$OUT/server.log" 2>&1 &
+  python3 -X faulthandler -m tkr_embed.api.server > "$OUT/server.log" 2>&1 &
 SERVER=$!
 up() { python3 -c "import httpx,sys; sys.exit(httpx.get('$URL/health').status_code != 200)" 2>/dev/null; }
-for _ in $(seq 240); do up && break; kill -0 $SERVER 2>/dev/null || break; sleep 1; done
+for _ in $(seq ${START_WAIT:-150}); do up && break; kill -0 $SERVER 2>/dev/null || break; sleep 1; done
 up || { echo "server did not start"; tail -20 "$OUT/server.log"; kill $SERVER; exit 1; }
-LOAD="python3 bench/load_generator.py --url $URL --endpoint completions --prompt-tokens ${PROMPT_TOKENS:-1024} --ignore-eos"
-$LOAD --concurrency ${STREAMS:-64} --requests ${STREAMS:-64} --max-tokens 2 --seed 1 > "$OUT/load_warmup.json"
+LOAD="timeout ${LOAD_TIMEOUT:-150} python3 bench/load_generator.py --url $URL --endpoint completions --prompt-tokens ${PROMPT_TOKENS:-1024} --ignore-eos"
+timeout 60 $LOAD --concurrency ${STREAMS:-64} --requests ${STREAMS:-64} --max-tokens 2 --seed 1 > "$OUT/load_warmup.json"
 $LOAD --concurrency 1 --requests 1 --max-tokens ${NEW_TOKENS:-256} --seed 2 > "$OUT/load_batch1.json"
 $LOAD --concurrency ${STREAMS:-64} --requests ${STREAMS:-64} --max-tokens ${NEW_TOKENS:-256} --seed 3 > "$OUT/load_64.json"
-python3 bench/load_generator.py --url $URL --endpoint completions --prompt-tokens ${TTFT_TOKENS:-1000} --concurrency 1 --requests 1 \
+timeout 60 python3 bench/load_generator.py --url $URL --endpoint completions --prompt-tokens ${TTFT_TOKENS:-1000} --concurrency 1 --requests 1 \
   --max-tokens 1 --seed 4 > "$OUT/load_ttft.json"
 for f in batch1 64 ttft; do
   python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print('server', sys.argv[2], d['succeeded'], d['errors'], d['output_tokens'], round(d['wall_s'],3), round(d['output_tok_s'],1), d['ttft_ms'], d['itl_ms'])" "$OUT/load_$f.json" $f
 done
+# a server that never answered: faulthandler prints every thread's stack on SIGABRT
+if [ ! -s "$OUT/load_64.json" ]; then kill -ABRT $SERVER; sleep 2; grep -A12 "Thread\|Current thread" "$OUT/server.log" | head -80; fi
 kill $SERVER; wait $SERVER
 grep -iE "error|traceback" "$OUT/server.log" | head -5
