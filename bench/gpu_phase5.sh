@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Phase 5 on the device (carry .whl: the server's wheels, see BENCHMARKS.md):
 #   PART=server bash bench/gpu_phase5.sh  # MoE tile sweep; offline engine bench; the HTTP server + load generator, same shape
-#   PART=tiles  bash bench/gpu_phase5.sh  # offline engine bench of this tree and of .f5base/base.tar (the tile rule before)
+#   PART=tiles  bash bench/gpu_phase5.sh  # MoE kernel checks; offline bench of .f5base/base.tar (the tile rule before) and of
+#                                         # this tree; then the server + load generator on this tree
 set -u
 OUT=${OUT:-/tmp/tkr-out}; mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
@@ -14,13 +15,15 @@ summary() {  # one line per run of a bench JSON
   python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print(sys.argv[2], d.get('card'), [(r['name'], round(r['seconds'],3), round(r['output_tok_s'],1), r['ttft_ms'].get('p50'), r['itl_ms'].get('p50'), r['itl_ms'].get('p99')) for r in d['runs']])" "$1" "$2" || tail -5 "${1%.json}.err"
 }
 if [ "${PART:-server}" = tiles ]; then
+  timeout 90 python3 -m pytest -q -m gpu -o asyncio_mode=strict -p no:cacheprovider tests/gpu/test_gpu_kernels.py -k mxfp4_moe 2>&1 | tail -3
   mkdir -p /tmp/base && tar -xf .f5base/base.tar -C /tmp/base
-  for tree in new base new2; do
+  for tree in base new; do
     dir=$NEW; [ $tree = base ] && dir=/tmp/base
-    (cd $dir && PYTHONPATH=/tmp/site:$dir timeout 200 python3 -m tkr_embed.cli bench --model gpt-oss-20b --device cuda $SHAPE \
+    (cd $dir && PYTHONPATH=/tmp/site:$dir timeout 150 python3 -m tkr_embed.cli bench --model gpt-oss-20b --device cuda $SHAPE \
       > "$OUT/bench_$tree.json" 2>"$OUT/bench_$tree.err")
     summary "$OUT/bench_$tree.json" $tree
   done
+  bash bench/gpu_serve_load.sh "$OUT"
   exit 0
 fi
 timeout 120 python3 bench/gpu_moe_sweep.py --tokens 256 512 768 1024 2048 > "$OUT/sweep.log" 2>&1; grep -v '^\[' "$OUT/sweep.log" | tail -40

@@ -21,7 +21,7 @@ def kernels():
     return mxfp4_moe, paged_attention
 
 
-@pytest.mark.parametrize("num_tokens", [1, 7, 9, 64, 300])
+@pytest.mark.parametrize("num_tokens", [1, 7, 9, 64, 200, 300, 512])
 def test_mxfp4_moe_matches_reference_on_20b_shape(kernels, num_tokens):
     from tkr_embed.backends.torch.kernels.random_cases import make_moe_case, relative_error
     from tkr_embed.backends.torch.kernels.mxfp4_reference import moe_reference
