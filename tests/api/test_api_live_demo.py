@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -50,7 +51,7 @@ def test_demo_checkpoint_is_written_and_announced(demo_server):
     assert info["quantization_reason"]        # what the quantization setting chose, and why
 
 
-def test_chat_completion_greedy_is_reproducible(client):
+def test_chat_completion_greedy_is_reproducible(client, demo_server):
     first = client.chat.completions.create(model=client.models.list().data[0].id, messages=HELLO,
                                            max_tokens=6, temperature=0)
     second = client.chat.completions.create(messages=HELLO, max_tokens=6, temperature=0, model=first.model)
@@ -58,6 +59,11 @@ def test_chat_completion_greedy_is_reproducible(client):
     assert first.choices[0].finish_reason in ("length", "stop")
     assert first.choices[0].message.content == second.choices[0].message.content
     assert first.usage.completion_tokens == second.usage.completion_tokens
+    # The repeat reuses every full block of the prompt but the one holding its last token (prefix cache).
+    block_size = demo_server[1].engine.block_size
+    expected_cached = (second.usage.prompt_tokens - 1) // block_size * block_size
+    assert expected_cached > 0
+    assert second.usage.prompt_tokens_details.cached_tokens == expected_cached
 
 
 def test_chat_stream_with_usage(client):
@@ -84,16 +90,38 @@ def test_max_tokens_beyond_the_context(demo_server):
     assert response.json()["error"]["param"] == "max_tokens"
 
 
+def wait_for_queue(url: str, running: int, waiting: int, timeout_s: float = 120.0) -> None:
+    """Poll /health until the engine holds exactly `running` + `waiting` requests (a guard, not a timing)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        health = httpx.get(url + "/health", timeout=30).json()
+        if (health["active_requests"] - health["waiting_requests"], health["waiting_requests"]) == (running, waiting):
+            return
+        assert time.monotonic() < deadline, f"queue never reached {running} running, {waiting} waiting: {health}"
+        time.sleep(0.02)
+
+
 def test_full_queue_answers_503(demo_server):
-    body = {"prompt": "Count", "max_tokens": 48, "temperature": 0}
-
-    def send(_: int) -> httpx.Response:
-        return httpx.post(demo_server[0] + "/v1/completions", json=body, timeout=120)
-
-    with concurrent.futures.ThreadPoolExecutor(6) as pool:
-        responses = list(pool.map(send, range(6)))
-    codes = sorted(r.status_code for r in responses)
-    assert 200 in codes and 503 in codes, codes
-    refused = next(r for r in responses if r.status_code == 503)
+    # max_num_seqs=1, max_waiting=1: one long stream holds the only running slot, one request waits,
+    # and the next is refused. Each step waits for the engine's own counts, so a slow machine cannot
+    # reorder them. The demo model does not stop early on "Count" (4,086 tokens greedily).
+    url = demo_server[0]
+    long_body = {"prompt": "Count", "max_tokens": 4000, "temperature": 0, "stream": True}
+    short_body = {"prompt": "Count", "max_tokens": 3, "temperature": 0}
+    with httpx.Client(base_url=url, timeout=120) as streaming, \
+            concurrent.futures.ThreadPoolExecutor(1) as pool:
+        with streaming.stream("POST", "/v1/completions", json=long_body) as running:
+            assert running.status_code == 200
+            lines = running.iter_lines()                     # held: dropping the iterator closes the stream
+            assert next(lines).startswith("data: ")         # the first token: it is in the running batch
+            queued = pool.submit(httpx.post, url + "/v1/completions", json=short_body, timeout=120)
+            wait_for_queue(url, running=1, waiting=1)
+            refused = httpx.post(url + "/v1/completions", json=short_body, timeout=120)
+        # leaving the stream aborts the long request, which lets the queued one run
+        served = queued.result(timeout=120)
+    assert refused.status_code == 503
     assert int(refused.headers["retry-after"]) >= 1
     assert refused.json()["error"]["code"] == "server_overloaded"
+    assert served.status_code == 200
+    assert served.json()["usage"]["completion_tokens"] == 3
+    wait_for_queue(url, running=0, waiting=0)               # the aborted stream left nothing behind
