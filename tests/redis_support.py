@@ -40,25 +40,41 @@ class RedisServer:
                 self.process.wait()
 
 
-def start_redis(workdir: Path) -> RedisServer:
-    """Start redis-server and wait until it accepts connections; raises RuntimeError when it cannot."""
+def _served_by(port: int, pid: int) -> bool:
+    """Whether the redis answering on `port` is our process (not whatever else took the port)."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as conn:
+            conn.sendall(b"INFO server\r\n")
+            reply = b""
+            while b"process_id:" not in reply or not reply.endswith(b"\r\n"):
+                chunk = conn.recv(65536)
+                if not chunk:
+                    break
+                reply += chunk
+    except OSError:
+        return False
+    return f"process_id:{pid}\r\n".encode() in reply
+
+
+def start_redis(workdir: Path, attempts: int = 3) -> RedisServer:
+    """Start redis-server and wait until it accepts connections; raises RuntimeError when it cannot.
+
+    A port free when chosen may be taken before redis binds it; redis then exits and another is tried."""
     binary = shutil.which("redis-server")
     if binary is None:
         raise RuntimeError("redis-server is not installed (`make redis` installs it)")
-    port = free_port()
-    process = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(workdir)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    server = RedisServer(port, process)
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+    for _ in range(attempts):
+        port = free_port()
+        process = subprocess.Popen(
+            [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(workdir)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        server = RedisServer(port, process)
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while process.poll() is None and time.monotonic() < deadline:
+            if _served_by(port, process.pid):
                 return server
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                server.stop()
-                raise RuntimeError("redis-server did not start") from None
             time.sleep(0.05)
+        server.stop()
+    raise RuntimeError("redis-server did not start")

@@ -98,16 +98,26 @@ class Replica:
     url: str
     process: subprocess.Popen[bytes]
     log_path: Path
+    env: dict[str, str]
+    cwd: Path
 
     def wait_healthy(self, timeout_s: float = 90.0) -> None:
         deadline = time.monotonic() + timeout_s
+        restarts = 0
         while True:
             try:
                 if httpx.get(self.url + "/health", timeout=2).json()["status"] == "healthy":
                     return
             except (httpx.HTTPError, ValueError):
                 pass
-            if self.process.poll() is not None or time.monotonic() > deadline:
+            exited = self.process.poll() is not None
+            # The port was free when chosen but taken before the child bound it: start again on another.
+            if exited and restarts < 3 and "address already in use" in self.log_path.read_text().lower():
+                restarts += 1
+                port = free_port()
+                self.process, self.url = launch(port, self.env, self.cwd, self.log_path), f"http://127.0.0.1:{port}"
+                continue
+            if exited or time.monotonic() > deadline:
                 raise RuntimeError(f"server did not start:\n{self.log_path.read_text()[-3000:]}")
             time.sleep(0.1)
 
@@ -121,8 +131,13 @@ class Replica:
                 self.process.wait()
 
 
+def launch(port: int, env: dict[str, str], cwd: Path, log_path: Path) -> subprocess.Popen[bytes]:
+    with log_path.open("wb") as log:
+        return subprocess.Popen([sys.executable, str(LAUNCHER), str(port)], cwd=cwd, env=env,
+                                stdout=subprocess.DEVNULL, stderr=log)
+
+
 def start_replica(tmp: Path, name: str, env_overrides: dict[str, str]) -> Replica:
-    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("GENERATION_")}
     env.update({
         "GENERATION_ENV": "production",
@@ -134,8 +149,5 @@ def start_replica(tmp: Path, name: str, env_overrides: dict[str, str]) -> Replic
         "PYTHONPATH": str(REPO_ROOT),
         **env_overrides,
     })
-    log_path = tmp / f"{name}.stderr"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen([sys.executable, str(LAUNCHER), str(port)], cwd=tmp, env=env,
-                                   stdout=subprocess.DEVNULL, stderr=log)
-    return Replica(f"http://127.0.0.1:{port}", process, log_path)
+    port, log_path = free_port(), tmp / f"{name}.stderr"
+    return Replica(f"http://127.0.0.1:{port}", launch(port, env, tmp, log_path), log_path, env, tmp)
