@@ -3,6 +3,7 @@
 #   PART=server bash bench/gpu_phase5.sh  # MoE tile sweep; offline engine bench; the HTTP server + load generator, same shape
 #   PART=tiles  bash bench/gpu_phase5.sh  # MoE kernel checks; offline bench of .f5base/base.tar (the tile rule before) and of
 #                                         # this tree; then the server + load generator on this tree
+#   PART=diag   bash bench/gpu_phase5.sh  # the async engine without HTTP (bench/gpu_async_engine.py); the server under py-spy
 set -u
 OUT=${OUT:-/tmp/tkr-out}; mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
@@ -24,6 +25,13 @@ if [ "${PART:-server}" = tiles ]; then
     summary "$OUT/bench_$tree.json" $tree
   done
   bash bench/gpu_serve_load.sh "$OUT"
+  exit 0
+fi
+if [ "${PART:-server}" = diag ]; then   # where the server's time goes: the async engine alone, then a profiled server
+  timeout 200 python3 bench/gpu_async_engine.py > "$OUT/async_engine.json" 2>"$OUT/async_engine.err" || tail -5 "$OUT/async_engine.err"
+  head -2 "$OUT/async_engine.json"
+  PROFILE=${PROFILE:-12} bash bench/gpu_serve_load.sh "$OUT"
+  rm -f "$OUT/load_warmup.json" "$OUT/async_engine.err"
   exit 0
 fi
 timeout 120 python3 bench/gpu_moe_sweep.py --tokens 256 512 768 1024 2048 > "$OUT/sweep.log" 2>&1; grep -v '^\[' "$OUT/sweep.log" | tail -40

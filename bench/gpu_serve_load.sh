@@ -15,7 +15,13 @@ up || { echo "server did not start"; tail -20 "$OUT/server.log"; kill $SERVER; e
 LOAD="timeout ${LOAD_TIMEOUT:-150} python3 bench/load_generator.py --url $URL --endpoint completions --prompt-tokens ${PROMPT_TOKENS:-1024} --ignore-eos"
 timeout 60 $LOAD --concurrency ${STREAMS:-64} --requests ${STREAMS:-64} --max-tokens 2 --seed 1 > "$OUT/load_warmup.json"
 $LOAD --concurrency 1 --requests 1 --max-tokens ${NEW_TOKENS:-256} --seed 2 > "$OUT/load_batch1.json"
+if [ -n "${PROFILE:-}" ]; then   # sample the server's Python stacks (all threads) during the timed wave
+  /tmp/site/bin/py-spy record -p $SERVER -d ${PROFILE} -r 100 --nonblocking --threads --format raw -o "$OUT/server_prof.txt" \
+    > /dev/null 2>"$OUT/pyspy.err" &
+  SPY=$!; sleep 1
+fi
 $LOAD --concurrency ${STREAMS:-64} --requests ${STREAMS:-64} --max-tokens ${NEW_TOKENS:-256} --seed 3 > "$OUT/load_64.json"
+[ -n "${PROFILE:-}" ] && { wait $SPY; sleep 1; python3 bench/collapsed_top.py "$OUT/server_prof.txt" 30 || head -5 "$OUT/pyspy.err"; }
 timeout 60 python3 bench/load_generator.py --url $URL --endpoint completions --prompt-tokens ${TTFT_TOKENS:-1000} --concurrency 1 --requests 1 \
   --max-tokens 1 --seed 4 > "$OUT/load_ttft.json"
 for f in batch1 64 ttft; do
