@@ -87,6 +87,27 @@ def test_preemption_with_prefix_caching_keeps_outputs() -> None:
         assert finals[f"r{i}"].outputs[0].token_ids == run_alone(prompt, params).outputs[0].token_ids
 
 
+def test_preemption_takes_the_newest_request_and_requeues_it_first() -> None:
+    # 6 blocks of 4 slots; each request needs 4 + 16 = 20 slots (5 blocks), so the three cannot all fit:
+    # c and then b are preempted while a runs. Policy a user feels: the oldest request never stalls, and
+    # preempted requests resume in arrival order (b, which had generated more, before c).
+    params = SamplingParams(max_tokens=16, temperature=0.0, ignore_eos=True)
+    engine = make_engine(ToyRunner(num_kv_blocks=6), enable_prefix_caching=False)
+    for request_id, prompt in zip("abc", prompts(3, seed=9), strict=True):
+        engine.add_request(request_id, prompt[:4], params)
+    steps: list[set[str]] = []
+    finished: list[str] = []
+    while engine.has_unfinished_requests():
+        outputs = engine.step()
+        steps.append({output.request_id for output in outputs})
+        finished += [output.request_id for output in outputs if output.finished]
+    assert engine.stats().preemptions > 0
+    assert all("a" in got for got in steps[:16]), steps[:16]     # one token a step, never preempted
+    assert "a" not in set().union(*steps[16:])
+    assert finished == ["a", "b", "c"]
+    assert engine.block_manager.num_free_blocks == 6
+
+
 def test_abort_returns_every_block_and_1000_cycles_leave_pool_full() -> None:
     runner = ToyRunner(num_kv_blocks=32)
     engine = make_engine(runner)
