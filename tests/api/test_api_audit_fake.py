@@ -66,6 +66,7 @@ def test_completions_with_a_list_of_prompts(base_url, fake, tokenizer):
     assert sorted(tokenizer.decode(r.prompt_token_ids) for r in fake.submitted) == ["Blue", "Red"]
     assert response.usage.prompt_tokens == len(tokenizer.encode("Red")) + len(tokenizer.encode("Blue"))
     assert response.usage.completion_tokens == 4 * 2   # two tokens (word, <|return|>) a choice
+    assert response.usage.total_tokens == response.usage.prompt_tokens + 4 * 2
 
 
 def test_completions_stream_a_list_of_token_id_prompts(base_url, fake, tokenizer):
@@ -82,6 +83,7 @@ def test_completions_stream_a_list_of_token_id_prompts(base_url, fake, tokenizer
     assert len({c.id for c in chunks}) == 1
     assert chunks[-1].choices == [] and chunks[-1].usage.prompt_tokens == len(red) + len(blue)
     assert chunks[-1].usage.completion_tokens == 4
+    assert chunks[-1].usage.total_tokens == len(red) + len(blue) + 4
 
 
 def test_a_bad_prompt_in_the_list_names_it_and_submits_nothing(base_url, fake):

@@ -38,6 +38,7 @@ def test_answer_and_reasoning_are_split(client, fake, harmony, tokenizer):
     submitted = fake.submitted[0]
     assert response.usage.prompt_tokens == len(submitted.prompt_token_ids)
     assert response.usage.completion_tokens == len(script)
+    assert response.usage.total_tokens == len(submitted.prompt_token_ids) + len(script)
     assert response.usage.completion_tokens_details.reasoning_tokens == len(harmony("The user greets."))
     assert tokenizer.decode(submitted.prompt_token_ids).endswith("<|start|>assistant")
     assert submitted.params.stop_token_ids == [200002, 200012]
@@ -57,6 +58,8 @@ def test_stream_deltas_and_usage_chunk(client, fake, harmony):
     assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == ["stop"]
     assert chunks[-1].choices == []
     assert chunks[-1].usage.completion_tokens == len(script)
+    assert chunks[-1].usage.prompt_tokens == len(fake.submitted[0].prompt_token_ids)
+    assert chunks[-1].usage.total_tokens == len(fake.submitted[0].prompt_token_ids) + len(script)
     assert all(c.usage is None for c in chunks[:-1])
 
 

@@ -19,6 +19,9 @@ def test_generate_returns_answer_and_reasoning_apart(base_url, fake, harmony, to
     assert (body["text"], body["reasoning"], body["finish_reason"]) == ("Paris is the capital.", "Think.", "stop")
     assert body["reasoning_level"] == "low" and body["model"] == "gpt-oss-fake"
     assert body["tokens_generated"] == len(harmony(REASONED))
+    num_prompt = len(fake.submitted[0].prompt_token_ids)
+    assert body["usage"] == {"prompt_tokens": num_prompt, "completion_tokens": len(harmony(REASONED)),
+                             "reasoning_tokens": len(harmony("Think.")), "total_tokens": num_prompt + len(harmony(REASONED))}
     prompt = tokenizer.decode(fake.submitted[0].prompt_token_ids)
     assert "Reasoning: low" in prompt and "Capital of France?" in prompt
     assert fake.submitted[0].params.temperature == 0.2
