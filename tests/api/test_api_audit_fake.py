@@ -4,11 +4,12 @@
 from __future__ import annotations
 
 import json
-import time
 
 import httpx
 import pytest
 import openai
+
+from leaving_client import post_then_leave, wait_until
 
 REASONED = "<|channel|>analysis<|message|>Think hard.<|end|><|start|>assistant<|channel|>final<|message|>Paris.<|return|>"
 HELLO = [{"role": "user", "content": "Hi"}]
@@ -112,9 +113,7 @@ def test_leaving_a_stream_of_several_prompts_aborts_each(base_url, fake, tokeniz
     body = {"prompt": ["one", "two", "three"], "max_tokens": 50, "stream": True}
     with httpx.stream("POST", base_url + "/v1/completions", json=body, timeout=30) as response:
         assert next(response.iter_lines()).startswith("data: ")
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and len(fake.aborted) < 3:
-        time.sleep(0.02)
+    assert wait_until(lambda: len(fake.aborted) == 3)
     assert sorted(fake.aborted) == sorted(r.request_id for r in fake.submitted) and len(fake.submitted) == 3
 
 
@@ -133,9 +132,7 @@ def test_a_client_that_leaves_aborts_its_request(base_url, fake, harmony, path, 
         with httpx.stream("POST", base_url + path, json=body, timeout=30) as response:
             assert next(response.iter_lines()).startswith("data: ")
     else:
-        with pytest.raises(httpx.ReadTimeout):
-            httpx.post(base_url + path, json=body, timeout=0.5)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and len(fake.aborted) < len(fake.submitted):
-        time.sleep(0.02)
-    assert fake.submitted and sorted(fake.aborted) == sorted(r.request_id for r in fake.submitted)
+        num_prompts = len(body["prompt"]) if isinstance(body.get("prompt"), list) else 1
+        post_then_leave(base_url, path, body, lambda: len(fake.submitted) == num_prompts)
+    assert wait_until(lambda: fake.submitted and len(fake.aborted) == len(fake.submitted))
+    assert sorted(fake.aborted) == sorted(r.request_id for r in fake.submitted)

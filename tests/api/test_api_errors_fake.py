@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import time
-
 import httpx
 import pytest
 
+from leaving_client import post_then_leave, wait_until
 from live_server import MAX_BODY_BYTES
 
 HELLO = [{"role": "user", "content": "Hi"}]
@@ -25,15 +24,6 @@ def assert_error(response: httpx.Response, status: int, param: str | None) -> di
     assert body["error"]["message"]
     assert response.headers["x-request-id"]
     return body
-
-
-def wait_until(condition, seconds: float = 10.0) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return condition()
 
 
 def test_bad_role_names_the_field(base_url, fake):
@@ -111,8 +101,7 @@ def test_full_queue_is_503_with_retry_after(base_url, fake):
 def test_disconnect_aborts_a_non_streaming_request(base_url, fake, harmony):
     fake.script = lambda prompt, params: harmony("<|channel|>final<|message|>")
     fake.hang_after = 2
-    with pytest.raises(httpx.ReadTimeout):
-        httpx.post(base_url + "/v1/chat/completions", json={"messages": HELLO, "max_tokens": 50}, timeout=0.5)
+    post_then_leave(base_url, "/v1/chat/completions", {"messages": HELLO, "max_tokens": 50}, lambda: len(fake.submitted) == 1)
     assert wait_until(lambda: len(fake.submitted) == 1 and fake.aborted == [fake.submitted[0].request_id])
 
 
