@@ -4,6 +4,7 @@
 #   PART=tiles  bash bench/gpu_phase5.sh  # MoE kernel checks; offline bench of .f5base/base.tar (the tile rule before) and of
 #                                         # this tree; then the server + load generator on this tree
 #   PART=diag   bash bench/gpu_phase5.sh  # the async engine without HTTP (bench/gpu_async_engine.py); the server under py-spy
+#   PART=procs  bash bench/gpu_phase5.sh  # offline bench, then the server loaded by 1 and by $PROCESSES (8) client processes
 set -u
 OUT=${OUT:-/tmp/tkr-out}; mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
@@ -25,6 +26,13 @@ if [ "${PART:-server}" = tiles ]; then
     summary "$OUT/bench_$tree.json" $tree
   done
   bash bench/gpu_serve_load.sh "$OUT"
+  exit 0
+fi
+if [ "${PART:-server}" = procs ]; then   # offline engine, then the server loaded by one and by several client processes
+  timeout 180 python3 -m tkr_embed.cli bench --model gpt-oss-20b --device cuda $SHAPE > "$OUT/bench_offline.json" 2>"$OUT/bench_offline.err"
+  summary "$OUT/bench_offline.json" offline
+  PROCESSES=${PROCESSES:-8} bash bench/gpu_serve_load.sh "$OUT"
+  rm -f "$OUT/load_warmup.json"
   exit 0
 fi
 if [ "${PART:-server}" = diag ]; then   # where the server's time goes: the async engine alone, then a profiled server

@@ -21,10 +21,16 @@ if [ -n "${PROFILE:-}" ]; then   # sample the server's Python stacks (all thread
   SPY=$!; sleep 1
 fi
 $LOAD --concurrency ${STREAMS:-64} --requests ${STREAMS:-64} --max-tokens ${NEW_TOKENS:-256} --seed 3 > "$OUT/load_64.json"
+WAVES="batch1 64"
+if [ "${PROCESSES:-1}" -gt 1 ]; then   # the same wave from several client processes (is one client the limit?)
+  $LOAD --concurrency ${STREAMS:-64} --requests ${STREAMS:-64} --max-tokens ${NEW_TOKENS:-256} --seed 5 \
+    --processes $PROCESSES > "$OUT/load_64p.json"
+  WAVES="$WAVES 64p"
+fi
 [ -n "${PROFILE:-}" ] && { wait $SPY; sleep 1; python3 bench/collapsed_top.py "$OUT/server_prof.txt" 30 || head -5 "$OUT/pyspy.err"; }
 timeout 60 python3 bench/load_generator.py --url $URL --endpoint completions --prompt-tokens ${TTFT_TOKENS:-1000} --concurrency 1 --requests 1 \
   --max-tokens 1 --seed 4 > "$OUT/load_ttft.json"
-for f in batch1 64 ttft; do
+for f in $WAVES ttft; do
   python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print('server', sys.argv[2], d['succeeded'], d['errors'], d['output_tokens'], round(d['wall_s'],3), round(d['output_tok_s'],1), d['ttft_ms'], d['itl_ms'])" "$OUT/load_$f.json" $f
 done
 # a server that never answered: faulthandler prints every thread's stack on SIGABRT

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
+import multiprocessing
 import random
 import sys
 import time
@@ -106,28 +108,55 @@ async def _one_request(client: httpx.AsyncClient, args: argparse.Namespace, prom
     return timing
 
 
-async def run_load(args: argparse.Namespace) -> dict:
+def make_prompts(args: argparse.Namespace) -> list[str | list[int]]:
     rng = random.Random(args.seed)
     words = ["alpha", "river", "stone", "cloud", "paper", "engine", "orbit", "garden", "signal", "harbor"]
-    prompts: list[str | list[int]]
     if args.prompt_tokens:    # random ids below the special tokens, as `tkr-embed bench` draws them
-        prompts = [[rng.randrange(PLAIN_VOCAB) for _ in range(args.prompt_tokens)] for _ in range(args.requests)]
-    else:
-        prompts = [" ".join(rng.choice(words) for _ in range(args.prompt_words)) for _ in range(args.requests)]
+        return [[rng.randrange(PLAIN_VOCAB) for _ in range(args.prompt_tokens)] for _ in range(args.requests)]
+    return [" ".join(rng.choice(words) for _ in range(args.prompt_words)) for _ in range(args.requests)]
+
+
+async def _drive(args: argparse.Namespace, prompts: list[str | list[int]], concurrency: int,
+                 start_at: float | None = None) -> list[RequestTiming]:
+    """Send the prompts with at most `concurrency` in flight; optionally wait until `start_at` first."""
     headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}
-    limits = httpx.Limits(max_connections=args.concurrency, max_keepalive_connections=args.concurrency)
-    semaphore = asyncio.Semaphore(args.concurrency)
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    semaphore = asyncio.Semaphore(concurrency)
     async with httpx.AsyncClient(base_url=args.url, headers=headers, timeout=args.timeout, limits=limits) as client:
         async def bounded(prompt: str | list[int]) -> RequestTiming:
             async with semaphore:
                 return await _one_request(client, args, prompt)
 
+        if start_at is not None:
+            await asyncio.sleep(max(0.0, start_at - time.perf_counter()))
+        return list(await asyncio.gather(*(bounded(p) for p in prompts)))
+
+
+def _drive_in_process(job: tuple[argparse.Namespace, list[str | list[int]], int, float]) -> list[dict]:
+    args, prompts, concurrency, start_at = job
+    return [dataclasses.asdict(t) for t in asyncio.run(_drive(args, prompts, concurrency, start_at))]
+
+
+async def run_load(args: argparse.Namespace) -> dict:
+    prompts = make_prompts(args)
+    if args.processes <= 1:
         start = time.perf_counter()
-        timings = await asyncio.gather(*(bounded(p) for p in prompts))
+        timings = await _drive(args, prompts, args.concurrency)
         wall = time.perf_counter() - start
-    return {"url": args.url, "endpoint": args.endpoint, "concurrency": args.concurrency,
+    else:
+        # One Python process parsing every stream's chunks can become the bottleneck at high concurrency:
+        # split the requests and the concurrency over processes that all start at the same instant
+        # (perf_counter is the system-wide monotonic clock, so their timestamps compare).
+        shares = [prompts[i::args.processes] for i in range(args.processes)]
+        concurrency = max(1, args.concurrency // args.processes)
+        start = time.perf_counter() + 3.0
+        with multiprocessing.get_context("spawn").Pool(args.processes) as pool:
+            parts = pool.map(_drive_in_process, [(args, share, concurrency, start) for share in shares])
+        timings = [RequestTiming(**t) for part in parts for t in part]
+        wall = max((t.end for t in timings if t.end is not None), default=start) - start
+    return {"url": args.url, "endpoint": args.endpoint, "concurrency": args.concurrency, "processes": args.processes,
             "prompt_words": None if args.prompt_tokens else args.prompt_words, "prompt_tokens": args.prompt_tokens,
-            "max_tokens": args.max_tokens, "ignore_eos": args.ignore_eos, **summarize(list(timings), wall)}
+            "max_tokens": args.max_tokens, "ignore_eos": args.ignore_eos, **summarize(timings, wall)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -136,6 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--api-key", default=None)
     parser.add_argument("--model", default="gpt-oss-20b")
     parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--processes", type=int, default=1,
+                        help="client processes sharing the load (one process parsing 64 streams can be the limit)")
     parser.add_argument("--requests", type=int, default=32)
     parser.add_argument("--endpoint", choices=("chat", "completions"), default="chat")
     parser.add_argument("--prompt-words", type=int, default=200)
