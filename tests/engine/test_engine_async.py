@@ -64,6 +64,7 @@ async def test_aclose_aborts_and_frees_blocks() -> None:
     assert engine.stats().kv_blocks_used > 0
     await stream.aclose()
     await wait_until_idle(engine)
+    assert engine.stats().tokens_decoded < LONG.max_tokens // 2     # aborted, not run to its end
     await engine.shutdown()
 
 
@@ -81,6 +82,7 @@ async def test_cancelled_consumer_aborts_the_request() -> None:
     with pytest.raises(asyncio.CancelledError):
         await task
     await wait_until_idle(engine)
+    assert engine.stats().tokens_decoded < LONG.max_tokens // 2     # aborted, not run to its end
     await engine.shutdown()
 
 
