@@ -85,6 +85,10 @@ def test_request_id_is_echoed_or_made(base_url, fake):
     assert echoed.headers["x-request-id"] == "abc-123"
     made = httpx.get(base_url + "/health")
     assert len(made.headers["x-request-id"]) == 32
+    # An id that could forge log lines or grow without bound is replaced, never echoed.
+    for unsafe in ("a b\tc", "x" * 129, "id;drop", "caf\u00e9"):
+        replaced = httpx.get(base_url + "/health", headers={"X-Request-ID": unsafe.encode()})
+        assert replaced.headers["x-request-id"] != unsafe and len(replaced.headers["x-request-id"]) == 32
     missing = httpx.get(base_url + "/nope")
     assert_error(missing, 404, None)
 
