@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # The HTTP server on random 20b weights (auth, rate limits and cache off) under the offline bench's shape:
 # 64 streams x (1,024 token-id prompt + 256 new, ignore_eos) on /v1/completions, after a warm-up wave.
+# The engine limits are set explicitly: run from the repository root the server would otherwise pick
+# config.dev.yaml, whose max_num_seqs of 16 runs 64 streams in four waves.
 # Usage: bash bench/gpu_serve_load.sh OUT_DIR   (PYTHONPATH must reach tkr_embed and the server's packages)
 set -u
 OUT=$1; PORT=${PORT:-8011}; URL=http://127.0.0.1:$PORT
 GENERATION_MODEL_PATH=${MODEL_PATH:-gpt-oss-20b} GENERATION_AUTH_ENABLED=false GENERATION_RATE_LIMIT_ENABLED=false \
 GENERATION_CACHE_ENABLED=false GENERATION_DATA_DIR=/tmp/tkr-data GENERATION_LOG_LEVEL=warning GENERATION_PORT=$PORT \
-GENERATION_ENGINE__MAX_NUM_BATCHED_TOKENS=${MNBT:-8192} GENERATION_SERVER__GRACEFUL_SHUTDOWN_S=2 \
+GENERATION_ENGINE__MAX_NUM_BATCHED_TOKENS=${MNBT:-8192} GENERATION_ENGINE__MAX_NUM_SEQS=${STREAMS:-64} GENERATION_ENGINE__MAX_WAITING=256 GENERATION_SERVER__GRACEFUL_SHUTDOWN_S=2 \
   python3 -X faulthandler -m tkr_embed.api.server > "$OUT/server.log" 2>&1 &
 SERVER=$!
 up() { python3 -c "import httpx,sys; sys.exit(httpx.get('$URL/health').status_code != 200)" 2>/dev/null; }
