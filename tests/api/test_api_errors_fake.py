@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import httpx
 import pytest
 
@@ -78,6 +80,22 @@ def test_unknown_tool_choice(base_url, fake):
         "messages": HELLO, "tool_choice": {"type": "function", "function": {"name": "nope"}},
     })
     assert_error(response, 400, "tool_choice")
+
+
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/generate"])
+def test_chunked_body_over_the_limit_is_413(base_url, fake, path):
+    # No Content-Length: the limit must hold on the bytes as they stream in, not only on the header.
+    # Four pieces, 4 bytes over in all: the last one crosses the limit, so the server has read every
+    # byte before it answers (no unread data to turn its close into a reset).
+    piece = b"x" * (MAX_BODY_BYTES // 4 + 1)
+
+    def chunked() -> Iterator[bytes]:
+        yield from [piece] * 4
+
+    response = post(base_url, path, content=chunked(), headers={"content-type": "application/json"})
+    assert "content-length" not in response.request.headers
+    assert_error(response, 413, None)
+    assert fake.submitted == []
 
 
 def test_request_id_is_echoed_or_made(base_url, fake):
