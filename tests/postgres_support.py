@@ -63,15 +63,24 @@ def start_postgres() -> PostgresCluster:
         except LookupError:
             shutil.rmtree(folder, ignore_errors=True)
             raise PostgresUnavailable("no postgres user to own the cluster") from None
-    data, port = folder / "data", free_port()
+    data, log_path = folder / "data", folder / "log"
     try:
         subprocess.run(_as_owner([initdb, "-D", str(data), "-A", "trust", "-U", DB_USER, "-E", "UTF8", "--no-sync"]),
                        check=True, capture_output=True, timeout=120)
-        options = f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off"
-        subprocess.run(_as_owner([pg_ctl, "-D", str(data), "-o", options, "-l", str(folder / "log"), "-w", "-t", "60", "start"]),
-                       check=True, capture_output=True, timeout=90)
+        # A port free when chosen may be taken before the server binds it: then try another.
+        for attempt in range(3):
+            port = free_port()
+            options = f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off"
+            try:
+                subprocess.run(_as_owner([pg_ctl, "-D", str(data), "-o", options, "-l", str(log_path), "-w", "-t", "60", "start"]),
+                               check=True, capture_output=True, timeout=90)
+                break
+            except subprocess.CalledProcessError:
+                log = log_path.read_text() if log_path.exists() else ""
+                if attempt == 2 or "address already in use" not in log.lower():
+                    raise
     except subprocess.CalledProcessError as error:
-        log = (folder / "log").read_text() if (folder / "log").exists() else ""
+        log = log_path.read_text() if log_path.exists() else ""
         shutil.rmtree(folder, ignore_errors=True)
         raise RuntimeError(f"PostgreSQL did not start: {error.stderr.decode(errors='replace')}\n{log}") from error
     return PostgresCluster(folder, port, pg_ctl)
