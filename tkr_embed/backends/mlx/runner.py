@@ -9,13 +9,12 @@ import mlx.core as mx
 import numpy as np
 
 from tkr_embed.backends.device import DeviceUnavailableError, QuantizationChoice, resolve_quantization
+from tkr_embed.backends.kv_budget import host_kv_cache_bytes, kv_bytes_per_block
 from tkr_embed.backends.mlx.attention import PagedKVCache, build_metadata
 from tkr_embed.backends.mlx.loader import load_mlx_model
 from tkr_embed.backends.mlx.sampler import MlxSampler
 from tkr_embed.engine.runner import ModelRunner, RunnerInfo, SampledToken, ScheduledBatch
 
-CPU_KV_CACHE_BYTES = 1 << 30          # default KV budget without Metal: 1 GiB ...
-CPU_KV_CACHE_MAX_SEQS = 64            # ... but no more than 64 full-length sequences need
 
 _DTYPES = {
     "bfloat16": mx.bfloat16, "bf16": mx.bfloat16,
@@ -120,8 +119,10 @@ class MlxModelRunner(ModelRunner):
         raise DeviceUnavailableError(f"unknown MLX device {device!r}; use auto, gpu or cpu")
 
     def _bytes_per_block(self) -> int:
-        per_token = 2 * self.config.num_key_value_heads * self.config.head_dim * self.dtype.size
-        return self.config.num_hidden_layers * self.block_size * per_token
+        return kv_bytes_per_block(
+            num_layers=self.config.num_hidden_layers, num_kv_heads=self.config.num_key_value_heads,
+            head_dim=self.config.head_dim, block_size=self.block_size, itemsize=self.dtype.size,
+        )
 
     def _blocks_from_budget(self, kv_cache_bytes: int | None, fraction: float, context_len: int, on_gpu: bool) -> int:
         if kv_cache_bytes is None:
@@ -129,9 +130,9 @@ class MlxModelRunner(ModelRunner):
                 working_set = int(mx.device_info()["max_recommended_working_set_size"])
                 kv_cache_bytes = int(max(0, working_set - mx.get_active_memory()) * fraction)
             else:
-                blocks_per_seq = -(-context_len // self.block_size)
-                needed = CPU_KV_CACHE_MAX_SEQS * blocks_per_seq * self._bytes_per_block()
-                kv_cache_bytes = min(CPU_KV_CACHE_BYTES, needed)
+                kv_cache_bytes = host_kv_cache_bytes(
+                    context_len=context_len, block_size=self.block_size, bytes_per_block=self._bytes_per_block()
+                )
         return kv_cache_bytes // self._bytes_per_block()
 
     @property

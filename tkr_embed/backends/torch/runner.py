@@ -7,12 +7,11 @@ from pathlib import Path
 
 import torch
 
+from tkr_embed.backends.kv_budget import host_kv_cache_bytes, kv_bytes_per_block
 from tkr_embed.backends.torch.attention import allocate_kv_cache, build_attention_metadata
 from tkr_embed.backends.torch.sampler import Sampler
 from tkr_embed.engine.runner import ModelRunner, RunnerInfo, SampledToken, ScheduledBatch
 
-CPU_KV_CACHE_BYTES = 1 << 30          # default KV budget on CPU: 1 GiB ...
-CPU_KV_CACHE_MAX_SEQS = 64            # ... but no more than 64 full-length sequences need
 CUDA_ACTIVATION_RESERVE = 1 << 30     # CUDA: kept free beside the KV cache for eager prefill activations
 
 _DTYPES = {
@@ -149,9 +148,11 @@ class TorchModelRunner(ModelRunner):
             )
 
     def _bytes_per_block(self) -> int:
-        itemsize = torch.empty((), dtype=self.dtype).element_size()
-        per_token = 2 * self.config.num_key_value_heads * self.config.head_dim * itemsize
-        return self.config.num_hidden_layers * self.block_size * per_token
+        return kv_bytes_per_block(
+            num_layers=self.config.num_hidden_layers, num_kv_heads=self.config.num_key_value_heads,
+            head_dim=self.config.head_dim, block_size=self.block_size,
+            itemsize=torch.empty((), dtype=self.dtype).element_size(),
+        )
 
     def _blocks_from_budget(self, kv_cache_bytes: int | None, fraction: float, context_len: int) -> int:
         if kv_cache_bytes is None:
@@ -161,9 +162,9 @@ class TorchModelRunner(ModelRunner):
                 graph_logits = 2 * 64 * self.config.vocab_size * 4
                 kv_cache_bytes = max(0, int(free_bytes * fraction) - CUDA_ACTIVATION_RESERVE - graph_logits)
             else:
-                blocks_per_seq = -(-context_len // self.block_size)
-                needed = CPU_KV_CACHE_MAX_SEQS * blocks_per_seq * self._bytes_per_block()
-                kv_cache_bytes = min(CPU_KV_CACHE_BYTES, needed)
+                kv_cache_bytes = host_kv_cache_bytes(
+                    context_len=context_len, block_size=self.block_size, bytes_per_block=self._bytes_per_block()
+                )
         return kv_cache_bytes // self._bytes_per_block()
 
     @property
