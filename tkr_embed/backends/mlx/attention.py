@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import mlx.core as mx
 import numpy as np
 
-from tkr_embed.backends.torch.attention import AttentionInputError
+from tkr_embed.backends.paging import AttentionInputError, new_token_slots
 
 __all__ = ["AttentionInputError", "ContextView", "MlxAttentionMetadata", "PagedKVCache", "build_metadata", "paged_attention"]
 
@@ -67,14 +67,7 @@ def build_metadata(
     """seqs = [(start_pos, num_new_tokens, block_table), ...] in batch order."""
     slot_mapping: list[int] = []
     for start, num_new, block_table in seqs:
-        if num_new < 1:
-            raise AttentionInputError("every sequence needs at least one new token")
-        end = start + num_new
-        if len(block_table) * block_size < end:
-            raise AttentionInputError(
-                f"block table of {len(block_table)} blocks cannot hold {end} positions (block size {block_size})"
-            )
-        slot_mapping.extend(block_table[p // block_size] * block_size + p % block_size for p in range(start, end))
+        slot_mapping.extend(new_token_slots(start, num_new, block_table, block_size))
     max_query_len = max(num_new for _, num_new, _ in seqs)
     query_index = np.zeros((len(seqs), max_query_len), dtype=np.int32)
     output_index: list[int] = []

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
+from tkr_embed.backends.paging import AttentionInputError, new_token_slots  # noqa: F401 (AttentionInputError re-exported)
 from tkr_embed.backends.torch.dispatch import use_kernels
 from tkr_embed.models.gpt_oss.config import GptOssConfig
 
@@ -42,8 +43,6 @@ class AttentionMetadata:
         return sum(self.query_lens)
 
 
-class AttentionInputError(ValueError):
-    """A block table does not cover the positions it is asked to hold."""
 
 
 def build_attention_metadata(
@@ -54,16 +53,9 @@ def build_attention_metadata(
     query_start = [0]
     seq_lens: list[int] = []
     for start_pos, num_new, block_table in seqs:
-        if num_new < 1:
-            raise AttentionInputError("every sequence needs at least one new token")
-        end = start_pos + num_new
-        if len(block_table) * block_size < end:
-            raise AttentionInputError(
-                f"block table of {len(block_table)} blocks cannot hold {end} positions (block size {block_size})"
-            )
-        slots.extend(block_table[p // block_size] * block_size + p % block_size for p in range(start_pos, end))
+        slots.extend(new_token_slots(start_pos, num_new, block_table, block_size))
         query_start.append(query_start[-1] + num_new)
-        seq_lens.append(end)
+        seq_lens.append(start_pos + num_new)
     max_blocks = max(len(bt) for _, _, bt in seqs)
     padded = [list(bt) + [0] * (max_blocks - len(bt)) for _, _, bt in seqs]
     query_lens = [n for _, n, _ in seqs]
