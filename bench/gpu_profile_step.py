@@ -31,12 +31,28 @@ def _median_ms(fn, repeats: int) -> float:
     return sorted(times)[len(times) // 2]
 
 
+def _profile(fn) -> dict:
+    """The kernels of one call of `fn`, by GPU time (torch.profiler)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        fn()
+        torch.cuda.synchronize()
+    events = [e for e in prof.key_averages() if e.device_type.name == "CUDA"]
+    events.sort(key=lambda e: -e.device_time_total)
+    total = sum(e.device_time_total for e in events)
+    return {"kernels_total_ms": round(total / 1e3, 3), "kernel_launches": sum(e.count for e in events),
+            "top_kernels": [{"name": e.key[:90], "count": e.count, "ms": round(e.device_time_total / 1e3, 3)}
+                            for e in events[:25]]}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--batch", type=int, nargs="+", default=[1, 64])
     parser.add_argument("--context", type=int, default=1024)
     parser.add_argument("--repeats", type=int, default=50)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--prefill", type=int, nargs="*", default=[], help="also time (and profile) one prefill of N tokens")
     args = parser.parse_args()
 
     from tkr_embed.backends.torch.runner import TorchModelRunner
@@ -63,19 +79,14 @@ def main() -> int:
         row = {"batch": batch, "graphed_ms": round(graphed, 3), "graphed_tok_s": round(batch / graphed * 1e3, 1),
                "execute_ms": round(executed, 3), "eager_ms": round(eager, 3)}
         if args.profile:
-            from torch.profiler import ProfilerActivity, profile
-
-            with profile(activities=[ProfilerActivity.CUDA]) as prof:
-                runner.logits(scheduled, use_graphs=False)
-                torch.cuda.synchronize()
-            events = [e for e in prof.key_averages() if e.device_type.name == "CUDA"]
-            events.sort(key=lambda e: -e.device_time_total)
-            total = sum(e.device_time_total for e in events)
-            row["kernels_total_ms"] = round(total / 1e3, 3)
-            row["kernel_launches"] = sum(e.count for e in events)
-            row["top_kernels"] = [
-                {"name": e.key[:90], "count": e.count, "ms": round(e.device_time_total / 1e3, 3)} for e in events[:25]
-            ]
+            row.update(_profile(lambda: runner.logits(scheduled, use_graphs=False)))
+        rows.append(row)
+    for length in args.prefill:
+        blocks = list(range(-(-length // block)))
+        scheduled = ScheduledBatch([BatchEntry(0, list(range(1000, 1000 + length)), 0, blocks, True, params)])
+        row = {"prefill": length, "ms": round(_median_ms(lambda: runner.execute(scheduled), 10), 3)}
+        if args.profile:
+            row.update(_profile(lambda: runner.execute(scheduled)))
         rows.append(row)
     print(json.dumps({"card": torch.cuda.get_device_name(0), "context": args.context, "rows": rows}, indent=1))
     return 0

@@ -1,0 +1,86 @@
+"""MXFP4 MoE kernel variants side by side on the 20b shape (one H100/H200 call); prints one line each, JSON last.
+
+    python bench/gpu_moe_variants.py [--tokens 1 8 64 1000]
+
+For each token count: the kernels in use (`mxfp4_moe.mxfp4_moe`, k slots summed) and the candidate
+expert-major decode kernel and grouped kernel (per-pair partials; the k-slot sum moves into the next
+RMSNorm), each in both orientations and with both dequantizations (integer bit work, `tl.dot_scaled`).
+Every variant's result is checked against the float32 reference before it is timed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import torch
+from gpu_kernels import EXPERT_BYTES, ROTATIONS, graph_time_ms
+
+from tkr_embed.backends.torch.kernels.mxfp4_moe import mxfp4_moe
+from tkr_embed.backends.torch.kernels.mxfp4_moe_decode import DecodeTileConfig, mxfp4_moe_decode_partials
+from tkr_embed.backends.torch.kernels.mxfp4_moe_grouped import GroupedTileConfig, mxfp4_moe_grouped_partials
+from tkr_embed.backends.torch.kernels.mxfp4_reference import moe_reference
+from tkr_embed.backends.torch.kernels.random_cases import make_moe_case, make_moe_weights, relative_error
+
+D = DecodeTileConfig
+G = GroupedTileConfig
+DECODE = [D(16, 32, 64, 128, 4, 3, True, False), D(16, 32, 64, 128, 4, 3, True, True),
+          D(16, 32, 32, 128, 4, 3, True, False), D(16, 64, 64, 128, 4, 3, True, False),
+          D(16, 32, 64, 256, 4, 3, True, False), D(16, 32, 64, 64, 4, 4, True, False),
+          D(16, 64, 64, 256, 8, 3, True, False), D(16, 32, 64, 128, 4, 3, False, False),
+          D(32, 32, 64, 128, 4, 3, True, False), D(32, 32, 64, 128, 4, 3, True, True)]
+GROUPED = [G(64, 64, 64, 4, 3, False, False), G(64, 64, 64, 4, 3, False, True), G(64, 64, 64, 4, 3, True, False),
+           G(128, 64, 64, 8, 3, False, False), G(128, 64, 64, 8, 3, False, True), G(128, 64, 64, 8, 3, True, False),
+           G(128, 64, 64, 8, 3, True, True), G(128, 128, 64, 8, 3, False, False), G(128, 64, 128, 8, 3, False, False),
+           G(64, 128, 64, 4, 3, True, False), G(32, 64, 128, 4, 3, True, False), G(128, 64, 64, 4, 4, False, False)]
+
+
+def _run(label, tokens, cfg, fn, cases, refs, weights_bytes) -> dict:
+    row = {"tokens": tokens, "variant": label, "config": None if cfg is None else cfg.__dict__}
+    try:
+        errors = [relative_error(fn(i).float(), refs[i]) for i in range(2)]
+        row["rel_error"] = max(errors)
+        if row["rel_error"] > 2e-2:
+            row["error"] = "wrong result"
+        else:
+            row["ms"] = graph_time_ms(fn, ROTATIONS)
+            row["GB_s"] = weights_bytes / row["ms"] / 1e6
+    except Exception as error:            # a config the compiler rejects is reported, not fatal
+        row["error"] = f"{type(error).__name__}: {str(error)[:300]}"
+    print(tokens, label, row["config"], round(row.get("ms", -1), 4), round(row.get("GB_s", 0)),
+          row.get("rel_error"), row.get("error", ""), flush=True)
+    return row
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--tokens", type=int, nargs="+", default=[1, 4, 8, 16, 32, 64, 128, 256, 1000, 4096])
+    args = parser.parse_args()
+    weight_sets = [make_moe_weights(seed=i) for i in range(ROTATIONS)]
+    rows = []
+    for tokens in args.tokens:
+        cases = [make_moe_case(tokens, seed=i, weights=weight_sets[i]) for i in range(ROTATIONS)]
+        refs = [moe_reference(c.hidden, c.topk_ids, c.topk_weights, *c.weights).float() for c in cases[:2]]
+        active = sum(torch.unique(c.topk_ids).numel() for c in cases) / ROTATIONS
+        moved = active * EXPERT_BYTES
+        rows.append(_run("current", tokens, None, lambda i: mxfp4_moe(
+            cases[i].hidden, cases[i].topk_ids, cases[i].topk_weights, *cases[i].weights), cases, refs, moved))
+        if tokens <= 128:
+            for cfg in DECODE:
+                rows.append(_run("decode", tokens, cfg, lambda i, cfg=cfg: mxfp4_moe_decode_partials(
+                    cases[i].hidden, cases[i].topk_ids, cases[i].topk_weights, *cases[i].weights,
+                    config=cfg).sum(1), cases, refs, moved))
+        if tokens >= 64:
+            for cfg in GROUPED:
+                rows.append(_run("grouped", tokens, cfg, lambda i, cfg=cfg: mxfp4_moe_grouped_partials(
+                    cases[i].hidden, cases[i].topk_ids, cases[i].topk_weights, *cases[i].weights,
+                    config=cfg).sum(1), cases, refs, moved))
+        del cases
+        torch.cuda.empty_cache()
+    print(json.dumps({"card": torch.cuda.get_device_name(0), "rows": rows}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

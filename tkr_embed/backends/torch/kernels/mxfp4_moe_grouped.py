@@ -1,0 +1,122 @@
+"""MXFP4 MoE for prefill-sized batches: pairs sorted by expert into row blocks, one grouped GEMM per projection.
+
+`moe_align.align_pairs_to_experts` groups the (token, expert) pairs into blocks of BLOCK_M rows of
+one expert; program (block, column tile) multiplies its rows with that expert's weight tile
+(`mxfp4_tile.expert_tile`), so each weight tile is dequantized once for up to BLOCK_M rows.
+
+1. gate_up: x[token] @ W_gate_up[e]^T + b, clamped SwiGLU -> act [P, I]
+2. down: act @ W_down[e]^T + b, times the routing weight -> partials [P, D]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import triton
+import triton.language as tl
+
+from tkr_embed.backends.torch.kernels.moe_align import align_pairs_to_experts
+from tkr_embed.backends.torch.kernels.mxfp4_reference import SWIGLU_ALPHA, SWIGLU_LIMIT
+from tkr_embed.backends.torch.kernels.mxfp4_tile import expert_epilogue, expert_tile
+
+SWIGLU_LIMIT_G = tl.constexpr(SWIGLU_LIMIT)
+SWIGLU_ALPHA_G = tl.constexpr(SWIGLU_ALPHA)
+
+
+@dataclass(frozen=True)
+class GroupedTileConfig:
+    block_m: int = 128
+    block_n: int = 64          # output columns per program (act's for gate_up: 2x weight rows)
+    block_k: int = 64
+    num_warps: int = 8
+    num_stages: int = 3
+    swap_ab: bool = False
+    dot_scaled: bool = False
+
+
+def default_grouped_config(num_tokens: int, top_k: int, num_experts: int, dot_scaled: bool = False) -> GroupedTileConfig:
+    pairs_per_expert = num_tokens * top_k / num_experts
+    if pairs_per_expert <= 32:
+        return GroupedTileConfig(block_m=32, block_n=64, block_k=128, num_warps=4, dot_scaled=dot_scaled)
+    if pairs_per_expert <= 96:
+        return GroupedTileConfig(block_m=64, block_n=64, block_k=64, num_warps=4, dot_scaled=dot_scaled)
+    return GroupedTileConfig(block_m=128, block_n=64, block_k=64, num_warps=8, dot_scaled=dot_scaled)
+
+
+@triton.jit
+def _moe_grouped_kernel(
+    a_ptr, sorted_pair_ids_ptr, block_expert_ptr, w_ptr, s_ptr, bias_ptr, route_w_ptr, out_ptr,
+    num_pairs, K: tl.constexpr, N_W, N_OUT,
+    stride_a, stride_we, stride_wn, stride_se, stride_sn, stride_be, stride_out,
+    TOP_K: tl.constexpr, A_ROWS_ARE_TOKENS: tl.constexpr, FUSE_SWIGLU: tl.constexpr,
+    APPLY_ROUTE_WEIGHT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    W_ROWS: tl.constexpr, SWAP_AB: tl.constexpr, DOT_SCALED: tl.constexpr,
+):
+    pid_m = tl.program_id(0)
+    pid_n = tl.program_id(1)
+    expert = tl.load(block_expert_ptr + pid_m).to(tl.int64)
+    if expert < 0:
+        return
+    pair = tl.load(sorted_pair_ids_ptr + pid_m * BLOCK_M + tl.arange(0, BLOCK_M))         # [BM]
+    row_valid = pair < num_pairs
+    if A_ROWS_ARE_TOKENS:
+        a_row = pair // TOP_K
+    else:
+        a_row = pair
+    a_rows = a_ptr + tl.where(row_valid, a_row, 0).to(tl.int64) * stride_a
+    offs_wn = pid_n * W_ROWS + tl.arange(0, W_ROWS)
+    rows = tl.where(offs_wn < N_W, offs_wn, 0).to(tl.int64)
+    w_base = w_ptr + expert * stride_we + rows[:, None] * stride_wn
+    s_base = s_ptr + expert * stride_se + rows[:, None] * stride_sn
+    acc = expert_tile(a_rows, row_valid, w_base, s_base, K, BLOCK_M, BLOCK_K, W_ROWS, SWAP_AB, DOT_SCALED)
+    expert_epilogue(acc, expert, pair, row_valid, pid_n, bias_ptr, route_w_ptr, out_ptr, N_W, N_OUT,
+                    stride_be, stride_out, BLOCK_M, BLOCK_N, W_ROWS, SWAP_AB, FUSE_SWIGLU,
+                    APPLY_ROUTE_WEIGHT, SWIGLU_LIMIT_G, SWIGLU_ALPHA_G)
+
+
+def _launch(a, blocks, w_blocks, w_scales, bias, route_w, out, *, n_out, top_k, tokens_as_rows, swiglu, cfg):
+    num_experts, n_rows, groups, _ = w_blocks.shape
+    w = w_blocks.view(num_experts, n_rows, groups * 16)                     # [E, N, K/2]
+    w_rows = cfg.block_n * (2 if swiglu else 1)
+    grid = (blocks.block_expert.numel(), triton.cdiv(n_rows, w_rows))
+    _moe_grouped_kernel[grid](
+        a, blocks.sorted_pair_ids, blocks.block_expert, w, w_scales, bias,
+        route_w if route_w is not None else bias, out,
+        blocks.num_pairs, groups * 32, n_rows, n_out,
+        a.stride(0), w.stride(0), w.stride(1), w_scales.stride(0), w_scales.stride(1), bias.stride(0), out.stride(0),
+        TOP_K=top_k, A_ROWS_ARE_TOKENS=tokens_as_rows, FUSE_SWIGLU=swiglu, APPLY_ROUTE_WEIGHT=route_w is not None,
+        BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k, W_ROWS=w_rows,
+        SWAP_AB=cfg.swap_ab, DOT_SCALED=cfg.dot_scaled, num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+    )
+
+
+def mxfp4_moe_grouped_partials(
+    hidden: torch.Tensor,            # [T, D] bf16
+    topk_ids: torch.Tensor,          # [T, k] int
+    topk_weights: torch.Tensor,      # [T, k] float
+    gate_up_blocks: torch.Tensor,    # [E, 2I, D/32, 16] uint8
+    gate_up_scales: torch.Tensor,    # [E, 2I, D/32] uint8
+    gate_up_bias: torch.Tensor,      # [E, 2I]
+    down_blocks: torch.Tensor,       # [E, D, I/32, 16] uint8
+    down_scales: torch.Tensor,       # [E, D, I/32] uint8
+    down_bias: torch.Tensor,         # [E, D]
+    config: GroupedTileConfig | None = None,
+) -> torch.Tensor:
+    """Experts of a large batch -> per-pair results [T, k, D] (routing weight applied), hidden's dtype."""
+    num_tokens, hidden_size = hidden.shape
+    top_k = topk_ids.shape[1]
+    num_experts = gate_up_blocks.shape[0]
+    cfg = config or default_grouped_config(num_tokens, top_k, num_experts)
+    intermediate = gate_up_blocks.shape[1] // 2
+    hidden = hidden.contiguous()
+    num_pairs = num_tokens * top_k
+    route_w = topk_weights.reshape(-1).to(torch.float32).contiguous()                          # [P]
+    blocks = align_pairs_to_experts(topk_ids, num_experts, cfg.block_m)
+    act = torch.empty(num_pairs, intermediate, dtype=hidden.dtype, device=hidden.device)       # [P, I]
+    _launch(hidden, blocks, gate_up_blocks, gate_up_scales, gate_up_bias, None, act, n_out=intermediate,
+            top_k=top_k, tokens_as_rows=True, swiglu=True, cfg=cfg)
+    partials = torch.empty(num_pairs, hidden_size, dtype=hidden.dtype, device=hidden.device)   # [P, D]
+    _launch(act, blocks, down_blocks, down_scales, down_bias, route_w, partials, n_out=hidden_size,
+            top_k=top_k, tokens_as_rows=False, swiglu=False, cfg=cfg)
+    return partials.view(num_tokens, top_k, hidden_size)
