@@ -2,9 +2,9 @@
 
     python bench/gpu_moe_variants.py [--tokens 1 8 64 1000]
 
-For each token count: the kernels in use (`mxfp4_moe.mxfp4_moe`, k slots summed) and the candidate
-expert-major decode kernel and grouped kernel (per-pair partials; the k-slot sum moves into the next
-RMSNorm), each in both orientations and with both dequantizations (integer bit work, `tl.dot_scaled`).
+For each token count: the default dispatch (`mxfp4_moe.mxfp4_moe`), then the matrix-vector, expert-major
+decode and grouped kernels over a set of tiles, orientations and dequantizations (PTX, integer bit
+work, `tl.dot_scaled`). Every timing includes summing the k slots (a torch reduction).
 Every variant's result is checked against the float32 reference before it is timed.
 """
 
@@ -17,7 +17,7 @@ import sys
 import torch
 from gpu_kernels import EXPERT_BYTES, ROTATIONS, graph_time_ms
 
-from tkr_embed.backends.torch.kernels.mxfp4_moe import mxfp4_moe
+from tkr_embed.backends.torch.kernels.mxfp4_moe import GemvConfig, mxfp4_moe
 from tkr_embed.backends.torch.kernels.mxfp4_moe_decode import DecodeTileConfig, mxfp4_moe_decode_partials
 from tkr_embed.backends.torch.kernels.mxfp4_moe_grouped import GroupedTileConfig, mxfp4_moe_grouped_partials
 from tkr_embed.backends.torch.kernels.mxfp4_reference import moe_reference
@@ -25,15 +25,17 @@ from tkr_embed.backends.torch.kernels.random_cases import make_moe_case, make_mo
 
 D = DecodeTileConfig
 G = GroupedTileConfig
-DECODE = [D(16, 32, 64, 128, 4, 3, True, False), D(16, 32, 64, 128, 4, 3, True, True),
-          D(16, 32, 32, 128, 4, 3, True, False), D(16, 64, 64, 128, 4, 3, True, False),
-          D(16, 32, 64, 256, 4, 3, True, False), D(16, 32, 64, 64, 4, 4, True, False),
-          D(16, 64, 64, 256, 8, 3, True, False), D(16, 32, 64, 128, 4, 3, False, False),
-          D(32, 32, 64, 128, 4, 3, True, False), D(32, 32, 64, 128, 4, 3, True, True)]
-GROUPED = [G(64, 64, 64, 4, 3, False, False), G(64, 64, 64, 4, 3, False, True), G(64, 64, 64, 4, 3, True, False),
-           G(128, 64, 64, 8, 3, False, False), G(128, 64, 64, 8, 3, False, True), G(128, 64, 64, 8, 3, True, False),
-           G(128, 64, 64, 8, 3, True, True), G(128, 128, 64, 8, 3, False, False), G(128, 64, 128, 8, 3, False, False),
-           G(64, 128, 64, 4, 3, True, False), G(32, 64, 128, 4, 3, True, False), G(128, 64, 64, 4, 4, False, False)]
+V = GemvConfig
+GEMV = [V(16, 16, 8, 4, True), V(16, 16, 8, 4, False), V(32, 32, 8, 4, True), V(16, 16, 4, 4, True),
+        V(8, 8, 8, 4, True), V(32, 16, 16, 8, True), V(16, 32, 8, 8, True)]
+DECODE = [D(16, 32, 64, 128, 4, 3, True, False, True), D(16, 32, 64, 128, 4, 3, True, False, False),
+          D(16, 32, 64, 64, 4, 4, True, False, True), D(16, 64, 64, 128, 4, 3, True, False, True),
+          D(16, 32, 64, 128, 4, 3, False, False, True), D(32, 32, 64, 128, 4, 3, True, False, True)]
+GROUPED = [G(64, 64, 64, 4, 3, False, False, True), G(128, 64, 64, 8, 3, False, False, True),
+           G(128, 64, 64, 8, 3, False, False, False), G(128, 128, 64, 8, 3, False, False, True),
+           G(128, 64, 128, 8, 3, False, False, True), G(64, 64, 64, 4, 3, False, True, True),
+           G(128, 64, 64, 4, 4, False, False, True), G(32, 64, 128, 4, 3, True, False, True),
+           G(256, 64, 64, 8, 3, False, False, True)]
 
 
 def _run(label, tokens, cfg, fn, cases, refs, weights_bytes) -> dict:
@@ -64,9 +66,14 @@ def main() -> int:
         refs = [moe_reference(c.hidden, c.topk_ids, c.topk_weights, *c.weights).float() for c in cases[:2]]
         active = sum(torch.unique(c.topk_ids).numel() for c in cases) / ROTATIONS
         moved = active * EXPERT_BYTES
-        rows.append(_run("current", tokens, None, lambda i: mxfp4_moe(
+        rows.append(_run("default", tokens, None, lambda i: mxfp4_moe(
             cases[i].hidden, cases[i].topk_ids, cases[i].topk_weights, *cases[i].weights), cases, refs, moved))
-        if tokens <= 128:
+        if tokens <= 8:
+            for cfg in GEMV:
+                rows.append(_run("gemv", tokens, cfg, lambda i, cfg=cfg: mxfp4_moe(
+                    cases[i].hidden, cases[i].topk_ids, cases[i].topk_weights, *cases[i].weights, config=cfg),
+                    cases, refs, moved))
+        if 8 <= tokens <= 128:
             for cfg in DECODE:
                 rows.append(_run("decode", tokens, cfg, lambda i, cfg=cfg: mxfp4_moe_decode_partials(
                     cases[i].hidden, cases[i].topk_ids, cases[i].topk_weights, *cases[i].weights,

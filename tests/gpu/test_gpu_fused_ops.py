@@ -80,14 +80,19 @@ def test_router_topk_picks_the_largest_logits(fused):
     assert torch.allclose(weights, torch.softmax(values, dim=-1), atol=1e-5)
 
 
-@pytest.mark.parametrize("num_tokens", [1, 3])
-def test_moe_gemv_adds_the_residual(num_tokens):
-    from tkr_embed.backends.torch.kernels.mxfp4_gemv import mxfp4_moe_gemv
+@pytest.mark.parametrize("num_tokens", [1, 3, 40])
+def test_moe_partials_sum_with_the_residual_in_the_norm(fused, num_tokens):
+    from tkr_embed.backends.torch.kernels.mxfp4_moe import mxfp4_moe_partials
     from tkr_embed.backends.torch.kernels.mxfp4_reference import moe_reference
     from tkr_embed.backends.torch.kernels.random_cases import make_moe_case
+    from tkr_embed.models.gpt_oss.layers import RMSNorm
 
     case = make_moe_case(num_tokens, seed=11 + num_tokens)
     residual = torch.randn(num_tokens, 2880, device="cuda").to(torch.bfloat16)
-    out = mxfp4_moe_gemv(case.hidden, case.topk_ids, case.topk_weights, *case.weights, residual)
+    parts = mxfp4_moe_partials(case.hidden, case.topk_ids, case.topk_weights, *case.weights)     # [T, k, D]
+    assert parts.shape == (num_tokens, 4, 2880)
+    norm = RMSNorm(2880, 1e-5, device="cuda", dtype=torch.bfloat16)
+    out, new_residual = fused.add_rms_norm(parts, residual, norm.weight, 1e-5)
     ref = moe_reference(case.hidden, case.topk_ids, case.topk_weights, *case.weights).float() + residual.float()
-    assert _rel(out, ref) < 2e-2
+    assert _rel(new_residual, ref) < 2e-2
+    assert _rel(out, norm(new_residual)) < 1e-2

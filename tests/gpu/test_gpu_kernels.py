@@ -42,8 +42,13 @@ def test_mxfp4_moe_every_tile_config_agrees(kernels):
     mxfp4_moe, _ = kernels
     case = make_moe_case(40, num_experts=8, hidden=512, intermediate=384, seed=3)
     ref = moe_reference(case.hidden, case.topk_ids, case.topk_weights, *case.weights)
-    for cfg in (mxfp4_moe.MoeTileConfig(0, 32, 256), mxfp4_moe.MoeTileConfig(0, 64, 128), mxfp4_moe.MoeTileConfig(16, 32, 128), mxfp4_moe.MoeTileConfig(32, 64, 64),
-                mxfp4_moe.MoeTileConfig(64, 64, 64)):
+    m = mxfp4_moe
+    configs = [m.GemvConfig(), m.GemvConfig(32, 32, 4, 4), m.GemvConfig(asm=False),
+               m.DecodeTileConfig(), m.DecodeTileConfig(block_m=32, block_k=64), m.DecodeTileConfig(swap_ab=False),
+               m.DecodeTileConfig(asm=False), m.DecodeTileConfig(dot_scaled=True),
+               m.GroupedTileConfig(), m.GroupedTileConfig(64, 64, 64, 4), m.GroupedTileConfig(32, 64, 128, 4, swap_ab=True),
+               m.GroupedTileConfig(asm=False), m.GroupedTileConfig(64, 64, 64, 4, dot_scaled=True)]
+    for cfg in configs:
         out = mxfp4_moe.mxfp4_moe(case.hidden, case.topk_ids, case.topk_weights, *case.weights, config=cfg)
         assert relative_error(out, ref) < 2e-2, cfg
 

@@ -63,9 +63,21 @@ class GptOssForCausalLM(nn.Module):
         self.kernels_ready = False
 
     def prepare_kernels(self) -> None:
-        """CUDA: fuse each layer's q/k/v weights so the fused-kernel forward can run (no extra memory)."""
+        """CUDA: fuse each layer's q/k/v weights so the fused-kernel forward can run (no extra memory).
+
+        Raises ValueError for MXFP4 scale bytes above 2^125, which the kernels' bf16 dequantization cannot hold.
+        """
+        from tkr_embed.backends.torch.kernels.mxfp4_tile import EXACT_SCALE_MAX, max_scale_byte
+
         for layer in self.model.layers:
             layer.self_attn.fuse_qkv()
+        if self.expert_format == "mxfp4":
+            largest = max_scale_byte(*(t for layer in self.model.layers
+                                       for t in (layer.mlp.experts.gate_up_proj_scales,
+                                                 layer.mlp.experts.down_proj_scales)))
+            if largest > EXACT_SCALE_MAX:
+                raise ValueError(f"MXFP4 scale byte {largest} (2^{largest - 127}) exceeds the CUDA kernels' "
+                                 f"limit of {EXACT_SCALE_MAX}")
         self.kernels_ready = self.expert_format == "mxfp4"
 
     @property
@@ -99,10 +111,11 @@ class GptOssForCausalLM(nn.Module):
         """The same function as forward through fused Triton kernels: ~10 launches a layer.
 
         Residual stream: norm(x) feeds attention; residual + attn (+ o bias) is normed in one kernel;
-        router top-k in one kernel; the MoE's last kernel adds the residual.
+        router top-k in one kernel; the MoE's k per-pair results are summed with the residual inside the
+        next RMSNorm.
         """
         from tkr_embed.backends.torch.kernels.fused_ops import add_rms_norm, rms_norm, router_topk
-        from tkr_embed.backends.torch.kernels.mxfp4_moe import mxfp4_moe
+        from tkr_embed.backends.torch.kernels.mxfp4_moe import mxfp4_moe_partials
 
         eps = self.config.rms_norm_eps
         layers = self.model.layers
@@ -115,13 +128,13 @@ class GptOssForCausalLM(nn.Module):
                                        bias=layer.self_attn.o_proj.bias)
             router, experts = layer.mlp.router, layer.mlp.experts
             topk_ids, topk_weights = router_topk(x, router.weight, router.bias, router.top_k)
-            residual = mxfp4_moe(
+            partials = mxfp4_moe_partials(                                                 # [T, k, hidden]
                 x, topk_ids, topk_weights,
                 experts.gate_up_proj_blocks, experts.gate_up_proj_scales, experts.gate_up_proj_bias,
-                experts.down_proj_blocks, experts.down_proj_scales, experts.down_proj_bias, residual=residual,
+                experts.down_proj_blocks, experts.down_proj_scales, experts.down_proj_bias,
             )
             next_norm = layers[index + 1].input_layernorm if index + 1 < len(layers) else self.model.norm
-            x = rms_norm(residual, next_norm.weight, eps)
+            x, residual = add_rms_norm(partials, residual, next_norm.weight, eps)
         return x
 
     @torch.inference_mode()

@@ -1,7 +1,8 @@
 """Triton kernels that fuse the small per-layer ops of the decoder (one launch each instead of 5-20).
 
 - `rms_norm`: RMSNorm in float32, weight applied in float32, result in the input dtype.
-- `add_rms_norm`: residual + x (+ bias) -> new residual (rounded to its dtype), and its RMSNorm.
+- `add_rms_norm`: residual + x (+ bias) -> new residual (rounded to its dtype), and its RMSNorm; x may
+  be the MoE's per-pair results [T, k, N], whose k slots are summed in float32 on the way.
 - `rope_write_kv`: the fused QKV projection's output (+ bias) -> rotated queries; rotated keys and the
   values written straight into the paged KV cache at their slots.
 - `router_topk`: router logits through cuBLAS, then top-k experts and the softmax over the chosen
@@ -18,12 +19,15 @@ import triton.language as tl
 
 
 @triton.jit
-def _rms_norm_kernel(x_ptr, res_ptr, bias_ptr, w_ptr, out_ptr, res_out_ptr, N, stride_x, stride_res, stride_out,
-                     eps, HAS_RES: tl.constexpr, HAS_BIAS: tl.constexpr, BLOCK: tl.constexpr):
+def _rms_norm_kernel(x_ptr, res_ptr, bias_ptr, w_ptr, out_ptr, res_out_ptr, N, stride_x, stride_part, stride_res,
+                     stride_out, eps, HAS_RES: tl.constexpr, HAS_BIAS: tl.constexpr, PARTS: tl.constexpr,
+                     BLOCK: tl.constexpr):
     row = tl.program_id(0).to(tl.int64)
     offs = tl.arange(0, BLOCK)
     mask = offs < N
     x = tl.load(x_ptr + row * stride_x + offs, mask=mask, other=0.0).to(tl.float32)
+    for part in tl.static_range(1, PARTS):
+        x += tl.load(x_ptr + row * stride_x + part * stride_part + offs, mask=mask, other=0.0).to(tl.float32)
     if HAS_BIAS:
         x += tl.load(bias_ptr + offs, mask=mask, other=0.0).to(tl.float32)
     if HAS_RES:
@@ -40,22 +44,25 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     """x [T, N] -> [T, N] in x's dtype."""
     num_rows, width = x.shape
     out = torch.empty_like(x)
-    _rms_norm_kernel[(num_rows,)](x, x, x, weight, out, out, width, x.stride(0), x.stride(0), out.stride(0), eps,
-                                  HAS_RES=False, HAS_BIAS=False, BLOCK=triton.next_power_of_2(width), num_warps=4)
+    _rms_norm_kernel[(num_rows,)](x, x, x, weight, out, out, width, x.stride(0), 0, x.stride(0), out.stride(0), eps,
+                                  HAS_RES=False, HAS_BIAS=False, PARTS=1, BLOCK=triton.next_power_of_2(width),
+                                  num_warps=4)
     return out
 
 
 def add_rms_norm(
     x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, eps: float, bias: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """x, residual [T, N] -> (rms_norm(residual + x + bias) [T, N], residual + x + bias [T, N])."""
-    num_rows, width = x.shape
-    out = torch.empty_like(x)
+    """x [T, N] or [T, k, N] (summed over k), residual [T, N]
+    -> (rms_norm(residual + x + bias) [T, N], residual + x + bias [T, N])."""
+    parts = x.shape[1] if x.dim() == 3 else 1
+    num_rows, width = residual.shape
+    out = torch.empty_like(residual)
     new_residual = torch.empty_like(residual)
     _rms_norm_kernel[(num_rows,)](
         x, residual, bias if bias is not None else x, weight, out, new_residual, width,
-        x.stride(0), residual.stride(0), out.stride(0), eps,
-        HAS_RES=True, HAS_BIAS=bias is not None, BLOCK=triton.next_power_of_2(width), num_warps=4,
+        x.stride(0), x.stride(1) if parts > 1 else 0, residual.stride(0), out.stride(0), eps,
+        HAS_RES=True, HAS_BIAS=bias is not None, PARTS=parts, BLOCK=triton.next_power_of_2(width), num_warps=4,
     )
     return out, new_residual
 

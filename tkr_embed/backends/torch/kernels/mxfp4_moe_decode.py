@@ -21,7 +21,7 @@ import triton
 import triton.language as tl
 
 from tkr_embed.backends.torch.kernels.mxfp4_reference import SWIGLU_ALPHA, SWIGLU_LIMIT
-from tkr_embed.backends.torch.kernels.mxfp4_tile import expert_epilogue, expert_tile
+from tkr_embed.backends.torch.kernels.mxfp4_tile import expert_epilogue, expert_tile, use_asm
 
 DECODE_MAX_PAIRS = 512
 SWIGLU_LIMIT_D = tl.constexpr(SWIGLU_LIMIT)
@@ -40,6 +40,7 @@ class DecodeTileConfig:
     num_stages: int = 3
     swap_ab: bool = True
     dot_scaled: bool = False
+    asm: bool = True           # PTX dequantization on CUDA (see mxfp4_tile)
 
 
 def default_decode_config(num_pairs: int, dot_scaled: bool = False) -> DecodeTileConfig:
@@ -54,7 +55,7 @@ def _moe_decode_kernel(
     TOP_K: tl.constexpr, A_ROWS_ARE_TOKENS: tl.constexpr, FUSE_SWIGLU: tl.constexpr,
     APPLY_ROUTE_WEIGHT: tl.constexpr, P_PAD: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, W_ROWS: tl.constexpr,
-    SWAP_AB: tl.constexpr, DOT_SCALED: tl.constexpr,
+    SWAP_AB: tl.constexpr, DOT_SCALED: tl.constexpr, ASM: tl.constexpr,
 ):
     expert = tl.program_id(0)
     pid_n = tl.program_id(1)
@@ -82,7 +83,7 @@ def _moe_decode_kernel(
             else:
                 a_row = pair
             a_rows = a_ptr + a_row.to(tl.int64) * stride_a
-            acc = expert_tile(a_rows, row_valid, w_base, s_base, K, BLOCK_M, BLOCK_K, W_ROWS, SWAP_AB, DOT_SCALED)
+            acc = expert_tile(a_rows, row_valid, w_base, s_base, K, BLOCK_M, BLOCK_K, W_ROWS, SWAP_AB, DOT_SCALED, ASM)
             expert_epilogue(acc, expert64, pair, row_valid, pid_n, bias_ptr, route_w_ptr, out_ptr, N_W, N_OUT,
                             stride_be, stride_out, BLOCK_M, BLOCK_N, W_ROWS, SWAP_AB, FUSE_SWIGLU,
                             APPLY_ROUTE_WEIGHT, SWIGLU_LIMIT_D, SWIGLU_ALPHA_D)
@@ -100,7 +101,7 @@ def _launch(a, ids, w_blocks, w_scales, bias, route_w, out, *, n_out, top_k, tok
         a.stride(0), w.stride(0), w.stride(1), w_scales.stride(0), w_scales.stride(1), bias.stride(0), out.stride(0),
         TOP_K=top_k, A_ROWS_ARE_TOKENS=tokens_as_rows, FUSE_SWIGLU=swiglu, APPLY_ROUTE_WEIGHT=route_w is not None,
         P_PAD=max(16, triton.next_power_of_2(num_pairs)), BLOCK_M=cfg.block_m, BLOCK_N=block_n,
-        BLOCK_K=cfg.block_k, W_ROWS=w_rows, SWAP_AB=cfg.swap_ab, DOT_SCALED=cfg.dot_scaled,
+        BLOCK_K=cfg.block_k, W_ROWS=w_rows, SWAP_AB=cfg.swap_ab, DOT_SCALED=cfg.dot_scaled, ASM=cfg.asm and use_asm(a),
         num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )
 

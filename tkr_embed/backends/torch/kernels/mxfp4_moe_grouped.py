@@ -18,7 +18,7 @@ import triton.language as tl
 
 from tkr_embed.backends.torch.kernels.moe_align import align_pairs_to_experts
 from tkr_embed.backends.torch.kernels.mxfp4_reference import SWIGLU_ALPHA, SWIGLU_LIMIT
-from tkr_embed.backends.torch.kernels.mxfp4_tile import expert_epilogue, expert_tile
+from tkr_embed.backends.torch.kernels.mxfp4_tile import expert_epilogue, expert_tile, use_asm
 
 SWIGLU_LIMIT_G = tl.constexpr(SWIGLU_LIMIT)
 SWIGLU_ALPHA_G = tl.constexpr(SWIGLU_ALPHA)
@@ -33,6 +33,7 @@ class GroupedTileConfig:
     num_stages: int = 3
     swap_ab: bool = False
     dot_scaled: bool = False
+    asm: bool = True           # PTX dequantization on CUDA (see mxfp4_tile)
 
 
 def default_grouped_config(num_tokens: int, top_k: int, num_experts: int, dot_scaled: bool = False) -> GroupedTileConfig:
@@ -51,7 +52,7 @@ def _moe_grouped_kernel(
     stride_a, stride_we, stride_wn, stride_se, stride_sn, stride_be, stride_out,
     TOP_K: tl.constexpr, A_ROWS_ARE_TOKENS: tl.constexpr, FUSE_SWIGLU: tl.constexpr,
     APPLY_ROUTE_WEIGHT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-    W_ROWS: tl.constexpr, SWAP_AB: tl.constexpr, DOT_SCALED: tl.constexpr,
+    W_ROWS: tl.constexpr, SWAP_AB: tl.constexpr, DOT_SCALED: tl.constexpr, ASM: tl.constexpr,
 ):
     pid_m = tl.program_id(0)
     pid_n = tl.program_id(1)
@@ -69,7 +70,7 @@ def _moe_grouped_kernel(
     rows = tl.where(offs_wn < N_W, offs_wn, 0).to(tl.int64)
     w_base = w_ptr + expert * stride_we + rows[:, None] * stride_wn
     s_base = s_ptr + expert * stride_se + rows[:, None] * stride_sn
-    acc = expert_tile(a_rows, row_valid, w_base, s_base, K, BLOCK_M, BLOCK_K, W_ROWS, SWAP_AB, DOT_SCALED)
+    acc = expert_tile(a_rows, row_valid, w_base, s_base, K, BLOCK_M, BLOCK_K, W_ROWS, SWAP_AB, DOT_SCALED, ASM)
     expert_epilogue(acc, expert, pair, row_valid, pid_n, bias_ptr, route_w_ptr, out_ptr, N_W, N_OUT,
                     stride_be, stride_out, BLOCK_M, BLOCK_N, W_ROWS, SWAP_AB, FUSE_SWIGLU,
                     APPLY_ROUTE_WEIGHT, SWIGLU_LIMIT_G, SWIGLU_ALPHA_G)
@@ -87,7 +88,7 @@ def _launch(a, blocks, w_blocks, w_scales, bias, route_w, out, *, n_out, top_k, 
         a.stride(0), w.stride(0), w.stride(1), w_scales.stride(0), w_scales.stride(1), bias.stride(0), out.stride(0),
         TOP_K=top_k, A_ROWS_ARE_TOKENS=tokens_as_rows, FUSE_SWIGLU=swiglu, APPLY_ROUTE_WEIGHT=route_w is not None,
         BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k, W_ROWS=w_rows,
-        SWAP_AB=cfg.swap_ab, DOT_SCALED=cfg.dot_scaled, num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+        SWAP_AB=cfg.swap_ab, DOT_SCALED=cfg.dot_scaled, ASM=cfg.asm and use_asm(a), num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )
 
 

@@ -11,28 +11,101 @@ activation rows (bf16) with W_ROWS rows of one expert's MXFP4 weight matrix:
 Dequantization, chosen by a constexpr:
 - DOT_SCALED: Triton's `tl.dot_scaled` with the e2m1 format and E8M0 scales (the compiler upcasts
   the nibbles to bf16 on chips without native MXFP4 MMA).
-- otherwise `dequant_bf16`: integer bit work builds each bf16 value with its scale folded into the
-  exponent field, exact for scale bytes in [2, 252] (checked when the weights are prepared;
-  see `scales_in_exact_range`).
+- otherwise `dequant_bf16`. On the GPU (ASM) a few PTX instructions per 32-bit word turn 8 codes into
+  bf16 pairs: byte permutes spread the bytes into 16-bit lanes, shifts and one lop3 place each code's
+  magnitude bits in the exponent/mantissa field (its value times 2^-126) and its sign at bit 15, and
+  two bf16x2 multiplies apply 2^126 and the E8M0 scale, all exact. Elsewhere (the Triton interpreter)
+  integer bit work builds the same bf16 values with the scale folded into the exponent field. Both are
+  exact for scale bytes in [2, 252]; `max_scale_byte` lets the model refuse larger ones once.
 """
 
 from __future__ import annotations
+
+import os
 
 import torch
 import triton
 import triton.language as tl
 
-EXACT_SCALE_MIN = 2
-EXACT_SCALE_MAX = 252
+EXACT_SCALE_MAX = 252   # 2^125: larger scale bytes would overflow bf16 (below 2, values under 2^-126 lose bits)
 
 
-def scales_in_exact_range(*scales: torch.Tensor) -> bool:
-    """True when every E8M0 scale byte lets `dequant_bf16` build exact bf16 values (no sub/overflow)."""
-    return all(int(s.min()) >= EXACT_SCALE_MIN and int(s.max()) <= EXACT_SCALE_MAX for s in scales if s.numel())
+def max_scale_byte(*scales: torch.Tensor) -> int:
+    """The largest E8M0 scale byte among `scales` (one host sync; checked once when kernels are prepared)."""
+    return max((int(s.max()) for s in scales if s.numel()), default=0)
+
+
+# $0,$1: bf16 pairs of the low nibbles of bytes 0-1 and 2-3 of $4; $2,$3: of the high nibbles;
+# $5: the four bytes' scale bytes. prmt 0x4140 / 0x4342 put bytes (0, 1) / (2, 3) in the low byte of
+# each 16-bit lane; 0x7E80 is 2^126 in bf16; a scale byte s shifted left by 7 is 2^(s-127) in bf16.
+_E2M1_TO_BF16_PTX = """
+{
+.reg .b32 zero, two126, x01, x23, s01, s23, t, u;
+mov.b32 zero, 0;
+mov.b32 two126, 0x7E807E80;
+prmt.b32 x01, $4, zero, 0x4140;
+prmt.b32 x23, $4, zero, 0x4342;
+prmt.b32 s01, $5, zero, 0x4140;
+prmt.b32 s23, $5, zero, 0x4342;
+shl.b32 s01, s01, 7;
+shl.b32 s23, s23, 7;
+shl.b32 t, x01, 6;
+and.b32 t, t, 0x01C001C0;
+shl.b32 u, x01, 12;
+lop3.b32 t, u, 0x80008000, t, 0xEA;
+mul.rn.bf16x2 t, t, two126;
+mul.rn.bf16x2 $0, t, s01;
+shl.b32 t, x23, 6;
+and.b32 t, t, 0x01C001C0;
+shl.b32 u, x23, 12;
+lop3.b32 t, u, 0x80008000, t, 0xEA;
+mul.rn.bf16x2 t, t, two126;
+mul.rn.bf16x2 $1, t, s23;
+shl.b32 t, x01, 2;
+and.b32 t, t, 0x01C001C0;
+shl.b32 u, x01, 8;
+lop3.b32 t, u, 0x80008000, t, 0xEA;
+mul.rn.bf16x2 t, t, two126;
+mul.rn.bf16x2 $2, t, s01;
+shl.b32 t, x23, 2;
+and.b32 t, t, 0x01C001C0;
+shl.b32 u, x23, 8;
+lop3.b32 t, u, 0x80008000, t, 0xEA;
+mul.rn.bf16x2 t, t, two126;
+mul.rn.bf16x2 $3, t, s23;
+}
+"""
+
+
+def use_asm(tensor: torch.Tensor) -> bool:
+    """The PTX dequantization runs on CUDA tensors outside the Triton interpreter."""
+    return tensor.is_cuda and os.environ.get("TRITON_INTERPRET", "0") in ("", "0")
 
 
 @triton.jit
-def dequant_bf16(packed, scales, ROWS: tl.constexpr, BLOCK_K: tl.constexpr):
+def e2m1_pairs(packed, scales, ASM: tl.constexpr):
+    """packed uint8 and scales uint8 of one shape -> (low-nibble values, high-nibble values) in bf16."""
+    if ASM:
+        low, high = tl.inline_asm_elementwise(_E2M1_TO_BF16_PTX, "=r,=r,=r,=r,r,r", [packed, scales],
+                                              dtype=(tl.bfloat16, tl.bfloat16), is_pure=True, pack=4)
+    else:
+        base = (scales.to(tl.int32) - 1) << 7
+        low = _e2m1_bits(packed & 0x0F, base)
+        high = _e2m1_bits(packed >> 4, base)
+    return low, high
+
+
+@triton.jit
+def _e2m1_bits(codes, base):
+    """e2m1 codes (int) and (scale - 1) << 7 -> bf16, exact (see dequant_bf16)."""
+    codes = codes.to(tl.int32)
+    em = codes & 7
+    magnitude = tl.where(em >= 2, (em << 6) + base, tl.where(em == 1, base, 0))
+    return (magnitude | ((codes & 8) << 12)).to(tl.uint16).to(tl.bfloat16, bitcast=True)
+
+
+@triton.jit
+def dequant_bf16(packed, scales, ROWS: tl.constexpr, BLOCK_K: tl.constexpr, ASM: tl.constexpr):
     """packed [ROWS, BK/2] uint8 (low nibble first), scales [ROWS, BK/32] uint8 -> [ROWS, BK] bf16.
 
     For a code with magnitude bits em (e2m1 without its sign) and scale byte s, the bf16 bits are
@@ -41,13 +114,9 @@ def dequant_bf16(packed, scales, ROWS: tl.constexpr, BLOCK_K: tl.constexpr):
     em == 0: 0
     with the sign moved from bit 3 to bit 15.
     """
-    codes = tl.join(packed & 0x0F, packed >> 4).reshape(ROWS, BLOCK_K).to(tl.int32)     # low nibble first
-    base = (scales.to(tl.int32) - 1) << 7                                                 # [ROWS, BK/32]
-    base = tl.broadcast_to(base[:, :, None], (ROWS, BLOCK_K // 32, 32)).reshape(ROWS, BLOCK_K)
-    em = codes & 7
-    magnitude = tl.where(em >= 2, (em << 6) + base, tl.where(em == 1, base, 0))
-    bits = magnitude | ((codes & 8) << 12)
-    return bits.to(tl.uint16).to(tl.bfloat16, bitcast=True)
+    per_byte = tl.broadcast_to(scales[:, :, None], (ROWS, BLOCK_K // 32, 16)).reshape(ROWS, BLOCK_K // 2)
+    low, high = e2m1_pairs(packed, per_byte, ASM)
+    return tl.join(low, high).reshape(ROWS, BLOCK_K)                                     # low nibble first
 
 
 @triton.jit
@@ -62,6 +131,7 @@ def expert_tile(
     W_ROWS: tl.constexpr,
     SWAP_AB: tl.constexpr,
     DOT_SCALED: tl.constexpr,
+    ASM: tl.constexpr,
 ):
     if SWAP_AB:
         acc = tl.zeros((W_ROWS, BLOCK_M), dtype=tl.float32)
@@ -78,12 +148,12 @@ def expert_tile(
             if DOT_SCALED:
                 acc = tl.dot_scaled(packed, scales, "e2m1", tl.trans(a), None, "bf16", acc)
             else:
-                acc = tl.dot(dequant_bf16(packed, scales, W_ROWS, BLOCK_K), tl.trans(a), acc)
+                acc = tl.dot(dequant_bf16(packed, scales, W_ROWS, BLOCK_K, ASM), tl.trans(a), acc)
         else:
             if DOT_SCALED:
                 acc = tl.dot_scaled(a, None, "bf16", tl.trans(packed), scales, "e2m1", acc)
             else:
-                acc = tl.dot(a, tl.trans(dequant_bf16(packed, scales, W_ROWS, BLOCK_K)), acc)
+                acc = tl.dot(a, tl.trans(dequant_bf16(packed, scales, W_ROWS, BLOCK_K, ASM)), acc)
     return acc
 
 
