@@ -16,7 +16,7 @@ import sys
 import torch
 import triton
 
-from tkr_embed.backends.torch.kernels.mxfp4_moe import MoeTileConfig, default_tile_config, mxfp4_moe
+from tkr_embed.backends.torch.kernels.mxfp4_moe import MoeConfig, default_config, mxfp4_moe
 from tkr_embed.backends.torch.kernels.paged_attention import paged_decode_attention, paged_prefill_attention
 from tkr_embed.backends.torch.kernels.random_cases import make_attention_case, make_moe_case, make_moe_weights
 
@@ -46,7 +46,7 @@ def graph_time_ms(fn, repeats: int) -> float:
 _WEIGHT_SETS: list[tuple[torch.Tensor, ...]] = []
 
 
-def bench_moe(num_tokens: int, config: MoeTileConfig | None) -> dict:
+def bench_moe(num_tokens: int, config: MoeConfig | None) -> dict:
     if not _WEIGHT_SETS:
         _WEIGHT_SETS.extend(make_moe_weights(seed=i) for i in range(ROTATIONS))
     cases = [make_moe_case(num_tokens, seed=i, weights=_WEIGHT_SETS[i]) for i in range(ROTATIONS)]
@@ -55,7 +55,7 @@ def bench_moe(num_tokens: int, config: MoeTileConfig | None) -> dict:
     active = sum(torch.unique(c.topk_ids).numel() for c in cases) / ROTATIONS
     moved = active * EXPERT_BYTES + num_tokens * HIDDEN * 2 * 2
     flops = 2 * num_tokens * TOP_K * 3 * HIDDEN * INTERMEDIATE
-    cfg = config or default_tile_config(num_tokens, TOP_K, NUM_EXPERTS)
+    cfg = config or default_config(num_tokens, TOP_K, NUM_EXPERTS)
     return {"kernel": "mxfp4_moe", "tokens": num_tokens, "config": cfg.__dict__, "ms": ms,
             "active_experts": active, "bytes": moved, "GB_s": moved / ms / 1e6, "TFLOP_s": flops / ms / 1e9}
 
@@ -94,14 +94,6 @@ def main() -> int:
     rows = results["rows"]
     for tokens in ([1, 64] if args.quick else [1, 4, 8, 16, 64, 256, 1024, 4096]):
         rows.append(bench_moe(tokens, None))
-    if not args.quick:
-        for tokens in (1, 8, 64):
-            for cfg in (MoeTileConfig(0, 32, 256, 4, 3), MoeTileConfig(0, 16, 256, 4, 3), MoeTileConfig(0, 32, 128, 4, 4),
-                        MoeTileConfig(0, 64, 256, 8, 3), MoeTileConfig(0, 32, 512, 8, 2), MoeTileConfig(16, 64, 128, 4, 3)):
-                rows.append(bench_moe(tokens, cfg))
-        for tokens in (1024, 4096):
-            for cfg in (MoeTileConfig(128, 64, 64, 8, 3), MoeTileConfig(128, 128, 64, 8, 3)):
-                rows.append(bench_moe(tokens, cfg))
     for batch, context in ((1, 1024), (1, 8192), (64, 1024)):
         for window in (0, 128):
             rows.append(bench_decode_attention(batch, context, window))

@@ -42,7 +42,7 @@ if [ "${PART:-server}" = diag ]; then   # where the server's time goes: the asyn
   rm -f "$OUT/load_warmup.json" "$OUT/async_engine.err"
   exit 0
 fi
-timeout 120 python3 bench/gpu_moe_sweep.py --tokens 256 512 768 1024 2048 > "$OUT/sweep.log" 2>&1; grep -v '^\[' "$OUT/sweep.log" | tail -40
+(cd bench && timeout 120 python3 gpu_moe_variants.py --tokens 256 1024 > "$OUT/sweep.log" 2>&1); grep -v '^\[' "$OUT/sweep.log" | tail -40
 timeout 180 python3 -m tkr_embed.cli bench --model gpt-oss-20b --device cuda $SHAPE > "$OUT/bench_offline.json" 2>"$OUT/bench_offline.err"
 summary "$OUT/bench_offline.json" offline
 bash bench/gpu_serve_load.sh "$OUT"

@@ -38,7 +38,7 @@ def max_scale_byte(*scales: torch.Tensor) -> int:
 # $0,$1: bf16 pairs of the low nibbles of bytes 0-1 and 2-3 of $4; $2,$3: of the high nibbles;
 # $5: the four bytes' scale bytes. prmt 0x4140 / 0x4342 put bytes (0, 1) / (2, 3) in the low byte of
 # each 16-bit lane; 0x7E80 is 2^126 in bf16; a scale byte s shifted left by 7 is 2^(s-127) in bf16.
-_E2M1_TO_BF16_PTX = """
+_E2M1_TO_BF16_PTX = tl.constexpr("""
 {
 .reg .b32 zero, two126, x01, x23, s01, s23, t, u;
 mov.b32 zero, 0;
@@ -74,7 +74,7 @@ lop3.b32 t, u, 0x80008000, t, 0xEA;
 mul.rn.bf16x2 t, t, two126;
 mul.rn.bf16x2 $3, t, s23;
 }
-"""
+""")
 
 
 def use_asm(tensor: torch.Tensor) -> bool:
@@ -138,22 +138,45 @@ def expert_tile(
     else:
         acc = tl.zeros((BLOCK_M, W_ROWS), dtype=tl.float32)
     for k0 in range(0, K, BLOCK_K):
-        offs_k = k0 + tl.arange(0, BLOCK_K)
-        a = tl.load(a_rows[:, None] + offs_k[None, :], mask=row_valid[:, None] & (offs_k < K)[None, :], other=0.0)
         offs_kb = k0 // 2 + tl.arange(0, BLOCK_K // 2)
-        packed = tl.load(w_base + offs_kb[None, :], mask=(offs_kb < K // 2)[None, :], other=0)       # [WR, BK/2]
         offs_ks = k0 // 32 + tl.arange(0, BLOCK_K // 32)
-        scales = tl.load(s_base + offs_ks[None, :], mask=(offs_ks < K // 32)[None, :], other=127)   # [WR, BK/32]
-        if SWAP_AB:
-            if DOT_SCALED:
+        if K % BLOCK_K == 0:    # no tail: the weight loads need no mask
+            packed = tl.load(w_base + offs_kb[None, :])                                                  # [WR, BK/2]
+            scales = tl.load(s_base + offs_ks[None, :])                                                  # [WR, BK/32]
+            a_mask = row_valid[:, None]
+        else:
+            packed = tl.load(w_base + offs_kb[None, :], mask=(offs_kb < K // 2)[None, :], other=0)
+            scales = tl.load(s_base + offs_ks[None, :], mask=(offs_ks < K // 32)[None, :], other=127)
+            a_mask = row_valid[:, None] & (offs_kb < K // 2)[None, :]
+        if DOT_SCALED:
+            offs_k = k0 + tl.arange(0, BLOCK_K)
+            a = tl.load(a_rows[:, None] + offs_k[None, :], mask=row_valid[:, None] & (offs_k < K)[None, :], other=0.0)
+            if SWAP_AB:
                 acc = tl.dot_scaled(packed, scales, "e2m1", tl.trans(a), None, "bf16", acc)
             else:
-                acc = tl.dot(dequant_bf16(packed, scales, W_ROWS, BLOCK_K, ASM), tl.trans(a), acc)
-        else:
-            if DOT_SCALED:
                 acc = tl.dot_scaled(a, None, "bf16", tl.trans(packed), scales, "e2m1", acc)
+        elif BLOCK_M <= 32:
+            # few rows (decode): even k (low nibbles) and odd k (high nibbles) as two dots, so the
+            # weights are never interleaved; the few activation rows are read with stride 2
+            a_even = tl.load(a_rows[:, None] + 2 * offs_kb[None, :], mask=a_mask, other=0.0)              # [BM, BK/2]
+            a_odd = tl.load(a_rows[:, None] + 2 * offs_kb[None, :] + 1, mask=a_mask, other=0.0)
+            per_byte = tl.broadcast_to(scales[:, :, None], (W_ROWS, BLOCK_K // 32, 16)).reshape(W_ROWS, BLOCK_K // 2)
+            low, high = e2m1_pairs(packed, per_byte, ASM)                                                # [WR, BK/2]
+            if SWAP_AB:
+                acc = tl.dot(low, tl.trans(a_even), acc)
+                acc = tl.dot(high, tl.trans(a_odd), acc)
             else:
-                acc = tl.dot(a, tl.trans(dequant_bf16(packed, scales, W_ROWS, BLOCK_K, ASM)), acc)
+                acc = tl.dot(a_even, tl.trans(low), acc)
+                acc = tl.dot(a_odd, tl.trans(high), acc)
+        else:
+            # many rows (prefill): contiguous activation loads, weights interleaved back into k order
+            offs_k = k0 + tl.arange(0, BLOCK_K)
+            a = tl.load(a_rows[:, None] + offs_k[None, :], mask=row_valid[:, None] & (offs_k < K)[None, :], other=0.0)
+            w = dequant_bf16(packed, scales, W_ROWS, BLOCK_K, ASM)                                      # [WR, BK]
+            if SWAP_AB:
+                acc = tl.dot(w, tl.trans(a), acc)
+            else:
+                acc = tl.dot(a, tl.trans(w), acc)
     return acc
 
 
