@@ -26,16 +26,16 @@ from tkr_embed.backends.torch.kernels.random_cases import make_moe_case, make_mo
 D = DecodeTileConfig
 G = GroupedTileConfig
 V = GemvConfig
-GEMV = [V(16, 16, 8, 4, True), V(16, 16, 8, 4, False), V(32, 32, 8, 4, True), V(16, 16, 4, 4, True),
-        V(8, 8, 8, 4, True), V(32, 16, 16, 8, True), V(16, 32, 8, 8, True)]
-DECODE = [D(16, 32, 64, 128, 4, 3, True, False, True), D(16, 32, 64, 128, 4, 3, True, False, False),
-          D(16, 32, 64, 64, 4, 4, True, False, True), D(16, 64, 64, 128, 4, 3, True, False, True),
-          D(16, 32, 64, 128, 4, 3, False, False, True), D(32, 32, 64, 128, 4, 3, True, False, True)]
+GEMV = [V(16, 16, 4, 4, True), V(16, 32, 8, 8, True), V(16, 16, 2, 4, True), V(16, 16, 4, 2, True),
+        V(16, 32, 4, 8, True), V(8, 16, 4, 4, True)]
+DECODE = [D(16, 32, 64, 128, 4, 3, True, False, True), D(16, 32, 64, 128, 4, 3, False, False, True),
+          D(16, 16, 32, 128, 4, 3, False, False, True), D(16, 16, 16, 128, 4, 3, False, False, True),
+          D(16, 16, 32, 256, 4, 3, False, False, True), D(16, 32, 32, 128, 2, 3, False, False, True),
+          D(16, 64, 64, 128, 4, 3, True, False, True), D(16, 32, 64, 64, 4, 3, False, False, True)]
 GROUPED = [G(64, 64, 64, 4, 3, False, False, True), G(128, 64, 64, 8, 3, False, False, True),
-           G(128, 64, 64, 8, 3, False, False, False), G(128, 128, 64, 8, 3, False, False, True),
-           G(128, 64, 128, 8, 3, False, False, True), G(64, 64, 64, 4, 3, False, True, True),
-           G(128, 64, 64, 4, 4, False, False, True), G(32, 64, 128, 4, 3, True, False, True),
-           G(256, 64, 64, 8, 3, False, False, True)]
+           G(32, 64, 64, 4, 3, False, False, True), G(64, 128, 64, 4, 3, False, False, True),
+           G(64, 64, 64, 4, 4, False, False, True), G(64, 64, 128, 4, 3, False, False, True),
+           G(64, 64, 64, 8, 3, False, False, True)]
 
 
 def _run(label, tokens, cfg, fn, cases, refs, weights_bytes) -> dict:
@@ -68,17 +68,17 @@ def main() -> int:
         moved = active * EXPERT_BYTES
         rows.append(_run("default", tokens, None, lambda i: mxfp4_moe(
             cases[i].hidden, cases[i].topk_ids, cases[i].topk_weights, *cases[i].weights), cases, refs, moved))
-        if tokens <= 8:
+        if tokens <= 4:
             for cfg in GEMV:
                 rows.append(_run("gemv", tokens, cfg, lambda i, cfg=cfg: mxfp4_moe(
                     cases[i].hidden, cases[i].topk_ids, cases[i].topk_weights, *cases[i].weights, config=cfg),
                     cases, refs, moved))
-        if 8 <= tokens <= 128:
+        if tokens <= 64:
             for cfg in DECODE:
                 rows.append(_run("decode", tokens, cfg, lambda i, cfg=cfg: mxfp4_moe_decode_partials(
                     cases[i].hidden, cases[i].topk_ids, cases[i].topk_weights, *cases[i].weights,
                     config=cfg).sum(1), cases, refs, moved))
-        if tokens >= 64:
+        if tokens >= 32:
             for cfg in GROUPED:
                 rows.append(_run("grouped", tokens, cfg, lambda i, cfg=cfg: mxfp4_moe_grouped_partials(
                     cases[i].hidden, cases[i].topk_ids, cases[i].topk_weights, *cases[i].weights,

@@ -21,7 +21,8 @@ for r in d['rows']:
     for k in r.get('top_kernels', [])[:10]: print('   ', k['ms'], k['count'], k['name'][:70])" "$OUT/profile.json"
 }
 if [ "${PART:-check}" = check ]; then
-  timeout 170 python3 -m pytest -q -x -m gpu -o asyncio_mode=strict -p no:cacheprovider tests/gpu/test_gpu_kernels.py tests/gpu/test_gpu_fused_ops.py 2>&1 | tail -15
+  timeout 240 python3 -m pytest -q -m gpu -o asyncio_mode=strict -p no:cacheprovider tests/gpu > "$OUT/gpu_tests.log" 2>&1
+  grep -E "passed|failed|^FAILED|^E  " "$OUT/gpu_tests.log" | head -30
   timeout 200 python3 -m tkr_embed.cli bench --model gpt-oss-20b --device cuda $SHAPE > "$OUT/bench.json" 2>"$OUT/bench.err"
   summary "$OUT/bench.json" engine
   profile

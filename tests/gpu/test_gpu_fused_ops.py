@@ -92,6 +92,7 @@ def test_moe_partials_sum_with_the_residual_in_the_norm(fused, num_tokens):
     parts = mxfp4_moe_partials(case.hidden, case.topk_ids, case.topk_weights, *case.weights)     # [T, k, D]
     assert parts.shape == (num_tokens, 4, 2880)
     norm = RMSNorm(2880, 1e-5, device="cuda", dtype=torch.bfloat16)
+    norm.weight.data.normal_(1.0, 0.1)
     out, new_residual = fused.add_rms_norm(parts, residual, norm.weight, 1e-5)
     ref = moe_reference(case.hidden, case.topk_ids, case.topk_weights, *case.weights).float() + residual.float()
     assert _rel(new_residual, ref) < 2e-2

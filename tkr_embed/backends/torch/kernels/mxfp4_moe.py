@@ -3,8 +3,10 @@
 Which kernels run depends on the batch (H200 sweep, bench/gpu_moe_variants.py; BENCHMARKS.md):
 - up to GEMV_MAX_TOKENS tokens: matrix-vector kernels, one program per (pair, column tile)
   (`mxfp4_gemv`);
-- up to DECODE_MAX_TOKENS: expert-major kernels that find their own pairs (`mxfp4_moe_decode`);
-- more: grouped GEMMs over pairs sorted by expert (`mxfp4_moe_grouped`).
+- up to DECODE_MAX_TOKENS: expert-major tensor-core kernels that find their own pairs
+  (`mxfp4_moe_decode`);
+- more: grouped GEMMs over pairs sorted by expert (`mxfp4_moe_grouped`), 64-row blocks up to
+  GROUPED_64_MAX_TOKENS tokens, 128-row blocks above.
 
 All return per-pair results [T, k, D] with the routing weight applied; the model sums the k slots
 with the residual inside the next RMSNorm (`fused_ops.add_rms_norm(parts=k)`). `mxfp4_moe` sums
@@ -25,15 +27,16 @@ from tkr_embed.backends.torch.kernels.mxfp4_moe_decode import (
 )
 from tkr_embed.backends.torch.kernels.mxfp4_moe_grouped import GroupedTileConfig, mxfp4_moe_grouped_partials
 
-GEMV_MAX_TOKENS = 8
-DECODE_MAX_TOKENS = 64
+GEMV_MAX_TOKENS = 4
+DECODE_MAX_TOKENS = 32
+GROUPED_64_MAX_TOKENS = 2048
 
 
 @dataclass(frozen=True)
 class GemvConfig:
     block_n_gate_up: int = 16
     block_n_down: int = 16
-    block_g: int = 8
+    block_g: int = 4
     num_warps: int = 4
     asm: bool = True
 
@@ -45,9 +48,8 @@ def default_config(num_tokens: int, top_k: int, num_experts: int) -> MoeConfig:
     if num_tokens <= GEMV_MAX_TOKENS:
         return GemvConfig()
     if num_tokens <= DECODE_MAX_TOKENS and num_tokens * top_k <= DECODE_MAX_PAIRS:
-        return DecodeTileConfig()
-    pairs_per_expert = num_tokens * top_k / num_experts
-    if pairs_per_expert <= 96:
+        return DecodeTileConfig(block_m=16, block_n_gate_up=32, block_n_down=64, block_k=128, swap_ab=False)
+    if num_tokens <= GROUPED_64_MAX_TOKENS:
         return GroupedTileConfig(block_m=64, block_n=64, block_k=64, num_warps=4)
     return GroupedTileConfig(block_m=128, block_n=64, block_k=64, num_warps=8)
 
