@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Phase 6 on the device (carry .whl): MoE kernels with PTX dequantization and per-pair partials.
 #   PART=check bash bench/gpu_phase6.sh   # kernel tests; engine bench; step profile; MoE variant sweep
-#   PART=full  bash bench/gpu_phase6.sh   # make gpu-check; engine bench; HF transformers generate
+#   PART=full  bash bench/gpu_phase6.sh   # engine bench; the HTTP server under the same load; HF transformers generate
 set -u
 OUT=${OUT:-/tmp/tkr-out}; mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
@@ -30,7 +30,9 @@ if [ "${PART:-check}" = check ]; then
   grep -v '^{' "$OUT/variants.log" | grep -v Warn | sed "s/'[a-z_]*': //g" | cut -c1-150
   exit 0
 fi
-timeout 240 python3 -m pytest -q -m gpu -o asyncio_mode=strict -p no:cacheprovider tests/gpu 2>&1 | tail -8
 timeout 200 python3 -m tkr_embed.cli bench --model gpt-oss-20b --device cuda $SHAPE > "$OUT/bench.json" 2>"$OUT/bench.err"
 summary "$OUT/bench.json" engine
-profile
+bash bench/gpu_serve_load.sh "$OUT"
+rm -f "$OUT/load_warmup.json"
+timeout 150 python3 bench/gpu_hf_generate.py --batch 1 --prompt 128 --new 64 > "$OUT/hf_generate.json" 2>"$OUT/hf.err" || tail -3 "$OUT/hf.err"
+tail -c 600 "$OUT/hf_generate.json"

@@ -27,7 +27,7 @@ from tkr_embed.backends.torch.kernels.mxfp4_moe_decode import (
 )
 from tkr_embed.backends.torch.kernels.mxfp4_moe_grouped import GroupedTileConfig, mxfp4_moe_grouped_partials
 
-GEMV_MAX_TOKENS = 4
+GEMV_MAX_TOKENS = 3
 DECODE_MAX_TOKENS = 32
 GROUPED_64_MAX_TOKENS = 2048
 
