@@ -2,6 +2,8 @@
 # Phase 6 on the device (carry .whl): MoE kernels with PTX dequantization and per-pair partials.
 #   PART=check bash bench/gpu_phase6.sh   # kernel tests; engine bench; step profile; MoE variant sweep
 #   PART=full  bash bench/gpu_phase6.sh   # engine bench; the HTTP server under the same load; HF transformers generate
+#   PART=serve bash bench/gpu_phase6.sh   # async engine without HTTP (ids / harmony text); the server as is, profiled;
+#                                         # the server with a 0.2 ms GIL switch interval
 set -u
 OUT=${OUT:-/tmp/tkr-out}; mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
@@ -20,6 +22,15 @@ for r in d['rows']:
     print({k: v for k, v in r.items() if k != 'top_kernels'})
     for k in r.get('top_kernels', [])[:10]: print('   ', k['ms'], k['count'], k['name'][:70])" "$OUT/profile.json"
 }
+if [ "${PART:-check}" = serve ]; then
+  timeout 150 python3 bench/gpu_async_engine.py > "$OUT/async_engine.json" 2>"$OUT/async_engine.err" || tail -5 "$OUT/async_engine.err"
+  grep '^{"tokenizer' "$OUT/async_engine.json" | cut -c1-400
+  PROFILE=10 bash bench/gpu_serve_load.sh "$OUT"
+  mv "$OUT/load_64.json" "$OUT/load_64_default.json"
+  SERVER_CMD="python3 bench/serve_switch_interval.py 0.0002" bash bench/gpu_serve_load.sh "$OUT"
+  rm -f "$OUT/load_warmup.json" "$OUT/server_prof.txt"
+  exit 0
+fi
 if [ "${PART:-check}" = check ]; then
   timeout 240 python3 -m pytest -q -m gpu -o asyncio_mode=strict -p no:cacheprovider tests/gpu > "$OUT/gpu_tests.log" 2>&1
   grep -E "passed|failed|^FAILED|^E  " "$OUT/gpu_tests.log" | head -30
