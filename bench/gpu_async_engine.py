@@ -63,7 +63,7 @@ async def main_async(args: argparse.Namespace) -> list[dict]:
         row = await run_streams(engine, prompts(), args.output_len, f"streams-{name}")
         rows.append({"tokenizer": name, **row})
         print(json.dumps(rows[-1]), flush=True)
-        engine._loop_task.cancel()    # the runner is shared by the next engine: no shutdown
+        await engine.stop_loop()      # the runner is shared by the next engine: no shutdown
     return rows
 
 

@@ -4,6 +4,7 @@
 #   PART=full  bash bench/gpu_phase6.sh   # engine bench; the HTTP server under the same load; HF transformers generate
 #   PART=serve bash bench/gpu_phase6.sh   # async engine without HTTP (ids / harmony text); the server as is, profiled;
 #                                         # the server with a 0.2 ms GIL switch interval
+#   PART=engine-thread bash bench/gpu_phase6.sh   # offline bench; async engine (ids); the server
 set -u
 OUT=${OUT:-/tmp/tkr-out}; mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
@@ -22,6 +23,15 @@ for r in d['rows']:
     print({k: v for k, v in r.items() if k != 'top_kernels'})
     for k in r.get('top_kernels', [])[:10]: print('   ', k['ms'], k['count'], k['name'][:70])" "$OUT/profile.json"
 }
+if [ "${PART:-check}" = engine-thread ]; then   # offline bench, async engine, server: the step loop in its own thread
+  timeout 150 python3 -m tkr_embed.cli bench --model gpt-oss-20b --device cuda $SHAPE > "$OUT/bench.json" 2>"$OUT/bench.err"
+  summary "$OUT/bench.json" engine
+  timeout 100 python3 bench/gpu_async_engine.py --tokenizers ids > "$OUT/async_engine.json" 2>"$OUT/async_engine.err" || tail -5 "$OUT/async_engine.err"
+  grep '^{"tokenizer' "$OUT/async_engine.json" | cut -c1-400
+  bash bench/gpu_serve_load.sh "$OUT"
+  rm -f "$OUT/load_warmup.json"
+  exit 0
+fi
 if [ "${PART:-check}" = serve ]; then
   timeout 150 python3 bench/gpu_async_engine.py > "$OUT/async_engine.json" 2>"$OUT/async_engine.err" || tail -5 "$OUT/async_engine.err"
   grep '^{"tokenizer' "$OUT/async_engine.json" | cut -c1-400

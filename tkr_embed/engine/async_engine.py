@@ -1,14 +1,16 @@
-"""AsyncEngine: the step loop as a background asyncio task, with per-request streams and abort."""
+"""AsyncEngine: the step loop in its own thread, with per-request asyncio streams and abort."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import threading
+import time
 from collections.abc import AsyncIterator
 
 from tkr_embed.engine.client import EngineClient
 from tkr_embed.engine.config import EngineConfig
-from tkr_embed.engine.errors import EngineDeadError
+from tkr_embed.engine.errors import EngineDeadError, InvalidRequestError
 from tkr_embed.engine.llm_engine import LLMEngine
 from tkr_embed.engine.outputs import EngineStats, RequestOutput
 from tkr_embed.engine.runner import ModelRunner, RunnerInfo
@@ -17,21 +19,32 @@ from tkr_embed.engine.tokenizer import Tokenizer
 
 logger = logging.getLogger(__name__)
 
+_Item = RequestOutput | BaseException
+
 
 class AsyncEngine(EngineClient):
     """Serves many concurrent `generate()` streams from one LLMEngine.
 
-    The loop runs schedule and postprocess on the event loop and only `runner.execute` in a worker
-    thread, so the engine's state is touched by one thread at a time and the event loop stays
-    responsive. Aborts are applied between steps.
+    One engine thread runs the whole step loop (schedule, `runner.execute`, postprocess), exactly as
+    the offline `LLM` does, so a step never waits for the event loop: between two steps there is no
+    thread hand-off, and the HTTP work of step N's tokens runs on the event loop while step N+1
+    computes (the runner releases the GIL while it waits for the device). The event loop only
+    enqueues new requests and aborts (applied by the engine thread between steps; an abort that
+    arrives during a step is applied before that step's postprocess) and receives each step's
+    outputs in one `call_soon_threadsafe`. The LLMEngine is touched under `_state_lock` only.
     """
 
     def __init__(self, engine: LLMEngine) -> None:
         self.engine = engine
-        self._streams: dict[str, asyncio.Queue[RequestOutput | BaseException]] = {}
+        self._streams: dict[str, asyncio.Queue[_Item]] = {}
+        self._inbox: list[tuple[str, list[int], SamplingParams, float]] = []   # requests to add, with arrival
         self._pending_aborts: list[str] = []
-        self._wakeup: asyncio.Event | None = None
-        self._loop_task: asyncio.Task[None] | None = None
+        self._inbox_lock = threading.Lock()
+        self._state_lock = threading.Lock()
+        self._work = threading.Event()
+        self._stop = False
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._accepting = True
         self._dead_error: BaseException | None = None
 
@@ -47,12 +60,13 @@ class AsyncEngine(EngineClient):
 
     @property
     def is_running(self) -> bool:
-        return self._loop_task is not None and not self._loop_task.done()
+        return self._thread is not None and self._thread.is_alive()
 
     async def start(self) -> None:
-        if self._loop_task is None:
-            self._wakeup = asyncio.Event()
-            self._loop_task = asyncio.create_task(self._run_loop(), name="engine-step-loop")
+        if self._thread is None:
+            self._loop = asyncio.get_running_loop()
+            self._thread = threading.Thread(target=self._run, name="engine-step-loop", daemon=True)
+            self._thread.start()
 
     async def generate(
         self, request_id: str, prompt_token_ids: list[int], params: SamplingParams
@@ -60,15 +74,20 @@ class AsyncEngine(EngineClient):
         if not self._accepting or self._dead_error is not None:
             raise EngineDeadError("the engine is not accepting requests")
         await self.start()
-        self.engine.add_request(request_id, prompt_token_ids, params)   # raises before any output
-        stream: asyncio.Queue[RequestOutput | BaseException] = asyncio.Queue()
+        if request_id in self._streams:
+            raise InvalidRequestError(f"request id {request_id!r} is already in use", "request_id")
+        self.engine.validate_request(prompt_token_ids, params)   # raises before any output
+        stream: asyncio.Queue[_Item] = asyncio.Queue()
         self._streams[request_id] = stream
-        self._wake()
+        with self._inbox_lock:
+            self._inbox.append((request_id, list(prompt_token_ids), params, time.monotonic()))
+        self._work.set()
         finished = False
         try:
             while True:
                 item = await stream.get()
                 if isinstance(item, BaseException):
+                    finished = True        # never added (refused by the engine) or the engine died
                     raise item
                 finished = item.finished
                 yield item
@@ -77,20 +96,19 @@ class AsyncEngine(EngineClient):
         finally:
             self._streams.pop(request_id, None)
             if not finished:
-                # The consumer went away (aclose, cancellation) or the engine died: free everything.
-                self._pending_aborts.append(request_id)
-                self._wake()
+                # The consumer went away (aclose, cancellation): free everything.
+                self._request_abort(request_id)
 
     async def abort(self, request_id: str) -> None:
-        self._pending_aborts.append(request_id)
-        self._wake()
+        self._request_abort(request_id)
 
     def stats(self) -> EngineStats:
-        return self.engine.stats()
+        with self._state_lock:
+            return self.engine.stats()
 
     async def shutdown(self, graceful: bool = True, timeout_s: float = 30.0) -> None:
         self._accepting = False
-        if self._loop_task is None:
+        if self._thread is None:
             self.engine.runner.shutdown()
             return
         if graceful:
@@ -98,63 +116,116 @@ class AsyncEngine(EngineClient):
                 await asyncio.wait_for(self._wait_idle(), timeout_s)
             except TimeoutError:
                 logger.warning("engine shutdown: in-flight requests did not finish in %.1fs; aborting them", timeout_s)
-        self._pending_aborts.extend(self._streams)
-        self._pending_aborts.extend(self.engine.unfinished_request_ids())
-        self._wake()
+        with self._state_lock:
+            unfinished = self.engine.unfinished_request_ids()
+        for request_id in [*self._streams, *unfinished]:
+            self._request_abort(request_id)
         await self._wait_idle()
-        self._loop_task.cancel()
-        try:
-            await self._loop_task
-        except asyncio.CancelledError:
-            pass
+        self._stop = True
+        self._work.set()
+        await self.stop_loop()
         self.engine.runner.shutdown()
 
-    # --- the loop -----------------------------------------------------------------------------
+    async def stop_loop(self) -> None:
+        """Stop the engine thread after its current step; the runner stays usable (benchmarks share it)."""
+        if self._thread is not None:
+            self._stop = True
+            self._work.set()
+            await asyncio.to_thread(self._thread.join)
+
+    # --- the engine thread --------------------------------------------------------------------
+
+    def _request_abort(self, request_id: str) -> None:
+        with self._inbox_lock:
+            self._pending_aborts.append(request_id)
+        self._work.set()
+
+    def _busy(self) -> bool:
+        with self._inbox_lock:
+            queued = bool(self._inbox or self._pending_aborts)
+        with self._state_lock:
+            return queued or self.engine.has_unfinished_requests()
 
     async def _wait_idle(self) -> None:
-        while self.engine.has_unfinished_requests() or self._pending_aborts:
+        while self._busy():
             if not self.is_running:
                 return
             await asyncio.sleep(0.005)
 
-    def _wake(self) -> None:
-        if self._wakeup is not None:
-            self._wakeup.set()
-
-    async def _run_loop(self) -> None:
-        assert self._wakeup is not None
+    def _run(self) -> None:
         try:
-            while True:
-                self._apply_aborts()
-                if not self.engine.has_unfinished_requests():
-                    self._wakeup.clear()
-                    await self._wakeup.wait()
+            while not self._stop:
+                outputs = self._take_inbox()
+                with self._state_lock:
+                    batch = self.engine.schedule() if self.engine.has_unfinished_requests() else None
+                if batch is None or not batch.entries:
+                    self._deliver(outputs)
+                    if batch is None:
+                        self._work.wait()      # idle: sleep until a request, an abort or stop
+                    else:
+                        self._work.wait(0.001)
+                    self._work.clear()
                     continue
-                batch = self.engine.schedule()
-                if batch.entries:
-                    sampled = await asyncio.to_thread(self.engine.runner.execute, batch)
-                    self._apply_aborts()   # postprocess skips what was aborted during the step
-                    self._dispatch(self.engine.postprocess(batch, sampled))
-                else:
-                    await asyncio.sleep(0)
-        except asyncio.CancelledError:
-            raise
+                sampled = self.engine.runner.execute(batch)
+                outputs += self._take_aborts()          # postprocess skips what was aborted during the step
+                with self._state_lock:
+                    outputs += self.engine.postprocess(batch, sampled)
+                self._deliver(outputs)
         except BaseException as exc:  # the runner crashed: fail every stream, accept nothing more
             logger.exception("engine step loop failed")
             self._dead_error = exc
-            error = EngineDeadError(f"the engine stopped: {exc!r}")
-            for stream in self._streams.values():
-                stream.put_nowait(error)
+            self._post(self._fail_all, EngineDeadError(f"the engine stopped: {exc!r}"))
 
-    def _apply_aborts(self) -> None:
-        while self._pending_aborts:
-            request_id = self._pending_aborts.pop()
-            output = self.engine.abort_request(request_id)
+    def _take_inbox(self) -> list[_Item | tuple[str, BaseException]]:
+        """Add the queued requests and apply the queued aborts; -> outputs to deliver."""
+        self._work.clear()
+        with self._inbox_lock:
+            adds, self._inbox = self._inbox, []
+        outputs: list = []
+        for request_id, prompt, params, arrival in adds:
+            try:
+                with self._state_lock:
+                    self.engine.add_request(request_id, prompt, params, arrival)
+            except Exception as exc:   # refused (overloaded, duplicate id): the stream raises it
+                outputs.append((request_id, exc))
+        return outputs + self._take_aborts()
+
+    def _take_aborts(self) -> list:
+        with self._inbox_lock:
+            aborts, self._pending_aborts = self._pending_aborts, []
+        outputs = []
+        for request_id in aborts:
+            with self._state_lock:
+                output = self.engine.abort_request(request_id)
             if output is not None:
-                self._dispatch([output])
+                outputs.append(output)
+        return outputs
 
-    def _dispatch(self, outputs: list[RequestOutput]) -> None:
+    def _deliver(self, outputs: list) -> None:
+        if outputs:
+            self._post(self._dispatch, outputs)
+
+    def _post(self, callback, argument) -> None:
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        try:
+            loop.call_soon_threadsafe(callback, argument)
+        except RuntimeError:   # the loop closed in between
+            pass
+
+    # --- on the event loop --------------------------------------------------------------------
+
+    def _dispatch(self, outputs: list) -> None:
         for output in outputs:
-            stream = self._streams.get(output.request_id)
+            if isinstance(output, tuple):
+                request_id, item = output
+            else:
+                request_id, item = output.request_id, output
+            stream = self._streams.get(request_id)
             if stream is not None:
-                stream.put_nowait(output)
+                stream.put_nowait(item)
+
+    def _fail_all(self, error: BaseException) -> None:
+        for stream in self._streams.values():
+            stream.put_nowait(error)
