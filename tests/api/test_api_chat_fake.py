@@ -178,3 +178,16 @@ def test_logprobs_of_answer_tokens(client, fake, harmony):
     assert "".join(entry.token for entry in content) == "Hello world"
     assert all(entry.logprob == -0.5 and len(entry.top_logprobs) == 2 for entry in content)
     assert fake.submitted[0].params.logprobs == 2
+
+
+def test_stream_lines_survive_unicode_line_separators(base_url, fake, harmony):
+    # U+2028/U+2029/U+0085 are legal raw in JSON, but httpx's aiter_lines (str.splitlines) breaks
+    # lines on them: the server escapes them, so every data line still parses.
+    text = "a\u2028b\u2029c\x85d"
+    fake.script = lambda prompt, params: harmony(f"<|channel|>final<|message|>{text}<|return|>")
+    body = {"messages": HELLO, "stream": True, "max_tokens": 50}
+    with httpx.stream("POST", base_url + "/v1/chat/completions", json=body, timeout=30) as response:
+        lines = [line for line in response.iter_lines() if line]
+    assert lines[-1] == "data: [DONE]"
+    chunks = [json.loads(line[6:]) for line in lines[:-1]]
+    assert "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"]) == text

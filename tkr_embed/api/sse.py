@@ -18,8 +18,22 @@ logger = logging.getLogger("tkr_embed.api")
 DONE = b"data: [DONE]\n\n"
 
 
+# Characters that JSON leaves raw but that line readers built on str.splitlines() (httpx's
+# aiter_lines among them) take for line ends: escaped, a streamed chunk always stays one line.
+_LINE_BREAKING = ((b"\xe2\x80\xa8", b"\\u2028"), (b"\xe2\x80\xa9", b"\\u2029"), (b"\xc2\x85", b"\\u0085"))
+
+
+def event_json(event: BaseModel, *, exclude_none: bool = True) -> bytes:
+    """The event as JSON bytes with no character any line reader splits on."""
+    data = event.model_dump_json(exclude_none=exclude_none).encode()
+    for raw, escaped in _LINE_BREAKING:
+        if raw in data:
+            data = data.replace(raw, escaped)
+    return data
+
+
 def sse_data(event: BaseModel, *, exclude_none: bool = True) -> bytes:
-    return b"data: " + event.model_dump_json(exclude_none=exclude_none).encode() + b"\n\n"
+    return b"data: " + event_json(event, exclude_none=exclude_none) + b"\n\n"
 
 
 async def sse_events(events: AsyncIterator[BaseModel], *, exclude_none: bool = True) -> AsyncIterator[bytes]:

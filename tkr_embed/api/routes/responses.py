@@ -9,7 +9,7 @@ from starlette.responses import Response as HttpResponse
 
 from tkr_embed.api.deps import State
 from tkr_embed.api.disconnect import cancel_on_disconnect
-from tkr_embed.api.sse import EventStreamResponse
+from tkr_embed.api.sse import EventStreamResponse, event_json
 from tkr_embed.engine.errors import EngineError
 from tkr_embed.protocol.errors import ErrorResponse
 from tkr_embed.protocol.openai_responses import ErrorEvent, Response, ResponsesRequest, StreamEvent
@@ -21,7 +21,7 @@ router = APIRouter(prefix="/v1", tags=["openai"], responses=ERRORS)
 
 
 def sse_event(event: StreamEvent) -> bytes:
-    return f"event: {event.type}\ndata: {event.model_dump_json(exclude_none=True)}\n\n".encode()
+    return f"event: {event.type}\ndata: ".encode() + event_json(event) + b"\n\n"
 
 
 async def response_events(events: AsyncIterator[StreamEvent]) -> AsyncIterator[bytes]:
