@@ -5,6 +5,7 @@
 #   PART=serve bash bench/gpu_phase6.sh   # async engine without HTTP (ids / harmony text); the server as is, profiled;
 #                                         # the server with a 0.2 ms GIL switch interval
 #   PART=engine-thread bash bench/gpu_phase6.sh   # offline bench; async engine (ids); the server
+#   PART=pair bash bench/gpu_phase6.sh            # offline bench; the server
 set -u
 OUT=${OUT:-/tmp/tkr-out}; mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
@@ -23,6 +24,13 @@ for r in d['rows']:
     print({k: v for k, v in r.items() if k != 'top_kernels'})
     for k in r.get('top_kernels', [])[:10]: print('   ', k['ms'], k['count'], k['name'][:70])" "$OUT/profile.json"
 }
+if [ "${PART:-check}" = pair ]; then   # offline bench, then the server under the same load, one call
+  timeout 120 python3 -m tkr_embed.cli bench --model gpt-oss-20b --device cuda $SHAPE > "$OUT/bench.json" 2>"$OUT/bench.err"
+  summary "$OUT/bench.json" engine
+  LOAD_TIMEOUT=60 START_WAIT=90 bash bench/gpu_serve_load.sh "$OUT"
+  rm -f "$OUT/load_warmup.json"
+  exit 0
+fi
 if [ "${PART:-check}" = engine-thread ]; then   # offline bench, async engine, server: the step loop in its own thread
   timeout 150 python3 -m tkr_embed.cli bench --model gpt-oss-20b --device cuda $SHAPE > "$OUT/bench.json" 2>"$OUT/bench.err"
   summary "$OUT/bench.json" engine
