@@ -1,0 +1,80 @@
+"""Run by tests/backends/test_triton_interpreted.py in a child process with TRITON_INTERPRET=1.
+
+The CUDA MoE kernels (matrix-vector, expert-major decode, grouped) and the fused RMSNorm that sums
+their per-pair results, on small shapes, through Triton's CPU interpreter (integer dequantization:
+the PTX path needs a GPU). Prints one JSON object: relative errors against the float32 references.
+"""
+
+import json
+import os
+import sys
+
+assert os.environ.get("TRITON_INTERPRET") == "1"
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import triton.language as tl  # noqa: E402
+from triton.runtime import interpreter  # noqa: E402
+
+# Triton 3.6's interpreter multiplies bf16 operands of tl.dot as their raw uint16 storage; widen
+# them to float32 first (the kernels' arithmetic is unchanged).
+_dot = interpreter.InterpreterBuilder.create_dot
+
+
+def _widen(handle):
+    if handle.dtype.scalar == tl.bfloat16:
+        data = interpreter._convert_float(handle.data, tl.bfloat16, tl.float32, None).view(np.float32)
+        return interpreter.TensorHandle(data, tl.float32)
+    return handle
+
+
+interpreter.InterpreterBuilder.create_dot = lambda self, a, b, d, *args: _dot(self, _widen(a), _widen(b), d, *args)
+
+from tkr_embed.backends.torch.kernels.fused_ops import add_rms_norm  # noqa: E402
+from tkr_embed.backends.torch.kernels.mxfp4_moe import (  # noqa: E402
+    DecodeTileConfig,
+    GemvConfig,
+    GroupedTileConfig,
+    mxfp4_moe,
+    mxfp4_moe_partials,
+)
+from tkr_embed.backends.torch.kernels.mxfp4_reference import moe_reference  # noqa: E402
+from tkr_embed.backends.torch.kernels.random_cases import make_moe_case, relative_error  # noqa: E402
+
+SHAPE = dict(num_experts=8, hidden=128, intermediate=96, top_k=4, device="cpu")
+CASES = [
+    (2, GemvConfig(block_n_gate_up=16, block_n_down=16, block_g=2)),
+    (5, DecodeTileConfig(block_k=64)),
+    (9, DecodeTileConfig(block_k=64, swap_ab=False, block_m=32)),
+    (40, GroupedTileConfig(block_m=16, block_n=32, block_k=64, num_warps=4)),
+    (40, GroupedTileConfig(block_m=64, block_n=32, block_k=64, num_warps=4)),
+    (40, GroupedTileConfig(block_m=64, block_n=32, block_k=64, num_warps=4, swap_ab=True)),
+]
+
+
+def main() -> int:
+    results = []
+    for tokens, cfg in CASES:
+        case = make_moe_case(tokens, seed=tokens, **SHAPE)
+        ref = moe_reference(case.hidden, case.topk_ids, case.topk_weights, *case.weights).float()
+        out = mxfp4_moe(case.hidden, case.topk_ids, case.topk_weights, *case.weights, config=cfg)
+        results.append({"tokens": tokens, "kernel": type(cfg).__name__, "shape": list(out.shape),
+                        "error": relative_error(out.float(), ref)})
+    case = make_moe_case(3, seed=7, **SHAPE)
+    parts = mxfp4_moe_partials(case.hidden, case.topk_ids, case.topk_weights, *case.weights,
+                               config=DecodeTileConfig(block_k=64))
+    gen = torch.Generator().manual_seed(0)
+    residual = torch.randn(3, 128, generator=gen).to(torch.bfloat16)
+    weight = (1 + 0.1 * torch.randn(128, generator=gen)).to(torch.bfloat16)
+    normed, new_residual = add_rms_norm(parts, residual, weight, 1e-5)
+    summed = moe_reference(case.hidden, case.topk_ids, case.topk_weights, *case.weights).float() + residual.float()
+    rounded = summed.to(torch.bfloat16).float()
+    expected = rounded * torch.rsqrt(rounded.pow(2).mean(-1, keepdim=True) + 1e-5) * weight.float()
+    results.append({"kernel": "add_rms_norm(parts)", "shape": list(parts.shape),
+                    "error": max(relative_error(new_residual.float(), summed), relative_error(normed.float(), expected))})
+    print(json.dumps(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
