@@ -34,7 +34,10 @@ VOCAB_SIZE = 201_088
 
 
 class SleepRunner(ModelRunner):
-    """A step takes `step_s` of wall time and no host work; each sequence gets a word-like token."""
+    """A step: `host_s` of Python that drops the GIL RELEASES times (as each torch call does), then
+    `step_s` of waiting without it; each sequence gets a word-like token."""
+
+    RELEASES = 30
 
     def __init__(self, step_s: float, host_s: float = 0.0, max_model_len: int = 4096, num_kv_blocks: int = 8192) -> None:
         self.step_s = step_s
@@ -50,11 +53,22 @@ class SleepRunner(ModelRunner):
         return self._info
 
     def execute(self, batch: ScheduledBatch) -> list[SampledToken]:
-        end = time.perf_counter() + self.host_s
-        while time.perf_counter() < end:      # Python work before the launch (holds the GIL), as input building does
-            pass
-        time.sleep(self.step_s)
-        return [SampledToken(e.seq_id, 1000 + (e.seq_id * 7 + e.start_pos) % 5000) for e in batch.entries if e.sample]
+        return self.launch(batch)()
+
+    def launch(self, batch: ScheduledBatch):
+        for _ in range(self.RELEASES):   # input building: Python work between calls that drop the GIL (torch ops)
+            end = time.perf_counter() + self.host_s / self.RELEASES
+            while time.perf_counter() < end:
+                pass
+            time.sleep(0)
+        done_at = time.perf_counter() + self.step_s     # the "device" runs from here
+
+        def finish() -> list[SampledToken]:
+            time.sleep(max(0.0, done_at - time.perf_counter()))
+            return [SampledToken(e.seq_id, 1000 + (e.seq_id * 7 + e.start_pos) % 5000)
+                    for e in batch.entries if e.sample]
+
+        return finish
 
 
 def _engine(step_s: float, streams: int, host_s: float = 0.0):
@@ -102,13 +116,14 @@ def _serve(args: argparse.Namespace) -> None:
                         server={"log_level": "warning"})
     app = create_app(settings, _engine(args.step_ms / 1e3, args.streams, args.host_ms / 1e3), tokenizer=get_tokenizer(),
                      model_path="gpt-oss-20b")
-    uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning")
+    uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", http=args.http, loop=args.loop)
 
 
 def _server_run(args: argparse.Namespace) -> dict:
     env = dict(os.environ, PYTHONPATH=str(REPO))
     server = subprocess.Popen([sys.executable, __file__, "--serve", "--port", str(args.port),
-                               "--step-ms", str(args.step_ms), "--host-ms", str(args.host_ms), "--streams", str(args.streams)],
+                               "--step-ms", str(args.step_ms), "--host-ms", str(args.host_ms), "--streams", str(args.streams),
+                               "--http", args.http, "--loop", args.loop],
                               env=env)
     try:
         import httpx
@@ -138,6 +153,8 @@ def main() -> int:
     parser.add_argument("--new", type=int, default=256)
     parser.add_argument("--port", type=int, default=8021)
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--http", choices=("auto", "h11", "httptools"), default="auto", help="uvicorn's HTTP protocol")
+    parser.add_argument("--loop", choices=("auto", "asyncio", "uvloop"), default="auto", help="uvicorn's event loop")
     parser.add_argument("--only", choices=("engine", "server"), default=None)
     args = parser.parse_args()
     if args.serve:

@@ -25,13 +25,14 @@ _Item = RequestOutput | BaseException
 class AsyncEngine(EngineClient):
     """Serves many concurrent `generate()` streams from one LLMEngine.
 
-    One engine thread runs the whole step loop (schedule, `runner.execute`, postprocess), exactly as
-    the offline `LLM` does, so a step never waits for the event loop: between two steps there is no
-    thread hand-off, and the HTTP work of step N's tokens runs on the event loop while step N+1
-    computes (the runner releases the GIL while it waits for the device). The event loop only
-    enqueues new requests and aborts (applied by the engine thread between steps; an abort that
-    arrives during a step is applied before that step's postprocess) and receives each step's
-    outputs in one `call_soon_threadsafe`. The LLMEngine is touched under `_state_lock` only.
+    One engine thread runs the whole step loop (schedule, `runner.launch`, postprocess), as the
+    offline `LLM` does, so a step never waits for the event loop. Step N's outputs reach the event
+    loop (one `call_soon_threadsafe`) once step N+1 is queued on the device: their HTTP work then
+    runs while the device computes and the engine thread waits without the GIL, instead of taking
+    the GIL from the engine thread at every torch call while it builds step N+1's inputs. The event
+    loop only enqueues new requests and aborts (applied by the engine thread between steps; an abort
+    that arrives during a step is applied before that step's postprocess). The LLMEngine is touched
+    under `_state_lock` only.
     """
 
     def __init__(self, engine: LLMEngine) -> None:
@@ -153,27 +154,34 @@ class AsyncEngine(EngineClient):
             await asyncio.sleep(0.005)
 
     def _run(self) -> None:
+        pending: list = []   # outputs not yet handed to the event loop
         try:
             while not self._stop:
-                outputs = self._take_inbox()
+                pending += self._take_inbox()
                 with self._state_lock:
                     batch = self.engine.schedule() if self.engine.has_unfinished_requests() else None
                 if batch is None or not batch.entries:
-                    self._deliver(outputs)
+                    self._deliver(pending)
+                    pending = []
                     if batch is None:
                         self._work.wait()      # idle: sleep until a request, an abort or stop
                     else:
                         self._work.wait(0.001)
                     self._work.clear()
                     continue
-                sampled = self.engine.runner.execute(batch)
-                outputs += self._take_aborts()          # postprocess skips what was aborted during the step
+                finish = self.engine.runner.launch(batch)
+                # The previous step's outputs go to the event loop only now, with this step queued on
+                # the device: their HTTP work overlaps the device instead of competing with this
+                # thread for the GIL while it builds the step's inputs.
+                self._deliver(pending)
+                sampled = finish()
+                pending = self._take_aborts()           # postprocess skips what was aborted during the step
                 with self._state_lock:
-                    outputs += self.engine.postprocess(batch, sampled)
-                self._deliver(outputs)
+                    pending += self.engine.postprocess(batch, sampled)
         except BaseException as exc:  # the runner crashed: fail every stream, accept nothing more
             logger.exception("engine step loop failed")
             self._dead_error = exc
+            self._deliver(pending)
             self._post(self._fail_all, EngineDeadError(f"the engine stopped: {exc!r}"))
 
     def _take_inbox(self) -> list[_Item | tuple[str, BaseException]]:

@@ -10,6 +10,7 @@ that asks for it. Backends: `tkr_embed.backends.torch` (CPU reference, CUDA) and
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from tkr_embed.engine.sampling_params import SamplingParams
@@ -90,6 +91,15 @@ class ModelRunner(ABC):
         Returns one SampledToken per entry with `sample=True`, in entry order. A seeded entry's
         token depends only on (seed, len(output_token_ids), its logits): never on the batch.
         """
+
+    def launch(self, batch: ScheduledBatch) -> Callable[[], list[SampledToken]]:
+        """Start `execute(batch)`; the returned callable waits for it and returns its result.
+
+        A runner whose device computes asynchronously (CUDA) queues the step's work here and
+        returns at once, so the caller's other host work overlaps the device. Default: compute now.
+        """
+        sampled = self.execute(batch)
+        return lambda: sampled
 
     def release(self, seq_id: int) -> None:
         """Forget any per-sequence state (the KV blocks themselves belong to the engine)."""

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -173,11 +174,16 @@ class TorchModelRunner(ModelRunner):
 
     @torch.inference_mode()
     def execute(self, batch: ScheduledBatch) -> list[SampledToken]:
+        return self.launch(batch)()
+
+    def launch(self, batch: ScheduledBatch) -> Callable[[], list[SampledToken]]:
+        """The forward is queued on the device now; sampling (and its one host sync) runs in the
+        returned callable."""
         sample_entries = [e for e in batch.entries if e.sample]
         logits = self.logits(batch)                                                     # [S, V] float32
         if logits is None:
-            return []
-        return self.sampler(logits, sample_entries)
+            return list
+        return functools.partial(self.sampler, logits, sample_entries)
 
     @torch.inference_mode()
     def logits(self, batch: ScheduledBatch, *, use_graphs: bool = True) -> torch.Tensor | None:
