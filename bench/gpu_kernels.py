@@ -55,7 +55,7 @@ def bench_moe(num_tokens: int, config: MoeConfig | None) -> dict:
     active = sum(torch.unique(c.topk_ids).numel() for c in cases) / ROTATIONS
     moved = active * EXPERT_BYTES + num_tokens * HIDDEN * 2 * 2
     flops = 2 * num_tokens * TOP_K * 3 * HIDDEN * INTERMEDIATE
-    cfg = config or default_config(num_tokens, TOP_K, NUM_EXPERTS)
+    cfg = config or default_config(num_tokens, TOP_K)
     return {"kernel": "mxfp4_moe", "tokens": num_tokens, "config": cfg.__dict__, "ms": ms,
             "active_experts": active, "bytes": moved, "GB_s": moved / ms / 1e6, "TFLOP_s": flops / ms / 1e9}
 

@@ -6,7 +6,7 @@ Which kernels run depends on the batch (H200 sweep, bench/gpu_moe_variants.py; B
 - up to DECODE_MAX_TOKENS: expert-major tensor-core kernels that find their own pairs
   (`mxfp4_moe_decode`);
 - more: grouped GEMMs over pairs sorted by expert (`mxfp4_moe_grouped`), 64-row blocks up to
-  GROUPED_64_MAX_TOKENS tokens, 128-row blocks above.
+  2,048 tokens, 128-row blocks above.
 
 All return per-pair results [T, k, D] with the routing weight applied; the model sums the k slots
 with the residual inside the next RMSNorm (`fused_ops.add_rms_norm(parts=k)`). `mxfp4_moe` sums
@@ -23,13 +23,17 @@ from tkr_embed.backends.torch.kernels.mxfp4_gemv import mxfp4_moe_gemv
 from tkr_embed.backends.torch.kernels.mxfp4_moe_decode import (
     DECODE_MAX_PAIRS,
     DecodeTileConfig,
+    default_decode_config,
     mxfp4_moe_decode_partials,
 )
-from tkr_embed.backends.torch.kernels.mxfp4_moe_grouped import GroupedTileConfig, mxfp4_moe_grouped_partials
+from tkr_embed.backends.torch.kernels.mxfp4_moe_grouped import (
+    GroupedTileConfig,
+    default_grouped_config,
+    mxfp4_moe_grouped_partials,
+)
 
 GEMV_MAX_TOKENS = 3
 DECODE_MAX_TOKENS = 32
-GROUPED_64_MAX_TOKENS = 2048
 
 
 @dataclass(frozen=True)
@@ -44,14 +48,12 @@ class GemvConfig:
 MoeConfig = GemvConfig | DecodeTileConfig | GroupedTileConfig
 
 
-def default_config(num_tokens: int, top_k: int, num_experts: int) -> MoeConfig:
+def default_config(num_tokens: int, top_k: int) -> MoeConfig:
     if num_tokens <= GEMV_MAX_TOKENS:
         return GemvConfig()
     if num_tokens <= DECODE_MAX_TOKENS and num_tokens * top_k <= DECODE_MAX_PAIRS:
-        return DecodeTileConfig(block_m=16, block_n_gate_up=32, block_n_down=64, block_k=128, swap_ab=False)
-    if num_tokens <= GROUPED_64_MAX_TOKENS:
-        return GroupedTileConfig(block_m=64, block_n=64, block_k=64, num_warps=4)
-    return GroupedTileConfig(block_m=128, block_n=64, block_k=64, num_warps=8)
+        return default_decode_config(num_tokens * top_k)
+    return default_grouped_config(num_tokens)
 
 
 def mxfp4_moe_partials(
@@ -68,7 +70,7 @@ def mxfp4_moe_partials(
 ) -> torch.Tensor:
     """Experts forward on the GPU with MXFP4 weights -> per-pair results [T, k, D] in hidden's dtype."""
     weights = (gate_up_blocks, gate_up_scales, gate_up_bias, down_blocks, down_scales, down_bias)
-    cfg = config or default_config(hidden.shape[0], topk_ids.shape[1], gate_up_blocks.shape[0])
+    cfg = config or default_config(hidden.shape[0], topk_ids.shape[1])
     if isinstance(cfg, GemvConfig):
         return mxfp4_moe_gemv(hidden, topk_ids, topk_weights, *weights, block_n_gate_up=cfg.block_n_gate_up,
                               block_n_down=cfg.block_n_down, block_g=cfg.block_g, num_warps=cfg.num_warps,

@@ -38,13 +38,14 @@ class DecodeTileConfig:
     block_k: int = 128
     num_warps: int = 4
     num_stages: int = 3
-    swap_ab: bool = True
+    swap_ab: bool = False      # True: weights as the left operand (wgmma from registers); measured slower
     dot_scaled: bool = False
     asm: bool = True           # PTX dequantization on CUDA (see mxfp4_tile)
 
 
-def default_decode_config(num_pairs: int, dot_scaled: bool = False) -> DecodeTileConfig:
-    return DecodeTileConfig(block_m=16 if num_pairs <= 128 else 32, dot_scaled=dot_scaled)
+def default_decode_config(num_pairs: int) -> DecodeTileConfig:
+    """16 gathered rows per pass (an expert rarely has more at decode); 32 for larger batches."""
+    return DecodeTileConfig(block_m=16 if num_pairs <= 128 else 32)
 
 
 @triton.jit

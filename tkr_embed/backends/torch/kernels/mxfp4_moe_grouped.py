@@ -36,13 +36,14 @@ class GroupedTileConfig:
     asm: bool = True           # PTX dequantization on CUDA (see mxfp4_tile)
 
 
-def default_grouped_config(num_tokens: int, top_k: int, num_experts: int, dot_scaled: bool = False) -> GroupedTileConfig:
-    pairs_per_expert = num_tokens * top_k / num_experts
-    if pairs_per_expert <= 32:
-        return GroupedTileConfig(block_m=32, block_n=64, block_k=128, num_warps=4, dot_scaled=dot_scaled)
-    if pairs_per_expert <= 96:
-        return GroupedTileConfig(block_m=64, block_n=64, block_k=64, num_warps=4, dot_scaled=dot_scaled)
-    return GroupedTileConfig(block_m=128, block_n=64, block_k=64, num_warps=8, dot_scaled=dot_scaled)
+GROUPED_64_MAX_TOKENS = 2048
+
+
+def default_grouped_config(num_tokens: int) -> GroupedTileConfig:
+    """64-row blocks up to GROUPED_64_MAX_TOKENS tokens, 128-row blocks above (H200 sweep, phase 6)."""
+    if num_tokens <= GROUPED_64_MAX_TOKENS:
+        return GroupedTileConfig(block_m=64, block_n=64, block_k=64, num_warps=4)
+    return GroupedTileConfig(block_m=128, block_n=64, block_k=64, num_warps=8)
 
 
 @triton.jit
@@ -108,7 +109,7 @@ def mxfp4_moe_grouped_partials(
     num_tokens, hidden_size = hidden.shape
     top_k = topk_ids.shape[1]
     num_experts = gate_up_blocks.shape[0]
-    cfg = config or default_grouped_config(num_tokens, top_k, num_experts)
+    cfg = config or default_grouped_config(num_tokens)
     intermediate = gate_up_blocks.shape[1] // 2
     hidden = hidden.contiguous()
     num_pairs = num_tokens * top_k
