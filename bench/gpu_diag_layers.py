@@ -32,22 +32,21 @@ class LayerTap:
     """Records the residual stream after every decoder layer, for the plain and the fused forward."""
 
     def __init__(self, model) -> None:
-        from tkr_embed.backends.torch.kernels import mxfp4_moe as moe_module
+        from tkr_embed.backends.torch.kernels import fused_ops
 
         self.states: list[torch.Tensor] = []
         self.enabled = False
         for layer in model.model.layers:
             layer.register_forward_hook(self._hook)
-        self._module = moe_module
-        original = moe_module.mxfp4_moe
+        original = fused_ops.add_rms_norm
 
-        def tapped(*args, **kwargs):
-            out = original(*args, **kwargs)
-            if self.enabled and kwargs.get("residual") is not None:
-                self.states.append(out.detach().float().cpu())
-            return out
+        def tapped(x, residual, *args, **kwargs):
+            out, new_residual = original(x, residual, *args, **kwargs)
+            if self.enabled and x.dim() == 3:      # the MoE's per-pair results: the end of a layer
+                self.states.append(new_residual.detach().float().cpu())
+            return out, new_residual
 
-        moe_module.mxfp4_moe = tapped
+        fused_ops.add_rms_norm = tapped
 
     def _hook(self, _module, _inputs, output) -> None:
         if self.enabled:
