@@ -10,7 +10,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | 
 export PYTHONPATH=$NEW
 timeout 240 python3 -m pytest -q -m gpu -o asyncio_mode=strict -p no:cacheprovider tests/gpu -rs 2>&1 | tail -25 > "$OUT/gpu_tests.log"
 tail -4 "$OUT/gpu_tests.log"
-[ "${SWEEP:-1}" = 1 ] && timeout 200 python3 bench/gpu_moe_sweep.py ${SWEEP_TOKENS:-} 2>&1 | grep -v '^\[' | tee "$OUT/moe_sweep.txt"
+[ "${SWEEP:-1}" = 1 ] && (cd bench && timeout 200 python3 gpu_moe_variants.py ${SWEEP_TOKENS:-}) 2>&1 | grep -v "^{" | tee "$OUT/moe_sweep.txt"
 for tree in new base; do
   dir=$NEW; [ $tree = base ] && dir=$BASE
   PYTHONPATH=$dir timeout 150 python3 bench/gpu_profile_step.py --batch 1 64 ${PROFILE:-} > "$OUT/profile_$tree.json" 2>/dev/null
