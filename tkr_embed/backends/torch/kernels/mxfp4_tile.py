@@ -3,10 +3,14 @@
 `expert_tile` accumulates, over the whole reduction dimension K, the product of up to BLOCK_M
 activation rows (bf16) with W_ROWS rows of one expert's MXFP4 weight matrix:
 
-- SWAP_AB: acc [W_ROWS, BLOCK_M] = W @ A^T. The dequantized weights are the left operand, which
-  Hopper's wgmma can read from registers; the few activation rows go through shared memory. This
-  is the decode orientation (BLOCK_M of 16-32 rows, W_ROWS >= 64).
-- otherwise acc [BLOCK_M, W_ROWS] = A @ W^T (prefill: many rows per expert).
+- acc [BLOCK_M, W_ROWS] = A @ W^T, the default;
+- SWAP_AB: acc [W_ROWS, BLOCK_M] = W @ A^T, the dequantized weights as the left operand (Hopper's
+  wgmma reads it from registers). On the H200 it was no faster (bench/gpu_moe_variants.py); kept
+  as an option for other cards.
+
+With at most 32 rows (decode tiles) the even and odd k (low and high nibbles) are two dots against
+the activations read with stride 2, so the weights are never interleaved in registers; prefill
+tiles read the activations contiguously and interleave the dequantized weights back into k order.
 
 Dequantization, chosen by a constexpr:
 - DOT_SCALED: Triton's `tl.dot_scaled` with the e2m1 format and E8M0 scales (the compiler upcasts
