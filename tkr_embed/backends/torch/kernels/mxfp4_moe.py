@@ -9,7 +9,7 @@ Which kernels run depends on the batch (H200 sweep, bench/gpu_moe_variants.py; B
   2,048 tokens, 128-row blocks above.
 
 All return per-pair results [T, k, D] with the routing weight applied; the model sums the k slots
-with the residual inside the next RMSNorm (`fused_ops.add_rms_norm(parts=k)`). `mxfp4_moe` sums
+with the residual inside the next RMSNorm (`fused_ops.add_rms_norm` given the [T, k, D] results). `mxfp4_moe` sums
 them here for callers that want [T, D].
 """
 
