@@ -16,7 +16,7 @@ import triton
 import triton.language as tl
 
 from tkr_embed.backends.torch.kernels.mxfp4_reference import SWIGLU_ALPHA, SWIGLU_LIMIT
-from tkr_embed.backends.torch.kernels.mxfp4_tile import e2m1_pairs, use_asm
+from tkr_embed.backends.torch.kernels.mxfp4_tile import e2m1_pairs, expert_projections, use_asm
 
 SWIGLU_LIMIT_G = tl.constexpr(SWIGLU_LIMIT)
 SWIGLU_ALPHA_G = tl.constexpr(SWIGLU_ALPHA)
@@ -111,30 +111,29 @@ def mxfp4_moe_gemv(
     asm: bool = True,
 ) -> torch.Tensor:
     """Experts for a few tokens (decode) -> per-pair results [T, k, D] (routing weight applied)."""
-    num_tokens, hidden_size = hidden.shape
     top_k = topk_ids.shape[1]
     num_experts, rows_gu, groups_gu, _ = gate_up_blocks.shape
-    intermediate = rows_gu // 2
-    groups_dn = down_blocks.shape[2]
-    num_pairs = num_tokens * top_k
-    hidden = hidden.contiguous()
+    hidden_size, groups_dn = down_blocks.shape[1], down_blocks.shape[2]
     asm = asm and use_asm(hidden)
     pair_expert = topk_ids.reshape(-1).to(torch.int32)                                         # [P]
-    route_w = topk_weights.reshape(-1).to(torch.float32)                                       # [P]
-    act = torch.empty(num_pairs, intermediate, dtype=hidden.dtype, device=hidden.device)       # [P, I]
+    num_pairs = pair_expert.numel()
     w_gu = gate_up_blocks.view(num_experts, rows_gu, groups_gu * 16)
-    _gemv_gate_up_kernel[(num_pairs, triton.cdiv(intermediate, block_n_gate_up))](
-        hidden, pair_expert, w_gu, gate_up_scales, gate_up_bias, act,
-        rows_gu, groups_gu, hidden.stride(0), w_gu.stride(0), w_gu.stride(1),
-        gate_up_scales.stride(0), gate_up_scales.stride(1), gate_up_bias.stride(0), act.stride(0),
-        TOP_K=top_k, BLOCK_N=block_n_gate_up, BLOCK_G=block_g, ASM=asm, num_warps=num_warps,
-    )
-    partials = torch.empty(num_pairs, hidden_size, dtype=hidden.dtype, device=hidden.device)   # [P, D]
     w_dn = down_blocks.view(num_experts, hidden_size, groups_dn * 16)
-    _gemv_down_kernel[(num_pairs, triton.cdiv(hidden_size, block_n_down))](
-        act, pair_expert, route_w, w_dn, down_scales, down_bias, partials,
-        hidden_size, groups_dn, act.stride(0), w_dn.stride(0), w_dn.stride(1),
-        down_scales.stride(0), down_scales.stride(1), down_bias.stride(0), partials.stride(0),
-        BLOCK_N=block_n_down, BLOCK_G=block_g, ASM=asm, num_warps=num_warps,
-    )
-    return partials.view(num_tokens, top_k, hidden_size)
+
+    def project(a: torch.Tensor, out: torch.Tensor, route_w: torch.Tensor | None) -> None:
+        if route_w is None:
+            _gemv_gate_up_kernel[(num_pairs, triton.cdiv(out.shape[1], block_n_gate_up))](
+                a, pair_expert, w_gu, gate_up_scales, gate_up_bias, out,
+                rows_gu, groups_gu, a.stride(0), w_gu.stride(0), w_gu.stride(1),
+                gate_up_scales.stride(0), gate_up_scales.stride(1), gate_up_bias.stride(0), out.stride(0),
+                TOP_K=top_k, BLOCK_N=block_n_gate_up, BLOCK_G=block_g, ASM=asm, num_warps=num_warps,
+            )
+        else:
+            _gemv_down_kernel[(num_pairs, triton.cdiv(hidden_size, block_n_down))](
+                a, pair_expert, route_w, w_dn, down_scales, down_bias, out,
+                hidden_size, groups_dn, a.stride(0), w_dn.stride(0), w_dn.stride(1),
+                down_scales.stride(0), down_scales.stride(1), down_bias.stride(0), out.stride(0),
+                BLOCK_N=block_n_down, BLOCK_G=block_g, ASM=asm, num_warps=num_warps,
+            )
+
+    return expert_projections(hidden, topk_ids, topk_weights, rows_gu // 2, project)

@@ -21,7 +21,7 @@ import triton
 import triton.language as tl
 
 from tkr_embed.backends.torch.kernels.mxfp4_reference import SWIGLU_ALPHA, SWIGLU_LIMIT
-from tkr_embed.backends.torch.kernels.mxfp4_tile import expert_epilogue, expert_tile, use_asm
+from tkr_embed.backends.torch.kernels.mxfp4_tile import expert_epilogue, expert_projections, expert_tile, use_asm
 
 DECODE_MAX_PAIRS = 512
 SWIGLU_LIMIT_D = tl.constexpr(SWIGLU_LIMIT)
@@ -120,20 +120,17 @@ def mxfp4_moe_decode_partials(
     config: DecodeTileConfig | None = None,
 ) -> torch.Tensor:
     """Experts of a decode batch -> per-pair results [T, k, D] (routing weight applied), hidden's dtype."""
-    num_tokens, hidden_size = hidden.shape
     top_k = topk_ids.shape[1]
-    num_pairs = num_tokens * top_k
+    num_pairs = topk_ids.shape[0] * top_k
     if num_pairs > DECODE_MAX_PAIRS:
         raise ValueError(f"{num_pairs} pairs exceed the decode kernel's {DECODE_MAX_PAIRS}")
     cfg = config or default_decode_config(num_pairs)
-    intermediate = gate_up_blocks.shape[1] // 2
-    hidden = hidden.contiguous()
     ids = topk_ids.reshape(-1).to(torch.int32)                                                 # [P]
-    route_w = topk_weights.reshape(-1).to(torch.float32)                                       # [P]
-    act = torch.empty(num_pairs, intermediate, dtype=hidden.dtype, device=hidden.device)       # [P, I]
-    _launch(hidden, ids, gate_up_blocks, gate_up_scales, gate_up_bias, None, act, n_out=intermediate, top_k=top_k,
-            tokens_as_rows=True, swiglu=True, block_n=cfg.block_n_gate_up, cfg=cfg)
-    partials = torch.empty(num_pairs, hidden_size, dtype=hidden.dtype, device=hidden.device)   # [P, D]
-    _launch(act, ids, down_blocks, down_scales, down_bias, route_w, partials, n_out=hidden_size, top_k=top_k,
-            tokens_as_rows=False, swiglu=False, block_n=cfg.block_n_down, cfg=cfg)
-    return partials.view(num_tokens, top_k, hidden_size)
+
+    def project(a: torch.Tensor, out: torch.Tensor, route_w: torch.Tensor | None) -> None:
+        gate_up = route_w is None
+        weights = (gate_up_blocks, gate_up_scales, gate_up_bias) if gate_up else (down_blocks, down_scales, down_bias)
+        _launch(a, ids, *weights, route_w, out, n_out=out.shape[1], top_k=top_k, tokens_as_rows=gate_up,
+                swiglu=gate_up, block_n=cfg.block_n_gate_up if gate_up else cfg.block_n_down, cfg=cfg)
+
+    return expert_projections(hidden, topk_ids, topk_weights, gate_up_blocks.shape[1] // 2, project)

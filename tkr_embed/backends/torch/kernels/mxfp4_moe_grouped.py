@@ -18,7 +18,7 @@ import triton.language as tl
 
 from tkr_embed.backends.torch.kernels.moe_align import align_pairs_to_experts
 from tkr_embed.backends.torch.kernels.mxfp4_reference import SWIGLU_ALPHA, SWIGLU_LIMIT
-from tkr_embed.backends.torch.kernels.mxfp4_tile import expert_epilogue, expert_tile, use_asm
+from tkr_embed.backends.torch.kernels.mxfp4_tile import expert_epilogue, expert_projections, expert_tile, use_asm
 
 SWIGLU_LIMIT_G = tl.constexpr(SWIGLU_LIMIT)
 SWIGLU_ALPHA_G = tl.constexpr(SWIGLU_ALPHA)
@@ -106,19 +106,14 @@ def mxfp4_moe_grouped_partials(
     config: GroupedTileConfig | None = None,
 ) -> torch.Tensor:
     """Experts of a large batch -> per-pair results [T, k, D] (routing weight applied), hidden's dtype."""
-    num_tokens, hidden_size = hidden.shape
     top_k = topk_ids.shape[1]
-    num_experts = gate_up_blocks.shape[0]
-    cfg = config or default_grouped_config(num_tokens)
-    intermediate = gate_up_blocks.shape[1] // 2
-    hidden = hidden.contiguous()
-    num_pairs = num_tokens * top_k
-    route_w = topk_weights.reshape(-1).to(torch.float32).contiguous()                          # [P]
-    blocks = align_pairs_to_experts(topk_ids, num_experts, cfg.block_m)
-    act = torch.empty(num_pairs, intermediate, dtype=hidden.dtype, device=hidden.device)       # [P, I]
-    _launch(hidden, blocks, gate_up_blocks, gate_up_scales, gate_up_bias, None, act, n_out=intermediate,
-            top_k=top_k, tokens_as_rows=True, swiglu=True, cfg=cfg)
-    partials = torch.empty(num_pairs, hidden_size, dtype=hidden.dtype, device=hidden.device)   # [P, D]
-    _launch(act, blocks, down_blocks, down_scales, down_bias, route_w, partials, n_out=hidden_size,
-            top_k=top_k, tokens_as_rows=False, swiglu=False, cfg=cfg)
-    return partials.view(num_tokens, top_k, hidden_size)
+    cfg = config or default_grouped_config(hidden.shape[0])
+    blocks = align_pairs_to_experts(topk_ids, gate_up_blocks.shape[0], cfg.block_m)
+
+    def project(a: torch.Tensor, out: torch.Tensor, route_w: torch.Tensor | None) -> None:
+        gate_up = route_w is None
+        weights = (gate_up_blocks, gate_up_scales, gate_up_bias) if gate_up else (down_blocks, down_scales, down_bias)
+        _launch(a, blocks, *weights, route_w, out, n_out=out.shape[1], top_k=top_k, tokens_as_rows=gate_up,
+                swiglu=gate_up, cfg=cfg)
+
+    return expert_projections(hidden, topk_ids, topk_weights, gate_up_blocks.shape[1] // 2, project)

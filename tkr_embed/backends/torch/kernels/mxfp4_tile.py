@@ -26,12 +26,37 @@ Dequantization, chosen by a constexpr:
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 import torch
 import triton
 import triton.language as tl
 
 EXACT_SCALE_MAX = 252   # 2^125: larger scale bytes would overflow bf16 (below 2, values under 2^-126 lose bits)
+
+
+def expert_projections(
+    hidden: torch.Tensor,            # [T, D]
+    topk_ids: torch.Tensor,          # [T, k]
+    topk_weights: torch.Tensor,      # [T, k]
+    intermediate: int,
+    project: Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], None],
+) -> torch.Tensor:
+    """A MoE layer's two projections through one kernel family -> per-pair results [T, k, D].
+
+    `project(a, out, route_w)` fills `out`: gate_up with its SwiGLU when `route_w` is None (a is the
+    hidden [T, D], out the activations [P, I]), else down times the routing weights (a is [P, I],
+    out [P, D]).
+    """
+    num_tokens, hidden_size = hidden.shape
+    top_k = topk_ids.shape[1]
+    num_pairs = num_tokens * top_k
+    route_w = topk_weights.reshape(-1).to(torch.float32).contiguous()                          # [P]
+    act = torch.empty(num_pairs, intermediate, dtype=hidden.dtype, device=hidden.device)       # [P, I]
+    project(hidden.contiguous(), act, None)
+    partials = torch.empty(num_pairs, hidden_size, dtype=hidden.dtype, device=hidden.device)   # [P, D]
+    project(act, partials, route_w)
+    return partials.view(num_tokens, top_k, hidden_size)
 
 
 def max_scale_byte(*scales: torch.Tensor) -> int:
@@ -42,43 +67,34 @@ def max_scale_byte(*scales: torch.Tensor) -> int:
 # $0,$1: bf16 pairs of the low nibbles of bytes 0-1 and 2-3 of $4; $2,$3: of the high nibbles;
 # $5: the four bytes' scale bytes. prmt 0x4140 / 0x4342 put bytes (0, 1) / (2, 3) in the low byte of
 # each 16-bit lane; 0x7E80 is 2^126 in bf16; a scale byte s shifted left by 7 is 2^(s-127) in bf16.
-_E2M1_TO_BF16_PTX = tl.constexpr("""
-{
-.reg .b32 zero, two126, x01, x23, s01, s23, t, u;
-mov.b32 zero, 0;
-mov.b32 two126, 0x7E807E80;
-prmt.b32 x01, $4, zero, 0x4140;
-prmt.b32 x23, $4, zero, 0x4342;
-prmt.b32 s01, $5, zero, 0x4140;
-prmt.b32 s23, $5, zero, 0x4342;
-shl.b32 s01, s01, 7;
-shl.b32 s23, s23, 7;
-shl.b32 t, x01, 6;
-and.b32 t, t, 0x01C001C0;
-shl.b32 u, x01, 12;
-lop3.b32 t, u, 0x80008000, t, 0xEA;
-mul.rn.bf16x2 t, t, two126;
-mul.rn.bf16x2 $0, t, s01;
-shl.b32 t, x23, 6;
-and.b32 t, t, 0x01C001C0;
-shl.b32 u, x23, 12;
-lop3.b32 t, u, 0x80008000, t, 0xEA;
-mul.rn.bf16x2 t, t, two126;
-mul.rn.bf16x2 $1, t, s23;
-shl.b32 t, x01, 2;
-and.b32 t, t, 0x01C001C0;
-shl.b32 u, x01, 8;
-lop3.b32 t, u, 0x80008000, t, 0xEA;
-mul.rn.bf16x2 t, t, two126;
-mul.rn.bf16x2 $2, t, s01;
-shl.b32 t, x23, 2;
-and.b32 t, t, 0x01C001C0;
-shl.b32 u, x23, 8;
-lop3.b32 t, u, 0x80008000, t, 0xEA;
-mul.rn.bf16x2 t, t, two126;
-mul.rn.bf16x2 $3, t, s23;
-}
-""")
+def _nibble_pairs_ptx(out: str, pair: str, scale: str, magnitude_shift: int, sign_shift: int) -> str:
+    """One output register: the nibbles of `pair`'s two lanes moved to bf16 bits (magnitude at bits 6-8,
+    times 2^-126; sign at bit 15), then times 2^126 and the scales in `scale`."""
+    return (f"shl.b32 t, {pair}, {magnitude_shift};\n"
+            "and.b32 t, t, 0x01C001C0;\n"
+            f"shl.b32 u, {pair}, {sign_shift};\n"
+            "lop3.b32 t, u, 0x80008000, t, 0xEA;\n"
+            "mul.rn.bf16x2 t, t, two126;\n"
+            f"mul.rn.bf16x2 {out}, t, {scale};\n")
+
+
+_E2M1_TO_BF16_PTX = tl.constexpr(
+    "\n{\n"
+    ".reg .b32 zero, two126, x01, x23, s01, s23, t, u;\n"
+    "mov.b32 zero, 0;\n"
+    "mov.b32 two126, 0x7E807E80;\n"
+    "prmt.b32 x01, $4, zero, 0x4140;\n"
+    "prmt.b32 x23, $4, zero, 0x4342;\n"
+    "prmt.b32 s01, $5, zero, 0x4140;\n"
+    "prmt.b32 s23, $5, zero, 0x4342;\n"
+    "shl.b32 s01, s01, 7;\n"
+    "shl.b32 s23, s23, 7;\n"
+    + _nibble_pairs_ptx("$0", "x01", "s01", 6, 12)     # low nibbles: bits 0-2 -> 6-8, bit 3 -> 15
+    + _nibble_pairs_ptx("$1", "x23", "s23", 6, 12)
+    + _nibble_pairs_ptx("$2", "x01", "s01", 2, 8)      # high nibbles: bits 4-6 -> 6-8, bit 7 -> 15
+    + _nibble_pairs_ptx("$3", "x23", "s23", 2, 8)
+    + "}\n"
+)
 
 
 def use_asm(tensor: torch.Tensor) -> bool:
