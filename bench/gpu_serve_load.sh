@@ -31,10 +31,10 @@ if [ "${PROCESSES:-1}" -gt 1 ]; then   # the same wave from several client proce
   WAVES="$WAVES 64p"
 fi
 [ -n "${PROFILE:-}" ] && { wait $SPY; sleep 1; python3 bench/collapsed_top.py "$OUT/server_prof.txt" 30 || head -5 "$OUT/pyspy.err"; }
-for seed in 4 6; do   # the second is the figure: the first may load this prompt length's kernels
-  timeout 60 python3 bench/load_generator.py --url $URL --endpoint completions --prompt-tokens ${TTFT_TOKENS:-1000} --concurrency 1 \
-    --requests 1 --max-tokens 1 --seed $seed > "$OUT/load_ttft.json"
-done
+# idle TTFT: five requests one after another on one warmed client; the p50 is the figure (the first may
+# load this prompt length's kernels)
+timeout 60 python3 bench/load_generator.py --url $URL --endpoint completions --prompt-tokens ${TTFT_TOKENS:-1000} --concurrency 1 \
+  --requests 5 --max-tokens 1 --seed 4 > "$OUT/load_ttft.json"
 for f in $WAVES ttft; do
   python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print('server', sys.argv[2], d['succeeded'], d['errors'], d['output_tokens'], round(d['wall_s'],3), round(d['output_tok_s'],1), d['ttft_ms'], d['itl_ms'])" "$OUT/load_$f.json" $f
 done

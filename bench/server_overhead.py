@@ -85,14 +85,17 @@ async def _engine_run(args: argparse.Namespace) -> dict:
 
     engine = _engine(args.step_ms / 1e3, args.streams, args.host_ms / 1e3)
     itl: list[float] = []
+    ttft: list[float] = []
 
     async def one(index: int) -> int:
         params = SamplingParams(max_tokens=args.new, temperature=0.0, ignore_eos=True)
-        last, count = None, 0
+        last, count, sent = None, 0, time.perf_counter()
         async for out in engine.generate(f"r{index}", [1000 + index] * args.prompt, params):
             now = time.perf_counter()
             if last is not None:
                 itl.append(now - last)
+            else:
+                ttft.append(now - sent)
             last, count = now, out.num_completion_tokens
         return count
 
@@ -100,8 +103,11 @@ async def _engine_run(args: argparse.Namespace) -> dict:
     counts = await asyncio.gather(*(one(i) for i in range(args.streams)))
     wall = time.perf_counter() - start
     await engine.shutdown()
-    itl.sort()
-    return {"output_tok_s": sum(counts) / wall, "wall_s": wall, "itl_ms_p50": itl[len(itl) // 2] * 1e3}
+    return {"output_tok_s": sum(counts) / wall, "wall_s": wall, "itl_ms_p50": _p50_ms(itl), "ttft_ms_p50": _p50_ms(ttft)}
+
+
+def _p50_ms(values: list[float]) -> float | None:
+    return sorted(values)[len(values) // 2] * 1e3 if values else None
 
 
 def _serve(args: argparse.Namespace) -> None:
@@ -138,7 +144,8 @@ def _server_run(args: argparse.Namespace) -> dict:
                 "--endpoint", "completions", "--prompt-tokens", str(args.prompt), "--ignore-eos",
                 "--concurrency", str(args.streams), "--requests", str(args.streams), "--max-tokens", str(args.new)]
         result = json.loads(subprocess.run(load, env=env, capture_output=True, text=True, check=True).stdout)
-        return {"output_tok_s": result["output_tok_s"], "wall_s": result["wall_s"], "itl_ms_p50": result["itl_ms"]["p50"]}
+        return {"output_tok_s": result["output_tok_s"], "wall_s": result["wall_s"], "itl_ms_p50": result["itl_ms"]["p50"],
+                "ttft_ms_p50": result["ttft_ms"]["p50"]}
     finally:
         server.terminate()
         server.wait(10)

@@ -125,3 +125,25 @@ def test_full_queue_answers_503(demo_server):
     assert served.status_code == 200
     assert served.json()["usage"]["completion_tokens"] == 3
     wait_for_queue(url, running=0, waiting=0)               # the aborted stream left nothing behind
+
+
+def test_load_generator_drives_the_live_server(demo_server, capsys):
+    """bench/load_generator.py against the real server: every request streams exactly max_tokens tokens."""
+    import importlib.util
+    import json
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "bench" / "load_generator.py"
+    spec = importlib.util.spec_from_file_location("tkr_bench_load_generator_live", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    url = demo_server[0]
+    model = httpx.get(url + "/v1/models").json()["data"][0]["id"]
+    code = module.main(["--url", url, "--endpoint", "completions", "--prompt-tokens", "12", "--ignore-eos",
+                        "--concurrency", "1", "--requests", "2", "--max-tokens", "3", "--model", model])
+    report = json.loads(capsys.readouterr().out)
+    assert code == 0 and report["errors"] == [] and report["succeeded"] == 2
+    assert report["output_tokens"] == 6
+    assert report["ttft_ms"]["p50"] > 0 and report["ttft_ms"]["p50"] <= report["e2e_ms"]["p50"]

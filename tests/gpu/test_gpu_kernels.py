@@ -35,6 +35,20 @@ def test_mxfp4_moe_matches_reference_on_20b_shape(kernels, num_tokens):
     assert relative_error(out, ref) < 2e-2
 
 
+@pytest.mark.parametrize("num_tokens", [1, 3, 16, 300, 2100])
+def test_mxfp4_moe_matches_reference_on_120b_expert_count(kernels, num_tokens):
+    """128 experts (the 120b shape) through every dispatch path: gemv, decode, grouped 64 and 128 rows."""
+    from tkr_embed.backends.torch.kernels.random_cases import make_moe_case, relative_error
+    from tkr_embed.backends.torch.kernels.mxfp4_reference import moe_reference
+
+    mxfp4_moe, _ = kernels
+    case = make_moe_case(num_tokens, num_experts=128, seed=100 + num_tokens)
+    out = mxfp4_moe.mxfp4_moe(case.hidden, case.topk_ids, case.topk_weights, *case.weights)
+    ref = moe_reference(case.hidden, case.topk_ids, case.topk_weights, *case.weights)
+    assert out.shape == (num_tokens, 2880) and torch.isfinite(out).all()
+    assert relative_error(out, ref) < 2e-2
+
+
 def test_mxfp4_moe_every_tile_config_agrees(kernels):
     from tkr_embed.backends.torch.kernels.random_cases import make_moe_case, relative_error
     from tkr_embed.backends.torch.kernels.mxfp4_reference import moe_reference
