@@ -26,8 +26,9 @@ from tkr_embed.backends.torch.kernels.random_cases import make_moe_case, make_mo
 D = DecodeTileConfig
 G = GroupedTileConfig
 V = GemvConfig
-GEMV = [V(16, 16, 4, 4, True), V(16, 32, 8, 8, True), V(16, 16, 2, 4, True), V(16, 16, 4, 2, True),
-        V(16, 32, 4, 8, True), V(8, 16, 4, 4, True)]
+GEMV = [V(16, 16, 4, 4, True, False), V(16, 16, 8, 2), V(8, 16, 8, 1), V(16, 16, 8, 1), V(8, 8, 8, 1),
+        V(16, 32, 16, 2), V(8, 16, 16, 1), V(16, 16, 16, 2), V(32, 32, 8, 4), V(16, 16, 4, 1), V(8, 16, 4, 1),
+        V(16, 32, 8, 2)]
 DECODE = [D(16, 32, 64, 128, 4, 3, True, False, True), D(16, 32, 64, 128, 4, 3, False, False, True),
           D(16, 16, 32, 128, 4, 3, False, False, True), D(16, 16, 16, 128, 4, 3, False, False, True),
           D(16, 16, 32, 256, 4, 3, False, False, True), D(16, 32, 32, 128, 2, 3, False, False, True),
@@ -68,7 +69,7 @@ def main() -> int:
         moved = active * EXPERT_BYTES
         rows.append(_run("default", tokens, None, lambda i: mxfp4_moe(
             cases[i].hidden, cases[i].topk_ids, cases[i].topk_weights, *cases[i].weights), cases, refs, moved))
-        if tokens <= 4:
+        if tokens <= 8:
             for cfg in GEMV:
                 rows.append(_run("gemv", tokens, cfg, lambda i, cfg=cfg: mxfp4_moe(
                     cases[i].hidden, cases[i].topk_ids, cases[i].topk_weights, *cases[i].weights, config=cfg),

@@ -39,7 +39,8 @@ def compile_sm90(fn, signature: dict[str, str], constants: dict, **options):
 
 
 def dequant_loop(cubin: bytes) -> list[str]:
-    """The smallest loop body (backward branch) that contains bf16x2 arithmetic."""
+    """The smallest loop body (backward branch) that loads and does half-precision arithmetic
+    (bf16x2 products or fp16 -> fp32 conversions)."""
     path = Path("/tmp/kernel_sass.cubin")
     path.write_bytes(cubin)
     sass = subprocess.run([str(NVDISASM), "-c", str(path)], capture_output=True, text=True, check=True).stdout
@@ -50,7 +51,8 @@ def dequant_loop(cubin: bytes) -> list[str]:
         match = re.search(r"BRA `\((\.L_x_\d+)\)", line)
         if match and labels.get(match.group(1), i) < i:
             body = [l for l in lines[labels[match.group(1)]:i + 1] if re.match(r"^\s+/\*[0-9a-f]+\*/", l)]
-            if any("HMUL2" in l or "HFMA2" in l for l in body) and (not best or len(body) < len(best)):
+            arithmetic = any(op in l for l in body for op in ("HMUL2", "HFMA2", "HADD2.F32"))
+            if arithmetic and any("LDG" in l for l in body) and (not best or len(body) < len(best)):
                 best = body
     return best
 
@@ -70,10 +72,12 @@ def main() -> int:
     gemv = dict(act_ptr="*bf16", ids_ptr="*i32", route_w_ptr="*fp32", w_ptr="*u8", s_ptr="*u8", bias_ptr="*bf16",
                 out_ptr="*bf16", N="i32", stride_act="i32", stride_we="i32", stride_wn="i32", stride_se="i32",
                 stride_sn="i32", stride_be="i32", stride_out="i32")
-    for block_n, block_g in ((16, 4), (16, 8), (32, 4)):
-        kernel = compile_sm90(mxfp4_gemv._gemv_down_kernel, gemv, dict(G=90, BLOCK_N=block_n, BLOCK_G=block_g, ASM=True),
-                              num_warps=4)
-        report(f"gemv down BLOCK_N={block_n} BLOCK_G={block_g}", kernel, block_n * block_g * 32, 4)
+    for word_dot, block_n, block_g in ((False, 16, 4), (False, 16, 8), (True, 16, 4), (True, 32, 4), (True, 64, 4),
+                                       (True, 32, 8)):
+        w_ptr = "*i32" if word_dot else "*u8"
+        kernel = compile_sm90(mxfp4_gemv._gemv_down_kernel, {**gemv, "w_ptr": w_ptr},
+                              dict(G=90, BLOCK_N=block_n, BLOCK_G=block_g, ASM=True, WORD_DOT=word_dot), num_warps=4)
+        report(f"gemv down word_dot={word_dot} BLOCK_N={block_n} BLOCK_G={block_g}", kernel, block_n * block_g * 32, 4)
     decode = dict(a_ptr="*bf16", ids_ptr="*i32", w_ptr="*u8", s_ptr="*u8", bias_ptr="*bf16", route_w_ptr="*fp32",
                   out_ptr="*bf16", num_pairs="i32", N_W="i32", N_OUT="i32", stride_a="i32", stride_we="i32",
                   stride_wn="i32", stride_se="i32", stride_sn="i32", stride_be="i32", stride_out="i32")

@@ -1,7 +1,11 @@
 """Triton MXFP4 matrix-vector kernels for the MoE at decode (a few tokens, each expert read once per pair).
 
-Dequantization is `mxfp4_tile.e2m1_pairs`: bf16 values with the E8M0 scale already applied (a few PTX
-instructions per 8 codes on CUDA), widened to fp32 and multiplied with the activations.
+Two inner loops, chosen by a constexpr (GemvConfig.word_dot):
+- word dot (default): one PTX block per 32-bit word of 8 codes places each code's bits in an fp16
+  (its value times 2^-14, exact), widens it to fp32 and multiplies-adds it with the fp32 activation;
+  the E8M0 scale (times 2^14) multiplies each 32-code group's sum once. About half the instructions
+  per weight of the other loop, with the products and sums in fp32.
+- pairs: `mxfp4_tile.e2m1_pairs` makes bf16 values with the scale applied, widened to fp32.
 
 - `gemv_gate_up`: one program per (pair, tile of output columns): x[token] @ W_gate_up[e]^T + b, then
   the clamped SwiGLU -> act [P, I].
@@ -16,10 +20,112 @@ import triton
 import triton.language as tl
 
 from tkr_embed.backends.torch.kernels.mxfp4_reference import SWIGLU_ALPHA, SWIGLU_LIMIT
-from tkr_embed.backends.torch.kernels.mxfp4_tile import e2m1_pairs, expert_projections, use_asm
+from tkr_embed.backends.torch.kernels.mxfp4_tile import _e2m1_bits, e2m1_pairs, expert_projections, use_asm
 
 SWIGLU_LIMIT_G = tl.constexpr(SWIGLU_LIMIT)
 SWIGLU_ALPHA_G = tl.constexpr(SWIGLU_ALPHA)
+
+
+# The k offsets (within a word's 8) of the asm block's activation inputs $2..$9: the fp16 pairs are
+# made from the low nibbles of bytes (0, 1), of bytes (2, 3), then the high nibbles of the same.
+WORD_K_ORDER = (0, 2, 4, 6, 1, 3, 5, 7)
+
+
+def _nibble_f32_ptx(pair: str, magnitude_shift: int, sign_shift: int, x_lo: str, x_hi: str, first: bool) -> str:
+    """Two codes of `pair`'s 16-bit lanes -> fp16 bits (magnitude at bits 9-11: value * 2^-14; sign at
+    15) -> fp32, multiplied with x_lo / x_hi and added to acc."""
+    head = "mul.rn.f32 acc, f, " + x_lo if first else "fma.rn.f32 acc, f, " + x_lo + ", acc"
+    return (f"shl.b32 t, {pair}, {magnitude_shift};\n"
+            "and.b32 t, t, 0x0E000E00;\n"
+            f"shl.b32 u, {pair}, {sign_shift};\n"
+            "lop3.b32 t, u, 0x80008000, t, 0xEA;\n"
+            "mov.b32 {lo, hi}, t;\n"
+            "cvt.f32.f16 f, lo;\n"
+            f"{head};\n"
+            "cvt.f32.f16 f, hi;\n"
+            f"fma.rn.f32 acc, f, {x_hi}, acc;\n")
+
+
+# $0 = sum over the word's 8 codes of value * 2^-14 * x; $1 the word; $2..$9 the fp32 activations in
+# WORD_K_ORDER. prmt 0x4140 / 0x4342 put bytes (0, 1) / (2, 3) in the low byte of each 16-bit lane.
+_WORD_DOT_PTX = tl.constexpr(
+    "\n{\n"
+    ".reg .b32 zero, x01, x23, t, u;\n"
+    ".reg .b16 lo, hi;\n"
+    ".reg .f32 f, acc;\n"
+    "mov.b32 zero, 0;\n"
+    "prmt.b32 x01, $1, zero, 0x4140;\n"
+    "prmt.b32 x23, $1, zero, 0x4342;\n"
+    + _nibble_f32_ptx("x01", 9, 12, "$2", "$3", True)      # low nibbles: bits 0-2 -> 9-11, bit 3 -> 15
+    + _nibble_f32_ptx("x23", 9, 12, "$4", "$5", False)
+    + _nibble_f32_ptx("x01", 5, 8, "$6", "$7", False)      # high nibbles: bits 4-6 -> 9-11, bit 7 -> 15
+    + _nibble_f32_ptx("x23", 5, 8, "$8", "$9", False)
+    + "mov.f32 $0, acc;\n"
+    "}\n"
+)
+
+
+@triton.jit
+def _word_dot(words, x0, x1, x2, x3, x4, x5, x6, x7, ASM: tl.constexpr):
+    """int32 words of 8 e2m1 codes and their fp32 activations (WORD_K_ORDER) -> sum of code value * 2^-14 * x."""
+    if ASM:
+        dot = tl.inline_asm_elementwise(_WORD_DOT_PTX, "=f,r,f,f,f,f,f,f,f,f", [words, x0, x1, x2, x3, x4, x5, x6, x7],
+                                        dtype=tl.float32, is_pure=True, pack=1)
+    else:   # the same values by integer bit work: scale byte 113 is 2^-14
+        base = (113 - 1) << 7
+        dot = _e2m1_bits(words & 0xF, base).to(tl.float32) * x0
+        dot += _e2m1_bits((words >> 8) & 0xF, base).to(tl.float32) * x1
+        dot += _e2m1_bits((words >> 16) & 0xF, base).to(tl.float32) * x2
+        dot += _e2m1_bits((words >> 24) & 0xF, base).to(tl.float32) * x3
+        dot += _e2m1_bits((words >> 4) & 0xF, base).to(tl.float32) * x4
+        dot += _e2m1_bits((words >> 12) & 0xF, base).to(tl.float32) * x5
+        dot += _e2m1_bits((words >> 20) & 0xF, base).to(tl.float32) * x6
+        dot += _e2m1_bits((words >> 28) & 0xF, base).to(tl.float32) * x7
+    return dot
+
+
+@triton.jit
+def _load_group_block(a_base, w_base, s_base, row_valid, g0, G: tl.constexpr, BLOCK_G: tl.constexpr):
+    """Groups g0 .. g0 + BLOCK_G of every row: words [WR, BG*4] int32, scale bytes [WR, BG], and the
+    activations of each word in WORD_K_ORDER (eight [1, BG*4] fp32). Beyond G everything is 0."""
+    offs_word = g0 * 4 + tl.arange(0, BLOCK_G * 4)                            # [BG*4]
+    word_valid = offs_word < G * 4
+    words = tl.load(w_base + offs_word[None, :], mask=row_valid[:, None] & word_valid[None, :], other=0)
+    offs_g = g0 + tl.arange(0, BLOCK_G)
+    scale = tl.load(s_base + offs_g[None, :], mask=row_valid[:, None] & (offs_g < G)[None, :], other=0)
+    k0 = a_base + offs_word * 8
+    x0 = tl.load(k0 + 0, mask=word_valid, other=0.0).to(tl.float32)[None, :]
+    x1 = tl.load(k0 + 2, mask=word_valid, other=0.0).to(tl.float32)[None, :]
+    x2 = tl.load(k0 + 4, mask=word_valid, other=0.0).to(tl.float32)[None, :]
+    x3 = tl.load(k0 + 6, mask=word_valid, other=0.0).to(tl.float32)[None, :]
+    x4 = tl.load(k0 + 1, mask=word_valid, other=0.0).to(tl.float32)[None, :]
+    x5 = tl.load(k0 + 3, mask=word_valid, other=0.0).to(tl.float32)[None, :]
+    x6 = tl.load(k0 + 5, mask=word_valid, other=0.0).to(tl.float32)[None, :]
+    x7 = tl.load(k0 + 7, mask=word_valid, other=0.0).to(tl.float32)[None, :]
+    return words, scale, x0, x1, x2, x3, x4, x5, x6, x7
+
+
+@triton.jit
+def _row_dot_words(a_base, w_base, s_base, row_valid, G: tl.constexpr, BLOCK_G: tl.constexpr,
+                   W_ROWS: tl.constexpr, ASM: tl.constexpr):
+    """As _row_dot, reading each row as int32 words (w_base [WR, 1] -> the row's first word).
+
+    The words of BLOCK_G groups are one contiguous run per row, so a thread gets whole 16-byte groups
+    and the remaining threads spread over rows: a thread holds several rows of the same groups and
+    loads their activations once. The next block's loads are issued before this block's arithmetic,
+    so their latency overlaps it.
+    """
+    acc = tl.zeros((W_ROWS, BLOCK_G), dtype=tl.float32)
+    words, scale, x0, x1, x2, x3, x4, x5, x6, x7 = _load_group_block(a_base, w_base, s_base, row_valid, 0, G, BLOCK_G)
+    for g0 in range(0, G, BLOCK_G):
+        n_words, n_scale, n0, n1, n2, n3, n4, n5, n6, n7 = _load_group_block(
+            a_base, w_base, s_base, row_valid, g0 + BLOCK_G, G, BLOCK_G)
+        dots = _word_dot(words, x0, x1, x2, x3, x4, x5, x6, x7, ASM)                  # [WR, BG*4]
+        # 2^(s - 127) * 2^14 as fp32 bits: (s + 14) << 23 (scale bytes above 240 are refused at load)
+        factor = ((scale.to(tl.int32) + 14) << 23).to(tl.float32, bitcast=True)
+        acc += tl.sum(dots.reshape(W_ROWS, BLOCK_G, 4), axis=2) * factor
+        words, scale, x0, x1, x2, x3, x4, x5, x6, x7 = n_words, n_scale, n0, n1, n2, n3, n4, n5, n6, n7
+    return tl.sum(acc, axis=1)                                                                  # [WR]
 
 
 @triton.jit
@@ -50,7 +156,7 @@ def _row_dot(a_base, w_base, s_base, row_valid, G: tl.constexpr, BLOCK_G: tl.con
 def _gemv_gate_up_kernel(
     x_ptr, ids_ptr, w_ptr, s_ptr, bias_ptr, act_ptr,
     N_W, G: tl.constexpr, stride_x, stride_we, stride_wn, stride_se, stride_sn, stride_be, stride_act,
-    TOP_K: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_G: tl.constexpr, ASM: tl.constexpr,
+    TOP_K: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_G: tl.constexpr, ASM: tl.constexpr, WORD_DOT: tl.constexpr,
 ):
     pair = tl.program_id(0)
     pid_n = tl.program_id(1)
@@ -62,7 +168,10 @@ def _gemv_gate_up_kernel(
     rows = tl.where(n_valid, offs_wn, 0).to(tl.int64)
     w_base = w_ptr + expert * stride_we + rows[:, None] * stride_wn              # [WR, 1]
     s_base = s_ptr + expert * stride_se + rows[:, None] * stride_sn
-    result = _row_dot(x_ptr + token * stride_x, w_base, s_base, n_valid, G, BLOCK_G, W_ROWS, ASM)
+    if WORD_DOT:
+        result = _row_dot_words(x_ptr + token * stride_x, w_base, s_base, n_valid, G, BLOCK_G, W_ROWS, ASM)
+    else:
+        result = _row_dot(x_ptr + token * stride_x, w_base, s_base, n_valid, G, BLOCK_G, W_ROWS, ASM)
     result += tl.load(bias_ptr + expert * stride_be + rows, mask=n_valid, other=0.0).to(tl.float32)
     gate, up = tl.split(result.reshape(BLOCK_N, 2))                              # [BN] each
     gate = tl.minimum(gate, SWIGLU_LIMIT_G)
@@ -77,7 +186,7 @@ def _gemv_gate_up_kernel(
 def _gemv_down_kernel(
     act_ptr, ids_ptr, route_w_ptr, w_ptr, s_ptr, bias_ptr, out_ptr,
     N, G: tl.constexpr, stride_act, stride_we, stride_wn, stride_se, stride_sn, stride_be, stride_out,
-    BLOCK_N: tl.constexpr, BLOCK_G: tl.constexpr, ASM: tl.constexpr,
+    BLOCK_N: tl.constexpr, BLOCK_G: tl.constexpr, ASM: tl.constexpr, WORD_DOT: tl.constexpr,
 ):
     pair = tl.program_id(0).to(tl.int64)
     pid_n = tl.program_id(1)
@@ -87,7 +196,10 @@ def _gemv_down_kernel(
     expert = tl.load(ids_ptr + pair).to(tl.int64)
     w_base = w_ptr + expert * stride_we + rows[:, None] * stride_wn
     s_base = s_ptr + expert * stride_se + rows[:, None] * stride_sn
-    y = _row_dot(act_ptr + pair * stride_act, w_base, s_base, n_valid, G, BLOCK_G, BLOCK_N, ASM)
+    if WORD_DOT:
+        y = _row_dot_words(act_ptr + pair * stride_act, w_base, s_base, n_valid, G, BLOCK_G, BLOCK_N, ASM)
+    else:
+        y = _row_dot(act_ptr + pair * stride_act, w_base, s_base, n_valid, G, BLOCK_G, BLOCK_N, ASM)
     y += tl.load(bias_ptr + expert * stride_be + rows, mask=n_valid, other=0.0).to(tl.float32)
     y = y * tl.load(route_w_ptr + pair)
     tl.store(out_ptr + pair * stride_out + offs_n, y.to(out_ptr.dtype.element_ty), mask=n_valid)
@@ -109,6 +221,7 @@ def mxfp4_moe_gemv(
     block_g: int = 8,
     num_warps: int = 4,
     asm: bool = True,
+    word_dot: bool = True,
 ) -> torch.Tensor:
     """Experts for a few tokens (decode) -> per-pair results [T, k, D] (routing weight applied)."""
     top_k = topk_ids.shape[1]
@@ -119,6 +232,8 @@ def mxfp4_moe_gemv(
     num_pairs = pair_expert.numel()
     w_gu = gate_up_blocks.view(num_experts, rows_gu, groups_gu * 16)
     w_dn = down_blocks.view(num_experts, hidden_size, groups_dn * 16)
+    if word_dot:    # rows as int32 words (each row is a whole number of 16-byte groups)
+        w_gu, w_dn = w_gu.view(torch.int32), w_dn.view(torch.int32)
 
     def project(a: torch.Tensor, out: torch.Tensor, route_w: torch.Tensor | None) -> None:
         if route_w is None:
@@ -126,14 +241,14 @@ def mxfp4_moe_gemv(
                 a, pair_expert, w_gu, gate_up_scales, gate_up_bias, out,
                 rows_gu, groups_gu, a.stride(0), w_gu.stride(0), w_gu.stride(1),
                 gate_up_scales.stride(0), gate_up_scales.stride(1), gate_up_bias.stride(0), out.stride(0),
-                TOP_K=top_k, BLOCK_N=block_n_gate_up, BLOCK_G=block_g, ASM=asm, num_warps=num_warps,
+                TOP_K=top_k, BLOCK_N=block_n_gate_up, BLOCK_G=block_g, ASM=asm, WORD_DOT=word_dot, num_warps=num_warps,
             )
         else:
             _gemv_down_kernel[(num_pairs, triton.cdiv(hidden_size, block_n_down))](
                 a, pair_expert, route_w, w_dn, down_scales, down_bias, out,
                 hidden_size, groups_dn, a.stride(0), w_dn.stride(0), w_dn.stride(1),
                 down_scales.stride(0), down_scales.stride(1), down_bias.stride(0), out.stride(0),
-                BLOCK_N=block_n_down, BLOCK_G=block_g, ASM=asm, num_warps=num_warps,
+                BLOCK_N=block_n_down, BLOCK_G=block_g, ASM=asm, WORD_DOT=word_dot, num_warps=num_warps,
             )
 
     return expert_projections(hidden, topk_ids, topk_weights, rows_gu // 2, project)

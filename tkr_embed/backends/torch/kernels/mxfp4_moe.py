@@ -39,10 +39,11 @@ DECODE_MAX_TOKENS = 32
 @dataclass(frozen=True)
 class GemvConfig:
     block_n_gate_up: int = 16
-    block_n_down: int = 16
-    block_g: int = 4
-    num_warps: int = 4
+    block_n_down: int = 32
+    block_g: int = 8
+    num_warps: int = 1
     asm: bool = True
+    word_dot: bool = True
 
 
 MoeConfig = GemvConfig | DecodeTileConfig | GroupedTileConfig
@@ -74,7 +75,7 @@ def mxfp4_moe_partials(
     if isinstance(cfg, GemvConfig):
         return mxfp4_moe_gemv(hidden, topk_ids, topk_weights, *weights, block_n_gate_up=cfg.block_n_gate_up,
                               block_n_down=cfg.block_n_down, block_g=cfg.block_g, num_warps=cfg.num_warps,
-                              asm=cfg.asm)
+                              asm=cfg.asm, word_dot=cfg.word_dot)
     if isinstance(cfg, DecodeTileConfig):
         return mxfp4_moe_decode_partials(hidden, topk_ids, topk_weights, *weights, config=cfg)
     return mxfp4_moe_grouped_partials(hidden, topk_ids, topk_weights, *weights, config=cfg)
