@@ -37,6 +37,11 @@ case "${PART:-check}" in
     bench ;;
   check)
     tests; bench; profile ;;
+  kernels)   # the kernel tests, the MoE sweep at a few tokens, the engine bench and the step profile
+    timeout 120 python3 -m pytest -q -m gpu -o asyncio_mode=strict -p no:cacheprovider tests/gpu/test_gpu_kernels.py 2>&1 | grep -E "passed|failed|^FAILED|^E  " | head
+    (cd bench && timeout ${SWEEP_S:-150} python3 gpu_moe_variants.py --tokens ${TOKENS:-1 4 8} > "$OUT/variants.log" 2>&1)
+    grep -v '^{' "$OUT/variants.log" | grep -v Warn | grep -v decode | sed "s/'[a-z_]*': //g" | cut -c1-110
+    bench; profile ;;
   pair)
     bench
     LOAD_TIMEOUT=60 START_WAIT=90 bash bench/gpu_serve_load.sh "$OUT"

@@ -32,18 +32,19 @@ from tkr_embed.backends.torch.kernels.mxfp4_moe_grouped import (
     mxfp4_moe_grouped_partials,
 )
 
-GEMV_MAX_TOKENS = 3
+GEMV_MAX_TOKENS = 8
 DECODE_MAX_TOKENS = 32
 
 
 @dataclass(frozen=True)
 class GemvConfig:
     block_n_gate_up: int = 16
-    block_n_down: int = 32
+    block_n_down: int = 16
     block_g: int = 8
-    num_warps: int = 1
+    num_warps: int = 2
     asm: bool = True
     word_dot: bool = True
+    f16_products: bool = True
 
 
 MoeConfig = GemvConfig | DecodeTileConfig | GroupedTileConfig
@@ -75,7 +76,8 @@ def mxfp4_moe_partials(
     if isinstance(cfg, GemvConfig):
         return mxfp4_moe_gemv(hidden, topk_ids, topk_weights, *weights, block_n_gate_up=cfg.block_n_gate_up,
                               block_n_down=cfg.block_n_down, block_g=cfg.block_g, num_warps=cfg.num_warps,
-                              asm=cfg.asm, word_dot=cfg.word_dot)
+                              asm=cfg.asm, word_dot=cfg.word_dot,
+                              f16_products=cfg.f16_products)
     if isinstance(cfg, DecodeTileConfig):
         return mxfp4_moe_decode_partials(hidden, topk_ids, topk_weights, *weights, config=cfg)
     return mxfp4_moe_grouped_partials(hidden, topk_ids, topk_weights, *weights, config=cfg)
