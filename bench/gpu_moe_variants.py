@@ -69,7 +69,7 @@ def main() -> int:
         moved = active * EXPERT_BYTES
         rows.append(_run("default", tokens, None, lambda i: mxfp4_moe(
             cases[i].hidden, cases[i].topk_ids, cases[i].topk_weights, *cases[i].weights), cases, refs, moved))
-        if tokens <= 8:
+        if tokens <= 32:
             for cfg in GEMV:
                 rows.append(_run("gemv", tokens, cfg, lambda i, cfg=cfg: mxfp4_moe(
                     cases[i].hidden, cases[i].topk_ids, cases[i].topk_weights, *cases[i].weights, config=cfg),

@@ -37,6 +37,12 @@ case "${PART:-check}" in
     bench ;;
   check)
     tests; bench; profile ;;
+  dense)   # the kernel tests; the few-token projections; the MoE sweep at 8-32 tokens; engine bench; profile
+    timeout 150 python3 -m pytest -q -m gpu -o asyncio_mode=strict -p no:cacheprovider tests/gpu/test_gpu_kernels.py tests/gpu/test_gpu_runner.py 2>&1 | grep -E "passed|failed|^FAILED|^E  " | head
+    (cd bench && timeout 100 python3 gpu_dense_gemv.py > "$OUT/dense.log" 2>&1); grep -v '^{' "$OUT/dense.log" | grep -v Warn | sed "s/'[a-z_]*': //g" | cut -c1-100
+    (cd bench && timeout ${SWEEP_S:-120} python3 gpu_moe_variants.py --tokens ${TOKENS:-8 16 32} > "$OUT/variants.log" 2>&1)
+    grep -v '^{' "$OUT/variants.log" | grep -v Warn | grep -v grouped | sed "s/'[a-z_]*': //g" | cut -c1-100
+    bench; profile ;;
   kernels)   # the kernel tests, the MoE sweep at a few tokens, the engine bench and the step profile
     timeout 120 python3 -m pytest -q -m gpu -o asyncio_mode=strict -p no:cacheprovider tests/gpu/test_gpu_kernels.py 2>&1 | grep -E "passed|failed|^FAILED|^E  " | head
     (cd bench && timeout ${SWEEP_S:-150} python3 gpu_moe_variants.py --tokens ${TOKENS:-1 4 8} > "$OUT/variants.log" 2>&1)

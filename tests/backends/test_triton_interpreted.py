@@ -32,3 +32,15 @@ def test_moe_kernels_match_the_reference_under_the_interpreter():
     assert results[-1]["shape"] == [3, 4, 128]
     # bf16 activations and per-pair results: ~0.7% from float32; a wrong pair, expert or nibble is > 10%
     assert all(r["error"] < 2e-2 for r in results), results
+
+
+def test_dense_gemv_matches_float32_under_the_interpreter():
+    """The few-token projections (attention q/k/v and o, router): tails in K and rows, bias, 1-4 tokens."""
+    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=str(Path(__file__).resolve().parents[2]))
+    cases = Path(__file__).with_name("dense_gemv_cases.py")
+    done = subprocess.run([sys.executable, str(cases)], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads(done.stdout.strip().splitlines()[-1])
+    assert [r["shape"] for r in results] == [[1, 40], [3, 37], [4, 32], [2, 300]]
+    # bf16 output rounding is ~0.3%; a skipped K block or a wrong row is > 10%
+    assert all(r["error"] < 1e-2 for r in results), results

@@ -140,14 +140,15 @@ class Attention(nn.Module):
 
         Returns the output projection WITHOUT its bias [T, hidden] (the caller adds it in the norm).
         """
+        from tkr_embed.backends.torch.kernels.dense_gemv import linear
         from tkr_embed.backends.torch.kernels.fused_ops import rope_write_kv
 
         num_tokens = hidden.shape[0]
-        qkv = F.linear(hidden, self.qkv_weight)                                           # [T, (Hq+2Hkv)*D]
+        qkv = linear(hidden, self.qkv_weight)                                             # [T, (Hq+2Hkv)*D]
         q = rope_write_kv(qkv, self.qkv_bias, cos_sin[0], cos_sin[1], kv_cache, metadata.slot_mapping,
                           self.num_heads, self.num_kv_heads, self.head_dim)               # [T, Hq, D]
         out = paged_attention(q, kv_cache, self.sinks, metadata, scale=self.scale, sliding_window=self.sliding_window)
-        return F.linear(out.reshape(num_tokens, self.num_heads * self.head_dim), self.o_proj.weight)
+        return linear(out.reshape(num_tokens, self.num_heads * self.head_dim), self.o_proj.weight)
 
     def forward(
         self,

@@ -5,8 +5,8 @@
   be the MoE's per-pair results [T, k, N], whose k slots are summed in float32 on the way.
 - `rope_write_kv`: the fused QKV projection's output (+ bias) -> rotated queries; rotated keys and the
   values written straight into the paged KV cache at their slots.
-- `router_topk`: router logits through cuBLAS, then top-k experts and the softmax over the chosen
-  logits in one kernel.
+- `router_topk`: router logits (cuBLAS, or `dense_gemv` for a few tokens), then top-k experts and the
+  softmax over the chosen logits in one kernel.
 
 All read only tensors (no host values derived from data), so they can be captured in CUDA graphs.
 """
@@ -16,6 +16,8 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
+
+from tkr_embed.backends.torch.kernels.dense_gemv import linear
 
 
 @triton.jit
@@ -168,10 +170,10 @@ def router_topk(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """x [T, H], weight [E, H], bias [E] -> (ids [T, k] int32, softmax weights [T, k] float32).
 
-    The logits come from cuBLAS (the model dtype, as the router layer computes them); top-k and the
-    softmax over the chosen logits run in one kernel.
+    The logits are rounded to the model dtype, as the router layer computes them (cuBLAS, or one
+    matrix-vector launch for a few tokens); top-k and the softmax over the chosen logits run in one kernel.
     """
-    logits = torch.nn.functional.linear(x, weight, bias)                                  # [T, E]
+    logits = linear(x, weight, bias)                                                      # [T, E]
     num_tokens, num_experts = logits.shape
     ids = torch.empty(num_tokens, top_k, dtype=torch.int32, device=x.device)
     weights = torch.empty(num_tokens, top_k, dtype=torch.float32, device=x.device)
