@@ -22,8 +22,8 @@ from tkr_embed.backends.torch.kernels.dense_gemv import DenseGemvConfig, dense_g
 SHAPES = {"qkv": (5120, 2880, False), "o": (2880, 4096, False), "router": (32, 2880, True)}
 COPIES = 6
 C = DenseGemvConfig
-CONFIGS = [None, C(16, 256, 4), C(8, 256, 4), C(32, 256, 4), C(16, 512, 4), C(16, 128, 4), C(8, 512, 4),
-           C(16, 256, 8), C(4, 1024, 4), C(2, 1024, 4), C(4, 512, 2), C(8, 128, 2)]
+CONFIGS = [None, C(8, 256, 4), C(16, 512, 4), C(8, 512, 4), C(4, 1024, 4), C(2, 1024, 4), C(4, 512, 2),
+           C(4, 2048, 4), C(2, 2048, 4)]
 
 
 def main() -> int:

@@ -3,6 +3,7 @@
 #   PART=gemv bash bench/gpu_phase7.sh    # GPU tests; MoE variants at 1-4 tokens; engine bench
 #   PART=check bash bench/gpu_phase7.sh   # GPU tests; engine bench; step profile
 #   PART=pair bash bench/gpu_phase7.sh    # engine bench; the server under the same load
+#   PART=dense / kernels / final: see the cases below
 set -u
 OUT=${OUT:-/tmp/tkr-out}; mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
@@ -43,6 +44,13 @@ case "${PART:-check}" in
     (cd bench && timeout ${SWEEP_S:-120} python3 gpu_moe_variants.py --tokens ${TOKENS:-8 16 32} > "$OUT/variants.log" 2>&1)
     grep -v '^{' "$OUT/variants.log" | grep -v Warn | grep -v grouped | sed "s/'[a-z_]*': //g" | cut -c1-100
     bench; profile ;;
+  final)   # GPU tests; engine bench; the server under the same load; step profile; 120b on an 80 GB budget
+    tests; bench
+    LOAD_TIMEOUT=60 START_WAIT=90 bash bench/gpu_serve_load.sh "$OUT"; rm -f "$OUT/load_warmup.json"
+    profile
+    timeout 150 python3 bench/gpu_fit_80gb.py -- --model gpt-oss-120b --device cuda --streams 8 --prompt-len 128 \
+      --output-len 32 --long-prompt-len 1000 > "$OUT/fit120.json" 2>"$OUT/fit120.err"
+    grep -E "^card|^peak" "$OUT/fit120.err"; summary "$OUT/fit120.json" 120b ;;
   kernels)   # the kernel tests, the MoE sweep at a few tokens, the engine bench and the step profile
     timeout 120 python3 -m pytest -q -m gpu -o asyncio_mode=strict -p no:cacheprovider tests/gpu/test_gpu_kernels.py 2>&1 | grep -E "passed|failed|^FAILED|^E  " | head
     (cd bench && timeout ${SWEEP_S:-150} python3 gpu_moe_variants.py --tokens ${TOKENS:-1 4 8} > "$OUT/variants.log" 2>&1)

@@ -32,7 +32,7 @@ from tkr_embed.backends.torch.kernels.mxfp4_moe_grouped import (
     mxfp4_moe_grouped_partials,
 )
 
-GEMV_MAX_TOKENS = 8
+GEMV_MAX_TOKENS = 16
 DECODE_MAX_TOKENS = 32
 
 
