@@ -51,6 +51,11 @@ case "${PART:-check}" in
     timeout 150 python3 bench/gpu_fit_80gb.py -- --model gpt-oss-120b --device cuda --streams 8 --prompt-len 128 \
       --output-len 32 --long-prompt-len 1000 > "$OUT/fit120.json" 2>"$OUT/fit120.err"
     grep -E "^card|^peak" "$OUT/fit120.err"; summary "$OUT/fit120.json" 120b ;;
+  last)   # GPU tests of the fused ops, kernels and runner; engine bench; the server under the same load
+    timeout 120 python3 -m pytest -q -m gpu -o asyncio_mode=strict -p no:cacheprovider tests/gpu/test_gpu_fused_ops.py \
+      tests/gpu/test_gpu_runner.py tests/gpu/test_gpu_kernels.py 2>&1 | grep -E "passed|failed|^FAILED|^E  " | head
+    bench
+    LOAD_TIMEOUT=60 START_WAIT=90 bash bench/gpu_serve_load.sh "$OUT"; rm -f "$OUT/load_warmup.json" ;;
   kernels)   # the kernel tests, the MoE sweep at a few tokens, the engine bench and the step profile
     timeout 120 python3 -m pytest -q -m gpu -o asyncio_mode=strict -p no:cacheprovider tests/gpu/test_gpu_kernels.py 2>&1 | grep -E "passed|failed|^FAILED|^E  " | head
     (cd bench && timeout ${SWEEP_S:-150} python3 gpu_moe_variants.py --tokens ${TOKENS:-1 4 8} > "$OUT/variants.log" 2>&1)
