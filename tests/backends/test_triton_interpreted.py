@@ -35,17 +35,12 @@ def test_moe_kernels_match_the_reference_under_the_interpreter():
 
 
 def test_dense_gemv_matches_float32_under_the_interpreter():
-    """The few-token projections (o, router) and the one-launch router top-k: tails in K and rows, bias."""
+    """The few-token projections (attention q/k/v and o, router): tails in K and rows, bias, 1-4 tokens."""
     env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=str(Path(__file__).resolve().parents[2]))
     cases = Path(__file__).with_name("dense_gemv_cases.py")
     done = subprocess.run([sys.executable, str(cases)], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     results = json.loads(done.stdout.strip().splitlines()[-1])
-    router = results.pop()
     assert [r["shape"] for r in results] == [[1, 40], [3, 37], [4, 32], [2, 300]]
     # bf16 output rounding is ~0.3%; a skipped K block or a wrong row is > 10%
     assert all(r["error"] < 1e-2 for r in results), results
-    # the one-launch router + top-k: the chosen experts carry the 4 largest bf16 logits, in order; the
-    # weights are their softmax (logits of ~60 are an ulp of 0.25-0.5 apart from torch's summation order)
-    assert router["router_ids_match"] and router["router_weights_error"] < 0.1, router
-    assert router["router_weights_sum_error"] < 1e-5, router

@@ -144,9 +144,11 @@ def rope_write_kv(
 
 
 @triton.jit
-def _store_topk_softmax(logits, offs_e, token, ids_ptr, weights_ptr, TOP_K: tl.constexpr, E_PAD: tl.constexpr,
-                        K_PAD: tl.constexpr):
-    """logits [E_PAD] fp32 (-inf where padded) -> the top-k expert ids and the softmax over their logits."""
+def _topk_softmax_kernel(logits_ptr, ids_ptr, weights_ptr, E, stride_l,
+                         TOP_K: tl.constexpr, E_PAD: tl.constexpr, K_PAD: tl.constexpr):
+    token = tl.program_id(0).to(tl.int64)
+    offs_e = tl.arange(0, E_PAD)
+    logits = tl.load(logits_ptr + token * stride_l + offs_e, mask=offs_e < E, other=float("-inf")).to(tl.float32)
     offs_k = tl.arange(0, K_PAD)
     top_vals = tl.full((K_PAD,), float("-inf"), dtype=tl.float32)
     top_ids = tl.zeros((K_PAD,), dtype=tl.int32)
@@ -163,70 +165,18 @@ def _store_topk_softmax(logits, offs_e, token, ids_ptr, weights_ptr, TOP_K: tl.c
     tl.store(weights_ptr + token * TOP_K + offs_k, probs, mask=k_valid)
 
 
-@triton.jit
-def _topk_softmax_kernel(logits_ptr, ids_ptr, weights_ptr, E, stride_l,
-                         TOP_K: tl.constexpr, E_PAD: tl.constexpr, K_PAD: tl.constexpr):
-    token = tl.program_id(0).to(tl.int64)
-    offs_e = tl.arange(0, E_PAD)
-    logits = tl.load(logits_ptr + token * stride_l + offs_e, mask=offs_e < E, other=float("-inf")).to(tl.float32)
-    _store_topk_softmax(logits, offs_e, token, ids_ptr, weights_ptr, TOP_K, E_PAD, K_PAD)
-
-
-@triton.jit
-def _router_topk_small_kernel(x_ptr, w_ptr, b_ptr, ids_ptr, weights_ptr, E, stride_x,
-                              K: tl.constexpr, TOP_K: tl.constexpr, E_PAD: tl.constexpr, K_PAD: tl.constexpr,
-                              BLOCK_K: tl.constexpr):
-    """One token per program: its E router logits over all of K (the next block's loads issued before
-    this block's products), rounded to the weight dtype, then top-k and the softmax, in one launch."""
-    token = tl.program_id(0).to(tl.int64)
-    offs_e = tl.arange(0, E_PAD)
-    e_valid = offs_e < E
-    logits = tl.zeros((E_PAD,), dtype=tl.float32)
-    offs_k = tl.arange(0, BLOCK_K)
-    w_rows = w_ptr + offs_e[:, None] * K
-    w = tl.load(w_rows + offs_k[None, :], mask=e_valid[:, None] & (offs_k < K)[None, :], other=0.0)
-    x = tl.load(x_ptr + token * stride_x + offs_k, mask=offs_k < K, other=0.0)
-    for k0 in range(0, K, BLOCK_K):
-        offs_next = k0 + BLOCK_K + offs_k
-        w_next = tl.load(w_rows + offs_next[None, :], mask=e_valid[:, None] & (offs_next < K)[None, :], other=0.0)
-        x_next = tl.load(x_ptr + token * stride_x + offs_next, mask=offs_next < K, other=0.0)
-        logits += tl.sum(w.to(tl.float32) * x.to(tl.float32)[None, :], axis=1)
-        w, x = w_next, x_next
-    logits += tl.load(b_ptr + offs_e, mask=e_valid, other=0.0).to(tl.float32)
-    logits = logits.to(w_ptr.dtype.element_ty).to(tl.float32)        # the router layer's dtype
-    logits = tl.where(e_valid, logits, float("-inf"))
-    _store_topk_softmax(logits, offs_e, token, ids_ptr, weights_ptr, TOP_K, E_PAD, K_PAD)
-
-
-# One program per token reads the whole router (32 x 2,880 bf16 = 184 KB for the 20b shape) with all
-# of a K block in flight; beyond a few tokens or 32 experts cuBLAS and a separate top-k are faster.
-ROUTER_SMALL_MAX_TOKENS = 4
-ROUTER_SMALL_MAX_EXPERTS = 32
-
-
 def router_topk(
     x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, top_k: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """x [T, H], weight [E, H], bias [E] -> (ids [T, k] int32, softmax weights [T, k] float32).
 
-    The logits are rounded to the model dtype, as the router layer computes them. Up to
-    ROUTER_SMALL_MAX_TOKENS tokens (and 32 experts) one kernel computes them in fp32 and picks the
-    top-k; otherwise cuBLAS (or `dense_gemv`) computes them and one kernel picks the top-k and takes
-    the softmax over the chosen logits.
+    The logits are rounded to the model dtype, as the router layer computes them (cuBLAS, or one
+    matrix-vector launch for a few tokens); top-k and the softmax over the chosen logits run in one kernel.
     """
-    num_tokens, hidden = x.shape
-    num_experts = weight.shape[0]
+    logits = linear(x, weight, bias)                                                      # [T, E]
+    num_tokens, num_experts = logits.shape
     ids = torch.empty(num_tokens, top_k, dtype=torch.int32, device=x.device)
     weights = torch.empty(num_tokens, top_k, dtype=torch.float32, device=x.device)
-    if num_tokens <= ROUTER_SMALL_MAX_TOKENS and num_experts <= ROUTER_SMALL_MAX_EXPERTS and weight.is_contiguous():
-        x = x.contiguous()
-        _router_topk_small_kernel[(num_tokens,)](
-            x, weight, bias, ids, weights, num_experts, x.stride(0), K=hidden, TOP_K=top_k,
-            E_PAD=triton.next_power_of_2(num_experts), K_PAD=triton.next_power_of_2(top_k), BLOCK_K=1024,
-            num_warps=16,
-        )
-        return ids, weights
-    logits = linear(x, weight, bias)                                                      # [T, E]
     _topk_softmax_kernel[(num_tokens,)](
         logits, ids, weights, num_experts, logits.stride(0),
         TOP_K=top_k, E_PAD=triton.next_power_of_2(num_experts), K_PAD=triton.next_power_of_2(top_k), num_warps=1,
