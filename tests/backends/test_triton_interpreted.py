@@ -44,3 +44,14 @@ def test_dense_gemv_matches_float32_under_the_interpreter():
     assert [r["shape"] for r in results] == [[1, 40], [3, 37], [4, 32], [2, 300]]
     # bf16 output rounding is ~0.3%; a skipped K block or a wrong row is > 10%
     assert all(r["error"] < 1e-2 for r in results), results
+
+
+def test_align_kernel_equals_the_torch_alignment_under_the_interpreter():
+    """One program groups up to 256 pairs by expert exactly as the torch operations do."""
+    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=str(Path(__file__).resolve().parents[2]))
+    cases = Path(__file__).with_name("align_cases.py")
+    done = subprocess.run([sys.executable, str(cases)], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads(done.stdout.strip().splitlines()[-1])
+    assert len(results) == 6
+    assert all(r["pairs_equal"] and r["blocks_equal"] for r in results), results

@@ -68,6 +68,18 @@ def test_mxfp4_moe_every_tile_config_agrees(kernels):
         assert relative_error(out, ref) < 2e-2, cfg
 
 
+@pytest.mark.parametrize("tokens, num_experts, block_m", [(64, 32, 64), (33, 32, 64), (1, 32, 64), (64, 128, 64)])
+def test_align_kernel_equals_the_torch_alignment_on_cuda(kernels, tokens, num_experts, block_m):
+    from tkr_embed.backends.torch.kernels.moe_align import align_pairs_kernel, align_pairs_to_experts
+
+    gen = torch.Generator().manual_seed(tokens)
+    ids = torch.stack([torch.randperm(num_experts, generator=gen)[:4] for _ in range(tokens)]).to(torch.int32).cuda()
+    ref = align_pairs_to_experts(ids, num_experts, block_m, use_kernel=False)
+    out = align_pairs_kernel(ids, num_experts, block_m)
+    assert torch.equal(ref.sorted_pair_ids, out.sorted_pair_ids)
+    assert torch.equal(ref.block_expert, out.block_expert)
+
+
 @pytest.mark.parametrize("window", [0, 128])
 def test_decode_attention_matches_reference(kernels, window):
     from tkr_embed.backends.torch.kernels.random_cases import make_attention_case, relative_error

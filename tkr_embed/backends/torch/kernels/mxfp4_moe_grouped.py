@@ -34,6 +34,7 @@ class GroupedTileConfig:
     swap_ab: bool = False
     dot_scaled: bool = False
     asm: bool = True           # PTX dequantization on CUDA (see mxfp4_tile)
+    align_kernel: bool | None = None   # group the pairs in one Triton program (None: moe_align's default)
 
 
 GROUPED_64_MAX_TOKENS = 2048
@@ -108,7 +109,7 @@ def mxfp4_moe_grouped_partials(
     """Experts of a large batch -> per-pair results [T, k, D] (routing weight applied), hidden's dtype."""
     top_k = topk_ids.shape[1]
     cfg = config or default_grouped_config(hidden.shape[0])
-    blocks = align_pairs_to_experts(topk_ids, gate_up_blocks.shape[0], cfg.block_m)
+    blocks = align_pairs_to_experts(topk_ids, gate_up_blocks.shape[0], cfg.block_m, use_kernel=cfg.align_kernel)
 
     def project(a: torch.Tensor, out: torch.Tensor, route_w: torch.Tensor | None) -> None:
         gate_up = route_w is None
