@@ -44,7 +44,6 @@ from tkr_embed.backends.torch.kernels.random_cases import make_moe_case, relativ
 SHAPE = dict(num_experts=8, hidden=128, intermediate=96, top_k=4, device="cpu")
 CASES = [
     (2, GemvConfig(block_n_gate_up=16, block_n_down=16, block_g=2)),
-    (3, GemvConfig(block_n_gate_up=16, block_n_down=16, block_g=2, word_dot=False)),
     (3, GemvConfig(block_n_gate_up=16, block_n_down=16, block_g=2, f16_products=False)),
     (5, DecodeTileConfig(block_k=64)),
     (9, DecodeTileConfig(block_k=64, swap_ab=True, block_m=32)),

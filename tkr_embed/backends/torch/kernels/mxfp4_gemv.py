@@ -1,11 +1,14 @@
 """Triton MXFP4 matrix-vector kernels for the MoE at decode (a few tokens, each expert read once per pair).
 
-Two inner loops, chosen by a constexpr (GemvConfig.word_dot):
-- word dot (default): one PTX block per 32-bit word of 8 codes places each code's bits in an fp16
-  (its value times 2^-14, exact), widens it to fp32 and multiplies-adds it with the fp32 activation;
-  the E8M0 scale (times 2^14) multiplies each 32-code group's sum once. About half the instructions
-  per weight of the other loop, with the products and sums in fp32.
-- pairs: `mxfp4_tile.e2m1_pairs` makes bf16 values with the scale applied, widened to fp32.
+The inner loop takes each row 32-bit word by word (8 codes) through one PTX block (`_word_dot`):
+- fp16 products (default): the codes are placed in e4m3 bytes (value * 2^-6, exact), widened by the
+  hardware to fp16 pairs and multiplied-added with the activations rounded to fp16, four fp16x2
+  operations a word, whose sum is widened to fp32;
+- fp32 products (f16_products=False): the codes are placed in fp16 (value * 2^-14, exact), widened
+  to fp32 and multiplied-added with the fp32 activations.
+The E8M0 scale multiplies each 32-code group's fp32 sum once. A program holds several rows of the same
+groups (their activations are converted once) and issues the next block's loads before this block's
+arithmetic. sm_90 instructions per weight (bench/kernel_sass.py): 3.4-4.8 (fp16), 5.3-6.6 (fp32).
 
 - `gemv_gate_up`: one program per (pair, tile of output columns): x[token] @ W_gate_up[e]^T + b, then
   the clamped SwiGLU -> act [P, I].
@@ -20,7 +23,7 @@ import triton
 import triton.language as tl
 
 from tkr_embed.backends.torch.kernels.mxfp4_reference import SWIGLU_ALPHA, SWIGLU_LIMIT
-from tkr_embed.backends.torch.kernels.mxfp4_tile import _e2m1_bits, e2m1_pairs, expert_projections, use_asm
+from tkr_embed.backends.torch.kernels.mxfp4_tile import e2m1_bits, expert_projections, use_asm
 
 SWIGLU_LIMIT_G = tl.constexpr(SWIGLU_LIMIT)
 SWIGLU_ALPHA_G = tl.constexpr(SWIGLU_ALPHA)
@@ -119,14 +122,14 @@ def _word_dot(words, x0, x1, x2, x3, x4, x5, x6, x7, ASM: tl.constexpr, F16: tl.
                                             is_pure=True, pack=1)
     else:   # the same values by integer bit work: scale byte 113 is 2^-14, 121 is 2^-6
         base = ((121 if F16 else 113) - 1) << 7
-        dot = _e2m1_bits(words & 0xF, base).to(tl.float32) * x0
-        dot += _e2m1_bits((words >> 8) & 0xF, base).to(tl.float32) * x1
-        dot += _e2m1_bits((words >> 16) & 0xF, base).to(tl.float32) * x2
-        dot += _e2m1_bits((words >> 24) & 0xF, base).to(tl.float32) * x3
-        dot += _e2m1_bits((words >> 4) & 0xF, base).to(tl.float32) * x4
-        dot += _e2m1_bits((words >> 12) & 0xF, base).to(tl.float32) * x5
-        dot += _e2m1_bits((words >> 20) & 0xF, base).to(tl.float32) * x6
-        dot += _e2m1_bits((words >> 28) & 0xF, base).to(tl.float32) * x7
+        dot = e2m1_bits(words & 0xF, base).to(tl.float32) * x0
+        dot += e2m1_bits((words >> 8) & 0xF, base).to(tl.float32) * x1
+        dot += e2m1_bits((words >> 16) & 0xF, base).to(tl.float32) * x2
+        dot += e2m1_bits((words >> 24) & 0xF, base).to(tl.float32) * x3
+        dot += e2m1_bits((words >> 4) & 0xF, base).to(tl.float32) * x4
+        dot += e2m1_bits((words >> 12) & 0xF, base).to(tl.float32) * x5
+        dot += e2m1_bits((words >> 20) & 0xF, base).to(tl.float32) * x6
+        dot += e2m1_bits((words >> 28) & 0xF, base).to(tl.float32) * x7
     return dot
 
 
@@ -154,7 +157,8 @@ def _load_group_block(a_base, w_base, s_base, row_valid, g0, G: tl.constexpr, BL
 @triton.jit
 def _row_dot_words(a_base, w_base, s_base, row_valid, G: tl.constexpr, BLOCK_G: tl.constexpr,
                    W_ROWS: tl.constexpr, ASM: tl.constexpr, F16: tl.constexpr):
-    """As _row_dot, reading each row as int32 words (w_base [WR, 1] -> the row's first word).
+    """sum over K of a[k] * W[row, k] for W_ROWS rows -> [W_ROWS] fp32; a_base -> [K] bf16, w_base
+    [WR, 1] -> each row's first int32 word, s_base [WR, 1] -> its scale bytes.
 
     The words of BLOCK_G groups are one contiguous run per row, so a thread gets whole 16-byte groups
     and the remaining threads spread over rows: a thread holds several rows of the same groups and
@@ -175,34 +179,10 @@ def _row_dot_words(a_base, w_base, s_base, row_valid, G: tl.constexpr, BLOCK_G: 
 
 
 @triton.jit
-def _row_dot(a_base, w_base, s_base, row_valid, G: tl.constexpr, BLOCK_G: tl.constexpr, W_ROWS: tl.constexpr,
-             ASM: tl.constexpr):
-    """sum over K of a[k] * W[row, k] for W_ROWS rows; a_base -> [K] bf16, w_base [WR, 1] -> row bytes.
-
-    Returns [W_ROWS] fp32.
-    """
-    acc = tl.zeros((W_ROWS, BLOCK_G, 16), dtype=tl.float32)
-    offs_b = tl.arange(0, 16)
-    for g0 in range(0, G, BLOCK_G):
-        offs_g = g0 + tl.arange(0, BLOCK_G)                                   # [BG]
-        g_valid = offs_g < G
-        byte_idx = offs_g[:, None] * 16 + offs_b[None, :]                     # [BG, 16]
-        mask = row_valid[:, None, None] & g_valid[None, :, None]
-        packed = tl.load(w_base[:, :, None] + byte_idx[None, :, :], mask=mask, other=0)   # [WR, BG, 16] u8
-        scale = tl.load(s_base + offs_g[None, :], mask=row_valid[:, None] & g_valid[None, :], other=127)  # [WR, BG]
-        pairs = tl.load(a_base + 2 * byte_idx[:, :, None] + tl.arange(0, 2)[None, None, :],
-                        mask=g_valid[:, None, None], other=0.0).to(tl.float32)                  # [BG, 16, 2]
-        x_even, x_odd = tl.split(pairs)                                                          # [BG, 16] each
-        low, high = e2m1_pairs(packed, tl.broadcast_to(scale[:, :, None], (W_ROWS, BLOCK_G, 16)), ASM)
-        acc += low.to(tl.float32) * x_even[None, :, :] + high.to(tl.float32) * x_odd[None, :, :]
-    return tl.sum(tl.sum(acc, axis=2), axis=1)                                                   # [WR]
-
-
-@triton.jit
 def _gemv_gate_up_kernel(
     x_ptr, ids_ptr, w_ptr, s_ptr, bias_ptr, act_ptr,
     N_W, G: tl.constexpr, stride_x, stride_we, stride_wn, stride_se, stride_sn, stride_be, stride_act,
-    TOP_K: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_G: tl.constexpr, ASM: tl.constexpr, WORD_DOT: tl.constexpr, F16: tl.constexpr,
+    TOP_K: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_G: tl.constexpr, ASM: tl.constexpr, F16: tl.constexpr,
 ):
     pair = tl.program_id(0)
     pid_n = tl.program_id(1)
@@ -214,10 +194,7 @@ def _gemv_gate_up_kernel(
     rows = tl.where(n_valid, offs_wn, 0).to(tl.int64)
     w_base = w_ptr + expert * stride_we + rows[:, None] * stride_wn              # [WR, 1]
     s_base = s_ptr + expert * stride_se + rows[:, None] * stride_sn
-    if WORD_DOT:
-        result = _row_dot_words(x_ptr + token * stride_x, w_base, s_base, n_valid, G, BLOCK_G, W_ROWS, ASM, F16)
-    else:
-        result = _row_dot(x_ptr + token * stride_x, w_base, s_base, n_valid, G, BLOCK_G, W_ROWS, ASM)
+    result = _row_dot_words(x_ptr + token * stride_x, w_base, s_base, n_valid, G, BLOCK_G, W_ROWS, ASM, F16)
     result += tl.load(bias_ptr + expert * stride_be + rows, mask=n_valid, other=0.0).to(tl.float32)
     gate, up = tl.split(result.reshape(BLOCK_N, 2))                              # [BN] each
     gate = tl.minimum(gate, SWIGLU_LIMIT_G)
@@ -232,7 +209,7 @@ def _gemv_gate_up_kernel(
 def _gemv_down_kernel(
     act_ptr, ids_ptr, route_w_ptr, w_ptr, s_ptr, bias_ptr, out_ptr,
     N, G: tl.constexpr, stride_act, stride_we, stride_wn, stride_se, stride_sn, stride_be, stride_out,
-    BLOCK_N: tl.constexpr, BLOCK_G: tl.constexpr, ASM: tl.constexpr, WORD_DOT: tl.constexpr, F16: tl.constexpr,
+    BLOCK_N: tl.constexpr, BLOCK_G: tl.constexpr, ASM: tl.constexpr, F16: tl.constexpr,
 ):
     pair = tl.program_id(0).to(tl.int64)
     pid_n = tl.program_id(1)
@@ -242,10 +219,7 @@ def _gemv_down_kernel(
     expert = tl.load(ids_ptr + pair).to(tl.int64)
     w_base = w_ptr + expert * stride_we + rows[:, None] * stride_wn
     s_base = s_ptr + expert * stride_se + rows[:, None] * stride_sn
-    if WORD_DOT:
-        y = _row_dot_words(act_ptr + pair * stride_act, w_base, s_base, n_valid, G, BLOCK_G, BLOCK_N, ASM, F16)
-    else:
-        y = _row_dot(act_ptr + pair * stride_act, w_base, s_base, n_valid, G, BLOCK_G, BLOCK_N, ASM)
+    y = _row_dot_words(act_ptr + pair * stride_act, w_base, s_base, n_valid, G, BLOCK_G, BLOCK_N, ASM, F16)
     y += tl.load(bias_ptr + expert * stride_be + rows, mask=n_valid, other=0.0).to(tl.float32)
     y = y * tl.load(route_w_ptr + pair)
     tl.store(out_ptr + pair * stride_out + offs_n, y.to(out_ptr.dtype.element_ty), mask=n_valid)
@@ -267,7 +241,6 @@ def mxfp4_moe_gemv(
     block_g: int = 8,
     num_warps: int = 4,
     asm: bool = True,
-    word_dot: bool = True,
     f16_products: bool = True,
 ) -> torch.Tensor:
     """Experts for a few tokens (decode) -> per-pair results [T, k, D] (routing weight applied)."""
@@ -277,10 +250,9 @@ def mxfp4_moe_gemv(
     asm = asm and use_asm(hidden)
     pair_expert = topk_ids.reshape(-1).to(torch.int32)                                         # [P]
     num_pairs = pair_expert.numel()
-    w_gu = gate_up_blocks.view(num_experts, rows_gu, groups_gu * 16)
-    w_dn = down_blocks.view(num_experts, hidden_size, groups_dn * 16)
-    if word_dot:    # rows as int32 words (each row is a whole number of 16-byte groups)
-        w_gu, w_dn = w_gu.view(torch.int32), w_dn.view(torch.int32)
+    # rows as int32 words (each row is a whole number of 16-byte groups)
+    w_gu = gate_up_blocks.view(num_experts, rows_gu, groups_gu * 16).view(torch.int32)
+    w_dn = down_blocks.view(num_experts, hidden_size, groups_dn * 16).view(torch.int32)
 
     def project(a: torch.Tensor, out: torch.Tensor, route_w: torch.Tensor | None) -> None:
         if route_w is None:
@@ -288,14 +260,14 @@ def mxfp4_moe_gemv(
                 a, pair_expert, w_gu, gate_up_scales, gate_up_bias, out,
                 rows_gu, groups_gu, a.stride(0), w_gu.stride(0), w_gu.stride(1),
                 gate_up_scales.stride(0), gate_up_scales.stride(1), gate_up_bias.stride(0), out.stride(0),
-                TOP_K=top_k, BLOCK_N=block_n_gate_up, BLOCK_G=block_g, ASM=asm, WORD_DOT=word_dot, F16=f16_products, num_warps=num_warps,
+                TOP_K=top_k, BLOCK_N=block_n_gate_up, BLOCK_G=block_g, ASM=asm, F16=f16_products, num_warps=num_warps,
             )
         else:
             _gemv_down_kernel[(num_pairs, triton.cdiv(hidden_size, block_n_down))](
                 a, pair_expert, route_w, w_dn, down_scales, down_bias, out,
                 hidden_size, groups_dn, a.stride(0), w_dn.stride(0), w_dn.stride(1),
                 down_scales.stride(0), down_scales.stride(1), down_bias.stride(0), out.stride(0),
-                BLOCK_N=block_n_down, BLOCK_G=block_g, ASM=asm, WORD_DOT=word_dot, F16=f16_products, num_warps=num_warps,
+                BLOCK_N=block_n_down, BLOCK_G=block_g, ASM=asm, F16=f16_products, num_warps=num_warps,
             )
 
     return expert_projections(hidden, topk_ids, topk_weights, rows_gu // 2, project)

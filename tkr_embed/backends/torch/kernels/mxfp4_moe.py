@@ -43,7 +43,6 @@ class GemvConfig:
     block_g: int = 8
     num_warps: int = 2
     asm: bool = True
-    word_dot: bool = True
     f16_products: bool = True
 
 
@@ -76,8 +75,7 @@ def mxfp4_moe_partials(
     if isinstance(cfg, GemvConfig):
         return mxfp4_moe_gemv(hidden, topk_ids, topk_weights, *weights, block_n_gate_up=cfg.block_n_gate_up,
                               block_n_down=cfg.block_n_down, block_g=cfg.block_g, num_warps=cfg.num_warps,
-                              asm=cfg.asm, word_dot=cfg.word_dot,
-                              f16_products=cfg.f16_products)
+                              asm=cfg.asm, f16_products=cfg.f16_products)
     if isinstance(cfg, DecodeTileConfig):
         return mxfp4_moe_decode_partials(hidden, topk_ids, topk_weights, *weights, config=cfg)
     return mxfp4_moe_grouped_partials(hidden, topk_ids, topk_weights, *weights, config=cfg)

@@ -112,13 +112,13 @@ def e2m1_pairs(packed, scales, ASM: tl.constexpr):
                                               dtype=(tl.bfloat16, tl.bfloat16), is_pure=True, pack=4)
     else:
         base = (scales.to(tl.int32) - 1) << 7
-        low = _e2m1_bits(packed & 0x0F, base)
-        high = _e2m1_bits(packed >> 4, base)
+        low = e2m1_bits(packed & 0x0F, base)
+        high = e2m1_bits(packed >> 4, base)
     return low, high
 
 
 @triton.jit
-def _e2m1_bits(codes, base):
+def e2m1_bits(codes, base):
     """e2m1 codes (int) and (scale - 1) << 7 -> bf16, exact (see dequant_bf16)."""
     codes = codes.to(tl.int32)
     em = codes & 7
