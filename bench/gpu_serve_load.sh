@@ -8,7 +8,7 @@
 set -u
 OUT=$1; PORT=${PORT:-8011}; URL=http://127.0.0.1:$PORT
 GENERATION_MODEL_PATH=${MODEL_PATH:-gpt-oss-20b} GENERATION_AUTH_ENABLED=false GENERATION_RATE_LIMIT_ENABLED=false \
-GENERATION_CACHE_ENABLED=false GENERATION_DATA_DIR=/tmp/tkr-data GENERATION_LOG_LEVEL=warning GENERATION_PORT=$PORT \
+GENERATION_CACHE_ENABLED=false GENERATION_SECURITY__METRICS_PUBLIC=true GENERATION_DATA_DIR=/tmp/tkr-data GENERATION_LOG_LEVEL=warning GENERATION_PORT=$PORT \
 GENERATION_ENGINE__MAX_NUM_BATCHED_TOKENS=${MNBT:-8192} GENERATION_ENGINE__MAX_NUM_SEQS=${STREAMS:-64} GENERATION_ENGINE__MAX_WAITING=256 GENERATION_SERVER__GRACEFUL_SHUTDOWN_S=2 \
   ${SERVER_CMD:-python3 -X faulthandler -m tkr_embed.api.server} > "$OUT/server.log" 2>&1 &
 SERVER=$!
@@ -23,7 +23,9 @@ if [ -n "${PROFILE:-}" ]; then   # sample the server's Python stacks (all thread
     > /dev/null 2>"$OUT/pyspy.err" &
   SPY=$!; sleep 1
 fi
+python3 bench/engine_phases.py --url $URL > "$OUT/phases_before.json"
 $LOAD --concurrency ${STREAMS:-64} --requests ${STREAMS:-64} --max-tokens ${NEW_TOKENS:-256} --seed 3 > "$OUT/load_64.json"
+echo "server 64 engine ms a step by phase: $(python3 bench/engine_phases.py --url $URL --since "$OUT/phases_before.json")"
 WAVES="batch1 64"
 if [ "${PROCESSES:-1}" -gt 1 ]; then   # the same wave from several client processes (is one client the limit?)
   $LOAD --concurrency ${STREAMS:-64} --requests ${STREAMS:-64} --max-tokens ${NEW_TOKENS:-256} --seed 5 \

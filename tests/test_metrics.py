@@ -32,6 +32,14 @@ def test_exposition_names_every_series_with_values() -> None:
         EngineStats(
             running=3, waiting=2, kv_blocks_total=100, kv_blocks_used=25, kv_blocks_free=75, prefix_cache_queries=0,
             prefix_cache_hits=0, prompt_tokens_prefilled=0, tokens_decoded=0, requests_finished=0, preemptions=0,
+            steps=4, step_phase_seconds={"schedule": 0.25, "wait": 2.0},
+        )
+    )
+    metrics.update_engine(     # the engine's totals grew: the counters advance by the difference
+        EngineStats(
+            running=3, waiting=2, kv_blocks_total=100, kv_blocks_used=25, kv_blocks_free=75, prefix_cache_queries=0,
+            prefix_cache_hits=0, prompt_tokens_prefilled=0, tokens_decoded=0, requests_finished=0, preemptions=0,
+            steps=10, step_phase_seconds={"schedule": 0.5, "wait": 5.0},
         )
     )
     body, content_type = metrics.render()
@@ -51,8 +59,11 @@ def test_exposition_names_every_series_with_values() -> None:
     assert samples[("tkr_rate_limit_rejections_total", ())] == 2
     assert samples[("tkr_requests_total", (("route", "/v1/chat/completions"), ("status", "200")))] == 1
     assert samples[("tkr_requests_total", (("route", "/v1/chat/completions"), ("status", "429")))] == 1
-    # No per-key (or any unbounded) label: only route, status and histogram bucket bounds.
-    assert {label for _, labels in samples for label, _ in labels} == {"route", "status", "le"}
+    assert samples[("tkr_engine_steps_total", ())] == 10
+    assert samples[("tkr_engine_step_phase_seconds_total", (("phase", "schedule"),))] == 0.5
+    assert samples[("tkr_engine_step_phase_seconds_total", (("phase", "wait"),))] == 5.0
+    # No per-key (or any unbounded) label: only route, status, the engine phase and histogram bucket bounds.
+    assert {label for _, labels in samples for label, _ in labels} == {"route", "status", "phase", "le"}
 
 
 def test_own_registry_so_two_apps_do_not_clash() -> None:

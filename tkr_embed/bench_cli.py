@@ -29,6 +29,7 @@ class RunResult:
     ttft_ms: dict[str, float | None] = field(default_factory=dict)
     itl_ms: dict[str, float | None] = field(default_factory=dict)
     e2e_ms: dict[str, float | None] = field(default_factory=dict)
+    step_phase_ms: dict[str, float] = field(default_factory=dict)   # engine time a step, by phase (means)
 
 
 def percentiles(values: list[float], points: tuple[int, ...] = (50, 90, 99)) -> dict[str, float | None]:
@@ -50,6 +51,7 @@ def _timed_generate(llm, name: str, prompts: list[list[int]], output_len: int) -
     request_ids = [f"bench-{name}-{index}" for index in range(len(prompts))]
     token_times: dict[str, list[float]] = {request_id: [] for request_id in request_ids}
     produced = 0
+    steps_before, phases_before = engine.step_times.steps, dict(engine.step_times.seconds)
     start = time.perf_counter()
     for request_id, prompt in zip(request_ids, prompts):
         engine.add_request(request_id, prompt, params)
@@ -68,8 +70,10 @@ def _timed_generate(llm, name: str, prompts: list[list[int]], output_len: int) -
     ttft = [(times[0] - start) * 1e3 for times in token_times.values() if times]
     itl = [(later - earlier) * 1e3 for times in token_times.values() for earlier, later in zip(times, times[1:])]
     e2e = [(end - start) * 1e3 for end in end_times.values()]
+    steps = max(1, engine.step_times.steps - steps_before)
+    phases = {phase: (total - phases_before[phase]) * 1e3 / steps for phase, total in engine.step_times.seconds.items()}
     return RunResult(name, len(prompts), sum(map(len, prompts)), produced, seconds, produced / seconds,
-                     percentiles(ttft), percentiles(itl), percentiles(e2e))
+                     percentiles(ttft), percentiles(itl), percentiles(e2e), phases)
 
 
 class TokenIdTokenizer:

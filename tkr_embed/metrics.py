@@ -63,6 +63,14 @@ class ServerMetrics:
         self.requests = self._counter(
             "requests", "HTTP requests by route template and status code.", labels=("route", "status")
         )
+        self.engine_steps = self._counter("engine_steps", "Engine steps run.")
+        self.engine_step_seconds = self._counter(
+            "engine_step_phase_seconds",
+            "Engine step time by phase: schedule, launch (input building), wait (device and sampling), "
+            "postprocess, deliver (handing outputs to the HTTP layer).",
+            labels=("phase",),
+        )
+        self._engine_seen: dict[str, float] = {}     # engine totals already added to the counters
         self._routes: set[str] = set()
         self._routes_lock = threading.Lock()
 
@@ -85,9 +93,15 @@ class ServerMetrics:
         self.reasoning_tokens.inc(max(0, reasoning))
 
     def update_engine(self, stats: EngineStats) -> None:
-        """Copy the engine's queue and KV cache gauges (call before rendering)."""
+        """Copy the engine's queue and KV cache gauges and advance its step counters (call before rendering)."""
         self.requests_running.set(stats.running)
         self.requests_waiting.set(stats.waiting)
+        for name, total in (("steps", float(stats.steps)), *stats.step_phase_seconds.items()):
+            delta = total - self._engine_seen.get(name, 0.0)
+            if delta > 0:
+                self._engine_seen[name] = total
+                counter = self.engine_steps if name == "steps" else self.engine_step_seconds.labels(phase=name)
+                counter.inc(delta)
         self.kv_cache_usage.set(stats.kv_usage)
 
     def render(self) -> tuple[bytes, str]:

@@ -147,3 +147,27 @@ def test_load_generator_drives_the_live_server(demo_server, capsys):
     assert code == 0 and report["errors"] == [] and report["succeeded"] == 2
     assert report["output_tokens"] == 6
     assert report["ttft_ms"]["p50"] > 0 and report["ttft_ms"]["p50"] <= report["e2e_ms"]["p50"]
+
+
+def test_engine_step_phases_reach_metrics(tmp_path):
+    """The real server (gateway on, /metrics public): bench/engine_phases.py reads the engine's step time
+    by phase around one request."""
+    import importlib.util
+    from pathlib import Path
+
+    from tkr_embed.api.extensions import default_extensions
+
+    path = Path(__file__).resolve().parents[2] / "bench" / "engine_phases.py"
+    spec = importlib.util.spec_from_file_location("tkr_bench_engine_phases", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    settings = Settings(env="development", model={"device": "cpu"}, engine={"max_num_seqs": 1, "kv_cache_blocks": 64},
+                        security={"metrics_public": True}, storage={"data_dir": str(tmp_path)})
+    with live_server(create_app(settings, extensions=default_extensions(settings))) as url:
+        before = module.snapshot(url)
+        llm = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0, timeout=120)
+        llm.completions.create(model=llm.models.list().data[0].id, prompt="Hello", max_tokens=4, temperature=0)
+        phases = module.per_step_ms(before, module.snapshot(url))
+    assert phases["steps"] >= 1
+    assert set(phases) == {"steps", "schedule", "launch", "wait", "postprocess", "deliver"}
+    assert phases["wait"] > 0 and all(value >= 0 for value in phases.values())

@@ -155,8 +155,10 @@ class AsyncEngine(EngineClient):
 
     def _run(self) -> None:
         pending: list = []   # outputs not yet handed to the event loop
+        clock = time.perf_counter
         try:
             while not self._stop:
+                start = clock()
                 pending += self._take_inbox()
                 with self._state_lock:
                     batch = self.engine.schedule() if self.engine.has_unfinished_requests() else None
@@ -169,15 +171,22 @@ class AsyncEngine(EngineClient):
                         self._work.wait(0.001)
                     self._work.clear()
                     continue
+                scheduled = clock()
                 finish = self.engine.runner.launch(batch)
+                launched = clock()
                 # The previous step's outputs go to the event loop only now, with this step queued on
                 # the device: their HTTP work overlaps the device instead of competing with this
                 # thread for the GIL while it builds the step's inputs.
                 self._deliver(pending)
+                delivered = clock()
                 sampled = finish()
+                done = clock()
                 pending = self._take_aborts()           # postprocess skips what was aborted during the step
                 with self._state_lock:
                     pending += self.engine.postprocess(batch, sampled)
+                    self.engine.step_times.record(schedule=scheduled - start, launch=launched - scheduled,
+                                                  deliver=delivered - launched, wait=done - delivered,
+                                                  postprocess=clock() - done)
         except BaseException as exc:  # the runner crashed: fail every stream, accept nothing more
             logger.exception("engine step loop failed")
             self._dead_error = exc

@@ -10,7 +10,7 @@ from tkr_embed.engine.block_manager import BlockManager
 from tkr_embed.engine.config import EngineConfig
 from tkr_embed.engine.detokenizer import IncrementalDetokenizer
 from tkr_embed.engine.errors import EngineOverloadedError, InvalidRequestError
-from tkr_embed.engine.outputs import EngineStats, RequestOutput, RequestTimings
+from tkr_embed.engine.outputs import EngineStats, RequestOutput, RequestTimings, StepPhaseTimes
 from tkr_embed.engine.runner import ModelRunner, SampledToken, ScheduledBatch
 from tkr_embed.engine.sampling_params import SamplingParams
 from tkr_embed.engine.scheduler import Scheduler
@@ -38,6 +38,7 @@ class LLMEngine:
         self.scheduler = Scheduler(self.config, self.block_manager, info.eos_token_ids, self.max_model_len)
         self._requests: dict[str, Request] = {}
         self._seq_ids = itertools.count()
+        self.step_times = StepPhaseTimes()
 
     # --- requests -----------------------------------------------------------------------------
 
@@ -89,11 +90,19 @@ class LLMEngine:
 
     def step(self) -> list[RequestOutput]:
         """Compute one batch; one output per request that got new tokens."""
+        start = time.perf_counter()
         batch = self.schedule()
         if not batch.entries:
             return []
-        sampled = self.runner.execute(batch)
-        return self.postprocess(batch, sampled)
+        scheduled = time.perf_counter()
+        finish = self.runner.launch(batch)
+        launched = time.perf_counter()
+        sampled = finish()
+        done = time.perf_counter()
+        outputs = self.postprocess(batch, sampled)
+        self.step_times.record(schedule=scheduled - start, launch=launched - scheduled, wait=done - launched,
+                               postprocess=time.perf_counter() - done)
+        return outputs
 
     def schedule(self) -> ScheduledBatch:
         return self.scheduler.schedule()
@@ -121,6 +130,8 @@ class LLMEngine:
             tokens_decoded=counters.tokens_decoded,
             requests_finished=counters.requests_finished,
             preemptions=counters.preemptions,
+            steps=self.step_times.steps,
+            step_phase_seconds=dict(self.step_times.seconds),
         )
 
     # --- helpers ------------------------------------------------------------------------------

@@ -66,6 +66,29 @@ class RequestOutput:
         return sum(len(o.token_ids) for o in self.outputs)
 
 
+# Where the engine loop's time goes in a step: choosing the batch, queueing the forward (input
+# building), waiting for the device and sampling, turning tokens into outputs, handing the outputs to
+# the event loop (the async engine only).
+STEP_PHASES = ("schedule", "launch", "wait", "postprocess", "deliver")
+
+
+class StepPhaseTimes:
+    """Seconds spent in each STEP_PHASES phase, summed over the steps run (written by the step loop)."""
+
+    def __init__(self) -> None:
+        self.steps = 0
+        self.seconds = dict.fromkeys(STEP_PHASES, 0.0)
+
+    def record(self, **phases: float) -> None:
+        """One step's phase durations (seconds), e.g. record(schedule=..., launch=..., ...)."""
+        self.steps += 1
+        for phase, seconds in phases.items():
+            self.seconds[phase] += seconds
+
+    def add(self, phase: str, seconds: float) -> None:
+        self.seconds[phase] += seconds
+
+
 @dataclass(frozen=True)
 class EngineStats:
     running: int
@@ -79,6 +102,8 @@ class EngineStats:
     tokens_decoded: int
     requests_finished: int
     preemptions: int
+    steps: int = 0                                           # engine steps run
+    step_phase_seconds: dict[str, float] = field(default_factory=dict)   # STEP_PHASES -> seconds, summed
 
     @property
     def kv_usage(self) -> float:

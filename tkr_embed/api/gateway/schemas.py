@@ -152,6 +152,8 @@ class EngineStatsView(BaseModel):
     tokens_decoded: int
     requests_finished: int
     preemptions: int
+    steps: int
+    step_phase_seconds: dict[str, float]
 
     @classmethod
     def of(cls, stats: EngineStats) -> EngineStatsView:
@@ -166,6 +168,8 @@ class EngineStatsView(BaseModel):
             tokens_decoded=stats.tokens_decoded,
             requests_finished=stats.requests_finished,
             preemptions=stats.preemptions,
+            steps=stats.steps,
+            step_phase_seconds=dict(stats.step_phase_seconds),
         )
 
 
