@@ -79,3 +79,21 @@ def test_route_labels_are_bounded() -> None:
         metrics.observe_request(f"/random/{index}", 404)
     routes = {labels[0][1] for name, labels in _samples(metrics.render()[0]) if name == "tkr_requests_total"}
     assert len(routes) == MAX_ROUTE_LABELS + 1 and "other" in routes
+
+
+def test_every_series_docs_api_lists_is_exported() -> None:
+    """docs/API.md's /metrics list names real series (no drift between the docs and the exposition)."""
+    import re
+    from pathlib import Path
+
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "API.md").read_text()
+    section = docs[docs.index("`/metrics` series"):docs.index("Permissions are `generate:text`")]
+    names = {name for name in re.findall(r"`([a-z_]+)(?:\{[a-z,]+\})?`", section) if "_" in name}
+    names |= {"response_cache_misses_total"}          # written as `response_cache_hits_total` / `_misses_total`
+    names -= {"_misses_total", "tkr_"}
+    metrics = ServerMetrics()
+    exported = {metric.name for metric in metrics.registry.collect()}
+    # prometheus_client names counters without their _total suffix
+    missing = {name for name in names if name not in exported and name.removesuffix("_total") not in exported
+               and f"tkr_{name}" not in exported and f"tkr_{name.removesuffix('_total')}" not in exported}
+    assert len(names) >= 14 and not missing, missing
