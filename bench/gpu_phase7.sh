@@ -3,7 +3,7 @@
 #   PART=gemv bash bench/gpu_phase7.sh    # GPU tests; MoE variants at 1-4 tokens; engine bench
 #   PART=check bash bench/gpu_phase7.sh   # GPU tests; engine bench; step profile
 #   PART=pair bash bench/gpu_phase7.sh    # engine bench; the server under the same load
-#   PART=dense / kernels / final: see the cases below
+#   PART=dense / kernels / final / last / next: see the cases below
 set -u
 OUT=${OUT:-/tmp/tkr-out}; mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
@@ -55,6 +55,16 @@ case "${PART:-check}" in
     timeout 120 python3 -m pytest -q -m gpu -o asyncio_mode=strict -p no:cacheprovider tests/gpu/test_gpu_fused_ops.py \
       tests/gpu/test_gpu_runner.py tests/gpu/test_gpu_kernels.py 2>&1 | grep -E "passed|failed|^FAILED|^E  " | head
     bench
+    LOAD_TIMEOUT=60 START_WAIT=90 bash bench/gpu_serve_load.sh "$OUT"; rm -f "$OUT/load_warmup.json" ;;
+  next)   # the next session's first call: GPU tests; the alignment kernel off/on through the engine;
+          # the server with its step phases (compare with the engine's step_phase_ms)
+    tests; bench; mv "$OUT/bench.json" "$OUT/bench_align_off.json"
+    timeout 150 python3 -c "
+import sys, tkr_embed.backends.torch.kernels.moe_align as m
+m.ALIGN_KERNEL_ON_CUDA = True
+from tkr_embed.cli import main
+sys.exit(main(sys.argv[1:]))" bench --model gpt-oss-20b --device cuda $SHAPE > "$OUT/bench.json" 2>"$OUT/bench.err"
+    summary "$OUT/bench_align_off.json" "engine align=torch"; summary "$OUT/bench.json" "engine align=kernel"
     LOAD_TIMEOUT=60 START_WAIT=90 bash bench/gpu_serve_load.sh "$OUT"; rm -f "$OUT/load_warmup.json" ;;
   kernels)   # the kernel tests, the MoE sweep at a few tokens, the engine bench and the step profile
     timeout 120 python3 -m pytest -q -m gpu -o asyncio_mode=strict -p no:cacheprovider tests/gpu/test_gpu_kernels.py 2>&1 | grep -E "passed|failed|^FAILED|^E  " | head
