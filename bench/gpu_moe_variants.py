@@ -27,7 +27,8 @@ D = DecodeTileConfig
 G = GroupedTileConfig
 V = GemvConfig
 GEMV = [V(16, 16, 8, 2), V(16, 16, 8, 2, True, False), V(8, 16, 8, 1), V(16, 16, 8, 1), V(8, 8, 8, 1),
-        V(16, 32, 8, 1), V(8, 16, 16, 1), V(16, 16, 16, 2), V(32, 32, 8, 4), V(8, 16, 4, 1), V(16, 32, 8, 2)]
+        V(16, 32, 8, 1), V(8, 16, 16, 1), V(16, 16, 16, 2), V(32, 32, 8, 4), V(8, 16, 4, 1), V(16, 32, 8, 2),
+        V(16, 16, 8, 2, True, True, 2), V(16, 16, 8, 2, True, True, 3), V(16, 32, 8, 2, True, True, 2)]
 DECODE = [D(16, 32, 64, 128, 4, 3, True, False, True), D(16, 32, 64, 128, 4, 3, False, False, True),
           D(16, 16, 32, 128, 4, 3, False, False, True), D(16, 16, 16, 128, 4, 3, False, False, True),
           D(16, 16, 32, 256, 4, 3, False, False, True), D(16, 32, 32, 128, 2, 3, False, False, True),

@@ -56,9 +56,13 @@ case "${PART:-check}" in
       tests/gpu/test_gpu_runner.py tests/gpu/test_gpu_kernels.py 2>&1 | grep -E "passed|failed|^FAILED|^E  " | head
     bench
     LOAD_TIMEOUT=60 START_WAIT=90 bash bench/gpu_serve_load.sh "$OUT"; rm -f "$OUT/load_warmup.json" ;;
-  next)   # the next session's first call: GPU tests; the alignment kernel off/on through the engine;
-          # the server with its step phases (compare with the engine's step_phase_ms)
-    tests; bench; mv "$OUT/bench.json" "$OUT/bench_align_off.json"
+  next)   # the next session's first call: GPU tests; MoE sweep (split-K down projection at 1-4 tokens, the
+          # alignment kernel at 64); the alignment kernel off/on through the engine; the server with its
+          # step phases (compare with the engine's step_phase_ms)
+    tests
+    (cd bench && timeout 150 python3 gpu_moe_variants.py --tokens 1 4 64 > "$OUT/variants.log" 2>&1)
+    grep -v '^{' "$OUT/variants.log" | grep -v Warn | sed "s/'[a-z_]*': //g" | cut -c1-130
+    bench; mv "$OUT/bench.json" "$OUT/bench_align_off.json"
     timeout 150 python3 -c "
 import sys, tkr_embed.backends.torch.kernels.moe_align as m
 m.ALIGN_KERNEL_ON_CUDA = True

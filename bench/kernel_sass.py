@@ -72,12 +72,12 @@ def main() -> int:
     gemv = dict(act_ptr="*bf16", ids_ptr="*i32", route_w_ptr="*fp32", w_ptr="*i32", s_ptr="*u8", bias_ptr="*bf16",
                 out_ptr="*bf16", N="i32", stride_act="i32", stride_we="i32", stride_wn="i32", stride_se="i32",
                 stride_sn="i32", stride_be="i32", stride_out="i32")
-    for f16, block_n, block_g, warps in ((True, 16, 8, 2), (True, 16, 8, 1), (True, 32, 8, 1), (False, 16, 8, 2),
-                                         (False, 32, 8, 1)):
-        kernel = compile_sm90(mxfp4_gemv._gemv_down_kernel, gemv,
-                              dict(G=90, BLOCK_N=block_n, BLOCK_G=block_g, ASM=True, F16=f16), num_warps=warps)
-        report(f"gemv down f16_products={f16} BLOCK_N={block_n} BLOCK_G={block_g} warps={warps}", kernel,
-               block_n * block_g * 32, warps)
+    for f16, block_n, block_g, warps, splits in ((True, 16, 8, 2, 1), (True, 16, 8, 1, 1), (True, 32, 8, 1, 1),
+                                                 (True, 16, 8, 2, 2), (False, 16, 8, 2, 1), (False, 32, 8, 1, 1)):
+        kernel = compile_sm90(mxfp4_gemv._gemv_down_kernel, gemv, dict(G=90, BLOCK_N=block_n, BLOCK_G=block_g, ASM=True,
+                                                                      F16=f16, SPLITS=splits), num_warps=warps)
+        report(f"gemv down f16_products={f16} BLOCK_N={block_n} BLOCK_G={block_g} warps={warps} splits={splits}",
+               kernel, block_n * block_g * 32, warps)
     decode = dict(a_ptr="*bf16", ids_ptr="*i32", w_ptr="*u8", s_ptr="*u8", bias_ptr="*bf16", route_w_ptr="*fp32",
                   out_ptr="*bf16", num_pairs="i32", N_W="i32", N_OUT="i32", stride_a="i32", stride_we="i32",
                   stride_wn="i32", stride_se="i32", stride_sn="i32", stride_be="i32", stride_out="i32")

@@ -45,6 +45,7 @@ SHAPE = dict(num_experts=8, hidden=128, intermediate=96, top_k=4, device="cpu")
 CASES = [
     (2, GemvConfig(block_n_gate_up=16, block_n_down=16, block_g=2)),
     (3, GemvConfig(block_n_gate_up=16, block_n_down=16, block_g=2, f16_products=False)),
+    (2, GemvConfig(block_n_gate_up=16, block_n_down=16, block_g=2, down_splits=2)),
     (5, DecodeTileConfig(block_k=64)),
     (9, DecodeTileConfig(block_k=64, swap_ab=True, block_m=32)),
     (40, GroupedTileConfig(block_m=16, block_n=32, block_k=64, num_warps=4)),
@@ -61,6 +62,13 @@ def main() -> int:
         out = mxfp4_moe(case.hidden, case.topk_ids, case.topk_weights, *case.weights, config=cfg)
         results.append({"tokens": tokens, "kernel": type(cfg).__name__, "shape": list(out.shape),
                         "error": relative_error(out.float(), ref)})
+    # the down projection split over K: the same sum as unsplit, up to the bf16 rounding of the partial rows
+    case = make_moe_case(2, seed=2, **SHAPE)
+    unsplit = mxfp4_moe(case.hidden, case.topk_ids, case.topk_weights, *case.weights,
+                        config=GemvConfig(block_n_gate_up=16, block_n_down=16, block_g=2)).float()
+    split_parts = mxfp4_moe_partials(case.hidden, case.topk_ids, case.topk_weights, *case.weights,
+                                     config=GemvConfig(block_n_gate_up=16, block_n_down=16, block_g=2, down_splits=2))
+    split_vs_unsplit = {"shape": list(split_parts.shape), "error": relative_error(split_parts.float().sum(1), unsplit)}
     case = make_moe_case(3, seed=7, **SHAPE)
     parts = mxfp4_moe_partials(case.hidden, case.topk_ids, case.topk_weights, *case.weights,
                                config=DecodeTileConfig(block_k=64))
@@ -73,6 +81,7 @@ def main() -> int:
     expected = rounded * torch.rsqrt(rounded.pow(2).mean(-1, keepdim=True) + 1e-5) * weight.float()
     results.append({"kernel": "add_rms_norm(parts)", "shape": list(parts.shape),
                     "error": max(relative_error(new_residual.float(), summed), relative_error(normed.float(), expected))})
+    results.append({"kernel": "split_vs_unsplit", **split_vs_unsplit})
     print(json.dumps(results))
     return 0
 

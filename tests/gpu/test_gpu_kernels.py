@@ -58,7 +58,7 @@ def test_mxfp4_moe_every_tile_config_agrees(kernels):
     ref = moe_reference(case.hidden, case.topk_ids, case.topk_weights, *case.weights)
     m = mxfp4_moe
     configs = [m.GemvConfig(), m.GemvConfig(32, 32, 4, 4), m.GemvConfig(asm=False), m.GemvConfig(f16_products=False),
-               m.GemvConfig(asm=False, f16_products=False),
+               m.GemvConfig(asm=False, f16_products=False), m.GemvConfig(down_splits=2), m.GemvConfig(down_splits=3),
                m.DecodeTileConfig(), m.DecodeTileConfig(block_m=32, block_k=64), m.DecodeTileConfig(swap_ab=True),
                m.DecodeTileConfig(asm=False), m.DecodeTileConfig(dot_scaled=True),
                m.GroupedTileConfig(), m.GroupedTileConfig(64, 64, 64, 4), m.GroupedTileConfig(32, 64, 128, 4, swap_ab=True),

@@ -134,14 +134,14 @@ def _word_dot(words, x0, x1, x2, x3, x4, x5, x6, x7, ASM: tl.constexpr, F16: tl.
 
 
 @triton.jit
-def _load_group_block(a_base, w_base, s_base, row_valid, g0, G: tl.constexpr, BLOCK_G: tl.constexpr):
+def _load_group_block(a_base, w_base, s_base, row_valid, g0, g_end, BLOCK_G: tl.constexpr):
     """Groups g0 .. g0 + BLOCK_G of every row: words [WR, BG*4] int32, scale bytes [WR, BG], and the
-    activations of each word in WORD_K_ORDER (eight [1, BG*4] fp32). Beyond G everything is 0."""
+    activations of each word in WORD_K_ORDER (eight [1, BG*4] fp32). From group g_end on everything is 0."""
     offs_word = g0 * 4 + tl.arange(0, BLOCK_G * 4)                            # [BG*4]
-    word_valid = offs_word < G * 4
+    word_valid = offs_word < g_end * 4
     words = tl.load(w_base + offs_word[None, :], mask=row_valid[:, None] & word_valid[None, :], other=0)
     offs_g = g0 + tl.arange(0, BLOCK_G)
-    scale = tl.load(s_base + offs_g[None, :], mask=row_valid[:, None] & (offs_g < G)[None, :], other=0)
+    scale = tl.load(s_base + offs_g[None, :], mask=row_valid[:, None] & (offs_g < g_end)[None, :], other=0)
     k0 = a_base + offs_word * 8
     x0 = tl.load(k0 + 0, mask=word_valid, other=0.0).to(tl.float32)[None, :]
     x1 = tl.load(k0 + 2, mask=word_valid, other=0.0).to(tl.float32)[None, :]
@@ -155,10 +155,11 @@ def _load_group_block(a_base, w_base, s_base, row_valid, g0, G: tl.constexpr, BL
 
 
 @triton.jit
-def _row_dot_words(a_base, w_base, s_base, row_valid, G: tl.constexpr, BLOCK_G: tl.constexpr,
+def _row_dot_words(a_base, w_base, s_base, row_valid, g_begin, g_end, SPAN: tl.constexpr, BLOCK_G: tl.constexpr,
                    W_ROWS: tl.constexpr, ASM: tl.constexpr, F16: tl.constexpr):
-    """sum over K of a[k] * W[row, k] for W_ROWS rows -> [W_ROWS] fp32; a_base -> [K] bf16, w_base
-    [WR, 1] -> each row's first int32 word, s_base [WR, 1] -> its scale bytes.
+    """sum over the k of groups g_begin .. g_end (at most SPAN groups) of a[k] * W[row, k] for W_ROWS rows
+    -> [W_ROWS] fp32; a_base -> [K] bf16, w_base [WR, 1] -> each row's first int32 word, s_base [WR, 1]
+    -> its scale bytes.
 
     The words of BLOCK_G groups are one contiguous run per row, so a thread gets whole 16-byte groups
     and the remaining threads spread over rows: a thread holds several rows of the same groups and
@@ -166,10 +167,11 @@ def _row_dot_words(a_base, w_base, s_base, row_valid, G: tl.constexpr, BLOCK_G: 
     so their latency overlaps it.
     """
     acc = tl.zeros((W_ROWS, BLOCK_G), dtype=tl.float32)
-    words, scale, x0, x1, x2, x3, x4, x5, x6, x7 = _load_group_block(a_base, w_base, s_base, row_valid, 0, G, BLOCK_G)
-    for g0 in range(0, G, BLOCK_G):
+    words, scale, x0, x1, x2, x3, x4, x5, x6, x7 = _load_group_block(a_base, w_base, s_base, row_valid, g_begin,
+                                                                      g_end, BLOCK_G)
+    for offset in range(0, SPAN, BLOCK_G):
         n_words, n_scale, n0, n1, n2, n3, n4, n5, n6, n7 = _load_group_block(
-            a_base, w_base, s_base, row_valid, g0 + BLOCK_G, G, BLOCK_G)
+            a_base, w_base, s_base, row_valid, g_begin + offset + BLOCK_G, g_end, BLOCK_G)
         dots = _word_dot(words, x0, x1, x2, x3, x4, x5, x6, x7, ASM, F16)             # [WR, BG*4]
         # 2^(s - 127) * 2^14 (F16: 2^6) as fp32 bits: (s + 14) << 23 (scale bytes above 240 are refused at load)
         factor = ((scale.to(tl.int32) + (6 if F16 else 14)) << 23).to(tl.float32, bitcast=True)
@@ -194,7 +196,8 @@ def _gemv_gate_up_kernel(
     rows = tl.where(n_valid, offs_wn, 0).to(tl.int64)
     w_base = w_ptr + expert * stride_we + rows[:, None] * stride_wn              # [WR, 1]
     s_base = s_ptr + expert * stride_se + rows[:, None] * stride_sn
-    result = _row_dot_words(x_ptr + token * stride_x, w_base, s_base, n_valid, G, BLOCK_G, W_ROWS, ASM, F16)
+    result = _row_dot_words(x_ptr + token * stride_x, w_base, s_base, n_valid, 0, G, G, BLOCK_G, W_ROWS, ASM,
+                            F16)
     result += tl.load(bias_ptr + expert * stride_be + rows, mask=n_valid, other=0.0).to(tl.float32)
     gate, up = tl.split(result.reshape(BLOCK_N, 2))                              # [BN] each
     gate = tl.minimum(gate, SWIGLU_LIMIT_G)
@@ -209,8 +212,10 @@ def _gemv_gate_up_kernel(
 def _gemv_down_kernel(
     act_ptr, ids_ptr, route_w_ptr, w_ptr, s_ptr, bias_ptr, out_ptr,
     N, G: tl.constexpr, stride_act, stride_we, stride_wn, stride_se, stride_sn, stride_be, stride_out,
-    BLOCK_N: tl.constexpr, BLOCK_G: tl.constexpr, ASM: tl.constexpr, F16: tl.constexpr,
+    BLOCK_N: tl.constexpr, BLOCK_G: tl.constexpr, ASM: tl.constexpr, F16: tl.constexpr, SPLITS: tl.constexpr,
 ):
+    """SPLITS > 1: program (pair, n, s) takes the s-th share of the groups and writes its own row of
+    partials (pair * SPLITS + s); the bias goes into share 0; the RMSNorm after sums them all."""
     pair = tl.program_id(0).to(tl.int64)
     pid_n = tl.program_id(1)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -219,10 +224,23 @@ def _gemv_down_kernel(
     expert = tl.load(ids_ptr + pair).to(tl.int64)
     w_base = w_ptr + expert * stride_we + rows[:, None] * stride_wn
     s_base = s_ptr + expert * stride_se + rows[:, None] * stride_sn
-    y = _row_dot_words(act_ptr + pair * stride_act, w_base, s_base, n_valid, G, BLOCK_G, BLOCK_N, ASM, F16)
-    y += tl.load(bias_ptr + expert * stride_be + rows, mask=n_valid, other=0.0).to(tl.float32)
+    bias_ptrs = bias_ptr + expert * stride_be + rows
+    if SPLITS == 1:
+        y = _row_dot_words(act_ptr + pair * stride_act, w_base, s_base, n_valid, 0, G, G, BLOCK_G, BLOCK_N, ASM, F16)
+        y += tl.load(bias_ptrs, mask=n_valid, other=0.0).to(tl.float32)
+        out_row = pair
+    else:
+        share: tl.constexpr = (G + SPLITS - 1) // SPLITS
+        pid_s = tl.program_id(2)
+        g_begin = pid_s * share
+        g_end = g_begin + share
+        g_end = tl.where(g_end < G, g_end, G)
+        y = _row_dot_words(act_ptr + pair * stride_act, w_base, s_base, n_valid, g_begin, g_end, share, BLOCK_G,
+                           BLOCK_N, ASM, F16)
+        y += tl.load(bias_ptrs, mask=n_valid & (pid_s == 0), other=0.0).to(tl.float32)
+        out_row = pair * SPLITS + pid_s
     y = y * tl.load(route_w_ptr + pair)
-    tl.store(out_ptr + pair * stride_out + offs_n, y.to(out_ptr.dtype.element_ty), mask=n_valid)
+    tl.store(out_ptr + out_row * stride_out + offs_n, y.to(out_ptr.dtype.element_ty), mask=n_valid)
 
 
 def mxfp4_moe_gemv(
@@ -242,8 +260,10 @@ def mxfp4_moe_gemv(
     num_warps: int = 4,
     asm: bool = True,
     f16_products: bool = True,
+    down_splits: int = 1,
 ) -> torch.Tensor:
-    """Experts for a few tokens (decode) -> per-pair results [T, k, D] (routing weight applied)."""
+    """Experts for a few tokens (decode) -> per-pair results [T, k * down_splits, D] (routing weight applied;
+    with down_splits > 1 each pair's down projection is split over K into that many partial rows)."""
     top_k = topk_ids.shape[1]
     num_experts, rows_gu, groups_gu, _ = gate_up_blocks.shape
     hidden_size, groups_dn = down_blocks.shape[1], down_blocks.shape[2]
@@ -263,11 +283,12 @@ def mxfp4_moe_gemv(
                 TOP_K=top_k, BLOCK_N=block_n_gate_up, BLOCK_G=block_g, ASM=asm, F16=f16_products, num_warps=num_warps,
             )
         else:
-            _gemv_down_kernel[(num_pairs, triton.cdiv(hidden_size, block_n_down))](
+            _gemv_down_kernel[(num_pairs, triton.cdiv(hidden_size, block_n_down), down_splits)](
                 a, pair_expert, route_w, w_dn, down_scales, down_bias, out,
                 hidden_size, groups_dn, a.stride(0), w_dn.stride(0), w_dn.stride(1),
                 down_scales.stride(0), down_scales.stride(1), down_bias.stride(0), out.stride(0),
-                BLOCK_N=block_n_down, BLOCK_G=block_g, ASM=asm, F16=f16_products, num_warps=num_warps,
+                BLOCK_N=block_n_down, BLOCK_G=block_g, ASM=asm, F16=f16_products, SPLITS=down_splits,
+                num_warps=num_warps,
             )
 
-    return expert_projections(hidden, topk_ids, topk_weights, rows_gu // 2, project)
+    return expert_projections(hidden, topk_ids, topk_weights, rows_gu // 2, project, down_splits=down_splits)

@@ -8,8 +8,9 @@ Which kernels run depends on the batch (H200 sweep, bench/gpu_moe_variants.py; B
 - more: grouped GEMMs over pairs sorted by expert (`mxfp4_moe_grouped`), 64-row blocks up to
   2,048 tokens, 128-row blocks above.
 
-All return per-pair results [T, k, D] with the routing weight applied; the model sums the k slots
-with the residual inside the next RMSNorm (`fused_ops.add_rms_norm` given the [T, k, D] results). `mxfp4_moe` sums
+All return per-pair results [T, k, D] with the routing weight applied ([T, k * down_splits, D] when the
+matrix-vector down projection is split over K); the model sums the slots with the residual inside the
+next RMSNorm (`fused_ops.add_rms_norm` given the [T, k, D] results). `mxfp4_moe` sums
 them here for callers that want [T, D].
 """
 
@@ -44,6 +45,7 @@ class GemvConfig:
     num_warps: int = 2
     asm: bool = True
     f16_products: bool = True
+    down_splits: int = 1       # >1: the down projection split over K into partial rows (summed by the norm)
 
 
 MoeConfig = GemvConfig | DecodeTileConfig | GroupedTileConfig
@@ -69,13 +71,14 @@ def mxfp4_moe_partials(
     down_bias: torch.Tensor,         # [E, D] bf16
     config: MoeConfig | None = None,
 ) -> torch.Tensor:
-    """Experts forward on the GPU with MXFP4 weights -> per-pair results [T, k, D] in hidden's dtype."""
+    """Experts forward on the GPU with MXFP4 weights -> per-pair results [T, k, D] in hidden's dtype
+    ([T, k * down_splits, D] for a GemvConfig with down_splits > 1)."""
     weights = (gate_up_blocks, gate_up_scales, gate_up_bias, down_blocks, down_scales, down_bias)
     cfg = config or default_config(hidden.shape[0], topk_ids.shape[1])
     if isinstance(cfg, GemvConfig):
         return mxfp4_moe_gemv(hidden, topk_ids, topk_weights, *weights, block_n_gate_up=cfg.block_n_gate_up,
                               block_n_down=cfg.block_n_down, block_g=cfg.block_g, num_warps=cfg.num_warps,
-                              asm=cfg.asm, f16_products=cfg.f16_products)
+                              asm=cfg.asm, f16_products=cfg.f16_products, down_splits=cfg.down_splits)
     if isinstance(cfg, DecodeTileConfig):
         return mxfp4_moe_decode_partials(hidden, topk_ids, topk_weights, *weights, config=cfg)
     return mxfp4_moe_grouped_partials(hidden, topk_ids, topk_weights, *weights, config=cfg)

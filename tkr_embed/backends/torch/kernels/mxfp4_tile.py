@@ -43,8 +43,10 @@ def expert_projections(
     topk_weights: torch.Tensor,      # [T, k]
     intermediate: int,
     project: Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], None],
+    down_splits: int = 1,
 ) -> torch.Tensor:
-    """A MoE layer's two projections through one kernel family -> per-pair results [T, k, D].
+    """A MoE layer's two projections through one kernel family -> per-pair results [T, k, D]
+    ([T, k * down_splits, D] when the down projection writes down_splits partial rows a pair).
 
     `project(a, out, route_w)` fills `out`: gate_up with its SwiGLU when `route_w` is None (a is the
     hidden [T, D], out the activations [P, I]), else down times the routing weights (a is [P, I],
@@ -56,9 +58,9 @@ def expert_projections(
     route_w = topk_weights.reshape(-1).to(torch.float32).contiguous()                          # [P]
     act = torch.empty(num_pairs, intermediate, dtype=hidden.dtype, device=hidden.device)       # [P, I]
     project(hidden.contiguous(), act, None)
-    partials = torch.empty(num_pairs, hidden_size, dtype=hidden.dtype, device=hidden.device)   # [P, D]
+    partials = torch.empty(num_pairs * down_splits, hidden_size, dtype=hidden.dtype, device=hidden.device)
     project(act, partials, route_w)
-    return partials.view(num_tokens, top_k, hidden_size)
+    return partials.view(num_tokens, top_k * down_splits, hidden_size)
 
 
 def max_scale_byte(*scales: torch.Tensor) -> int:
