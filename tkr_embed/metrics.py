@@ -71,6 +71,7 @@ class ServerMetrics:
             labels=("phase",),
         )
         self._engine_seen: dict[str, float] = {}     # engine totals already added to the counters
+        self._engine_lock = threading.Lock()
         self._routes: set[str] = set()
         self._routes_lock = threading.Lock()
 
@@ -96,12 +97,13 @@ class ServerMetrics:
         """Copy the engine's queue and KV cache gauges and advance its step counters (call before rendering)."""
         self.requests_running.set(stats.running)
         self.requests_waiting.set(stats.waiting)
-        for name, total in (("steps", float(stats.steps)), *stats.step_phase_seconds.items()):
-            delta = total - self._engine_seen.get(name, 0.0)
-            if delta > 0:
-                self._engine_seen[name] = total
-                counter = self.engine_steps if name == "steps" else self.engine_step_seconds.labels(phase=name)
-                counter.inc(delta)
+        with self._engine_lock:     # two scrapes at once must not add the same difference twice
+            for name, total in (("steps", float(stats.steps)), *stats.step_phase_seconds.items()):
+                delta = total - self._engine_seen.get(name, 0.0)
+                if delta > 0:
+                    self._engine_seen[name] = total
+                    counter = self.engine_steps if name == "steps" else self.engine_step_seconds.labels(phase=name)
+                    counter.inc(delta)
         self.kv_cache_usage.set(stats.kv_usage)
 
     def render(self) -> tuple[bytes, str]:

@@ -85,9 +85,6 @@ class StepPhaseTimes:
         for phase, seconds in phases.items():
             self.seconds[phase] += seconds
 
-    def add(self, phase: str, seconds: float) -> None:
-        self.seconds[phase] += seconds
-
 
 @dataclass(frozen=True)
 class EngineStats:
