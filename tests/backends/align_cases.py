@@ -7,7 +7,8 @@ import sys
 
 import torch
 
-from tkr_embed.backends.torch.kernels.moe_align import align_pairs_kernel, align_pairs_to_experts
+from tkr_embed.backends.torch.kernels.moe_align import align_pairs_to_experts
+from tkr_embed.backends.torch.kernels.moe_align_kernel import align_pairs_kernel
 
 
 def main() -> int:

@@ -14,6 +14,7 @@ import torch
 import triton
 import triton.language as tl
 
+
 @dataclass(frozen=True)
 class DenseGemvConfig:
     block_n: int = 4
