@@ -18,6 +18,8 @@ arithmetic. sm_90 instructions per weight (bench/kernel_sass.py): 3.4-4.8 (fp16)
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import triton
 import triton.language as tl
@@ -27,6 +29,20 @@ from tkr_embed.backends.torch.kernels.mxfp4_tile import e2m1_bits, expert_projec
 
 SWIGLU_LIMIT_G = tl.constexpr(SWIGLU_LIMIT)
 SWIGLU_ALPHA_G = tl.constexpr(SWIGLU_ALPHA)
+
+
+@dataclass(frozen=True)
+class GemvConfig:
+    """Tiles of the matrix-vector kernels (H200 sweep, bench/gpu_moe_variants.py); block_n counts output
+    columns (act's for gate_up: 2x weight rows); block_g groups of 32 codes per loop step."""
+
+    block_n_gate_up: int = 16
+    block_n_down: int = 16
+    block_g: int = 8
+    num_warps: int = 2
+    asm: bool = True
+    f16_products: bool = True
+    down_splits: int = 1       # >1: the down projection split over K into partial rows (summed by the norm)
 
 
 # The k offsets (within a word's 8) of the asm block's activation inputs $2..$9: the fp16 pairs are
@@ -253,21 +269,15 @@ def mxfp4_moe_gemv(
     down_blocks: torch.Tensor,       # [E, D, I/32, 16] uint8
     down_scales: torch.Tensor,       # [E, D, I/32] uint8
     down_bias: torch.Tensor,         # [E, D]
-    *,
-    block_n_gate_up: int = 16,
-    block_n_down: int = 16,
-    block_g: int = 8,
-    num_warps: int = 4,
-    asm: bool = True,
-    f16_products: bool = True,
-    down_splits: int = 1,
+    config: GemvConfig | None = None,
 ) -> torch.Tensor:
     """Experts for a few tokens (decode) -> per-pair results [T, k * down_splits, D] (routing weight applied;
-    with down_splits > 1 each pair's down projection is split over K into that many partial rows)."""
+    with cfg.down_splits > 1 each pair's down projection is split over K into that many partial rows)."""
+    cfg = config or GemvConfig()
     top_k = topk_ids.shape[1]
     num_experts, rows_gu, groups_gu, _ = gate_up_blocks.shape
     hidden_size, groups_dn = down_blocks.shape[1], down_blocks.shape[2]
-    asm = asm and use_asm(hidden)
+    asm = cfg.asm and use_asm(hidden)
     pair_expert = topk_ids.reshape(-1).to(torch.int32)                                         # [P]
     num_pairs = pair_expert.numel()
     # rows as int32 words (each row is a whole number of 16-byte groups)
@@ -276,19 +286,20 @@ def mxfp4_moe_gemv(
 
     def project(a: torch.Tensor, out: torch.Tensor, route_w: torch.Tensor | None) -> None:
         if route_w is None:
-            _gemv_gate_up_kernel[(num_pairs, triton.cdiv(out.shape[1], block_n_gate_up))](
+            _gemv_gate_up_kernel[(num_pairs, triton.cdiv(out.shape[1], cfg.block_n_gate_up))](
                 a, pair_expert, w_gu, gate_up_scales, gate_up_bias, out,
                 rows_gu, groups_gu, a.stride(0), w_gu.stride(0), w_gu.stride(1),
                 gate_up_scales.stride(0), gate_up_scales.stride(1), gate_up_bias.stride(0), out.stride(0),
-                TOP_K=top_k, BLOCK_N=block_n_gate_up, BLOCK_G=block_g, ASM=asm, F16=f16_products, num_warps=num_warps,
+                TOP_K=top_k, BLOCK_N=cfg.block_n_gate_up, BLOCK_G=cfg.block_g, ASM=asm, F16=cfg.f16_products,
+                num_warps=cfg.num_warps,
             )
         else:
-            _gemv_down_kernel[(num_pairs, triton.cdiv(hidden_size, block_n_down), down_splits)](
+            _gemv_down_kernel[(num_pairs, triton.cdiv(hidden_size, cfg.block_n_down), cfg.down_splits)](
                 a, pair_expert, route_w, w_dn, down_scales, down_bias, out,
                 hidden_size, groups_dn, a.stride(0), w_dn.stride(0), w_dn.stride(1),
                 down_scales.stride(0), down_scales.stride(1), down_bias.stride(0), out.stride(0),
-                BLOCK_N=block_n_down, BLOCK_G=block_g, ASM=asm, F16=f16_products, SPLITS=down_splits,
-                num_warps=num_warps,
+                BLOCK_N=cfg.block_n_down, BLOCK_G=cfg.block_g, ASM=asm, F16=cfg.f16_products, SPLITS=cfg.down_splits,
+                num_warps=cfg.num_warps,
             )
 
-    return expert_projections(hidden, topk_ids, topk_weights, rows_gu // 2, project, down_splits=down_splits)
+    return expert_projections(hidden, topk_ids, topk_weights, rows_gu // 2, project, down_splits=cfg.down_splits)

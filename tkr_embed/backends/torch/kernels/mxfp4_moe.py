@@ -16,11 +16,9 @@ them here for callers that want [T, D].
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
-from tkr_embed.backends.torch.kernels.mxfp4_gemv import mxfp4_moe_gemv
+from tkr_embed.backends.torch.kernels.mxfp4_gemv import GemvConfig, mxfp4_moe_gemv
 from tkr_embed.backends.torch.kernels.mxfp4_moe_decode import (
     DECODE_MAX_PAIRS,
     DecodeTileConfig,
@@ -35,17 +33,6 @@ from tkr_embed.backends.torch.kernels.mxfp4_moe_grouped import (
 
 GEMV_MAX_TOKENS = 16
 DECODE_MAX_TOKENS = 32
-
-
-@dataclass(frozen=True)
-class GemvConfig:
-    block_n_gate_up: int = 16
-    block_n_down: int = 16
-    block_g: int = 8
-    num_warps: int = 2
-    asm: bool = True
-    f16_products: bool = True
-    down_splits: int = 1       # >1: the down projection split over K into partial rows (summed by the norm)
 
 
 MoeConfig = GemvConfig | DecodeTileConfig | GroupedTileConfig
@@ -76,9 +63,7 @@ def mxfp4_moe_partials(
     weights = (gate_up_blocks, gate_up_scales, gate_up_bias, down_blocks, down_scales, down_bias)
     cfg = config or default_config(hidden.shape[0], topk_ids.shape[1])
     if isinstance(cfg, GemvConfig):
-        return mxfp4_moe_gemv(hidden, topk_ids, topk_weights, *weights, block_n_gate_up=cfg.block_n_gate_up,
-                              block_n_down=cfg.block_n_down, block_g=cfg.block_g, num_warps=cfg.num_warps,
-                              asm=cfg.asm, f16_products=cfg.f16_products, down_splits=cfg.down_splits)
+        return mxfp4_moe_gemv(hidden, topk_ids, topk_weights, *weights, config=cfg)
     if isinstance(cfg, DecodeTileConfig):
         return mxfp4_moe_decode_partials(hidden, topk_ids, topk_weights, *weights, config=cfg)
     return mxfp4_moe_grouped_partials(hidden, topk_ids, topk_weights, *weights, config=cfg)
