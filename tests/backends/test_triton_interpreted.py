@@ -17,14 +17,17 @@ import pytest
 
 pytest.importorskip("triton")
 
-CASES = Path(__file__).with_name("triton_interpreted_cases.py")
+def _interpreted(cases_script: str, timeout: int) -> list[dict]:
+    """Run one of this folder's cases scripts under TRITON_INTERPRET=1 -> the JSON list it prints last."""
+    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=str(Path(__file__).resolve().parents[2]))
+    script = Path(__file__).with_name(cases_script)
+    done = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def test_moe_kernels_match_the_reference_under_the_interpreter():
-    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=str(Path(__file__).resolve().parents[2]))
-    done = subprocess.run([sys.executable, str(CASES)], env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    results = json.loads(done.stdout.strip().splitlines()[-1])
+    results = _interpreted("triton_interpreted_cases.py", timeout=600)
     split = results.pop()
     # two K shares of the down projection give two partial rows a pair, which sum to the unsplit result
     assert split["shape"] == [2, 8, 128] and split["error"] < 5e-3, split
@@ -38,12 +41,8 @@ def test_moe_kernels_match_the_reference_under_the_interpreter():
 
 
 def test_dense_gemv_matches_float32_under_the_interpreter():
-    """The few-token projections (attention q/k/v and o, router): tails in K and rows, bias, 1-4 tokens."""
-    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=str(Path(__file__).resolve().parents[2]))
-    cases = Path(__file__).with_name("dense_gemv_cases.py")
-    done = subprocess.run([sys.executable, str(cases)], env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    results = json.loads(done.stdout.strip().splitlines()[-1])
+    """The few-token projections (the o projection and the router): tails in K and rows, bias, 1-4 tokens."""
+    results = _interpreted("dense_gemv_cases.py", timeout=300)
     assert [r["shape"] for r in results] == [[1, 40], [3, 37], [4, 32], [2, 300]]
     # bf16 output rounding is ~0.3%; a skipped K block or a wrong row is > 10%
     assert all(r["error"] < 1e-2 for r in results), results
@@ -51,10 +50,6 @@ def test_dense_gemv_matches_float32_under_the_interpreter():
 
 def test_align_kernel_equals_the_torch_alignment_under_the_interpreter():
     """One program groups up to 256 pairs by expert exactly as the torch operations do."""
-    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=str(Path(__file__).resolve().parents[2]))
-    cases = Path(__file__).with_name("align_cases.py")
-    done = subprocess.run([sys.executable, str(cases)], env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    results = json.loads(done.stdout.strip().splitlines()[-1])
+    results = _interpreted("align_cases.py", timeout=300)
     assert len(results) == 6
     assert all(r["pairs_equal"] and r["blocks_equal"] for r in results), results
