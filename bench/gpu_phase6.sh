@@ -7,23 +7,8 @@
 #   PART=engine-thread bash bench/gpu_phase6.sh   # offline bench; async engine (ids); the server
 #   PART=pair bash bench/gpu_phase6.sh            # offline bench; the server
 set -u
-OUT=${OUT:-/tmp/tkr-out}; mkdir -p "$OUT"
-export PYTHONUNBUFFERED=1
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-export PYTHONPATH=/tmp/site:$PWD
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/card.txt"
-SHAPE="--streams 64 --prompt-len 1024 --output-len 256 --long-prompt-len 1000 --max-num-batched-tokens ${MNBT:-8192} --warmup-streams"
-summary() {  # one line per run of a bench JSON
-  python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print(sys.argv[2], d.get('card'), [(r['name'], round(r['seconds'],3), round(r['output_tok_s'],1), r['ttft_ms'].get('p50'), r['itl_ms'].get('p50'), r['itl_ms'].get('p99')) for r in d['runs']])" "$1" "$2" || tail -5 "${1%.json}.err"
-}
-profile() {
-  timeout 150 python3 bench/gpu_profile_step.py --batch 1 64 --context 1024 --profile --prefill 1000 > "$OUT/profile.json" 2>"$OUT/profile.err" || tail -5 "$OUT/profile.err"
-  python3 -c "
-import json,sys; d=json.load(open(sys.argv[1]))
-for r in d['rows']:
-    print({k: v for k, v in r.items() if k != 'top_kernels'})
-    for k in r.get('top_kernels', [])[:10]: print('   ', k['ms'], k['count'], k['name'][:70])" "$OUT/profile.json"
-}
+PROFILE_TOP=10
+source bench/gpu_setup.sh
 if [ "${PART:-check}" = pair ]; then   # offline bench, then the server under the same load, one call
   timeout 120 python3 -m tkr_embed.cli bench --model gpt-oss-20b --device cuda $SHAPE > "$OUT/bench.json" 2>"$OUT/bench.err"
   summary "$OUT/bench.json" engine

@@ -1,19 +1,11 @@
 #!/usr/bin/env bash
-# Phase 7 on the device (carry .whl): matrix-vector MoE kernels that multiply in fp32 per 32-bit word.
+# Phase 7 on the device (carry .whl): matrix-vector MoE kernels with fp16 products per 32-bit word; one-launch o projection.
 #   PART=gemv bash bench/gpu_phase7.sh    # GPU tests; MoE variants at 1-4 tokens; engine bench
 #   PART=check bash bench/gpu_phase7.sh   # GPU tests; engine bench; step profile
 #   PART=pair bash bench/gpu_phase7.sh    # engine bench; the server under the same load
 #   PART=dense / kernels / final / last / next: see the cases below
 set -u
-OUT=${OUT:-/tmp/tkr-out}; mkdir -p "$OUT"
-export PYTHONUNBUFFERED=1
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-export PYTHONPATH=/tmp/site:$PWD
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/card.txt"
-SHAPE="--streams 64 --prompt-len 1024 --output-len 256 --long-prompt-len 1000 --max-num-batched-tokens ${MNBT:-8192} --warmup-streams"
-summary() {  # one line per run of a bench JSON, then the engine's ms a step by phase
-  python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print(sys.argv[2], d.get('card'), [(r['name'], round(r['seconds'],3), round(r['output_tok_s'],1), r['ttft_ms'].get('p50'), r['itl_ms'].get('p50'), r['itl_ms'].get('p99')) for r in d['runs']]); [print(sys.argv[2], r['name'], 'ms a step by phase', {k: round(v, 3) for k, v in r.get('step_phase_ms', {}).items()}) for r in d['runs']]" "$1" "$2" || tail -5 "${1%.json}.err"
-}
+source bench/gpu_setup.sh
 tests() {
   timeout ${TESTS_S:-200} python3 -m pytest -q -m gpu -o asyncio_mode=strict -p no:cacheprovider tests/gpu > "$OUT/gpu_tests.log" 2>&1
   grep -E "passed|failed|^FAILED|^E  " "$OUT/gpu_tests.log" | head -30
@@ -21,14 +13,6 @@ tests() {
 bench() {
   timeout 150 python3 -m tkr_embed.cli bench --model gpt-oss-20b --device cuda $SHAPE > "$OUT/bench.json" 2>"$OUT/bench.err"
   summary "$OUT/bench.json" engine
-}
-profile() {
-  timeout 150 python3 bench/gpu_profile_step.py --batch 1 64 --context 1024 --profile --prefill 1000 > "$OUT/profile.json" 2>"$OUT/profile.err" || tail -5 "$OUT/profile.err"
-  python3 -c "
-import json,sys; d=json.load(open(sys.argv[1]))
-for r in d['rows']:
-    print({k: v for k, v in r.items() if k != 'top_kernels'})
-    for k in r.get('top_kernels', [])[:14]: print('   ', k['ms'], k['count'], k['name'][:70])" "$OUT/profile.json"
 }
 case "${PART:-check}" in
   gemv)

@@ -1,0 +1,20 @@
+# Sourced by the bench/gpu_phase*.sh scripts on the device (carry .whl): the server's packages from the
+# carried wheels, the card's name, the 64-stream shape of `tkr-embed bench`, and helpers that print
+# a bench JSON (`summary FILE LABEL`) and a step profile (`profile`; PROFILE_TOP kernels a row).
+OUT=${OUT:-/tmp/tkr-out}; mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+export PYTHONPATH=/tmp/site:$PWD
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/card.txt"
+SHAPE="--streams 64 --prompt-len 1024 --output-len 256 --long-prompt-len 1000 --max-num-batched-tokens ${MNBT:-8192} --warmup-streams"
+summary() {  # one line per run of a bench JSON, then the engine's ms a step by phase where the JSON has it
+  python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print(sys.argv[2], d.get('card'), [(r['name'], round(r['seconds'],3), round(r['output_tok_s'],1), r['ttft_ms'].get('p50'), r['itl_ms'].get('p50'), r['itl_ms'].get('p99')) for r in d['runs']]); [print(sys.argv[2], r['name'], 'ms a step by phase', {k: round(v, 3) for k, v in r['step_phase_ms'].items()}) for r in d['runs'] if r.get('step_phase_ms')]" "$1" "$2" || tail -5 "${1%.json}.err"
+}
+profile() {
+  timeout 150 python3 bench/gpu_profile_step.py --batch 1 64 --context 1024 --profile --prefill 1000 > "$OUT/profile.json" 2>"$OUT/profile.err" || tail -5 "$OUT/profile.err"
+  python3 -c "
+import json,sys; d=json.load(open(sys.argv[1]))
+for r in d['rows']:
+    print({k: v for k, v in r.items() if k != 'top_kernels'})
+    for k in r.get('top_kernels', [])[:int(sys.argv[2])]: print('   ', k['ms'], k['count'], k['name'][:70])" "$OUT/profile.json" "${PROFILE_TOP:-14}"
+}
