@@ -129,16 +129,11 @@ def test_full_queue_answers_503(demo_server):
 
 def test_load_generator_drives_the_live_server(demo_server, capsys):
     """bench/load_generator.py against the real server: every request streams exactly max_tokens tokens."""
-    import importlib.util
     import json
-    import sys
-    from pathlib import Path
 
-    path = Path(__file__).resolve().parents[2] / "bench" / "load_generator.py"
-    spec = importlib.util.spec_from_file_location("tkr_bench_load_generator_live", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
+    from bench_support import load_bench_module
+
+    module = load_bench_module("load_generator")
     url = demo_server[0]
     model = httpx.get(url + "/v1/models").json()["data"][0]["id"]
     code = module.main(["--url", url, "--endpoint", "completions", "--prompt-tokens", "12", "--ignore-eos",
@@ -152,15 +147,11 @@ def test_load_generator_drives_the_live_server(demo_server, capsys):
 def test_engine_step_phases_reach_metrics(tmp_path):
     """The real server (gateway on, /metrics public): bench/engine_phases.py reads the engine's step time
     by phase around one request."""
-    import importlib.util
-    from pathlib import Path
+    from bench_support import load_bench_module
 
     from tkr_embed.api.extensions import default_extensions
 
-    path = Path(__file__).resolve().parents[2] / "bench" / "engine_phases.py"
-    spec = importlib.util.spec_from_file_location("tkr_bench_engine_phases", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_bench_module("engine_phases")
     settings = Settings(env="development", model={"device": "cpu"}, engine={"max_num_seqs": 1, "kv_cache_blocks": 64},
                         security={"metrics_public": True}, storage={"data_dir": str(tmp_path)})
     with live_server(create_app(settings, extensions=default_extensions(settings))) as url:

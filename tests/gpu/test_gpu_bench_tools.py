@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
+
+from bench_support import load_bench_module
 
 from tkr_embed.cli import main
 
 
 def _load_generator():
-    path = Path(__file__).resolve().parents[2] / "bench" / "load_generator.py"
-    spec = importlib.util.spec_from_file_location("tkr_bench_load_generator", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module          # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    return load_bench_module("load_generator")
 
 
 def test_offline_bench_prints_json_with_the_three_runs(capsys, demo_model_dir):
