@@ -6,14 +6,6 @@
 #   PART=dense / kernels / final / last / next: see the cases below
 set -u
 source bench/gpu_setup.sh
-tests() {
-  timeout ${TESTS_S:-200} python3 -m pytest -q -m gpu -o asyncio_mode=strict -p no:cacheprovider tests/gpu > "$OUT/gpu_tests.log" 2>&1
-  grep -E "passed|failed|^FAILED|^E  " "$OUT/gpu_tests.log" | head -30
-}
-bench() {
-  timeout 150 python3 -m tkr_embed.cli bench --model gpt-oss-20b --device cuda $SHAPE > "$OUT/bench.json" 2>"$OUT/bench.err"
-  summary "$OUT/bench.json" engine
-}
 case "${PART:-check}" in
   gemv)
     tests
@@ -47,11 +39,8 @@ case "${PART:-check}" in
     (cd bench && timeout 150 python3 gpu_moe_variants.py --tokens 1 4 64 > "$OUT/variants.log" 2>&1)
     grep -v '^{' "$OUT/variants.log" | grep -v Warn | sed "s/'[a-z_]*': //g" | cut -c1-130
     bench; mv "$OUT/bench.json" "$OUT/bench_align_off.json"
-    timeout 150 python3 -c "
-import sys, tkr_embed.backends.torch.kernels.moe_align as m
-m.ALIGN_KERNEL_ON_CUDA = True
-from tkr_embed.cli import main
-sys.exit(main(sys.argv[1:]))" bench --model gpt-oss-20b --device cuda $SHAPE > "$OUT/bench.json" 2>"$OUT/bench.err"
+    timeout 150 python3 bench/with_patch.py tkr_embed.backends.torch.kernels.moe_align.ALIGN_KERNEL_ON_CUDA=True -- \
+      -m tkr_embed.cli bench --model gpt-oss-20b --device cuda $SHAPE > "$OUT/bench.json" 2>"$OUT/bench.err"
     summary "$OUT/bench_align_off.json" "engine align=torch"; summary "$OUT/bench.json" "engine align=kernel"
     LOAD_TIMEOUT=60 START_WAIT=90 bash bench/gpu_serve_load.sh "$OUT"; rm -f "$OUT/load_warmup.json" ;;
   kernels)   # the kernel tests, the MoE sweep at a few tokens, the engine bench and the step profile

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 
 import torch
 
@@ -28,6 +29,18 @@ def _median_ms(fn, repeats: int) -> float:
         end.record()
         end.synchronize()
         times.append(start.elapsed_time(end))
+    return sorted(times)[len(times) // 2]
+
+
+def _host_median_ms(fn, repeats: int) -> float:
+    """Host time until `fn` returns (the device is idle at each start)."""
+    times = []
+    for _ in range(repeats):
+        torch.cuda.synchronize()
+        begin = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - begin) * 1e3)
+    torch.cuda.synchronize()
     return sorted(times)[len(times) // 2]
 
 
@@ -78,6 +91,11 @@ def main() -> int:
         executed = _median_ms(lambda: runner.execute(scheduled), args.repeats)
         row = {"batch": batch, "graphed_ms": round(graphed, 3), "graphed_tok_s": round(batch / graphed * 1e3, 1),
                "execute_ms": round(executed, 3), "eager_ms": round(eager, 3)}
+        if runner.decode_graphs is not None and batch in runner.decode_graphs.batch_sizes:
+            # the graph alone (inputs already in place), and the host time to fill the inputs and launch it
+            graph = runner.decode_graphs._graphs._steps[batch].graph
+            row["replay_ms"] = round(_median_ms(graph.replay, args.repeats), 3)
+            row["logits_host_ms"] = round(_host_median_ms(lambda: runner.logits(scheduled), args.repeats), 3)
         if args.profile:
             row.update(_profile(lambda: runner.logits(scheduled, use_graphs=False)))
         rows.append(row)

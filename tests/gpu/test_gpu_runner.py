@@ -228,3 +228,25 @@ def test_kernels_match_plain_torch_on_20b_shape_two_layers():
               f"max {per_token.max():.4f}, over 5e-2: {(per_token > 5e-2).float().mean():.3f}")
         assert per_token.median() < 2e-2
         assert (per_token > 5e-2).float().mean() < 0.10
+
+
+def test_programmatic_dependent_launch_changes_no_bit_of_the_decode(demo_model_dir, monkeypatch):
+    """The decode step's Triton kernels start early and wait for the kernel before them (sm_90+): the
+    graphed and eager logits must be bit for bit those of ordinary launches, step after step."""
+    from tkr_embed.backends.torch.kernels import pdl
+    from tkr_embed.backends.torch.runner import TorchModelRunner
+
+    assert pdl.use_pdl(torch.empty(1, device="cuda")) == (torch.cuda.get_device_capability()[0] >= 9)
+    prompts = _prompts(4, 40, seed=5)
+    logits = {}
+    for on in (True, False):
+        monkeypatch.setattr(pdl, "PDL_ON_CUDA", on)
+        gpu = TorchModelRunner(demo_model_dir, device="cuda", num_kv_blocks=128, cuda_graph_batch_sizes=(1, 4))
+        driver, single = Driver(gpu, 4, 64), Driver(gpu, 1, 64)
+        single.tables = [[b + 64 for b in single.tables[0]]]
+        driver.step(prompts), single.step(prompts[:1])
+        logits[on] = [driver.step([[t]] * 4) for t in (5, 6, 7)] + [single.step([[t]]) for t in (5, 6)]
+        logits[on].append(driver.step([[9]] * 4, use_graphs=False))
+        del gpu
+    for with_pdl, without in zip(logits[True], logits[False]):
+        assert torch.equal(with_pdl, without)

@@ -18,15 +18,18 @@ import triton
 import triton.language as tl
 
 from tkr_embed.backends.torch.kernels.dense_gemv import linear
+from tkr_embed.backends.torch.kernels.pdl import pdl_launch, wait_for_previous_kernel
 
 
 @triton.jit
 def _rms_norm_kernel(x_ptr, res_ptr, bias_ptr, w_ptr, out_ptr, res_out_ptr, N, stride_x, stride_part, stride_res,
                      stride_out, eps, HAS_RES: tl.constexpr, HAS_BIAS: tl.constexpr, PARTS: tl.constexpr,
-                     BLOCK: tl.constexpr):
+                     BLOCK: tl.constexpr, PDL: tl.constexpr):
     row = tl.program_id(0).to(tl.int64)
     offs = tl.arange(0, BLOCK)
     mask = offs < N
+    w = tl.load(w_ptr + offs, mask=mask, other=0.0).to(tl.float32)      # a constant: read before the wait
+    wait_for_previous_kernel(PDL)
     x = tl.load(x_ptr + row * stride_x + offs, mask=mask, other=0.0).to(tl.float32)
     for part in tl.static_range(1, PARTS):
         x += tl.load(x_ptr + row * stride_x + part * stride_part + offs, mask=mask, other=0.0).to(tl.float32)
@@ -38,7 +41,6 @@ def _rms_norm_kernel(x_ptr, res_ptr, bias_ptr, w_ptr, out_ptr, res_out_ptr, N, s
         tl.store(res_out_ptr + row * N + offs, rounded, mask=mask)
         x = rounded.to(tl.float32)
     inv = 1.0 / tl.sqrt(tl.sum(x * x, axis=0) / N + eps)
-    w = tl.load(w_ptr + offs, mask=mask, other=0.0).to(tl.float32)
     tl.store(out_ptr + row * stride_out + offs, (x * inv * w).to(out_ptr.dtype.element_ty), mask=mask)
 
 
@@ -48,7 +50,7 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     out = torch.empty_like(x)
     _rms_norm_kernel[(num_rows,)](x, x, x, weight, out, out, width, x.stride(0), 0, x.stride(0), out.stride(0), eps,
                                   HAS_RES=False, HAS_BIAS=False, PARTS=1, BLOCK=triton.next_power_of_2(width),
-                                  num_warps=4)
+                                  num_warps=4, **pdl_launch(x))
     return out
 
 
@@ -65,6 +67,7 @@ def add_rms_norm(
         x, residual, bias if bias is not None else x, weight, out, new_residual, width,
         x.stride(0), x.stride(1) if parts > 1 else 0, residual.stride(0), out.stride(0), eps,
         HAS_RES=True, HAS_BIAS=bias is not None, PARTS=parts, BLOCK=triton.next_power_of_2(width), num_warps=4,
+        **pdl_launch(x),
     )
     return out, new_residual
 
@@ -74,8 +77,9 @@ def _rope_write_kv_kernel(
     qkv_ptr, bias_ptr, cos_ptr, sin_ptr, slot_ptr, q_out_ptr, cache_ptr,
     stride_qkv, stride_cs, v_offset,
     HQ: tl.constexpr, HKV: tl.constexpr, HALF: tl.constexpr, HAS_BIAS: tl.constexpr,
-    HQ_PAD: tl.constexpr, HKV_PAD: tl.constexpr,
+    HQ_PAD: tl.constexpr, HKV_PAD: tl.constexpr, PDL: tl.constexpr,
 ):
+    wait_for_previous_kernel(PDL)
     token = tl.program_id(0).to(tl.int64)
     D: tl.constexpr = 2 * HALF
     offs_d = tl.arange(0, HALF)
@@ -139,13 +143,15 @@ def rope_write_kv(
         qkv.stride(0), cos.stride(0), kv_cache[0].numel(),
         HQ=num_heads, HKV=num_kv_heads, HALF=head_dim // 2, HAS_BIAS=bias is not None,
         HQ_PAD=triton.next_power_of_2(num_heads), HKV_PAD=triton.next_power_of_2(num_kv_heads), num_warps=4,
+        **pdl_launch(qkv),
     )
     return q
 
 
 @triton.jit
 def _topk_softmax_kernel(logits_ptr, ids_ptr, weights_ptr, E, stride_l,
-                         TOP_K: tl.constexpr, E_PAD: tl.constexpr, K_PAD: tl.constexpr):
+                         TOP_K: tl.constexpr, E_PAD: tl.constexpr, K_PAD: tl.constexpr, PDL: tl.constexpr):
+    wait_for_previous_kernel(PDL)
     token = tl.program_id(0).to(tl.int64)
     offs_e = tl.arange(0, E_PAD)
     logits = tl.load(logits_ptr + token * stride_l + offs_e, mask=offs_e < E, other=float("-inf")).to(tl.float32)
@@ -180,5 +186,6 @@ def router_topk(
     _topk_softmax_kernel[(num_tokens,)](
         logits, ids, weights, num_experts, logits.stride(0),
         TOP_K=top_k, E_PAD=triton.next_power_of_2(num_experts), K_PAD=triton.next_power_of_2(top_k), num_warps=1,
+        **pdl_launch(x),
     )
     return ids, weights

@@ -12,12 +12,14 @@ import triton
 import triton.language as tl
 
 from tkr_embed.backends.torch.kernels.moe_align import ALIGN_KERNEL_MAX_PAIRS, ExpertBlocks, max_expert_blocks
+from tkr_embed.backends.torch.kernels.pdl import pdl_launch, wait_for_previous_kernel
 
 
 @triton.jit
 def _align_pairs_kernel(ids_ptr, sorted_ptr, block_expert_ptr, P, E, NUM_SLOTS, NUM_BLOCKS,
                         P_PAD: tl.constexpr, E_PAD: tl.constexpr, Q_BLOCK: tl.constexpr, SLOTS_PAD: tl.constexpr,
-                        NB_PAD: tl.constexpr, BLOCK_M: tl.constexpr):
+                        NB_PAD: tl.constexpr, BLOCK_M: tl.constexpr, PDL: tl.constexpr):
+    wait_for_previous_kernel(PDL)
     offs_p = tl.arange(0, P_PAD)
     p_valid = offs_p < P
     expert = tl.load(ids_ptr + offs_p, mask=p_valid, other=0).to(tl.int32)                      # [P]
@@ -60,6 +62,6 @@ def align_pairs_kernel(topk_ids: torch.Tensor, num_experts: int, block_m: int) -
         expert_of_pair, sorted_pair_ids, block_expert, num_pairs, num_experts, num_blocks * block_m, num_blocks,
         P_PAD=p_pad, E_PAD=max(16, triton.next_power_of_2(num_experts + 1)), Q_BLOCK=min(64, p_pad),
         SLOTS_PAD=triton.next_power_of_2(num_blocks * block_m), NB_PAD=max(16, triton.next_power_of_2(num_blocks)),
-        BLOCK_M=block_m, num_warps=8,
+        BLOCK_M=block_m, num_warps=8, **pdl_launch(expert_of_pair),
     )
     return ExpertBlocks(sorted_pair_ids, block_expert, num_pairs, block_m)

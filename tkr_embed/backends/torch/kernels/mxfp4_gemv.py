@@ -26,6 +26,7 @@ import triton.language as tl
 
 from tkr_embed.backends.torch.kernels.mxfp4_reference import SWIGLU_ALPHA, SWIGLU_LIMIT
 from tkr_embed.backends.torch.kernels.mxfp4_tile import e2m1_bits, expert_projections, use_asm
+from tkr_embed.backends.torch.kernels.pdl import pdl_launch, wait_for_previous_kernel
 
 SWIGLU_LIMIT_G = tl.constexpr(SWIGLU_LIMIT)
 SWIGLU_ALPHA_G = tl.constexpr(SWIGLU_ALPHA)
@@ -38,7 +39,7 @@ class GemvConfig:
 
     block_n_gate_up: int = 16
     block_n_down: int = 16
-    block_g: int = 8
+    block_g: int = 16          # 16 vs 8: 0.0340 vs 0.0355 ms at one token, 0.093 vs 0.094 at four (H200)
     num_warps: int = 2
     asm: bool = True
     f16_products: bool = True
@@ -201,7 +202,9 @@ def _gemv_gate_up_kernel(
     x_ptr, ids_ptr, w_ptr, s_ptr, bias_ptr, act_ptr,
     N_W, G: tl.constexpr, stride_x, stride_we, stride_wn, stride_se, stride_sn, stride_be, stride_act,
     TOP_K: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_G: tl.constexpr, ASM: tl.constexpr, F16: tl.constexpr,
+    PDL: tl.constexpr,
 ):
+    wait_for_previous_kernel(PDL)
     pair = tl.program_id(0)
     pid_n = tl.program_id(1)
     W_ROWS: tl.constexpr = 2 * BLOCK_N
@@ -229,9 +232,11 @@ def _gemv_down_kernel(
     act_ptr, ids_ptr, route_w_ptr, w_ptr, s_ptr, bias_ptr, out_ptr,
     N, G: tl.constexpr, stride_act, stride_we, stride_wn, stride_se, stride_sn, stride_be, stride_out,
     BLOCK_N: tl.constexpr, BLOCK_G: tl.constexpr, ASM: tl.constexpr, F16: tl.constexpr, SPLITS: tl.constexpr,
+    PDL: tl.constexpr,
 ):
     """SPLITS > 1: program (pair, n, s) takes the s-th share of the groups and writes its own row of
     partials (pair * SPLITS + s); the bias goes into share 0; the RMSNorm after sums them all."""
+    wait_for_previous_kernel(PDL)
     pair = tl.program_id(0).to(tl.int64)
     pid_n = tl.program_id(1)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -291,7 +296,7 @@ def mxfp4_moe_gemv(
                 rows_gu, groups_gu, a.stride(0), w_gu.stride(0), w_gu.stride(1),
                 gate_up_scales.stride(0), gate_up_scales.stride(1), gate_up_bias.stride(0), out.stride(0),
                 TOP_K=top_k, BLOCK_N=cfg.block_n_gate_up, BLOCK_G=cfg.block_g, ASM=asm, F16=cfg.f16_products,
-                num_warps=cfg.num_warps,
+                num_warps=cfg.num_warps, **pdl_launch(a),
             )
         else:
             _gemv_down_kernel[(num_pairs, triton.cdiv(hidden_size, cfg.block_n_down), cfg.down_splits)](
@@ -299,7 +304,7 @@ def mxfp4_moe_gemv(
                 hidden_size, groups_dn, a.stride(0), w_dn.stride(0), w_dn.stride(1),
                 down_scales.stride(0), down_scales.stride(1), down_bias.stride(0), out.stride(0),
                 BLOCK_N=cfg.block_n_down, BLOCK_G=cfg.block_g, ASM=asm, F16=cfg.f16_products, SPLITS=cfg.down_splits,
-                num_warps=cfg.num_warps,
+                num_warps=cfg.num_warps, **pdl_launch(a),
             )
 
     return expert_projections(hidden, topk_ids, topk_weights, rows_gu // 2, project, down_splits=cfg.down_splits)

@@ -22,6 +22,7 @@ import triton.language as tl
 
 from tkr_embed.backends.torch.kernels.mxfp4_reference import SWIGLU_ALPHA, SWIGLU_LIMIT
 from tkr_embed.backends.torch.kernels.mxfp4_tile import expert_epilogue, expert_projections, expert_tile, use_asm
+from tkr_embed.backends.torch.kernels.pdl import pdl_launch, wait_for_previous_kernel
 
 DECODE_MAX_PAIRS = 512
 SWIGLU_LIMIT_D = tl.constexpr(SWIGLU_LIMIT)
@@ -56,8 +57,9 @@ def _moe_decode_kernel(
     TOP_K: tl.constexpr, A_ROWS_ARE_TOKENS: tl.constexpr, FUSE_SWIGLU: tl.constexpr,
     APPLY_ROUTE_WEIGHT: tl.constexpr, P_PAD: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, W_ROWS: tl.constexpr,
-    SWAP_AB: tl.constexpr, DOT_SCALED: tl.constexpr, ASM: tl.constexpr,
+    SWAP_AB: tl.constexpr, DOT_SCALED: tl.constexpr, ASM: tl.constexpr, PDL: tl.constexpr,
 ):
+    wait_for_previous_kernel(PDL)
     expert = tl.program_id(0)
     pid_n = tl.program_id(1)
     offs_p = tl.arange(0, P_PAD)
@@ -103,7 +105,7 @@ def _launch(a, ids, w_blocks, w_scales, bias, route_w, out, *, n_out, top_k, tok
         TOP_K=top_k, A_ROWS_ARE_TOKENS=tokens_as_rows, FUSE_SWIGLU=swiglu, APPLY_ROUTE_WEIGHT=route_w is not None,
         P_PAD=max(16, triton.next_power_of_2(num_pairs)), BLOCK_M=cfg.block_m, BLOCK_N=block_n,
         BLOCK_K=cfg.block_k, W_ROWS=w_rows, SWAP_AB=cfg.swap_ab, DOT_SCALED=cfg.dot_scaled, ASM=cfg.asm and use_asm(a),
-        num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+        num_warps=cfg.num_warps, num_stages=cfg.num_stages, **pdl_launch(a),
     )
 
 

@@ -19,6 +19,7 @@ import triton.language as tl
 from tkr_embed.backends.torch.kernels.moe_align import align_pairs_to_experts
 from tkr_embed.backends.torch.kernels.mxfp4_reference import SWIGLU_ALPHA, SWIGLU_LIMIT
 from tkr_embed.backends.torch.kernels.mxfp4_tile import expert_epilogue, expert_projections, expert_tile, use_asm
+from tkr_embed.backends.torch.kernels.pdl import pdl_launch, wait_for_previous_kernel
 
 SWIGLU_LIMIT_G = tl.constexpr(SWIGLU_LIMIT)
 SWIGLU_ALPHA_G = tl.constexpr(SWIGLU_ALPHA)
@@ -54,8 +55,9 @@ def _moe_grouped_kernel(
     stride_a, stride_we, stride_wn, stride_se, stride_sn, stride_be, stride_out,
     TOP_K: tl.constexpr, A_ROWS_ARE_TOKENS: tl.constexpr, FUSE_SWIGLU: tl.constexpr,
     APPLY_ROUTE_WEIGHT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-    W_ROWS: tl.constexpr, SWAP_AB: tl.constexpr, DOT_SCALED: tl.constexpr, ASM: tl.constexpr,
+    W_ROWS: tl.constexpr, SWAP_AB: tl.constexpr, DOT_SCALED: tl.constexpr, ASM: tl.constexpr, PDL: tl.constexpr,
 ):
+    wait_for_previous_kernel(PDL)
     pid_m = tl.program_id(0)
     pid_n = tl.program_id(1)
     expert = tl.load(block_expert_ptr + pid_m).to(tl.int64)
@@ -91,6 +93,7 @@ def _launch(a, blocks, w_blocks, w_scales, bias, route_w, out, *, n_out, top_k, 
         TOP_K=top_k, A_ROWS_ARE_TOKENS=tokens_as_rows, FUSE_SWIGLU=swiglu, APPLY_ROUTE_WEIGHT=route_w is not None,
         BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k, W_ROWS=w_rows,
         SWAP_AB=cfg.swap_ab, DOT_SCALED=cfg.dot_scaled, ASM=cfg.asm and use_asm(a), num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+        **pdl_launch(a),
     )
 
 

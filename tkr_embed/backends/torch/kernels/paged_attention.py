@@ -16,6 +16,8 @@ import torch
 import triton
 import triton.language as tl
 
+from tkr_embed.backends.torch.kernels.pdl import pdl_launch, wait_for_previous_kernel
+
 LOG2E = tl.constexpr(1.4426950408889634)
 NEG_BIG = tl.constexpr(-1.0e30)   # finite "minus infinity": empty splits merge to weight 0 without NaNs
 TARGET_PROGRAMS = 264    # about two programs per multiprocessor on a 132-SM Hopper card
@@ -29,8 +31,9 @@ def _decode_split_kernel(
     stride_qs, stride_qh, stride_slot, stride_bt,
     NUM_HEADS: tl.constexpr, SLIDING_WINDOW: tl.constexpr, PAGE_SIZE: tl.constexpr,
     GROUP: tl.constexpr, GROUP_PAD: tl.constexpr, HEAD_DIM: tl.constexpr,
-    BLOCK_N: tl.constexpr, NUM_SPLITS: tl.constexpr,
+    BLOCK_N: tl.constexpr, NUM_SPLITS: tl.constexpr, PDL: tl.constexpr,
 ):
+    wait_for_previous_kernel(PDL)
     seq = tl.program_id(0)
     kv_head = tl.program_id(1)
     split = tl.program_id(2)
@@ -80,8 +83,9 @@ def _decode_split_kernel(
 def _decode_merge_kernel(
     part_m_ptr, part_l_ptr, part_acc_ptr, sinks_ptr, out_ptr,
     stride_os, stride_oh,
-    NUM_HEADS: tl.constexpr, HEAD_DIM: tl.constexpr, NUM_SPLITS: tl.constexpr,
+    NUM_HEADS: tl.constexpr, HEAD_DIM: tl.constexpr, NUM_SPLITS: tl.constexpr, PDL: tl.constexpr,
 ):
+    wait_for_previous_kernel(PDL)
     seq = tl.program_id(0)
     head = tl.program_id(1)
     offs_s = tl.arange(0, NUM_SPLITS)
@@ -190,11 +194,11 @@ def paged_decode_attention(
         scale * LOG2E.value, query.stride(0), query.stride(1), k_cache.stride(1), block_tables.stride(0),
         NUM_HEADS=num_heads, SLIDING_WINDOW=sliding_window, PAGE_SIZE=page_size, GROUP=group,
         GROUP_PAD=max(16, triton.next_power_of_2(group)), HEAD_DIM=head_dim, BLOCK_N=64, NUM_SPLITS=splits,
-        num_warps=4, num_stages=2,
+        num_warps=4, num_stages=2, **pdl_launch(query),
     )
     _decode_merge_kernel[(num_seqs, num_heads)](
         part_m, part_l, part_acc, sinks, out, out.stride(0), out.stride(1),
-        NUM_HEADS=num_heads, HEAD_DIM=head_dim, NUM_SPLITS=splits, num_warps=1,
+        NUM_HEADS=num_heads, HEAD_DIM=head_dim, NUM_SPLITS=splits, num_warps=1, **pdl_launch(query),
     )
     return out
 
