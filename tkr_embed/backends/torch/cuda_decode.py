@@ -1,15 +1,18 @@
 """Decode steps of the torch runner on CUDA, captured as CUDA graphs (one per batch size).
 
 A decode-only batch of n sequences replays the graph of the smallest captured size >= n. Its
-static inputs are filled from the host in one copy per tensor; the rows past n are padding: token
-0 at position 0 writing its KV to the scratch block (a block the engine never hands out) and
-attending only to that slot. The graph returns float32 logits [padded, V]; sampling runs after it.
+static inputs are filled from pinned host buffers that keep their layout: token ids, positions, KV
+slots and sequence lengths are one [4, B] int64 block (one copy, no device kernels), the block tables
+a second copy. The rows past n are padding: token 0 at position 0 writing its KV to the scratch block
+(a block the engine never hands out) and attending only to that slot. The graph returns float32
+logits [padded, V]; sampling runs after it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 
 from tkr_embed.backends.torch.attention import AttentionMetadata
@@ -38,6 +41,7 @@ class CudaDecodeGraphs:
         self.scratch_block = scratch_block
         self.max_blocks_per_seq = max_blocks_per_seq
         self.device = model.device
+        self._staging: dict[int, _Staging] = {}
         self._graphs = CudaGraphSteps(self._step, self._make_inputs, batch_sizes)
         self.max_batch_size = self._graphs.batch_sizes[-1]
 
@@ -46,15 +50,18 @@ class CudaDecodeGraphs:
         return list(self._graphs.batch_sizes)
 
     def _make_inputs(self, batch: int) -> dict[str, torch.Tensor]:
-        int64 = dict(dtype=torch.int64, device=self.device)
-        int32 = dict(dtype=torch.int32, device=self.device)
+        packed = torch.zeros(4, batch, dtype=torch.int64, device=self.device)   # ids, positions, slots, lens
+        packed[2].fill_(self.scratch_block * self.block_size)
+        packed[3].view(torch.int32)[:batch].fill_(1)
+        self._staging[batch] = _Staging(packed, batch, self.max_blocks_per_seq)
         return {
-            "token_ids": torch.zeros(batch, **int64),                                          # [B]
-            "positions": torch.zeros(batch, **int64),                                          # [B]
-            "slot_mapping": torch.full((batch,), self.scratch_block * self.block_size, **int64),  # [B]
-            "seq_lens": torch.ones(batch, **int32),                                            # [B]
-            "block_tables": torch.full((batch, self.max_blocks_per_seq), self.scratch_block, **int32),
-            "query_start_loc": torch.arange(batch + 1, **int32),                               # [B+1]
+            "token_ids": packed[0],                                                            # [B]
+            "positions": packed[1],                                                            # [B]
+            "slot_mapping": packed[2],                                                         # [B]
+            "seq_lens": packed[3].view(torch.int32)[:batch],                                   # [B] int32
+            "block_tables": torch.full((batch, self.max_blocks_per_seq), self.scratch_block, dtype=torch.int32,
+                                       device=self.device),
+            "query_start_loc": torch.arange(batch + 1, dtype=torch.int32, device=self.device),  # [B+1]
         }
 
     def _step(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -81,29 +88,44 @@ class CudaDecodeGraphs:
         count = len(entries)
         padded = self._graphs.padded_size(count)
         buffers = self._graphs.static_inputs(count)
+        staging = self._staging[padded]
+        scalars_host, tables_host, scalars, tables = staging.next_host_buffers()
         width = max(len(e.block_table) for e in entries)
         bs = self.block_size
-        scalars = torch.tensor(
-            [[e.token_ids[0] for e in entries],
-             [e.start_pos for e in entries],
-             [e.block_table[e.start_pos // bs] * bs + e.start_pos % bs for e in entries],
-             [e.start_pos + 1 for e in entries]],
-            dtype=torch.int64,
-        ).pin_memory()                                                                        # [4, n]
-        tables = torch.tensor(
-            [list(e.block_table) + [self.scratch_block] * (width - len(e.block_table)) for e in entries],
-            dtype=torch.int32,
-        ).pin_memory()                                                                        # [n, width]
-        on_device = scalars.to(self.device, non_blocking=True)
-        buffers["token_ids"][:count].copy_(on_device[0])
-        buffers["positions"][:count].copy_(on_device[1])
-        buffers["slot_mapping"][:count].copy_(on_device[2])
-        buffers["seq_lens"][:count].copy_(on_device[3])
-        buffers["block_tables"][:count, :width].copy_(tables, non_blocking=True)
+        scalars[0, :count] = [e.token_ids[0] for e in entries]
+        scalars[1, :count] = [e.start_pos for e in entries]
+        scalars[2, :count] = [e.block_table[e.start_pos // bs] * bs + e.start_pos % bs for e in entries]
+        lengths = scalars[3].view(np.int32)
+        lengths[:count] = [e.start_pos + 1 for e in entries]
+        table_rows = tables[: padded * width].reshape(padded, width)
+        for row, entry in enumerate(entries):
+            table_rows[row, : len(entry.block_table)] = entry.block_table
+            table_rows[row, len(entry.block_table):] = self.scratch_block
         if padded > count:                                 # padding rows: scratch slot, one key
-            buffers["token_ids"][count:].zero_()
-            buffers["positions"][count:].zero_()
-            buffers["slot_mapping"][count:].fill_(self.scratch_block * bs)
-            buffers["seq_lens"][count:].fill_(1)
-            buffers["block_tables"][count:, 0].fill_(self.scratch_block)
+            scalars[0:2, count:] = 0
+            scalars[2, count:] = self.scratch_block * bs
+            lengths[count:padded] = 1
+            table_rows[count:] = self.scratch_block
+        staging.device.copy_(scalars_host, non_blocking=True)
+        buffers["block_tables"][:, :width].copy_(tables_host[: padded * width].view(padded, width), non_blocking=True)
         return self._graphs.replay(count)                                                     # [n, V]
+
+
+class _Staging:
+    """Pinned host buffers of one captured batch size, two sets used in turn (a set is written again only
+    after the step that read it has returned its tokens, which waited for its copies). Each buffer is
+    a pinned tensor and a numpy view of the same memory (numpy fills it from lists faster)."""
+
+    def __init__(self, device_scalars: torch.Tensor, batch: int, max_blocks: int) -> None:
+        self.device = device_scalars
+        self._sets = []
+        for _ in range(2):
+            scalars = torch.zeros(4, batch, dtype=torch.int64).pin_memory()
+            tables = torch.zeros(batch * max_blocks, dtype=torch.int32).pin_memory()
+            self._sets.append((scalars, tables, scalars.numpy(), tables.numpy()))
+        self._turn = 0
+
+    def next_host_buffers(self) -> tuple[torch.Tensor, torch.Tensor, np.ndarray, np.ndarray]:
+        """(scalars [4, B] int64, flat tables int32) as pinned tensors, then as numpy views."""
+        self._turn ^= 1
+        return self._sets[self._turn]
