@@ -29,12 +29,6 @@ def _interpreted(cases_script: str, timeout: int) -> list[dict]:
 def test_moe_kernels_match_the_reference_under_the_interpreter():
     results = _interpreted("triton_interpreted_cases.py", timeout=600)
     split = results.pop()
-    routed = [results.pop(), results.pop()][::-1]
-    # the pairs' experts picked from the router logits inside the gate_up kernel (and by the top-k kernel
-    # on the tensor-core path) equal the torch top-k's; pairing experts with the wrong weights is > 10% off
-    assert [r["kernel"] for r in routed] == ["routed GemvConfig", "routed DecodeTileConfig"]
-    assert [r["shape"] for r in routed] == [[3, 4, 128], [6, 4, 128]]
-    assert all(r["error"] < 1e-6 and r["ids_differ_error"] > 0.1 for r in routed), routed
     # two K shares of the down projection give two partial rows a pair, which sum to the unsplit result
     assert split["shape"] == [2, 8, 128] and split["error"] < 5e-3, split
     assert [r["kernel"] for r in results] == ["GemvConfig", "GemvConfig", "GemvConfig", "DecodeTileConfig", "DecodeTileConfig", "GroupedTileConfig",

@@ -37,9 +37,8 @@ from tkr_embed.backends.torch.kernels.mxfp4_moe import (  # noqa: E402
     GroupedTileConfig,
     mxfp4_moe,
     mxfp4_moe_partials,
-    mxfp4_moe_routed,
 )
-from tkr_embed.backends.torch.kernels.mxfp4_reference import moe_reference, route_topk  # noqa: E402
+from tkr_embed.backends.torch.kernels.mxfp4_reference import moe_reference  # noqa: E402
 from tkr_embed.backends.torch.kernels.random_cases import make_moe_case, relative_error  # noqa: E402
 
 SHAPE = dict(num_experts=8, hidden=128, intermediate=96, top_k=4, device="cpu")
@@ -82,16 +81,6 @@ def main() -> int:
     expected = rounded * torch.rsqrt(rounded.pow(2).mean(-1, keepdim=True) + 1e-5) * weight.float()
     results.append({"kernel": "add_rms_norm(parts)", "shape": list(parts.shape),
                     "error": max(relative_error(new_residual.float(), summed), relative_error(normed.float(), expected))})
-    # routed from the router logits: the gate_up kernel's own top-k (gemv) or the top-k kernel first (decode)
-    for tokens, cfg in ((3, GemvConfig(block_n_gate_up=16, block_n_down=16, block_g=2)), (6, DecodeTileConfig(block_k=64))):
-        case = make_moe_case(tokens, seed=11, **SHAPE)
-        logits = torch.randn(tokens, 8, generator=gen).to(torch.bfloat16)
-        ids, probs = route_topk(logits.float(), 4)
-        routed = mxfp4_moe_routed(case.hidden, logits, 4, *case.weights, config=cfg).float()
-        given = mxfp4_moe_partials(case.hidden, ids, probs, *case.weights, config=cfg).float()
-        results.append({"kernel": f"routed {type(cfg).__name__}", "shape": list(routed.shape),
-                        "error": relative_error(routed, given), "ids_differ_error": relative_error(
-                            routed, mxfp4_moe_partials(case.hidden, ids.flip(1), probs, *case.weights, config=cfg).float())})
     results.append({"kernel": "split_vs_unsplit", **split_vs_unsplit})
     print(json.dumps(results))
     return 0

@@ -49,23 +49,6 @@ def test_mxfp4_moe_matches_reference_on_120b_expert_count(kernels, num_tokens):
     assert relative_error(out, ref) < 2e-2
 
 
-@pytest.mark.parametrize("num_experts, num_tokens", [(32, 1), (32, 4), (32, 16), (128, 2), (32, 40)])
-def test_moe_routed_from_router_logits_equals_the_top_k_kernel_then_the_experts(kernels, num_experts, num_tokens):
-    """The gate_up matrix-vector kernel picks each pair's expert from the logits itself: the result, bit
-    for bit, of the top-k kernel followed by the experts (and the torch top-k's experts)."""
-    from tkr_embed.backends.torch.kernels.fused_ops import topk_softmax
-    from tkr_embed.backends.torch.kernels.mxfp4_reference import route_topk
-    from tkr_embed.backends.torch.kernels.random_cases import make_moe_case
-
-    mxfp4_moe, _ = kernels
-    case = make_moe_case(num_tokens, num_experts=num_experts, seed=7)
-    logits = torch.randn(num_tokens, num_experts, device="cuda").to(torch.bfloat16)
-    ids, weights = topk_softmax(logits, 4)
-    assert torch.equal(ids.long(), route_topk(logits.float(), 4)[0])
-    routed = mxfp4_moe.mxfp4_moe_routed(case.hidden, logits, 4, *case.weights)
-    assert torch.equal(routed, mxfp4_moe.mxfp4_moe_partials(case.hidden, ids, weights, *case.weights))
-
-
 def test_mxfp4_moe_every_tile_config_agrees(kernels):
     from tkr_embed.backends.torch.kernels.random_cases import make_moe_case, relative_error
     from tkr_embed.backends.torch.kernels.mxfp4_reference import moe_reference

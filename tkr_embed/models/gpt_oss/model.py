@@ -111,12 +111,11 @@ class GptOssForCausalLM(nn.Module):
         """The same function as forward through fused Triton kernels: ~10 launches a layer.
 
         Residual stream: norm(x) feeds attention; residual + attn (+ o bias) is normed in one kernel;
-        router top-k in one kernel (inside the experts' first kernel for a few tokens); the MoE's k per-pair
-        results are summed with the residual inside the next RMSNorm.
+        router top-k in one kernel; the MoE's k per-pair results are summed with the residual inside the
+        next RMSNorm.
         """
-        from tkr_embed.backends.torch.kernels.dense_gemv import linear
-        from tkr_embed.backends.torch.kernels.fused_ops import add_rms_norm, rms_norm
-        from tkr_embed.backends.torch.kernels.mxfp4_moe import mxfp4_moe_routed
+        from tkr_embed.backends.torch.kernels.fused_ops import add_rms_norm, rms_norm, router_topk
+        from tkr_embed.backends.torch.kernels.mxfp4_moe import mxfp4_moe_partials
 
         eps = self.config.rms_norm_eps
         layers = self.model.layers
@@ -128,8 +127,9 @@ class GptOssForCausalLM(nn.Module):
             x, residual = add_rms_norm(attn, residual, layer.post_attention_layernorm.weight, eps,
                                        bias=layer.self_attn.o_proj.bias)
             router, experts = layer.mlp.router, layer.mlp.experts
-            partials = mxfp4_moe_routed(                                                   # [T, k, hidden]
-                x, linear(x, router.weight, router.bias), router.top_k,
+            topk_ids, topk_weights = router_topk(x, router.weight, router.bias, router.top_k)
+            partials = mxfp4_moe_partials(                                                 # [T, k, hidden]
+                x, topk_ids, topk_weights,
                 experts.gate_up_proj_blocks, experts.gate_up_proj_scales, experts.gate_up_proj_bias,
                 experts.down_proj_blocks, experts.down_proj_scales, experts.down_proj_bias,
             )

@@ -149,9 +149,10 @@ def rope_write_kv(
 
 
 @triton.jit
-def topk_softmax_row(logits_ptr, token, E, stride_l, TOP_K: tl.constexpr, E_PAD: tl.constexpr, K_PAD: tl.constexpr):
-    """One token's router logits -> (expert ids [K_PAD] int32, softmax over the chosen logits [K_PAD] fp32);
-    slot j holds the j-th largest logit (ties: the lower expert id); slots >= TOP_K are padding."""
+def _topk_softmax_kernel(logits_ptr, ids_ptr, weights_ptr, E, stride_l,
+                         TOP_K: tl.constexpr, E_PAD: tl.constexpr, K_PAD: tl.constexpr, PDL: tl.constexpr):
+    wait_for_previous_kernel(PDL)
+    token = tl.program_id(0).to(tl.int64)
     offs_e = tl.arange(0, E_PAD)
     logits = tl.load(logits_ptr + token * stride_l + offs_e, mask=offs_e < E, other=float("-inf")).to(tl.float32)
     offs_k = tl.arange(0, K_PAD)
@@ -164,16 +165,7 @@ def topk_softmax_row(logits_ptr, token, E, stride_l, TOP_K: tl.constexpr, E_PAD:
         top_ids = tl.where(offs_k == j, best_id, top_ids)
         logits = tl.where(offs_e == best_id, float("-inf"), logits)
     probs = tl.exp(top_vals - tl.max(top_vals, axis=0))
-    return top_ids, probs / tl.sum(probs, axis=0)
-
-
-@triton.jit
-def _topk_softmax_kernel(logits_ptr, ids_ptr, weights_ptr, E, stride_l,
-                         TOP_K: tl.constexpr, E_PAD: tl.constexpr, K_PAD: tl.constexpr, PDL: tl.constexpr):
-    wait_for_previous_kernel(PDL)
-    token = tl.program_id(0).to(tl.int64)
-    top_ids, probs = topk_softmax_row(logits_ptr, token, E, stride_l, TOP_K, E_PAD, K_PAD)
-    offs_k = tl.arange(0, K_PAD)
+    probs = probs / tl.sum(probs, axis=0)
     k_valid = offs_k < TOP_K
     tl.store(ids_ptr + token * TOP_K + offs_k, top_ids, mask=k_valid)
     tl.store(weights_ptr + token * TOP_K + offs_k, probs, mask=k_valid)
@@ -187,17 +179,13 @@ def router_topk(
     The logits are rounded to the model dtype, as the router layer computes them (cuBLAS, or one
     matrix-vector launch for a few tokens); top-k and the softmax over the chosen logits run in one kernel.
     """
-    return topk_softmax(linear(x, weight, bias), top_k)
-
-
-def topk_softmax(logits: torch.Tensor, top_k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Router logits [T, E] -> (ids [T, k] int32, softmax over the chosen logits [T, k] float32)."""
+    logits = linear(x, weight, bias)                                                      # [T, E]
     num_tokens, num_experts = logits.shape
-    ids = torch.empty(num_tokens, top_k, dtype=torch.int32, device=logits.device)
-    weights = torch.empty(num_tokens, top_k, dtype=torch.float32, device=logits.device)
+    ids = torch.empty(num_tokens, top_k, dtype=torch.int32, device=x.device)
+    weights = torch.empty(num_tokens, top_k, dtype=torch.float32, device=x.device)
     _topk_softmax_kernel[(num_tokens,)](
         logits, ids, weights, num_experts, logits.stride(0),
         TOP_K=top_k, E_PAD=triton.next_power_of_2(num_experts), K_PAD=triton.next_power_of_2(top_k), num_warps=1,
-        **pdl_launch(logits),
+        **pdl_launch(x),
     )
     return ids, weights

@@ -24,7 +24,6 @@ import torch
 import triton
 import triton.language as tl
 
-from tkr_embed.backends.torch.kernels.fused_ops import topk_softmax_row
 from tkr_embed.backends.torch.kernels.mxfp4_reference import SWIGLU_ALPHA, SWIGLU_LIMIT
 from tkr_embed.backends.torch.kernels.mxfp4_tile import e2m1_bits, expert_projections, use_asm
 from tkr_embed.backends.torch.kernels.pdl import pdl_launch, wait_for_previous_kernel
@@ -200,30 +199,17 @@ def _row_dot_words(a_base, w_base, s_base, row_valid, g_begin, g_end, SPAN: tl.c
 
 @triton.jit
 def _gemv_gate_up_kernel(
-    x_ptr, ids_ptr, logits_ptr, route_w_ptr, w_ptr, s_ptr, bias_ptr, act_ptr,
+    x_ptr, ids_ptr, w_ptr, s_ptr, bias_ptr, act_ptr,
     N_W, G: tl.constexpr, stride_x, stride_we, stride_wn, stride_se, stride_sn, stride_be, stride_act,
-    E, stride_l,
     TOP_K: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_G: tl.constexpr, ASM: tl.constexpr, F16: tl.constexpr,
-    ROUTE: tl.constexpr, E_PAD: tl.constexpr, K_PAD: tl.constexpr, PDL: tl.constexpr,
+    PDL: tl.constexpr,
 ):
-    """ROUTE: the pair's expert comes from the token's router logits (top-k and softmax here; the
-    programs of column tile 0 write each pair's expert and routing weight for the down kernel),
-    else from ids_ptr."""
     wait_for_previous_kernel(PDL)
     pair = tl.program_id(0)
     pid_n = tl.program_id(1)
     W_ROWS: tl.constexpr = 2 * BLOCK_N
+    expert = tl.load(ids_ptr + pair).to(tl.int64)
     token = (pair // TOP_K).to(tl.int64)
-    if ROUTE:
-        top_ids, probs = topk_softmax_row(logits_ptr, token, E, stride_l, TOP_K, E_PAD, K_PAD)
-        this_slot = tl.arange(0, K_PAD) == pair % TOP_K
-        expert = tl.sum(tl.where(this_slot, top_ids, 0), axis=0)
-        if pid_n == 0:
-            tl.store(ids_ptr + pair, expert)
-            tl.store(route_w_ptr + pair, tl.sum(tl.where(this_slot, probs, 0.0), axis=0))
-        expert = expert.to(tl.int64)
-    else:
-        expert = tl.load(ids_ptr + pair).to(tl.int64)
     offs_wn = pid_n * W_ROWS + tl.arange(0, W_ROWS)                             # interleaved gate/up rows
     n_valid = offs_wn < N_W
     rows = tl.where(n_valid, offs_wn, 0).to(tl.int64)
@@ -279,39 +265,26 @@ def _gemv_down_kernel(
 
 
 def mxfp4_moe_gemv(
-    hidden: torch.Tensor,                 # [T, D] bf16
-    topk_ids: torch.Tensor | None,        # [T, k] int (None: routed from router_logits)
-    topk_weights: torch.Tensor | None,    # [T, k] float
-    gate_up_blocks: torch.Tensor,         # [E, 2I, D/32, 16] uint8
-    gate_up_scales: torch.Tensor,         # [E, 2I, D/32] uint8
-    gate_up_bias: torch.Tensor,           # [E, 2I]
-    down_blocks: torch.Tensor,            # [E, D, I/32, 16] uint8
-    down_scales: torch.Tensor,            # [E, D, I/32] uint8
-    down_bias: torch.Tensor,              # [E, D]
+    hidden: torch.Tensor,            # [T, D] bf16
+    topk_ids: torch.Tensor,          # [T, k] int
+    topk_weights: torch.Tensor,      # [T, k] float
+    gate_up_blocks: torch.Tensor,    # [E, 2I, D/32, 16] uint8
+    gate_up_scales: torch.Tensor,    # [E, 2I, D/32] uint8
+    gate_up_bias: torch.Tensor,      # [E, 2I]
+    down_blocks: torch.Tensor,       # [E, D, I/32, 16] uint8
+    down_scales: torch.Tensor,       # [E, D, I/32] uint8
+    down_bias: torch.Tensor,         # [E, D]
     config: GemvConfig | None = None,
-    *,
-    router_logits: torch.Tensor | None = None,   # [T, E]: the top-k and its softmax run in the gate_up kernel
-    top_k: int | None = None,
 ) -> torch.Tensor:
     """Experts for a few tokens (decode) -> per-pair results [T, k * down_splits, D] (routing weight applied;
-    with cfg.down_splits > 1 each pair's down projection is split over K into that many partial rows).
-
-    Given router_logits instead of (topk_ids, topk_weights), the gate_up kernel picks each pair's expert
-    itself (`fused_ops.topk_softmax_row`, the same selection as `topk_softmax`): one launch fewer a layer."""
+    with cfg.down_splits > 1 each pair's down projection is split over K into that many partial rows)."""
     cfg = config or GemvConfig()
+    top_k = topk_ids.shape[1]
     num_experts, rows_gu, groups_gu, _ = gate_up_blocks.shape
     hidden_size, groups_dn = down_blocks.shape[1], down_blocks.shape[2]
     asm = cfg.asm and use_asm(hidden)
-    route = router_logits is not None
-    if route:
-        assert top_k is not None and router_logits.stride(1) == 1
-        # written by the gate_up kernel; float32 and contiguous, so expert_projections' route_w is this buffer
-        topk_ids = torch.empty(hidden.shape[0], top_k, dtype=torch.int32, device=hidden.device)
-        topk_weights = torch.empty(hidden.shape[0], top_k, dtype=torch.float32, device=hidden.device)
-    top_k = topk_ids.shape[1]
     pair_expert = topk_ids.reshape(-1).to(torch.int32)                                         # [P]
     num_pairs = pair_expert.numel()
-    logits = router_logits if route else hidden
     # rows as int32 words (each row is a whole number of 16-byte groups)
     w_gu = gate_up_blocks.view(num_experts, rows_gu, groups_gu * 16).view(torch.int32)
     w_dn = down_blocks.view(num_experts, hidden_size, groups_dn * 16).view(torch.int32)
@@ -319,12 +292,10 @@ def mxfp4_moe_gemv(
     def project(a: torch.Tensor, out: torch.Tensor, route_w: torch.Tensor | None) -> None:
         if route_w is None:
             _gemv_gate_up_kernel[(num_pairs, triton.cdiv(out.shape[1], cfg.block_n_gate_up))](
-                a, pair_expert, logits, topk_weights, w_gu, gate_up_scales, gate_up_bias, out,
+                a, pair_expert, w_gu, gate_up_scales, gate_up_bias, out,
                 rows_gu, groups_gu, a.stride(0), w_gu.stride(0), w_gu.stride(1),
                 gate_up_scales.stride(0), gate_up_scales.stride(1), gate_up_bias.stride(0), out.stride(0),
-                num_experts, logits.stride(0),
                 TOP_K=top_k, BLOCK_N=cfg.block_n_gate_up, BLOCK_G=cfg.block_g, ASM=asm, F16=cfg.f16_products,
-                ROUTE=route, E_PAD=triton.next_power_of_2(num_experts), K_PAD=triton.next_power_of_2(top_k),
                 num_warps=cfg.num_warps, **pdl_launch(a),
             )
         else:

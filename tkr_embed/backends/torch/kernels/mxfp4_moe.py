@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import torch
 
-from tkr_embed.backends.torch.kernels.fused_ops import topk_softmax
 from tkr_embed.backends.torch.kernels.mxfp4_gemv import GemvConfig, mxfp4_moe_gemv
 from tkr_embed.backends.torch.kernels.mxfp4_moe_decode import (
     DECODE_MAX_PAIRS,
@@ -33,7 +32,6 @@ from tkr_embed.backends.torch.kernels.mxfp4_moe_grouped import (
 )
 
 GEMV_MAX_TOKENS = 16
-ROUTE_IN_GEMV = True    # mxfp4_moe_routed on the matrix-vector path: the top-k inside the gate_up kernel
 DECODE_MAX_TOKENS = 32
 
 
@@ -69,22 +67,6 @@ def mxfp4_moe_partials(
     if isinstance(cfg, DecodeTileConfig):
         return mxfp4_moe_decode_partials(hidden, topk_ids, topk_weights, *weights, config=cfg)
     return mxfp4_moe_grouped_partials(hidden, topk_ids, topk_weights, *weights, config=cfg)
-
-
-def mxfp4_moe_routed(
-    hidden: torch.Tensor,            # [T, D] bf16
-    router_logits: torch.Tensor,     # [T, E]
-    top_k: int,
-    *weights: torch.Tensor,          # gate_up blocks, scales, bias, down blocks, scales, bias (as above)
-    config: MoeConfig | None = None,
-) -> torch.Tensor:
-    """mxfp4_moe_partials from the router logits: top-k experts and the softmax over their logits, then
-    the experts. On the matrix-vector path the top-k runs inside the gate_up kernel (one launch fewer)."""
-    cfg = config or default_config(hidden.shape[0], top_k)
-    if isinstance(cfg, GemvConfig) and ROUTE_IN_GEMV:
-        return mxfp4_moe_gemv(hidden, None, None, *weights, config=cfg, router_logits=router_logits, top_k=top_k)
-    topk_ids, topk_weights = topk_softmax(router_logits, top_k)
-    return mxfp4_moe_partials(hidden, topk_ids, topk_weights, *weights, config=cfg)
 
 
 def mxfp4_moe(
