@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import sys
 import time
 from collections.abc import Iterator
 
@@ -28,11 +29,15 @@ def demo_server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPat
     data_dir = tmp_path_factory.mktemp("live-data")
     settings = Settings(
         model=BACKENDS[request.param],           # no model path: the demo checkpoint is written and served
-        engine={"max_num_seqs": 1, "max_waiting": 1, "kv_cache_blocks": 256},
+        engine={"max_num_seqs": 1, "max_waiting": 1, "kv_cache_blocks": 256, "gil_switch_interval_ms": 0.25},
         storage={"data_dir": str(data_dir)},
     )
-    with live_server(create_app(settings)) as url:
-        yield url, settings
+    interval = sys.getswitchinterval()
+    try:
+        with live_server(create_app(settings)) as url:
+            yield url, settings
+    finally:
+        sys.setswitchinterval(interval)
 
 
 @pytest.fixture
@@ -49,6 +54,10 @@ def test_demo_checkpoint_is_written_and_announced(demo_server):
     assert info["device"] in ("cpu", "mlx:cpu") and info["vocab_size"] == 201088 and info["context_length"] > 0
     assert info["device"].startswith("mlx") == (settings.model.device == "mlx")
     assert info["quantization_reason"]        # what the quantization setting chose, and why
+
+
+def test_server_process_takes_the_configured_gil_switch_interval(demo_server):
+    assert sys.getswitchinterval() == pytest.approx(0.25e-3)     # Python's default is 5 ms
 
 
 def test_chat_completion_greedy_is_reproducible(client, demo_server):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,5 +73,6 @@ async def build_engine(settings: Settings, tokenizer: Tokenizer) -> LoadedEngine
         max_model_len=engine_settings.max_model_len,
     )
     engine = AsyncEngine.from_runner(runner, tokenizer, config)
+    sys.setswitchinterval(engine_settings.gil_switch_interval_ms / 1000)
     logger.info("model %s loaded from %s on %s", runner.info.model_name, path, runner.info.device)
     return LoadedEngine(engine=engine, model_path=str(path), is_demo=settings.uses_demo_model)
