@@ -3,7 +3,6 @@
 # the one-program expert alignment on by default at 33-64 tokens.
 #   PART=pdl bash bench/gpu_phase8.sh    # GPU tests; graphed step with PDL on / off / + q/k/v on dense_gemv; engine on / off
 #   PART=gil bash bench/gpu_phase8.sh    # graphed step; engine; the server with GIL switch intervals of 5, 0.5 and 0.1 ms
-#   PART=rope bash bench/gpu_phase8.sh   # GPU tests; graphed step with RoPE in the q/k/v kernel / apart; engine
 #   PART=pair bash bench/gpu_phase8.sh   # engine bench; the server under the same load
 set -u
 source bench/gpu_setup.sh
@@ -24,11 +23,6 @@ case "${PART:-pdl}" in
       for f in batch1 64 ttft; do mv "$OUT/load_$f.json" "$OUT/load_${f}_gil$ms.json"; done
     done
     rm -f "$OUT/load_warmup.json" ;;
-  rope)
-    tests
-    step
-    PATCH="$KERNELS.qkv_rope.ROPE_IN_QKV_GEMV=False" step
-    bench ;;
   pair)
     bench
     LOAD_TIMEOUT=60 START_WAIT=90 bash bench/gpu_serve_load.sh "$OUT"; rm -f "$OUT/load_warmup.json" ;;

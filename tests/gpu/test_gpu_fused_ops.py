@@ -64,32 +64,6 @@ def test_rope_write_kv_rotates_and_writes_the_slots(fused):
     assert torch.equal(flat[untouched], flat_ref[untouched])
 
 
-def test_one_token_qkv_projection_with_rope_equals_the_projection_then_rope_write_kv(fused):
-    """20b shape: q, k and v of the one-launch kernel equal dense_gemv + rope_write_kv's (up to the bf16
-    rounding of a differently ordered sum), and no other cache slot changes."""
-    from tkr_embed.backends.torch.kernels.dense_gemv import dense_gemv
-    from tkr_embed.backends.torch.kernels.qkv_rope import qkv_rope_write_kv
-
-    hq, hkv, d, k = 64, 8, 64, 2880
-    gen = torch.Generator(device="cuda").manual_seed(9)
-    x = torch.randn(1, k, generator=gen, device="cuda").to(torch.bfloat16)
-    w = (torch.randn((hq + 2 * hkv) * d, k, generator=gen, device="cuda") / 50).to(torch.bfloat16)
-    bias = torch.randn((hq + 2 * hkv) * d, generator=gen, device="cuda").to(torch.bfloat16)
-    angles = torch.rand(1, d // 2, generator=gen, device="cuda") * 100
-    cos, sin = angles.cos().to(torch.bfloat16), angles.sin().to(torch.bfloat16)
-    caches = [torch.randn(2, 10, 16, hkv, d, generator=gen, device="cuda").to(torch.bfloat16)]
-    caches.append(caches[0].clone())
-    slot = torch.tensor([77], device="cuda")
-    q = qkv_rope_write_kv(x, w, bias, cos, sin, caches[0], slot, hq, hkv, d)
-    ref_q = fused.rope_write_kv(dense_gemv(x, w), bias, cos, sin, caches[1], slot, hq, hkv, d)
-    assert q.shape == (1, hq, d) and _rel(q, ref_q) < 5e-3
-    fused_flat, ref_flat = caches[0].view(2, 160, -1), caches[1].view(2, 160, -1)
-    assert _rel(fused_flat[:, 77], ref_flat[:, 77]) < 5e-3
-    others = torch.ones(160, dtype=torch.bool, device="cuda")
-    others[77] = False
-    assert torch.equal(fused_flat[:, others], ref_flat[:, others])
-
-
 def test_router_topk_picks_the_largest_logits(fused):
     gen = torch.Generator(device="cuda").manual_seed(5)
     x = torch.randn(40, 2880, generator=gen, device="cuda").to(torch.bfloat16)

@@ -136,24 +136,17 @@ class Attention(nn.Module):
         kv_cache: torch.Tensor,
         metadata: AttentionMetadata,
     ) -> torch.Tensor:
-        """The CUDA path after fuse_qkv: one projection, RoPE + KV write in one kernel (both in one for a
-        single token, `qkv_rope`).
+        """The CUDA path after fuse_qkv: one projection, RoPE + KV write in one kernel.
 
         Returns the output projection WITHOUT its bias [T, hidden] (the caller adds it in the norm).
         """
-        from tkr_embed.backends.torch.kernels import qkv_rope
         from tkr_embed.backends.torch.kernels.dense_gemv import linear
         from tkr_embed.backends.torch.kernels.fused_ops import rope_write_kv
 
         num_tokens = hidden.shape[0]
-        heads = (self.num_heads, self.num_kv_heads, self.head_dim)
-        if num_tokens == 1 and qkv_rope.ROPE_IN_QKV_GEMV and kv_cache.dtype == hidden.dtype:
-            q = qkv_rope.qkv_rope_write_kv(hidden, self.qkv_weight, self.qkv_bias, cos_sin[0], cos_sin[1], kv_cache,
-                                           metadata.slot_mapping, *heads)                 # [1, Hq, D]
-        else:
-            qkv = linear(hidden, self.qkv_weight)                                         # [T, (Hq+2Hkv)*D]
-            q = rope_write_kv(qkv, self.qkv_bias, cos_sin[0], cos_sin[1], kv_cache, metadata.slot_mapping,
-                              *heads)                                                     # [T, Hq, D]
+        qkv = linear(hidden, self.qkv_weight)                                             # [T, (Hq+2Hkv)*D]
+        q = rope_write_kv(qkv, self.qkv_bias, cos_sin[0], cos_sin[1], kv_cache, metadata.slot_mapping,
+                          self.num_heads, self.num_kv_heads, self.head_dim)               # [T, Hq, D]
         out = paged_attention(q, kv_cache, self.sinks, metadata, scale=self.scale, sliding_window=self.sliding_window)
         return linear(out.reshape(num_tokens, self.num_heads * self.head_dim), self.o_proj.weight)
 
