@@ -16,5 +16,5 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-num-batched-tokens", type=int, default=None,
                         help="tokens per engine step (default: the engine's; the server's default is 8192)")
     parser.add_argument("--warmup-streams", action="store_true",
-                        help="run the parallel-streams shape once (2 new tokens) before timing it")
+                        help="run the timed runs' shapes once (one prompt, then the streams; 2 new tokens) before timing them")
     parser.add_argument("--seed", type=int, default=0)

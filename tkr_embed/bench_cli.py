@@ -121,8 +121,9 @@ def run_bench(args: argparse.Namespace) -> int:
 
         _timed_generate(llm, "warmup", [prompt(8)], 2)
         if args.warmup_streams:
-            # the streams' shapes once (new prompts: nothing for the prefix cache), so the timed run
-            # compiles no kernels, as a server that has served a while
+            # the timed runs' shapes once (new prompts: nothing for the prefix cache), so they compile no
+            # kernels, as a server that has served a while: one prompt alone (its prefill), then the streams
+            _timed_generate(llm, "warmup_prompt", [prompt(args.prompt_len)], 2)
             _timed_generate(llm, "warmup_streams", [prompt(args.prompt_len) for _ in range(args.streams)], 2)
         runs = [
             _timed_generate(llm, "decode_batch1", [prompt(args.prompt_len)], args.output_len),
