@@ -30,7 +30,7 @@ if [ "${PART:-check}" = serve ]; then
   grep '^{"tokenizer' "$OUT/async_engine.json" | cut -c1-400
   PROFILE=10 bash bench/gpu_serve_load.sh "$OUT"
   mv "$OUT/load_64.json" "$OUT/load_64_default.json"
-  SERVER_CMD="python3 bench/serve_switch_interval.py 0.0002" bash bench/gpu_serve_load.sh "$OUT"
+  GENERATION_ENGINE__GIL_SWITCH_INTERVAL_MS=0.2 bash bench/gpu_serve_load.sh "$OUT"
   rm -f "$OUT/load_warmup.json" "$OUT/server_prof.txt"
   exit 0
 fi
