@@ -4,7 +4,7 @@
 #   PART=pdl bash bench/gpu_phase8.sh    # GPU tests; graphed step with PDL on / off / + q/k/v on dense_gemv; engine on / off
 #   PART=gil bash bench/gpu_phase8.sh    # graphed step; engine; the server with GIL switch intervals of 5, 0.5 and 0.1 ms
 #   PART=final bash bench/gpu_phase8.sh  # GPU tests; grouped MoE tiles at 48/64 tokens; engine at 8,192 and 16,384 tokens a step; server
-#   PART=ref bash bench/gpu_phase8.sh    # HF transformers generate; 120b within 80 GB; step profile
+#   PART=ref bash bench/gpu_phase8.sh    # the server twice; HF transformers generate; 120b within 80 GB; step profile
 #   PART=pair bash bench/gpu_phase8.sh   # engine bench; the server under the same load
 set -u
 source bench/gpu_setup.sh
@@ -33,6 +33,10 @@ case "${PART:-pdl}" in
     MNBT=16384; SHAPE="${SHAPE/--max-num-batched-tokens 8192/--max-num-batched-tokens 16384}"; bench; mv "$OUT/bench.json" "$OUT/bench_16384.json"
     MNBT=8192 LOAD_TIMEOUT=60 START_WAIT=90 bash bench/gpu_serve_load.sh "$OUT"; rm -f "$OUT/load_warmup.json" ;;
   ref)
+    for run in 1 2; do   # the server twice with the default GIL switch interval: how much it varies
+      LOAD_TIMEOUT=60 START_WAIT=90 bash bench/gpu_serve_load.sh "$OUT" | grep -E "server (64|ttft)"
+    done
+    rm -f "$OUT/load_warmup.json"
     timeout 150 python3 bench/gpu_hf_generate.py --batch 1 --prompt 128 --new 64 > "$OUT/hf_generate.json" 2>"$OUT/hf.err" || tail -3 "$OUT/hf.err"
     tail -c 400 "$OUT/hf_generate.json"; echo
     timeout 150 python3 bench/gpu_fit_80gb.py -- --model gpt-oss-120b --device cuda --streams 8 --prompt-len 128 \

@@ -90,7 +90,7 @@ class EngineSettings(_Section):
     # Python's GIL switch interval, for the whole server process (Python's default is 5 ms). The engine
     # thread gives up the GIL at every kernel launch and device wait; while the event loop streams
     # responses, it then waits up to this long to get it back (BENCHMARKS.md, phase 8).
-    gil_switch_interval_ms: float = Field(0.5, gt=0, le=100)
+    gil_switch_interval_ms: float = Field(0.1, gt=0, le=100)
 
 
 class SecurityConfig(_Section):

@@ -74,5 +74,6 @@ async def build_engine(settings: Settings, tokenizer: Tokenizer) -> LoadedEngine
     )
     engine = AsyncEngine.from_runner(runner, tokenizer, config)
     sys.setswitchinterval(engine_settings.gil_switch_interval_ms / 1000)
+    logger.info("GIL switch interval %.3g ms (engine.gil_switch_interval_ms)", engine_settings.gil_switch_interval_ms)
     logger.info("model %s loaded from %s on %s", runner.info.model_name, path, runner.info.device)
     return LoadedEngine(engine=engine, model_path=str(path), is_demo=settings.uses_demo_model)
