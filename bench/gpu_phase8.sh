@@ -5,6 +5,7 @@
 #   PART=gil bash bench/gpu_phase8.sh    # graphed step; engine; the server with GIL switch intervals of 5, 0.5 and 0.1 ms
 #   PART=final bash bench/gpu_phase8.sh  # GPU tests; grouped MoE tiles at 48/64 tokens; engine at 8,192 and 16,384 tokens a step; server
 #   PART=ref bash bench/gpu_phase8.sh    # the server twice; HF transformers generate; 120b within 80 GB; step profile
+#   PART=ahead bash bench/gpu_phase8.sh  # GPU tests; engine with lookahead on / off; the server
 #   PART=pair bash bench/gpu_phase8.sh   # engine bench; the server under the same load
 set -u
 source bench/gpu_setup.sh
@@ -43,6 +44,11 @@ case "${PART:-pdl}" in
       --output-len 32 --long-prompt-len 1000 > "$OUT/fit120.json" 2>"$OUT/fit120.err"
     grep -E "^card|^peak" "$OUT/fit120.err"; summary "$OUT/fit120.json" 120b
     PROFILE_TOP=${PROFILE_TOP:-16} profile ;;
+  ahead)
+    tests
+    bench; cp "$OUT/bench.json" "$OUT/bench_lookahead.json"
+    PATCH="tkr_embed.engine.config.EngineConfig.lookahead=False" bench
+    LOAD_TIMEOUT=60 START_WAIT=90 bash bench/gpu_serve_load.sh "$OUT"; rm -f "$OUT/load_warmup.json" ;;
   pair)
     bench
     LOAD_TIMEOUT=60 START_WAIT=90 bash bench/gpu_serve_load.sh "$OUT"; rm -f "$OUT/load_warmup.json" ;;

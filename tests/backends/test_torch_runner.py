@@ -49,6 +49,27 @@ def test_16_prompts_together_equal_each_alone(runner: TorchModelRunner) -> None:
         assert result.token_ids == alone.token_ids and len(alone.token_ids) == 4
 
 
+def test_lookahead_steps_take_their_tokens_from_the_previous_launch(runner: TorchModelRunner, monkeypatch) -> None:
+    """The real runner fed its own samples (the CUDA path copies them on the device): the same tokens and
+    logprobs as without lookahead, with most decode steps launched ahead."""
+    followed = []
+    launch = TorchModelRunner.launch
+
+    def spy(self, batch, previous=None):
+        followed.append(previous is not None)
+        return launch(self, batch, previous)
+
+    params = SamplingParams(max_tokens=12, temperature=0.0, logprobs=2)
+    batch = prompts(3, seed=5)
+    plain = make_llm(runner, lookahead=False).generate(batch, params)
+    monkeypatch.setattr(TorchModelRunner, "launch", spy)
+    ahead = make_llm(runner).generate(batch, params)
+    assert [r.token_ids for r in ahead] == [r.token_ids for r in plain]
+    logprobs = [[[lp.logprob for lp in r.outputs[0].logprobs] for r in results] for results in (ahead, plain)]
+    assert logprobs[0] == logprobs[1]
+    assert sum(followed) >= 8
+
+
 def test_prefix_cache_gives_identical_output_and_prefills_only_new_part(runner: TorchModelRunner) -> None:
     shared = prompts(1, seed=1)[0] + prompts(1, seed=2)[0] + list(range(1000, 1020))
     second = shared + [4242, 4343, 4444]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import time
 from collections.abc import Sequence
 
 import torch
@@ -26,9 +28,11 @@ class ToyRunner(ModelRunner):
     """
 
     def __init__(
-        self, num_kv_blocks: int = 256, block_size: int = 4, max_model_len: int = 512, eos_logit: float | None = None
+        self, num_kv_blocks: int = 256, block_size: int = 4, max_model_len: int = 512, eos_logit: float | None = None,
+        step_delay_s: float = 0.0,
     ) -> None:
         self.eos_logit = eos_logit
+        self.step_delay_s = step_delay_s   # host time a step takes (a device would compute meanwhile)
         self._info = RunnerInfo(
             model_name="toy", max_model_len=max_model_len, vocab_size=VOCAB_SIZE, block_size=block_size,
             num_kv_blocks=num_kv_blocks, eos_token_ids=(EOS_ID,), device="cpu", dtype="float32", quantization="none",
@@ -44,6 +48,8 @@ class ToyRunner(ModelRunner):
         return self._info
 
     def execute(self, batch: ScheduledBatch) -> list[SampledToken]:
+        if self.step_delay_s:
+            time.sleep(self.step_delay_s)
         self.batches.append(batch)
         block_size = self._info.block_size
         logits_rows, sample_entries = [], []
@@ -74,6 +80,28 @@ class ToyRunner(ModelRunner):
 
     def release(self, seq_id: int) -> None:
         self.released.append(seq_id)
+
+
+class FollowingToyRunner(ToyRunner):
+    """A ToyRunner that can launch a decode step before the previous one's tokens are read (lookahead):
+    it computes at launch, in launch order, as a device queue would, taking each entry's input token
+    from the previous launch's samples (its own token ids are placeholders)."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.followed = 0               # steps launched with previous=
+
+    def can_follow(self, batch: ScheduledBatch) -> bool:
+        return bool(batch.entries) and all(len(e.token_ids) == 1 and e.sample for e in batch.entries)
+
+    def launch(self, batch: ScheduledBatch, previous=None):
+        if previous is not None:
+            tokens = previous()
+            assert self.can_follow(batch) and [t.seq_id for t in tokens] == [e.seq_id for e in batch.entries]
+            batch = ScheduledBatch([dataclasses.replace(e, token_ids=[t.token_id]) for e, t in zip(batch.entries, tokens)])
+            self.followed += 1
+        sampled = self.execute(batch)
+        return lambda: sampled
 
 
 def toy_logits(context: Sequence[int]) -> torch.Tensor:

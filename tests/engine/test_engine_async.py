@@ -18,7 +18,9 @@ SHORT = SamplingParams(max_tokens=6, temperature=0.0, ignore_eos=True)
 
 
 def make_engine(**config) -> AsyncEngine:
-    return AsyncEngine.from_runner(ToyRunner(), ToyTokenizer(), EngineConfig(**config))
+    # steps of 1 ms, as a device's: a stream of LONG cannot be computed to its end before the test's
+    # abort or cancel reaches the engine thread
+    return AsyncEngine.from_runner(ToyRunner(step_delay_s=0.001), ToyTokenizer(), EngineConfig(**config))
 
 
 async def wait_until_idle(engine: AsyncEngine) -> None:

@@ -250,3 +250,32 @@ def test_programmatic_dependent_launch_changes_no_bit_of_the_decode(demo_model_d
         del gpu
     for with_pdl, without in zip(logits[True], logits[False]):
         assert torch.equal(with_pdl, without)
+
+
+def test_lookahead_decode_on_cuda_gives_the_tokens_of_ordinary_steps(demo_model_dir, monkeypatch):
+    """Decode steps launched before the previous step's tokens reach the host take them on the device
+    (graphed and eager); the greedy tokens equal those of ordinary steps."""
+    from tkr_embed.backends.torch.runner import TorchModelRunner
+    from tkr_embed.bench_cli import TokenIdTokenizer
+    from tkr_embed.engine.sampling_params import SamplingParams
+    from tkr_embed.llm import LLM
+
+    gpu = TorchModelRunner(demo_model_dir, device="cuda", num_kv_blocks=256, cuda_graph_batch_sizes=(1, 2))
+    tokenizer = TokenIdTokenizer(gpu.info.vocab_size, gpu.info.eos_token_ids)
+    followed = []
+    launch = TorchModelRunner.launch
+
+    def spy(self, batch, previous=None):
+        followed.append(previous is not None)
+        return launch(self, batch, previous)
+
+    params = SamplingParams(max_tokens=24, temperature=0.0, ignore_eos=True)
+    prompts = _prompts(3, 30, seed=8)            # 3 sequences: eager steps (graphs hold at most 2)
+    results = {}
+    for lookahead in (False, True):
+        llm = LLM.from_runner(gpu, tokenizer, block_size=gpu.info.block_size, lookahead=lookahead)
+        monkeypatch.setattr(TorchModelRunner, "launch", spy if lookahead else launch)
+        results[lookahead] = ([r.token_ids for r in llm.generate(prompts, params)],
+                              [r.token_ids for r in llm.generate(prompts[:2], params)])   # graphed
+    assert results[True] == results[False]
+    assert sum(followed) >= 40

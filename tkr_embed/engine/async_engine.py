@@ -26,10 +26,10 @@ class AsyncEngine(EngineClient):
     """Serves many concurrent `generate()` streams from one LLMEngine.
 
     One engine thread runs the whole step loop (schedule, `runner.launch`, postprocess), as the
-    offline `LLM` does, so a step never waits for the event loop. Step N's outputs reach the event
-    loop (one `call_soon_threadsafe`) once step N+1 is queued on the device: their HTTP work then
-    runs while the device computes and the engine thread waits without the GIL, instead of taking
-    the GIL from the engine thread at every torch call while it builds step N+1's inputs. The event
+    offline `LLM` does, so a step never waits for the event loop. With lookahead, decode step N+1 is
+    queued on the device before step N's tokens are read (`LLMEngine.start_lookahead`). Outputs reach
+    the event loop (one `call_soon_threadsafe`) once a later step is queued on the device: their HTTP
+    work then runs while the device computes and the engine thread waits without the GIL. The event
     loop only enqueues new requests and aborts (applied by the engine thread between steps; an abort
     that arrives during a step is applied before that step's postprocess). The LLMEngine is touched
     under `_state_lock` only.
@@ -155,38 +155,43 @@ class AsyncEngine(EngineClient):
 
     def _run(self) -> None:
         pending: list = []   # outputs not yet handed to the event loop
+        inflight = None      # a launched step whose tokens are not read yet
         clock = time.perf_counter
         try:
             while not self._stop:
-                start = clock()
                 pending += self._take_inbox()
+                if inflight is None:
+                    with self._state_lock:
+                        inflight = self.engine.start_step() if self.engine.has_unfinished_requests() else None
+                    if inflight is None:
+                        self._deliver(pending)
+                        pending = []
+                        with self._state_lock:
+                            busy = self.engine.has_unfinished_requests()
+                        if busy:                       # nothing schedulable now (e.g. no free blocks)
+                            self._work.wait(0.001)
+                        else:
+                            self._work.wait()          # idle: sleep until a request, an abort or stop
+                        self._work.clear()
+                        continue
+                # With lookahead the next decode step is queued before this one's tokens are read.
                 with self._state_lock:
-                    batch = self.engine.schedule() if self.engine.has_unfinished_requests() else None
-                if batch is None or not batch.entries:
-                    self._deliver(pending)
-                    pending = []
-                    if batch is None:
-                        self._work.wait()      # idle: sleep until a request, an abort or stop
-                    else:
-                        self._work.wait(0.001)
-                    self._work.clear()
-                    continue
-                scheduled = clock()
-                finish = self.engine.runner.launch(batch)
-                launched = clock()
-                # The previous step's outputs go to the event loop only now, with this step queued on
-                # the device: their HTTP work overlaps the device instead of competing with this
-                # thread for the GIL while it builds the step's inputs.
+                    following = self.engine.start_lookahead(inflight)
+                # The previous step's outputs go to the event loop only now, with a step queued on the
+                # device: their HTTP work overlaps the device instead of competing with this thread for
+                # the GIL while it builds the step's inputs.
+                begin = clock()
                 self._deliver(pending)
                 delivered = clock()
-                sampled = finish()
+                sampled = inflight.finish()
                 done = clock()
                 pending = self._take_aborts()           # postprocess skips what was aborted during the step
                 with self._state_lock:
-                    pending += self.engine.postprocess(batch, sampled)
-                    self.engine.step_times.record(schedule=scheduled - start, launch=launched - scheduled,
-                                                  deliver=delivered - launched, wait=done - delivered,
+                    pending += self.engine.postprocess(inflight.batch, sampled)
+                    self.engine.step_times.record(schedule=inflight.schedule_s, launch=inflight.launch_s,
+                                                  deliver=delivered - begin, wait=done - delivered,
                                                   postprocess=clock() - done)
+                inflight = following
         except BaseException as exc:  # the runner crashed: fail every stream, accept nothing more
             logger.exception("engine step loop failed")
             self._dead_error = exc

@@ -14,7 +14,7 @@ class EngineConfig:
     `num_kv_blocks=None` uses every block the runner allocated; a smaller number caps the pool the
     scheduler hands out (the runner's cache stays as built). `block_size` is what a runner should be
     built with; the engine always follows the runner's own `info.block_size`. `max_model_len=None`
-    follows the runner; a smaller value lowers the context limit.
+    follows the runner; a smaller value lowers the context limit. `lookahead`: see `Scheduler.lookahead`.
     """
 
     max_num_seqs: int = 64
@@ -24,6 +24,8 @@ class EngineConfig:
     num_kv_blocks: int | None = None
     enable_prefix_caching: bool = True
     max_model_len: int | None = None
+    # Launch the next decode step before this one's tokens reach the host (runners that can_follow)
+    lookahead: bool = True
 
     def __post_init__(self) -> None:
         if self.max_num_seqs < 1:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from tkr_embed.engine.block_manager import BlockManager
 from tkr_embed.engine.config import EngineConfig
@@ -18,11 +20,21 @@ from tkr_embed.engine.sequence import Request, Sequence
 from tkr_embed.engine.tokenizer import Tokenizer
 
 
+@dataclass
+class LaunchedStep:
+    """A step queued on the runner: its batch, and the callable that waits for its sampled tokens."""
+
+    batch: ScheduledBatch
+    finish: Callable[[], list[SampledToken]]
+    schedule_s: float = 0.0          # host time spent scheduling it
+    launch_s: float = 0.0            # and launching it
+
+
 class LLMEngine:
     """Drives a ModelRunner over many requests at once, one `step()` at a time.
 
-    Not thread-safe: call every method from one thread (`AsyncEngine` runs only
-    `runner.execute` in a worker thread, between `schedule()` and `postprocess()`).
+    Not thread-safe: call every method from one thread (`AsyncEngine` runs the whole step loop in
+    its engine thread and guards the engine with a lock for the event loop's reads).
     """
 
     def __init__(self, runner: ModelRunner, tokenizer: Tokenizer | None = None, config: EngineConfig | None = None) -> None:
@@ -39,6 +51,7 @@ class LLMEngine:
         self._requests: dict[str, Request] = {}
         self._seq_ids = itertools.count()
         self.step_times = StepPhaseTimes()
+        self._inflight: LaunchedStep | None = None     # a lookahead step launched by step(), not yet finished
 
     # --- requests -----------------------------------------------------------------------------
 
@@ -89,23 +102,49 @@ class LLMEngine:
     # --- the step -----------------------------------------------------------------------------
 
     def step(self) -> list[RequestOutput]:
-        """Compute one batch; one output per request that got new tokens."""
-        start = time.perf_counter()
-        batch = self.schedule()
-        if not batch.entries:
+        """Compute one batch; one output per request that got new tokens.
+
+        With lookahead the next decode step is launched before this one's tokens are read, and
+        finished by the next call (a step left launched after the last request finished only
+        carries tokens nobody waits for; the next call drops them)."""
+        current = self._inflight or self.start_step()
+        if current is None:
             return []
-        scheduled = time.perf_counter()
-        finish = self.runner.launch(batch)
-        launched = time.perf_counter()
-        sampled = finish()
+        self._inflight = self.start_lookahead(current)
+        begin = time.perf_counter()
+        sampled = current.finish()
         done = time.perf_counter()
-        outputs = self.postprocess(batch, sampled)
-        self.step_times.record(schedule=scheduled - start, launch=launched - scheduled, wait=done - launched,
+        outputs = self.postprocess(current.batch, sampled)
+        self.step_times.record(schedule=current.schedule_s, launch=current.launch_s, wait=done - begin,
                                postprocess=time.perf_counter() - done)
         return outputs
 
     def schedule(self) -> ScheduledBatch:
         return self.scheduler.schedule()
+
+    def start_step(self) -> LaunchedStep | None:
+        """Schedule a step and queue it on the runner; None when there is nothing to compute."""
+        begin = time.perf_counter()
+        batch = self.schedule()
+        if not batch.entries:
+            return None
+        scheduled = time.perf_counter()
+        finish = self.runner.launch(batch)
+        return LaunchedStep(batch, finish, scheduled - begin, time.perf_counter() - scheduled)
+
+    def start_lookahead(self, current: LaunchedStep) -> LaunchedStep | None:
+        """Queue the decode step after `current` before reading its tokens (`Scheduler.lookahead`);
+        None when lookahead is off, the runner cannot take the tokens on the device, or the batch
+        does not qualify. Call before `current`'s postprocess."""
+        if not self.config.lookahead or not self.runner.can_follow(current.batch):
+            return None
+        begin = time.perf_counter()
+        batch = self.scheduler.lookahead(current.batch)
+        if batch is None:
+            return None
+        scheduled = time.perf_counter()
+        finish = self.runner.launch(batch, previous=current.finish)
+        return LaunchedStep(batch, finish, scheduled - begin, time.perf_counter() - scheduled)
 
     def postprocess(self, batch: ScheduledBatch, sampled: list[SampledToken]) -> list[RequestOutput]:
         outputs = []

@@ -92,14 +92,29 @@ class ModelRunner(ABC):
         token depends only on (seed, len(output_token_ids), its logits): never on the batch.
         """
 
-    def launch(self, batch: ScheduledBatch) -> Callable[[], list[SampledToken]]:
+    def launch(
+        self, batch: ScheduledBatch, previous: Callable[[], list[SampledToken]] | None = None
+    ) -> Callable[[], list[SampledToken]]:
         """Start `execute(batch)`; the returned callable waits for it and returns its result.
 
         A runner whose device computes asynchronously (CUDA) queues the step's work here and
         returns at once, so the caller's other host work overlaps the device. Default: compute now.
+
+        `previous` (only when `can_follow(batch)`): the still unfinished launch of the step before,
+        whose entries are this batch's sequences in the same order, one token each. Each entry's
+        input token is then that step's sampled token, taken on the device; `batch`'s own token
+        ids are placeholders. The engine launches such a step before the previous one's tokens
+        reach the host, so the device never waits for the host between decode steps.
         """
+        if previous is not None:
+            raise ValueError(f"{type(self).__name__} cannot take its input tokens from a previous launch")
         sampled = self.execute(batch)
         return lambda: sampled
+
+    def can_follow(self, batch: ScheduledBatch) -> bool:
+        """True if the step after `batch` (its sequences, one token each) may be launched with
+        `previous=` `batch`'s launch. Default: False."""
+        return False
 
     def release(self, seq_id: int) -> None:
         """Forget any per-sequence state (the KV blocks themselves belong to the engine)."""

@@ -107,6 +107,41 @@ class Scheduler:
             budget -= num_new
         return ScheduledBatch([self._entry(seq, num_new) for seq, num_new in chunks])
 
+    def lookahead(self, batch: ScheduledBatch) -> ScheduledBatch | None:
+        """The decode step after `batch`, scheduled while `batch` still runs: the same sequences, one
+        position on, their input tokens left to the runner (it takes `batch`'s samples on the device).
+
+        Only for a batch of every running sequence, each decoding one token with sampling that needs
+        no history on the host (no penalties, no seed), nothing waiting to be admitted, and free
+        blocks for all. A sequence that finishes with `batch`'s token computes one token for nothing;
+        its blocks may be freed before that step ends, but the KV it writes lies past its computed
+        tokens (in no full, shareable block) and every later step runs after it on the device.
+        None when the batch does not qualify.
+        """
+        if self.waiting or self._pending_forks or len(batch.entries) != len(self.running):
+            return None
+        seqs = []
+        blocks_needed = 0
+        for entry in batch.entries:
+            seq = self._seqs.get(entry.seq_id)
+            if (seq is None or seq.status is not SequenceStatus.RUNNING or not entry.sample or len(entry.token_ids) != 1
+                    or seq.num_computed_tokens != entry.start_pos or entry.start_pos + 2 > self.max_model_len):
+                return None
+            params = seq.sampling
+            if (params.seed is not None or params.repetition_penalty != 1.0 or params.presence_penalty != 0.0
+                    or params.frequency_penalty != 0.0):
+                return None
+            blocks_needed += self.block_manager.num_blocks_needed(seq, 2)
+            seqs.append(seq)
+        if blocks_needed > self.block_manager.num_free_blocks:
+            return None
+        entries = []
+        for seq in seqs:
+            self.block_manager.append_slots(seq, 2)          # this step's slot and the next one's
+            entries.append(BatchEntry(seq_id=seq.seq_id, token_ids=[0], start_pos=seq.num_computed_tokens + 1,
+                                      block_table=list(seq.block_table), sample=True, sampling=seq.sampling))
+        return ScheduledBatch(entries)
+
     def _admit_tokens(self, seq: Sequence, budget: int) -> int | None:
         """Give a waiting sequence its cached prefix; the size of its first chunk, or None if no room."""
         fresh = not seq.block_table

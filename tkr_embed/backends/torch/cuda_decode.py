@@ -83,8 +83,9 @@ class CudaDecodeGraphs:
             len(e.token_ids) == 1 and e.sample and len(e.block_table) <= self.max_blocks_per_seq for e in entries
         )
 
-    def logits(self, entries: Sequence[BatchEntry]) -> torch.Tensor:
-        """Replay the decode step for `entries` (all single-token); -> [n, V] float32."""
+    def logits(self, entries: Sequence[BatchEntry], token_source: torch.Tensor | None = None) -> torch.Tensor:
+        """Replay the decode step for `entries` (all single-token); -> [n, V] float32. token_source [n]:
+        the input tokens on the device (copied after the host inputs), instead of the entries'."""
         count = len(entries)
         padded = self._graphs.padded_size(count)
         buffers = self._graphs.static_inputs(count)
@@ -107,6 +108,8 @@ class CudaDecodeGraphs:
             lengths[count:padded] = 1
             table_rows[count:] = self.scratch_block
         staging.device.copy_(scalars_host, non_blocking=True)
+        if token_source is not None:
+            buffers["token_ids"][:count].copy_(token_source)
         buffers["block_tables"][:, :width].copy_(tables_host[: padded * width].view(padded, width), non_blocking=True)
         return self._graphs.replay(count)                                                     # [n, V]
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -176,26 +175,39 @@ class TorchModelRunner(ModelRunner):
     def execute(self, batch: ScheduledBatch) -> list[SampledToken]:
         return self.launch(batch)()
 
-    def launch(self, batch: ScheduledBatch) -> Callable[[], list[SampledToken]]:
-        """The forward is queued on the device now; sampling (and its one host sync) runs in the
-        returned callable."""
+    def launch(self, batch: ScheduledBatch, previous: Callable[[], list[SampledToken]] | None = None) -> _Launched:
+        """The forward and the sampling are queued on the device now; the returned callable reads the
+        tokens (the step's one host sync). With `previous` (see ModelRunner.launch) the input tokens
+        are that launch's samples, copied on the device."""
+        if previous is not None and not (isinstance(previous, _Launched) and self.can_follow(batch)
+                                         and len(batch.entries) == len(previous.entries)):
+            raise ValueError("launch(previous=...) takes one decode token per entry of the previous launch")
         sample_entries = [e for e in batch.entries if e.sample]
-        logits = self.logits(batch)                                                     # [S, V] float32
+        token_source = previous.token_ids if previous is not None else None
+        logits = self.logits(batch, token_source=token_source)                          # [S, V] float32
         if logits is None:
-            return list
-        return functools.partial(self.sampler, logits, sample_entries)
+            return _Launched(sample_entries, None, None, self.sampler)
+        token_ids, raw_logprobs = self.sampler.sample(logits, sample_entries)
+        return _Launched(sample_entries, token_ids, raw_logprobs, self.sampler)
+
+    def can_follow(self, batch: ScheduledBatch) -> bool:
+        return bool(batch.entries) and all(len(e.token_ids) == 1 and e.sample for e in batch.entries)
 
     @torch.inference_mode()
-    def logits(self, batch: ScheduledBatch, *, use_graphs: bool = True) -> torch.Tensor | None:
+    def logits(
+        self, batch: ScheduledBatch, *, use_graphs: bool = True, token_source: torch.Tensor | None = None
+    ) -> torch.Tensor | None:
         """Run the forward and return the float32 logits [S, V] of the sampled entries (None if none).
 
         On CUDA a decode-only batch replays a captured graph unless use_graphs is False.
+        token_source [S] (one-token entries only): the input tokens, on the device, instead of the
+        entries' token ids.
         """
         entries = batch.entries
         if not entries:
             return None
         if use_graphs and self.decode_graphs is not None and self.decode_graphs.fits(entries):
-            return self.decode_graphs.logits(entries)
+            return self.decode_graphs.logits(entries, token_source)
         token_ids: list[int] = []
         positions: list[int] = []
         last_rows: list[int] = []          # row of each sampled entry's last token in the flat batch
@@ -207,7 +219,10 @@ class TorchModelRunner(ModelRunner):
         metadata = build_attention_metadata(
             [(e.start_pos, len(e.token_ids), e.block_table) for e in entries], self.block_size, self.device
         )
-        input_ids = torch.tensor(token_ids, dtype=torch.int64, device=self.device)       # [T]
+        if token_source is not None:
+            input_ids = token_source.to(dtype=torch.int64, device=self.device)          # [T]: one per entry
+        else:
+            input_ids = torch.tensor(token_ids, dtype=torch.int64, device=self.device)   # [T]
         position_ids = torch.tensor(positions, dtype=torch.int64, device=self.device)   # [T]
         hidden = self.model(input_ids, position_ids, self.kv_caches, metadata)          # [T, D]
         if not last_rows:
@@ -221,3 +236,20 @@ class TorchModelRunner(ModelRunner):
         self.model = None
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
+
+
+class _Launched:
+    """A step queued by TorchModelRunner.launch: calling it reads the sampled tokens on the host."""
+
+    def __init__(self, entries, token_ids: torch.Tensor | None, raw_logprobs: torch.Tensor | None, sampler: Sampler):
+        self.entries = entries
+        self.token_ids = token_ids          # [S] on the device (the next lookahead step's input)
+        self._raw_logprobs = raw_logprobs
+        self._sampler = sampler
+        self._result: list[SampledToken] | None = None
+
+    def __call__(self) -> list[SampledToken]:
+        if self._result is None:
+            self._result = [] if self.token_ids is None else self._sampler.results(self.entries, self.token_ids,
+                                                                                   self._raw_logprobs)
+        return self._result

@@ -44,6 +44,12 @@ class Sampler:
 
     def __call__(self, logits: torch.Tensor, entries: Sequence[BatchEntry]) -> list[SampledToken]:
         # logits: [S, V] float32, one row per entry with sample=True
+        return self.results(entries, *self.sample(logits, entries))
+
+    def sample(
+        self, logits: torch.Tensor, entries: Sequence[BatchEntry]
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Queue the sampling on the device -> (token ids [S] int64, raw logprobs [S, V] or None)."""
         device = logits.device
         params = [e.sampling for e in entries]
         assert all(p is not None for p in params), "every sampled entry carries SamplingParams"
@@ -59,7 +65,7 @@ class Sampler:
                 greedy_ids,
                 self._sample_random(logits, entries),
             )
-        return self._results(entries, token_ids, raw_logprobs)
+        return token_ids, raw_logprobs
 
     def _apply_penalties(self, logits: torch.Tensor, entries: Sequence[BatchEntry]) -> torch.Tensor:
         params = [e.sampling for e in entries]
@@ -108,9 +114,10 @@ class Sampler:
         choice = (probs / noise).argmax(dim=-1, keepdim=True)                               # [S, 1]
         return sorted_ids.gather(1, choice).squeeze(1)                                       # [S]
 
-    def _results(
+    def results(
         self, entries: Sequence[BatchEntry], token_ids: torch.Tensor, raw_logprobs: torch.Tensor | None
     ) -> list[SampledToken]:
+        """The sampled tokens on the host (the step's one host sync)."""
         if raw_logprobs is None:
             return [SampledToken(e.seq_id, t) for e, t in zip(entries, token_ids.tolist())]
         max_top = max(e.sampling.logprobs or 0 for e in entries)
