@@ -47,7 +47,7 @@ case "${PART:-pdl}" in
   ahead)
     tests
     bench; cp "$OUT/bench.json" "$OUT/bench_lookahead.json"
-    PATCH="tkr_embed.engine.config.EngineConfig.lookahead=False" bench
+    SHAPE="$SHAPE --no-lookahead" bench
     LOAD_TIMEOUT=60 START_WAIT=90 bash bench/gpu_serve_load.sh "$OUT"; rm -f "$OUT/load_warmup.json" ;;
   pair)
     bench

@@ -17,4 +17,6 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
                         help="tokens per engine step (default: the engine's; the server's default is 8192)")
     parser.add_argument("--warmup-streams", action="store_true",
                         help="run the timed runs' shapes once (one prompt, then the streams; 2 new tokens) before timing them")
+    parser.add_argument("--no-lookahead", dest="lookahead", action="store_false",
+                        help="launch each decode step only after the previous step's tokens are read")
     parser.add_argument("--seed", type=int, default=0)

@@ -110,7 +110,7 @@ def run_bench(args: argparse.Namespace) -> int:
 
         runner = create_runner(model, device=args.device)
         info = runner.info
-        engine_options = {"block_size": info.block_size}
+        engine_options = {"block_size": info.block_size, "lookahead": args.lookahead}
         if args.max_num_batched_tokens is not None:
             engine_options["max_num_batched_tokens"] = args.max_num_batched_tokens
         llm = LLM.from_runner(runner, TokenIdTokenizer(info.vocab_size, info.eos_token_ids), **engine_options)

@@ -87,6 +87,7 @@ class EngineSettings(_Section):
     kv_cache_blocks: int | None = Field(None, ge=1)          # None: sized from kv_cache_memory_fraction
     kv_cache_memory_fraction: float = Field(0.85, gt=0, le=1)
     enable_prefix_caching: bool = True
+    lookahead: bool = True             # launch the next decode step before this one's tokens are read
     # Python's GIL switch interval, for the whole server process (Python's default is 5 ms). The engine
     # thread gives up the GIL at every kernel launch and device wait; while the event loop streams
     # responses, it then waits up to this long to get it back (BENCHMARKS.md, phase 8).

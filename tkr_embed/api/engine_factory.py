@@ -71,6 +71,7 @@ async def build_engine(settings: Settings, tokenizer: Tokenizer) -> LoadedEngine
         num_kv_blocks=engine_settings.kv_cache_blocks,
         enable_prefix_caching=engine_settings.enable_prefix_caching,
         max_model_len=engine_settings.max_model_len,
+        lookahead=engine_settings.lookahead,
     )
     engine = AsyncEngine.from_runner(runner, tokenizer, config)
     sys.setswitchinterval(engine_settings.gil_switch_interval_ms / 1000)
