@@ -48,7 +48,11 @@ case "${PART:-pdl}" in
     tests
     bench; cp "$OUT/bench.json" "$OUT/bench_lookahead.json"
     SHAPE="$SHAPE --no-lookahead" bench
-    LOAD_TIMEOUT=60 START_WAIT=90 bash bench/gpu_serve_load.sh "$OUT"; rm -f "$OUT/load_warmup.json" ;;
+    for ms in ${INTERVALS:-0.1 0.02}; do
+      echo "== server, GIL switch interval $ms ms"
+      GENERATION_ENGINE__GIL_SWITCH_INTERVAL_MS=$ms LOAD_TIMEOUT=60 START_WAIT=90 bash bench/gpu_serve_load.sh "$OUT"
+    done
+    rm -f "$OUT/load_warmup.json" ;;
   pair)
     bench
     LOAD_TIMEOUT=60 START_WAIT=90 bash bench/gpu_serve_load.sh "$OUT"; rm -f "$OUT/load_warmup.json" ;;

@@ -9,7 +9,7 @@ import torch
 
 from tkr_embed.backends.kv_budget import host_kv_cache_bytes, kv_bytes_per_block
 from tkr_embed.backends.torch.attention import allocate_kv_cache, build_attention_metadata
-from tkr_embed.backends.torch.sampler import Sampler
+from tkr_embed.backends.torch.sampler import Sampler, SampleTensors
 from tkr_embed.engine.runner import ModelRunner, RunnerInfo, SampledToken, ScheduledBatch
 
 CUDA_ACTIVATION_RESERVE = 1 << 30     # CUDA: kept free beside the KV cache for eager prefill activations
@@ -186,9 +186,8 @@ class TorchModelRunner(ModelRunner):
         token_source = previous.token_ids if previous is not None else None
         logits = self.logits(batch, token_source=token_source)                          # [S, V] float32
         if logits is None:
-            return _Launched(sample_entries, None, None, self.sampler)
-        token_ids, raw_logprobs = self.sampler.sample(logits, sample_entries)
-        return _Launched(sample_entries, token_ids, raw_logprobs, self.sampler)
+            return _Launched(sample_entries, None, self.sampler)
+        return _Launched(sample_entries, self.sampler.sample(logits, sample_entries), self.sampler)
 
     def can_follow(self, batch: ScheduledBatch) -> bool:
         return bool(batch.entries) and all(len(e.token_ids) == 1 and e.sample for e in batch.entries)
@@ -239,17 +238,24 @@ class TorchModelRunner(ModelRunner):
 
 
 class _Launched:
-    """A step queued by TorchModelRunner.launch: calling it reads the sampled tokens on the host."""
+    """A step queued by TorchModelRunner.launch: calling it reads the sampled tokens on the host.
 
-    def __init__(self, entries, token_ids: torch.Tensor | None, raw_logprobs: torch.Tensor | None, sampler: Sampler):
+    The samples' copy to the host is queued with the step, so reading them waits for this step only,
+    not for a lookahead step queued after it."""
+
+    def __init__(self, entries, sampled: SampleTensors | None, sampler: Sampler):
         self.entries = entries
-        self.token_ids = token_ids          # [S] on the device (the next lookahead step's input)
-        self._raw_logprobs = raw_logprobs
+        self.token_ids = sampled.token_ids if sampled is not None else None   # [S] on the device
+        self._host, self._ready = sampled.copy_to_host() if sampled is not None else (None, None)
         self._sampler = sampler
         self._result: list[SampledToken] | None = None
 
     def __call__(self) -> list[SampledToken]:
         if self._result is None:
-            self._result = [] if self.token_ids is None else self._sampler.results(self.entries, self.token_ids,
-                                                                                   self._raw_logprobs)
+            if self._host is None:
+                self._result = []
+            else:
+                if self._ready is not None:
+                    self._ready.synchronize()
+                self._result = self._sampler.results(self.entries, self._host)
         return self._result

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 
@@ -44,12 +45,10 @@ class Sampler:
 
     def __call__(self, logits: torch.Tensor, entries: Sequence[BatchEntry]) -> list[SampledToken]:
         # logits: [S, V] float32, one row per entry with sample=True
-        return self.results(entries, *self.sample(logits, entries))
+        return self.results(entries, self.sample(logits, entries))
 
-    def sample(
-        self, logits: torch.Tensor, entries: Sequence[BatchEntry]
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Queue the sampling on the device -> (token ids [S] int64, raw logprobs [S, V] or None)."""
+    def sample(self, logits: torch.Tensor, entries: Sequence[BatchEntry]) -> SampleTensors:
+        """Queue the sampling (and the logprobs asked for) on the device."""
         device = logits.device
         params = [e.sampling for e in entries]
         assert all(p is not None for p in params), "every sampled entry carries SamplingParams"
@@ -65,7 +64,12 @@ class Sampler:
                 greedy_ids,
                 self._sample_random(logits, entries),
             )
-        return token_ids, raw_logprobs
+        if raw_logprobs is None:
+            return SampleTensors(token_ids)
+        max_top = max(e.sampling.logprobs or 0 for e in entries)
+        chosen = raw_logprobs.gather(1, token_ids[:, None]).squeeze(1)                       # [S]
+        top_values, top_ids = raw_logprobs.topk(max_top, dim=-1) if max_top else (None, None)  # [S, K]
+        return SampleTensors(token_ids, chosen, top_values, top_ids)
 
     def _apply_penalties(self, logits: torch.Tensor, entries: Sequence[BatchEntry]) -> torch.Tensor:
         params = [e.sampling for e in entries]
@@ -114,18 +118,14 @@ class Sampler:
         choice = (probs / noise).argmax(dim=-1, keepdim=True)                               # [S, 1]
         return sorted_ids.gather(1, choice).squeeze(1)                                       # [S]
 
-    def results(
-        self, entries: Sequence[BatchEntry], token_ids: torch.Tensor, raw_logprobs: torch.Tensor | None
-    ) -> list[SampledToken]:
-        """The sampled tokens on the host (the step's one host sync)."""
-        if raw_logprobs is None:
-            return [SampledToken(e.seq_id, t) for e, t in zip(entries, token_ids.tolist())]
-        max_top = max(e.sampling.logprobs or 0 for e in entries)
-        chosen = raw_logprobs.gather(1, token_ids[:, None]).squeeze(1)                       # [S]
-        top_values, top_ids = raw_logprobs.topk(max_top, dim=-1) if max_top else (None, None)  # [S, K]
-        ids_list, chosen_list = token_ids.tolist(), chosen.tolist()
-        top_values_list = top_values.tolist() if top_values is not None else None
-        top_ids_list = top_ids.tolist() if top_ids is not None else None
+    def results(self, entries: Sequence[BatchEntry], sampled: SampleTensors) -> list[SampledToken]:
+        """The sampled tokens as host values (reading device tensors waits for them)."""
+        ids_list = sampled.token_ids.tolist()
+        if sampled.chosen is None:
+            return [SampledToken(e.seq_id, t) for e, t in zip(entries, ids_list)]
+        chosen_list = sampled.chosen.tolist()
+        top_values_list = sampled.top_values.tolist() if sampled.top_values is not None else None
+        top_ids_list = sampled.top_ids.tolist() if sampled.top_ids is not None else None
         results = []
         for row, entry in enumerate(entries):
             k = entry.sampling.logprobs
@@ -135,3 +135,29 @@ class Sampler:
             top = list(zip(top_ids_list[row][:k], top_values_list[row][:k])) if k else []
             results.append(SampledToken(entry.seq_id, ids_list[row], chosen_list[row], top))
         return results
+
+
+@dataclass
+class SampleTensors:
+    """A step's samples on the device: token ids [S], and where logprobs were asked for the chosen
+    token's logprob [S] and the top ones (values, ids) [S, K]."""
+
+    token_ids: torch.Tensor
+    chosen: torch.Tensor | None = None
+    top_values: torch.Tensor | None = None
+    top_ids: torch.Tensor | None = None
+
+    def copy_to_host(self) -> tuple[SampleTensors, torch.cuda.Event | None]:
+        """CUDA: queue copies into pinned host memory now, so reading them later waits only for this
+        step, not for work queued after it (a lookahead step); -> (host copies, event to wait on)."""
+        if self.token_ids.device.type != "cuda":
+            return self, None
+        host = {}
+        for name in ("token_ids", "chosen", "top_values", "top_ids"):
+            tensor = getattr(self, name)
+            if tensor is not None:
+                host[name] = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=True)
+                host[name].copy_(tensor, non_blocking=True)
+        event = torch.cuda.Event()
+        event.record()
+        return SampleTensors(**host), event
