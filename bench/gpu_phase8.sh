@@ -6,6 +6,7 @@
 #   PART=final bash bench/gpu_phase8.sh  # GPU tests; grouped MoE tiles at 48/64 tokens; engine at 8,192 and 16,384 tokens a step; server
 #   PART=ref bash bench/gpu_phase8.sh    # the server twice; HF transformers generate; 120b within 80 GB; step profile
 #   PART=ahead bash bench/gpu_phase8.sh  # GPU tests; engine with lookahead on / off; the server
+#   PART=last bash bench/gpu_phase8.sh   # the final tree: GPU tests; graphed step; engine; the server (defaults)
 #   PART=pair bash bench/gpu_phase8.sh   # engine bench; the server under the same load
 set -u
 source bench/gpu_setup.sh
@@ -53,6 +54,9 @@ case "${PART:-pdl}" in
       GENERATION_ENGINE__GIL_SWITCH_INTERVAL_MS=$ms LOAD_TIMEOUT=60 START_WAIT=90 bash bench/gpu_serve_load.sh "$OUT"
     done
     rm -f "$OUT/load_warmup.json" ;;
+  last)
+    tests; step; bench
+    LOAD_TIMEOUT=60 START_WAIT=90 bash bench/gpu_serve_load.sh "$OUT"; rm -f "$OUT/load_warmup.json" ;;
   pair)
     bench
     LOAD_TIMEOUT=60 START_WAIT=90 bash bench/gpu_serve_load.sh "$OUT"; rm -f "$OUT/load_warmup.json" ;;
