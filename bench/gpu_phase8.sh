@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Phase 8 on the device (carry .whl): programmatic dependent launch for the decode step's Triton kernels;
+# Phase 8 on the device (carry .whl): programmatic dependent launch for the decode step's Triton kernels; lookahead
+# decode steps; the GIL switch interval of the server;
 # the one-program expert alignment on by default at 33-64 tokens.
 #   PART=pdl bash bench/gpu_phase8.sh    # GPU tests; graphed step with PDL on / off / + q/k/v on dense_gemv; engine on / off
 #   PART=gil bash bench/gpu_phase8.sh    # graphed step; engine; the server with GIL switch intervals of 5, 0.5 and 0.1 ms
 #   PART=final bash bench/gpu_phase8.sh  # GPU tests; grouped MoE tiles at 48/64 tokens; engine at 8,192 and 16,384 tokens a step; server
 #   PART=ref bash bench/gpu_phase8.sh    # the server twice; HF transformers generate; 120b within 80 GB; step profile
-#   PART=ahead bash bench/gpu_phase8.sh  # GPU tests; engine with lookahead on / off; the server
+#   PART=ahead bash bench/gpu_phase8.sh  # GPU tests; engine with lookahead on / off; the server at GIL intervals 0.1 and 0.02 ms
 #   PART=last bash bench/gpu_phase8.sh   # the final tree: GPU tests; graphed step; engine; the server (defaults)
 #   PART=pair bash bench/gpu_phase8.sh   # engine bench; the server under the same load
 set -u

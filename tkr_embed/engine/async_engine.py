@@ -161,8 +161,9 @@ class AsyncEngine(EngineClient):
             while not self._stop:
                 pending += self._take_inbox()
                 if inflight is None:
-                    with self._state_lock:
-                        inflight = self.engine.start_step() if self.engine.has_unfinished_requests() else None
+                    with self._state_lock:           # the event loop reads stats: plan under the lock, launch outside
+                        planned = self.engine.plan_step() if self.engine.has_unfinished_requests() else None
+                    inflight = self.engine.launch(*planned) if planned else None
                     if inflight is None:
                         self._deliver(pending)
                         pending = []
@@ -176,7 +177,8 @@ class AsyncEngine(EngineClient):
                         continue
                 # With lookahead the next decode step is queued before this one's tokens are read.
                 with self._state_lock:
-                    following = self.engine.start_lookahead(inflight)
+                    planned = self.engine.plan_lookahead(inflight)
+                following = self.engine.launch(*planned, previous=inflight) if planned else None
                 # The previous step's outputs go to the event loop only now, with a step queued on the
                 # device: their HTTP work overlaps the device instead of competing with this thread for
                 # the GIL while it builds the step's inputs.

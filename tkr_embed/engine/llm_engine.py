@@ -124,27 +124,37 @@ class LLMEngine:
 
     def start_step(self) -> LaunchedStep | None:
         """Schedule a step and queue it on the runner; None when there is nothing to compute."""
-        begin = time.perf_counter()
-        batch = self.schedule()
-        if not batch.entries:
-            return None
-        scheduled = time.perf_counter()
-        finish = self.runner.launch(batch)
-        return LaunchedStep(batch, finish, scheduled - begin, time.perf_counter() - scheduled)
+        planned = self.plan_step()
+        return self.launch(*planned) if planned else None
 
     def start_lookahead(self, current: LaunchedStep) -> LaunchedStep | None:
-        """Queue the decode step after `current` before reading its tokens (`Scheduler.lookahead`);
+        """Queue the decode step after `current` before reading its tokens; None when it cannot be.
+        Call before `current`'s postprocess."""
+        planned = self.plan_lookahead(current)
+        return self.launch(*planned, previous=current) if planned else None
+
+    def plan_step(self) -> tuple[ScheduledBatch, float] | None:
+        """The next step's batch and the seconds spent scheduling it; None when there is nothing to compute.
+        (`start_step` is `launch(*plan_step())`; the AsyncEngine plans under its lock, launches outside it.)"""
+        begin = time.perf_counter()
+        batch = self.schedule()
+        return (batch, time.perf_counter() - begin) if batch.entries else None
+
+    def plan_lookahead(self, current: LaunchedStep) -> tuple[ScheduledBatch, float] | None:
+        """The decode step after `current`, scheduled before its tokens are known (`Scheduler.lookahead`);
         None when lookahead is off, the runner cannot take the tokens on the device, or the batch
-        does not qualify. Call before `current`'s postprocess."""
+        does not qualify."""
         if not self.config.lookahead or not self.runner.can_follow(current.batch):
             return None
         begin = time.perf_counter()
         batch = self.scheduler.lookahead(current.batch)
-        if batch is None:
-            return None
-        scheduled = time.perf_counter()
-        finish = self.runner.launch(batch, previous=current.finish)
-        return LaunchedStep(batch, finish, scheduled - begin, time.perf_counter() - scheduled)
+        return (batch, time.perf_counter() - begin) if batch is not None else None
+
+    def launch(self, batch: ScheduledBatch, schedule_s: float = 0.0, previous: LaunchedStep | None = None) -> LaunchedStep:
+        """Queue `batch` on the runner (with `previous`: a lookahead step, fed that step's tokens)."""
+        begin = time.perf_counter()
+        finish = self.runner.launch(batch, previous=previous.finish) if previous else self.runner.launch(batch)
+        return LaunchedStep(batch, finish, schedule_s, time.perf_counter() - begin)
 
     def postprocess(self, batch: ScheduledBatch, sampled: list[SampledToken]) -> list[RequestOutput]:
         outputs = []
