@@ -119,6 +119,8 @@ class TorchModelRunner(ModelRunner):
         allocated = num_kv_blocks + 1 if on_cuda else num_kv_blocks
         self.kv_caches = allocate_kv_cache(self.config, allocated, block_size, dtype=self.dtype, device=self.device)
         self.sampler = Sampler()
+        self._token_buffers: list[torch.Tensor] = []
+        self._token_turn = 0
         self.decode_graphs = None
         if on_cuda and cuda_graph_batch_sizes != ():
             from tkr_embed.backends.torch.cuda_decode import DEFAULT_GRAPH_BATCH_SIZES, CudaDecodeGraphs
@@ -186,8 +188,19 @@ class TorchModelRunner(ModelRunner):
         token_source = previous.token_ids if previous is not None else None
         logits = self.logits(batch, token_source=token_source)                          # [S, V] float32
         if logits is None:
-            return _Launched(sample_entries, None, self.sampler)
-        return _Launched(sample_entries, self.sampler.sample(logits, sample_entries), self.sampler)
+            return _Launched(sample_entries, None, None, self.sampler)
+        sampled = self.sampler.sample(logits, sample_entries)
+        return _Launched(sample_entries, sampled, self._next_token_buffer(len(sample_entries)), self.sampler)
+
+    def _next_token_buffer(self, rows: int) -> torch.Tensor | None:
+        """CUDA: a pinned int64 buffer for a step's token ids, three used in turn (a step's is read before
+        the step two launches later is queued: at most a step and its lookahead are in flight)."""
+        if self.device.type != "cuda":
+            return None
+        if not self._token_buffers or self._token_buffers[0].numel() < rows:
+            self._token_buffers = [torch.empty(max(rows, 64), dtype=torch.int64, pin_memory=True) for _ in range(3)]
+        self._token_turn = (self._token_turn + 1) % 3
+        return self._token_buffers[self._token_turn]
 
     def can_follow(self, batch: ScheduledBatch) -> bool:
         return bool(batch.entries) and all(len(e.token_ids) == 1 and e.sample for e in batch.entries)
@@ -243,10 +256,10 @@ class _Launched:
     The samples' copy to the host is queued with the step, so reading them waits for this step only,
     not for a lookahead step queued after it."""
 
-    def __init__(self, entries, sampled: SampleTensors | None, sampler: Sampler):
+    def __init__(self, entries, sampled: SampleTensors | None, token_buffer: torch.Tensor | None, sampler: Sampler):
         self.entries = entries
         self.token_ids = sampled.token_ids if sampled is not None else None   # [S] on the device
-        self._host, self._ready = sampled.copy_to_host() if sampled is not None else (None, None)
+        self._host, self._ready = sampled.copy_to_host(token_buffer) if sampled is not None else (None, None)
         self._sampler = sampler
         self._result: list[SampledToken] | None = None
 

@@ -147,17 +147,22 @@ class SampleTensors:
     top_values: torch.Tensor | None = None
     top_ids: torch.Tensor | None = None
 
-    def copy_to_host(self) -> tuple[SampleTensors, torch.cuda.Event | None]:
+    def copy_to_host(self, token_buffer: torch.Tensor | None = None) -> tuple[SampleTensors, torch.cuda.Event | None]:
         """CUDA: queue copies into pinned host memory now, so reading them later waits only for this
-        step, not for work queued after it (a lookahead step); -> (host copies, event to wait on)."""
+        step, not for work queued after it (a lookahead step); -> (host copies, event to wait on).
+        token_buffer: pinned int64 memory for the token ids (at least S long), else allocated."""
         if self.token_ids.device.type != "cuda":
             return self, None
         host = {}
         for name in ("token_ids", "chosen", "top_values", "top_ids"):
             tensor = getattr(self, name)
-            if tensor is not None:
+            if tensor is None:
+                continue
+            if name == "token_ids" and token_buffer is not None and token_buffer.numel() >= tensor.numel():
+                host[name] = token_buffer[: tensor.numel()]
+            else:
                 host[name] = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=True)
-                host[name].copy_(tensor, non_blocking=True)
+            host[name].copy_(tensor, non_blocking=True)
         event = torch.cuda.Event()
         event.record()
         return SampleTensors(**host), event
