@@ -1,6 +1,6 @@
 """MXFP4 MoE kernel variants side by side on the 20b shape (one H100/H200 call); prints one line each, JSON last.
 
-    python bench/gpu_moe_variants.py [--tokens 1 8 64 1000]
+    python bench/gpu_moe_variants.py [--tokens 1 8 64 1000 8192]   (from 2,048 tokens: the prefill tiles)
 
 For each token count: the default dispatch (`mxfp4_moe.mxfp4_moe`), then the matrix-vector, expert-major
 decode and grouped kernels over a set of tiles, orientations and dequantizations (PTX, integer bit
@@ -37,6 +37,8 @@ GROUPED = [G(64, 64, 64, 4, 3, False, False, True), G(128, 64, 64, 8, 3, False, 
            G(32, 64, 64, 4, 3, False, False, True), G(64, 128, 64, 4, 3, False, False, True),
            G(64, 64, 64, 4, 4, False, False, True), G(64, 64, 128, 4, 3, False, False, True),
            G(64, 64, 64, 8, 3, False, False, True), G(64, 64, 64, 4, 3, False, False, True, True)]   # last: align kernel
+PREFILL = [G(128, 64, 64, 8, 3), G(256, 64, 64, 8, 3), G(128, 128, 64, 8, 3), G(128, 64, 128, 8, 3),
+           G(128, 64, 64, 8, 4), G(256, 128, 64, 8, 3), G(128, 128, 64, 8, 4), G(256, 64, 64, 8, 4)]
 
 
 def _run(label, tokens, cfg, fn, cases, refs, weights_bytes) -> dict:
@@ -80,7 +82,7 @@ def main() -> int:
                     cases[i].hidden, cases[i].topk_ids, cases[i].topk_weights, *cases[i].weights,
                     config=cfg).sum(1), cases, refs, moved))
         if tokens >= 32:
-            for cfg in GROUPED:
+            for cfg in (GROUPED if tokens < 2048 else PREFILL):
                 rows.append(_run("grouped", tokens, cfg, lambda i, cfg=cfg: mxfp4_moe_grouped_partials(
                     cases[i].hidden, cases[i].topk_ids, cases[i].topk_weights, *cases[i].weights,
                     config=cfg).sum(1), cases, refs, moved))
