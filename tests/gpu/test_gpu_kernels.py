@@ -21,7 +21,7 @@ def kernels():
     return mxfp4_moe, paged_attention
 
 
-@pytest.mark.parametrize("num_tokens", [1, 7, 9, 64, 200, 300, 512])
+@pytest.mark.parametrize("num_tokens", [1, 7, 9, 64, 200, 300, 512, 4200])
 def test_mxfp4_moe_matches_reference_on_20b_shape(kernels, num_tokens):
     from tkr_embed.backends.torch.kernels.random_cases import make_moe_case, relative_error
     from tkr_embed.backends.torch.kernels.mxfp4_reference import moe_reference
@@ -35,9 +35,10 @@ def test_mxfp4_moe_matches_reference_on_20b_shape(kernels, num_tokens):
     assert relative_error(out, ref) < 2e-2
 
 
-@pytest.mark.parametrize("num_tokens", [1, 3, 16, 300, 2100])
+@pytest.mark.parametrize("num_tokens", [1, 3, 16, 300, 2100, 4200])
 def test_mxfp4_moe_matches_reference_on_120b_expert_count(kernels, num_tokens):
-    """128 experts (the 120b shape) through every dispatch path: gemv, decode, grouped 64 and 128 rows."""
+    """128 experts (the 120b shape) through every dispatch path: gemv, decode, grouped 64 and 128 rows,
+    and the prefill path (experts dequantized a chunk at a time, then grouped GEMMs)."""
     from tkr_embed.backends.torch.kernels.random_cases import make_moe_case, relative_error
     from tkr_embed.backends.torch.kernels.mxfp4_reference import moe_reference
 

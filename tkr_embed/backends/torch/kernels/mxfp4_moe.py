@@ -6,7 +6,9 @@ Which kernels run depends on the batch (H200 sweep, bench/gpu_moe_variants.py; B
 - up to DECODE_MAX_TOKENS: expert-major tensor-core kernels that find their own pairs
   (`mxfp4_moe_decode`);
 - more: grouped GEMMs over pairs sorted by expert (`mxfp4_moe_grouped`), 64-row blocks up to
-  2,048 tokens, 128-row blocks above.
+  2,048 tokens, 128-row blocks above;
+- from PREFILL_DEQUANT_MIN_TOKENS tokens on CUDA: the experts dequantized once, then torch's grouped
+  GEMM (`mxfp4_moe_prefill`).
 
 All return per-pair results [T, k, D] with the routing weight applied ([T, k * down_splits, D] when the
 matrix-vector down projection is split over K); the model sums the slots with the residual inside the
@@ -33,6 +35,8 @@ from tkr_embed.backends.torch.kernels.mxfp4_moe_grouped import (
 
 GEMV_MAX_TOKENS = 16
 DECODE_MAX_TOKENS = 32
+# From this many tokens (CUDA): experts dequantized once, then grouped GEMMs (`mxfp4_moe_prefill`); None: off
+PREFILL_DEQUANT_MIN_TOKENS: int | None = 4096
 
 
 MoeConfig = GemvConfig | DecodeTileConfig | GroupedTileConfig
@@ -61,6 +65,11 @@ def mxfp4_moe_partials(
     """Experts forward on the GPU with MXFP4 weights -> per-pair results [T, k, D] in hidden's dtype
     ([T, k * down_splits, D] for a GemvConfig with down_splits > 1)."""
     weights = (gate_up_blocks, gate_up_scales, gate_up_bias, down_blocks, down_scales, down_bias)
+    if (config is None and hidden.is_cuda and PREFILL_DEQUANT_MIN_TOKENS is not None
+            and hidden.shape[0] >= PREFILL_DEQUANT_MIN_TOKENS):
+        from tkr_embed.backends.torch.kernels.mxfp4_moe_prefill import mxfp4_moe_prefill_partials
+
+        return mxfp4_moe_prefill_partials(hidden, topk_ids, topk_weights, *weights)
     cfg = config or default_config(hidden.shape[0], topk_ids.shape[1])
     if isinstance(cfg, GemvConfig):
         return mxfp4_moe_gemv(hidden, topk_ids, topk_weights, *weights, config=cfg)

@@ -1,0 +1,34 @@
+"""Run under TRITON_INTERPRET=1 by test_triton_interpreted.py: the prefill MoE (experts dequantized once,
+then grouped GEMMs) against the float32 reference, and its dequantization against the reference's."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import torch
+
+from tkr_embed.backends.torch.kernels import mxfp4_moe_prefill
+from tkr_embed.backends.torch.kernels.mxfp4_reference import dequantize_mxfp4, moe_reference
+from tkr_embed.backends.torch.kernels.random_cases import make_moe_case, relative_error
+
+
+def main() -> int:
+    results = []
+    case = make_moe_case(40, num_experts=8, hidden=128, intermediate=96, top_k=4, seed=3, device="cpu")
+    blocks, scales = case.weights[0], case.weights[1]
+    dequantized = mxfp4_moe_prefill.dequantize_experts(blocks, scales)
+    expected = torch.stack([dequantize_mxfp4(blocks[e], scales[e], torch.bfloat16) for e in range(blocks.shape[0])])
+    results.append({"kernel": "dequantize", "shape": list(dequantized.shape), "equal": bool(torch.equal(dequantized, expected))})
+    ref = moe_reference(case.hidden, case.topk_ids, case.topk_weights, *case.weights).float()
+    for scratch in (1 << 30, 3 * 96 * 128 * 2 * 2):      # all experts at once; three experts a chunk
+        mxfp4_moe_prefill.SCRATCH_BYTES = scratch
+        parts = mxfp4_moe_prefill.mxfp4_moe_prefill_partials(case.hidden, case.topk_ids, case.topk_weights, *case.weights)
+        results.append({"kernel": "prefill", "chunked": scratch < 1 << 30, "shape": list(parts.shape),
+                        "error": relative_error(parts.float().sum(1), ref)})
+    print(json.dumps(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

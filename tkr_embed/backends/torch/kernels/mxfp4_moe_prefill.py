@@ -1,0 +1,157 @@
+"""MXFP4 MoE for large prefill batches: each expert's weights dequantized once, then grouped GEMMs.
+
+At thousands of tokens the grouped Triton kernel dequantizes an expert's weight tile once per block of
+128 rows, so ~8 times per expert at 8,192 tokens, and its tensor-core loop is bound by that work. Here
+the experts are dequantized to bf16 once a layer (a few experts at a time, into SCRATCH_BYTES), and
+torch's grouped GEMM (`torch._grouped_mm`, CUTLASS on Hopper) multiplies each expert's rows:
+
+1. the (token, expert) pairs sorted by expert; their activation rows gathered [P, D];
+2. gate_up = x @ W_gu[e]^T per expert; + bias and the clamped SwiGLU in one kernel -> act [P, I];
+3. down = act @ W_dn[e]^T per expert; + bias, times the routing weight, written to the pair's row of
+   the per-pair results [T, k, D] in one kernel.
+
+The GEMM outputs are rounded to bf16 before the bias (the Triton kernels add it in fp32): within the
+tolerance of the float32 reference. One host sync a layer reads the experts' row counts.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from tkr_embed.backends.torch.kernels.mxfp4_reference import SWIGLU_ALPHA, SWIGLU_LIMIT
+from tkr_embed.backends.torch.kernels.mxfp4_tile import dequant_bf16, use_asm
+
+SCRATCH_BYTES = 1 << 30            # bf16 weights of the experts dequantized at a time (20b gate_up: all 32)
+DEQUANT_GROUPS = 64                # 32-value groups a program dequantizes
+
+
+@triton.jit
+def _dequant_kernel(blocks_ptr, scales_ptr, out_ptr, num_groups, BLOCK: tl.constexpr, ASM: tl.constexpr):
+    """Flat groups: blocks [n, 16] uint8, scales [n] uint8 -> out [n, 32] bf16 (low nibble first)."""
+    groups = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    valid = groups < num_groups
+    offs_b = tl.arange(0, 16)
+    packed = tl.load(blocks_ptr + groups[:, None] * 16 + offs_b[None, :], mask=valid[:, None], other=0)
+    scales = tl.load(scales_ptr + groups, mask=valid, other=127)
+    values = dequant_bf16(packed, scales[:, None], BLOCK, 32, ASM)                       # [BLOCK, 32]
+    tl.store(out_ptr + groups[:, None] * 32 + tl.arange(0, 32)[None, :], values, mask=valid[:, None])
+
+
+@triton.jit
+def _bias_swiglu_kernel(y_ptr, expert_ptr, bias_ptr, act_ptr, I, stride_y, stride_be, stride_act,
+                        BLOCK: tl.constexpr, LIMIT: tl.constexpr, ALPHA: tl.constexpr):
+    """Row r of y [P, 2I] (interleaved gate/up) + its expert's bias -> clamped SwiGLU -> act [P, I]."""
+    row = tl.program_id(0).to(tl.int64)
+    offs = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+    valid = offs < I
+    expert = tl.load(expert_ptr + row).to(tl.int64)
+    gate = tl.load(y_ptr + row * stride_y + 2 * offs, mask=valid, other=0.0).to(tl.float32)
+    up = tl.load(y_ptr + row * stride_y + 2 * offs + 1, mask=valid, other=0.0).to(tl.float32)
+    gate += tl.load(bias_ptr + expert * stride_be + 2 * offs, mask=valid, other=0.0).to(tl.float32)
+    up += tl.load(bias_ptr + expert * stride_be + 2 * offs + 1, mask=valid, other=0.0).to(tl.float32)
+    gate = tl.minimum(gate, LIMIT)
+    up = tl.minimum(tl.maximum(up, -LIMIT), LIMIT)
+    act = (up + 1.0) * gate * tl.sigmoid(ALPHA * gate)
+    tl.store(act_ptr + row * stride_act + offs, act.to(act_ptr.dtype.element_ty), mask=valid)
+
+
+@triton.jit
+def _bias_route_scatter_kernel(z_ptr, pair_ptr, expert_ptr, bias_ptr, route_w_ptr, out_ptr, D, stride_z, stride_be,
+                               stride_out, BLOCK: tl.constexpr):
+    """Row r of z [P, D] + its expert's bias, times its pair's routing weight -> out[pair] [T*k, D]."""
+    row = tl.program_id(0).to(tl.int64)
+    offs = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+    valid = offs < D
+    pair = tl.load(pair_ptr + row).to(tl.int64)
+    expert = tl.load(expert_ptr + row).to(tl.int64)
+    z = tl.load(z_ptr + row * stride_z + offs, mask=valid, other=0.0).to(tl.float32)
+    z += tl.load(bias_ptr + expert * stride_be + offs, mask=valid, other=0.0).to(tl.float32)
+    z *= tl.load(route_w_ptr + pair)
+    tl.store(out_ptr + pair * stride_out + offs, z.to(out_ptr.dtype.element_ty), mask=valid)
+
+
+def dequantize_experts(blocks: torch.Tensor, scales: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """blocks [E, N, K/32, 16] uint8, scales [E, N, K/32] uint8 -> [E, N, K] bf16 (into `out` if given)."""
+    experts, rows, groups, _ = blocks.shape
+    num_groups = experts * rows * groups
+    if out is None:
+        out = torch.empty(experts, rows, groups * 32, dtype=torch.bfloat16, device=blocks.device)
+    _dequant_kernel[(triton.cdiv(num_groups, DEQUANT_GROUPS),)](
+        blocks.contiguous(), scales.contiguous(), out, num_groups, BLOCK=DEQUANT_GROUPS, ASM=use_asm(blocks),
+        num_warps=4,
+    )
+    return out
+
+
+def _grouped_projection(x, counts, blocks, scales, scratch):
+    """Rows x [P, K] sorted by expert (counts on the host) @ each expert's W^T -> [P, N] bf16,
+    dequantizing the experts into `scratch` a chunk at a time."""
+    experts, rows, groups, _ = blocks.shape
+    per_chunk = max(1, scratch.numel() // (rows * groups * 32))
+    if per_chunk >= experts:                 # one chunk: the GEMM's own output is the result
+        weights = scratch[: experts * rows * groups * 32].view(experts, rows, groups * 32)
+        dequantize_experts(blocks, scales, weights)
+        offsets = torch.tensor(list(_cumulative(counts)), dtype=torch.int32).to(x.device)
+        return torch._grouped_mm(x, weights.transpose(-2, -1), offs=offsets)
+    out = torch.empty(x.shape[0], rows, dtype=torch.bfloat16, device=x.device)
+    start = 0
+    for e0 in range(0, experts, per_chunk):
+        e1 = min(experts, e0 + per_chunk)
+        chunk_counts = counts[e0:e1]
+        end = start + sum(chunk_counts)
+        if end > start:
+            weights = scratch[: (e1 - e0) * rows * groups * 32].view(e1 - e0, rows, groups * 32)
+            dequantize_experts(blocks[e0:e1], scales[e0:e1], weights)
+            offsets = torch.tensor(list(_cumulative(chunk_counts)), dtype=torch.int32).to(x.device)
+            out[start:end] = torch._grouped_mm(x[start:end], weights.transpose(-2, -1), offs=offsets)
+        start = end
+    return out
+
+
+def _cumulative(counts):
+    total = 0
+    for count in counts:
+        total += count
+        yield total
+
+
+def mxfp4_moe_prefill_partials(
+    hidden: torch.Tensor,            # [T, D] bf16
+    topk_ids: torch.Tensor,          # [T, k] int
+    topk_weights: torch.Tensor,      # [T, k] float
+    gate_up_blocks: torch.Tensor,    # [E, 2I, D/32, 16] uint8
+    gate_up_scales: torch.Tensor,    # [E, 2I, D/32] uint8
+    gate_up_bias: torch.Tensor,      # [E, 2I]
+    down_blocks: torch.Tensor,       # [E, D, I/32, 16] uint8
+    down_scales: torch.Tensor,       # [E, D, I/32] uint8
+    down_bias: torch.Tensor,         # [E, D]
+) -> torch.Tensor:
+    """Experts for a large batch -> per-pair results [T, k, D] (routing weight applied)."""
+    num_tokens, hidden_size = hidden.shape
+    top_k = topk_ids.shape[1]
+    num_experts, rows_gu = gate_up_blocks.shape[:2]
+    intermediate = rows_gu // 2
+    pair_expert = topk_ids.reshape(-1).long()
+    order = torch.argsort(pair_expert, stable=True)                                       # [P] pairs by expert
+    sorted_expert = pair_expert.index_select(0, order)
+    counts = torch.bincount(pair_expert, minlength=num_experts).tolist()                 # the one host sync
+    x = hidden.index_select(0, order // top_k)                                            # [P, D]
+    scratch = torch.empty(SCRATCH_BYTES // 2, dtype=torch.bfloat16, device=hidden.device)
+    y = _grouped_projection(x, counts, gate_up_blocks, gate_up_scales, scratch)          # [P, 2I]
+    act = torch.empty(x.shape[0], intermediate, dtype=hidden.dtype, device=hidden.device)
+    block = 512
+    _bias_swiglu_kernel[(x.shape[0], triton.cdiv(intermediate, block))](
+        y, sorted_expert, gate_up_bias, act, intermediate, y.stride(0), gate_up_bias.stride(0), act.stride(0),
+        BLOCK=block, LIMIT=SWIGLU_LIMIT, ALPHA=SWIGLU_ALPHA, num_warps=4,
+    )
+    del y
+    z = _grouped_projection(act, counts, down_blocks, down_scales, scratch)               # [P, D]
+    route_w = topk_weights.reshape(-1).to(torch.float32).contiguous()
+    out = torch.empty(num_tokens * top_k, hidden_size, dtype=hidden.dtype, device=hidden.device)
+    _bias_route_scatter_kernel[(x.shape[0], triton.cdiv(hidden_size, block))](
+        z, order, sorted_expert, down_bias, route_w, out, hidden_size, z.stride(0), down_bias.stride(0),
+        out.stride(0), BLOCK=block, num_warps=4,
+    )
+    return out.view(num_tokens, top_k, hidden_size)
