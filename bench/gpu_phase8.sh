@@ -7,7 +7,7 @@
 #   PART=final bash bench/gpu_phase8.sh  # GPU tests; grouped MoE tiles at 48/64 tokens; engine at 8,192 and 16,384 tokens a step; server
 #   PART=ref bash bench/gpu_phase8.sh    # the server twice; HF transformers generate; 120b within 80 GB; step profile
 #   PART=ahead bash bench/gpu_phase8.sh  # GPU tests; engine with lookahead on / off; the server at GIL intervals 0.1 and 0.02 ms
-#   PART=last bash bench/gpu_phase8.sh   # the final tree: GPU tests; graphed step; engine; the server (defaults)
+#   PART=last bash bench/gpu_phase8.sh   # the final tree: GPU tests; graphed step; engine; MoE prefill paths; the server
 #   PART=pair bash bench/gpu_phase8.sh   # engine bench; the server under the same load
 set -u
 source bench/gpu_setup.sh
@@ -57,6 +57,7 @@ case "${PART:-pdl}" in
     rm -f "$OUT/load_warmup.json" ;;
   last)
     tests; step; bench
+    timeout 120 python3 bench/gpu_moe_prefill.py > "$OUT/moe_prefill.json" 2>"$OUT/moe_prefill.err"; grep "{'tokens" "$OUT/moe_prefill.err" || tail -3 "$OUT/moe_prefill.err"
     LOAD_TIMEOUT=60 START_WAIT=90 bash bench/gpu_serve_load.sh "$OUT"; rm -f "$OUT/load_warmup.json" ;;
   pair)
     bench

@@ -1,0 +1,56 @@
+"""The MoE layer at prefill sizes, eager (the prefill path reads counts on the host, so no CUDA graph):
+grouped Triton kernels against experts dequantized once + grouped GEMMs. Prints one JSON object.
+
+    python bench/gpu_moe_prefill.py --tokens 1024 2048 4096 8192
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tkr_embed.backends.torch.kernels.mxfp4_moe import default_config, mxfp4_moe_partials  # noqa: E402
+from tkr_embed.backends.torch.kernels.mxfp4_moe_prefill import mxfp4_moe_prefill_partials  # noqa: E402
+from tkr_embed.backends.torch.kernels.random_cases import make_moe_case, make_moe_weights  # noqa: E402
+
+
+def _median_ms(fn, repeats: int = 10) -> float:
+    for _ in range(2):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end))
+    return sorted(times)[len(times) // 2]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--tokens", type=int, nargs="+", default=[1024, 2048, 4096, 8192])
+    args = parser.parse_args()
+    weights = make_moe_weights(seed=0)
+    rows = []
+    for tokens in args.tokens:
+        case = make_moe_case(tokens, seed=1, weights=weights)
+        grouped_cfg = default_config(tokens, 4)
+        grouped = _median_ms(lambda: mxfp4_moe_partials(case.hidden, case.topk_ids, case.topk_weights, *weights,
+                                                        config=grouped_cfg))
+        prefill = _median_ms(lambda: mxfp4_moe_prefill_partials(case.hidden, case.topk_ids, case.topk_weights, *weights))
+        rows.append({"tokens": tokens, "grouped_ms": round(grouped, 3), "prefill_ms": round(prefill, 3)})
+        print(rows[-1], file=sys.stderr)
+    print(json.dumps({"card": torch.cuda.get_device_name(0), "rows": rows}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
