@@ -49,6 +49,19 @@ def test_lookahead_gives_the_tokens_of_the_ordinary_engine() -> None:
     assert engine.stats().kv_blocks_used == 0 and not engine.has_unfinished_requests()
 
 
+def test_lookahead_continues_while_the_queue_waits_for_a_full_batch() -> None:
+    """max_num_seqs sequences running and more waiting: nothing can be admitted, so decode steps go
+    ahead; a finished sequence's slot is filled at the next ordinary step. Same tokens as the ordinary
+    engine."""
+    requests = _requests(8)
+    ordinary = run_all(LLMEngine(ToyRunner(eos_logit=EOS_LOGIT), ToyTokenizer(), EngineConfig(max_num_seqs=3)), requests)
+    runner = FollowingToyRunner(num_kv_blocks=64, eos_logit=EOS_LOGIT)
+    engine = LLMEngine(runner, ToyTokenizer(), EngineConfig(max_num_seqs=3))
+    assert _tokens(run_all(engine, requests)) == _tokens(ordinary)
+    assert runner.followed >= 30           # 34; 23 if a waiting queue stopped lookahead (deterministic toy)
+    assert engine.stats().kv_blocks_used == 0
+
+
 def test_no_lookahead_when_turned_off_or_when_sampling_needs_the_host() -> None:
     runner = FollowingToyRunner()
     run_all(LLMEngine(runner, ToyTokenizer(), EngineConfig(lookahead=False)), _requests(4))

@@ -112,13 +112,14 @@ class Scheduler:
         position on, their input tokens left to the runner (it takes `batch`'s samples on the device).
 
         Only for a batch of every running sequence, each decoding one token with sampling that needs
-        no history on the host (no penalties, no seed), nothing waiting to be admitted, and free
-        blocks for all. A sequence that finishes with `batch`'s token computes one token for nothing;
+        no history on the host (no penalties, no seed), nothing that could be admitted waiting (the
+        queue may be full while `max_num_seqs` sequences run), and free blocks for all. A sequence that finishes with `batch`'s token computes one token for nothing;
         its blocks may be freed before that step ends, but the KV it writes lies past its computed
         tokens (in no full, shareable block) and every later step runs after it on the device.
         None when the batch does not qualify.
         """
-        if self.waiting or self._pending_forks or len(batch.entries) != len(self.running):
+        admissible = self.waiting and len(self.running) < self.config.max_num_seqs
+        if admissible or self._pending_forks or len(batch.entries) != len(self.running):
             return None
         seqs = []
         blocks_needed = 0
