@@ -50,6 +50,22 @@ def test_mxfp4_moe_matches_reference_on_120b_expert_count(kernels, num_tokens):
     assert relative_error(out, ref) < 2e-2
 
 
+def test_prefill_moe_with_all_experts_in_the_scratch_never_waits_for_the_host(kernels):
+    """20b: every expert fits the scratch, so the grouped GEMMs take their row offsets on the device; the
+    layer can be captured in a CUDA graph (a host sync would fail the capture) and replays the eager result."""
+    from tkr_embed.backends.torch.kernels.mxfp4_moe_prefill import mxfp4_moe_prefill_partials
+    from tkr_embed.backends.torch.kernels.random_cases import make_moe_case
+
+    case = make_moe_case(2100, seed=21)
+    eager = mxfp4_moe_prefill_partials(case.hidden, case.topk_ids, case.topk_weights, *case.weights)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        captured = mxfp4_moe_prefill_partials(case.hidden, case.topk_ids, case.topk_weights, *case.weights)
+    graph.replay()
+    torch.cuda.synchronize()
+    assert torch.equal(captured, eager)
+
+
 def test_mxfp4_moe_every_tile_config_agrees(kernels):
     from tkr_embed.backends.torch.kernels.random_cases import make_moe_case, relative_error
     from tkr_embed.backends.torch.kernels.mxfp4_reference import moe_reference

@@ -11,7 +11,9 @@ torch's grouped GEMM (`torch._grouped_mm`, CUTLASS on Hopper) multiplies each ex
    the per-pair results [T, k, D] in one kernel.
 
 The GEMM outputs are rounded to bf16 before the bias (the Triton kernels add it in fp32): within the
-tolerance of the float32 reference. One host sync a layer reads the experts' row counts.
+tolerance of the float32 reference. When the experts fit the scratch at once (20b) the grouped GEMMs
+take their row offsets on the device; when they are chunked (120b) one host sync a layer reads the
+experts' row counts. Either way not CUDA-graph capturable (prefill runs eagerly).
 """
 
 from __future__ import annotations
@@ -85,16 +87,31 @@ def dequantize_experts(blocks: torch.Tensor, scales: torch.Tensor, out: torch.Te
     return out
 
 
-def _grouped_projection(x, counts, blocks, scales, scratch):
-    """Rows x [P, K] sorted by expert (counts on the host) @ each expert's W^T -> [P, N] bf16,
-    dequantizing the experts into `scratch` a chunk at a time."""
+class _ExpertRows:
+    """How many sorted rows each expert owns: cumulative offsets on the device (enough when every expert
+    fits the scratch at once), and the counts on the host, read (one sync) only when chunking needs them."""
+
+    def __init__(self, counts: torch.Tensor) -> None:
+        self.counts = counts                                                       # [E] on the device
+        self.offsets = torch.cumsum(counts, 0).to(torch.int32)                     # [E]
+        self._host: list[int] | None = None
+
+    def host(self) -> list[int]:
+        if self._host is None:
+            self._host = self.counts.tolist()
+        return self._host
+
+
+def _grouped_projection(x: torch.Tensor, rows_of: _ExpertRows, blocks, scales, scratch) -> torch.Tensor:
+    """Rows x [P, K] sorted by expert @ each expert's W^T -> [P, N] bf16, dequantizing the experts into
+    `scratch` (a chunk of experts at a time when they do not fit: then the counts are read on the host)."""
     experts, rows, groups, _ = blocks.shape
     per_chunk = max(1, scratch.numel() // (rows * groups * 32))
-    if per_chunk >= experts:                 # one chunk: the GEMM's own output is the result
+    if per_chunk >= experts:                 # one chunk: no host sync, the GEMM's own output is the result
         weights = scratch[: experts * rows * groups * 32].view(experts, rows, groups * 32)
         dequantize_experts(blocks, scales, weights)
-        offsets = torch.tensor(list(_cumulative(counts)), dtype=torch.int32).to(x.device)
-        return torch._grouped_mm(x, weights.transpose(-2, -1), offs=offsets)
+        return torch._grouped_mm(x, weights.transpose(-2, -1), offs=rows_of.offsets)
+    counts = rows_of.host()
     out = torch.empty(x.shape[0], rows, dtype=torch.bfloat16, device=x.device)
     start = 0
     for e0 in range(0, experts, per_chunk):
@@ -136,10 +153,11 @@ def mxfp4_moe_prefill_partials(
     pair_expert = topk_ids.reshape(-1).long()
     order = torch.argsort(pair_expert, stable=True)                                       # [P] pairs by expert
     sorted_expert = pair_expert.index_select(0, order)
-    counts = torch.bincount(pair_expert, minlength=num_experts).tolist()                 # the one host sync
+    counts = torch.zeros(num_experts, dtype=torch.int64, device=hidden.device)         # (bincount would sync)
+    rows_of = _ExpertRows(counts.index_add_(0, pair_expert, torch.ones_like(pair_expert)))
     x = hidden.index_select(0, order // top_k)                                            # [P, D]
     scratch = torch.empty(SCRATCH_BYTES // 2, dtype=torch.bfloat16, device=hidden.device)
-    y = _grouped_projection(x, counts, gate_up_blocks, gate_up_scales, scratch)          # [P, 2I]
+    y = _grouped_projection(x, rows_of, gate_up_blocks, gate_up_scales, scratch)         # [P, 2I]
     act = torch.empty(x.shape[0], intermediate, dtype=hidden.dtype, device=hidden.device)
     block = 512
     _bias_swiglu_kernel[(x.shape[0], triton.cdiv(intermediate, block))](
@@ -147,7 +165,7 @@ def mxfp4_moe_prefill_partials(
         BLOCK=block, LIMIT=SWIGLU_LIMIT, ALPHA=SWIGLU_ALPHA, num_warps=4,
     )
     del y
-    z = _grouped_projection(act, counts, down_blocks, down_scales, scratch)               # [P, D]
+    z = _grouped_projection(act, rows_of, down_blocks, down_scales, scratch)              # [P, D]
     route_w = topk_weights.reshape(-1).to(torch.float32).contiguous()
     out = torch.empty(num_tokens * top_k, hidden_size, dtype=hidden.dtype, device=hidden.device)
     _bias_route_scatter_kernel[(x.shape[0], triton.cdiv(hidden_size, block))](
