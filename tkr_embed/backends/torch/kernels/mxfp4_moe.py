@@ -36,9 +36,10 @@ from tkr_embed.backends.torch.kernels.mxfp4_moe_grouped import (
 GEMV_MAX_TOKENS = 16
 DECODE_MAX_TOKENS = 32
 # From this many tokens (CUDA): experts dequantized once, then grouped GEMMs (`mxfp4_moe_prefill`); None: off.
-# One layer on an H200 (bench/gpu_moe_prefill.py), ms, grouped kernels / this path: 1,024 tokens 1.200 / 1.588,
-# 2,048 1.878 / 1.756, 4,096 2.929 / 2.330, 8,192 5.419 / 3.645.
-PREFILL_DEQUANT_MIN_TOKENS: int | None = 2048
+# One layer (bench/gpu_moe_prefill.py), ms, grouped kernels / this path. H200: 1,024 tokens 1.200 / 1.588,
+# 2,048 1.878 / 1.756, 4,096 2.929 / 2.330, 8,192 5.419 / 3.645. H100: 2,048 1.901 / 1.975, 8,192
+# 6.462 / 4.014. From 4,096 it is faster on both cards.
+PREFILL_DEQUANT_MIN_TOKENS: int | None = 4096
 
 
 MoeConfig = GemvConfig | DecodeTileConfig | GroupedTileConfig
