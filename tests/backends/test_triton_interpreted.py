@@ -60,8 +60,7 @@ def test_prefill_moe_dequantizes_once_and_matches_the_reference_under_the_interp
 
 
 def test_align_kernel_equals_the_torch_alignment_under_the_interpreter():
-    """One program groups the pairs by expert exactly as the torch operations do (up to 4,000 pairs here:
-    several chunks)."""
+    """One program groups up to 256 pairs by expert exactly as the torch operations do."""
     results = _interpreted("align_cases.py", timeout=300)
-    assert len(results) == 8
+    assert len(results) == 6
     assert all(r["pairs_equal"] and r["blocks_equal"] for r in results), results
