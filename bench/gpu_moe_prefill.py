@@ -15,23 +15,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from gpu_profile_step import _median_ms  # noqa: E402  (this folder: the CUDA-event median of a call)
+
 from tkr_embed.backends.torch.kernels.mxfp4_moe import default_config, mxfp4_moe_partials  # noqa: E402
 from tkr_embed.backends.torch.kernels.mxfp4_moe_prefill import mxfp4_moe_prefill_partials  # noqa: E402
 from tkr_embed.backends.torch.kernels.random_cases import make_moe_case, make_moe_weights  # noqa: E402
-
-
-def _median_ms(fn, repeats: int = 10) -> float:
-    for _ in range(2):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-    return sorted(times)[len(times) // 2]
 
 
 def main() -> int:
@@ -44,8 +32,8 @@ def main() -> int:
         case = make_moe_case(tokens, seed=1, weights=weights)
         grouped_cfg = default_config(tokens, 4)
         grouped = _median_ms(lambda: mxfp4_moe_partials(case.hidden, case.topk_ids, case.topk_weights, *weights,
-                                                        config=grouped_cfg))
-        prefill = _median_ms(lambda: mxfp4_moe_prefill_partials(case.hidden, case.topk_ids, case.topk_weights, *weights))
+                                                        config=grouped_cfg), 10)
+        prefill = _median_ms(lambda: mxfp4_moe_prefill_partials(case.hidden, case.topk_ids, case.topk_weights, *weights), 10)
         rows.append({"tokens": tokens, "grouped_ms": round(grouped, 3), "prefill_ms": round(prefill, 3)})
         print(rows[-1], file=sys.stderr)
     print(json.dumps({"card": torch.cuda.get_device_name(0), "rows": rows}))

@@ -18,6 +18,8 @@ experts' row counts. Either way not CUDA-graph capturable (prefill runs eagerly)
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 import triton
 import triton.language as tl
@@ -121,17 +123,10 @@ def _grouped_projection(x: torch.Tensor, rows_of: _ExpertRows, blocks, scales, s
         if end > start:
             weights = scratch[: (e1 - e0) * rows * groups * 32].view(e1 - e0, rows, groups * 32)
             dequantize_experts(blocks[e0:e1], scales[e0:e1], weights)
-            offsets = torch.tensor(list(_cumulative(chunk_counts)), dtype=torch.int32).to(x.device)
+            offsets = torch.tensor(list(itertools.accumulate(chunk_counts)), dtype=torch.int32).to(x.device)
             out[start:end] = torch._grouped_mm(x[start:end], weights.transpose(-2, -1), offs=offsets)
         start = end
     return out
-
-
-def _cumulative(counts):
-    total = 0
-    for count in counts:
-        total += count
-        yield total
 
 
 def mxfp4_moe_prefill_partials(
