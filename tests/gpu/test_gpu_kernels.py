@@ -50,6 +50,41 @@ def test_mxfp4_moe_matches_reference_on_120b_expert_count(kernels, num_tokens):
     assert relative_error(out, ref) < 2e-2
 
 
+@pytest.mark.parametrize("num_tokens, num_experts", [(17, 32), (64, 32), (128, 32), (64, 128)])
+def test_mma_moe_matches_reference_and_serves_the_dispatch(kernels, num_tokens, num_experts):
+    """The register-operand MMA kernels (20b and 120b expert counts) against the float32 reference; the
+    default dispatch takes them only when the caller allows it."""
+    from tkr_embed.backends.torch.kernels.mxfp4_moe_mma import mxfp4_moe_mma_partials
+    from tkr_embed.backends.torch.kernels.mxfp4_reference import moe_reference
+    from tkr_embed.backends.torch.kernels.random_cases import make_moe_case, relative_error
+
+    mxfp4_moe, _ = kernels
+    case = make_moe_case(num_tokens, num_experts=num_experts, seed=200 + num_tokens)
+    ref = moe_reference(case.hidden, case.topk_ids, case.topk_weights, *case.weights)
+    partials = mxfp4_moe_mma_partials(case.hidden, case.topk_ids, case.topk_weights, *case.weights)
+    assert partials.shape == (num_tokens, 4, 2880) and partials.dtype == torch.bfloat16
+    assert relative_error(partials.float().sum(1), ref) < 1e-2
+    allowed = mxfp4_moe.mxfp4_moe_partials(case.hidden, case.topk_ids, case.topk_weights, *case.weights, allow_mma=True)
+    assert torch.equal(allowed, partials)
+    other = mxfp4_moe.mxfp4_moe_partials(case.hidden, case.topk_ids, case.topk_weights, *case.weights)
+    assert not torch.equal(other, partials) and relative_error(other.float().sum(1), ref) < 2e-2
+
+
+def test_mma_moe_tiles_agree(kernels):
+    """Every token block size, row tiling and warp count gives the reference's result, including experts
+    with more tokens than a block (40 tokens over 4 experts)."""
+    from tkr_embed.backends.torch.kernels.mxfp4_moe_mma import MmaTileConfig, mxfp4_moe_mma_partials
+    from tkr_embed.backends.torch.kernels.mxfp4_reference import moe_reference
+    from tkr_embed.backends.torch.kernels.random_cases import make_moe_case, relative_error
+
+    case = make_moe_case(40, num_experts=4, hidden=576, intermediate=384, seed=5)
+    ref = moe_reference(case.hidden, case.topk_ids, case.topk_weights, *case.weights)
+    for cfg in (MmaTileConfig(), MmaTileConfig(8, 128, 64, 4), MmaTileConfig(32, 64, 64, 4), MmaTileConfig(16, 64, 32, 2),
+                MmaTileConfig(16, 256, 64, 4)):
+        out = mxfp4_moe_mma_partials(case.hidden, case.topk_ids, case.topk_weights, *case.weights, config=cfg)
+        assert relative_error(out.float().sum(1), ref) < 1e-2, cfg
+
+
 def test_prefill_moe_with_all_experts_in_the_scratch_never_waits_for_the_host(kernels):
     """20b: every expert fits the scratch, so the grouped GEMMs take their row offsets on the device; the
     layer can be captured in a CUDA graph (a host sync would fail the capture) and replays the eager result."""

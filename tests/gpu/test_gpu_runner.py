@@ -216,10 +216,12 @@ def test_kernels_match_plain_torch_on_20b_shape_two_layers():
     config = GptOssConfig(num_hidden_layers=2)          # 20b shape, first two layers (sliding + full)
     model = build_random_model(config, device="cuda", seed=0)
     runner = TorchModelRunner.from_model(model, num_kv_blocks=128, cuda_graph_batch_sizes=())
+    assert model.moe_mma_exact
     prompts = _prompts(4, 200, seed=4)                  # 200 > window 128
     fast_tables = [list(range(i * 16, (i + 1) * 16)) for i in range(4)]
     ref_tables = [[b + 64 for b in table] for table in fast_tables]
-    for chunks, starts in ((prompts, [0] * 4), ([[7]] * 4, [200] * 4)):      # prefill, then one decode step
+    # prefill, one decode step, then 48 tokens (the MoE's register-operand MMA kernels)
+    for chunks, starts in ((prompts, [0] * 4), ([[7]] * 4, [200] * 4), ([p[:12] for p in prompts], [201] * 4)):
         out = _hidden_states(runner, fast_tables, chunks, starts)
         with reference_ops():
             expected = _hidden_states(runner, ref_tables, chunks, starts)

@@ -61,23 +61,27 @@ class GptOssForCausalLM(nn.Module):
         self.lm_head = nn.Module()
         self.lm_head.weight = empty_param(config.vocab_size, config.hidden_size, device=device, dtype=dtype)
         self.kernels_ready = False
+        self.moe_mma_exact = False      # the MoE's fp16 MMA kernels hold every scale byte exactly
 
     def prepare_kernels(self) -> None:
-        """CUDA: fuse each layer's q/k/v weights so the fused-kernel forward can run (no extra memory).
+        """CUDA: fuse each layer's q/k/v weights so the fused-kernel forward can run (no extra memory), and
+        read the experts' scale bytes once: which MoE kernels are exact for them.
 
-        Raises ValueError for MXFP4 scale bytes above 2^125, which the kernels' bf16 dequantization cannot hold.
+        Raises ValueError for MXFP4 scale bytes above 2^113, which the kernels' dequantization cannot hold.
         """
-        from tkr_embed.backends.torch.kernels.mxfp4_tile import EXACT_SCALE_MAX, max_scale_byte
+        from tkr_embed.backends.torch.kernels.mxfp4_moe_mma import scale_bytes_fit
+        from tkr_embed.backends.torch.kernels.mxfp4_tile import EXACT_SCALE_MAX, scale_byte_range
 
         for layer in self.model.layers:
             layer.self_attn.fuse_qkv()
         if self.expert_format == "mxfp4":
-            largest = max_scale_byte(*(t for layer in self.model.layers
-                                       for t in (layer.mlp.experts.gate_up_proj_scales,
-                                                 layer.mlp.experts.down_proj_scales)))
+            smallest, largest = scale_byte_range(*(t for layer in self.model.layers
+                                                   for t in (layer.mlp.experts.gate_up_proj_scales,
+                                                             layer.mlp.experts.down_proj_scales)))
             if largest > EXACT_SCALE_MAX:
                 raise ValueError(f"MXFP4 scale byte {largest} (2^{largest - 127}) exceeds the CUDA kernels' "
                                  f"limit of {EXACT_SCALE_MAX}")
+            self.moe_mma_exact = scale_bytes_fit(smallest, largest)
         self.kernels_ready = self.expert_format == "mxfp4"
 
     @property
@@ -132,6 +136,7 @@ class GptOssForCausalLM(nn.Module):
                 x, topk_ids, topk_weights,
                 experts.gate_up_proj_blocks, experts.gate_up_proj_scales, experts.gate_up_proj_bias,
                 experts.down_proj_blocks, experts.down_proj_scales, experts.down_proj_bias,
+                allow_mma=self.moe_mma_exact,
             )
             next_norm = layers[index + 1].input_layernorm if index + 1 < len(layers) else self.model.norm
             x, residual = add_rms_norm(partials, residual, next_norm.weight, eps)

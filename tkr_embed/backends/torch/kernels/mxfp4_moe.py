@@ -3,6 +3,8 @@
 Which kernels run depends on the batch (H200 sweep, bench/gpu_moe_variants.py; BENCHMARKS.md):
 - up to GEMV_MAX_TOKENS tokens: matrix-vector kernels, one program per (pair, column tile)
   (`mxfp4_gemv`);
+- MMA_MIN_TOKENS..MMA_MAX_TOKENS on CUDA, when the caller says the scale bytes fit (`allow_mma`): weights
+  dequantized straight into mma.sync registers (`mxfp4_moe_mma`, Gluon);
 - up to DECODE_MAX_TOKENS: expert-major tensor-core kernels that find their own pairs
   (`mxfp4_moe_decode`);
 - more: grouped GEMMs over pairs sorted by expert (`mxfp4_moe_grouped`), 64-row blocks up to
@@ -32,6 +34,8 @@ from tkr_embed.backends.torch.kernels.mxfp4_moe_grouped import (
     default_grouped_config,
     mxfp4_moe_grouped_partials,
 )
+from tkr_embed.backends.torch.kernels.mxfp4_moe_mma import MmaTileConfig, mxfp4_moe_mma_partials, supports
+from tkr_embed.backends.torch.kernels.mxfp4_tile import use_asm
 
 GEMV_MAX_TOKENS = 16
 DECODE_MAX_TOKENS = 32
@@ -40,9 +44,13 @@ DECODE_MAX_TOKENS = 32
 # 2,048 1.878 / 1.756, 4,096 2.929 / 2.330, 8,192 5.419 / 3.645. H100: 2,048 1.901 / 1.975, 8,192
 # 6.462 / 4.014. From 4,096 it is faster on both cards.
 PREFILL_DEQUANT_MIN_TOKENS: int | None = 4096
+# The register-operand MMA kernels (CUDA, allow_mma). One layer, H100, ms (bench/gpu_moe_mma.py), default
+# dispatch before / these: 32 tokens 0.389 / 0.240, 64 tokens 0.374 / 0.263, 128 tokens 0.448 / 0.391.
+MMA_MIN_TOKENS = 17
+MMA_MAX_TOKENS = 128
 
 
-MoeConfig = GemvConfig | DecodeTileConfig | GroupedTileConfig
+MoeConfig = GemvConfig | DecodeTileConfig | GroupedTileConfig | MmaTileConfig
 
 
 def default_config(num_tokens: int, top_k: int) -> MoeConfig:
@@ -64,16 +72,26 @@ def mxfp4_moe_partials(
     down_scales: torch.Tensor,       # [E, D, I/32] uint8
     down_bias: torch.Tensor,         # [E, D] bf16
     config: MoeConfig | None = None,
+    allow_mma: bool = False,
 ) -> torch.Tensor:
     """Experts forward on the GPU with MXFP4 weights -> per-pair results [T, k, D] in hidden's dtype
-    ([T, k * down_splits, D] for a GemvConfig with down_splits > 1)."""
+    ([T, k * down_splits, D] for a GemvConfig with down_splits > 1).
+
+    allow_mma: every scale byte of these weights lies in `mxfp4_moe_mma.SCALE_BYTE_RANGE`, so the fp16
+    MMA kernels may serve MMA_MIN_TOKENS..MMA_MAX_TOKENS tokens.
+    """
     weights = (gate_up_blocks, gate_up_scales, gate_up_bias, down_blocks, down_scales, down_bias)
-    if (config is None and hidden.is_cuda and PREFILL_DEQUANT_MIN_TOKENS is not None
-            and hidden.shape[0] >= PREFILL_DEQUANT_MIN_TOKENS):
+    num_tokens = hidden.shape[0]
+    if config is None and hidden.is_cuda and PREFILL_DEQUANT_MIN_TOKENS is not None and num_tokens >= PREFILL_DEQUANT_MIN_TOKENS:
         from tkr_embed.backends.torch.kernels.mxfp4_moe_prefill import mxfp4_moe_prefill_partials
 
         return mxfp4_moe_prefill_partials(hidden, topk_ids, topk_weights, *weights)
-    cfg = config or default_config(hidden.shape[0], topk_ids.shape[1])
+    if (config is None and allow_mma and MMA_MIN_TOKENS <= num_tokens <= MMA_MAX_TOKENS and use_asm(hidden)
+            and supports(hidden.shape[1], gate_up_blocks.shape[1] // 2)):
+        config = MmaTileConfig()
+    cfg = config or default_config(num_tokens, topk_ids.shape[1])
+    if isinstance(cfg, MmaTileConfig):
+        return mxfp4_moe_mma_partials(hidden, topk_ids, topk_weights, *weights, config=cfg)
     if isinstance(cfg, GemvConfig):
         return mxfp4_moe_gemv(hidden, topk_ids, topk_weights, *weights, config=cfg)
     if isinstance(cfg, DecodeTileConfig):
@@ -88,9 +106,11 @@ def mxfp4_moe(
     *weights: torch.Tensor,
     config: MoeConfig | None = None,
     residual: torch.Tensor | None = None,   # [T, D]: added to the result when given
+    allow_mma: bool = False,
 ) -> torch.Tensor:
     """The k slots summed (+ residual) -> [T, D] in hidden's dtype."""
-    summed = mxfp4_moe_partials(hidden, topk_ids, topk_weights, *weights, config=config).sum(dim=1, dtype=torch.float32)
+    summed = mxfp4_moe_partials(hidden, topk_ids, topk_weights, *weights, config=config,
+                                allow_mma=allow_mma).sum(dim=1, dtype=torch.float32)
     if residual is not None:
         summed += residual
     return summed.to(hidden.dtype)

@@ -20,7 +20,7 @@ Dequantization, chosen by a constexpr:
   magnitude bits in the exponent/mantissa field (its value times 2^-126) and its sign at bit 15, and
   two bf16x2 multiplies apply 2^126 and the E8M0 scale, all exact. Elsewhere (the Triton interpreter)
   integer bit work builds the same bf16 values with the scale folded into the exponent field. Both are
-  exact for scale bytes in [2, 252]; `max_scale_byte` lets the model refuse larger ones once.
+  exact for scale bytes in [2, 252]; `scale_byte_range` lets the model refuse larger ones once.
 """
 
 from __future__ import annotations
@@ -44,28 +44,33 @@ def expert_projections(
     intermediate: int,
     project: Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], None],
     down_splits: int = 1,
+    act_dtype: torch.dtype | None = None,
+    out_dtype: torch.dtype | None = None,
 ) -> torch.Tensor:
     """A MoE layer's two projections through one kernel family -> per-pair results [T, k, D]
     ([T, k * down_splits, D] when the down projection writes down_splits partial rows a pair).
 
     `project(a, out, route_w)` fills `out`: gate_up with its SwiGLU when `route_w` is None (a is the
     hidden [T, D], out the activations [P, I]), else down times the routing weights (a is [P, I],
-    out [P, D]).
+    out [P, D]). `act` and the results are in `act_dtype` and `out_dtype` (default hidden's).
     """
     num_tokens, hidden_size = hidden.shape
     top_k = topk_ids.shape[1]
     num_pairs = num_tokens * top_k
     route_w = topk_weights.reshape(-1).to(torch.float32).contiguous()                          # [P]
-    act = torch.empty(num_pairs, intermediate, dtype=hidden.dtype, device=hidden.device)       # [P, I]
+    act = torch.empty(num_pairs, intermediate, dtype=act_dtype or hidden.dtype, device=hidden.device)  # [P, I]
     project(hidden.contiguous(), act, None)
-    partials = torch.empty(num_pairs * down_splits, hidden_size, dtype=hidden.dtype, device=hidden.device)
+    partials = torch.empty(num_pairs * down_splits, hidden_size, dtype=out_dtype or hidden.dtype,
+                           device=hidden.device)
     project(act, partials, route_w)
     return partials.view(num_tokens, top_k * down_splits, hidden_size)
 
 
-def max_scale_byte(*scales: torch.Tensor) -> int:
-    """The largest E8M0 scale byte among `scales` (one host sync; checked once when kernels are prepared)."""
-    return max((int(s.max()) for s in scales if s.numel()), default=0)
+def scale_byte_range(*scales: torch.Tensor) -> tuple[int, int]:
+    """The smallest and largest E8M0 scale bytes among `scales` (host syncs; checked once when kernels are
+    prepared). (255, 0) when there are none."""
+    present = [s for s in scales if s.numel()]
+    return (min((int(s.min()) for s in present), default=255), max((int(s.max()) for s in present), default=0))
 
 
 # $0,$1: bf16 pairs of the low nibbles of bytes 0-1 and 2-3 of $4; $2,$3: of the high nibbles;
