@@ -204,9 +204,10 @@ def _hidden_states(runner, tables, chunks, starts):
 def test_kernels_match_plain_torch_on_20b_shape_two_layers():
     """Every token's final hidden state, kernels vs the plain-torch ops, same weights and card.
 
-    Random router weights put many tokens near a top-4 tie; a bf16 difference can swap one expert,
-    so the bound is on the typical token (median relative error < 2e-2) and on how many tokens
-    differ by more than 5e-2 (under 10%).
+    Random router weights put many tokens near a top-4 tie; a bf16 difference can swap one expert and
+    change that token by tens of percent. So the bound is on the typical token (median relative error
+    < 2e-2) and on the tokens whose top-4 is decided in both layers (a gap of at least 0.1 between the
+    4th and 5th router logit in the reference): under 3% of those may differ by more than 5e-2.
     """
     from tkr_embed.backends.torch.dispatch import reference_ops
     from tkr_embed.backends.torch.runner import TorchModelRunner
@@ -220,16 +221,21 @@ def test_kernels_match_plain_torch_on_20b_shape_two_layers():
     prompts = _prompts(4, 200, seed=4)                  # 200 > window 128
     fast_tables = [list(range(i * 16, (i + 1) * 16)) for i in range(4)]
     ref_tables = [[b + 64 for b in table] for table in fast_tables]
-    # prefill, one decode step, then 48 tokens (the MoE's register-operand MMA kernels)
-    for chunks, starts in ((prompts, [0] * 4), ([[7]] * 4, [200] * 4), ([p[:12] for p in prompts], [201] * 4)):
+    gaps = RouterGaps(model)
+    # prefill, one decode step, then 4 x 24 tokens (the MoE's register-operand MMA kernels)
+    for chunks, starts in ((prompts, [0] * 4), ([[7]] * 4, [200] * 4), ([p[:24] for p in prompts], [201] * 4)):
         out = _hidden_states(runner, fast_tables, chunks, starts)
         with reference_ops():
             expected = _hidden_states(runner, ref_tables, chunks, starts)
         per_token = ((out - expected).norm(dim=-1) / expected.norm(dim=-1)).cpu()   # [T]
+        decided = torch.tensor(gaps.take(list(range(per_token.numel())))) >= 0.1
         print(f"20b 2 layers, {per_token.numel()} tokens: median rel err {per_token.median():.4f}, "
-              f"max {per_token.max():.4f}, over 5e-2: {(per_token > 5e-2).float().mean():.3f}")
+              f"max {per_token.max():.4f}, over 5e-2: {(per_token > 5e-2).float().mean():.3f}; decided "
+              f"{int(decided.sum())}, of those over 5e-2: {(per_token[decided] > 5e-2).float().mean():.3f}")
         assert per_token.median() < 2e-2
-        assert (per_token > 5e-2).float().mean() < 0.10
+        assert decided.float().mean() > 0.25
+        assert (per_token[decided] > 5e-2).float().mean() < 0.03
+    gaps.remove()
 
 
 def test_programmatic_dependent_launch_changes_no_bit_of_the_decode(demo_model_dir, monkeypatch):

@@ -44,9 +44,10 @@ DECODE_MAX_TOKENS = 32
 # 2,048 1.878 / 1.756, 4,096 2.929 / 2.330, 8,192 5.419 / 3.645. H100: 2,048 1.901 / 1.975, 8,192
 # 6.462 / 4.014. From 4,096 it is faster on both cards.
 PREFILL_DEQUANT_MIN_TOKENS: int | None = 4096
-# The register-operand MMA kernels (CUDA, allow_mma). One layer, H100, ms (bench/gpu_moe_mma.py), default
-# dispatch before / these: 32 tokens 0.389 / 0.240, 64 tokens 0.374 / 0.263, 128 tokens 0.448 / 0.391.
-MMA_MIN_TOKENS = 17
+# The register-operand MMA kernels (CUDA, allow_mma). One layer, H100, ms (bench/gpu_moe_mma.py), the
+# dispatch without them / with them: 16 tokens 0.327 / 0.222, 24 0.364 / 0.232, 32 0.389 / 0.240,
+# 64 0.374 / 0.263, 128 0.448 / 0.391, 192 0.453 / 0.467, 256 0.459 / 0.552.
+MMA_MIN_TOKENS = 16
 MMA_MAX_TOKENS = 128
 
 

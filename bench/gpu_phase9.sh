@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Phase 9 on the device (carry .whl): the MoE's register-operand MMA kernels for 17-128 tokens (mxfp4_moe_mma).
+#   PART=mma bash bench/gpu_phase9.sh     # GPU tests; the kernels at more token counts; graphed step with and without them
+#   PART=engine bash bench/gpu_phase9.sh  # engine bench with and without them; the server under the same load
+set -u
+source bench/gpu_setup.sh
+KERNELS=tkr_embed.backends.torch.kernels
+OFF="$KERNELS.mxfp4_moe.MMA_MAX_TOKENS=0"
+case "${PART:-mma}" in
+  mma)
+    tests
+    timeout 150 python3 bench/gpu_moe_mma.py --tokens ${TOKENS:-8 16 24 192 256} 2>&1 | grep -v "^{" | cut -c1-160
+    step
+    PATCH="$OFF" step ;;
+  engine)
+    bench
+    PATCH="$OFF" bench
+    LOAD_TIMEOUT=60 START_WAIT=90 bash bench/gpu_serve_load.sh "$OUT" ;;
+esac
