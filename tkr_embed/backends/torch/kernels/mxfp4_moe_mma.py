@@ -29,6 +29,7 @@ whole K, prefetching the next groups' weights and activations while it multiplie
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -104,6 +105,7 @@ class _Layouts:
     out: gl.BlockedLayout                  # [rows out, BT]: consecutive columns across lanes
 
 
+@functools.lru_cache(maxsize=None)
 def _layouts(rows: int, warps: int, block_t: int) -> _Layouts:
     """The register, lane and warp bases of each tensor, from mma.sync's m16n8k16 fragment layout."""
     repeats = rows // (16 * warps)
@@ -177,7 +179,7 @@ def _chunk_mma(acc, words, scale, x, ROWS: gl.constexpr, BT: gl.constexpr, L: gl
     return acc
 
 
-@gluon.jit
+@gluon.jit(do_not_specialize=["num_pairs"])    # one binary for every batch (no compile mid-serving)
 def _moe_mma_kernel(
     a_ptr, sorted_pair_ids_ptr, block_expert_ptr, w_ptr, s_ptr, bias_ptr, route_w_ptr, out_ptr,
     num_pairs, stride_a, stride_we, stride_wn, stride_se, stride_sn, stride_be, stride_out,
