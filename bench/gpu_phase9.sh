@@ -2,6 +2,7 @@
 # Phase 9 on the device (carry .whl): the MoE's register-operand MMA kernels for 17-128 tokens (mxfp4_moe_mma).
 #   PART=mma bash bench/gpu_phase9.sh     # GPU tests; the kernels at more token counts; graphed step with and without them
 #   PART=engine bash bench/gpu_phase9.sh  # engine bench with and without them; the server under the same load
+#   PART=spy bash bench/gpu_phase9.sh     # the engine bench under py-spy: its host time by Python frame
 set -u
 source bench/gpu_setup.sh
 KERNELS=tkr_embed.backends.torch.kernels
@@ -16,4 +17,9 @@ case "${PART:-mma}" in
     bench
     PATCH="$OFF" bench
     LOAD_TIMEOUT=60 START_WAIT=90 bash bench/gpu_serve_load.sh "$OUT" ;;
+  spy)   # where the engine bench's host time goes with the MMA kernels on (py-spy, Python frames)
+    timeout 200 /tmp/site/bin/py-spy record -r 200 --format raw -o "$OUT/bench_prof.txt" -- python3 -m tkr_embed.cli bench \
+      --model gpt-oss-20b --device cuda $SHAPE > "$OUT/bench.json" 2>"$OUT/bench.err"
+    summary "$OUT/bench.json" "engine (under py-spy)"
+    python3 bench/collapsed_top.py "$OUT/bench_prof.txt" 45 | cut -c1-170 ;;
 esac

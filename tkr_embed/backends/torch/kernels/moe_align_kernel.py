@@ -15,7 +15,7 @@ from tkr_embed.backends.torch.kernels.moe_align import ALIGN_KERNEL_MAX_PAIRS, E
 from tkr_embed.backends.torch.kernels.pdl import pdl_launch, wait_for_previous_kernel
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["P", "NUM_SLOTS", "NUM_BLOCKS"])   # one binary per P_PAD
 def _align_pairs_kernel(ids_ptr, sorted_ptr, block_expert_ptr, P, E, NUM_SLOTS, NUM_BLOCKS,
                         P_PAD: tl.constexpr, E_PAD: tl.constexpr, Q_BLOCK: tl.constexpr, SLOTS_PAD: tl.constexpr,
                         NB_PAD: tl.constexpr, BLOCK_M: tl.constexpr, PDL: tl.constexpr):

@@ -49,7 +49,7 @@ def default_decode_config(num_pairs: int) -> DecodeTileConfig:
     return DecodeTileConfig(block_m=16 if num_pairs <= 128 else 32)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["num_pairs"])   # one binary per P_PAD
 def _moe_decode_kernel(
     a_ptr, ids_ptr, w_ptr, s_ptr, bias_ptr, route_w_ptr, out_ptr,
     num_pairs, K: tl.constexpr, N_W, N_OUT,

@@ -48,7 +48,7 @@ def default_grouped_config(num_tokens: int) -> GroupedTileConfig:
     return GroupedTileConfig(block_m=128, block_n=64, block_k=64, num_warps=8)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["num_pairs"])   # one binary for every batch (no compile mid-serving)
 def _moe_grouped_kernel(
     a_ptr, sorted_pair_ids_ptr, block_expert_ptr, w_ptr, s_ptr, bias_ptr, route_w_ptr, out_ptr,
     num_pairs, K: tl.constexpr, N_W, N_OUT,
