@@ -1,0 +1,89 @@
+"""Where the MoE MMA kernel's time goes, 20b shape: variants of `mxfp4_moe_mma` made by editing its source.
+
+    python bench/gpu_mma_probe.py [--tokens 64]
+
+Each probe removes or changes one thing (the scale loads, the activation loads, L1 caching of the weight
+stream) and is timed like bench/gpu_moe_mma.py; probes that change the arithmetic are not checked.
+The variant modules are written next to the kernel as _probe_*.py and removed afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from pathlib import Path
+
+import torch
+from gpu_kernels import EXPERT_BYTES, ROTATIONS, graph_time_ms
+
+from tkr_embed.backends.torch.kernels import mxfp4_moe_mma
+from tkr_embed.backends.torch.kernels.mxfp4_reference import moe_reference
+from tkr_embed.backends.torch.kernels.random_cases import make_moe_case, make_moe_weights, relative_error
+
+PROBES = {
+    "as is": [],
+    "weights .cg": [("words = gl.load(w_ptrs + c * 8)", 'words = gl.load(w_ptrs + c * 8, cache_modifier=".cg")')],
+    "weights evict_first": [("words = gl.load(w_ptrs + c * 8)",
+                             'words = gl.load(w_ptrs + c * 8, eviction_policy="evict_first")')],
+    "no scale stream": [("s = gl.load(s_ptrs + c * 2)", "s = gl.load(s_ptrs)")],
+    "no activation stream": [("x1 = gl.load(x_ptrs + (c + 1) * 64)", "x1 = gl.load(x_ptrs)"),
+                             ("x2 = gl.load(x_ptrs + (c + 2) * 64)", "x2 = gl.load(x_ptrs)"),
+                             ("x0 = gl.load(x_ptrs + gl.minimum(c + 3, NC - 1) * 64)", "x0 = gl.load(x_ptrs)")],
+    "neither": [("s = gl.load(s_ptrs + c * 2)", "s = gl.load(s_ptrs)"),
+                ("x1 = gl.load(x_ptrs + (c + 1) * 64)", "x1 = gl.load(x_ptrs)"),
+                ("x2 = gl.load(x_ptrs + (c + 2) * 64)", "x2 = gl.load(x_ptrs)"),
+                ("x0 = gl.load(x_ptrs + gl.minimum(c + 3, NC - 1) * 64)", "x0 = gl.load(x_ptrs)")],
+}
+
+
+def variant(name: str, edits: list[tuple[str, str]], source: str | None = None):
+    source = source or Path(mxfp4_moe_mma.__file__).read_text()
+    for old, new in edits:
+        assert old in source, old
+        source = source.replace(old, new)
+    path = Path(mxfp4_moe_mma.__file__).with_name(f"_probe_{abs(hash(name))}.py")
+    path.write_text(source)
+    try:
+        return importlib.import_module(f"tkr_embed.backends.torch.kernels.{path.stem}")
+    finally:
+        path.unlink()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--tokens", type=int, nargs="+", default=[64])
+    parser.add_argument("--probes", nargs="+", default=list(PROBES), help="which edits of the source to time")
+    parser.add_argument("--source", nargs="*", default=[], metavar="NAME=FILE",
+                        help="other versions of the module to time (e.g. git show HEAD:... > FILE)")
+    args = parser.parse_args()
+    weight_sets = [make_moe_weights(seed=i) for i in range(ROTATIONS)]
+    modules = {name: variant(name, PROBES[name]) for name in args.probes}
+    for spec in args.source:
+        name, _, file = spec.partition("=")
+        modules[name] = variant(name, [], Path(file).read_text())
+    configs = [mxfp4_moe_mma.MmaTileConfig(), mxfp4_moe_mma.MmaTileConfig(16, 64, 64, 2), mxfp4_moe_mma.MmaTileConfig(8, 128, 64, 4)]
+    rows = []
+    for tokens in args.tokens:
+        cases = [make_moe_case(tokens, seed=i, weights=weight_sets[i]) for i in range(ROTATIONS)]
+        ref = moe_reference(cases[0].hidden, cases[0].topk_ids, cases[0].topk_weights, *cases[0].weights).float()
+        moved = sum(torch.unique(c.topk_ids).numel() for c in cases) / ROTATIONS * EXPERT_BYTES
+        for name, module in modules.items():
+            for cfg in configs:
+                cfg = module.MmaTileConfig(**cfg.__dict__)
+                def fn(i, module=module, cfg=cfg):
+                    c = cases[i]
+                    return module.mxfp4_moe_mma_partials(c.hidden, c.topk_ids, c.topk_weights, *c.weights, config=cfg).sum(1)
+                error = relative_error(fn(0).float(), ref)
+                ms = graph_time_ms(fn, ROTATIONS)
+                row = {"tokens": tokens, "probe": name, "config": cfg.__dict__, "ms": ms, "GB_s": moved / ms / 1e6,
+                       "rel_error": error}
+                print(tokens, name, cfg.__dict__, round(ms, 4), round(row["GB_s"]), round(error, 5), flush=True)
+                rows.append(row)
+    print(json.dumps({"card": torch.cuda.get_device_name(0), "rows": rows}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
