@@ -54,14 +54,15 @@ def test_mxfp4_moe_matches_reference_on_120b_expert_count(kernels, num_tokens):
 def test_mma_moe_matches_reference_and_serves_the_dispatch(kernels, num_tokens, num_experts):
     """The register-operand MMA kernels (20b and 120b expert counts) against the float32 reference; the
     default dispatch takes them only when the caller allows it."""
-    from tkr_embed.backends.torch.kernels.mxfp4_moe_mma import mxfp4_moe_mma_partials
+    from tkr_embed.backends.torch.kernels.mxfp4_moe_mma import default_mma_config, mxfp4_moe_mma_partials
     from tkr_embed.backends.torch.kernels.mxfp4_reference import moe_reference
     from tkr_embed.backends.torch.kernels.random_cases import make_moe_case, relative_error
 
     mxfp4_moe, _ = kernels
     case = make_moe_case(num_tokens, num_experts=num_experts, seed=200 + num_tokens)
     ref = moe_reference(case.hidden, case.topk_ids, case.topk_weights, *case.weights)
-    partials = mxfp4_moe_mma_partials(case.hidden, case.topk_ids, case.topk_weights, *case.weights)
+    config = default_mma_config(num_tokens * 4, num_experts)
+    partials = mxfp4_moe_mma_partials(case.hidden, case.topk_ids, case.topk_weights, *case.weights, config=config)
     assert partials.shape == (num_tokens, 4, 2880) and partials.dtype == torch.bfloat16
     assert relative_error(partials.float().sum(1), ref) < 1e-2
     allowed = mxfp4_moe.mxfp4_moe_partials(case.hidden, case.topk_ids, case.topk_weights, *case.weights, allow_mma=True)

@@ -34,7 +34,12 @@ from tkr_embed.backends.torch.kernels.mxfp4_moe_grouped import (
     default_grouped_config,
     mxfp4_moe_grouped_partials,
 )
-from tkr_embed.backends.torch.kernels.mxfp4_moe_mma import MmaTileConfig, mxfp4_moe_mma_partials, supports
+from tkr_embed.backends.torch.kernels.mxfp4_moe_mma import (
+    MmaTileConfig,
+    default_mma_config,
+    mxfp4_moe_mma_partials,
+    supports,
+)
 from tkr_embed.backends.torch.kernels.mxfp4_tile import use_asm
 
 GEMV_MAX_TOKENS = 16
@@ -46,7 +51,8 @@ DECODE_MAX_TOKENS = 32
 PREFILL_DEQUANT_MIN_TOKENS: int | None = 4096
 # The register-operand MMA kernels (CUDA, allow_mma). One layer, H100, ms (bench/gpu_moe_mma.py), the
 # dispatch without them / with them: 16 tokens 0.327 / 0.222, 24 0.364 / 0.232, 32 0.389 / 0.240,
-# 64 0.374 / 0.263, 128 0.448 / 0.391, 192 0.453 / 0.467, 256 0.459 / 0.552.
+# 64 0.374 / 0.263, 128 0.448 / 0.391, 192 0.453 / 0.467, 256 0.459 / 0.552. 128 experts (120b), H200:
+# 16 tokens 0.341 / 0.281, 64 tokens 1.169 / 0.617 with 8-token blocks (0.679 with 16).
 MMA_MIN_TOKENS = 16
 MMA_MAX_TOKENS = 128
 
@@ -89,7 +95,7 @@ def mxfp4_moe_partials(
         return mxfp4_moe_prefill_partials(hidden, topk_ids, topk_weights, *weights)
     if (config is None and allow_mma and MMA_MIN_TOKENS <= num_tokens <= MMA_MAX_TOKENS and use_asm(hidden)
             and supports(hidden.shape[1], gate_up_blocks.shape[1] // 2)):
-        config = MmaTileConfig()
+        config = default_mma_config(num_tokens * topk_ids.shape[1], gate_up_blocks.shape[0])
     cfg = config or default_config(num_tokens, topk_ids.shape[1])
     if isinstance(cfg, MmaTileConfig):
         return mxfp4_moe_mma_partials(hidden, topk_ids, topk_weights, *weights, config=cfg)

@@ -63,6 +63,11 @@ class MmaTileConfig:
     num_warps: int = 4
 
 
+def default_mma_config(num_pairs: int, num_experts: int) -> MmaTileConfig:
+    """Blocks of 8 tokens when experts average at most two pairs (120b's 128 experts at 64 tokens), else 16."""
+    return MmaTileConfig(block_t=8 if num_pairs <= 2 * num_experts else 16)
+
+
 # $4: one 32-bit word of a row (codes 2b, 2b+1 in byte b); $8: the scale multiplier as an fp16 pair.
 # Low nibbles go to e4m3 bytes by shl 2 (magnitude to bits 2-4) and shl 4 (sign to bit 7), high nibbles
 # by shr 2 and as they are; byte permutes pair each byte's two codes, cvt widens e4m3 pairs to fp16 pairs
