@@ -22,7 +22,24 @@ from tkr_embed.backends.torch.kernels import mxfp4_moe_mma
 from tkr_embed.backends.torch.kernels.mxfp4_reference import moe_reference
 from tkr_embed.backends.torch.kernels.random_cases import make_moe_case, make_moe_weights, relative_error
 
+NO_X = [("x1 = gl.load(x_ptrs + (c + 1) * 64)", "x1 = x0"), ("x2 = gl.load(x_ptrs + (c + 2) * 64)", "x2 = x0"),
+        ("x0 = gl.load(x_ptrs + gl.minimum(c + 3, NC - 1) * 64)", "x0 = x0")]
+NO_S = [("s = gl.load(s_ptrs + c * 2).to(gl.int32)", "s = gl.sum(words, axis=2) * 0 + 120")]
+def prefetch_l2(ahead: int) -> list[tuple[str, str]]:
+    """Each step also asks L2 for each row's line `ahead` chunks on (no registers held while in flight)."""
+    return [("            w3, s3 = _load_weights(w_ptrs, s_ptrs, c + 3, NC)\n",
+             "            w3, s3 = _load_weights(w_ptrs, s_ptrs, c + 3, NC)\n"
+             "            gl.inline_asm_elementwise('prefetch.global.L2 [$1];', '=r,l', "
+             f"[w_rows + gl.minimum(c + {ahead}, NC - 1) * 8], dtype=gl.int32, is_pure=False, pack=1)\n")]
+
+
 PROBES = {
+    "L2 prefetch 9 chunks ahead": prefetch_l2(9),
+    "L2 prefetch 15 chunks ahead": prefetch_l2(15),
+    "L2 prefetch 24 chunks ahead": prefetch_l2(24),
+    "activations loaded once": NO_X,
+    "no scale loads": NO_S,
+    "only weight loads": NO_X + NO_S,
     "as is": [],
     "weights .cg": [("words = gl.load(w_ptrs + c * 8)", 'words = gl.load(w_ptrs + c * 8, cache_modifier=".cg")')],
     "weights evict_first": [("words = gl.load(w_ptrs + c * 8)",

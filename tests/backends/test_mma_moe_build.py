@@ -3,7 +3,7 @@
 Their numbers are checked on the GPU (tests/gpu/test_gpu_kernels.py). Here: every change of layout
 between the weight loads and the MMAs moves no data (the kernel asserts it while compiling), the main
 loop multiplies on the tensor cores straight from registers (no shared memory, no barrier), and the
-scale-byte range the model checks keeps every weight exact in fp16.
+scale-byte and norm-weight ranges the model checks keep every weight and input exact / finite in fp16.
 """
 
 from __future__ import annotations
@@ -76,3 +76,13 @@ def test_scale_byte_range_keeps_every_weight_exact_in_fp16():
         assert torch.equal(weights.to(torch.float16).double(), weights), s
     assert not torch.isfinite(torch.tensor(6.0 * 2.0 ** (high + 5 - 127 + mma.SCALE_BIAS)).to(torch.float16))
     assert mma.scale_bytes_fit(115, 125) and not mma.scale_bytes_fit(low - 1, 125) and not mma.scale_bytes_fit(115, high + 1)
+
+
+def test_normed_inputs_fit_only_while_every_rms_normed_value_is_a_finite_fp16():
+    torch = pytest.importorskip("torch")
+    hidden = 2880
+    worst = torch.zeros(hidden)
+    worst[0] = 1.0                                      # all energy in one channel: x / rms(x) = sqrt(hidden)
+    for weight in (1.0, 1000.0, 1200.0, 1300.0):
+        normed = worst / worst.pow(2).mean().sqrt() * weight
+        assert mma.normed_inputs_fit(weight, hidden) == bool(torch.isfinite(normed.to(torch.float16)).all()), weight

@@ -61,7 +61,7 @@ class GptOssForCausalLM(nn.Module):
         self.lm_head = nn.Module()
         self.lm_head.weight = empty_param(config.vocab_size, config.hidden_size, device=device, dtype=dtype)
         self.kernels_ready = False
-        self.moe_mma_exact = False      # the MoE's fp16 MMA kernels hold every scale byte exactly
+        self.moe_mma_exact = False      # the MoE's fp16 MMA kernels hold every weight and input exactly
 
     def prepare_kernels(self) -> None:
         """CUDA: fuse each layer's q/k/v weights so the fused-kernel forward can run (no extra memory), and
@@ -69,7 +69,7 @@ class GptOssForCausalLM(nn.Module):
 
         Raises ValueError for MXFP4 scale bytes above 2^113, which the kernels' dequantization cannot hold.
         """
-        from tkr_embed.backends.torch.kernels.mxfp4_moe_mma import scale_bytes_fit
+        from tkr_embed.backends.torch.kernels.mxfp4_moe_mma import normed_inputs_fit, scale_bytes_fit
         from tkr_embed.backends.torch.kernels.mxfp4_tile import EXACT_SCALE_MAX, scale_byte_range
 
         for layer in self.model.layers:
@@ -81,7 +81,9 @@ class GptOssForCausalLM(nn.Module):
             if largest > EXACT_SCALE_MAX:
                 raise ValueError(f"MXFP4 scale byte {largest} (2^{largest - 127}) exceeds the CUDA kernels' "
                                  f"limit of {EXACT_SCALE_MAX}")
-            self.moe_mma_exact = scale_bytes_fit(smallest, largest)
+            norm_max = max(float(layer.post_attention_layernorm.weight.abs().max()) for layer in self.model.layers)
+            self.moe_mma_exact = (scale_bytes_fit(smallest, largest)
+                                  and normed_inputs_fit(norm_max, self.config.hidden_size))
         self.kernels_ready = self.expert_format == "mxfp4"
 
     @property

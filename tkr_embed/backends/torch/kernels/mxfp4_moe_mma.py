@@ -265,6 +265,13 @@ def scale_bytes_fit(smallest: int, largest: int) -> bool:
     return SCALE_BYTE_RANGE[0] <= smallest and largest <= SCALE_BYTE_RANGE[1]
 
 
+def normed_inputs_fit(norm_weight_max: float, hidden_size: int) -> bool:
+    """Whether RMSNorm outputs (the gate_up input) stay inside fp16: |x / rms(x)| <= sqrt(hidden_size), so
+    |output| <= sqrt(hidden_size) * the largest norm weight. (The down input, the clamped SwiGLU, is
+    within (limit + 1) * limit.)"""
+    return math.sqrt(hidden_size) * norm_weight_max < float(torch.finfo(torch.float16).max)
+
+
 def supports(hidden_size: int, intermediate: int, config: MmaTileConfig | None = None) -> bool:
     """Shapes this kernel tiles exactly: both K multiples of the groups a loop step takes, rows multiples of the tiles."""
     cfg = config or MmaTileConfig()
@@ -304,7 +311,8 @@ def mxfp4_moe_mma_partials(
 ) -> torch.Tensor:
     """Experts of a decode batch -> per-pair results [T, k, D] (routing weight applied), hidden's dtype.
 
-    Exact only for scale bytes within SCALE_BYTE_RANGE (the caller checks once, `scale_bytes_fit`)."""
+    Exact only for scale bytes within SCALE_BYTE_RANGE and hidden states inside fp16's range (the caller
+    checks once: `scale_bytes_fit`, `normed_inputs_fit`)."""
     top_k = topk_ids.shape[1]
     cfg = config or MmaTileConfig()
     if not supports(hidden.shape[1], gate_up_blocks.shape[1] // 2, cfg):
