@@ -33,7 +33,24 @@ def prefetch_l2(ahead: int) -> list[tuple[str, str]]:
              f"[w_rows + gl.minimum(c + {ahead}, NC - 1) * 8], dtype=gl.int32, is_pure=False, pack=1)\n")]
 
 
+def max_registers(count: int) -> list[tuple[str, str]]:
+    return [("num_warps=cfg.num_warps, launch_pdl=pdl,", f"num_warps=cfg.num_warps, launch_pdl=pdl, maxnreg={count},")]
+
+
+NO_X_PREFETCH = [("            x1 = gl.load(x_ptrs + (c + 1) * 64)\n", ""), ("            x2 = gl.load(x_ptrs + (c + 2) * 64)\n", ""),
+                 ("            x0 = gl.load(x_ptrs + gl.minimum(c + 3, NC - 1) * 64)\n", ""),
+                 ("        x0 = gl.load(x_ptrs)\n", ""),
+                 ("acc = _chunk_mma(acc, w0, s0, x0,", "acc = _chunk_mma(acc, w0, s0, gl.load(x_ptrs + c * 64),"),
+                 ("acc = _chunk_mma(acc, w1, s1, x1,", "acc = _chunk_mma(acc, w1, s1, gl.load(x_ptrs + (c + 1) * 64),"),
+                 ("acc = _chunk_mma(acc, w2, s2, x2,", "acc = _chunk_mma(acc, w2, s2, gl.load(x_ptrs + (c + 2) * 64),")]
+
+
 PROBES = {
+    "at most 96 registers": max_registers(96),
+    "at most 104 registers": max_registers(104),
+    "at most 112 registers": max_registers(112),
+    "activations loaded at use": NO_X_PREFETCH,
+    "activations at use, at most 96 registers": NO_X_PREFETCH + max_registers(96),
     "L2 prefetch 9 chunks ahead": prefetch_l2(9),
     "L2 prefetch 15 chunks ahead": prefetch_l2(15),
     "L2 prefetch 24 chunks ahead": prefetch_l2(24),

@@ -34,7 +34,7 @@ case "${PART:-mma}" in
       python3 -c "import json,sys; print({k: v for k, v in json.load(open(sys.argv[1])).items() if k in ('max_memory_allocated_gib', 'runner')})" "$OUT/bench120_$streams.json" | cut -c1-600
     done ;;
   spy)   # where the engine bench's host time goes with the MMA kernels on (py-spy, Python frames)
-    timeout 200 /tmp/site/bin/py-spy record -r 200 --format raw -o "$OUT/bench_prof.txt" -- python3 -m tkr_embed.cli bench \
+    timeout 200 /tmp/site/bin/py-spy record -r ${RATE:-200} --format raw -o "$OUT/bench_prof.txt" -- python3 -m tkr_embed.cli bench \
       --model gpt-oss-20b --device cuda $SHAPE > "$OUT/bench.json" 2>"$OUT/bench.err"
     summary "$OUT/bench.json" "engine (under py-spy)"
     python3 bench/collapsed_top.py "$OUT/bench_prof.txt" 45 | cut -c1-170 ;;
