@@ -8,9 +8,11 @@ wait on it, read their words from shared memory, multiply, and release the slot 
 mbarrier (one arrival per warp). Scales and activations load as in the kernel.
 
 Status (2026-11-26): it compiles for sm_90 (the MMA warps' loop has no CTA barrier: mbarrier waits, four
-LDS.64 and 16 HMMA a chunk), but its first GPU run (H200, phase 9 call 19) produced no output within 300 s;
-the cause (a wait that never completes is the suspect) was not found. Kept as the starting point of the
-next attempt; nothing imports it.
+LDS.64 and 16 HMMA a chunk), but on the H200 it never finishes (phase 9 calls 19 and 21: killed after 300
+and 100 s, while the committed kernel timed normally in the same process). The `empty` barriers are
+initialized for the four MMA warps (one arrival per warp: Gluon's arrive runs on lane 0 of each warp);
+which wait never completes was not found. Kept as the starting point of the next attempt; nothing
+imports it.
 """
 
 from __future__ import annotations
@@ -28,8 +30,8 @@ EDITS = [
      "from triton.experimental.gluon.nvidia.hopper import TensorDescriptor\n"),
     ("def _moe_mma_kernel(\n    a_ptr,", "def _moe_mma_kernel(\n    w_desc, a_ptr,"),
     ("PTX: gl.constexpr, SWIGLU_LIMIT: gl.constexpr, SWIGLU_ALPHA: gl.constexpr, PDL: gl.constexpr,\n):",
-     "PTX: gl.constexpr, SWIGLU_LIMIT: gl.constexpr, SWIGLU_ALPHA: gl.constexpr, PDL: gl.constexpr,\n    W2L: gl.constexpr,\n):"),
-    ("SWIGLU_ALPHA=SWIGLU_ALPHA, PDL=pdl,", "SWIGLU_ALPHA=SWIGLU_ALPHA, PDL=pdl, W2L=_words_layout(rows, cfg.num_warps),"),
+     "PTX: gl.constexpr, SWIGLU_LIMIT: gl.constexpr, SWIGLU_ALPHA: gl.constexpr, PDL: gl.constexpr,\n    W2L: gl.constexpr, MMA_WARPS: gl.constexpr,\n):"),
+    ("SWIGLU_ALPHA=SWIGLU_ALPHA, PDL=pdl,", "SWIGLU_ALPHA=SWIGLU_ALPHA, PDL=pdl, W2L=_words_layout(rows, cfg.num_warps), MMA_WARPS=cfg.num_warps,"),
     ("def supports(hidden_size", '''@functools.lru_cache(maxsize=None)
 def _words_layout(rows: int, warps: int) -> gl.DistributedLinearLayout:
     """[ROWS, 8] int32 words of a chunk read from shared memory: the weight-load layout with (t, word) as 2t + word."""
@@ -52,7 +54,7 @@ def supports(hidden_size'''),
         empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
         for i in gl.static_range(STAGES):
             mbarrier.init(full.index(i), count=1)
-            mbarrier.init(empty.index(i), count=gl.num_warps())
+            mbarrier.init(empty.index(i), count=MMA_WARPS)
         row0 = (expert * (stride_we // stride_wn) + pid_n * ROWS).to(gl.int32)
         acc, = gl.warp_specialize([(_ring_consumer, (w_smem, full, empty, s_ptrs, x_ptrs, ROWS, BT, L, W2L, PTX, NC,
                                                     STAGES)),
