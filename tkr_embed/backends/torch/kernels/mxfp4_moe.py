@@ -3,7 +3,7 @@
 Which kernels run depends on the batch (H200 sweep, bench/gpu_moe_variants.py; BENCHMARKS.md):
 - up to GEMV_MAX_TOKENS tokens: matrix-vector kernels, one program per (pair, column tile)
   (`mxfp4_gemv`);
-- MMA_MIN_TOKENS..MMA_MAX_TOKENS on CUDA, when the caller says the scale bytes fit (`allow_mma`): weights
+- MMA_MIN_TOKENS..MMA_MAX_TOKENS on CUDA, when the caller says fp16 holds the layer (`allow_mma`): weights
   dequantized straight into mma.sync registers (`mxfp4_moe_mma`, Gluon);
 - up to DECODE_MAX_TOKENS: expert-major tensor-core kernels that find their own pairs
   (`mxfp4_moe_decode`);
@@ -84,12 +84,14 @@ def mxfp4_moe_partials(
     """Experts forward on the GPU with MXFP4 weights -> per-pair results [T, k, D] in hidden's dtype
     ([T, k * down_splits, D] for a GemvConfig with down_splits > 1).
 
-    allow_mma: every scale byte of these weights lies in `mxfp4_moe_mma.SCALE_BYTE_RANGE`, so the fp16
-    MMA kernels may serve MMA_MIN_TOKENS..MMA_MAX_TOKENS tokens.
+    allow_mma: the caller has checked that these weights and inputs are exact in fp16
+    (`mxfp4_moe_mma.scale_bytes_fit`, `normed_inputs_fit`), so the MMA kernels may serve
+    MMA_MIN_TOKENS..MMA_MAX_TOKENS tokens.
     """
     weights = (gate_up_blocks, gate_up_scales, gate_up_bias, down_blocks, down_scales, down_bias)
     num_tokens = hidden.shape[0]
-    if config is None and hidden.is_cuda and PREFILL_DEQUANT_MIN_TOKENS is not None and num_tokens >= PREFILL_DEQUANT_MIN_TOKENS:
+    if (config is None and hidden.is_cuda and PREFILL_DEQUANT_MIN_TOKENS is not None
+            and num_tokens >= PREFILL_DEQUANT_MIN_TOKENS):
         from tkr_embed.backends.torch.kernels.mxfp4_moe_prefill import mxfp4_moe_prefill_partials
 
         return mxfp4_moe_prefill_partials(hidden, topk_ids, topk_weights, *weights)
