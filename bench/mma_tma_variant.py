@@ -5,14 +5,15 @@
 One producer warp (Gluon `warp_specialize`) copies each 64-code chunk of the program's weight rows
 ([ROWS, 8] int32 words) into a ring of STAGES slots and signals a `full` mbarrier; the four MMA warps
 wait on it, read their words from shared memory, multiply, and release the slot on an `empty`
-mbarrier (one arrival per warp). Scales and activations load as in the kernel.
+mbarrier (one arrival for the partition). Scales and activations load as in the kernel.
 
-Status (2026-11-26): it compiles for sm_90 (the MMA warps' loop has no CTA barrier: mbarrier waits, four
-LDS.64 and 16 HMMA a chunk), but on the H200 it never finishes (phase 9 calls 19 and 21: killed after 300
-and 100 s, while the committed kernel timed normally in the same process). The `empty` barriers are
-initialized for the four MMA warps (one arrival per warp: Gluon's arrive runs on lane 0 of each warp);
-which wait never completes was not found. Kept as the starting point of the next attempt; nothing
-imports it.
+Status (2026-11-26): it compiles for sm_90 (the MMA warps' loop has four LDS.64 and 16 HMMA a chunk, and
+no CTA-wide barrier, but a 128-thread bar.sync before each mbarrier wait and arrive). With the `empty`
+barriers initialized for four arrivals it never finished on the H200 (phase 9 calls 19 and 21). The PTX
+shows why: Gluon's `mbarrier.arrive` in a 4-warp partition is one arrival by one thread after a
+partition-wide bar.sync, so four never came. With a count of 1 (as now) the one H200 run left (call 23)
+stopped in the compiler ("error encountered during parsing"); not investigated. Kept as the starting
+point of the next attempt; nothing imports it.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ def supports(hidden_size'''),
         empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
         for i in gl.static_range(STAGES):
             mbarrier.init(full.index(i), count=1)
-            mbarrier.init(empty.index(i), count=MMA_WARPS)
+            mbarrier.init(empty.index(i), count=1)
         row0 = (expert * (stride_we // stride_wn) + pid_n * ROWS).to(gl.int32)
         acc, = gl.warp_specialize([(_ring_consumer, (w_smem, full, empty, s_ptrs, x_ptrs, ROWS, BT, L, W2L, PTX, NC,
                                                     STAGES)),
