@@ -225,7 +225,9 @@ def _moe_mma_kernel(
         c_x = gl.arange(0, 16, layout=gl.SliceLayout(0, gl.SliceLayout(1, L.x_load)))
         x_ptrs = (a_ptr + a_row.to(gl.int64) * stride_a)[:, None, None] + (t_x * 16)[None, :, None] + c_x[None, None, :]
 
-        # three chunks of weights in flight ahead of the one multiplied, the next chunk's activations
+        # three chunks of weights in flight ahead of the one multiplied, the next chunk's activations. ptxas
+        # issues a step's loads late in the step, so they are used a whole step after they are issued; more
+        # steps ahead cost registers, hence warps an SM, and measured slower (bench/gpu_mma_probe.py)
         NC: gl.constexpr = K // 64
         acc = gl.full([ROWS, BT], 0.0, gl.float32, L.mma)
         w0, s0 = _load_weights(w_ptrs, s_ptrs, 0, NC)
