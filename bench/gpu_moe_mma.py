@@ -14,17 +14,17 @@ import json
 import sys
 
 import torch
-from gpu_kernels import EXPERT_BYTES, ROTATIONS, graph_time_ms
+from gpu_kernels import EXPERT_BYTES, ROTATIONS
+from gpu_moe_variants import time_variant
 
 from tkr_embed.backends.torch.kernels.mxfp4_moe import mxfp4_moe
 from tkr_embed.backends.torch.kernels.mxfp4_moe_mma import MmaTileConfig, mxfp4_moe_mma_partials
 from tkr_embed.backends.torch.kernels.mxfp4_reference import moe_reference
-from tkr_embed.backends.torch.kernels.random_cases import make_moe_case, make_moe_weights, relative_error
+from tkr_embed.backends.torch.kernels.random_cases import make_moe_case, make_moe_weights
 
 M = MmaTileConfig
 CONFIGS = [M(16, 128, 64, 4), M(8, 128, 64, 4), M(16, 64, 64, 4), M(8, 64, 64, 4), M(16, 64, 32, 2), M(32, 128, 64, 4),
            M(32, 64, 64, 2), M(16, 64, 64, 2)]
-
 
 
 def main() -> int:
@@ -43,20 +43,7 @@ def main() -> int:
         variants += [("mma", cfg, lambda i, cfg=cfg: mxfp4_moe_mma_partials(
             cases[i].hidden, cases[i].topk_ids, cases[i].topk_weights, *cases[i].weights, config=cfg).sum(1))
             for cfg in CONFIGS]
-        for label, cfg, fn in variants:
-            row = {"tokens": tokens, "variant": label, "config": None if cfg is None else cfg.__dict__}
-            try:
-                row["rel_error"] = max(relative_error(fn(i).float(), refs[i]) for i in range(2))
-                if row["rel_error"] > 2e-2:
-                    row["error"] = "wrong result"
-                else:
-                    row["ms"] = graph_time_ms(fn, ROTATIONS)
-                    row["GB_s"] = moved / row["ms"] / 1e6
-            except Exception as error:     # a config the compiler rejects is reported, not fatal
-                row["error"] = f"{type(error).__name__}: {str(error)[:400]}"
-            print(tokens, label, row["config"], round(row.get("ms", -1), 4), round(row.get("GB_s", 0)),
-                  row.get("rel_error"), row.get("error", ""), flush=True)
-            rows.append(row)
+        rows += [time_variant(label, tokens, cfg, fn, cases, refs, moved) for label, cfg, fn in variants]
         del cases
         torch.cuda.empty_cache()
     print(json.dumps({"card": torch.cuda.get_device_name(0), "rows": rows}))

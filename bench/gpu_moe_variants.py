@@ -41,7 +41,8 @@ PREFILL = [G(128, 64, 64, 8, 3), G(256, 64, 64, 8, 3), G(128, 128, 64, 8, 3), G(
            G(128, 64, 64, 8, 4), G(256, 128, 64, 8, 3), G(128, 128, 64, 8, 4), G(256, 64, 64, 8, 4)]
 
 
-def _run(label, tokens, cfg, fn, cases, refs, weights_bytes) -> dict:
+def time_variant(label, tokens, cfg, fn, cases, refs, weights_bytes) -> dict:
+    """Check fn(i) against refs[0..1], then time it (CUDA-graph replays over the rotations); print and return the row."""
     row = {"tokens": tokens, "variant": label, "config": None if cfg is None else cfg.__dict__}
     try:
         errors = [relative_error(fn(i).float(), refs[i]) for i in range(2)]
@@ -69,21 +70,21 @@ def main() -> int:
         refs = [moe_reference(c.hidden, c.topk_ids, c.topk_weights, *c.weights).float() for c in cases[:2]]
         active = sum(torch.unique(c.topk_ids).numel() for c in cases) / ROTATIONS
         moved = active * EXPERT_BYTES
-        rows.append(_run("default", tokens, None, lambda i: mxfp4_moe(
+        rows.append(time_variant("default", tokens, None, lambda i: mxfp4_moe(
             cases[i].hidden, cases[i].topk_ids, cases[i].topk_weights, *cases[i].weights), cases, refs, moved))
         if tokens <= 32:
             for cfg in GEMV:
-                rows.append(_run("gemv", tokens, cfg, lambda i, cfg=cfg: mxfp4_moe(
+                rows.append(time_variant("gemv", tokens, cfg, lambda i, cfg=cfg: mxfp4_moe(
                     cases[i].hidden, cases[i].topk_ids, cases[i].topk_weights, *cases[i].weights, config=cfg),
                     cases, refs, moved))
         if tokens <= 64:
             for cfg in DECODE:
-                rows.append(_run("decode", tokens, cfg, lambda i, cfg=cfg: mxfp4_moe_decode_partials(
+                rows.append(time_variant("decode", tokens, cfg, lambda i, cfg=cfg: mxfp4_moe_decode_partials(
                     cases[i].hidden, cases[i].topk_ids, cases[i].topk_weights, *cases[i].weights,
                     config=cfg).sum(1), cases, refs, moved))
         if tokens >= 32:
             for cfg in (GROUPED if tokens < 2048 else PREFILL):
-                rows.append(_run("grouped", tokens, cfg, lambda i, cfg=cfg: mxfp4_moe_grouped_partials(
+                rows.append(time_variant("grouped", tokens, cfg, lambda i, cfg=cfg: mxfp4_moe_grouped_partials(
                     cases[i].hidden, cases[i].topk_ids, cases[i].topk_weights, *cases[i].weights,
                     config=cfg).sum(1), cases, refs, moved))
         del cases
