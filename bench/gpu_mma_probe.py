@@ -45,7 +45,20 @@ NO_X_PREFETCH = [("            x1 = gl.load(x_ptrs + (c + 1) * 64)\n", ""), ("  
                  ("acc = _chunk_mma(acc, w2, s2, x2,", "acc = _chunk_mma(acc, w2, s2, gl.load(x_ptrs + (c + 2) * 64),")]
 
 
+# the weights stored as [E, N/16, K/64, 16 rows, 32 bytes]: each warp load reads 256 contiguous bytes (two whole
+# lines) instead of 32 bytes of eight rows; the scales likewise as [E, N/16, K/64, 16 rows, 2]
+TILED_W = [("w_rows = w_ptr + expert * stride_we + row.to(gl.int64) * stride_wn",
+            "w_rows = w_ptr + expert * stride_we + (row // 16).to(gl.int64) * (16 * stride_wn) + (row % 16) * 8"),
+           ("words = gl.load(w_ptrs + c * 8)", "words = gl.load(w_ptrs + c * 128)")]
+TILED_S = [("(s_ptr + expert * stride_se + row_s.to(gl.int64) * stride_sn)",
+            "(s_ptr + expert * stride_se + (row_s // 16).to(gl.int64) * (16 * stride_sn) + (row_s % 16) * 2)"),
+           ("s = gl.load(s_ptrs + c * 2)", "s = gl.load(s_ptrs + c * 32)")]
+
+
 PROBES = {
+    "tiled weights": TILED_W,
+    "tiled weights and scales": TILED_W + TILED_S,
+    "tiled, activations loaded once": TILED_W + TILED_S + NO_X,
     "at most 96 registers": max_registers(96),
     "at most 104 registers": max_registers(104),
     "at most 112 registers": max_registers(112),

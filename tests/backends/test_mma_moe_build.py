@@ -24,7 +24,7 @@ SIGNATURE = dict(a_ptr="*fp16", sorted_pair_ids_ptr="*i32", block_expert_ptr="*i
                  stride_we="i32", stride_wn="i32", stride_se="i32", stride_sn="i32", stride_be="i32", stride_out="i32")
 
 
-def _sass_loop_ops(rows: int, swiglu: bool) -> collections.Counter:
+def _sass_loop_ops(rows: int, swiglu: bool, tiled: bool = False) -> collections.Counter:
     from triton.backends.compiler import GPUTarget
     from triton.experimental.gluon._runtime import GluonASTSource
 
@@ -32,13 +32,13 @@ def _sass_loop_ops(rows: int, swiglu: bool) -> collections.Counter:
     fn = mma._moe_mma_kernel
     constants = dict(K=2880, TOP_K=4, A_ROWS_ARE_TOKENS=swiglu, FUSE_SWIGLU=swiglu, APPLY_ROUTE_WEIGHT=not swiglu,
                      ROWS=rows, BT=cfg.block_t, L=mma._layouts(rows, cfg.num_warps, cfg.block_t),
-                     PTX=mma._WORD_TO_F16_PTX, SWIGLU_LIMIT=7.0, SWIGLU_ALPHA=1.702, PDL=True)
+                     PTX=mma._WORD_TO_F16_PTX, SWIGLU_LIMIT=7.0, SWIGLU_ALPHA=1.702, TILED=tiled, PDL=True)
     attrs = {(fn.arg_names.index(name),): [["tt.divisibility", 16]] for name, kind in SIGNATURE.items()
              if name not in ("stride_sn", "num_pairs")}
     source = GluonASTSource(fn=fn, signature={**SIGNATURE, **{k: "constexpr" for k in constants}},
                             constexprs=constants, attrs=attrs)
     kernel = triton.compile(source, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=cfg.num_warps))
-    cubin = Path("/tmp") / f"mma_moe_{rows}_{swiglu}.cubin"
+    cubin = Path("/tmp") / f"mma_moe_{rows}_{swiglu}_{tiled}.cubin"
     cubin.write_bytes(kernel.asm["cubin"])
     nvdisasm = Path(triton.__file__).parent / "backends/nvidia/bin/nvdisasm"
     lines = subprocess.run([str(nvdisasm), "-c", str(cubin)], capture_output=True, text=True, check=True).stdout.splitlines()
@@ -55,9 +55,10 @@ def _sass_loop_ops(rows: int, swiglu: bool) -> collections.Counter:
     return ops
 
 
+@pytest.mark.parametrize("tiled", [False, True])
 @pytest.mark.parametrize("rows, swiglu", [(128, True), (64, False)])
-def test_main_loop_multiplies_from_registers(rows, swiglu):
-    ops = _sass_loop_ops(rows, swiglu)
+def test_main_loop_multiplies_from_registers(rows, swiglu, tiled):
+    ops = _sass_loop_ops(rows, swiglu, tiled)
     per_warp_rows = rows // mma.MmaTileConfig().num_warps
     # three 64-code chunks a step: four k16 MMAs each per 16 rows and 8 tokens of a block of 16
     assert ops["HMMA"] == 3 * 4 * (per_warp_rows // 16) * 2, ops

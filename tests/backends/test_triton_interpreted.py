@@ -64,3 +64,13 @@ def test_align_kernel_equals_the_torch_alignment_under_the_interpreter():
     results = _interpreted("align_cases.py", timeout=300)
     assert len(results) == 6
     assert all(r["pairs_equal"] and r["blocks_equal"] for r in results), results
+
+
+def test_every_moe_kernel_reads_experts_in_16_row_tiles_as_in_checkpoint_order():
+    """The CUDA model keeps the experts' bytes in 16-row tiles (expert_layout): each kernel family given the
+    tiled bytes (tiled=True) returns bit for bit what it returns from the checkpoint's order."""
+    results = _interpreted("tiled_layout_cases.py", timeout=600)
+    assert [r["kernel"] for r in results] == ["GemvConfig", "GemvConfig", "DecodeTileConfig", "DecodeTileConfig",
+                                              "GroupedTileConfig", "dequantize", "prefill"]
+    assert all(r.get("bytes_moved", True) for r in results), results
+    assert all(r["equal"] for r in results), results

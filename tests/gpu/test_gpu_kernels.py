@@ -50,6 +50,25 @@ def test_mxfp4_moe_matches_reference_on_120b_expert_count(kernels, num_tokens):
     assert relative_error(out, ref) < 2e-2
 
 
+@pytest.mark.parametrize("num_tokens, allow_mma", [(1, False), (9, False), (24, False), (64, False), (64, True),
+                                                   (128, True), (300, False), (4200, False)])
+def test_every_dispatch_path_reads_tiled_experts_bit_for_bit(kernels, num_tokens, allow_mma):
+    """The model keeps CUDA experts in 16-row tiles (expert_layout): gemv, decode, MMA, grouped and prefill
+    kernels (the PTX dequantization, not run by the interpreter test) give exactly the untiled results."""
+    from tkr_embed.backends.torch.kernels.expert_layout import tiled
+    from tkr_embed.backends.torch.kernels.random_cases import make_moe_case
+
+    mxfp4_moe, _ = kernels
+    case = make_moe_case(num_tokens, seed=200 + num_tokens)
+    gu_blocks, gu_scales, gu_bias, dn_blocks, dn_scales, dn_bias = case.weights
+    tiles = (*tiled(gu_blocks, gu_scales), gu_bias, *tiled(dn_blocks, dn_scales), dn_bias)
+    plain = mxfp4_moe.mxfp4_moe_partials(case.hidden, case.topk_ids, case.topk_weights, *case.weights,
+                                         allow_mma=allow_mma)
+    out = mxfp4_moe.mxfp4_moe_partials(case.hidden, case.topk_ids, case.topk_weights, *tiles, allow_mma=allow_mma,
+                                       tiled=True)
+    assert torch.equal(out, plain)
+
+
 @pytest.mark.parametrize("num_tokens, num_experts", [(16, 32), (64, 32), (128, 32), (64, 128)])
 def test_mma_moe_matches_reference_and_serves_the_dispatch(kernels, num_tokens, num_experts):
     """The register-operand MMA kernels (20b and 120b expert counts) against the float32 reference; the

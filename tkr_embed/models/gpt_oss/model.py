@@ -64,8 +64,9 @@ class GptOssForCausalLM(nn.Module):
         self.moe_mma_exact = False      # the MoE's fp16 MMA kernels hold every weight and input exactly
 
     def prepare_kernels(self) -> None:
-        """CUDA: fuse each layer's q/k/v weights so the fused-kernel forward can run (no extra memory), and
-        read the experts' scale bytes once: which MoE kernels are exact for them.
+        """CUDA: fuse each layer's q/k/v weights so the fused-kernel forward can run (no extra memory), put the
+        MXFP4 experts in the kernels' 16-row tiles (in place), and read the experts' scale bytes once: which
+        MoE kernels are exact for them.
 
         Raises ValueError for MXFP4 scale bytes above 2^113, which the kernels' dequantization cannot hold.
         """
@@ -74,6 +75,8 @@ class GptOssForCausalLM(nn.Module):
 
         for layer in self.model.layers:
             layer.self_attn.fuse_qkv()
+            if self.device.type == "cuda":
+                layer.mlp.experts.tile_for_kernels()
         if self.expert_format == "mxfp4":
             smallest, largest = scale_byte_range(*(t for layer in self.model.layers
                                                    for t in (layer.mlp.experts.gate_up_proj_scales,
@@ -138,7 +141,7 @@ class GptOssForCausalLM(nn.Module):
                 x, topk_ids, topk_weights,
                 experts.gate_up_proj_blocks, experts.gate_up_proj_scales, experts.gate_up_proj_bias,
                 experts.down_proj_blocks, experts.down_proj_scales, experts.down_proj_bias,
-                allow_mma=self.moe_mma_exact,
+                allow_mma=self.moe_mma_exact, tiled=experts.tiled,
             )
             next_norm = layers[index + 1].input_layernorm if index + 1 < len(layers) else self.model.norm
             x, residual = add_rms_norm(partials, residual, next_norm.weight, eps)

@@ -58,13 +58,34 @@ class Experts(nn.Module):
             self.down_proj = empty_param(experts, hidden, inter, device=device, dtype=dtype)
         self.gate_up_proj_bias = empty_param(experts, 2 * inter, device=device, dtype=dtype)
         self.down_proj_bias = empty_param(experts, hidden, device=device, dtype=dtype)
+        self.tiled = False      # MXFP4 bytes in the CUDA kernels' 16-row tiles (tile_for_kernels)
+
+    def tile_for_kernels(self) -> bool:
+        """Permute the MXFP4 blocks and scales in place into the GPU kernels' 16-row tiles
+        (kernels/expert_layout.py), where their shape allows. Returns whether the experts are tiled."""
+        from tkr_embed.backends.torch.kernels.expert_layout import can_tile, tile_in_place
+
+        if self.expert_format == "mxfp4" and not self.tiled and can_tile(self.gate_up_proj_blocks) \
+                and can_tile(self.down_proj_blocks):
+            tile_in_place(self.gate_up_proj_blocks, self.gate_up_proj_scales)
+            tile_in_place(self.down_proj_blocks, self.down_proj_scales)
+            self.tiled = True
+        return self.tiled
+
+    def _expert_mxfp4(self, blocks: torch.Tensor, scales: torch.Tensor, expert: int) -> torch.Tensor:
+        """One expert's weights [N, K] in the model dtype, from checkpoint or tile order."""
+        b, s = blocks[expert], scales[expert]
+        if self.tiled:
+            from tkr_embed.backends.torch.kernels.expert_layout import untiled
+
+            b, s = untiled(b, s)
+        return dequantize_mxfp4(b, s, self.dtype)
 
     def expert_weights(self, expert: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(gate_up [2I, H], down [H, I]) of one expert in the model dtype."""
         if self.expert_format == "mxfp4":
-            gate_up = dequantize_mxfp4(self.gate_up_proj_blocks[expert], self.gate_up_proj_scales[expert], self.dtype)
-            down = dequantize_mxfp4(self.down_proj_blocks[expert], self.down_proj_scales[expert], self.dtype)
-            return gate_up, down
+            return (self._expert_mxfp4(self.gate_up_proj_blocks, self.gate_up_proj_scales, expert),
+                    self._expert_mxfp4(self.down_proj_blocks, self.down_proj_scales, expert))
         return self.gate_up_proj[expert], self.down_proj[expert]
 
     def swiglu(self, gate_up: torch.Tensor) -> torch.Tensor:
@@ -87,7 +108,7 @@ class Experts(nn.Module):
             return mxfp4_moe(
                 hidden, topk_ids, topk_weights,
                 self.gate_up_proj_blocks, self.gate_up_proj_scales, self.gate_up_proj_bias,
-                self.down_proj_blocks, self.down_proj_scales, self.down_proj_bias,
+                self.down_proj_blocks, self.down_proj_scales, self.down_proj_bias, tiled=self.tiled,
             )
         output = torch.zeros_like(hidden)                                        # [T, H]
         for expert in torch.unique(topk_ids).tolist():                           # ascending, like the reference

@@ -24,6 +24,7 @@ import torch
 import triton
 import triton.language as tl
 
+from tkr_embed.backends.torch.kernels.expert_layout import col_offset, row_start
 from tkr_embed.backends.torch.kernels.mxfp4_reference import SWIGLU_ALPHA, SWIGLU_LIMIT
 from tkr_embed.backends.torch.kernels.mxfp4_tile import e2m1_bits, expert_projections, use_asm
 from tkr_embed.backends.torch.kernels.pdl import pdl_launch, wait_for_previous_kernel
@@ -151,14 +152,14 @@ def _word_dot(words, x0, x1, x2, x3, x4, x5, x6, x7, ASM: tl.constexpr, F16: tl.
 
 
 @triton.jit
-def _load_group_block(a_base, w_base, s_base, row_valid, g0, g_end, BLOCK_G: tl.constexpr):
+def _load_group_block(a_base, w_base, s_base, row_valid, g0, g_end, BLOCK_G: tl.constexpr, TILED: tl.constexpr):
     """Groups g0 .. g0 + BLOCK_G of every row: words [WR, BG*4] int32, scale bytes [WR, BG], and the
     activations of each word in WORD_K_ORDER (eight [1, BG*4] fp32). From group g_end on everything is 0."""
     offs_word = g0 * 4 + tl.arange(0, BLOCK_G * 4)                            # [BG*4]
     word_valid = offs_word < g_end * 4
-    words = tl.load(w_base + offs_word[None, :], mask=row_valid[:, None] & word_valid[None, :], other=0)
+    words = tl.load(w_base + col_offset(offs_word, 8, TILED)[None, :], mask=row_valid[:, None] & word_valid[None, :], other=0)
     offs_g = g0 + tl.arange(0, BLOCK_G)
-    scale = tl.load(s_base + offs_g[None, :], mask=row_valid[:, None] & (offs_g < g_end)[None, :], other=0)
+    scale = tl.load(s_base + col_offset(offs_g, 2, TILED)[None, :], mask=row_valid[:, None] & (offs_g < g_end)[None, :], other=0)
     k0 = a_base + offs_word * 8
     x0 = tl.load(k0 + 0, mask=word_valid, other=0.0).to(tl.float32)[None, :]
     x1 = tl.load(k0 + 2, mask=word_valid, other=0.0).to(tl.float32)[None, :]
@@ -173,7 +174,7 @@ def _load_group_block(a_base, w_base, s_base, row_valid, g0, g_end, BLOCK_G: tl.
 
 @triton.jit
 def _row_dot_words(a_base, w_base, s_base, row_valid, g_begin, g_end, SPAN: tl.constexpr, BLOCK_G: tl.constexpr,
-                   W_ROWS: tl.constexpr, ASM: tl.constexpr, F16: tl.constexpr):
+                   W_ROWS: tl.constexpr, ASM: tl.constexpr, F16: tl.constexpr, TILED: tl.constexpr):
     """sum over the k of groups g_begin .. g_end (at most SPAN groups) of a[k] * W[row, k] for W_ROWS rows
     -> [W_ROWS] fp32; a_base -> [K] bf16, w_base [WR, 1] -> each row's first int32 word, s_base [WR, 1]
     -> its scale bytes.
@@ -185,10 +186,10 @@ def _row_dot_words(a_base, w_base, s_base, row_valid, g_begin, g_end, SPAN: tl.c
     """
     acc = tl.zeros((W_ROWS, BLOCK_G), dtype=tl.float32)
     words, scale, x0, x1, x2, x3, x4, x5, x6, x7 = _load_group_block(a_base, w_base, s_base, row_valid, g_begin,
-                                                                      g_end, BLOCK_G)
+                                                                      g_end, BLOCK_G, TILED)
     for offset in range(0, SPAN, BLOCK_G):
         n_words, n_scale, n0, n1, n2, n3, n4, n5, n6, n7 = _load_group_block(
-            a_base, w_base, s_base, row_valid, g_begin + offset + BLOCK_G, g_end, BLOCK_G)
+            a_base, w_base, s_base, row_valid, g_begin + offset + BLOCK_G, g_end, BLOCK_G, TILED)
         dots = _word_dot(words, x0, x1, x2, x3, x4, x5, x6, x7, ASM, F16)             # [WR, BG*4]
         # 2^(s - 127) * 2^14 (F16: 2^6) as fp32 bits: (s + 14) << 23 (scale bytes above 240 are refused at load)
         factor = ((scale.to(tl.int32) + (6 if F16 else 14)) << 23).to(tl.float32, bitcast=True)
@@ -202,7 +203,7 @@ def _gemv_gate_up_kernel(
     x_ptr, ids_ptr, w_ptr, s_ptr, bias_ptr, act_ptr,
     N_W, G: tl.constexpr, stride_x, stride_we, stride_wn, stride_se, stride_sn, stride_be, stride_act,
     TOP_K: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_G: tl.constexpr, ASM: tl.constexpr, F16: tl.constexpr,
-    PDL: tl.constexpr,
+    TILED: tl.constexpr, PDL: tl.constexpr,
 ):
     wait_for_previous_kernel(PDL)
     pair = tl.program_id(0)
@@ -213,10 +214,10 @@ def _gemv_gate_up_kernel(
     offs_wn = pid_n * W_ROWS + tl.arange(0, W_ROWS)                             # interleaved gate/up rows
     n_valid = offs_wn < N_W
     rows = tl.where(n_valid, offs_wn, 0).to(tl.int64)
-    w_base = w_ptr + expert * stride_we + rows[:, None] * stride_wn              # [WR, 1]
-    s_base = s_ptr + expert * stride_se + rows[:, None] * stride_sn
+    w_base = w_ptr + expert * stride_we + row_start(rows, stride_wn, 8, TILED)[:, None]     # [WR, 1]
+    s_base = s_ptr + expert * stride_se + row_start(rows, stride_sn, 2, TILED)[:, None]
     result = _row_dot_words(x_ptr + token * stride_x, w_base, s_base, n_valid, 0, G, G, BLOCK_G, W_ROWS, ASM,
-                            F16)
+                            F16, TILED)
     result += tl.load(bias_ptr + expert * stride_be + rows, mask=n_valid, other=0.0).to(tl.float32)
     gate, up = tl.split(result.reshape(BLOCK_N, 2))                              # [BN] each
     gate = tl.minimum(gate, SWIGLU_LIMIT_G)
@@ -232,7 +233,7 @@ def _gemv_down_kernel(
     act_ptr, ids_ptr, route_w_ptr, w_ptr, s_ptr, bias_ptr, out_ptr,
     N, G: tl.constexpr, stride_act, stride_we, stride_wn, stride_se, stride_sn, stride_be, stride_out,
     BLOCK_N: tl.constexpr, BLOCK_G: tl.constexpr, ASM: tl.constexpr, F16: tl.constexpr, SPLITS: tl.constexpr,
-    PDL: tl.constexpr,
+    TILED: tl.constexpr, PDL: tl.constexpr,
 ):
     """SPLITS > 1: program (pair, n, s) takes the s-th share of the groups and writes its own row of
     partials (pair * SPLITS + s); the bias goes into share 0; the RMSNorm after sums them all."""
@@ -243,11 +244,12 @@ def _gemv_down_kernel(
     n_valid = offs_n < N
     rows = tl.where(n_valid, offs_n, 0).to(tl.int64)
     expert = tl.load(ids_ptr + pair).to(tl.int64)
-    w_base = w_ptr + expert * stride_we + rows[:, None] * stride_wn
-    s_base = s_ptr + expert * stride_se + rows[:, None] * stride_sn
+    w_base = w_ptr + expert * stride_we + row_start(rows, stride_wn, 8, TILED)[:, None]
+    s_base = s_ptr + expert * stride_se + row_start(rows, stride_sn, 2, TILED)[:, None]
     bias_ptrs = bias_ptr + expert * stride_be + rows
     if SPLITS == 1:
-        y = _row_dot_words(act_ptr + pair * stride_act, w_base, s_base, n_valid, 0, G, G, BLOCK_G, BLOCK_N, ASM, F16)
+        y = _row_dot_words(act_ptr + pair * stride_act, w_base, s_base, n_valid, 0, G, G, BLOCK_G, BLOCK_N, ASM, F16,
+                           TILED)
         y += tl.load(bias_ptrs, mask=n_valid, other=0.0).to(tl.float32)
         out_row = pair
     else:
@@ -257,7 +259,7 @@ def _gemv_down_kernel(
         g_end = g_begin + share
         g_end = tl.where(g_end < G, g_end, G)
         y = _row_dot_words(act_ptr + pair * stride_act, w_base, s_base, n_valid, g_begin, g_end, share, BLOCK_G,
-                           BLOCK_N, ASM, F16)
+                           BLOCK_N, ASM, F16, TILED)
         y += tl.load(bias_ptrs, mask=n_valid & (pid_s == 0), other=0.0).to(tl.float32)
         out_row = pair * SPLITS + pid_s
     y = y * tl.load(route_w_ptr + pair)
@@ -275,6 +277,7 @@ def mxfp4_moe_gemv(
     down_scales: torch.Tensor,       # [E, D, I/32] uint8
     down_bias: torch.Tensor,         # [E, D]
     config: GemvConfig | None = None,
+    tiled: bool = False,             # the blocks and scales in 16-row tiles (expert_layout)
 ) -> torch.Tensor:
     """Experts for a few tokens (decode) -> per-pair results [T, k * down_splits, D] (routing weight applied;
     with cfg.down_splits > 1 each pair's down projection is split over K into that many partial rows)."""
@@ -295,7 +298,7 @@ def mxfp4_moe_gemv(
                 a, pair_expert, w_gu, gate_up_scales, gate_up_bias, out,
                 rows_gu, groups_gu, a.stride(0), w_gu.stride(0), w_gu.stride(1),
                 gate_up_scales.stride(0), gate_up_scales.stride(1), gate_up_bias.stride(0), out.stride(0),
-                TOP_K=top_k, BLOCK_N=cfg.block_n_gate_up, BLOCK_G=cfg.block_g, ASM=asm, F16=cfg.f16_products,
+                TOP_K=top_k, BLOCK_N=cfg.block_n_gate_up, BLOCK_G=cfg.block_g, ASM=asm, F16=cfg.f16_products, TILED=tiled,
                 num_warps=cfg.num_warps, **pdl_launch(a),
             )
         else:
@@ -304,7 +307,7 @@ def mxfp4_moe_gemv(
                 hidden_size, groups_dn, a.stride(0), w_dn.stride(0), w_dn.stride(1),
                 down_scales.stride(0), down_scales.stride(1), down_bias.stride(0), out.stride(0),
                 BLOCK_N=cfg.block_n_down, BLOCK_G=cfg.block_g, ASM=asm, F16=cfg.f16_products, SPLITS=cfg.down_splits,
-                num_warps=cfg.num_warps, **pdl_launch(a),
+                TILED=tiled, num_warps=cfg.num_warps, **pdl_launch(a),
             )
 
     return expert_projections(hidden, topk_ids, topk_weights, rows_gu // 2, project, down_splits=cfg.down_splits)

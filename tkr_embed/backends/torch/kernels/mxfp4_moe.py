@@ -80,6 +80,7 @@ def mxfp4_moe_partials(
     down_bias: torch.Tensor,         # [E, D] bf16
     config: MoeConfig | None = None,
     allow_mma: bool = False,
+    tiled: bool = False,
 ) -> torch.Tensor:
     """Experts forward on the GPU with MXFP4 weights -> per-pair results [T, k, D] in hidden's dtype
     ([T, k * down_splits, D] for a GemvConfig with down_splits > 1).
@@ -87,6 +88,8 @@ def mxfp4_moe_partials(
     allow_mma: the caller has checked that these weights and inputs are exact in fp16
     (`mxfp4_moe_mma.scale_bytes_fit`, `normed_inputs_fit`), so the MMA kernels may serve
     MMA_MIN_TOKENS..MMA_MAX_TOKENS tokens.
+    tiled: the blocks and scales are in 16-row tiles (`expert_layout.tile_in_place`), as the model keeps them
+    on CUDA when their shape allows.
     """
     weights = (gate_up_blocks, gate_up_scales, gate_up_bias, down_blocks, down_scales, down_bias)
     num_tokens = hidden.shape[0]
@@ -94,18 +97,18 @@ def mxfp4_moe_partials(
             and num_tokens >= PREFILL_DEQUANT_MIN_TOKENS):
         from tkr_embed.backends.torch.kernels.mxfp4_moe_prefill import mxfp4_moe_prefill_partials
 
-        return mxfp4_moe_prefill_partials(hidden, topk_ids, topk_weights, *weights)
+        return mxfp4_moe_prefill_partials(hidden, topk_ids, topk_weights, *weights, tiled=tiled)
     if (config is None and allow_mma and MMA_MIN_TOKENS <= num_tokens <= MMA_MAX_TOKENS and use_asm(hidden)
             and supports(hidden.shape[1], gate_up_blocks.shape[1] // 2)):
         config = default_mma_config(num_tokens * topk_ids.shape[1], gate_up_blocks.shape[0])
     cfg = config or default_config(num_tokens, topk_ids.shape[1])
     if isinstance(cfg, MmaTileConfig):
-        return mxfp4_moe_mma_partials(hidden, topk_ids, topk_weights, *weights, config=cfg)
+        return mxfp4_moe_mma_partials(hidden, topk_ids, topk_weights, *weights, config=cfg, tiled=tiled)
     if isinstance(cfg, GemvConfig):
-        return mxfp4_moe_gemv(hidden, topk_ids, topk_weights, *weights, config=cfg)
+        return mxfp4_moe_gemv(hidden, topk_ids, topk_weights, *weights, config=cfg, tiled=tiled)
     if isinstance(cfg, DecodeTileConfig):
-        return mxfp4_moe_decode_partials(hidden, topk_ids, topk_weights, *weights, config=cfg)
-    return mxfp4_moe_grouped_partials(hidden, topk_ids, topk_weights, *weights, config=cfg)
+        return mxfp4_moe_decode_partials(hidden, topk_ids, topk_weights, *weights, config=cfg, tiled=tiled)
+    return mxfp4_moe_grouped_partials(hidden, topk_ids, topk_weights, *weights, config=cfg, tiled=tiled)
 
 
 def mxfp4_moe(
@@ -116,10 +119,11 @@ def mxfp4_moe(
     config: MoeConfig | None = None,
     residual: torch.Tensor | None = None,   # [T, D]: added to the result when given
     allow_mma: bool = False,
+    tiled: bool = False,
 ) -> torch.Tensor:
     """The k slots summed (+ residual) -> [T, D] in hidden's dtype."""
     summed = mxfp4_moe_partials(hidden, topk_ids, topk_weights, *weights, config=config,
-                                allow_mma=allow_mma).sum(dim=1, dtype=torch.float32)
+                                allow_mma=allow_mma, tiled=tiled).sum(dim=1, dtype=torch.float32)
     if residual is not None:
         summed += residual
     return summed.to(hidden.dtype)

@@ -20,6 +20,7 @@ import torch
 import triton
 import triton.language as tl
 
+from tkr_embed.backends.torch.kernels.expert_layout import row_start
 from tkr_embed.backends.torch.kernels.mxfp4_reference import SWIGLU_ALPHA, SWIGLU_LIMIT
 from tkr_embed.backends.torch.kernels.mxfp4_tile import expert_epilogue, expert_projections, expert_tile, use_asm
 from tkr_embed.backends.torch.kernels.pdl import pdl_launch, wait_for_previous_kernel
@@ -57,7 +58,8 @@ def _moe_decode_kernel(
     TOP_K: tl.constexpr, A_ROWS_ARE_TOKENS: tl.constexpr, FUSE_SWIGLU: tl.constexpr,
     APPLY_ROUTE_WEIGHT: tl.constexpr, P_PAD: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, W_ROWS: tl.constexpr,
-    SWAP_AB: tl.constexpr, DOT_SCALED: tl.constexpr, ASM: tl.constexpr, PDL: tl.constexpr,
+    SWAP_AB: tl.constexpr, DOT_SCALED: tl.constexpr, ASM: tl.constexpr, TILED: tl.constexpr,
+    PDL: tl.constexpr,
 ):
     wait_for_previous_kernel(PDL)
     expert = tl.program_id(0)
@@ -73,8 +75,8 @@ def _moe_decode_kernel(
     offs_wn = pid_n * W_ROWS + tl.arange(0, W_ROWS)
     rows = tl.where(offs_wn < N_W, offs_wn, 0).to(tl.int64)
     expert64 = expert.to(tl.int64)
-    w_base = w_ptr + expert64 * stride_we + rows[:, None] * stride_wn
-    s_base = s_ptr + expert64 * stride_se + rows[:, None] * stride_sn
+    w_base = w_ptr + expert64 * stride_we + row_start(rows, stride_wn, 32, TILED)[:, None]
+    s_base = s_ptr + expert64 * stride_se + row_start(rows, stride_sn, 2, TILED)[:, None]
     for m0 in range(0, P_PAD, BLOCK_M):           # static bound: an expert may take every pair
         if m0 < count:
             offs_m = m0 + tl.arange(0, BLOCK_M)
@@ -86,13 +88,14 @@ def _moe_decode_kernel(
             else:
                 a_row = pair
             a_rows = a_ptr + a_row.to(tl.int64) * stride_a
-            acc = expert_tile(a_rows, row_valid, w_base, s_base, K, BLOCK_M, BLOCK_K, W_ROWS, SWAP_AB, DOT_SCALED, ASM)
+            acc = expert_tile(a_rows, row_valid, w_base, s_base, K, BLOCK_M, BLOCK_K, W_ROWS, SWAP_AB, DOT_SCALED, ASM,
+                              TILED)
             expert_epilogue(acc, expert64, pair, row_valid, pid_n, bias_ptr, route_w_ptr, out_ptr, N_W, N_OUT,
                             stride_be, stride_out, BLOCK_M, BLOCK_N, W_ROWS, SWAP_AB, FUSE_SWIGLU,
                             APPLY_ROUTE_WEIGHT, SWIGLU_LIMIT_D, SWIGLU_ALPHA_D)
 
 
-def _launch(a, ids, w_blocks, w_scales, bias, route_w, out, *, n_out, top_k, tokens_as_rows, swiglu, block_n, cfg):
+def _launch(a, ids, w_blocks, w_scales, bias, route_w, out, *, n_out, top_k, tokens_as_rows, swiglu, block_n, cfg, tiled):
     num_experts, n_rows, groups, _ = w_blocks.shape
     w = w_blocks.view(num_experts, n_rows, groups * 16)                      # [E, N, K/2]
     num_pairs = ids.numel()
@@ -104,7 +107,7 @@ def _launch(a, ids, w_blocks, w_scales, bias, route_w, out, *, n_out, top_k, tok
         a.stride(0), w.stride(0), w.stride(1), w_scales.stride(0), w_scales.stride(1), bias.stride(0), out.stride(0),
         TOP_K=top_k, A_ROWS_ARE_TOKENS=tokens_as_rows, FUSE_SWIGLU=swiglu, APPLY_ROUTE_WEIGHT=route_w is not None,
         P_PAD=max(16, triton.next_power_of_2(num_pairs)), BLOCK_M=cfg.block_m, BLOCK_N=block_n,
-        BLOCK_K=cfg.block_k, W_ROWS=w_rows, SWAP_AB=cfg.swap_ab, DOT_SCALED=cfg.dot_scaled, ASM=cfg.asm and use_asm(a),
+        BLOCK_K=cfg.block_k, W_ROWS=w_rows, SWAP_AB=cfg.swap_ab, DOT_SCALED=cfg.dot_scaled, ASM=cfg.asm and use_asm(a), TILED=tiled,
         num_warps=cfg.num_warps, num_stages=cfg.num_stages, **pdl_launch(a),
     )
 
@@ -120,6 +123,7 @@ def mxfp4_moe_decode_partials(
     down_scales: torch.Tensor,       # [E, D, I/32] uint8
     down_bias: torch.Tensor,         # [E, D]
     config: DecodeTileConfig | None = None,
+    tiled: bool = False,             # the blocks and scales in 16-row tiles (expert_layout)
 ) -> torch.Tensor:
     """Experts of a decode batch -> per-pair results [T, k, D] (routing weight applied), hidden's dtype."""
     top_k = topk_ids.shape[1]
@@ -133,6 +137,6 @@ def mxfp4_moe_decode_partials(
         gate_up = route_w is None
         weights = (gate_up_blocks, gate_up_scales, gate_up_bias) if gate_up else (down_blocks, down_scales, down_bias)
         _launch(a, ids, *weights, route_w, out, n_out=out.shape[1], top_k=top_k, tokens_as_rows=gate_up,
-                swiglu=gate_up, block_n=cfg.block_n_gate_up if gate_up else cfg.block_n_down, cfg=cfg)
+                swiglu=gate_up, block_n=cfg.block_n_gate_up if gate_up else cfg.block_n_down, cfg=cfg, tiled=tiled)
 
     return expert_projections(hidden, topk_ids, topk_weights, gate_up_blocks.shape[1] // 2, project)

@@ -17,6 +17,7 @@ import triton
 import triton.language as tl
 
 from tkr_embed.backends.torch.kernels.moe_align import align_pairs_to_experts
+from tkr_embed.backends.torch.kernels.expert_layout import row_start
 from tkr_embed.backends.torch.kernels.mxfp4_reference import SWIGLU_ALPHA, SWIGLU_LIMIT
 from tkr_embed.backends.torch.kernels.mxfp4_tile import expert_epilogue, expert_projections, expert_tile, use_asm
 from tkr_embed.backends.torch.kernels.pdl import pdl_launch, wait_for_previous_kernel
@@ -55,7 +56,8 @@ def _moe_grouped_kernel(
     stride_a, stride_we, stride_wn, stride_se, stride_sn, stride_be, stride_out,
     TOP_K: tl.constexpr, A_ROWS_ARE_TOKENS: tl.constexpr, FUSE_SWIGLU: tl.constexpr,
     APPLY_ROUTE_WEIGHT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-    W_ROWS: tl.constexpr, SWAP_AB: tl.constexpr, DOT_SCALED: tl.constexpr, ASM: tl.constexpr, PDL: tl.constexpr,
+    W_ROWS: tl.constexpr, SWAP_AB: tl.constexpr, DOT_SCALED: tl.constexpr, ASM: tl.constexpr, TILED: tl.constexpr,
+    PDL: tl.constexpr,
 ):
     wait_for_previous_kernel(PDL)
     pid_m = tl.program_id(0)
@@ -72,15 +74,16 @@ def _moe_grouped_kernel(
     a_rows = a_ptr + tl.where(row_valid, a_row, 0).to(tl.int64) * stride_a
     offs_wn = pid_n * W_ROWS + tl.arange(0, W_ROWS)
     rows = tl.where(offs_wn < N_W, offs_wn, 0).to(tl.int64)
-    w_base = w_ptr + expert * stride_we + rows[:, None] * stride_wn
-    s_base = s_ptr + expert * stride_se + rows[:, None] * stride_sn
-    acc = expert_tile(a_rows, row_valid, w_base, s_base, K, BLOCK_M, BLOCK_K, W_ROWS, SWAP_AB, DOT_SCALED, ASM)
+    w_base = w_ptr + expert * stride_we + row_start(rows, stride_wn, 32, TILED)[:, None]
+    s_base = s_ptr + expert * stride_se + row_start(rows, stride_sn, 2, TILED)[:, None]
+    acc = expert_tile(a_rows, row_valid, w_base, s_base, K, BLOCK_M, BLOCK_K, W_ROWS, SWAP_AB, DOT_SCALED, ASM,
+                              TILED)
     expert_epilogue(acc, expert, pair, row_valid, pid_n, bias_ptr, route_w_ptr, out_ptr, N_W, N_OUT,
                     stride_be, stride_out, BLOCK_M, BLOCK_N, W_ROWS, SWAP_AB, FUSE_SWIGLU,
                     APPLY_ROUTE_WEIGHT, SWIGLU_LIMIT_G, SWIGLU_ALPHA_G)
 
 
-def _launch(a, blocks, w_blocks, w_scales, bias, route_w, out, *, n_out, top_k, tokens_as_rows, swiglu, cfg):
+def _launch(a, blocks, w_blocks, w_scales, bias, route_w, out, *, n_out, top_k, tokens_as_rows, swiglu, cfg, tiled):
     num_experts, n_rows, groups, _ = w_blocks.shape
     w = w_blocks.view(num_experts, n_rows, groups * 16)                     # [E, N, K/2]
     w_rows = cfg.block_n * (2 if swiglu else 1)
@@ -92,7 +95,7 @@ def _launch(a, blocks, w_blocks, w_scales, bias, route_w, out, *, n_out, top_k, 
         a.stride(0), w.stride(0), w.stride(1), w_scales.stride(0), w_scales.stride(1), bias.stride(0), out.stride(0),
         TOP_K=top_k, A_ROWS_ARE_TOKENS=tokens_as_rows, FUSE_SWIGLU=swiglu, APPLY_ROUTE_WEIGHT=route_w is not None,
         BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k, W_ROWS=w_rows,
-        SWAP_AB=cfg.swap_ab, DOT_SCALED=cfg.dot_scaled, ASM=cfg.asm and use_asm(a), num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+        SWAP_AB=cfg.swap_ab, DOT_SCALED=cfg.dot_scaled, ASM=cfg.asm and use_asm(a), TILED=tiled, num_warps=cfg.num_warps, num_stages=cfg.num_stages,
         **pdl_launch(a),
     )
 
@@ -108,6 +111,7 @@ def mxfp4_moe_grouped_partials(
     down_scales: torch.Tensor,       # [E, D, I/32] uint8
     down_bias: torch.Tensor,         # [E, D]
     config: GroupedTileConfig | None = None,
+    tiled: bool = False,             # the blocks and scales in 16-row tiles (expert_layout)
 ) -> torch.Tensor:
     """Experts of a large batch -> per-pair results [T, k, D] (routing weight applied), hidden's dtype."""
     top_k = topk_ids.shape[1]
@@ -118,6 +122,6 @@ def mxfp4_moe_grouped_partials(
         gate_up = route_w is None
         weights = (gate_up_blocks, gate_up_scales, gate_up_bias) if gate_up else (down_blocks, down_scales, down_bias)
         _launch(a, blocks, *weights, route_w, out, n_out=out.shape[1], top_k=top_k, tokens_as_rows=gate_up,
-                swiglu=gate_up, cfg=cfg)
+                swiglu=gate_up, cfg=cfg, tiled=tiled)
 
     return expert_projections(hidden, topk_ids, topk_weights, gate_up_blocks.shape[1] // 2, project)

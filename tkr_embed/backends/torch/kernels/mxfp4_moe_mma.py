@@ -149,12 +149,17 @@ def _wait_for_previous_kernel(PDL: gl.constexpr):
 
 
 @gluon.jit
-def _load_weights(w_ptrs, s_ptrs, chunk, NC: gl.constexpr):
+def _load_weights(w_ptrs, s_ptrs, chunk, NC: gl.constexpr, TILED: gl.constexpr):
     """One 64-code chunk (chunk index clamped to the last): words [ROWS, 4, 2] int32 (thread t's bytes
-    8t..8t+7 of a row) and their group's scale multiplier [ROWS, 4] fp16, 2^(s - 121 + SCALE_BIAS)."""
+    8t..8t+7 of a row) and their group's scale multiplier [ROWS, 4] fp16, 2^(s - 121 + SCALE_BIAS).
+    A chunk is the next 8 words / 2 scale bytes of a row, or in 16-row tiles the next tile column."""
     c = gl.minimum(chunk, NC - 1)
-    words = gl.load(w_ptrs + c * 8)
-    s = gl.load(s_ptrs + c * 2).to(gl.int32)
+    if TILED:
+        words = gl.load(w_ptrs + c * 128)
+        s = gl.load(s_ptrs + c * 32).to(gl.int32)
+    else:
+        words = gl.load(w_ptrs + c * 8)
+        s = gl.load(s_ptrs + c * 2).to(gl.int32)
     scale = ((s + (SCALE_BIAS_G - 106)) << 10).to(gl.int16).to(gl.float16, bitcast=True)
     return words, scale
 
@@ -198,7 +203,8 @@ def _moe_mma_kernel(
     num_pairs, stride_a, stride_we, stride_wn, stride_se, stride_sn, stride_be, stride_out,
     K: gl.constexpr, TOP_K: gl.constexpr, A_ROWS_ARE_TOKENS: gl.constexpr, FUSE_SWIGLU: gl.constexpr,
     APPLY_ROUTE_WEIGHT: gl.constexpr, ROWS: gl.constexpr, BT: gl.constexpr, L: gl.constexpr,
-    PTX: gl.constexpr, SWIGLU_LIMIT: gl.constexpr, SWIGLU_ALPHA: gl.constexpr, PDL: gl.constexpr,
+    PTX: gl.constexpr, SWIGLU_LIMIT: gl.constexpr, SWIGLU_ALPHA: gl.constexpr, TILED: gl.constexpr,
+    PDL: gl.constexpr,
 ):
     _wait_for_previous_kernel(PDL)
     pid_b = gl.program_id(0)
@@ -210,12 +216,19 @@ def _moe_mma_kernel(
         row = pid_n * ROWS + gl.arange(0, ROWS, layout=gl.SliceLayout(1, gl.SliceLayout(2, W3)))
         t_w = gl.arange(0, 4, layout=gl.SliceLayout(0, gl.SliceLayout(2, W3)))
         word = gl.arange(0, 2, layout=gl.SliceLayout(0, gl.SliceLayout(1, W3)))
-        w_rows = w_ptr + expert * stride_we + row.to(gl.int64) * stride_wn
+        if TILED:     # expert_layout: 16-row tiles, each tile column 16 rows x 8 words / 2 scale bytes
+            w_rows = w_ptr + expert * stride_we + (row // 16).to(gl.int64) * (16 * stride_wn) + (row % 16) * 8
+        else:
+            w_rows = w_ptr + expert * stride_we + row.to(gl.int64) * stride_wn
         w_ptrs = w_rows[:, None, None] + (t_w * 2)[None, :, None] + word[None, None, :]
         S2: gl.constexpr = gl.SliceLayout(2, W3)
         row_s = pid_n * ROWS + gl.arange(0, ROWS, layout=gl.SliceLayout(1, S2))
         t_s = gl.arange(0, 4, layout=gl.SliceLayout(0, S2))
-        s_ptrs = (s_ptr + expert * stride_se + row_s.to(gl.int64) * stride_sn)[:, None] + (t_s // 2)[None, :]
+        if TILED:
+            s_rows = s_ptr + expert * stride_se + (row_s // 16).to(gl.int64) * (16 * stride_sn) + (row_s % 16) * 2
+        else:
+            s_rows = s_ptr + expert * stride_se + row_s.to(gl.int64) * stride_sn
+        s_ptrs = s_rows[:, None] + (t_s // 2)[None, :]
         tok = gl.arange(0, BT, layout=gl.SliceLayout(1, gl.SliceLayout(2, L.x_load)))
         pair_x = gl.load(sorted_pair_ids_ptr + pid_b * BT + tok)
         a_row = gl.where(pair_x < num_pairs, pair_x, 0)        # padding rows read row 0; never stored
@@ -230,18 +243,18 @@ def _moe_mma_kernel(
         # steps ahead cost registers, hence warps an SM, and measured slower (bench/gpu_mma_probe.py)
         NC: gl.constexpr = K // 64
         acc = gl.full([ROWS, BT], 0.0, gl.float32, L.mma)
-        w0, s0 = _load_weights(w_ptrs, s_ptrs, 0, NC)
-        w1, s1 = _load_weights(w_ptrs, s_ptrs, 1, NC)
-        w2, s2 = _load_weights(w_ptrs, s_ptrs, 2, NC)
+        w0, s0 = _load_weights(w_ptrs, s_ptrs, 0, NC, TILED)
+        w1, s1 = _load_weights(w_ptrs, s_ptrs, 1, NC, TILED)
+        w2, s2 = _load_weights(w_ptrs, s_ptrs, 2, NC, TILED)
         x0 = gl.load(x_ptrs)
         for c in range(0, NC, 3):
-            w3, s3 = _load_weights(w_ptrs, s_ptrs, c + 3, NC)
+            w3, s3 = _load_weights(w_ptrs, s_ptrs, c + 3, NC, TILED)
             x1 = gl.load(x_ptrs + (c + 1) * 64)
             acc = _chunk_mma(acc, w0, s0, x0, ROWS, BT, L, PTX)
-            w4, s4 = _load_weights(w_ptrs, s_ptrs, c + 4, NC)
+            w4, s4 = _load_weights(w_ptrs, s_ptrs, c + 4, NC, TILED)
             x2 = gl.load(x_ptrs + (c + 2) * 64)
             acc = _chunk_mma(acc, w1, s1, x1, ROWS, BT, L, PTX)
-            w5, s5 = _load_weights(w_ptrs, s_ptrs, c + 5, NC)
+            w5, s5 = _load_weights(w_ptrs, s_ptrs, c + 5, NC, TILED)
             x0 = gl.load(x_ptrs + gl.minimum(c + 3, NC - 1) * 64)
             acc = _chunk_mma(acc, w2, s2, x2, ROWS, BT, L, PTX)
             w0, s0, w1, s1, w2, s2 = w3, s3, w4, s4, w5, s5
@@ -290,7 +303,7 @@ def supports(hidden_size: int, intermediate: int, config: MmaTileConfig | None =
             and (2 * intermediate) % cfg.rows_gate_up == 0 and hidden_size % cfg.rows_down == 0)
 
 
-def _launch(a, blocks, w_blocks, w_scales, bias, route_w, out, *, rows, top_k, tokens_as_rows, swiglu, cfg):
+def _launch(a, blocks, w_blocks, w_scales, bias, route_w, out, *, rows, top_k, tokens_as_rows, swiglu, cfg, tiled):
     num_experts, n_rows, groups, _ = w_blocks.shape
     w = w_blocks.view(torch.int32).view(num_experts, n_rows, groups * 4)     # [E, N, K/8] words
     grid = (blocks.block_expert.numel(), n_rows // rows)
@@ -303,7 +316,7 @@ def _launch(a, blocks, w_blocks, w_scales, bias, route_w, out, *, rows, top_k, t
         K=groups * 32, TOP_K=top_k, A_ROWS_ARE_TOKENS=tokens_as_rows, FUSE_SWIGLU=swiglu,
         APPLY_ROUTE_WEIGHT=route_w is not None, ROWS=rows, BT=cfg.block_t,
         L=_layouts(rows, cfg.num_warps, cfg.block_t), PTX=_WORD_TO_F16_PTX, SWIGLU_LIMIT=SWIGLU_LIMIT,
-        SWIGLU_ALPHA=SWIGLU_ALPHA, PDL=pdl, num_warps=cfg.num_warps, launch_pdl=pdl,
+        SWIGLU_ALPHA=SWIGLU_ALPHA, TILED=tiled, PDL=pdl, num_warps=cfg.num_warps, launch_pdl=pdl,
     )
 
 
@@ -318,6 +331,7 @@ def mxfp4_moe_mma_partials(
     down_scales: torch.Tensor,       # [E, D, I/32] uint8
     down_bias: torch.Tensor,         # [E, D]
     config: MmaTileConfig | None = None,
+    tiled: bool = False,             # the blocks and scales in 16-row tiles (expert_layout)
 ) -> torch.Tensor:
     """Experts of a decode batch -> per-pair results [T, k, D] (routing weight applied), hidden's dtype.
 
@@ -333,7 +347,7 @@ def mxfp4_moe_mma_partials(
         gate_up = route_w is None
         weights = (gate_up_blocks, gate_up_scales, gate_up_bias) if gate_up else (down_blocks, down_scales, down_bias)
         _launch(a, blocks, *weights, route_w, out, rows=cfg.rows_gate_up if gate_up else cfg.rows_down,
-                top_k=top_k, tokens_as_rows=gate_up, swiglu=gate_up, cfg=cfg)
+                top_k=top_k, tokens_as_rows=gate_up, swiglu=gate_up, cfg=cfg, tiled=tiled)
 
     # fp16 operands: one conversion of the hidden states here instead of one per warp and weight tile
     return expert_projections(hidden.to(torch.float16), topk_ids, topk_weights, gate_up_blocks.shape[1] // 2,

@@ -24,6 +24,7 @@ import torch
 import triton
 import triton.language as tl
 
+from tkr_embed.backends.torch.kernels.expert_layout import col_offset, row_start
 from tkr_embed.backends.torch.kernels.mxfp4_reference import SWIGLU_ALPHA, SWIGLU_LIMIT
 from tkr_embed.backends.torch.kernels.mxfp4_tile import dequant_bf16, use_asm
 
@@ -32,13 +33,17 @@ DEQUANT_GROUPS = 64                # 32-value groups a program dequantizes
 
 
 @triton.jit
-def _dequant_kernel(blocks_ptr, scales_ptr, out_ptr, num_groups, BLOCK: tl.constexpr, ASM: tl.constexpr):
-    """Flat groups: blocks [n, 16] uint8, scales [n] uint8 -> out [n, 32] bf16 (low nibble first)."""
+def _dequant_kernel(blocks_ptr, scales_ptr, out_ptr, num_groups, G: tl.constexpr, BLOCK: tl.constexpr,
+                    ASM: tl.constexpr, TILED: tl.constexpr):
+    """Flat groups (row * G + group, rows of all experts): blocks [n, 16] uint8, scales [n] uint8 (in
+    expert_layout's order) -> out [n, 32] bf16 in checkpoint order (low nibble first)."""
     groups = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     valid = groups < num_groups
+    row, group = groups // G, groups % G
     offs_b = tl.arange(0, 16)
-    packed = tl.load(blocks_ptr + groups[:, None] * 16 + offs_b[None, :], mask=valid[:, None], other=0)
-    scales = tl.load(scales_ptr + groups, mask=valid, other=127)
+    b_ptrs = blocks_ptr + row_start(row, G * 16, 32, TILED)[:, None] + col_offset(group[:, None] * 16 + offs_b[None, :], 32, TILED)
+    packed = tl.load(b_ptrs, mask=valid[:, None], other=0)
+    scales = tl.load(scales_ptr + row_start(row, G, 2, TILED) + col_offset(group, 2, TILED), mask=valid, other=127)
     values = dequant_bf16(packed, scales[:, None], BLOCK, 32, ASM)                       # [BLOCK, 32]
     tl.store(out_ptr + groups[:, None] * 32 + tl.arange(0, 32)[None, :], values, mask=valid[:, None])
 
@@ -76,15 +81,17 @@ def _bias_route_scatter_kernel(z_ptr, pair_ptr, expert_ptr, bias_ptr, route_w_pt
     tl.store(out_ptr + pair * stride_out + offs, z.to(out_ptr.dtype.element_ty), mask=valid)
 
 
-def dequantize_experts(blocks: torch.Tensor, scales: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
-    """blocks [E, N, K/32, 16] uint8, scales [E, N, K/32] uint8 -> [E, N, K] bf16 (into `out` if given)."""
+def dequantize_experts(blocks: torch.Tensor, scales: torch.Tensor, out: torch.Tensor | None = None,
+                       tiled: bool = False) -> torch.Tensor:
+    """blocks [E, N, K/32, 16] uint8, scales [E, N, K/32] uint8 (tiled: in 16-row tiles, expert_layout)
+    -> [E, N, K] bf16 in checkpoint order (into `out` if given)."""
     experts, rows, groups, _ = blocks.shape
     num_groups = experts * rows * groups
     if out is None:
         out = torch.empty(experts, rows, groups * 32, dtype=torch.bfloat16, device=blocks.device)
     _dequant_kernel[(triton.cdiv(num_groups, DEQUANT_GROUPS),)](
-        blocks.contiguous(), scales.contiguous(), out, num_groups, BLOCK=DEQUANT_GROUPS, ASM=use_asm(blocks),
-        num_warps=4,
+        blocks.contiguous(), scales.contiguous(), out, num_groups, G=groups, BLOCK=DEQUANT_GROUPS, ASM=use_asm(blocks),
+        TILED=tiled, num_warps=4,
     )
     return out
 
@@ -104,14 +111,14 @@ class _ExpertRows:
         return self._host
 
 
-def _grouped_projection(x: torch.Tensor, rows_of: _ExpertRows, blocks, scales, scratch) -> torch.Tensor:
+def _grouped_projection(x: torch.Tensor, rows_of: _ExpertRows, blocks, scales, scratch, tiled: bool) -> torch.Tensor:
     """Rows x [P, K] sorted by expert @ each expert's W^T -> [P, N] bf16, dequantizing the experts into
     `scratch` (a chunk of experts at a time when they do not fit: then the counts are read on the host)."""
     experts, rows, groups, _ = blocks.shape
     per_chunk = max(1, scratch.numel() // (rows * groups * 32))
     if per_chunk >= experts:                 # one chunk: no host sync, the GEMM's own output is the result
         weights = scratch[: experts * rows * groups * 32].view(experts, rows, groups * 32)
-        dequantize_experts(blocks, scales, weights)
+        dequantize_experts(blocks, scales, weights, tiled)
         return torch._grouped_mm(x, weights.transpose(-2, -1), offs=rows_of.offsets)
     counts = rows_of.host()
     out = torch.empty(x.shape[0], rows, dtype=torch.bfloat16, device=x.device)
@@ -122,7 +129,7 @@ def _grouped_projection(x: torch.Tensor, rows_of: _ExpertRows, blocks, scales, s
         end = start + sum(chunk_counts)
         if end > start:
             weights = scratch[: (e1 - e0) * rows * groups * 32].view(e1 - e0, rows, groups * 32)
-            dequantize_experts(blocks[e0:e1], scales[e0:e1], weights)
+            dequantize_experts(blocks[e0:e1], scales[e0:e1], weights, tiled)
             offsets = torch.tensor(list(itertools.accumulate(chunk_counts)), dtype=torch.int32).to(x.device)
             out[start:end] = torch._grouped_mm(x[start:end], weights.transpose(-2, -1), offs=offsets)
         start = end
@@ -139,6 +146,7 @@ def mxfp4_moe_prefill_partials(
     down_blocks: torch.Tensor,       # [E, D, I/32, 16] uint8
     down_scales: torch.Tensor,       # [E, D, I/32] uint8
     down_bias: torch.Tensor,         # [E, D]
+    tiled: bool = False,             # the blocks and scales in 16-row tiles (expert_layout)
 ) -> torch.Tensor:
     """Experts for a large batch -> per-pair results [T, k, D] (routing weight applied)."""
     num_tokens, hidden_size = hidden.shape
@@ -152,7 +160,7 @@ def mxfp4_moe_prefill_partials(
     rows_of = _ExpertRows(counts.index_add_(0, pair_expert, torch.ones_like(pair_expert)))
     x = hidden.index_select(0, order // top_k)                                            # [P, D]
     scratch = torch.empty(SCRATCH_BYTES // 2, dtype=torch.bfloat16, device=hidden.device)
-    y = _grouped_projection(x, rows_of, gate_up_blocks, gate_up_scales, scratch)         # [P, 2I]
+    y = _grouped_projection(x, rows_of, gate_up_blocks, gate_up_scales, scratch, tiled)         # [P, 2I]
     act = torch.empty(x.shape[0], intermediate, dtype=hidden.dtype, device=hidden.device)
     block = 512
     _bias_swiglu_kernel[(x.shape[0], triton.cdiv(intermediate, block))](
@@ -160,7 +168,7 @@ def mxfp4_moe_prefill_partials(
         BLOCK=block, LIMIT=SWIGLU_LIMIT, ALPHA=SWIGLU_ALPHA, num_warps=4,
     )
     del y
-    z = _grouped_projection(act, rows_of, down_blocks, down_scales, scratch)              # [P, D]
+    z = _grouped_projection(act, rows_of, down_blocks, down_scales, scratch, tiled)              # [P, D]
     route_w = topk_weights.reshape(-1).to(torch.float32).contiguous()
     out = torch.empty(num_tokens * top_k, hidden_size, dtype=hidden.dtype, device=hidden.device)
     _bias_route_scatter_kernel[(x.shape[0], triton.cdiv(hidden_size, block))](

@@ -32,6 +32,8 @@ import torch
 import triton
 import triton.language as tl
 
+from tkr_embed.backends.torch.kernels.expert_layout import col_offset
+
 # 2^113: the matrix-vector kernels form 2^(s - 127 + 14) as fp32 bits, which overflow above 240 (and
 # the bf16 path overflows above 252); below 2, values under 2^-126 lose bits. Trained weights use ~115-125.
 EXACT_SCALE_MAX = 240
@@ -152,7 +154,7 @@ def dequant_bf16(packed, scales, ROWS: tl.constexpr, BLOCK_K: tl.constexpr, ASM:
 def expert_tile(
     a_rows,              # [BM] pointers to the activation rows (bf16)
     row_valid,           # [BM] bool
-    w_base,              # [WR, 1] pointers to the weight rows (uint8, K/2 bytes each)
+    w_base,              # [WR, 1] pointers to the weight rows (uint8, K/2 bytes each; expert_layout.row_start)
     s_base,              # [WR, 1] pointers to the scale rows (uint8, K/32 each)
     K: tl.constexpr,
     BLOCK_M: tl.constexpr,
@@ -161,6 +163,7 @@ def expert_tile(
     SWAP_AB: tl.constexpr,
     DOT_SCALED: tl.constexpr,
     ASM: tl.constexpr,
+    TILED: tl.constexpr,  # the experts in 16-row tiles (expert_layout)
 ):
     if SWAP_AB:
         acc = tl.zeros((W_ROWS, BLOCK_M), dtype=tl.float32)
@@ -169,13 +172,15 @@ def expert_tile(
     for k0 in range(0, K, BLOCK_K):
         offs_kb = k0 // 2 + tl.arange(0, BLOCK_K // 2)
         offs_ks = k0 // 32 + tl.arange(0, BLOCK_K // 32)
+        w_ptrs = w_base + col_offset(offs_kb, 32, TILED)[None, :]                                     # [WR, BK/2]
+        s_ptrs = s_base + col_offset(offs_ks, 2, TILED)[None, :]                                      # [WR, BK/32]
         if K % BLOCK_K == 0:    # no tail: the weight loads need no mask
-            packed = tl.load(w_base + offs_kb[None, :])                                                  # [WR, BK/2]
-            scales = tl.load(s_base + offs_ks[None, :])                                                  # [WR, BK/32]
+            packed = tl.load(w_ptrs)
+            scales = tl.load(s_ptrs)
             a_mask = row_valid[:, None]
         else:
-            packed = tl.load(w_base + offs_kb[None, :], mask=(offs_kb < K // 2)[None, :], other=0)
-            scales = tl.load(s_base + offs_ks[None, :], mask=(offs_ks < K // 32)[None, :], other=127)
+            packed = tl.load(w_ptrs, mask=(offs_kb < K // 2)[None, :], other=0)
+            scales = tl.load(s_ptrs, mask=(offs_ks < K // 32)[None, :], other=127)
             a_mask = row_valid[:, None] & (offs_kb < K // 2)[None, :]
         if DOT_SCALED:
             offs_k = k0 + tl.arange(0, BLOCK_K)

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Phase 10 on the device (carry .whl): the experts' MXFP4 bytes in 16-row tiles (kernels/expert_layout.py).
+#   PART=tiles bash bench/gpu_phase10.sh   # tiled-layout GPU tests; engine (16,384-token steps) tiles off / on; 8,192 on
+#   PART=final bash bench/gpu_phase10.sh   # every GPU test; engine at the default 8,192 and at 16,384; graphed step
+#   PART=server bash bench/gpu_phase10.sh  # the server under the 64-stream load; 120b at 8 and 32 streams
+set -u
+source bench/gpu_setup.sh
+NOTILE="tkr_embed.backends.torch.kernels.expert_layout.ENABLED=False"
+BIG="${SHAPE/8192/16384}"
+case "${PART:-tiles}" in
+  tiles)
+    timeout 240 python3 -m pytest -q -m gpu -o asyncio_mode=strict -p no:cacheprovider tests/gpu/test_gpu_runner.py \
+      "tests/gpu/test_gpu_kernels.py::test_every_dispatch_path_reads_tiled_experts_bit_for_bit" > "$OUT/gpu_tests.log" 2>&1
+    grep -E "passed|failed|^FAILED|^E  " "$OUT/gpu_tests.log" | head -30
+    SHAPE="$BIG" PATCH="$NOTILE" bench
+    SHAPE="$BIG" bench
+    bench ;;
+  final)
+    TESTS_S=300 tests
+    bench
+    SHAPE="$BIG" bench
+    step ;;
+  server)
+    LOAD_TIMEOUT=60 START_WAIT=90 bash bench/gpu_serve_load.sh "$OUT"
+    for streams in 8 32; do
+      timeout 200 python3 -m tkr_embed.cli bench --model gpt-oss-120b --device cuda --streams $streams --prompt-len 128 \
+        --output-len 32 --long-prompt-len 1000 --warmup-streams > "$OUT/bench120_$streams.json" 2>"$OUT/bench120_$streams.err"
+      summary "$OUT/bench120_$streams.json" "120b $streams streams"
+      python3 -c "import json,sys; print({k: v for k, v in json.load(open(sys.argv[1])).items() if k in ('max_memory_allocated_gib', 'runner')})" "$OUT/bench120_$streams.json" | cut -c1-600
+    done ;;
+esac
