@@ -56,10 +56,11 @@ def test_every_dispatch_path_reads_tiled_experts_bit_for_bit(kernels, num_tokens
     """The model keeps CUDA experts in 16-row tiles (expert_layout): decode, MMA, grouped and prefill kernels
     (the PTX dequantization, not run by the interpreter test) give exactly the untiled results. The
     matrix-vector kernels (up to 16 tokens) load a tile column per thread row, which changes the order in
-    which Triton's reduction adds the per-group sums: a few results in 10^4 differ by one bf16 step (a
-    misread byte moves hundreds of results by far more)."""
+    which Triton's reduction adds the per-group sums: a few gate_up outputs in 10^4 round to the next bf16
+    value, and the down projection carries that on (H100: at most 20 of 368,640 results differ, relative
+    error <= 2e-5; a misread byte moves hundreds of results by percents)."""
     from tkr_embed.backends.torch.kernels.expert_layout import tiled
-    from tkr_embed.backends.torch.kernels.random_cases import make_moe_case
+    from tkr_embed.backends.torch.kernels.random_cases import make_moe_case, relative_error
 
     mxfp4_moe, _ = kernels
     case = make_moe_case(num_tokens, seed=200 + num_tokens)
@@ -72,8 +73,8 @@ def test_every_dispatch_path_reads_tiled_experts_bit_for_bit(kernels, num_tokens
     if num_tokens > mxfp4_moe.GEMV_MAX_TOKENS:
         assert torch.equal(out, plain)
     else:
-        steps = (out.view(torch.int16).int() - plain.view(torch.int16).int()).abs()     # same signs: bf16 steps
-        assert int(steps.max()) <= 1 and int((steps > 0).sum()) <= out.numel() // 2000, (int(steps.max()), int((steps > 0).sum()))
+        differing = int((out != plain).sum())
+        assert differing <= out.numel() // 5000 and relative_error(out, plain) < 1e-4, differing
 
 
 @pytest.mark.parametrize("num_tokens, num_experts", [(16, 32), (64, 32), (128, 32), (64, 128)])

@@ -2,7 +2,9 @@
 
 Decode: one query token per sequence. Each program takes one (sequence, KV head, key split) and all
 the query heads that share that KV head, so every key/value row is read once per step; partial
-softmax states of the splits are merged by a second small kernel, which also adds the sink.
+softmax states of the splits are merged by a second small kernel, which also adds the sink. With one
+split (from ~33 sequences on a 132-SM card) the program adds the sink and writes the output itself:
+no partial states, no merge launch (24 launches a step; H100, 64 sequences: 0.14 ms of a 7.6 ms step).
 Prefill (chunked): one program per (query block, sequence, query head) over the paged keys that
 its queries can see (causal, and the window on sliding layers).
 Scores are kept in base 2 (scale * log2(e)) so the exponentials are exp2.
@@ -27,8 +29,9 @@ TARGET_PROGRAMS = 264    # about two programs per multiprocessor on a 132-SM Hop
 def _decode_split_kernel(
     q_ptr, k_cache_ptr, v_cache_ptr, block_tables_ptr, seq_lens_ptr,
     part_m_ptr, part_l_ptr, part_acc_ptr,          # [S, Hq, NS], [S, Hq, NS], [S, Hq, NS, D] fp32
+    sinks_ptr, out_ptr,                            # used when NUM_SPLITS == 1 (no merge)
     scale_log2,
-    stride_qs, stride_qh, stride_slot, stride_bt,
+    stride_qs, stride_qh, stride_slot, stride_bt, stride_os, stride_oh,
     NUM_HEADS: tl.constexpr, SLIDING_WINDOW: tl.constexpr, PAGE_SIZE: tl.constexpr,
     GROUP: tl.constexpr, GROUP_PAD: tl.constexpr, HEAD_DIM: tl.constexpr,
     BLOCK_N: tl.constexpr, NUM_SPLITS: tl.constexpr, PDL: tl.constexpr,
@@ -73,10 +76,19 @@ def _decode_split_kernel(
         acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
         m_i = m_new
 
-    part = (seq * NUM_HEADS + heads) * NUM_SPLITS + split                         # [GP]
-    tl.store(part_m_ptr + part, m_i, mask=head_valid)
-    tl.store(part_l_ptr + part, l_i, mask=head_valid)
-    tl.store(part_acc_ptr + part[:, None] * HEAD_DIM + offs_d[None, :], acc, mask=head_valid[:, None])
+    if NUM_SPLITS == 1:     # the merge kernel's arithmetic for one split
+        sink = tl.load(sinks_ptr + heads, mask=head_valid, other=0.0).to(tl.float32) * LOG2E
+        m = tl.maximum(m_i, sink)
+        weight = tl.exp2(m_i - m)
+        denom = l_i * weight + tl.exp2(sink - m)
+        out = acc * weight[:, None] / denom[:, None]
+        tl.store(out_ptr + seq * stride_os + heads[:, None] * stride_oh + offs_d[None, :],
+                 out.to(out_ptr.dtype.element_ty), mask=head_valid[:, None])
+    else:
+        part = (seq * NUM_HEADS + heads) * NUM_SPLITS + split                     # [GP]
+        tl.store(part_m_ptr + part, m_i, mask=head_valid)
+        tl.store(part_l_ptr + part, l_i, mask=head_valid)
+        tl.store(part_acc_ptr + part[:, None] * HEAD_DIM + offs_d[None, :], acc, mask=head_valid[:, None])
 
 
 @triton.jit
@@ -184,22 +196,27 @@ def paged_decode_attention(
     page_size, num_kv_heads = kv_cache.shape[2], kv_cache.shape[3]
     group = num_heads // num_kv_heads
     splits = num_splits or decode_num_splits(num_seqs, num_kv_heads)
-    part_m = torch.empty(num_seqs, num_heads, splits, dtype=torch.float32, device=query.device)
-    part_l = torch.empty_like(part_m)
-    part_acc = torch.empty(num_seqs, num_heads, splits, head_dim, dtype=torch.float32, device=query.device)
     out = torch.empty_like(query)
+    if splits == 1:
+        part_m = part_l = part_acc = out           # not written
+    else:
+        part_m = torch.empty(num_seqs, num_heads, splits, dtype=torch.float32, device=query.device)
+        part_l = torch.empty_like(part_m)
+        part_acc = torch.empty(num_seqs, num_heads, splits, head_dim, dtype=torch.float32, device=query.device)
     k_cache, v_cache = kv_cache[0], kv_cache[1]
     _decode_split_kernel[(num_seqs, num_kv_heads, splits)](
-        query, k_cache, v_cache, block_tables, seq_lens, part_m, part_l, part_acc,
+        query, k_cache, v_cache, block_tables, seq_lens, part_m, part_l, part_acc, sinks, out,
         scale * LOG2E.value, query.stride(0), query.stride(1), k_cache.stride(1), block_tables.stride(0),
+        out.stride(0), out.stride(1),
         NUM_HEADS=num_heads, SLIDING_WINDOW=sliding_window, PAGE_SIZE=page_size, GROUP=group,
         GROUP_PAD=max(16, triton.next_power_of_2(group)), HEAD_DIM=head_dim, BLOCK_N=64, NUM_SPLITS=splits,
         num_warps=4, num_stages=2, **pdl_launch(query),
     )
-    _decode_merge_kernel[(num_seqs, num_heads)](
-        part_m, part_l, part_acc, sinks, out, out.stride(0), out.stride(1),
-        NUM_HEADS=num_heads, HEAD_DIM=head_dim, NUM_SPLITS=splits, num_warps=1, **pdl_launch(query),
-    )
+    if splits > 1:
+        _decode_merge_kernel[(num_seqs, num_heads)](
+            part_m, part_l, part_acc, sinks, out, out.stride(0), out.stride(1),
+            NUM_HEADS=num_heads, HEAD_DIM=head_dim, NUM_SPLITS=splits, num_warps=1, **pdl_launch(query),
+        )
     return out
 
 
