@@ -3,6 +3,7 @@
 #   PART=tiles bash bench/gpu_phase10.sh   # tiled-layout GPU tests; engine (16,384-token steps) tiles off / on; 8,192 on
 #   PART=final bash bench/gpu_phase10.sh   # every GPU test; engine at the default 8,192 and at 16,384; step profile
 #   PART=server bash bench/gpu_phase10.sh  # the server under the 64-stream load; 120b at 8 and 32 streams
+#   PART=steps bash bench/gpu_phase10.sh   # kernel and runner GPU tests; engine at 16,384 and 32,768-token steps; graphed step
 set -u
 source bench/gpu_setup.sh
 NOTILE="tkr_embed.backends.torch.kernels.expert_layout.ENABLED=False"
@@ -20,6 +21,13 @@ case "${PART:-tiles}" in
     bench
     SHAPE="$BIG" bench
     PROFILE_TOP=${PROFILE_TOP:-12} profile ;;
+  steps)
+    timeout 240 python3 -m pytest -q -m gpu -o asyncio_mode=strict -p no:cacheprovider tests/gpu/test_gpu_runner.py \
+      tests/gpu/test_gpu_kernels.py > "$OUT/gpu_tests.log" 2>&1
+    grep -E "passed|failed|^FAILED|^E  " "$OUT/gpu_tests.log" | head -30
+    SHAPE="$BIG" bench
+    SHAPE="${SHAPE/8192/32768}" bench
+    step ;;
   server)
     LOAD_TIMEOUT=60 START_WAIT=90 bash bench/gpu_serve_load.sh "$OUT"
     for streams in 8 32; do
