@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Phase 10 on the device (carry .whl): the experts' MXFP4 bytes in 16-row tiles (kernels/expert_layout.py).
 #   PART=tiles bash bench/gpu_phase10.sh   # tiled-layout GPU tests; engine (16,384-token steps) tiles off / on; 8,192 on
-#   PART=final bash bench/gpu_phase10.sh   # every GPU test; engine at the default 8,192 and at 16,384; step profile
-#   PART=server bash bench/gpu_phase10.sh  # the server under the 64-stream load; 120b at 8 and 32 streams
+#   PART=final bash bench/gpu_phase10.sh   # every GPU test; engine at 8,192 (default) to 65,536-token steps
+#   MNBT=32768 PART=server bash bench/gpu_phase10.sh  # the server under the 64-stream load; 120b at 8 and 32 streams
 #   PART=steps bash bench/gpu_phase10.sh   # kernel and runner GPU tests; engine at 16,384 and 32,768-token steps; graphed step
 set -u
 source bench/gpu_setup.sh
@@ -16,11 +16,9 @@ case "${PART:-tiles}" in
     SHAPE="$BIG" PATCH="$NOTILE" bench
     SHAPE="$BIG" bench
     bench ;;
-  final)
+  final)   # every GPU test; the engine at 8,192 (the default), 16,384, 32,768 and 65,536-token steps
     TESTS_S=300 tests
-    bench
-    SHAPE="$BIG" bench
-    PROFILE_TOP=${PROFILE_TOP:-12} profile ;;
+    for tokens in 8192 16384 32768 65536; do SHAPE="${SHAPE/8192/$tokens}" bench; done ;;
   steps)
     timeout 240 python3 -m pytest -q -m gpu -o asyncio_mode=strict -p no:cacheprovider tests/gpu/test_gpu_runner.py \
       tests/gpu/test_gpu_kernels.py > "$OUT/gpu_tests.log" 2>&1
