@@ -3,7 +3,8 @@
     python bench/gpu_mma_probe.py [--tokens 64]
 
 Each probe removes or changes one thing (the scale loads, the activation loads, L1 caching of the weight
-stream) and is timed like bench/gpu_moe_mma.py; probes that change the arithmetic are not checked.
+stream, L2 prefetches) and is timed like bench/gpu_moe_mma.py; probes that change the arithmetic are not
+checked. The experts are in 16-row tiles as the model keeps them (--untiled: checkpoint order).
 The variant modules are written next to the kernel as _probe_*.py and removed afterwards.
 """
 
@@ -18,7 +19,7 @@ from pathlib import Path
 import torch
 from gpu_kernels import EXPERT_BYTES, ROTATIONS, graph_time_ms
 
-from tkr_embed.backends.torch.kernels import mxfp4_moe_mma
+from tkr_embed.backends.torch.kernels import expert_layout, mxfp4_moe_mma
 from tkr_embed.backends.torch.kernels.mxfp4_reference import moe_reference
 from tkr_embed.backends.torch.kernels.random_cases import make_moe_case, make_moe_weights, relative_error
 
@@ -45,20 +46,23 @@ NO_X_PREFETCH = [("            x1 = gl.load(x_ptrs + (c + 1) * 64)\n", ""), ("  
                  ("acc = _chunk_mma(acc, w2, s2, x2,", "acc = _chunk_mma(acc, w2, s2, gl.load(x_ptrs + (c + 2) * 64),")]
 
 
-# the weights stored as [E, N/16, K/64, 16 rows, 32 bytes]: each warp load reads 256 contiguous bytes (two whole
-# lines) instead of 32 bytes of eight rows; the scales likewise as [E, N/16, K/64, 16 rows, 2]
-TILED_W = [("w_rows = w_ptr + expert * stride_we + row.to(gl.int64) * stride_wn",
-            "w_rows = w_ptr + expert * stride_we + (row // 16).to(gl.int64) * (16 * stride_wn) + (row % 16) * 8"),
-           ("words = gl.load(w_ptrs + c * 8)", "words = gl.load(w_ptrs + c * 128)")]
-TILED_S = [("(s_ptr + expert * stride_se + row_s.to(gl.int64) * stride_sn)",
-            "(s_ptr + expert * stride_se + (row_s // 16).to(gl.int64) * (16 * stride_sn) + (row_s % 16) * 2)"),
-           ("s = gl.load(s_ptrs + c * 2)", "s = gl.load(s_ptrs + c * 32)")]
+def bulk_prefetch(ahead: int) -> list[tuple[str, str]]:
+    """Tiled experts: each step one lane per warp asks L2 for the 3 tile columns (1,536 contiguous bytes) of each
+    of its 16-row tiles `ahead` chunks on (cp.async.bulk.prefetch: no registers, no shared memory)."""
+    return [("        s_ptrs = s_rows[:, None] + (t_s // 2)[None, :]\n",
+             "        s_ptrs = s_rows[:, None] + (t_s // 2)[None, :]\n"
+             "        tile_rows = w_rows - (row % 16) * 8\n"),
+            ("            w3, s3 = _load_weights(w_ptrs, s_ptrs, c + 3, NC, TILED)\n",
+             "            w3, s3 = _load_weights(w_ptrs, s_ptrs, c + 3, NC, TILED)\n"
+             "            gl.inline_asm_elementwise('{ .reg .pred p; elect.sync _|p, 0xffffffff; "
+             "@p cp.async.bulk.prefetch.L2.global [$1], 1536; }', '=r,l', "
+             f"[tile_rows + gl.minimum(c + {ahead}, NC - 3) * 128], dtype=gl.int32, is_pure=False, pack=1)\n")]
 
 
 PROBES = {
-    "tiled weights": TILED_W,
-    "tiled weights and scales": TILED_W + TILED_S,
-    "tiled, activations loaded once": TILED_W + TILED_S + NO_X,
+    "bulk L2 prefetch 6 chunks ahead": bulk_prefetch(6),
+    "bulk L2 prefetch 9 chunks ahead": bulk_prefetch(9),
+    "bulk L2 prefetch 15 chunks ahead": bulk_prefetch(15),
     "at most 96 registers": max_registers(96),
     "at most 104 registers": max_registers(104),
     "at most 112 registers": max_registers(112),
@@ -102,10 +106,14 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--tokens", type=int, nargs="+", default=[64])
     parser.add_argument("--probes", nargs="+", default=list(PROBES), help="which edits of the source to time")
+    parser.add_argument("--untiled", action="store_true", help="experts in checkpoint order (default: 16-row tiles)")
     parser.add_argument("--source", nargs="*", default=[], metavar="NAME=FILE",
                         help="other versions of the module to time (e.g. git show HEAD:... > FILE)")
     args = parser.parse_args()
     weight_sets = [make_moe_weights(seed=i) for i in range(ROTATIONS)]
+    tiled = not args.untiled
+    kernel_weights = [w if not tiled else (*expert_layout.tiled(w[0], w[1]), w[2], *expert_layout.tiled(w[3], w[4]), w[5])
+                      for w in weight_sets]
     modules = {name: variant(name, PROBES[name]) for name in args.probes}
     for spec in args.source:
         name, _, file = spec.partition("=")
@@ -121,7 +129,8 @@ def main() -> int:
                 cfg = module.MmaTileConfig(**cfg.__dict__)
                 def fn(i, module=module, cfg=cfg):
                     c = cases[i]
-                    return module.mxfp4_moe_mma_partials(c.hidden, c.topk_ids, c.topk_weights, *c.weights, config=cfg).sum(1)
+                    return module.mxfp4_moe_mma_partials(c.hidden, c.topk_ids, c.topk_weights, *kernel_weights[i],
+                                                         config=cfg, tiled=tiled).sum(1)
                 error = relative_error(fn(0).float(), ref)
                 ms = graph_time_ms(fn, ROTATIONS)
                 row = {"tokens": tokens, "probe": name, "config": cfg.__dict__, "ms": ms, "GB_s": moved / ms / 1e6,
