@@ -108,7 +108,10 @@ def run_bench(args: argparse.Namespace) -> int:
             model = str(write_demo_checkpoint(Path(scratch), seed=args.seed))
         from tkr_embed.backends.factory import create_runner
 
-        runner = create_runner(model, device=args.device)
+        runner_options = {}
+        if args.max_num_batched_tokens is not None:    # the KV cache leaves room for steps of this size
+            runner_options["max_num_batched_tokens"] = args.max_num_batched_tokens
+        runner = create_runner(model, device=args.device, **runner_options)
         info = runner.info
         engine_options = {"block_size": info.block_size, "lookahead": args.lookahead}
         if args.max_num_batched_tokens is not None:

@@ -5,7 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 
 from tkr_embed.backends.factory import create_runner
-from tkr_embed.backends.kv_budget import CPU_KV_CACHE_BYTES, host_kv_cache_bytes, kv_bytes_per_block
+from tkr_embed.backends.kv_budget import (
+    CPU_KV_CACHE_BYTES,
+    device_kv_cache_bytes,
+    host_kv_cache_bytes,
+    kv_bytes_per_block,
+    step_activation_bytes,
+)
+
+GIB = 1 << 30
+SHAPE_20B = dict(hidden_size=2880, intermediate_size=2880, experts_per_token=4, num_heads=64, num_kv_heads=8,
+                 head_dim=64, scratch_bytes=GIB)
 
 
 def test_bytes_per_block_counts_k_and_v_of_every_layer() -> None:
@@ -25,3 +35,28 @@ def test_both_cpu_backends_size_the_demo_cache_alike(demo_model_dir: Path) -> No
     mlx_runner = create_runner(demo_model_dir, device="mlx", quantization="none")
     # 4,096-token context / 16-token blocks = 256 blocks a sequence, 64 sequences
     assert torch_runner.info.num_kv_blocks == mlx_runner.info.num_kv_blocks == 64 * 256
+
+
+def test_the_device_cache_leaves_room_for_the_largest_step() -> None:
+    """An H100 holding gpt-oss-20b has ~64 GB free: with 65,536-token steps (max_num_batched_tokens) the 10% the
+    fraction leaves and the 1 GiB reserve did not hold a step's MoE activations (an out-of-memory error in
+    the MoE of the first such step); the budget now shrinks so the step fits beside the cache."""
+    free, logits = 64 * 10**9, 2 * 64 * 201_088 * 4
+    big_step = step_activation_bytes(num_tokens=65_536, **SHAPE_20B)
+    assert big_step > free - (int(free * 0.9) - GIB)
+    cache = device_kv_cache_bytes(free_bytes=free, fraction=0.9, reserve_bytes=GIB, step_bytes=big_step,
+                                  other_bytes=logits)
+    assert cache + big_step + logits == free
+    # at the default 8,192-token steps the fraction governs, as before (the 120b on an 80 GB card: ~15 GB free)
+    for free in (64 * 10**9, 15_300_000_000):
+        step = step_activation_bytes(num_tokens=8192, **SHAPE_20B)
+        assert device_kv_cache_bytes(free_bytes=free, fraction=0.9, reserve_bytes=GIB, step_bytes=step,
+                                     other_bytes=logits) == int(free * 0.9) - GIB - logits
+    assert device_kv_cache_bytes(free_bytes=GIB, fraction=0.9, reserve_bytes=GIB, step_bytes=2 * GIB) == 0
+
+
+def test_step_activations_grow_with_the_step() -> None:
+    one = step_activation_bytes(num_tokens=1024, **{**SHAPE_20B, "scratch_bytes": 0})
+    assert step_activation_bytes(num_tokens=4096, **{**SHAPE_20B, "scratch_bytes": 0}) == 4 * one
+    # per token: 4 (token, expert) pairs x (2,880 + 3 x 2,880) bf16 values, about 92 KB, dominate
+    assert 92_000 < one / 1024 < 160_000

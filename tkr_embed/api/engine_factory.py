@@ -50,6 +50,7 @@ async def build_engine(settings: Settings, tokenizer: Tokenizer) -> LoadedEngine
     runner_options: dict[str, object] = {
         "block_size": engine_settings.block_size,
         "kv_cache_memory_fraction": engine_settings.kv_cache_memory_fraction,
+        "max_num_batched_tokens": engine_settings.max_num_batched_tokens,
     }
     if engine_settings.kv_cache_blocks is not None:
         runner_options["num_kv_blocks"] = engine_settings.kv_cache_blocks

@@ -53,7 +53,7 @@ def create_runner(
     """A runner for a checkpoint folder, or random weights of the real shape for 'gpt-oss-20b'/'gpt-oss-120b'.
 
     kwargs go to the runner: block_size, num_kv_blocks, kv_cache_memory_fraction, kv_cache_bytes,
-    max_model_len.
+    max_model_len, max_num_batched_tokens (the largest step, whose activations the KV cache leaves room for).
     """
     choice = resolve_backend_device(device)
     if choice.backend == "mlx":

@@ -60,6 +60,7 @@ class MlxModelRunner(ModelRunner):
         kv_cache_bytes: int | None = None,
         max_model_len: int | None = None,
         memory_bytes: int | None = None,
+        max_num_batched_tokens: int | None = None,   # unused: the budget here comes from memory_bytes
     ) -> None:
         """device: "gpu" (Metal), "cpu" (MLX's CPU backend) or "auto" (Metal when available).
 

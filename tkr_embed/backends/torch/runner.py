@@ -7,12 +7,18 @@ from pathlib import Path
 
 import torch
 
-from tkr_embed.backends.kv_budget import host_kv_cache_bytes, kv_bytes_per_block
+from tkr_embed.backends.kv_budget import (
+    device_kv_cache_bytes,
+    host_kv_cache_bytes,
+    kv_bytes_per_block,
+    step_activation_bytes,
+)
 from tkr_embed.backends.torch.attention import allocate_kv_cache, build_attention_metadata
 from tkr_embed.backends.torch.sampler import Sampler, SampleTensors
 from tkr_embed.engine.runner import ModelRunner, RunnerInfo, SampledToken, ScheduledBatch
 
 CUDA_ACTIVATION_RESERVE = 1 << 30     # CUDA: kept free beside the KV cache for eager prefill activations
+DEFAULT_MAX_STEP_TOKENS = 8192        # the engine's step size the cache leaves room for, when not told
 
 _DTYPES = {
     "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
@@ -53,6 +59,7 @@ class TorchModelRunner(ModelRunner):
         kv_cache_bytes: int | None = None,
         max_model_len: int | None = None,
         cuda_graph_batch_sizes: Sequence[int] | None = None,
+        max_num_batched_tokens: int | None = None,
     ) -> None:
         from tkr_embed.models.gpt_oss.loader import load_model
 
@@ -62,6 +69,7 @@ class TorchModelRunner(ModelRunner):
             model, model_name=Path(model_path).name, quantization=quantization, block_size=block_size,
             num_kv_blocks=num_kv_blocks, kv_cache_memory_fraction=kv_cache_memory_fraction,
             kv_cache_bytes=kv_cache_bytes, max_model_len=max_model_len, cuda_graph_batch_sizes=cuda_graph_batch_sizes,
+            max_num_batched_tokens=max_num_batched_tokens,
         )
 
     @classmethod
@@ -77,6 +85,7 @@ class TorchModelRunner(ModelRunner):
         kv_cache_bytes: int | None = None,
         max_model_len: int | None = None,
         cuda_graph_batch_sizes: Sequence[int] | None = None,
+        max_num_batched_tokens: int | None = None,
     ) -> TorchModelRunner:
         """A runner around an already built model (e.g. random weights of the real shape)."""
         runner = cls.__new__(cls)
@@ -84,6 +93,7 @@ class TorchModelRunner(ModelRunner):
             model, model_name=model_name, quantization=quantization, block_size=block_size,
             num_kv_blocks=num_kv_blocks, kv_cache_memory_fraction=kv_cache_memory_fraction,
             kv_cache_bytes=kv_cache_bytes, max_model_len=max_model_len, cuda_graph_batch_sizes=cuda_graph_batch_sizes,
+            max_num_batched_tokens=max_num_batched_tokens,
         )
         return runner
 
@@ -99,6 +109,7 @@ class TorchModelRunner(ModelRunner):
         kv_cache_bytes: int | None,
         max_model_len: int | None,
         cuda_graph_batch_sizes: Sequence[int] | None = None,
+        max_num_batched_tokens: int | None = None,
     ) -> None:
         if block_size < 1:
             raise ValueError("block_size must be at least 1")
@@ -111,7 +122,8 @@ class TorchModelRunner(ModelRunner):
             model.prepare_kernels()               # fused q/k/v weight for the kernel path (views, no copy kept)
         context_len = min(max_model_len or self.config.max_position_embeddings, self.config.max_position_embeddings)
         if num_kv_blocks is None:
-            num_kv_blocks = self._blocks_from_budget(kv_cache_bytes, kv_cache_memory_fraction, context_len)
+            num_kv_blocks = self._blocks_from_budget(kv_cache_bytes, kv_cache_memory_fraction, context_len,
+                                                     max_num_batched_tokens or DEFAULT_MAX_STEP_TOKENS)
         if num_kv_blocks < 1:
             raise ValueError("the KV cache budget does not hold a single block")
         on_cuda = self.device.type == "cuda"
@@ -156,13 +168,23 @@ class TorchModelRunner(ModelRunner):
             itemsize=torch.empty((), dtype=self.dtype).element_size(),
         )
 
-    def _blocks_from_budget(self, kv_cache_bytes: int | None, fraction: float, context_len: int) -> int:
+    def _blocks_from_budget(self, kv_cache_bytes: int | None, fraction: float, context_len: int, step_tokens: int) -> int:
         if kv_cache_bytes is None:
             if self.device.type == "cuda":
-                # weights are loaded; graphs are captured after the cache, so their memory is reserved here
+                from tkr_embed.backends.torch.kernels.mxfp4_moe_prefill import SCRATCH_BYTES
+
+                # weights are loaded; graphs are captured after the cache, so their memory is reserved here;
+                # the largest step (the engine's max_num_batched_tokens) must still fit beside the cache
                 free_bytes, _ = torch.cuda.mem_get_info(self.device)
-                graph_logits = 2 * 64 * self.config.vocab_size * 4
-                kv_cache_bytes = max(0, int(free_bytes * fraction) - CUDA_ACTIVATION_RESERVE - graph_logits)
+                config = self.config
+                step_bytes = step_activation_bytes(
+                    num_tokens=step_tokens, hidden_size=config.hidden_size, intermediate_size=config.intermediate_size,
+                    experts_per_token=config.num_experts_per_tok, num_heads=config.num_attention_heads,
+                    num_kv_heads=config.num_key_value_heads, head_dim=config.head_dim,
+                    itemsize=torch.empty((), dtype=self.dtype).element_size(), scratch_bytes=SCRATCH_BYTES)
+                kv_cache_bytes = device_kv_cache_bytes(
+                    free_bytes=free_bytes, fraction=fraction, reserve_bytes=CUDA_ACTIVATION_RESERVE,
+                    step_bytes=step_bytes, other_bytes=2 * 64 * config.vocab_size * 4)   # the graphs' logits
             else:
                 kv_cache_bytes = host_kv_cache_bytes(
                     context_len=context_len, block_size=self.block_size, bytes_per_block=self._bytes_per_block()
