@@ -53,6 +53,8 @@ def test_prefill_moe_dequantizes_once_and_matches_the_reference_under_the_interp
     GEMMs with the bias, SwiGLU and routing weight; all experts at once and three a chunk agree."""
     results = _interpreted("prefill_moe_cases.py", timeout=300)
     assert results[0] == {"kernel": "dequantize", "shape": [8, 192, 128], "equal": True}
+    chunked = results.pop()
+    assert chunked["shape"] == [40, 4, 128] and chunked["error"] < 1e-3, chunked
     assert [(r["chunked"], r["shape"]) for r in results[1:]] == [(False, [40, 4, 128]), (True, [40, 4, 128])]
     # bf16 GEMM outputs and per-pair results: ~0.7% from float32; a wrong expert or row is > 10%
     assert all(r["error"] < 2e-2 for r in results[1:]), results

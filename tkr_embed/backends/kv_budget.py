@@ -19,14 +19,17 @@ def host_kv_cache_bytes(*, context_len: int, block_size: int, bytes_per_block: i
 
 def step_activation_bytes(*, num_tokens: int, hidden_size: int, intermediate_size: int, experts_per_token: int,
                           num_heads: int, num_kv_heads: int, head_dim: int, itemsize: int = 2,
-                          scratch_bytes: int = 0) -> int:
-    """A generous estimate of the activations of an eager forward over `num_tokens` tokens at its peak: the MoE
-    of a large batch holds, per (token, expert) pair, the gathered input row, the gate_up output and the
-    SwiGLU result (D + 2I + I values); beside it the attention's q/k/v and output and a few residual-stream
-    rows per token; plus `scratch_bytes` (the prefill MoE's dequantization scratch)."""
-    pair = experts_per_token * (hidden_size + 3 * intermediate_size)
+                          moe_tokens: int | None = None, scratch_bytes: int = 0) -> int:
+    """An estimate of the activations of an eager forward over `num_tokens` tokens at its peak. The MoE of a
+    large batch (`moe_tokens` of them at a time) holds, per (token, expert) pair, the gathered input row, the
+    gate_up output and the SwiGLU result (D + 3I values). Per token of the step: the attention's q/k/v and
+    output, the per-pair results twice (the MoE's chunks and their concatenation) and eight residual-stream
+    rows, which is also the slack for the allocator's fragments. Plus `scratch_bytes` (the prefill MoE's
+    dequantization scratch)."""
+    moe = min(num_tokens, moe_tokens or num_tokens) * experts_per_token * (hidden_size + 3 * intermediate_size)
     attention = (num_heads + 2 * num_kv_heads) * head_dim + num_heads * head_dim
-    return num_tokens * (pair + attention + 8 * hidden_size) * itemsize + scratch_bytes
+    per_token = attention + 2 * experts_per_token * hidden_size + 8 * hidden_size
+    return (moe + num_tokens * per_token) * itemsize + scratch_bytes
 
 
 def device_kv_cache_bytes(*, free_bytes: int, fraction: float, reserve_bytes: int, step_bytes: int,

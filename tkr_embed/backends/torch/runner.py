@@ -171,7 +171,7 @@ class TorchModelRunner(ModelRunner):
     def _blocks_from_budget(self, kv_cache_bytes: int | None, fraction: float, context_len: int, step_tokens: int) -> int:
         if kv_cache_bytes is None:
             if self.device.type == "cuda":
-                from tkr_embed.backends.torch.kernels.mxfp4_moe_prefill import SCRATCH_BYTES
+                from tkr_embed.backends.torch.kernels.mxfp4_moe_prefill import CHUNK_TOKENS, SCRATCH_BYTES
 
                 # weights are loaded; graphs are captured after the cache, so their memory is reserved here;
                 # the largest step (the engine's max_num_batched_tokens) must still fit beside the cache
@@ -181,7 +181,8 @@ class TorchModelRunner(ModelRunner):
                     num_tokens=step_tokens, hidden_size=config.hidden_size, intermediate_size=config.intermediate_size,
                     experts_per_token=config.num_experts_per_tok, num_heads=config.num_attention_heads,
                     num_kv_heads=config.num_key_value_heads, head_dim=config.head_dim,
-                    itemsize=torch.empty((), dtype=self.dtype).element_size(), scratch_bytes=SCRATCH_BYTES)
+                    itemsize=torch.empty((), dtype=self.dtype).element_size(), moe_tokens=CHUNK_TOKENS,
+                    scratch_bytes=SCRATCH_BYTES)
                 kv_cache_bytes = device_kv_cache_bytes(
                     free_bytes=free_bytes, fraction=fraction, reserve_bytes=CUDA_ACTIVATION_RESERVE,
                     step_bytes=step_bytes, other_bytes=2 * 64 * config.vocab_size * 4)   # the graphs' logits

@@ -29,6 +29,8 @@ from tkr_embed.backends.torch.kernels.mxfp4_reference import SWIGLU_ALPHA, SWIGL
 from tkr_embed.backends.torch.kernels.mxfp4_tile import dequant_bf16, use_asm
 
 SCRATCH_BYTES = 1 << 30            # bf16 weights of the experts dequantized at a time (20b gate_up: all 32)
+CHUNK_TOKENS = 32768               # tokens a call takes at once (larger batches in chunks): bounds the working
+                                   # set, ~130 KB a token (pairs' rows, gate_up outputs, SwiGLU results)
 DEQUANT_GROUPS = 64                # 32-value groups a program dequantizes
 
 
@@ -150,6 +152,11 @@ def mxfp4_moe_prefill_partials(
 ) -> torch.Tensor:
     """Experts for a large batch -> per-pair results [T, k, D] (routing weight applied)."""
     num_tokens, hidden_size = hidden.shape
+    if num_tokens > CHUNK_TOKENS:      # each chunk dequantizes the experts again (~0.7 ms a layer on an H100)
+        weights = (gate_up_blocks, gate_up_scales, gate_up_bias, down_blocks, down_scales, down_bias)
+        return torch.cat([mxfp4_moe_prefill_partials(hidden[i:i + CHUNK_TOKENS], topk_ids[i:i + CHUNK_TOKENS],
+                                                     topk_weights[i:i + CHUNK_TOKENS], *weights, tiled=tiled)
+                          for i in range(0, num_tokens, CHUNK_TOKENS)])
     top_k = topk_ids.shape[1]
     num_experts, rows_gu = gate_up_blocks.shape[:2]
     intermediate = rows_gu // 2
