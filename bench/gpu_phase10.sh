@@ -4,6 +4,7 @@
 #   PART=final bash bench/gpu_phase10.sh   # every GPU test; engine at 8,192 (default) to 65,536-token steps
 #   MNBT=32768 PART=server bash bench/gpu_phase10.sh  # the server under the 64-stream load; 120b at 8 and 32 streams
 #   PART=steps bash bench/gpu_phase10.sh   # kernel and runner GPU tests; engine at 16,384 and 32,768-token steps; graphed step
+#   PART=gc bash bench/gpu_phase10.sh      # engine and server (8,192-token steps) with and without gc.freeze after loading
 set -u
 source bench/gpu_setup.sh
 NOTILE="tkr_embed.backends.torch.kernels.expert_layout.ENABLED=False"
@@ -26,6 +27,13 @@ case "${PART:-tiles}" in
     SHAPE="$BIG" bench
     SHAPE="${SHAPE/8192/32768}" bench
     step ;;
+  gc)
+    NOFREEZE="tkr_embed.engine.gc_pauses.FREEZE_AFTER_LOAD=False"
+    bench
+    PATCH="$NOFREEZE" bench
+    TTFT_REQUESTS=20 LOAD_TIMEOUT=60 START_WAIT=90 bash bench/gpu_serve_load.sh "$OUT" 2>&1 | grep "^server"
+    SERVER_CMD="python3 -X faulthandler bench/with_patch.py $NOFREEZE -- -m tkr_embed.api.server" TTFT_REQUESTS=20 \
+      LOAD_TIMEOUT=60 START_WAIT=90 bash bench/gpu_serve_load.sh "$OUT" 2>&1 | grep "^server" | sed "s/^/no freeze: /" ;;
   server)
     LOAD_TIMEOUT=60 START_WAIT=90 bash bench/gpu_serve_load.sh "$OUT"
     for streams in 8 32; do

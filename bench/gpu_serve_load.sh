@@ -36,7 +36,7 @@ fi
 # idle TTFT: five requests one after another on one warmed client; the p50 is the figure (the first may
 # load this prompt length's kernels)
 timeout 60 python3 bench/load_generator.py --url $URL --endpoint completions --prompt-tokens ${TTFT_TOKENS:-1000} --concurrency 1 \
-  --requests 5 --max-tokens 1 --seed 4 > "$OUT/load_ttft.json"
+  --requests ${TTFT_REQUESTS:-5} --max-tokens 1 --seed 4 > "$OUT/load_ttft.json"
 for f in $WAVES ttft; do
   python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print('server', sys.argv[2], d['succeeded'], d['errors'], d['output_tokens'], round(d['wall_s'],3), round(d['output_tok_s'],1), d['ttft_ms'], d['itl_ms'])" "$OUT/load_$f.json" $f
 done

@@ -107,6 +107,7 @@ def run_bench(args: argparse.Namespace) -> int:
 
             model = str(write_demo_checkpoint(Path(scratch), seed=args.seed))
         from tkr_embed.backends.factory import create_runner
+        from tkr_embed.engine.gc_pauses import freeze_loaded_objects
 
         runner_options = {}
         if args.max_num_batched_tokens is not None:    # the KV cache leaves room for steps of this size
@@ -122,6 +123,7 @@ def run_bench(args: argparse.Namespace) -> int:
         def prompt(length: int) -> list[int]:
             return [rng.randrange(vocab) for _ in range(length)]
 
+        freeze_loaded_objects()          # as the server does after loading
         _timed_generate(llm, "warmup", [prompt(8)], 2)
         if args.warmup_streams:
             # the timed runs' shapes once (new prompts: nothing for the prefix cache), so they compile no

@@ -36,6 +36,7 @@ async def build_engine(settings: Settings, tokenizer: Tokenizer) -> LoadedEngine
     from tkr_embed.backends.factory import create_runner
     from tkr_embed.engine.async_engine import AsyncEngine
     from tkr_embed.engine.config import EngineConfig
+    from tkr_embed.engine.gc_pauses import freeze_loaded_objects
 
     if settings.uses_demo_model:
         path = await asyncio.to_thread(ensure_demo_checkpoint, settings.demo_model_dir)
@@ -75,6 +76,7 @@ async def build_engine(settings: Settings, tokenizer: Tokenizer) -> LoadedEngine
         lookahead=engine_settings.lookahead,
     )
     engine = AsyncEngine.from_runner(runner, tokenizer, config)
+    freeze_loaded_objects()
     sys.setswitchinterval(engine_settings.gil_switch_interval_ms / 1000)
     logger.info("GIL switch interval %.3g ms (engine.gil_switch_interval_ms)", engine_settings.gil_switch_interval_ms)
     logger.info("model %s loaded from %s on %s", runner.info.model_name, path, runner.info.device)
