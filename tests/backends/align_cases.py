@@ -16,8 +16,10 @@ def main() -> int:
     results = []
     # (tokens, experts, block_m): a decode step of 64 and of 33 sequences, one token, 128 experts,
     # small blocks (many padding rows), and a routing that puts every pair on two experts
+    # and batches of several chunks (300 and 1,000 tokens: 1,200 and 4,000 pairs)
     for tokens, experts, block_m, crowded in ((64, 32, 64, False), (33, 32, 64, False), (1, 32, 64, False),
-                                              (17, 128, 64, False), (40, 8, 16, False), (64, 32, 32, True)):
+                                              (17, 128, 64, False), (40, 8, 16, False), (64, 32, 32, True),
+                                              (300, 32, 64, False), (1000, 128, 64, False), (300, 32, 16, True)):
         if crowded:
             ids = torch.stack([torch.tensor([0, 1, 2, 3]) if t % 2 else torch.tensor([1, 0, 3, 2]) for t in range(tokens)])
         else:

@@ -62,9 +62,9 @@ def test_prefill_moe_dequantizes_once_and_matches_the_reference_under_the_interp
 
 
 def test_align_kernel_equals_the_torch_alignment_under_the_interpreter():
-    """One program groups up to 256 pairs by expert exactly as the torch operations do."""
+    """One program groups pairs by expert exactly as the torch operations do, also several chunks of them."""
     results = _interpreted("align_cases.py", timeout=300)
-    assert len(results) == 6
+    assert len(results) == 9
     assert all(r["pairs_equal"] and r["blocks_equal"] for r in results), results
 
 

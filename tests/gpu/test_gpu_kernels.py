@@ -148,7 +148,8 @@ def test_mxfp4_moe_every_tile_config_agrees(kernels):
         assert relative_error(out, ref) < 2e-2, cfg
 
 
-@pytest.mark.parametrize("tokens, num_experts, block_m", [(64, 32, 64), (33, 32, 64), (1, 32, 64), (64, 128, 64)])
+@pytest.mark.parametrize("tokens, num_experts, block_m", [(64, 32, 64), (33, 32, 64), (1, 32, 64), (64, 128, 64),
+                                                        (1000, 32, 64), (4000, 128, 16), (4096, 32, 64)])
 def test_align_kernel_equals_the_torch_alignment_on_cuda(kernels, tokens, num_experts, block_m):
     from tkr_embed.backends.torch.kernels.moe_align import align_pairs_to_experts
     from tkr_embed.backends.torch.kernels.moe_align_kernel import align_pairs_kernel

@@ -6,8 +6,8 @@ All shapes depend only on (num_pairs, num_experts, block_m), so the result is CU
 
 Two implementations of one contract: torch operations (any size; on CUDA ~17 launches), and for up to
 ALIGN_KERNEL_MAX_PAIRS pairs one Triton program (`moe_align_kernel.align_pairs_kernel`; this module
-needs no Triton otherwise), which a decode step of 33-64 sequences uses on CUDA
-(ALIGN_KERNEL_ON_CUDA). The kernel is checked against the torch version under Triton's interpreter
+needs no Triton otherwise), which CUDA batches use (ALIGN_KERNEL_ON_CUDA) up to where the prefill MoE
+path sorts its own pairs. The kernel is checked against the torch version under Triton's interpreter
 and on the GPU. H200, 64 tokens: one grouped MoE layer 0.426 -> 0.365 ms; the 64-stream engine bench
 3,398 -> 3,693 output tok/s (BENCHMARKS.md, phase 8).
 """
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-ALIGN_KERNEL_MAX_PAIRS = 256
+ALIGN_KERNEL_MAX_PAIRS = 16384      # 4,096 tokens of 4 experts: beyond, the prefill MoE path sorts its own
 ALIGN_KERNEL_ON_CUDA = True
 
 
