@@ -23,8 +23,9 @@ The layouts are written out as linear layouts (Gluon) and every change of layout
 and the MMA is asserted to move no data. Pairs are grouped by expert into blocks of BLOCK_T tokens
 (`moe_align`); program (block, row tile) computes ROWS weight rows for the block's tokens over the
 whole K, loading the next three chunks' weights and the next chunk's activations while it multiplies.
-H100, one layer at 64 tokens: 0.374 -> 0.263 ms; bench/gpu_mma_probe.py and BENCHMARKS.md (phase 9)
-record what was tried around it.
+H100, one layer at 64 tokens: 0.374 -> 0.263 ms; with the experts in 16-row tiles (`expert_layout`: a
+warp's load then reads two whole cache lines instead of 32 bytes of eight rows) 0.206 ms.
+bench/gpu_mma_probe.py and BENCHMARKS.md (phases 9, 10) record what was tried around it.
 
 1. gate_up: x[token] @ W_gate_up[e]^T + b, clamped SwiGLU -> act [P, I] (fp16)
 2. down: act @ W_down[e]^T + b, times the routing weight -> partials [P, D]
