@@ -168,7 +168,8 @@ class TorchModelRunner(ModelRunner):
             itemsize=torch.empty((), dtype=self.dtype).element_size(),
         )
 
-    def _blocks_from_budget(self, kv_cache_bytes: int | None, fraction: float, context_len: int, step_tokens: int) -> int:
+    def _blocks_from_budget(self, kv_cache_bytes: int | None, fraction: float, context_len: int,
+                            step_tokens: int) -> int:
         if kv_cache_bytes is None:
             if self.device.type == "cuda":
                 from tkr_embed.backends.torch.kernels.mxfp4_moe_prefill import CHUNK_TOKENS, SCRATCH_BYTES

@@ -157,9 +157,11 @@ def _load_group_block(a_base, w_base, s_base, row_valid, g0, g_end, BLOCK_G: tl.
     activations of each word in WORD_K_ORDER (eight [1, BG*4] fp32). From group g_end on everything is 0."""
     offs_word = g0 * 4 + tl.arange(0, BLOCK_G * 4)                            # [BG*4]
     word_valid = offs_word < g_end * 4
-    words = tl.load(w_base + col_offset(offs_word, 8, TILED)[None, :], mask=row_valid[:, None] & word_valid[None, :], other=0)
+    words = tl.load(w_base + col_offset(offs_word, 8, TILED)[None, :], mask=row_valid[:, None] & word_valid[None, :],
+                    other=0)
     offs_g = g0 + tl.arange(0, BLOCK_G)
-    scale = tl.load(s_base + col_offset(offs_g, 2, TILED)[None, :], mask=row_valid[:, None] & (offs_g < g_end)[None, :], other=0)
+    scale = tl.load(s_base + col_offset(offs_g, 2, TILED)[None, :],
+                    mask=row_valid[:, None] & (offs_g < g_end)[None, :], other=0)
     k0 = a_base + offs_word * 8
     x0 = tl.load(k0 + 0, mask=word_valid, other=0.0).to(tl.float32)[None, :]
     x1 = tl.load(k0 + 2, mask=word_valid, other=0.0).to(tl.float32)[None, :]
@@ -298,7 +300,8 @@ def mxfp4_moe_gemv(
                 a, pair_expert, w_gu, gate_up_scales, gate_up_bias, out,
                 rows_gu, groups_gu, a.stride(0), w_gu.stride(0), w_gu.stride(1),
                 gate_up_scales.stride(0), gate_up_scales.stride(1), gate_up_bias.stride(0), out.stride(0),
-                TOP_K=top_k, BLOCK_N=cfg.block_n_gate_up, BLOCK_G=cfg.block_g, ASM=asm, F16=cfg.f16_products, TILED=tiled,
+                TOP_K=top_k, BLOCK_N=cfg.block_n_gate_up, BLOCK_G=cfg.block_g, ASM=asm, F16=cfg.f16_products,
+                TILED=tiled,
                 num_warps=cfg.num_warps, **pdl_launch(a),
             )
         else:

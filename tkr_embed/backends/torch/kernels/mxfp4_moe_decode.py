@@ -95,7 +95,8 @@ def _moe_decode_kernel(
                             APPLY_ROUTE_WEIGHT, SWIGLU_LIMIT_D, SWIGLU_ALPHA_D)
 
 
-def _launch(a, ids, w_blocks, w_scales, bias, route_w, out, *, n_out, top_k, tokens_as_rows, swiglu, block_n, cfg, tiled):
+def _launch(a, ids, w_blocks, w_scales, bias, route_w, out, *, n_out, top_k, tokens_as_rows, swiglu, block_n, cfg,
+            tiled):
     num_experts, n_rows, groups, _ = w_blocks.shape
     w = w_blocks.view(num_experts, n_rows, groups * 16)                      # [E, N, K/2]
     num_pairs = ids.numel()
@@ -107,7 +108,8 @@ def _launch(a, ids, w_blocks, w_scales, bias, route_w, out, *, n_out, top_k, tok
         a.stride(0), w.stride(0), w.stride(1), w_scales.stride(0), w_scales.stride(1), bias.stride(0), out.stride(0),
         TOP_K=top_k, A_ROWS_ARE_TOKENS=tokens_as_rows, FUSE_SWIGLU=swiglu, APPLY_ROUTE_WEIGHT=route_w is not None,
         P_PAD=max(16, triton.next_power_of_2(num_pairs)), BLOCK_M=cfg.block_m, BLOCK_N=block_n,
-        BLOCK_K=cfg.block_k, W_ROWS=w_rows, SWAP_AB=cfg.swap_ab, DOT_SCALED=cfg.dot_scaled, ASM=cfg.asm and use_asm(a), TILED=tiled,
+        BLOCK_K=cfg.block_k, W_ROWS=w_rows, SWAP_AB=cfg.swap_ab, DOT_SCALED=cfg.dot_scaled, ASM=cfg.asm and use_asm(a),
+        TILED=tiled,
         num_warps=cfg.num_warps, num_stages=cfg.num_stages, **pdl_launch(a),
     )
 

@@ -95,7 +95,8 @@ def _launch(a, blocks, w_blocks, w_scales, bias, route_w, out, *, n_out, top_k, 
         a.stride(0), w.stride(0), w.stride(1), w_scales.stride(0), w_scales.stride(1), bias.stride(0), out.stride(0),
         TOP_K=top_k, A_ROWS_ARE_TOKENS=tokens_as_rows, FUSE_SWIGLU=swiglu, APPLY_ROUTE_WEIGHT=route_w is not None,
         BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k, W_ROWS=w_rows,
-        SWAP_AB=cfg.swap_ab, DOT_SCALED=cfg.dot_scaled, ASM=cfg.asm and use_asm(a), TILED=tiled, num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+        SWAP_AB=cfg.swap_ab, DOT_SCALED=cfg.dot_scaled, ASM=cfg.asm and use_asm(a), TILED=tiled,
+        num_warps=cfg.num_warps, num_stages=cfg.num_stages,
         **pdl_launch(a),
     )
 

@@ -43,7 +43,8 @@ def _dequant_kernel(blocks_ptr, scales_ptr, out_ptr, num_groups, G: tl.constexpr
     valid = groups < num_groups
     row, group = groups // G, groups % G
     offs_b = tl.arange(0, 16)
-    b_ptrs = blocks_ptr + row_start(row, G * 16, 32, TILED)[:, None] + col_offset(group[:, None] * 16 + offs_b[None, :], 32, TILED)
+    b_ptrs = (blocks_ptr + row_start(row, G * 16, 32, TILED)[:, None]
+              + col_offset(group[:, None] * 16 + offs_b[None, :], 32, TILED))
     packed = tl.load(b_ptrs, mask=valid[:, None], other=0)
     scales = tl.load(scales_ptr + row_start(row, G, 2, TILED) + col_offset(group, 2, TILED), mask=valid, other=127)
     values = dequant_bf16(packed, scales[:, None], BLOCK, 32, ASM)                       # [BLOCK, 32]
