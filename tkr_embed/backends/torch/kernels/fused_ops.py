@@ -5,8 +5,8 @@
   be the MoE's per-pair results [T, k, N], whose k slots are summed in float32 on the way.
 - `rope_write_kv`: the fused QKV projection's output (+ bias) -> rotated queries; rotated keys and the
   values written straight into the paged KV cache at their slots.
-- `router_topk`: router logits, top-k experts and the softmax over the chosen logits: one kernel for
-  2-128 tokens; otherwise cuBLAS (or `dense_gemv` for one token), then one kernel for the top-k.
+- `router_topk`: router logits (cuBLAS, or `dense_gemv` for a few tokens), then top-k experts and the
+  softmax over the chosen logits in one kernel.
 
 All read only tensors (no host values derived from data), so they can be captured in CUDA graphs.
 """
@@ -149,71 +149,26 @@ def rope_write_kv(
 
 
 @triton.jit
-def _topk_rows(logits, BT: tl.constexpr, E_PAD: tl.constexpr, TOP_K: tl.constexpr, K_PAD: tl.constexpr):
-    """logits [BT, E_PAD] fp32 (-inf past the experts) -> the TOP_K largest per row as ids [BT, K_PAD] int32
-    (ties: the lower expert id) and the softmax over them [BT, K_PAD] (0 past TOP_K)."""
-    offs_e = tl.arange(0, E_PAD)
-    offs_k = tl.arange(0, K_PAD)
-    top_vals = tl.full((BT, K_PAD), float("-inf"), dtype=tl.float32)
-    top_ids = tl.zeros((BT, K_PAD), dtype=tl.int32)
-    for j in tl.static_range(TOP_K):
-        best = tl.max(logits, axis=1)                                                              # [BT]
-        best_id = tl.min(tl.where(logits == best[:, None], offs_e[None, :], E_PAD), axis=1)
-        top_vals = tl.where(offs_k[None, :] == j, best[:, None], top_vals)
-        top_ids = tl.where(offs_k[None, :] == j, best_id[:, None], top_ids)
-        logits = tl.where(offs_e[None, :] == best_id[:, None], float("-inf"), logits)
-    probs = tl.exp(top_vals - tl.max(top_vals, axis=1)[:, None])
-    return top_ids, probs / tl.sum(probs, axis=1)[:, None]
-
-
-@triton.jit
-def _store_topk(ids_ptr, weights_ptr, rows, row_valid, top_ids, probs, TOP_K: tl.constexpr, K_PAD: tl.constexpr):
-    offs_k = tl.arange(0, K_PAD)
-    offs = rows.to(tl.int64)[:, None] * TOP_K + offs_k[None, :]
-    mask = row_valid[:, None] & (offs_k < TOP_K)[None, :]
-    tl.store(ids_ptr + offs, top_ids, mask=mask)
-    tl.store(weights_ptr + offs, probs, mask=mask)
-
-
-@triton.jit
 def _topk_softmax_kernel(logits_ptr, ids_ptr, weights_ptr, E, stride_l,
                          TOP_K: tl.constexpr, E_PAD: tl.constexpr, K_PAD: tl.constexpr, PDL: tl.constexpr):
     wait_for_previous_kernel(PDL)
-    token = tl.program_id(0) + tl.arange(0, 1)                                                     # [1]
+    token = tl.program_id(0).to(tl.int64)
     offs_e = tl.arange(0, E_PAD)
-    logits = tl.load(logits_ptr + token.to(tl.int64)[:, None] * stride_l + offs_e[None, :],
-                     mask=(offs_e < E)[None, :], other=float("-inf")).to(tl.float32)               # [1, E]
-    top_ids, probs = _topk_rows(logits, 1, E_PAD, TOP_K, K_PAD)
-    _store_topk(ids_ptr, weights_ptr, token, token >= 0, top_ids, probs, TOP_K, K_PAD)
-
-
-@triton.jit
-def _router_topk_kernel(x_ptr, w_ptr, b_ptr, ids_ptr, weights_ptr, T, E, stride_x, stride_w, K: tl.constexpr,
-                        BT: tl.constexpr, BK: tl.constexpr, TOP_K: tl.constexpr, E_PAD: tl.constexpr,
-                        K_PAD: tl.constexpr, PDL: tl.constexpr):
-    """BT tokens a program: logits = x @ W^T + b on the tensor cores (fp32 sums), rounded to x's dtype as the
-    router layer's output is, then top-k and the softmax; one launch instead of three."""
-    wait_for_previous_kernel(PDL)
-    rows = tl.program_id(0) * BT + tl.arange(0, BT)
-    row_valid = rows < T
-    offs_e = tl.arange(0, E_PAD)
-    e_valid = offs_e < E
-    offs_k = tl.arange(0, BK)
-    x_ptrs = x_ptr + rows.to(tl.int64)[:, None] * stride_x + offs_k[None, :]
-    w_ptrs = w_ptr + offs_e[None, :] * stride_w + offs_k[:, None]                                    # [BK, E]
-    acc = tl.zeros((BT, E_PAD), dtype=tl.float32)
-    for k0 in range(0, K, BK):
-        x = tl.load(x_ptrs + k0, mask=row_valid[:, None] & (k0 + offs_k < K)[None, :], other=0.0)
-        w = tl.load(w_ptrs + k0, mask=(k0 + offs_k < K)[:, None] & e_valid[None, :], other=0.0)
-        acc = tl.dot(x, w, acc)
-    acc += tl.load(b_ptr + offs_e, mask=e_valid, other=0.0).to(tl.float32)[None, :]
-    logits = acc.to(x_ptr.dtype.element_ty).to(tl.float32)
-    logits = tl.where(e_valid[None, :], logits, float("-inf"))
-    top_ids, probs = _topk_rows(logits, BT, E_PAD, TOP_K, K_PAD)
-    _store_topk(ids_ptr, weights_ptr, rows, row_valid, top_ids, probs, TOP_K, K_PAD)
-
-
-ROUTER_FUSED_TOKENS = (2, 128)     # batches the one-launch router serves (H100, 64 tokens: 3 launches, 8.5 us)
+    logits = tl.load(logits_ptr + token * stride_l + offs_e, mask=offs_e < E, other=float("-inf")).to(tl.float32)
+    offs_k = tl.arange(0, K_PAD)
+    top_vals = tl.full((K_PAD,), float("-inf"), dtype=tl.float32)
+    top_ids = tl.zeros((K_PAD,), dtype=tl.int32)
+    for j in tl.static_range(TOP_K):
+        best = tl.max(logits, axis=0)
+        best_id = tl.min(tl.where(logits == best, offs_e, E_PAD), axis=0)     # ties: the lower expert id
+        top_vals = tl.where(offs_k == j, best, top_vals)
+        top_ids = tl.where(offs_k == j, best_id, top_ids)
+        logits = tl.where(offs_e == best_id, float("-inf"), logits)
+    probs = tl.exp(top_vals - tl.max(top_vals, axis=0))
+    probs = probs / tl.sum(probs, axis=0)
+    k_valid = offs_k < TOP_K
+    tl.store(ids_ptr + token * TOP_K + offs_k, top_ids, mask=k_valid)
+    tl.store(weights_ptr + token * TOP_K + offs_k, probs, mask=k_valid)
 
 
 def router_topk(
@@ -221,25 +176,16 @@ def router_topk(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """x [T, H], weight [E, H], bias [E] -> (ids [T, k] int32, softmax weights [T, k] float32).
 
-    The logits are rounded to the model dtype, as the router layer computes them. For ROUTER_FUSED_TOKENS
-    on CUDA one kernel computes them and picks the experts; otherwise cuBLAS (or one matrix-vector
-    launch for one token) computes them and one kernel takes the top-k and the softmax over them.
+    The logits are rounded to the model dtype, as the router layer computes them (cuBLAS, or one
+    matrix-vector launch for a few tokens); top-k and the softmax over the chosen logits run in one kernel.
     """
-    num_tokens, num_experts = x.shape[0], weight.shape[0]
+    logits = linear(x, weight, bias)                                                      # [T, E]
+    num_tokens, num_experts = logits.shape
     ids = torch.empty(num_tokens, top_k, dtype=torch.int32, device=x.device)
     weights = torch.empty(num_tokens, top_k, dtype=torch.float32, device=x.device)
-    e_pad, k_pad = max(16, triton.next_power_of_2(num_experts)), triton.next_power_of_2(top_k)
-    low, high = ROUTER_FUSED_TOKENS
-    if x.is_cuda and low <= num_tokens <= high and x.stride(1) == 1 and weight.stride(1) == 1:
-        block_t = 16
-        _router_topk_kernel[(triton.cdiv(num_tokens, block_t),)](
-            x, weight, bias, ids, weights, num_tokens, num_experts, x.stride(0), weight.stride(0), K=x.shape[1],
-            BT=block_t, BK=64, TOP_K=top_k, E_PAD=e_pad, K_PAD=k_pad, num_warps=4, num_stages=4, **pdl_launch(x),
-        )
-        return ids, weights
-    logits = linear(x, weight, bias)                                                      # [T, E]
     _topk_softmax_kernel[(num_tokens,)](
         logits, ids, weights, num_experts, logits.stride(0),
-        TOP_K=top_k, E_PAD=e_pad, K_PAD=k_pad, num_warps=1, **pdl_launch(x),
+        TOP_K=top_k, E_PAD=triton.next_power_of_2(num_experts), K_PAD=triton.next_power_of_2(top_k), num_warps=1,
+        **pdl_launch(x),
     )
     return ids, weights
