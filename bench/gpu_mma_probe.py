@@ -25,13 +25,14 @@ from tkr_embed.backends.torch.kernels.random_cases import make_moe_case, make_mo
 
 NO_X = [("x1 = gl.load(x_ptrs + (c + 1) * 64)", "x1 = x0"), ("x2 = gl.load(x_ptrs + (c + 2) * 64)", "x2 = x0"),
         ("x0 = gl.load(x_ptrs + gl.minimum(c + 3, NC - 1) * 64)", "x0 = x0")]
-NO_S = [("s = gl.load(s_ptrs + c * 2).to(gl.int32)", "s = gl.sum(words, axis=2) * 0 + 120")]
+# the edits target the tiled branch of the kernel (--untiled runs take no probes)
+NO_S = [("s = gl.load(s_ptrs + c * 32).to(gl.int32)", "s = gl.sum(words, axis=2) * 0 + 120")]
 def prefetch_l2(ahead: int) -> list[tuple[str, str]]:
     """Each step also asks L2 for each row's line `ahead` chunks on (no registers held while in flight)."""
-    return [("            w3, s3 = _load_weights(w_ptrs, s_ptrs, c + 3, NC)\n",
-             "            w3, s3 = _load_weights(w_ptrs, s_ptrs, c + 3, NC)\n"
+    return [("            w3, s3 = _load_weights(w_ptrs, s_ptrs, c + 3, NC, TILED)\n",
+             "            w3, s3 = _load_weights(w_ptrs, s_ptrs, c + 3, NC, TILED)\n"
              "            gl.inline_asm_elementwise('prefetch.global.L2 [$1];', '=r,l', "
-             f"[w_rows + gl.minimum(c + {ahead}, NC - 1) * 8], dtype=gl.int32, is_pure=False, pack=1)\n")]
+             f"[w_rows + gl.minimum(c + {ahead}, NC - 1) * 128], dtype=gl.int32, is_pure=False, pack=1)\n")]
 
 
 def max_registers(count: int) -> list[tuple[str, str]]:
@@ -75,14 +76,14 @@ PROBES = {
     "no scale loads": NO_S,
     "only weight loads": NO_X + NO_S,
     "as is": [],
-    "weights .cg": [("words = gl.load(w_ptrs + c * 8)", 'words = gl.load(w_ptrs + c * 8, cache_modifier=".cg")')],
-    "weights evict_first": [("words = gl.load(w_ptrs + c * 8)",
-                             'words = gl.load(w_ptrs + c * 8, eviction_policy="evict_first")')],
-    "no scale stream": [("s = gl.load(s_ptrs + c * 2)", "s = gl.load(s_ptrs)")],
+    "weights .cg": [("words = gl.load(w_ptrs + c * 128)", 'words = gl.load(w_ptrs + c * 128, cache_modifier=".cg")')],
+    "weights evict_first": [("words = gl.load(w_ptrs + c * 128)",
+                             'words = gl.load(w_ptrs + c * 128, eviction_policy="evict_first")')],
+    "no scale stream": [("s = gl.load(s_ptrs + c * 32)", "s = gl.load(s_ptrs)")],
     "no activation stream": [("x1 = gl.load(x_ptrs + (c + 1) * 64)", "x1 = gl.load(x_ptrs)"),
                              ("x2 = gl.load(x_ptrs + (c + 2) * 64)", "x2 = gl.load(x_ptrs)"),
                              ("x0 = gl.load(x_ptrs + gl.minimum(c + 3, NC - 1) * 64)", "x0 = gl.load(x_ptrs)")],
-    "neither": [("s = gl.load(s_ptrs + c * 2)", "s = gl.load(s_ptrs)"),
+    "neither": [("s = gl.load(s_ptrs + c * 32)", "s = gl.load(s_ptrs)"),
                 ("x1 = gl.load(x_ptrs + (c + 1) * 64)", "x1 = gl.load(x_ptrs)"),
                 ("x2 = gl.load(x_ptrs + (c + 2) * 64)", "x2 = gl.load(x_ptrs)"),
                 ("x0 = gl.load(x_ptrs + gl.minimum(c + 3, NC - 1) * 64)", "x0 = gl.load(x_ptrs)")],
@@ -110,6 +111,8 @@ def main() -> int:
     parser.add_argument("--source", nargs="*", default=[], metavar="NAME=FILE",
                         help="other versions of the module to time (e.g. git show HEAD:... > FILE)")
     args = parser.parse_args()
+    if args.untiled and set(args.probes) - {"as is"}:
+        parser.error("the probes edit the kernel's tiled branch: with --untiled only 'as is' applies")
     weight_sets = [make_moe_weights(seed=i) for i in range(ROTATIONS)]
     tiled = not args.untiled
     kernel_weights = [w if not tiled else (*expert_layout.tiled(w[0], w[1]), w[2], *expert_layout.tiled(w[3], w[4]), w[5])
