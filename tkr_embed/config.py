@@ -90,9 +90,11 @@ class EngineSettings(_Section):
     lookahead: bool = True             # launch the next decode step before this one's tokens are read
     # Python's GIL switch interval, for the whole server process (Python's default is 5 ms). The engine
     # thread gives up the GIL at every torch op, kernel launch and device wait; while the event loop
-    # streams responses, it then waits up to this long to get it back. 64 streams on an H200 (BENCHMARKS.md,
-    # phase 8): 5 ms -15% against the offline engine, 0.1 ms -4% to -15%, 0.02 ms -5%.
-    gil_switch_interval_ms: float = Field(0.02, gt=0, le=100)
+    # streams responses, it then waits up to this long to get it back. 64 streams against the offline engine
+    # (BENCHMARKS.md): phase 8, H200, 13 ms steps: 5 ms -15%, 0.1 ms -4% to -15%, 0.02 ms -5%; phase 10,
+    # 6.4-7.3 ms steps, same machine each: H200 0.2 ms -7.2% / -7.4%, 0.02 ms -12.7% / -9.7%, 0.005 ms -9.1%,
+    # 1 ms -8.1%; H100 0.2 ms -10.3%, 0.02 ms -14.8%.
+    gil_switch_interval_ms: float = Field(0.2, gt=0, le=100)
 
 
 class SecurityConfig(_Section):
