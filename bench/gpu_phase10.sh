@@ -36,10 +36,5 @@ case "${PART:-tiles}" in
       LOAD_TIMEOUT=60 START_WAIT=90 bash bench/gpu_serve_load.sh "$OUT" 2>&1 | grep "^server" | sed "s/^/no freeze: /" ;;
   server)
     LOAD_TIMEOUT=60 START_WAIT=90 bash bench/gpu_serve_load.sh "$OUT"
-    for streams in 8 32; do
-      timeout 200 python3 -m tkr_embed.cli bench --model gpt-oss-120b --device cuda --streams $streams --prompt-len 128 \
-        --output-len 32 --long-prompt-len 1000 --warmup-streams > "$OUT/bench120_$streams.json" 2>"$OUT/bench120_$streams.err"
-      summary "$OUT/bench120_$streams.json" "120b $streams streams"
-      python3 -c "import json,sys; print({k: v for k, v in json.load(open(sys.argv[1])).items() if k in ('max_memory_allocated_gib', 'runner')})" "$OUT/bench120_$streams.json" | cut -c1-600
-    done ;;
+    bench120 8 32 ;;
 esac

@@ -1,7 +1,8 @@
 # Sourced by the bench/gpu_phase*.sh scripts on the device (carry .whl): the server's packages from the
 # carried wheels, the card's name, the 64-stream shape of `tkr-embed bench`, and helpers that print
 # a bench JSON (`summary FILE LABEL`), the GPU tests (`tests`), the engine bench and the graphed step
-# (`bench`, `step`; PATCH="mod.NAME=VALUE" for an A/B) and a step profile (`profile`; PROFILE_TOP kernels a row).
+# (`bench`, `step`; PATCH="mod.NAME=VALUE" for an A/B), a step profile (`profile`; PROFILE_TOP kernels a row)
+# and gpt-oss-120b at some stream counts (`bench120 8 32`).
 OUT=${OUT:-/tmp/tkr-out}; mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
@@ -22,6 +23,14 @@ step() {  # the decode step at batch 1 and 64, ms: graphed, execute, eager, grap
 }
 summary() {  # one line per run of a bench JSON, then the engine's ms a step by phase where the JSON has it
   python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print(sys.argv[2], d.get('card'), [(r['name'], round(r['seconds'],3), round(r['output_tok_s'],1), r['ttft_ms'].get('p50'), r['itl_ms'].get('p50'), r['itl_ms'].get('p99')) for r in d['runs']]); [print(sys.argv[2], r['name'], 'ms a step by phase', {k: round(v, 3) for k, v in r['step_phase_ms'].items()}) for r in d['runs'] if r.get('step_phase_ms')]" "$1" "$2" || tail -5 "${1%.json}.err"
+}
+bench120() {  # gpt-oss-120b (random weights) at each given stream count: the engine bench, its peak memory and KV cache
+  for streams in "$@"; do
+    timeout 200 python3 -m tkr_embed.cli bench --model gpt-oss-120b --device cuda --streams $streams --prompt-len 128 \
+      --output-len 32 --long-prompt-len 1000 --warmup-streams > "$OUT/bench120_$streams.json" 2>"$OUT/bench120_$streams.err"
+    summary "$OUT/bench120_$streams.json" "120b $streams streams"
+    python3 -c "import json,sys; print({k: v for k, v in json.load(open(sys.argv[1])).items() if k in ('max_memory_allocated_gib', 'runner')})" "$OUT/bench120_$streams.json" | cut -c1-600
+  done
 }
 profile() {
   timeout 150 python3 bench/gpu_profile_step.py --batch 1 64 --context 1024 --profile --prefill 1000 > "$OUT/profile.json" 2>"$OUT/profile.err" || tail -5 "$OUT/profile.err"
