@@ -44,6 +44,7 @@ class SleepRunner(ModelRunner):
         self.step_s = step_s
         self.host_s = host_s
         self.token_s = token_s     # device time per token of the step (prefill chunks cost in proportion)
+        self._device_free_at = 0.0
         self._info = RunnerInfo(
             model_name="gpt-oss-20b", max_model_len=max_model_len, vocab_size=VOCAB_SIZE, block_size=16,
             num_kv_blocks=num_kv_blocks, eos_token_ids=(200002, 199999, 200012), device="cpu", dtype="bfloat16",
@@ -57,14 +58,19 @@ class SleepRunner(ModelRunner):
     def execute(self, batch: ScheduledBatch) -> list[SampledToken]:
         return self.launch(batch)()
 
-    def launch(self, batch: ScheduledBatch):
+    def can_follow(self, batch: ScheduledBatch) -> bool:   # as the CUDA runner: decode-only steps chain
+        return bool(batch.entries) and all(len(e.token_ids) == 1 and e.sample for e in batch.entries)
+
+    def launch(self, batch: ScheduledBatch, previous=None):
         for _ in range(self.RELEASES):   # input building: Python work between calls that drop the GIL (torch ops)
             end = time.perf_counter() + self.host_s / self.RELEASES
             while time.perf_counter() < end:
                 pass
             time.sleep(0)
         tokens = sum(len(e.token_ids) for e in batch.entries)
-        done_at = time.perf_counter() + self.step_s + self.token_s * tokens     # the "device" runs from here
+        # The "device" runs steps in order: from now, or once the step before is done (a lookahead step).
+        start = max(time.perf_counter(), self._device_free_at)
+        done_at = self._device_free_at = start + self.step_s + self.token_s * tokens
 
         def finish() -> list[SampledToken]:
             time.sleep(max(0.0, done_at - time.perf_counter()))
@@ -132,7 +138,7 @@ def _serve(args: argparse.Namespace) -> None:
 
 def _server_run(args: argparse.Namespace) -> dict:
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    server = subprocess.Popen([sys.executable, __file__, "--serve", "--port", str(args.port),
+    server = subprocess.Popen([sys.executable, os.environ.get("OVERHEAD_SERVER_SCRIPT", __file__), "--serve", "--port", str(args.port),
                                "--step-ms", str(args.step_ms), "--host-ms", str(args.host_ms), "--streams", str(args.streams),
                                "--token-us", str(args.token_us),
                                "--http", args.http, "--loop", args.loop],

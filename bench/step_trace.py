@@ -1,0 +1,118 @@
+"""Run a script or module with the engine's steps recorded: when each step's tokens reached the host and
+what the step held, and when each request was added. Written as JSON to TRACE_FILE at exit.
+
+    python bench/step_trace.py /tmp/trace.json -- -m tkr_embed.cli bench --model gpt-oss-20b --device cuda ...
+    python bench/step_trace.py /tmp/trace.json -- -m tkr_embed.api.server     # SIGTERM ends it and writes
+    python bench/step_trace.py --summary /tmp/trace.json                       # the waves of a trace
+
+A step is one `LLMEngine.postprocess` call: {t (s, perf_counter), tokens, prefill (tokens of prefill
+chunks), decodes (one-token entries), entries}. `--summary` splits the trace into waves (requests added
+within 50 ms of each other) and prints, per wave of at least 8 requests: the arrival spread, the steps
+until its last request finished, and the prefill steps' sizes and intervals.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import runpy
+import signal
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+
+def record(path: str) -> None:
+    from tkr_embed.engine.llm_engine import LLMEngine
+
+    steps: list[dict] = []
+    adds: list[float] = []
+    postprocess, add_request = LLMEngine.postprocess, LLMEngine.add_request
+
+    def traced_postprocess(self, batch, sampled):
+        prefill = sum(len(e.token_ids) for e in batch.entries if e.is_prefill)
+        steps.append({"t": time.perf_counter(), "tokens": batch.num_tokens, "prefill": prefill,
+                      "decodes": sum(1 for e in batch.entries if not e.is_prefill), "entries": len(batch.entries)})
+        return postprocess(self, batch, sampled)
+
+    def traced_add(self, *args, **kwargs):
+        adds.append(time.perf_counter())
+        return add_request(self, *args, **kwargs)
+
+    LLMEngine.postprocess, LLMEngine.add_request = traced_postprocess, traced_add
+
+    def dump() -> None:
+        Path(path).write_text(json.dumps({"adds": adds, "steps": steps}))
+
+    atexit.register(dump)
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def on_term(signum, frame):
+        dump()
+        if callable(previous):
+            previous(signum, frame)
+        else:
+            raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, on_term)
+
+
+def summary(path: str) -> None:
+    trace = json.loads(Path(path).read_text())
+    adds, steps = trace["adds"], trace["steps"]
+    waves: list[list[float]] = []
+    for t in adds:
+        if waves and t - waves[-1][-1] < 0.05:
+            waves[-1].append(t)
+        else:
+            waves.append([t])
+    for wave in waves:
+        if len(wave) < 8:
+            continue
+        start = wave[0]
+        later = [w[0] for w in waves if w[0] > start]
+        end = later[0] if later else float("inf")
+        mine = [s for s in steps if start <= s["t"] < end]
+        if not mine:
+            continue
+        # the wave ends at its last step with tokens (later steps belong to nothing)
+        prefill = [s for s in mine if s["prefill"]]
+        intervals, last = [], start
+        for s in mine:
+            if s["prefill"]:
+                intervals.append(round((s["t"] - last) * 1e3, 1))
+            last = s["t"]
+        decode_only = [s for s in mine if not s["prefill"]]
+        gaps = [b["t"] - a["t"] for a, b in zip(mine, mine[1:]) if not b["prefill"] and not a["prefill"]]
+        print(json.dumps({
+            "requests": len(wave), "arrival_spread_ms": round((wave[-1] - start) * 1e3, 1),
+            "wall_ms": round((mine[-1]["t"] - start) * 1e3, 1), "steps": len(mine),
+            "prefill_steps": [(s["prefill"], s["decodes"]) for s in prefill],
+            "prefill_step_ms": intervals,
+            "prefill_done_ms": round((prefill[-1]["t"] - start) * 1e3, 1) if prefill else None,
+            "decode_steps": len(decode_only),
+            "decode_step_ms_p50": round(sorted(gaps)[len(gaps) // 2] * 1e3, 3) if gaps else None,
+            "decode_ms_total": round(sum(gaps) * 1e3, 1),
+        }))
+
+
+def main(argv: list[str]) -> None:
+    if argv[:1] == ["--summary"]:
+        summary(argv[1])
+        return
+    path, separator, *target = argv
+    if separator != "--" or not target:
+        raise SystemExit(__doc__)
+    record(path)
+    if target[0] == "-m":
+        sys.argv = [target[1], *target[2:]]
+        runpy.run_module(target[1], run_name="__main__", alter_sys=True)
+    else:
+        sys.argv = target
+        runpy.run_path(target[0], run_name="__main__")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
