@@ -160,7 +160,7 @@ async def run_load(args: argparse.Namespace) -> dict:
             parts = pool.map(_drive_in_process, [(args, share, concurrency, start) for share in shares])
         timings = [RequestTiming(**t) for part in parts for t in part]
         wall = max((t.end for t in timings if t.end is not None), default=start) - start
-    return {"url": args.url, "endpoint": args.endpoint, "concurrency": args.concurrency, "processes": args.processes,
+    return {"url": args.url, "started_at": start, "endpoint": args.endpoint, "concurrency": args.concurrency, "processes": args.processes,
             "prompt_words": None if args.prompt_tokens else args.prompt_words, "prompt_tokens": args.prompt_tokens,
             "max_tokens": args.max_tokens, "ignore_eos": args.ignore_eos, **summarize(timings, wall)}
 
