@@ -2,6 +2,7 @@
 # Phase 11 on the device (carry .whl): where the 64-stream run's time goes, step by step (bench/step_trace.py).
 #   PART=trace bash bench/gpu_phase11.sh   # engine at 8,192 and 32,768-token steps, then the server, each traced
 #   PART=server bash bench/gpu_phase11.sh  # the server alone, traced (with the client's start: where a wave waits)
+#   PART=procs bash bench/gpu_phase11.sh   # the engine, then the server with its engine in a child process / a thread
 set -u
 source bench/gpu_setup.sh
 traced_bench() {  # $1: label; the engine bench under the step trace, then the trace's waves
@@ -22,4 +23,10 @@ case "${PART:-trace}" in
     traced_server ;;
   server)
     traced_server ;;
+  procs)   # the offline engine, then the server with its engine in a child process (default) and in a thread
+    bench
+    for separate in true false; do
+      GENERATION_ENGINE__SEPARATE_PROCESS=$separate TTFT_REQUESTS=10 LOAD_TIMEOUT=60 START_WAIT=120 \
+        bash bench/gpu_serve_load.sh "$OUT" 2>&1 | grep -E "^server|rror" | sed "s/^/separate_process=$separate: /"
+    done ;;
 esac

@@ -88,7 +88,11 @@ class EngineSettings(_Section):
     kv_cache_memory_fraction: float = Field(0.85, gt=0, le=1)
     enable_prefix_caching: bool = True
     lookahead: bool = True             # launch the next decode step before this one's tokens are read
-    # Python's GIL switch interval, for the whole server process (Python's default is 5 ms). The engine
+    # The engine's step loop in a child process of its own (the server's harmony tokenizer only): it then
+    # shares no GIL with the HTTP layer. Off: a thread of the server process (gil_switch_interval_ms applies).
+    separate_process: bool = True
+    # Python's GIL switch interval, for the whole server process with separate_process off (Python's
+    # default is 5 ms). The engine
     # thread gives up the GIL at every torch op, kernel launch and device wait; while the event loop
     # streams responses, it then waits up to this long to get it back. 64 streams against the offline engine
     # (BENCHMARKS.md): phase 8, H200, 13 ms steps: 5 ms -15%, 0.1 ms -4% to -15%, 0.02 ms -5%; phase 10,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
-import sys
+import os
 import time
 from collections.abc import Iterator
 
@@ -15,6 +15,7 @@ import torch
 from live_server import live_server
 from tkr_embed.api.server import create_app
 from tkr_embed.config import Settings
+from tkr_embed.engine.engine_process import ProcessEngine
 
 HELLO = [{"role": "user", "content": "Hello"}]
 
@@ -29,15 +30,12 @@ def demo_server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPat
     data_dir = tmp_path_factory.mktemp("live-data")
     settings = Settings(
         model=BACKENDS[request.param],           # no model path: the demo checkpoint is written and served
-        engine={"max_num_seqs": 1, "max_waiting": 1, "kv_cache_blocks": 256, "gil_switch_interval_ms": 0.25},
+        engine={"max_num_seqs": 1, "max_waiting": 1, "kv_cache_blocks": 256},
         storage={"data_dir": str(data_dir)},
     )
-    interval = sys.getswitchinterval()
-    try:
-        with live_server(create_app(settings)) as url:
-            yield url, settings
-    finally:
-        sys.setswitchinterval(interval)
+    app = create_app(settings)
+    with live_server(app) as url:
+        yield url, settings, app
 
 
 @pytest.fixture
@@ -46,7 +44,7 @@ def client(demo_server) -> openai.OpenAI:
 
 
 def test_demo_checkpoint_is_written_and_announced(demo_server):
-    url, settings = demo_server
+    url, settings, _ = demo_server
     assert (settings.demo_model_dir / "config.json").is_file()
     info = httpx.get(url + "/info").json()
     assert info["demo_model"] is True
@@ -56,8 +54,11 @@ def test_demo_checkpoint_is_written_and_announced(demo_server):
     assert info["quantization_reason"]        # what the quantization setting chose, and why
 
 
-def test_server_process_takes_the_configured_gil_switch_interval(demo_server):
-    assert sys.getswitchinterval() == pytest.approx(0.25e-3)     # Python's default is 5 ms
+def test_the_engine_runs_in_a_process_of_its_own(demo_server):
+    engine = demo_server[2].state.server.engine
+    assert isinstance(engine, ProcessEngine) and engine.is_running
+    assert engine._process.pid != os.getpid()
+    assert engine.stats().kv_blocks_total == 256          # the engine settings reached the child
 
 
 def test_chat_completion_greedy_is_reproducible(client, demo_server):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import sys
 from dataclasses import dataclass
@@ -36,7 +37,9 @@ async def build_engine(settings: Settings, tokenizer: Tokenizer) -> LoadedEngine
     from tkr_embed.backends.factory import create_runner
     from tkr_embed.engine.async_engine import AsyncEngine
     from tkr_embed.engine.config import EngineConfig
+    from tkr_embed.engine.engine_process import ProcessEngine
     from tkr_embed.engine.gc_pauses import freeze_loaded_objects
+    from tkr_embed.harmony.tokenizer import get_tokenizer
 
     if settings.uses_demo_model:
         path = await asyncio.to_thread(ensure_demo_checkpoint, settings.demo_model_dir)
@@ -57,9 +60,7 @@ async def build_engine(settings: Settings, tokenizer: Tokenizer) -> LoadedEngine
         runner_options["num_kv_blocks"] = engine_settings.kv_cache_blocks
     if engine_settings.max_model_len is not None:
         runner_options["max_model_len"] = engine_settings.max_model_len
-    runner = await asyncio.to_thread(
-        create_runner,
-        str(path),
+    runner_kwargs = dict(
         device=model.device,   # "gpu" is CUDA, or MLX Metal on a Mac: the backend factory decides
         dtype=None if model.dtype == "auto" else model.dtype,
         quantization=model.quantization,
@@ -75,9 +76,34 @@ async def build_engine(settings: Settings, tokenizer: Tokenizer) -> LoadedEngine
         max_model_len=engine_settings.max_model_len,
         lookahead=engine_settings.lookahead,
     )
-    engine = AsyncEngine.from_runner(runner, tokenizer, config)
-    freeze_loaded_objects()
-    sys.setswitchinterval(engine_settings.gil_switch_interval_ms / 1000)
-    logger.info("GIL switch interval %.3g ms (engine.gil_switch_interval_ms)", engine_settings.gil_switch_interval_ms)
-    logger.info("model %s loaded from %s on %s", runner.info.model_name, path, runner.info.device)
+    engine: EngineClient
+    if engine_settings.separate_process and tokenizer is get_tokenizer():
+        # the child builds its own harmony tokenizer (the same offline vocabulary)
+        engine = ProcessEngine(functools.partial(build_llm_engine, str(path), runner_kwargs, config,
+                                                 (settings.log_level, settings.server.log_format == "json")))
+        await engine.start()
+    else:
+        runner = await asyncio.to_thread(create_runner, str(path), **runner_kwargs)
+        engine = AsyncEngine.from_runner(runner, tokenizer, config)
+        freeze_loaded_objects()
+        sys.setswitchinterval(engine_settings.gil_switch_interval_ms / 1000)
+        logger.info("GIL switch interval %.3g ms (engine.gil_switch_interval_ms)", engine_settings.gil_switch_interval_ms)
+    info = engine.info
+    logger.info("model %s loaded from %s on %s%s", info.model_name, path, info.device,
+                " (engine in its own process)" if isinstance(engine, ProcessEngine) else "")
     return LoadedEngine(engine=engine, model_path=str(path), is_demo=settings.uses_demo_model)
+
+
+def build_llm_engine(path: str, runner_kwargs: dict, config, logging_setup: tuple[str, bool]):
+    """The engine process's builder (`ProcessEngine`): logging as the server's, the runner, the engine."""
+    from tkr_embed.backends.factory import create_runner
+    from tkr_embed.engine.gc_pauses import freeze_loaded_objects
+    from tkr_embed.engine.llm_engine import LLMEngine
+    from tkr_embed.harmony.tokenizer import get_tokenizer
+    from tkr_embed.logging import configure_logging
+
+    level, as_json = logging_setup
+    configure_logging(level, json=as_json, stream=sys.stderr)
+    engine = LLMEngine(create_runner(path, **runner_kwargs), get_tokenizer(), config)
+    freeze_loaded_objects()
+    return engine

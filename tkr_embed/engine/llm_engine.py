@@ -196,20 +196,27 @@ class LLMEngine:
 
     def validate_request(self, prompt_token_ids: list[int], params: SamplingParams) -> None:
         """Raise InvalidRequestError (naming the field) if this request can never be served."""
-        num_prompt = len(prompt_token_ids)
-        if num_prompt == 0:
-            raise InvalidRequestError("the prompt must not be empty", "prompt")
-        if num_prompt >= self.max_model_len:
-            raise InvalidRequestError(
-                f"the prompt has {num_prompt} tokens; at most {self.max_model_len - 1} fit this model's context", "prompt"
-            )
-        if any(not isinstance(t, int) or not 0 <= t < self.vocab_size for t in prompt_token_ids):
-            raise InvalidRequestError(f"prompt token ids must be integers in [0, {self.vocab_size})", "prompt")
-        if params.max_tokens is not None and num_prompt + params.max_tokens > self.max_model_len:
-            raise InvalidRequestError(
-                f"the prompt ({num_prompt} tokens) plus max_tokens ({params.max_tokens}) exceeds the context "
-                f"length of {self.max_model_len} tokens",
-                "max_tokens",
-            )
-        if params.stop and self.tokenizer is None:
-            raise InvalidRequestError("stop strings need a tokenizer", "stop")
+        check_request(prompt_token_ids, params, self.max_model_len, self.vocab_size, self.tokenizer is not None)
+
+
+def check_request(prompt_token_ids: list[int], params: SamplingParams, max_model_len: int, vocab_size: int,
+                  has_tokenizer: bool) -> None:
+    """Raise InvalidRequestError (naming the field) if a request can never be served by an engine with
+    this context length and vocabulary (`LLMEngine.validate_request`, and a client in another process)."""
+    num_prompt = len(prompt_token_ids)
+    if num_prompt == 0:
+        raise InvalidRequestError("the prompt must not be empty", "prompt")
+    if num_prompt >= max_model_len:
+        raise InvalidRequestError(
+            f"the prompt has {num_prompt} tokens; at most {max_model_len - 1} fit this model's context", "prompt"
+        )
+    if any(not isinstance(t, int) or not 0 <= t < vocab_size for t in prompt_token_ids):
+        raise InvalidRequestError(f"prompt token ids must be integers in [0, {vocab_size})", "prompt")
+    if params.max_tokens is not None and num_prompt + params.max_tokens > max_model_len:
+        raise InvalidRequestError(
+            f"the prompt ({num_prompt} tokens) plus max_tokens ({params.max_tokens}) exceeds the context "
+            f"length of {max_model_len} tokens",
+            "max_tokens",
+        )
+    if params.stop and not has_tokenizer:
+        raise InvalidRequestError("stop strings need a tokenizer", "stop")

@@ -1,0 +1,105 @@
+"""Per-request asyncio streams over an engine whose step loop runs elsewhere (a thread or a process)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from abc import abstractmethod
+from collections.abc import AsyncIterator
+
+from tkr_embed.engine.client import EngineClient
+from tkr_embed.engine.errors import EngineDeadError, InvalidRequestError
+from tkr_embed.engine.outputs import RequestOutput
+from tkr_embed.engine.sampling_params import SamplingParams
+from tkr_embed.engine.step_loop import AddRequest
+
+_Item = RequestOutput | BaseException
+
+
+class StreamingEngine(EngineClient):
+    """`generate()` streams, abort on a consumer that leaves, delivery from the loop's thread.
+
+    Subclasses say how a request reaches the step loop (`_submit`), how an abort does
+    (`_request_abort`) and how a request is checked before anything is queued (`_validate`).
+    """
+
+    def __init__(self) -> None:
+        self._streams: dict[str, asyncio.Queue[_Item]] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._accepting = True
+        self._dead_error: BaseException | None = None
+
+    @abstractmethod
+    def _validate(self, prompt_token_ids: list[int], params: SamplingParams) -> None:
+        """Raise InvalidRequestError (naming the field) if the request can never be served."""
+
+    @abstractmethod
+    def _submit(self, request: AddRequest) -> None:
+        """Queue the request for the step loop."""
+
+    @abstractmethod
+    def _request_abort(self, request_id: str) -> None:
+        """Queue an abort for the step loop."""
+
+    async def generate(
+        self, request_id: str, prompt_token_ids: list[int], params: SamplingParams
+    ) -> AsyncIterator[RequestOutput]:
+        if not self._accepting or self._dead_error is not None:
+            raise EngineDeadError("the engine is not accepting requests")
+        await self.start()
+        if request_id in self._streams:
+            raise InvalidRequestError(f"request id {request_id!r} is already in use", "request_id")
+        self._validate(prompt_token_ids, params)   # raises before any output
+        stream: asyncio.Queue[_Item] = asyncio.Queue()
+        self._streams[request_id] = stream
+        self._submit(AddRequest(request_id, list(prompt_token_ids), params, time.monotonic()))
+        finished = False
+        try:
+            while True:
+                item = await stream.get()
+                if isinstance(item, BaseException):
+                    finished = True        # never added (refused by the engine) or the engine died
+                    raise item
+                finished = item.finished
+                yield item
+                if finished:
+                    return
+        finally:
+            self._streams.pop(request_id, None)
+            if not finished:
+                # The consumer went away (aclose, cancellation): free everything.
+                self._request_abort(request_id)
+
+    async def abort(self, request_id: str) -> None:
+        self._request_abort(request_id)
+
+    # --- from the step loop's thread ----------------------------------------------------------
+
+    def _deliver(self, outputs: list) -> None:
+        if outputs:
+            self._post(self._dispatch, outputs)
+
+    def _post(self, callback, argument) -> None:
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        try:
+            loop.call_soon_threadsafe(callback, argument)
+        except RuntimeError:   # the loop closed in between
+            pass
+
+    # --- on the event loop --------------------------------------------------------------------
+
+    def _dispatch(self, outputs: list) -> None:
+        for output in outputs:
+            if isinstance(output, tuple):
+                request_id, item = output
+            else:
+                request_id, item = output.request_id, output
+            stream = self._streams.get(request_id)
+            if stream is not None:
+                stream.put_nowait(item)
+
+    def _fail_all(self, error: BaseException) -> None:
+        for stream in self._streams.values():
+            stream.put_nowait(error)
