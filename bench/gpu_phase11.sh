@@ -24,9 +24,10 @@ case "${PART:-trace}" in
   server)
     traced_server ;;
   procs)   # the offline engine, then the server with its engine in a child process (default) and in a thread
-    bench
-    for separate in true false; do
+    [ -n "${NO_BENCH:-}" ] || bench
+    for separate in ${SEPARATE:-true false}; do
       GENERATION_ENGINE__SEPARATE_PROCESS=$separate TTFT_REQUESTS=10 LOAD_TIMEOUT=60 START_WAIT=120 \
         bash bench/gpu_serve_load.sh "$OUT" 2>&1 | grep -E "^server|rror" | sed "s/^/separate_process=$separate: /"
+      grep -ciE "compil|warn" "$OUT/server.log" | sed "s/^/separate_process=$separate: server.log lines with compil|warn: /"
     done ;;
 esac
