@@ -169,3 +169,22 @@ def test_a_child_that_cannot_build_the_engine_fails_start(tmp_path: Path):
 
     with pytest.raises(RuntimeError, match="could not start.*missing"):
         asyncio.run(run())
+
+
+def test_shutdown_ends_open_streams_and_the_child(demo_path):
+    async def run():
+        engine = ProcessEngine(_builder(demo_path))
+        stream = engine.generate("open", [3] * 10, SamplingParams(max_tokens=10**3, temperature=0.0, ignore_eos=True))
+        await anext(stream)
+        await asyncio.wait_for(engine.shutdown(graceful=False), 60)
+        ending = []
+        try:
+            async for output in stream:
+                ending.append(output)
+        except EngineDeadError as exc:
+            ending.append(exc)
+        return ending[-1], engine._process.exitcode
+
+    last, exitcode = asyncio.run(run())
+    assert exitcode == 0
+    assert isinstance(last, EngineDeadError) or (last.finished and last.outputs[0].finish_reason.value == "abort")

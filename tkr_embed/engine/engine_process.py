@@ -24,6 +24,7 @@ import asyncio
 import logging
 import multiprocessing
 import queue
+import signal
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -38,7 +39,8 @@ from tkr_embed.engine.step_loop import AddRequest, Inbox, Port, StepLoop
 from tkr_embed.engine.streams import StreamingEngine
 
 logger = logging.getLogger(__name__)
-STOP_TIMEOUT_S = 30.0
+STOP_TIMEOUT_S = 30.0      # the child's own stop (its runner's shutdown included)
+ABORT_TIMEOUT_S = 5.0      # aborted requests' last updates at shutdown
 
 
 @dataclass(frozen=True)
@@ -96,7 +98,8 @@ class ProcessEngine(StreamingEngine):
             child_events.close()
             message = await asyncio.to_thread(self._first_message)
             if message[0] != "ready":
-                await asyncio.to_thread(self._process.join, STOP_TIMEOUT_S)
+                process, self._process = self._process, None
+                await asyncio.to_thread(process.join, STOP_TIMEOUT_S)
                 raise RuntimeError(f"the engine process could not start: {message[1]}")
             _, self._info, self._limits, self._stats = message
             threading.Thread(target=self._read_events, name="engine-events", daemon=True).start()
@@ -114,9 +117,9 @@ class ProcessEngine(StreamingEngine):
         for request_id in list(self._streams):
             self._request_abort(request_id)
         try:
-            await asyncio.wait_for(self._wait_idle(), STOP_TIMEOUT_S)
+            await asyncio.wait_for(self._wait_idle(consumers=False), ABORT_TIMEOUT_S)
         except TimeoutError:
-            logger.warning("engine shutdown: aborted requests did not end in %.1fs", STOP_TIMEOUT_S)
+            logger.warning("engine shutdown: aborted requests did not end in %.1fs", ABORT_TIMEOUT_S)
         self._stopping = True
         self._outbox.put(("stop",))
         self._outbox.put(None)
@@ -125,11 +128,14 @@ class ProcessEngine(StreamingEngine):
             logger.warning("the engine process did not stop in %.1fs; terminating it", STOP_TIMEOUT_S)
             self._process.terminate()
             await asyncio.to_thread(self._process.join, 5.0)
+        if self._streams:        # nothing will answer them any more
+            self._fail_all(EngineDeadError("the engine shut down"))
 
-    async def _wait_idle(self) -> None:
+    async def _wait_idle(self, consumers: bool = True) -> None:
+        """Until the child has nothing to run (and, with `consumers`, every stream has been read to its end)."""
         while self.is_running:
             stats = self._stats
-            if not self._streams and stats is not None and stats.running + stats.waiting == 0:
+            if not (consumers and self._streams) and stats is not None and stats.running + stats.waiting == 0:
                 return
             await asyncio.sleep(0.005)
 
@@ -218,7 +224,10 @@ class ProcessEngine(StreamingEngine):
 
 
 def serve_engine(build: Callable[[], LLMEngine], requests: Connection, events: Connection) -> None:
-    """The child's main: build the engine, report ready, run the step loop until told to stop."""
+    """The child's main: build the engine, report ready, run the step loop until told to stop.
+
+    Ctrl-C reaches the whole process group: the child ignores it and stops when the server says so."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         engine = build()
     except BaseException as exc:   # noqa: BLE001 - reported to the parent, which raises it
@@ -235,7 +244,10 @@ def serve_engine(build: Callable[[], LLMEngine], requests: Connection, events: C
         return
     finally:
         engine.runner.shutdown()
-    events.send(("stopped",))
+    try:
+        events.send(("stopped",))
+    except OSError:          # the server is gone already
+        pass
 
 
 def _wire(output):
