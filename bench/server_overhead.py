@@ -138,7 +138,7 @@ def _serve(args: argparse.Namespace) -> None:
 
 def _server_run(args: argparse.Namespace) -> dict:
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    server = subprocess.Popen([sys.executable, os.environ.get("OVERHEAD_SERVER_SCRIPT", __file__), "--serve", "--port", str(args.port),
+    server = subprocess.Popen([sys.executable, __file__, "--serve", "--port", str(args.port),
                                "--step-ms", str(args.step_ms), "--host-ms", str(args.host_ms), "--streams", str(args.streams),
                                "--token-us", str(args.token_us),
                                "--http", args.http, "--loop", args.loop],
