@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import atexit
 import json
-import runpy
 import signal
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from with_patch import run_target  # noqa: E402  (bench/, this script's folder)
 
 
 def record(path: str) -> None:
@@ -117,12 +118,7 @@ def main(argv: list[str]) -> None:
     if separator != "--" or not target:
         raise SystemExit(__doc__)
     record(path)
-    if target[0] == "-m":
-        sys.argv = [target[1], *target[2:]]
-        runpy.run_module(target[1], run_name="__main__", alter_sys=True)
-    else:
-        sys.argv = target
-        runpy.run_path(target[0], run_name="__main__")
+    run_target(target)
 
 
 if __name__ == "__main__":

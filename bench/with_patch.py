@@ -33,7 +33,11 @@ def main(argv: list[str]) -> None:
     split = argv.index("--")
     for assignment in argv[:split]:
         apply(assignment)
-    target = argv[split + 1:]
+    run_target(argv[split + 1:])
+
+
+def run_target(target: list[str]) -> None:
+    """Run `-m module args...` or `script args...` as __main__ with those arguments."""
     if target[:1] == ["-m"]:
         sys.argv = [target[1], *target[2:]]
         runpy.run_module(target[1], run_name="__main__", alter_sys=True)

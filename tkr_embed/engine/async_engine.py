@@ -71,10 +71,7 @@ class AsyncEngine(StreamingEngine):
             self.engine.runner.shutdown()
             return
         if graceful:
-            try:
-                await asyncio.wait_for(self._wait_idle(), timeout_s)
-            except TimeoutError:
-                logger.warning("engine shutdown: in-flight requests did not finish in %.1fs; aborting them", timeout_s)
+            await self._let_in_flight_finish(timeout_s)
         with self._state_lock:
             unfinished = self.engine.unfinished_request_ids()
         for request_id in [*self._streams, *unfinished]:

@@ -110,10 +110,7 @@ class ProcessEngine(StreamingEngine):
         if self._process is None:
             return
         if graceful:
-            try:
-                await asyncio.wait_for(self._wait_idle(), timeout_s)
-            except TimeoutError:
-                logger.warning("engine shutdown: in-flight requests did not finish in %.1fs; aborting them", timeout_s)
+            await self._let_in_flight_finish(timeout_s)
         for request_id in list(self._streams):
             self._request_abort(request_id)
         try:

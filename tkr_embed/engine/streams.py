@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from abc import abstractmethod
 from collections.abc import AsyncIterator
@@ -14,6 +15,7 @@ from tkr_embed.engine.sampling_params import SamplingParams
 from tkr_embed.engine.step_loop import AddRequest
 
 _Item = RequestOutput | BaseException
+logger = logging.getLogger(__name__)
 
 
 class StreamingEngine(EngineClient):
@@ -40,6 +42,17 @@ class StreamingEngine(EngineClient):
     @abstractmethod
     def _request_abort(self, request_id: str) -> None:
         """Queue an abort for the step loop."""
+
+    @abstractmethod
+    async def _wait_idle(self) -> None:
+        """Return once the step loop has nothing left to run (or is gone)."""
+
+    async def _let_in_flight_finish(self, timeout_s: float) -> None:
+        """A graceful shutdown's first half: in-flight requests get up to `timeout_s` to end."""
+        try:
+            await asyncio.wait_for(self._wait_idle(), timeout_s)
+        except TimeoutError:
+            logger.warning("engine shutdown: in-flight requests did not finish in %.1fs; aborting them", timeout_s)
 
     async def generate(
         self, request_id: str, prompt_token_ids: list[int], params: SamplingParams
