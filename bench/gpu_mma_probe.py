@@ -60,15 +60,7 @@ def bulk_prefetch(ahead: int) -> list[tuple[str, str]]:
              f"[tile_rows + gl.minimum(c + {ahead}, NC - 3) * 128], dtype=gl.int32, is_pure=False, pack=1)\n")]
 
 
-def ring_stages(count: int) -> list[tuple[str, str]]:
-    """The TMA ring with `count` slots (0: the weights through registers, as before the ring)."""
-    return [("RING_STAGES = 3\n", f"RING_STAGES = {count}\n")]
-
-
 PROBES = {
-    "register loop": ring_stages(0),
-    "ring 2 stages": ring_stages(2),
-    "ring 4 stages": ring_stages(4),
     "bulk L2 prefetch 6 chunks ahead": bulk_prefetch(6),
     "bulk L2 prefetch 9 chunks ahead": bulk_prefetch(9),
     "bulk L2 prefetch 15 chunks ahead": bulk_prefetch(15),

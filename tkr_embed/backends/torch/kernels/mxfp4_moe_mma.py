@@ -41,20 +41,13 @@ import torch
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.ampere import mma_v2
-from triton.experimental.gluon.language.nvidia.hopper import mbarrier, tma
-from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
 from tkr_embed.backends.torch.kernels.moe_align import align_pairs_to_experts
 from tkr_embed.backends.torch.kernels.mxfp4_reference import SWIGLU_ALPHA, SWIGLU_LIMIT
 from tkr_embed.backends.torch.kernels.mxfp4_tile import expert_projections
-from tkr_embed.backends.torch.kernels.pdl import hopper_or_newer, use_pdl
+from tkr_embed.backends.torch.kernels.pdl import use_pdl
 
 CHUNKS_PER_STEP = 3     # 64-code chunks a loop step multiplies while the next ones load (K % 192 == 0)
-# Experts in 16-row tiles on sm_90+: each loop step's weight words (RING_CHUNKS tile columns of the
-# program's row tiles) arrive by one TMA copy into a ring of RING_STAGES slots in shared memory, so the
-# loads in flight hold no registers and issue no per-thread instructions. 0: through registers.
-RING_STAGES = 3
-RING_CHUNKS_G = gl.constexpr(4)
 # The weights enter the MMAs already scaled, in fp16: code * 2^(s - 127 + SCALE_BIAS), and the sum is
 # multiplied by 2^-SCALE_BIAS. That is exact while the multiplier 2^(s - 121 + SCALE_BIAS) is a normal fp16
 # (scale bytes 105..134) and 6 * 2^(s - 125) stays below fp16's 65504; below 112 the smallest codes become
@@ -117,7 +110,6 @@ class _Layouts:
     w_load: gl.DistributedLinearLayout     # [ROWS, 4 (t), 2 (word), 4 (byte)]; loads take [ROWS, 4, 2] int32
     x_load: gl.DistributedLinearLayout     # [BT, 4 (t), 16 (code)] activations
     epilogue: gl.BlockedLayout             # [ROWS, BT]: a thread holds a gate/up row pair
-    w_tiles: gl.DistributedLinearLayout    # [ROWS / 16, 1, 16, 8] words of one tile column in the ring (as w_load)
     out: gl.BlockedLayout                  # [rows out, BT]: consecutive columns across lanes
 
 
@@ -137,16 +129,12 @@ def _layouts(rows: int, warps: int, block_t: int) -> _Layouts:
         reg_bases=[[0, 0, 1], [0, 0, 2], [0, 0, 4], [0, 0, 8]] + [[8 << i, 0, 0] for i in range(token_bits)],
         lane_bases=[[0, 1, 0], [0, 2, 0], [1, 0, 0], [2, 0, 0], [4, 0, 0]],
         warp_bases=[[0, 0, 0]] * warp_bits, block_bases=[], shape=[block_t, 4, 16])
-    w_tiles = gl.DistributedLinearLayout(    # w_load's words with row = 16 * tile + i, column = 2 * t + word
-        reg_bases=[[0, 0, 0, 1], [0, 0, 8, 0]] + [[warps << i, 0, 0, 0] for i in range(row_bits)],
-        lane_bases=[[0, 0, 0, 2], [0, 0, 0, 4], [0, 0, 1, 0], [0, 0, 2, 0], [0, 0, 4, 0]],
-        warp_bases=[[1 << i, 0, 0, 0] for i in range(warp_bits)], block_bases=[], shape=[rows // 16, 1, 16, 8])
     mma = gl.NVMMADistributedLayout(version=[2, 0], warps_per_cta=[warps, 1], instr_shape=[16, 8])
     return _Layouts(
         mma=mma,
         a_op=gl.DotOperandLayout(operand_index=0, parent=mma, k_width=2),
         b_op=gl.DotOperandLayout(operand_index=1, parent=mma, k_width=2),
-        w_load=w_load, x_load=x_load, w_tiles=w_tiles,
+        w_load=w_load, x_load=x_load,
         epilogue=gl.BlockedLayout(size_per_thread=[2, 1], threads_per_warp=[32, 1], warps_per_cta=[warps, 1],
                                   order=[0, 1]),
         out=gl.BlockedLayout(size_per_thread=[1, 1], threads_per_warp=[32, 1], warps_per_cta=[warps, 1], order=[0, 1]),
@@ -164,102 +152,17 @@ def _wait_for_previous_kernel(PDL: gl.constexpr):
 @gluon.jit
 def _load_weights(w_ptrs, s_ptrs, chunk, NC: gl.constexpr, TILED: gl.constexpr):
     """One 64-code chunk (chunk index clamped to the last): words [ROWS, 4, 2] int32 (thread t's bytes
-    8t..8t+7 of a row) and their group's scale multiplier [ROWS, 4] fp16 (`_load_scale`).
+    8t..8t+7 of a row) and their group's scale multiplier [ROWS, 4] fp16, 2^(s - 121 + SCALE_BIAS).
     A chunk is the next 8 words / 2 scale bytes of a row, or in 16-row tiles the next tile column."""
     c = gl.minimum(chunk, NC - 1)
     if TILED:
         words = gl.load(w_ptrs + c * 128)
-    else:
-        words = gl.load(w_ptrs + c * 8)
-    return words, _load_scale(s_ptrs, c, NC, TILED)
-
-
-@gluon.jit
-def _load_scale(s_ptrs, chunk, NC: gl.constexpr, TILED: gl.constexpr):
-    """A chunk's group scales as fp16 multipliers [ROWS, 4], 2^(s - 121 + SCALE_BIAS)."""
-    c = gl.minimum(chunk, NC - 1)
-    if TILED:
         s = gl.load(s_ptrs + c * 32).to(gl.int32)
     else:
+        words = gl.load(w_ptrs + c * 8)
         s = gl.load(s_ptrs + c * 2).to(gl.int32)
-    return ((s + (SCALE_BIAS_G - 106)) << 10).to(gl.int16).to(gl.float16, bitcast=True)
-
-
-@gluon.jit
-def _ring_words(slot, j: gl.constexpr, ROWS: gl.constexpr, L: gl.constexpr):
-    """Tile column j of a ring slot [ROWS / 16, RING_CHUNKS, 16, 8] -> words [ROWS, 4, 2] in the weight-load layout."""
-    words = slot.slice(j, 1, dim=1).load(L.w_tiles).reshape([ROWS, 4, 2])
-    return gl.convert_layout(words, gl.SliceLayout(3, L.w_load), assert_trivial=True)
-
-
-@gluon.jit
-def _ring_fill(w_desc, ring, full, tile0, step, STAGES: gl.constexpr, BYTES: gl.constexpr, pred):
-    """Copy loop step `step`'s tile columns into its slot (one TMA copy; columns past K read as zeros)."""
-    slot = step % STAGES
-    mbarrier.expect(full.index(slot), BYTES, pred=pred)
-    tma.async_copy_global_to_shared(w_desc, [tile0, step * RING_CHUNKS_G, 0, 0], full.index(slot), ring.index(slot),
-                                    pred=pred)
-
-
-@gluon.jit
-def _ring_weight_loop(acc, w_desc, s_ptrs, x_ptrs, tile0, NC: gl.constexpr, ROWS: gl.constexpr, BT: gl.constexpr,
-                      L: gl.constexpr, PTX: gl.constexpr, STAGES: gl.constexpr):
-    """The K loop with the weights through a TMA ring: step i's four tile columns of the program's row tiles
-    (rows tile0 * 16 ..) land in slot i % STAGES; once every warp has read its words from the slot (a CTA
-    barrier) the copy for step i + STAGES reuses it. Scales and activations load as in the register loop, the
-    scales a step ahead, the activations a chunk ahead. The last step takes the NC % 4 (or 4) chunks left."""
-    NSTEPS: gl.constexpr = (NC + 3) // 4
-    TAIL: gl.constexpr = NC - 4 * (NSTEPS - 1)
-    BYTES: gl.constexpr = ROWS * 4 * 32
-    ring = gl.allocate_shared_memory(gl.int32, [STAGES, ROWS // 16, 4, 16, 8], w_desc.layout)
-    full = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
-    for i in gl.static_range(STAGES):
-        mbarrier.init(full.index(i), count=1)
-    gl.thread_barrier()
-    for i in gl.static_range(STAGES):
-        _ring_fill(w_desc, ring, full, tile0, i, STAGES, BYTES, i < NSTEPS)
-    s0 = _load_scale(s_ptrs, 0, NC, True)
-    s1 = _load_scale(s_ptrs, 1, NC, True)
-    s2 = _load_scale(s_ptrs, 2, NC, True)
-    s3 = _load_scale(s_ptrs, 3, NC, True)
-    x0 = gl.load(x_ptrs)
-    for step in range(NSTEPS - 1):
-        c = step * 4
-        slot = ring.index(step % STAGES)
-        mbarrier.wait(full.index(step % STAGES), (step // STAGES) & 1)
-        w0 = _ring_words(slot, 0, ROWS, L)
-        w1 = _ring_words(slot, 1, ROWS, L)
-        w2 = _ring_words(slot, 2, ROWS, L)
-        w3 = _ring_words(slot, 3, ROWS, L)
-        gl.thread_barrier()
-        _ring_fill(w_desc, ring, full, tile0, step + STAGES, STAGES, BYTES, step + STAGES < NSTEPS)
-        t0 = _load_scale(s_ptrs, c + 4, NC, True)
-        x1 = gl.load(x_ptrs + (c + 1) * 64)
-        acc = _chunk_mma(acc, w0, s0, x0, ROWS, BT, L, PTX)
-        t1 = _load_scale(s_ptrs, c + 5, NC, True)
-        x2 = gl.load(x_ptrs + (c + 2) * 64)
-        acc = _chunk_mma(acc, w1, s1, x1, ROWS, BT, L, PTX)
-        t2 = _load_scale(s_ptrs, c + 6, NC, True)
-        x3 = gl.load(x_ptrs + (c + 3) * 64)
-        acc = _chunk_mma(acc, w2, s2, x2, ROWS, BT, L, PTX)
-        t3 = _load_scale(s_ptrs, c + 7, NC, True)
-        x0 = gl.load(x_ptrs + gl.minimum(c + 4, NC - 1) * 64)
-        acc = _chunk_mma(acc, w3, s3, x3, ROWS, BT, L, PTX)
-        s0, s1, s2, s3 = t0, t1, t2, t3
-    c = (NSTEPS - 1) * 4
-    slot = ring.index((NSTEPS - 1) % STAGES)
-    mbarrier.wait(full.index((NSTEPS - 1) % STAGES), ((NSTEPS - 1) // STAGES) & 1)
-    acc = _chunk_mma(acc, _ring_words(slot, 0, ROWS, L), s0, x0, ROWS, BT, L, PTX)
-    if TAIL > 1:
-        x1 = gl.load(x_ptrs + (c + 1) * 64)
-        acc = _chunk_mma(acc, _ring_words(slot, 1, ROWS, L), s1, x1, ROWS, BT, L, PTX)
-    if TAIL > 2:
-        x2 = gl.load(x_ptrs + (c + 2) * 64)
-        acc = _chunk_mma(acc, _ring_words(slot, 2, ROWS, L), s2, x2, ROWS, BT, L, PTX)
-    if TAIL > 3:
-        x3 = gl.load(x_ptrs + (c + 3) * 64)
-        acc = _chunk_mma(acc, _ring_words(slot, 3, ROWS, L), s3, x3, ROWS, BT, L, PTX)
-    return acc
+    scale = ((s + (SCALE_BIAS_G - 106)) << 10).to(gl.int16).to(gl.float16, bitcast=True)
+    return words, scale
 
 
 @gluon.jit
@@ -297,12 +200,12 @@ def _tile_mma(acc, a, b, L: gl.constexpr):
 
 @gluon.jit(do_not_specialize=["num_pairs"])    # one binary for every batch (no compile mid-serving)
 def _moe_mma_kernel(
-    w_desc, a_ptr, sorted_pair_ids_ptr, block_expert_ptr, w_ptr, s_ptr, bias_ptr, route_w_ptr, out_ptr,
+    a_ptr, sorted_pair_ids_ptr, block_expert_ptr, w_ptr, s_ptr, bias_ptr, route_w_ptr, out_ptr,
     num_pairs, stride_a, stride_we, stride_wn, stride_se, stride_sn, stride_be, stride_out,
     K: gl.constexpr, TOP_K: gl.constexpr, A_ROWS_ARE_TOKENS: gl.constexpr, FUSE_SWIGLU: gl.constexpr,
     APPLY_ROUTE_WEIGHT: gl.constexpr, ROWS: gl.constexpr, BT: gl.constexpr, L: gl.constexpr,
     PTX: gl.constexpr, SWIGLU_LIMIT: gl.constexpr, SWIGLU_ALPHA: gl.constexpr, TILED: gl.constexpr,
-    PDL: gl.constexpr, RING: gl.constexpr,
+    PDL: gl.constexpr,
 ):
     _wait_for_previous_kernel(PDL)
     pid_b = gl.program_id(0)
@@ -341,25 +244,21 @@ def _moe_mma_kernel(
         # steps ahead cost registers, hence warps an SM, and measured slower (bench/gpu_mma_probe.py)
         NC: gl.constexpr = K // 64
         acc = gl.full([ROWS, BT], 0.0, gl.float32, L.mma)
-        if RING > 0:
-            tile0 = (expert * (stride_we // (16 * stride_wn)) + pid_n * (ROWS // 16)).to(gl.int32)
-            acc = _ring_weight_loop(acc, w_desc, s_ptrs, x_ptrs, tile0, NC, ROWS, BT, L, PTX, RING)
-        else:
-            w0, s0 = _load_weights(w_ptrs, s_ptrs, 0, NC, TILED)
-            w1, s1 = _load_weights(w_ptrs, s_ptrs, 1, NC, TILED)
-            w2, s2 = _load_weights(w_ptrs, s_ptrs, 2, NC, TILED)
-            x0 = gl.load(x_ptrs)
-            for c in range(0, NC, 3):
-                w3, s3 = _load_weights(w_ptrs, s_ptrs, c + 3, NC, TILED)
-                x1 = gl.load(x_ptrs + (c + 1) * 64)
-                acc = _chunk_mma(acc, w0, s0, x0, ROWS, BT, L, PTX)
-                w4, s4 = _load_weights(w_ptrs, s_ptrs, c + 4, NC, TILED)
-                x2 = gl.load(x_ptrs + (c + 2) * 64)
-                acc = _chunk_mma(acc, w1, s1, x1, ROWS, BT, L, PTX)
-                w5, s5 = _load_weights(w_ptrs, s_ptrs, c + 5, NC, TILED)
-                x0 = gl.load(x_ptrs + gl.minimum(c + 3, NC - 1) * 64)
-                acc = _chunk_mma(acc, w2, s2, x2, ROWS, BT, L, PTX)
-                w0, s0, w1, s1, w2, s2 = w3, s3, w4, s4, w5, s5
+        w0, s0 = _load_weights(w_ptrs, s_ptrs, 0, NC, TILED)
+        w1, s1 = _load_weights(w_ptrs, s_ptrs, 1, NC, TILED)
+        w2, s2 = _load_weights(w_ptrs, s_ptrs, 2, NC, TILED)
+        x0 = gl.load(x_ptrs)
+        for c in range(0, NC, 3):
+            w3, s3 = _load_weights(w_ptrs, s_ptrs, c + 3, NC, TILED)
+            x1 = gl.load(x_ptrs + (c + 1) * 64)
+            acc = _chunk_mma(acc, w0, s0, x0, ROWS, BT, L, PTX)
+            w4, s4 = _load_weights(w_ptrs, s_ptrs, c + 4, NC, TILED)
+            x2 = gl.load(x_ptrs + (c + 2) * 64)
+            acc = _chunk_mma(acc, w1, s1, x1, ROWS, BT, L, PTX)
+            w5, s5 = _load_weights(w_ptrs, s_ptrs, c + 5, NC, TILED)
+            x0 = gl.load(x_ptrs + gl.minimum(c + 3, NC - 1) * 64)
+            acc = _chunk_mma(acc, w2, s2, x2, ROWS, BT, L, PTX)
+            w0, s0, w1, s1, w2, s2 = w3, s3, w4, s4, w5, s5
 
         bias = gl.load(bias_ptr + expert * stride_be + pid_n * ROWS
                        + gl.arange(0, ROWS, layout=gl.SliceLayout(1, L.mma))).to(gl.float32)
@@ -410,26 +309,16 @@ def _launch(a, blocks, w_blocks, w_scales, bias, route_w, out, *, rows, top_k, t
     w = w_blocks.view(torch.int32).view(num_experts, n_rows, groups * 4)     # [E, N, K/8] words
     grid = (blocks.block_expert.numel(), n_rows // rows)
     pdl = use_pdl(a)
-    ring = RING_STAGES if tiled and hopper_or_newer(a) else 0
     _moe_mma_kernel[grid](
-        _ring_descriptor(w_blocks, rows) if ring else w, a, blocks.sorted_pair_ids, blocks.block_expert, w, w_scales, bias,
+        a, blocks.sorted_pair_ids, blocks.block_expert, w, w_scales, bias,
         route_w if route_w is not None else bias, out,
         blocks.num_pairs, a.stride(0), w.stride(0), w.stride(1), w_scales.stride(0), w_scales.stride(1),
         bias.stride(0), out.stride(0),
         K=groups * 32, TOP_K=top_k, A_ROWS_ARE_TOKENS=tokens_as_rows, FUSE_SWIGLU=swiglu,
         APPLY_ROUTE_WEIGHT=route_w is not None, ROWS=rows, BT=cfg.block_t,
         L=_layouts(rows, cfg.num_warps, cfg.block_t), PTX=_WORD_TO_F16_PTX, SWIGLU_LIMIT=SWIGLU_LIMIT,
-        SWIGLU_ALPHA=SWIGLU_ALPHA, TILED=tiled, PDL=pdl, RING=ring, num_warps=cfg.num_warps, launch_pdl=pdl,
+        SWIGLU_ALPHA=SWIGLU_ALPHA, TILED=tiled, PDL=pdl, num_warps=cfg.num_warps, launch_pdl=pdl,
     )
-
-
-def _ring_descriptor(w_blocks: torch.Tensor, rows: int) -> TensorDescriptor:
-    """TMA view of experts in 16-row tiles: [E * N / 16 row tiles, K / 64 tile columns, 16 rows, 8 words]; a
-    copy takes four tile columns of a program's rows / 16 row tiles."""
-    num_experts, n_rows, groups, _ = w_blocks.shape
-    tiles = w_blocks.view(torch.int32).view(num_experts * n_rows // 16, groups // 2, 16, 8)
-    return TensorDescriptor.from_tensor(tiles, [rows // 16, 4, 16, 8],
-                                        gl.NVMMASharedLayout(swizzle_byte_width=0, element_bitwidth=32, rank=4))
 
 
 def mxfp4_moe_mma_partials(

@@ -33,12 +33,7 @@ def _capability_major(device_index: int) -> int:
 
 def use_pdl(tensor: torch.Tensor) -> bool:
     """Launch with programmatic dependent launch: CUDA tensors on sm_90+, outside Triton's interpreter."""
-    return PDL_ON_CUDA and hopper_or_newer(tensor)
-
-
-def hopper_or_newer(tensor: torch.Tensor) -> bool:
-    """A CUDA tensor on sm_90+ (programmatic dependent launch, TMA), outside Triton's interpreter."""
-    if not tensor.is_cuda or os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
+    if not (PDL_ON_CUDA and tensor.is_cuda) or os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
         return False
     return _capability_major(tensor.device.index if tensor.device.index is not None else torch.cuda.current_device()) >= 9
 
