@@ -11,10 +11,14 @@ GENERATION_MODEL_PATH=${MODEL_PATH:-gpt-oss-20b} GENERATION_AUTH_ENABLED=false G
 GENERATION_CACHE_ENABLED=false GENERATION_SECURITY__METRICS_PUBLIC=true GENERATION_DATA_DIR=/tmp/tkr-data GENERATION_LOG_LEVEL=warning GENERATION_PORT=$PORT \
 GENERATION_ENGINE__MAX_NUM_BATCHED_TOKENS=${MNBT:-8192} GENERATION_ENGINE__MAX_NUM_SEQS=${STREAMS:-64} GENERATION_ENGINE__MAX_WAITING=256 GENERATION_SERVER__GRACEFUL_SHUTDOWN_S=2 \
   ${SERVER_CMD:-python3 -X faulthandler -m tkr_embed.api.server} > "$OUT/server.log" 2>&1 &
-SERVER=$!
+SERVER=$!; STARTED=$(date +%s.%N)
 up() { python3 -c "import httpx,sys; sys.exit(httpx.get('$URL/health').status_code != 200)" 2>/dev/null; }
 for _ in $(seq ${START_WAIT:-150}); do up && break; kill -0 $SERVER 2>/dev/null || break; sleep 1; done
 up || { echo "server did not start"; tail -20 "$OUT/server.log"; kill $SERVER; exit 1; }
+# with TRITON_CACHE_DIR set (fresh): kernels compiled by the time the server answered, and by the end
+kernels() { [ -n "${TRITON_CACHE_DIR:-}" ] && echo "triton kernels compiled $1: $(find "$TRITON_CACHE_DIR" -name '*.cubin' | wc -l)"; }
+echo "server answered after $(python3 -c "import time; print(round(time.time() - $STARTED, 1))") s"
+kernels "before serving"
 LOAD="timeout ${LOAD_TIMEOUT:-150} python3 bench/load_generator.py --url $URL --endpoint completions --prompt-tokens ${PROMPT_TOKENS:-1024} --ignore-eos"
 timeout 60 $LOAD --concurrency ${STREAMS:-64} --requests ${STREAMS:-64} --max-tokens 2 --seed 1 > "$OUT/load_warmup.json"
 $LOAD --concurrency 1 --requests 1 --max-tokens ${NEW_TOKENS:-256} --seed 2 > "$OUT/load_batch1.json"
@@ -42,5 +46,6 @@ for f in $WAVES ttft; do
 done
 # a server that never answered: faulthandler prints every thread's stack on SIGABRT
 if [ ! -s "$OUT/load_64.json" ]; then kill -ABRT $SERVER; sleep 2; grep -A12 "Thread\|Current thread" "$OUT/server.log" | head -80; fi
+kernels "after the load"
 kill $SERVER; wait $SERVER
 grep -iE "error|traceback" "$OUT/server.log" | head -5

@@ -88,6 +88,8 @@ class EngineSettings(_Section):
     kv_cache_memory_fraction: float = Field(0.85, gt=0, le=1)
     enable_prefix_caching: bool = True
     lookahead: bool = True             # launch the next decode step before this one's tokens are read
+    # GPU: run a step of each size class once before serving, so no request waits for a kernel compile
+    warm_up: bool = True
     # The engine's step loop in a child process of its own (the server's harmony tokenizer only): it then
     # shares no GIL with the HTTP layer. Off: a thread of the server process (gil_switch_interval_ms applies).
     separate_process: bool = True

@@ -77,3 +77,36 @@ def test_a_custom_tokenizer_keeps_the_engine_in_this_process(tmp_path) -> None:
         asyncio.run(build_and_stop())
     finally:
         sys.setswitchinterval(interval)
+
+
+def test_the_runner_is_warmed_up_for_the_largest_step_before_serving(tmp_path, monkeypatch) -> None:
+    """engine.warm_up (on by default) has the runner compile its kernels for steps of max_num_batched_tokens
+    before the engine serves, in the engine process and in the thread; off, it is skipped."""
+    from tkr_embed.api.engine_factory import build_llm_engine, ensure_demo_checkpoint
+    from tkr_embed.backends.torch.runner import TorchModelRunner
+    from tkr_embed.engine.config import EngineConfig
+
+    calls: list[int] = []
+    monkeypatch.setattr(TorchModelRunner, "warm_up", lambda self, tokens: calls.append(tokens) or 0)
+    path = str(ensure_demo_checkpoint(tmp_path / "demo"))
+    config = EngineConfig(max_num_batched_tokens=512, num_kv_blocks=64)
+    for warm in (True, False):
+        engine = build_llm_engine(path, {"device": "cpu", "num_kv_blocks": 64}, config, ("warning", False), warm)
+        assert engine.runner.info.num_kv_blocks == 64
+    assert calls == [512]
+    assert Settings(storage={"data_dir": str(tmp_path)}).engine.warm_up is True
+    interval = sys.getswitchinterval()
+    try:
+        for warm in (True, False):
+            settings = Settings(model={"device": "cpu"}, storage={"data_dir": str(tmp_path)},
+                                engine={"kv_cache_blocks": 64, "separate_process": False, "warm_up": warm,
+                                        "max_num_batched_tokens": 1024})
+
+            async def build_and_stop(settings=settings):
+                loaded = await build_engine(settings, get_tokenizer())
+                await loaded.engine.shutdown()
+
+            asyncio.run(build_and_stop())
+    finally:
+        sys.setswitchinterval(interval)
+    assert calls == [512, 1024]

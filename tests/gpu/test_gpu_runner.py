@@ -239,6 +239,29 @@ def test_kernels_match_plain_torch_on_20b_shape_two_layers():
     gaps.remove()
 
 
+def test_warm_up_compiles_every_kernel_a_step_can_launch():
+    """After `warm_up` (the server runs it before serving) no step of any size up to the largest compiles a
+    Triton kernel: single prompts across every MoE dispatch boundary, chunks mixed with decodes, an eager
+    decode beyond the graphs, graphed decodes. The 20b shape (two layers), in a fresh process (the kernels
+    other tests compiled would hide a miss); the warm-up itself must compile (the hook sees compiles)."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).with_name("warm_up_compiles.py")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(script.parents[2]),
+                                                                   os.environ.get("PYTHONPATH")])))
+    done = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    print(result)
+    assert result["mma"] and result["forwards"] == 6
+    assert {"_prefill_kernel", "_dequant_kernel", "_moe_grouped_kernel"} <= set(result["during_warm_up"])
+    assert result["after"] == []
+
+
 def test_programmatic_dependent_launch_changes_no_bit_of_the_decode(demo_model_dir, monkeypatch):
     """The decode step's Triton kernels start early and wait for the kernel before them (sm_90+): the
     graphed and eager logits must be bit for bit those of ordinary launches, step after step."""

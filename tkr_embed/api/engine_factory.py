@@ -6,6 +6,7 @@ import asyncio
 import functools
 import logging
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,10 +81,13 @@ async def build_engine(settings: Settings, tokenizer: Tokenizer) -> LoadedEngine
     if engine_settings.separate_process and tokenizer is get_tokenizer():
         # the child builds its own harmony tokenizer (the same offline vocabulary)
         engine = ProcessEngine(functools.partial(build_llm_engine, str(path), runner_kwargs, config,
-                                                 (settings.log_level, settings.server.log_format == "json")))
+                                                 (settings.log_level, settings.server.log_format == "json"),
+                                                 engine_settings.warm_up))
         await engine.start()
     else:
         runner = await asyncio.to_thread(create_runner, str(path), **runner_kwargs)
+        if engine_settings.warm_up:
+            await asyncio.to_thread(warm_up, runner, config.max_num_batched_tokens)
         engine = AsyncEngine.from_runner(runner, tokenizer, config)
         freeze_loaded_objects()
         sys.setswitchinterval(engine_settings.gil_switch_interval_ms / 1000)
@@ -94,8 +98,17 @@ async def build_engine(settings: Settings, tokenizer: Tokenizer) -> LoadedEngine
     return LoadedEngine(engine=engine, model_path=str(path), is_demo=settings.uses_demo_model)
 
 
-def build_llm_engine(path: str, runner_kwargs: dict, config, logging_setup: tuple[str, bool]):
-    """The engine process's builder (`ProcessEngine`): logging as the server's, the runner, the engine."""
+def warm_up(runner, max_step_tokens: int) -> None:
+    """`runner.warm_up` (compile the device's kernels before serving), timed in the log."""
+    began = time.perf_counter()
+    if runner.warm_up(max_step_tokens):
+        logger.info("kernels warmed up for steps of up to %d tokens in %.1f s (engine.warm_up)", max_step_tokens,
+                    time.perf_counter() - began)
+
+
+def build_llm_engine(path: str, runner_kwargs: dict, config, logging_setup: tuple[str, bool], warm: bool = True):
+    """The engine process's builder (`ProcessEngine`): logging as the server's, the runner (warmed up unless
+    told not to), the engine."""
     from tkr_embed.backends.factory import create_runner
     from tkr_embed.engine.gc_pauses import freeze_loaded_objects
     from tkr_embed.engine.llm_engine import LLMEngine
@@ -104,6 +117,9 @@ def build_llm_engine(path: str, runner_kwargs: dict, config, logging_setup: tupl
 
     level, as_json = logging_setup
     configure_logging(level, json=as_json, stream=sys.stderr)
-    engine = LLMEngine(create_runner(path, **runner_kwargs), get_tokenizer(), config)
+    runner = create_runner(path, **runner_kwargs)
+    if warm:
+        warm_up(runner, config.max_num_batched_tokens)
+    engine = LLMEngine(runner, get_tokenizer(), config)
     freeze_loaded_objects()
     return engine

@@ -116,6 +116,11 @@ class ModelRunner(ABC):
         `previous=` `batch`'s launch. Default: False."""
         return False
 
+    def warm_up(self, max_step_tokens: int) -> int:
+        """Before serving: compile whatever the device would otherwise compile on first use, for steps of up
+        to `max_step_tokens` tokens. It may write any KV block. Returns the forwards it ran (default: none)."""
+        return 0
+
     def release(self, seq_id: int) -> None:
         """Forget any per-sequence state (the KV blocks themselves belong to the engine)."""
 

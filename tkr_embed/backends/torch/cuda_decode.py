@@ -50,14 +50,17 @@ class CudaDecodeGraphs:
         return list(self._graphs.batch_sizes)
 
     def _make_inputs(self, batch: int) -> dict[str, torch.Tensor]:
-        packed = torch.zeros(4, batch, dtype=torch.int64, device=self.device)   # ids, positions, slots, lens
+        # rows of an even width start 16-byte aligned, as the eager step's fresh tensors do: Triton compiles
+        # one binary per pointer alignment, and an eager step would otherwise compile another mid-serving
+        width = batch + batch % 2
+        packed = torch.zeros(4, width, dtype=torch.int64, device=self.device)   # ids, positions, slots, lens
         packed[2].fill_(self.scratch_block * self.block_size)
         packed[3].view(torch.int32)[:batch].fill_(1)
-        self._staging[batch] = _Staging(packed, batch, self.max_blocks_per_seq)
+        self._staging[batch] = _Staging(packed, width, self.max_blocks_per_seq)
         return {
-            "token_ids": packed[0],                                                            # [B]
-            "positions": packed[1],                                                            # [B]
-            "slot_mapping": packed[2],                                                         # [B]
+            "token_ids": packed[0, :batch],                                                    # [B]
+            "positions": packed[1, :batch],                                                    # [B]
+            "slot_mapping": packed[2, :batch],                                                 # [B]
             "seq_lens": packed[3].view(torch.int32)[:batch],                                   # [B] int32
             "block_tables": torch.full((batch, self.max_blocks_per_seq), self.scratch_block, dtype=torch.int32,
                                        device=self.device),

@@ -15,7 +15,7 @@ from tkr_embed.backends.kv_budget import (
 )
 from tkr_embed.backends.torch.attention import allocate_kv_cache, build_attention_metadata
 from tkr_embed.backends.torch.sampler import Sampler, SampleTensors
-from tkr_embed.engine.runner import ModelRunner, RunnerInfo, SampledToken, ScheduledBatch
+from tkr_embed.engine.runner import BatchEntry, ModelRunner, RunnerInfo, SampledToken, ScheduledBatch
 
 CUDA_ACTIVATION_RESERVE = 1 << 30     # CUDA: kept free beside the KV cache for eager prefill activations
 DEFAULT_MAX_STEP_TOKENS = 8192        # the engine's step size the cache leaves room for, when not told
@@ -196,6 +196,23 @@ class TorchModelRunner(ModelRunner):
     @property
     def info(self) -> RunnerInfo:
         return self._info
+
+    @torch.inference_mode()
+    def warm_up(self, max_step_tokens: int) -> int:
+        """CUDA: one eager forward of a sequence of each of `warm_up.warm_up_token_counts`, written to the
+        first KV blocks (see warm_up.py). CPU: nothing is compiled on first use."""
+        if self.device.type != "cuda":
+            return 0
+        from tkr_embed.backends.torch.warm_up import warm_up_token_counts
+
+        capacity = min(self._info.num_kv_blocks * self.block_size, self._info.max_model_len)
+        counts = warm_up_token_counts(max_step_tokens, capacity)
+        for count in counts:
+            blocks = list(range(-(-count // self.block_size)))
+            self.logits(ScheduledBatch([BatchEntry(seq_id=-1, token_ids=[0] * count, start_pos=0, block_table=blocks,
+                                                   sample=False)]))
+        torch.cuda.synchronize(self.device)
+        return len(counts)
 
     @torch.inference_mode()
     def execute(self, batch: ScheduledBatch) -> list[SampledToken]:

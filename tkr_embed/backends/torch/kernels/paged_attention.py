@@ -25,7 +25,9 @@ NEG_BIG = tl.constexpr(-1.0e30)   # finite "minus infinity": empty splits merge 
 TARGET_PROGRAMS = 264    # about two programs per multiprocessor on a 132-SM Hopper card
 
 
-@triton.jit
+# The block table's row stride is its width, the longest sequence's block count in an eager step: not
+# specialized on (Triton would compile another binary for a width of 1 or a multiple of 16 mid-serving).
+@triton.jit(do_not_specialize=["stride_bt"])
 def _decode_split_kernel(
     q_ptr, k_cache_ptr, v_cache_ptr, block_tables_ptr, seq_lens_ptr,
     part_m_ptr, part_l_ptr, part_acc_ptr,          # [S, Hq, NS], [S, Hq, NS], [S, Hq, NS, D] fp32
@@ -114,7 +116,7 @@ def _decode_merge_kernel(
     tl.store(out_ptr + seq * stride_os + head * stride_oh + offs_d, out.to(out_ptr.dtype.element_ty))
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["stride_bt"])    # as the decode kernel's
 def _prefill_kernel(
     q_ptr, k_cache_ptr, v_cache_ptr, block_tables_ptr, seq_lens_ptr, query_start_loc_ptr, sinks_ptr, out_ptr,
     scale_log2,
