@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 from tkr_embed.backends.torch.cuda_graphs import CudaGraphSteps
 from tkr_embed.backends.torch.kernels.attention_reference import write_kv_cache
+from tkr_embed.backends.torch.kernels.moe_weights import MoeWeights
 from tkr_embed.backends.torch.kernels.mxfp4_moe import mxfp4_moe
 from tkr_embed.backends.torch.kernels.mxfp4_reference import route_topk
 from tkr_embed.backends.torch.kernels.paged_attention import paged_decode_attention
@@ -40,7 +41,7 @@ class Layer:
     norm2: torch.Tensor
     router_w: torch.Tensor   # [E, D]
     router_b: torch.Tensor
-    experts: tuple[torch.Tensor, ...]
+    experts: MoeWeights
     kv_cache: torch.Tensor   # [2, NB, B, Hkv, hd]
     window: int
 
@@ -115,7 +116,7 @@ def main() -> int:
             x = x + F.linear(attn.reshape(batch, HEADS * HEAD_DIM), layer.o_w, layer.o_b)
             h = rms_norm(x, layer.norm2)
             ids, weights = route_topk(F.linear(h, layer.router_w, layer.router_b), TOP_K)
-            x = x + mxfp4_moe(h, ids, weights, *layer.experts)
+            x = x + mxfp4_moe(h, ids, weights, layer.experts)
         logits = F.linear(rms_norm(x, final_norm), lm_head)                     # [B, V]
         return logits.argmax(dim=-1)
 

@@ -50,7 +50,7 @@ def bench_moe(num_tokens: int, config: MoeConfig | None) -> dict:
     if not _WEIGHT_SETS:
         _WEIGHT_SETS.extend(make_moe_weights(seed=i) for i in range(ROTATIONS))
     cases = [make_moe_case(num_tokens, seed=i, weights=_WEIGHT_SETS[i]) for i in range(ROTATIONS)]
-    fn = lambda i: mxfp4_moe(cases[i].hidden, cases[i].topk_ids, cases[i].topk_weights, *cases[i].weights, config=config)
+    fn = lambda i: mxfp4_moe(cases[i].hidden, cases[i].topk_ids, cases[i].topk_weights, cases[i].weights, config=config)
     ms = graph_time_ms(fn, ROTATIONS)
     active = sum(torch.unique(c.topk_ids).numel() for c in cases) / ROTATIONS
     moved = active * EXPERT_BYTES + num_tokens * HIDDEN * 2 * 2

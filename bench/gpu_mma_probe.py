@@ -115,8 +115,7 @@ def main() -> int:
         parser.error("the probes edit the kernel's tiled branch: with --untiled only 'as is' applies")
     weight_sets = [make_moe_weights(seed=i) for i in range(ROTATIONS)]
     tiled = not args.untiled
-    kernel_weights = [w if not tiled else (*expert_layout.tiled(w[0], w[1]), w[2], *expert_layout.tiled(w[3], w[4]), w[5])
-                      for w in weight_sets]
+    kernel_weights = [expert_layout.tiled_weights(w) if tiled else w for w in weight_sets]
     modules = {name: variant(name, PROBES[name]) for name in args.probes}
     for spec in args.source:
         name, _, file = spec.partition("=")
@@ -132,7 +131,7 @@ def main() -> int:
                 cfg = module.MmaTileConfig(**cfg.__dict__)
                 def fn(i, module=module, cfg=cfg):
                     c = cases[i]
-                    return module.mxfp4_moe_mma_partials(c.hidden, c.topk_ids, c.topk_weights, *kernel_weights[i],
+                    return module.mxfp4_moe_mma_partials(c.hidden, c.topk_ids, c.topk_weights, kernel_weights[i],
                                                          config=cfg, tiled=tiled).sum(1)
                 error = relative_error(fn(0).float(), ref)
                 ms = graph_time_ms(fn, ROTATIONS)

@@ -39,9 +39,9 @@ def main() -> int:
         refs = [moe_reference(c.hidden, c.topk_ids, c.topk_weights, *c.weights).float() for c in cases[:2]]
         moved = sum(torch.unique(c.topk_ids).numel() for c in cases) / ROTATIONS * EXPERT_BYTES
         variants = [("default", None, lambda i: mxfp4_moe(cases[i].hidden, cases[i].topk_ids, cases[i].topk_weights,
-                                                         *cases[i].weights))]
+                                                         cases[i].weights))]
         variants += [("mma", cfg, lambda i, cfg=cfg: mxfp4_moe_mma_partials(
-            cases[i].hidden, cases[i].topk_ids, cases[i].topk_weights, *cases[i].weights, config=cfg).sum(1))
+            cases[i].hidden, cases[i].topk_ids, cases[i].topk_weights, cases[i].weights, config=cfg).sum(1))
             for cfg in CONFIGS]
         rows += [time_variant(label, tokens, cfg, fn, cases, refs, moved) for label, cfg, fn in variants]
         del cases

@@ -34,13 +34,13 @@ def main() -> int:
     for tokens in args.tokens:
         case = make_moe_case(tokens, seed=1, weights=weights)
         grouped_cfg = default_config(tokens, 4)
-        grouped = _median_ms(lambda: mxfp4_moe_partials(case.hidden, case.topk_ids, case.topk_weights, *weights,
+        grouped = _median_ms(lambda: mxfp4_moe_partials(case.hidden, case.topk_ids, case.topk_weights, weights,
                                                         config=grouped_cfg), 10)
-        prefill = _median_ms(lambda: mxfp4_moe_prefill_partials(case.hidden, case.topk_ids, case.topk_weights, *weights), 10)
+        prefill = _median_ms(lambda: mxfp4_moe_prefill_partials(case.hidden, case.topk_ids, case.topk_weights, weights), 10)
         rows.append({"tokens": tokens, "grouped_ms": round(grouped, 3), "prefill_ms": round(prefill, 3)})
         if args.profile:
             rows[-1].update(_profile(lambda: mxfp4_moe_prefill_partials(case.hidden, case.topk_ids, case.topk_weights,
-                                                                        *weights)))
+                                                                        weights)))
         print(rows[-1], file=sys.stderr)
     print(json.dumps({"card": torch.cuda.get_device_name(0), "rows": rows}))
     return 0

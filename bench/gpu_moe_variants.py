@@ -71,21 +71,21 @@ def main() -> int:
         active = sum(torch.unique(c.topk_ids).numel() for c in cases) / ROTATIONS
         moved = active * EXPERT_BYTES
         rows.append(time_variant("default", tokens, None, lambda i: mxfp4_moe(
-            cases[i].hidden, cases[i].topk_ids, cases[i].topk_weights, *cases[i].weights), cases, refs, moved))
+            cases[i].hidden, cases[i].topk_ids, cases[i].topk_weights, cases[i].weights), cases, refs, moved))
         if tokens <= 32:
             for cfg in GEMV:
                 rows.append(time_variant("gemv", tokens, cfg, lambda i, cfg=cfg: mxfp4_moe(
-                    cases[i].hidden, cases[i].topk_ids, cases[i].topk_weights, *cases[i].weights, config=cfg),
+                    cases[i].hidden, cases[i].topk_ids, cases[i].topk_weights, cases[i].weights, config=cfg),
                     cases, refs, moved))
         if tokens <= 64:
             for cfg in DECODE:
                 rows.append(time_variant("decode", tokens, cfg, lambda i, cfg=cfg: mxfp4_moe_decode_partials(
-                    cases[i].hidden, cases[i].topk_ids, cases[i].topk_weights, *cases[i].weights,
+                    cases[i].hidden, cases[i].topk_ids, cases[i].topk_weights, cases[i].weights,
                     config=cfg).sum(1), cases, refs, moved))
         if tokens >= 32:
             for cfg in (GROUPED if tokens < 2048 else PREFILL):
                 rows.append(time_variant("grouped", tokens, cfg, lambda i, cfg=cfg: mxfp4_moe_grouped_partials(
-                    cases[i].hidden, cases[i].topk_ids, cases[i].topk_weights, *cases[i].weights,
+                    cases[i].hidden, cases[i].topk_ids, cases[i].topk_weights, cases[i].weights,
                     config=cfg).sum(1), cases, refs, moved))
         del cases
         torch.cuda.empty_cache()

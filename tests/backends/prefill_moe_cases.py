@@ -23,14 +23,14 @@ def main() -> int:
     ref = moe_reference(case.hidden, case.topk_ids, case.topk_weights, *case.weights).float()
     for scratch in (1 << 30, 3 * 96 * 128 * 2 * 2):      # all experts at once; three experts a chunk
         mxfp4_moe_prefill.SCRATCH_BYTES = scratch
-        parts = mxfp4_moe_prefill.mxfp4_moe_prefill_partials(case.hidden, case.topk_ids, case.topk_weights, *case.weights)
+        parts = mxfp4_moe_prefill.mxfp4_moe_prefill_partials(case.hidden, case.topk_ids, case.topk_weights, case.weights)
         results.append({"kernel": "prefill", "chunked": scratch < 1 << 30, "shape": list(parts.shape),
                         "error": relative_error(parts.float().sum(1), ref)})
     # a batch larger than CHUNK_TOKENS goes through in chunks (bounded working set): the same per-pair results
     mxfp4_moe_prefill.SCRATCH_BYTES = 1 << 30
-    whole = mxfp4_moe_prefill.mxfp4_moe_prefill_partials(case.hidden, case.topk_ids, case.topk_weights, *case.weights)
+    whole = mxfp4_moe_prefill.mxfp4_moe_prefill_partials(case.hidden, case.topk_ids, case.topk_weights, case.weights)
     mxfp4_moe_prefill.CHUNK_TOKENS = 16
-    chunks = mxfp4_moe_prefill.mxfp4_moe_prefill_partials(case.hidden, case.topk_ids, case.topk_weights, *case.weights)
+    chunks = mxfp4_moe_prefill.mxfp4_moe_prefill_partials(case.hidden, case.topk_ids, case.topk_weights, case.weights)
     results.append({"kernel": "prefill in chunks of 16", "shape": list(chunks.shape),
                     "error": relative_error(chunks.float(), whole.float())})
     print(json.dumps(results))

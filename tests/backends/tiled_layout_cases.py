@@ -9,7 +9,7 @@ import sys
 import torch
 
 from tkr_embed.backends.torch.kernels import mxfp4_moe_prefill
-from tkr_embed.backends.torch.kernels.expert_layout import tiled
+from tkr_embed.backends.torch.kernels.expert_layout import tiled_weights
 from tkr_embed.backends.torch.kernels.mxfp4_moe import DecodeTileConfig, GemvConfig, GroupedTileConfig, mxfp4_moe
 from tkr_embed.backends.torch.kernels.random_cases import make_moe_case
 
@@ -24,18 +24,13 @@ CASES = [
 ]
 
 
-def tiled_weights(weights: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
-    gu_blocks, gu_scales, gu_bias, dn_blocks, dn_scales, dn_bias = weights
-    return (*tiled(gu_blocks, gu_scales), gu_bias, *tiled(dn_blocks, dn_scales), dn_bias)
-
-
 def main() -> int:
     results = []
     for tokens, cfg in CASES:
         case = make_moe_case(tokens, seed=tokens, **SHAPE)
         tiles = tiled_weights(case.weights)
-        plain = mxfp4_moe(case.hidden, case.topk_ids, case.topk_weights, *case.weights, config=cfg)
-        out = mxfp4_moe(case.hidden, case.topk_ids, case.topk_weights, *tiles, config=cfg, tiled=True)
+        plain = mxfp4_moe(case.hidden, case.topk_ids, case.topk_weights, case.weights, config=cfg)
+        out = mxfp4_moe(case.hidden, case.topk_ids, case.topk_weights, tiles, config=cfg, tiled=True)
         results.append({"kernel": type(cfg).__name__, "bytes_moved": not torch.equal(tiles[0], case.weights[0]),
                         "equal": bool(torch.equal(out, plain))})
     case = make_moe_case(40, seed=3, **SHAPE)
@@ -43,8 +38,8 @@ def main() -> int:
     results.append({"kernel": "dequantize", "equal": bool(torch.equal(
         mxfp4_moe_prefill.dequantize_experts(tiles[3], tiles[4], tiled=True),
         mxfp4_moe_prefill.dequantize_experts(*case.weights[3:5])))})
-    plain = mxfp4_moe_prefill.mxfp4_moe_prefill_partials(case.hidden, case.topk_ids, case.topk_weights, *case.weights)
-    out = mxfp4_moe_prefill.mxfp4_moe_prefill_partials(case.hidden, case.topk_ids, case.topk_weights, *tiles, tiled=True)
+    plain = mxfp4_moe_prefill.mxfp4_moe_prefill_partials(case.hidden, case.topk_ids, case.topk_weights, case.weights)
+    out = mxfp4_moe_prefill.mxfp4_moe_prefill_partials(case.hidden, case.topk_ids, case.topk_weights, tiles, tiled=True)
     results.append({"kernel": "prefill", "equal": bool(torch.equal(out, plain))})
     print(json.dumps(results))
     return 0

@@ -59,18 +59,18 @@ def main() -> int:
     for tokens, cfg in CASES:
         case = make_moe_case(tokens, seed=tokens, **SHAPE)
         ref = moe_reference(case.hidden, case.topk_ids, case.topk_weights, *case.weights).float()
-        out = mxfp4_moe(case.hidden, case.topk_ids, case.topk_weights, *case.weights, config=cfg)
+        out = mxfp4_moe(case.hidden, case.topk_ids, case.topk_weights, case.weights, config=cfg)
         results.append({"tokens": tokens, "kernel": type(cfg).__name__, "shape": list(out.shape),
                         "error": relative_error(out.float(), ref)})
     # the down projection split over K: the same sum as unsplit, up to the bf16 rounding of the partial rows
     case = make_moe_case(2, seed=2, **SHAPE)
-    unsplit = mxfp4_moe(case.hidden, case.topk_ids, case.topk_weights, *case.weights,
+    unsplit = mxfp4_moe(case.hidden, case.topk_ids, case.topk_weights, case.weights,
                         config=GemvConfig(block_n_gate_up=16, block_n_down=16, block_g=2)).float()
-    split_parts = mxfp4_moe_partials(case.hidden, case.topk_ids, case.topk_weights, *case.weights,
+    split_parts = mxfp4_moe_partials(case.hidden, case.topk_ids, case.topk_weights, case.weights,
                                      config=GemvConfig(block_n_gate_up=16, block_n_down=16, block_g=2, down_splits=2))
     split_vs_unsplit = {"shape": list(split_parts.shape), "error": relative_error(split_parts.float().sum(1), unsplit)}
     case = make_moe_case(3, seed=7, **SHAPE)
-    parts = mxfp4_moe_partials(case.hidden, case.topk_ids, case.topk_weights, *case.weights,
+    parts = mxfp4_moe_partials(case.hidden, case.topk_ids, case.topk_weights, case.weights,
                                config=DecodeTileConfig(block_k=64))
     gen = torch.Generator().manual_seed(0)
     residual = torch.randn(3, 128, generator=gen).to(torch.bfloat16)

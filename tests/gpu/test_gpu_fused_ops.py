@@ -89,7 +89,7 @@ def test_moe_partials_sum_with_the_residual_in_the_norm(fused, num_tokens):
 
     case = make_moe_case(num_tokens, seed=11 + num_tokens)
     residual = torch.randn(num_tokens, 2880, device="cuda").to(torch.bfloat16)
-    parts = mxfp4_moe_partials(case.hidden, case.topk_ids, case.topk_weights, *case.weights)     # [T, k, D]
+    parts = mxfp4_moe_partials(case.hidden, case.topk_ids, case.topk_weights, case.weights)     # [T, k, D]
     assert parts.shape == (num_tokens, 4, 2880)
     norm = RMSNorm(2880, 1e-5, device="cuda", dtype=torch.bfloat16)
     norm.weight.data.normal_(1.0, 0.1)

@@ -28,7 +28,7 @@ def test_mxfp4_moe_matches_reference_on_20b_shape(kernels, num_tokens):
 
     mxfp4_moe, _ = kernels
     case = make_moe_case(num_tokens, seed=num_tokens)
-    out = mxfp4_moe.mxfp4_moe(case.hidden, case.topk_ids, case.topk_weights, *case.weights)
+    out = mxfp4_moe.mxfp4_moe(case.hidden, case.topk_ids, case.topk_weights, case.weights)
     ref = moe_reference(case.hidden, case.topk_ids, case.topk_weights, *case.weights)
     assert out.shape == (num_tokens, 2880) and out.dtype == torch.bfloat16
     assert torch.isfinite(out).all()
@@ -44,7 +44,7 @@ def test_mxfp4_moe_matches_reference_on_120b_expert_count(kernels, num_tokens):
 
     mxfp4_moe, _ = kernels
     case = make_moe_case(num_tokens, num_experts=128, seed=100 + num_tokens)
-    out = mxfp4_moe.mxfp4_moe(case.hidden, case.topk_ids, case.topk_weights, *case.weights)
+    out = mxfp4_moe.mxfp4_moe(case.hidden, case.topk_ids, case.topk_weights, case.weights)
     ref = moe_reference(case.hidden, case.topk_ids, case.topk_weights, *case.weights)
     assert out.shape == (num_tokens, 2880) and torch.isfinite(out).all()
     assert relative_error(out, ref) < 2e-2
@@ -59,16 +59,15 @@ def test_every_dispatch_path_reads_tiled_experts_bit_for_bit(kernels, num_tokens
     which Triton's reduction adds the per-group sums: a few gate_up outputs in 10^4 round to the next bf16
     value, and the down projection carries that on (H100: at most 20 of 368,640 results differ, relative
     error <= 2e-5; a misread byte moves hundreds of results by percents)."""
-    from tkr_embed.backends.torch.kernels.expert_layout import tiled
+    from tkr_embed.backends.torch.kernels.expert_layout import tiled_weights
     from tkr_embed.backends.torch.kernels.random_cases import make_moe_case, relative_error
 
     mxfp4_moe, _ = kernels
     case = make_moe_case(num_tokens, seed=200 + num_tokens)
-    gu_blocks, gu_scales, gu_bias, dn_blocks, dn_scales, dn_bias = case.weights
-    tiles = (*tiled(gu_blocks, gu_scales), gu_bias, *tiled(dn_blocks, dn_scales), dn_bias)
-    plain = mxfp4_moe.mxfp4_moe_partials(case.hidden, case.topk_ids, case.topk_weights, *case.weights,
+    tiles = tiled_weights(case.weights)
+    plain = mxfp4_moe.mxfp4_moe_partials(case.hidden, case.topk_ids, case.topk_weights, case.weights,
                                          allow_mma=allow_mma)
-    out = mxfp4_moe.mxfp4_moe_partials(case.hidden, case.topk_ids, case.topk_weights, *tiles, allow_mma=allow_mma,
+    out = mxfp4_moe.mxfp4_moe_partials(case.hidden, case.topk_ids, case.topk_weights, tiles, allow_mma=allow_mma,
                                        tiled=True)
     if num_tokens > mxfp4_moe.GEMV_MAX_TOKENS:
         assert torch.equal(out, plain)
@@ -89,12 +88,12 @@ def test_mma_moe_matches_reference_and_serves_the_dispatch(kernels, num_tokens, 
     case = make_moe_case(num_tokens, num_experts=num_experts, seed=200 + num_tokens)
     ref = moe_reference(case.hidden, case.topk_ids, case.topk_weights, *case.weights)
     config = default_mma_config(num_tokens * 4, num_experts)
-    partials = mxfp4_moe_mma_partials(case.hidden, case.topk_ids, case.topk_weights, *case.weights, config=config)
+    partials = mxfp4_moe_mma_partials(case.hidden, case.topk_ids, case.topk_weights, case.weights, config=config)
     assert partials.shape == (num_tokens, 4, 2880) and partials.dtype == torch.bfloat16
     assert relative_error(partials.float().sum(1), ref) < 1e-2
-    allowed = mxfp4_moe.mxfp4_moe_partials(case.hidden, case.topk_ids, case.topk_weights, *case.weights, allow_mma=True)
+    allowed = mxfp4_moe.mxfp4_moe_partials(case.hidden, case.topk_ids, case.topk_weights, case.weights, allow_mma=True)
     assert torch.equal(allowed, partials)
-    other = mxfp4_moe.mxfp4_moe_partials(case.hidden, case.topk_ids, case.topk_weights, *case.weights)
+    other = mxfp4_moe.mxfp4_moe_partials(case.hidden, case.topk_ids, case.topk_weights, case.weights)
     assert not torch.equal(other, partials) and relative_error(other.float().sum(1), ref) < 2e-2
 
 
@@ -109,7 +108,7 @@ def test_mma_moe_tiles_agree(kernels):
     ref = moe_reference(case.hidden, case.topk_ids, case.topk_weights, *case.weights)
     for cfg in (MmaTileConfig(), MmaTileConfig(8, 128, 64, 4), MmaTileConfig(32, 64, 64, 4), MmaTileConfig(16, 64, 32, 2),
                 MmaTileConfig(16, 256, 64, 4)):
-        out = mxfp4_moe_mma_partials(case.hidden, case.topk_ids, case.topk_weights, *case.weights, config=cfg)
+        out = mxfp4_moe_mma_partials(case.hidden, case.topk_ids, case.topk_weights, case.weights, config=cfg)
         assert relative_error(out.float().sum(1), ref) < 1e-2, cfg
 
 
@@ -120,10 +119,10 @@ def test_prefill_moe_with_all_experts_in_the_scratch_never_waits_for_the_host(ke
     from tkr_embed.backends.torch.kernels.random_cases import make_moe_case
 
     case = make_moe_case(2100, seed=21)
-    eager = mxfp4_moe_prefill_partials(case.hidden, case.topk_ids, case.topk_weights, *case.weights)
+    eager = mxfp4_moe_prefill_partials(case.hidden, case.topk_ids, case.topk_weights, case.weights)
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
-        captured = mxfp4_moe_prefill_partials(case.hidden, case.topk_ids, case.topk_weights, *case.weights)
+        captured = mxfp4_moe_prefill_partials(case.hidden, case.topk_ids, case.topk_weights, case.weights)
     graph.replay()
     torch.cuda.synchronize()
     assert torch.equal(captured, eager)
@@ -144,7 +143,7 @@ def test_mxfp4_moe_every_tile_config_agrees(kernels):
                m.GroupedTileConfig(), m.GroupedTileConfig(64, 64, 64, 4), m.GroupedTileConfig(32, 64, 128, 4, swap_ab=True),
                m.GroupedTileConfig(asm=False), m.GroupedTileConfig(64, 64, 64, 4, dot_scaled=True)]
     for cfg in configs:
-        out = mxfp4_moe.mxfp4_moe(case.hidden, case.topk_ids, case.topk_weights, *case.weights, config=cfg)
+        out = mxfp4_moe.mxfp4_moe(case.hidden, case.topk_ids, case.topk_weights, case.weights, config=cfg)
         assert relative_error(out, ref) < 2e-2, cfg
 
 

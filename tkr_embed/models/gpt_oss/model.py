@@ -137,12 +137,8 @@ class GptOssForCausalLM(nn.Module):
                                        bias=layer.self_attn.o_proj.bias)
             router, experts = layer.mlp.router, layer.mlp.experts
             topk_ids, topk_weights = router_topk(x, router.weight, router.bias, router.top_k)
-            partials = mxfp4_moe_partials(                                                 # [T, k, hidden]
-                x, topk_ids, topk_weights,
-                experts.gate_up_proj_blocks, experts.gate_up_proj_scales, experts.gate_up_proj_bias,
-                experts.down_proj_blocks, experts.down_proj_scales, experts.down_proj_bias,
-                allow_mma=self.moe_mma_exact, tiled=experts.tiled,
-            )
+            partials = mxfp4_moe_partials(x, topk_ids, topk_weights, experts.kernel_weights(),   # [T, k, hidden]
+                                          allow_mma=self.moe_mma_exact, tiled=experts.tiled)
             next_norm = layers[index + 1].input_layernorm if index + 1 < len(layers) else self.model.norm
             x, residual = add_rms_norm(partials, residual, next_norm.weight, eps)
         return x

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tkr_embed.backends.torch.dispatch import use_kernels
+from tkr_embed.backends.torch.kernels.moe_weights import MoeWeights
 from tkr_embed.models.gpt_oss.config import GptOssConfig
 from tkr_embed.models.gpt_oss.layers import empty_param
 from tkr_embed.models.gpt_oss.mxfp4 import BLOCK_SIZE, BYTES_PER_BLOCK, dequantize_mxfp4
@@ -72,6 +73,11 @@ class Experts(nn.Module):
             self.tiled = True
         return self.tiled
 
+    def kernel_weights(self) -> MoeWeights:
+        """The MXFP4 experts as the CUDA kernels take them."""
+        return MoeWeights(self.gate_up_proj_blocks, self.gate_up_proj_scales, self.gate_up_proj_bias,
+                          self.down_proj_blocks, self.down_proj_scales, self.down_proj_bias)
+
     def _expert_mxfp4(self, blocks: torch.Tensor, scales: torch.Tensor, expert: int) -> torch.Tensor:
         """One expert's weights [N, K] in the model dtype, from checkpoint or tile order."""
         b, s = blocks[expert], scales[expert]
@@ -105,11 +111,7 @@ class Experts(nn.Module):
         if self.expert_format == "mxfp4" and use_kernels(hidden):
             from tkr_embed.backends.torch.kernels.mxfp4_moe import mxfp4_moe
 
-            return mxfp4_moe(
-                hidden, topk_ids, topk_weights,
-                self.gate_up_proj_blocks, self.gate_up_proj_scales, self.gate_up_proj_bias,
-                self.down_proj_blocks, self.down_proj_scales, self.down_proj_bias, tiled=self.tiled,
-            )
+            return mxfp4_moe(hidden, topk_ids, topk_weights, self.kernel_weights(), tiled=self.tiled)
         output = torch.zeros_like(hidden)                                        # [T, H]
         for expert in torch.unique(topk_ids).tolist():                           # ascending, like the reference
             token_idx, slot = torch.where(topk_ids == expert)                    # [n], [n]

@@ -24,6 +24,8 @@ import torch
 import triton
 import triton.language as tl
 
+from tkr_embed.backends.torch.kernels.moe_weights import MoeWeights
+
 TILE_ROWS = 16
 TILE_CODES = 64          # a row's codes in one tile column: 32 bytes, 8 int32 words, 2 scale bytes
 ENABLED = True           # False: the model keeps checkpoint order (for A/B runs: bench/with_patch.py)
@@ -46,6 +48,12 @@ def tiled(blocks: torch.Tensor, scales: torch.Tensor) -> tuple[torch.Tensor, tor
     b = _tile_view(blocks.reshape(experts, rows, groups * 16), 32).contiguous().view(blocks.shape)
     s = _tile_view(scales, 2).contiguous().view(scales.shape)
     return b, s
+
+
+def tiled_weights(weights: MoeWeights) -> MoeWeights:
+    """A copy of a layer's experts with the MXFP4 blocks and scales in tile order."""
+    return MoeWeights(*tiled(weights.gate_up_blocks, weights.gate_up_scales), weights.gate_up_bias,
+                      *tiled(weights.down_blocks, weights.down_scales), weights.down_bias)
 
 
 def untiled(blocks: torch.Tensor, scales: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -25,6 +25,7 @@ import triton
 import triton.language as tl
 
 from tkr_embed.backends.torch.kernels.expert_layout import col_offset, row_start
+from tkr_embed.backends.torch.kernels.moe_weights import MoeWeights
 from tkr_embed.backends.torch.kernels.mxfp4_reference import SWIGLU_ALPHA, SWIGLU_LIMIT
 from tkr_embed.backends.torch.kernels.mxfp4_tile import e2m1_bits, expert_projections, use_asm
 from tkr_embed.backends.torch.kernels.pdl import pdl_launch, wait_for_previous_kernel
@@ -272,12 +273,7 @@ def mxfp4_moe_gemv(
     hidden: torch.Tensor,            # [T, D] bf16
     topk_ids: torch.Tensor,          # [T, k] int
     topk_weights: torch.Tensor,      # [T, k] float
-    gate_up_blocks: torch.Tensor,    # [E, 2I, D/32, 16] uint8
-    gate_up_scales: torch.Tensor,    # [E, 2I, D/32] uint8
-    gate_up_bias: torch.Tensor,      # [E, 2I]
-    down_blocks: torch.Tensor,       # [E, D, I/32, 16] uint8
-    down_scales: torch.Tensor,       # [E, D, I/32] uint8
-    down_bias: torch.Tensor,         # [E, D]
+    weights: MoeWeights,             # the layer's experts
     config: GemvConfig | None = None,
     tiled: bool = False,             # the blocks and scales in 16-row tiles (expert_layout)
 ) -> torch.Tensor:
@@ -285,6 +281,7 @@ def mxfp4_moe_gemv(
     with cfg.down_splits > 1 each pair's down projection is split over K into that many partial rows)."""
     cfg = config or GemvConfig()
     top_k = topk_ids.shape[1]
+    gate_up_blocks, gate_up_scales, gate_up_bias, down_blocks, down_scales, down_bias = weights
     num_experts, rows_gu, groups_gu, _ = gate_up_blocks.shape
     hidden_size, groups_dn = down_blocks.shape[1], down_blocks.shape[2]
     asm = cfg.asm and use_asm(hidden)

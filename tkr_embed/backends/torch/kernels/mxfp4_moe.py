@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import torch
 
+from tkr_embed.backends.torch.kernels.moe_weights import MoeWeights
 from tkr_embed.backends.torch.kernels.mxfp4_gemv import GemvConfig, mxfp4_moe_gemv
 from tkr_embed.backends.torch.kernels.mxfp4_moe_decode import (
     DECODE_MAX_PAIRS,
@@ -72,12 +73,7 @@ def mxfp4_moe_partials(
     hidden: torch.Tensor,            # [T, D] bf16
     topk_ids: torch.Tensor,          # [T, k] int
     topk_weights: torch.Tensor,      # [T, k] float
-    gate_up_blocks: torch.Tensor,    # [E, 2I, D/32, 16] uint8
-    gate_up_scales: torch.Tensor,    # [E, 2I, D/32] uint8
-    gate_up_bias: torch.Tensor,      # [E, 2I] bf16
-    down_blocks: torch.Tensor,       # [E, D, I/32, 16] uint8
-    down_scales: torch.Tensor,       # [E, D, I/32] uint8
-    down_bias: torch.Tensor,         # [E, D] bf16
+    weights: MoeWeights,             # the layer's experts
     config: MoeConfig | None = None,
     allow_mma: bool = False,
     tiled: bool = False,
@@ -91,38 +87,37 @@ def mxfp4_moe_partials(
     tiled: the blocks and scales are in 16-row tiles (`expert_layout.tile_in_place`), as the model keeps them
     on CUDA when their shape allows.
     """
-    weights = (gate_up_blocks, gate_up_scales, gate_up_bias, down_blocks, down_scales, down_bias)
     num_tokens = hidden.shape[0]
     if (config is None and hidden.is_cuda and PREFILL_DEQUANT_MIN_TOKENS is not None
             and num_tokens >= PREFILL_DEQUANT_MIN_TOKENS):
         from tkr_embed.backends.torch.kernels.mxfp4_moe_prefill import mxfp4_moe_prefill_partials
 
-        return mxfp4_moe_prefill_partials(hidden, topk_ids, topk_weights, *weights, tiled=tiled)
+        return mxfp4_moe_prefill_partials(hidden, topk_ids, topk_weights, weights, tiled=tiled)
     if (config is None and allow_mma and MMA_MIN_TOKENS <= num_tokens <= MMA_MAX_TOKENS and use_asm(hidden)
-            and supports(hidden.shape[1], gate_up_blocks.shape[1] // 2)):
-        config = default_mma_config(num_tokens * topk_ids.shape[1], gate_up_blocks.shape[0])
+            and supports(hidden.shape[1], weights.intermediate_size)):
+        config = default_mma_config(num_tokens * topk_ids.shape[1], weights.num_experts)
     cfg = config or default_config(num_tokens, topk_ids.shape[1])
     if isinstance(cfg, MmaTileConfig):
-        return mxfp4_moe_mma_partials(hidden, topk_ids, topk_weights, *weights, config=cfg, tiled=tiled)
+        return mxfp4_moe_mma_partials(hidden, topk_ids, topk_weights, weights, config=cfg, tiled=tiled)
     if isinstance(cfg, GemvConfig):
-        return mxfp4_moe_gemv(hidden, topk_ids, topk_weights, *weights, config=cfg, tiled=tiled)
+        return mxfp4_moe_gemv(hidden, topk_ids, topk_weights, weights, config=cfg, tiled=tiled)
     if isinstance(cfg, DecodeTileConfig):
-        return mxfp4_moe_decode_partials(hidden, topk_ids, topk_weights, *weights, config=cfg, tiled=tiled)
-    return mxfp4_moe_grouped_partials(hidden, topk_ids, topk_weights, *weights, config=cfg, tiled=tiled)
+        return mxfp4_moe_decode_partials(hidden, topk_ids, topk_weights, weights, config=cfg, tiled=tiled)
+    return mxfp4_moe_grouped_partials(hidden, topk_ids, topk_weights, weights, config=cfg, tiled=tiled)
 
 
 def mxfp4_moe(
     hidden: torch.Tensor,
     topk_ids: torch.Tensor,
     topk_weights: torch.Tensor,
-    *weights: torch.Tensor,
+    weights: MoeWeights,
     config: MoeConfig | None = None,
     residual: torch.Tensor | None = None,   # [T, D]: added to the result when given
     allow_mma: bool = False,
     tiled: bool = False,
 ) -> torch.Tensor:
     """The k slots summed (+ residual) -> [T, D] in hidden's dtype."""
-    summed = mxfp4_moe_partials(hidden, topk_ids, topk_weights, *weights, config=config,
+    summed = mxfp4_moe_partials(hidden, topk_ids, topk_weights, weights, config=config,
                                 allow_mma=allow_mma, tiled=tiled).sum(dim=1, dtype=torch.float32)
     if residual is not None:
         summed += residual

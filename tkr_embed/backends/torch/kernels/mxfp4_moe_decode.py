@@ -21,6 +21,7 @@ import triton
 import triton.language as tl
 
 from tkr_embed.backends.torch.kernels.expert_layout import row_start
+from tkr_embed.backends.torch.kernels.moe_weights import MoeWeights
 from tkr_embed.backends.torch.kernels.mxfp4_reference import SWIGLU_ALPHA, SWIGLU_LIMIT
 from tkr_embed.backends.torch.kernels.mxfp4_tile import expert_epilogue, expert_projections, expert_tile, use_asm
 from tkr_embed.backends.torch.kernels.pdl import pdl_launch, wait_for_previous_kernel
@@ -118,12 +119,7 @@ def mxfp4_moe_decode_partials(
     hidden: torch.Tensor,            # [T, D] bf16
     topk_ids: torch.Tensor,          # [T, k] int
     topk_weights: torch.Tensor,      # [T, k] float
-    gate_up_blocks: torch.Tensor,    # [E, 2I, D/32, 16] uint8
-    gate_up_scales: torch.Tensor,    # [E, 2I, D/32] uint8
-    gate_up_bias: torch.Tensor,      # [E, 2I]
-    down_blocks: torch.Tensor,       # [E, D, I/32, 16] uint8
-    down_scales: torch.Tensor,       # [E, D, I/32] uint8
-    down_bias: torch.Tensor,         # [E, D]
+    weights: MoeWeights,             # the layer's experts
     config: DecodeTileConfig | None = None,
     tiled: bool = False,             # the blocks and scales in 16-row tiles (expert_layout)
 ) -> torch.Tensor:
@@ -137,8 +133,7 @@ def mxfp4_moe_decode_partials(
 
     def project(a: torch.Tensor, out: torch.Tensor, route_w: torch.Tensor | None) -> None:
         gate_up = route_w is None
-        weights = (gate_up_blocks, gate_up_scales, gate_up_bias) if gate_up else (down_blocks, down_scales, down_bias)
-        _launch(a, ids, *weights, route_w, out, n_out=out.shape[1], top_k=top_k, tokens_as_rows=gate_up,
+        _launch(a, ids, *(weights.gate_up if gate_up else weights.down), route_w, out, n_out=out.shape[1], top_k=top_k, tokens_as_rows=gate_up,
                 swiglu=gate_up, block_n=cfg.block_n_gate_up if gate_up else cfg.block_n_down, cfg=cfg, tiled=tiled)
 
-    return expert_projections(hidden, topk_ids, topk_weights, gate_up_blocks.shape[1] // 2, project)
+    return expert_projections(hidden, topk_ids, topk_weights, weights.intermediate_size, project)

@@ -18,6 +18,7 @@ import triton.language as tl
 
 from tkr_embed.backends.torch.kernels.moe_align import align_pairs_to_experts
 from tkr_embed.backends.torch.kernels.expert_layout import row_start
+from tkr_embed.backends.torch.kernels.moe_weights import MoeWeights
 from tkr_embed.backends.torch.kernels.mxfp4_reference import SWIGLU_ALPHA, SWIGLU_LIMIT
 from tkr_embed.backends.torch.kernels.mxfp4_tile import expert_epilogue, expert_projections, expert_tile, use_asm
 from tkr_embed.backends.torch.kernels.pdl import pdl_launch, wait_for_previous_kernel
@@ -105,24 +106,18 @@ def mxfp4_moe_grouped_partials(
     hidden: torch.Tensor,            # [T, D] bf16
     topk_ids: torch.Tensor,          # [T, k] int
     topk_weights: torch.Tensor,      # [T, k] float
-    gate_up_blocks: torch.Tensor,    # [E, 2I, D/32, 16] uint8
-    gate_up_scales: torch.Tensor,    # [E, 2I, D/32] uint8
-    gate_up_bias: torch.Tensor,      # [E, 2I]
-    down_blocks: torch.Tensor,       # [E, D, I/32, 16] uint8
-    down_scales: torch.Tensor,       # [E, D, I/32] uint8
-    down_bias: torch.Tensor,         # [E, D]
+    weights: MoeWeights,             # the layer's experts
     config: GroupedTileConfig | None = None,
     tiled: bool = False,             # the blocks and scales in 16-row tiles (expert_layout)
 ) -> torch.Tensor:
     """Experts of a large batch -> per-pair results [T, k, D] (routing weight applied), hidden's dtype."""
     top_k = topk_ids.shape[1]
     cfg = config or default_grouped_config(hidden.shape[0])
-    blocks = align_pairs_to_experts(topk_ids, gate_up_blocks.shape[0], cfg.block_m, use_kernel=cfg.align_kernel)
+    blocks = align_pairs_to_experts(topk_ids, weights.num_experts, cfg.block_m, use_kernel=cfg.align_kernel)
 
     def project(a: torch.Tensor, out: torch.Tensor, route_w: torch.Tensor | None) -> None:
         gate_up = route_w is None
-        weights = (gate_up_blocks, gate_up_scales, gate_up_bias) if gate_up else (down_blocks, down_scales, down_bias)
-        _launch(a, blocks, *weights, route_w, out, n_out=out.shape[1], top_k=top_k, tokens_as_rows=gate_up,
-                swiglu=gate_up, cfg=cfg, tiled=tiled)
+        _launch(a, blocks, *(weights.gate_up if gate_up else weights.down), route_w, out, n_out=out.shape[1],
+                top_k=top_k, tokens_as_rows=gate_up, swiglu=gate_up, cfg=cfg, tiled=tiled)
 
-    return expert_projections(hidden, topk_ids, topk_weights, gate_up_blocks.shape[1] // 2, project)
+    return expert_projections(hidden, topk_ids, topk_weights, weights.intermediate_size, project)

@@ -43,6 +43,7 @@ from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.ampere import mma_v2
 
 from tkr_embed.backends.torch.kernels.moe_align import align_pairs_to_experts
+from tkr_embed.backends.torch.kernels.moe_weights import MoeWeights
 from tkr_embed.backends.torch.kernels.mxfp4_reference import SWIGLU_ALPHA, SWIGLU_LIMIT
 from tkr_embed.backends.torch.kernels.mxfp4_tile import expert_projections
 from tkr_embed.backends.torch.kernels.pdl import use_pdl
@@ -325,12 +326,7 @@ def mxfp4_moe_mma_partials(
     hidden: torch.Tensor,            # [T, D] bf16
     topk_ids: torch.Tensor,          # [T, k] int
     topk_weights: torch.Tensor,      # [T, k] float
-    gate_up_blocks: torch.Tensor,    # [E, 2I, D/32, 16] uint8
-    gate_up_scales: torch.Tensor,    # [E, 2I, D/32] uint8
-    gate_up_bias: torch.Tensor,      # [E, 2I]
-    down_blocks: torch.Tensor,       # [E, D, I/32, 16] uint8
-    down_scales: torch.Tensor,       # [E, D, I/32] uint8
-    down_bias: torch.Tensor,         # [E, D]
+    weights: MoeWeights,             # the layer's experts
     config: MmaTileConfig | None = None,
     tiled: bool = False,             # the blocks and scales in 16-row tiles (expert_layout)
 ) -> torch.Tensor:
@@ -340,16 +336,15 @@ def mxfp4_moe_mma_partials(
     checks once: `scale_bytes_fit`, `normed_inputs_fit`)."""
     top_k = topk_ids.shape[1]
     cfg = config or MmaTileConfig()
-    if not supports(hidden.shape[1], gate_up_blocks.shape[1] // 2, cfg):
-        raise ValueError(f"{cfg} does not tile hidden size {hidden.shape[1]}, intermediate {gate_up_blocks.shape[1] // 2}")
-    blocks = align_pairs_to_experts(topk_ids, gate_up_blocks.shape[0], cfg.block_t)
+    if not supports(hidden.shape[1], weights.intermediate_size, cfg):
+        raise ValueError(f"{cfg} does not tile hidden size {hidden.shape[1]}, intermediate {weights.intermediate_size}")
+    blocks = align_pairs_to_experts(topk_ids, weights.num_experts, cfg.block_t)
 
     def project(a: torch.Tensor, out: torch.Tensor, route_w: torch.Tensor | None) -> None:
         gate_up = route_w is None
-        weights = (gate_up_blocks, gate_up_scales, gate_up_bias) if gate_up else (down_blocks, down_scales, down_bias)
-        _launch(a, blocks, *weights, route_w, out, rows=cfg.rows_gate_up if gate_up else cfg.rows_down,
+        _launch(a, blocks, *(weights.gate_up if gate_up else weights.down), route_w, out, rows=cfg.rows_gate_up if gate_up else cfg.rows_down,
                 top_k=top_k, tokens_as_rows=gate_up, swiglu=gate_up, cfg=cfg, tiled=tiled)
 
     # fp16 operands: one conversion of the hidden states here instead of one per warp and weight tile
-    return expert_projections(hidden.to(torch.float16), topk_ids, topk_weights, gate_up_blocks.shape[1] // 2,
+    return expert_projections(hidden.to(torch.float16), topk_ids, topk_weights, weights.intermediate_size,
                               project, act_dtype=torch.float16, out_dtype=hidden.dtype)

@@ -25,6 +25,7 @@ import triton
 import triton.language as tl
 
 from tkr_embed.backends.torch.kernels.expert_layout import col_offset, row_start
+from tkr_embed.backends.torch.kernels.moe_weights import MoeWeights
 from tkr_embed.backends.torch.kernels.mxfp4_reference import SWIGLU_ALPHA, SWIGLU_LIMIT
 from tkr_embed.backends.torch.kernels.mxfp4_tile import dequant_bf16, use_asm
 
@@ -143,22 +144,17 @@ def mxfp4_moe_prefill_partials(
     hidden: torch.Tensor,            # [T, D] bf16
     topk_ids: torch.Tensor,          # [T, k] int
     topk_weights: torch.Tensor,      # [T, k] float
-    gate_up_blocks: torch.Tensor,    # [E, 2I, D/32, 16] uint8
-    gate_up_scales: torch.Tensor,    # [E, 2I, D/32] uint8
-    gate_up_bias: torch.Tensor,      # [E, 2I]
-    down_blocks: torch.Tensor,       # [E, D, I/32, 16] uint8
-    down_scales: torch.Tensor,       # [E, D, I/32] uint8
-    down_bias: torch.Tensor,         # [E, D]
+    weights: MoeWeights,             # the layer's experts
     tiled: bool = False,             # the blocks and scales in 16-row tiles (expert_layout)
 ) -> torch.Tensor:
     """Experts for a large batch -> per-pair results [T, k, D] (routing weight applied)."""
     num_tokens, hidden_size = hidden.shape
     if num_tokens > CHUNK_TOKENS:      # each chunk dequantizes the experts again (~0.7 ms a layer on an H100)
-        weights = (gate_up_blocks, gate_up_scales, gate_up_bias, down_blocks, down_scales, down_bias)
         return torch.cat([mxfp4_moe_prefill_partials(hidden[i:i + CHUNK_TOKENS], topk_ids[i:i + CHUNK_TOKENS],
-                                                     topk_weights[i:i + CHUNK_TOKENS], *weights, tiled=tiled)
+                                                     topk_weights[i:i + CHUNK_TOKENS], weights, tiled=tiled)
                           for i in range(0, num_tokens, CHUNK_TOKENS)])
     top_k = topk_ids.shape[1]
+    gate_up_blocks, gate_up_scales, gate_up_bias, down_blocks, down_scales, down_bias = weights
     num_experts, rows_gu = gate_up_blocks.shape[:2]
     intermediate = rows_gu // 2
     pair_expert = topk_ids.reshape(-1).long()

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
+from tkr_embed.backends.torch.kernels.moe_weights import MoeWeights
 from tkr_embed.backends.torch.kernels.mxfp4_reference import random_mxfp4, route_topk
 
 
@@ -18,22 +19,22 @@ class MoeCase:
     hidden: torch.Tensor          # [T, D] bf16
     topk_ids: torch.Tensor        # [T, k] int32
     topk_weights: torch.Tensor    # [T, k] fp32
-    weights: tuple[torch.Tensor, ...]   # gate_up blocks, scales, bias, down blocks, scales, bias
+    weights: MoeWeights
 
 
 def make_moe_weights(*, num_experts: int = 32, hidden: int = 2880, intermediate: int = 2880, seed: int = 0,
-                     device: str = "cuda") -> tuple[torch.Tensor, ...]:
+                     device: str = "cuda") -> MoeWeights:
     gen = torch.Generator(device=device).manual_seed(seed)
     gu_blocks, gu_scales = random_mxfp4(num_experts, 2 * intermediate, hidden, generator=gen, device=device)
     dn_blocks, dn_scales = random_mxfp4(num_experts, hidden, intermediate, generator=gen, device=device)
     gu_bias = torch.randn(num_experts, 2 * intermediate, generator=gen, device=device).to(torch.bfloat16)
     dn_bias = torch.randn(num_experts, hidden, generator=gen, device=device).to(torch.bfloat16)
-    return gu_blocks, gu_scales, gu_bias, dn_blocks, dn_scales, dn_bias
+    return MoeWeights(gu_blocks, gu_scales, gu_bias, dn_blocks, dn_scales, dn_bias)
 
 
 def make_moe_case(num_tokens: int, *, num_experts: int = 32, hidden: int = 2880, intermediate: int = 2880,
                   top_k: int = 4, seed: int = 0, device: str = "cuda",
-                  weights: tuple[torch.Tensor, ...] | None = None) -> MoeCase:
+                  weights: MoeWeights | None = None) -> MoeCase:
     if weights is None:
         weights = make_moe_weights(num_experts=num_experts, hidden=hidden, intermediate=intermediate,
                                    seed=seed, device=device)
