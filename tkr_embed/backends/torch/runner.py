@@ -53,31 +53,28 @@ class TorchModelRunner(ModelRunner):
         device: str | torch.device = "cpu",
         dtype: torch.dtype | str | None = None,
         quantization: str = "mxfp4",
-        block_size: int = 16,
-        num_kv_blocks: int | None = None,
-        kv_cache_memory_fraction: float = 0.9,
-        kv_cache_bytes: int | None = None,
-        max_model_len: int | None = None,
-        cuda_graph_batch_sizes: Sequence[int] | None = None,
-        max_num_batched_tokens: int | None = None,
+        **options,
     ) -> None:
+        """Load the checkpoint at `model_path`; `options` size the cache and the graphs (see `_setup`)."""
         from tkr_embed.models.gpt_oss.loader import load_model
 
         torch_dtype = resolve_dtype(dtype, device)
         model = load_model(model_path, device=device, dtype=torch_dtype, quantization=quantization, verbose=False)
-        self._setup(
-            model, model_name=Path(model_path).name, quantization=quantization, block_size=block_size,
-            num_kv_blocks=num_kv_blocks, kv_cache_memory_fraction=kv_cache_memory_fraction,
-            kv_cache_bytes=kv_cache_bytes, max_model_len=max_model_len, cuda_graph_batch_sizes=cuda_graph_batch_sizes,
-            max_num_batched_tokens=max_num_batched_tokens,
-        )
+        self._setup(model, model_name=Path(model_path).name, quantization=quantization, **options)
 
     @classmethod
-    def from_model(
-        cls,
+    def from_model(cls, model: torch.nn.Module, *, model_name: str = "gpt-oss", **options) -> TorchModelRunner:
+        """A runner around an already built model (e.g. random weights of the real shape); `options` are the
+        constructor's (quantization, block_size, num_kv_blocks, ...)."""
+        runner = cls.__new__(cls)
+        runner._setup(model, model_name=model_name, **options)
+        return runner
+
+    def _setup(
+        self,
         model: torch.nn.Module,
         *,
-        model_name: str = "gpt-oss",
+        model_name: str,
         quantization: str = "mxfp4",
         block_size: int = 16,
         num_kv_blocks: int | None = None,
@@ -86,31 +83,11 @@ class TorchModelRunner(ModelRunner):
         max_model_len: int | None = None,
         cuda_graph_batch_sizes: Sequence[int] | None = None,
         max_num_batched_tokens: int | None = None,
-    ) -> TorchModelRunner:
-        """A runner around an already built model (e.g. random weights of the real shape)."""
-        runner = cls.__new__(cls)
-        runner._setup(
-            model, model_name=model_name, quantization=quantization, block_size=block_size,
-            num_kv_blocks=num_kv_blocks, kv_cache_memory_fraction=kv_cache_memory_fraction,
-            kv_cache_bytes=kv_cache_bytes, max_model_len=max_model_len, cuda_graph_batch_sizes=cuda_graph_batch_sizes,
-            max_num_batched_tokens=max_num_batched_tokens,
-        )
-        return runner
-
-    def _setup(
-        self,
-        model: torch.nn.Module,
-        *,
-        model_name: str,
-        quantization: str,
-        block_size: int,
-        num_kv_blocks: int | None,
-        kv_cache_memory_fraction: float,
-        kv_cache_bytes: int | None,
-        max_model_len: int | None,
-        cuda_graph_batch_sizes: Sequence[int] | None = None,
-        max_num_batched_tokens: int | None = None,
     ) -> None:
+        """block_size: tokens a KV block holds; num_kv_blocks, else kv_cache_bytes, else kv_cache_memory_fraction
+        of the free memory: the cache; max_model_len: the context (default the model's); cuda_graph_batch_sizes:
+        the decode batches captured (() none; default cuda_decode's); max_num_batched_tokens: the engine's largest
+        step, which the CUDA cache leaves room for."""
         if block_size < 1:
             raise ValueError("block_size must be at least 1")
         self.model = model
