@@ -75,12 +75,14 @@ def main() -> int:
     gen = torch.Generator().manual_seed(0)
     residual = torch.randn(3, 128, generator=gen).to(torch.bfloat16)
     weight = (1 + 0.1 * torch.randn(128, generator=gen)).to(torch.bfloat16)
-    normed, new_residual = add_rms_norm(parts, residual, weight, 1e-5)
+    normed16 = torch.empty(3, 128, dtype=torch.float16)
+    normed, new_residual = add_rms_norm(parts, residual, weight, 1e-5, out_f16=normed16)
     summed = moe_reference(case.hidden, case.topk_ids, case.topk_weights, *case.weights).float() + residual.float()
     rounded = summed.to(torch.bfloat16).float()
     expected = rounded * torch.rsqrt(rounded.pow(2).mean(-1, keepdim=True) + 1e-5) * weight.float()
     results.append({"kernel": "add_rms_norm(parts)", "shape": list(parts.shape),
-                    "error": max(relative_error(new_residual.float(), summed), relative_error(normed.float(), expected))})
+                    "error": max(relative_error(new_residual.float(), summed), relative_error(normed.float(), expected)),
+                    "fp16_copy_equal": torch.equal(normed16, normed.to(torch.float16))})
     results.append({"kernel": "split_vs_unsplit", **split_vs_unsplit})
     print(json.dumps(results))
     return 0

@@ -32,10 +32,12 @@ def test_rms_norm_and_residual_add_match_the_layer(fused):
     norm = RMSNorm(2880, 1e-5, device="cuda", dtype=torch.bfloat16)
     norm.weight.data.normal_(1.0, 0.1, generator=gen)
     assert _rel(fused.rms_norm(x, norm.weight, 1e-5), norm(x)) < 1e-2
-    out, new_res = fused.add_rms_norm(x, res, norm.weight, 1e-5, bias=bias)
+    out16 = torch.empty(5, 2880, dtype=torch.float16, device="cuda")
+    out, new_res = fused.add_rms_norm(x, res, norm.weight, 1e-5, bias=bias, out_f16=out16)
     expected_res = (res.float() + x.float() + bias.float())
     assert _rel(new_res, expected_res) < 1e-2
     assert _rel(out, norm(expected_res.to(torch.bfloat16))) < 1e-2
+    assert torch.equal(out16, out.to(torch.float16))            # the MMA experts' operand, as converted before
 
 
 def test_rope_write_kv_rotates_and_writes_the_slots(fused):

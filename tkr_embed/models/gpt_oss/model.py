@@ -16,6 +16,10 @@ from tkr_embed.models.gpt_oss.config import GptOssConfig
 from tkr_embed.models.gpt_oss.layers import Attention, RMSNorm, RotaryEmbedding, empty_param
 from tkr_embed.models.gpt_oss.moe import MoE
 
+# CUDA decode batches: the residual norm also writes its output in fp16 for the MMA experts (one conversion
+# launch a layer fewer; an A/B switch)
+NORM_WRITES_FP16 = True
+
 
 class DecoderLayer(nn.Module):
     def __init__(self, config: GptOssConfig, layer_idx: int, *, device, dtype, expert_format: str) -> None:
@@ -119,26 +123,28 @@ class GptOssForCausalLM(nn.Module):
     ) -> torch.Tensor:
         """The same function as forward through fused Triton kernels: ~10 launches a layer.
 
-        Residual stream: norm(x) feeds attention; residual + attn (+ o bias) is normed in one kernel;
-        router top-k in one kernel; the MoE's k per-pair results are summed with the residual inside the
-        next RMSNorm.
+        Residual stream: norm(x) feeds attention; residual + attn (+ o bias) is normed in one kernel, which
+        also writes the fp16 copy the MMA experts multiply (decode batches); router top-k in one kernel; the
+        MoE's k per-pair results are summed with the residual inside the next RMSNorm.
         """
         from tkr_embed.backends.torch.kernels.fused_ops import add_rms_norm, rms_norm, router_topk
-        from tkr_embed.backends.torch.kernels.mxfp4_moe import mxfp4_moe_partials
+        from tkr_embed.backends.torch.kernels.mxfp4_moe import mxfp4_moe_partials, uses_fp16_hidden
 
         eps = self.config.rms_norm_eps
         layers = self.model.layers
         residual = F.embedding(input_ids, self.model.embed_tokens.weight)                  # [T, hidden]
         cos_sin = self.model.rotary.cos_sin(positions, self.dtype)                         # [T, D/2] x2
         x = rms_norm(residual, layers[0].input_layernorm.weight, eps)
+        fp16_copy = NORM_WRITES_FP16 and uses_fp16_hidden(input_ids.shape[0], self.moe_mma_exact)
         for index, (layer, kv_cache) in enumerate(zip(layers, kv_caches, strict=True)):
             attn = layer.self_attn.forward_kernels(x, cos_sin, kv_cache, attn_metadata)   # [T, hidden]
+            x16 = torch.empty(residual.shape, dtype=torch.float16, device=residual.device) if fp16_copy else None
             x, residual = add_rms_norm(attn, residual, layer.post_attention_layernorm.weight, eps,
-                                       bias=layer.self_attn.o_proj.bias)
+                                       bias=layer.self_attn.o_proj.bias, out_f16=x16)
             router, experts = layer.mlp.router, layer.mlp.experts
             topk_ids, topk_weights = router_topk(x, router.weight, router.bias, router.top_k)
             partials = mxfp4_moe_partials(x, topk_ids, topk_weights, experts.kernel_weights(),   # [T, k, hidden]
-                                          allow_mma=self.moe_mma_exact, tiled=experts.tiled)
+                                          allow_mma=self.moe_mma_exact, tiled=experts.tiled, hidden_f16=x16)
             next_norm = layers[index + 1].input_layernorm if index + 1 < len(layers) else self.model.norm
             x, residual = add_rms_norm(partials, residual, next_norm.weight, eps)
         return x

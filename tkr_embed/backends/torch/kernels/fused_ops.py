@@ -2,7 +2,8 @@
 
 - `rms_norm`: RMSNorm in float32, weight applied in float32, result in the input dtype.
 - `add_rms_norm`: residual + x (+ bias) -> new residual (rounded to its dtype), and its RMSNorm; x may
-  be the MoE's per-pair results [T, k, N], whose k slots are summed in float32 on the way.
+  be the MoE's per-pair results [T, k, N], whose k slots are summed in float32 on the way; optionally
+  also the normed rows in fp16 (the MMA experts' operand).
 - `rope_write_kv`: the fused QKV projection's output (+ bias) -> rotated queries; rotated keys and the
   values written straight into the paged KV cache at their slots.
 - `router_topk`: router logits (cuBLAS, or `dense_gemv` for a few tokens), then top-k experts and the
@@ -22,9 +23,9 @@ from tkr_embed.backends.torch.kernels.pdl import pdl_launch, wait_for_previous_k
 
 
 @triton.jit
-def _rms_norm_kernel(x_ptr, res_ptr, bias_ptr, w_ptr, out_ptr, res_out_ptr, N, stride_x, stride_part, stride_res,
-                     stride_out, eps, HAS_RES: tl.constexpr, HAS_BIAS: tl.constexpr, PARTS: tl.constexpr,
-                     BLOCK: tl.constexpr, PDL: tl.constexpr):
+def _rms_norm_kernel(x_ptr, res_ptr, bias_ptr, w_ptr, out_ptr, res_out_ptr, out16_ptr, N, stride_x, stride_part,
+                     stride_res, stride_out, eps, HAS_RES: tl.constexpr, HAS_BIAS: tl.constexpr, PARTS: tl.constexpr,
+                     OUT16: tl.constexpr, BLOCK: tl.constexpr, PDL: tl.constexpr):
     row = tl.program_id(0).to(tl.int64)
     offs = tl.arange(0, BLOCK)
     mask = offs < N
@@ -41,33 +42,38 @@ def _rms_norm_kernel(x_ptr, res_ptr, bias_ptr, w_ptr, out_ptr, res_out_ptr, N, s
         tl.store(res_out_ptr + row * N + offs, rounded, mask=mask)
         x = rounded.to(tl.float32)
     inv = 1.0 / tl.sqrt(tl.sum(x * x, axis=0) / N + eps)
-    tl.store(out_ptr + row * stride_out + offs, (x * inv * w).to(out_ptr.dtype.element_ty), mask=mask)
+    normed = (x * inv * w).to(out_ptr.dtype.element_ty)
+    tl.store(out_ptr + row * stride_out + offs, normed, mask=mask)
+    if OUT16:                                   # the rounded output, as fp16 (as `normed.to(torch.float16)`)
+        tl.store(out16_ptr + row * N + offs, normed.to(tl.float16), mask=mask)
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     """x [T, N] -> [T, N] in x's dtype."""
     num_rows, width = x.shape
     out = torch.empty_like(x)
-    _rms_norm_kernel[(num_rows,)](x, x, x, weight, out, out, width, x.stride(0), 0, x.stride(0), out.stride(0), eps,
-                                  HAS_RES=False, HAS_BIAS=False, PARTS=1, BLOCK=triton.next_power_of_2(width),
-                                  num_warps=4, **pdl_launch(x))
+    _rms_norm_kernel[(num_rows,)](x, x, x, weight, out, out, out, width, x.stride(0), 0, x.stride(0), out.stride(0),
+                                  eps, HAS_RES=False, HAS_BIAS=False, PARTS=1, OUT16=False,
+                                  BLOCK=triton.next_power_of_2(width), num_warps=4, **pdl_launch(x))
     return out
 
 
 def add_rms_norm(
-    x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, eps: float, bias: torch.Tensor | None = None
+    x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, eps: float, bias: torch.Tensor | None = None,
+    out_f16: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """x [T, N] or [T, k, N] (summed over k), residual [T, N]
-    -> (rms_norm(residual + x + bias) [T, N], residual + x + bias [T, N])."""
+    -> (rms_norm(residual + x + bias) [T, N], residual + x + bias [T, N]); out_f16 [T, N] contiguous, when given,
+    receives the first as fp16."""
     parts = x.shape[1] if x.dim() == 3 else 1
     num_rows, width = residual.shape
     out = torch.empty_like(residual)
     new_residual = torch.empty_like(residual)
     _rms_norm_kernel[(num_rows,)](
-        x, residual, bias if bias is not None else x, weight, out, new_residual, width,
-        x.stride(0), x.stride(1) if parts > 1 else 0, residual.stride(0), out.stride(0), eps,
-        HAS_RES=True, HAS_BIAS=bias is not None, PARTS=parts, BLOCK=triton.next_power_of_2(width), num_warps=4,
-        **pdl_launch(x),
+        x, residual, bias if bias is not None else x, weight, out, new_residual, out_f16 if out_f16 is not None else out,
+        width, x.stride(0), x.stride(1) if parts > 1 else 0, residual.stride(0), out.stride(0), eps,
+        HAS_RES=True, HAS_BIAS=bias is not None, PARTS=parts, OUT16=out_f16 is not None,
+        BLOCK=triton.next_power_of_2(width), num_warps=4, **pdl_launch(x),
     )
     return out, new_residual
 

@@ -61,6 +61,12 @@ MMA_MAX_TOKENS = 128
 MoeConfig = GemvConfig | DecodeTileConfig | GroupedTileConfig | MmaTileConfig
 
 
+def uses_fp16_hidden(num_tokens: int, allow_mma: bool) -> bool:
+    """Whether the default dispatch may run the MMA kernels, whose operand is an fp16 copy of the hidden states
+    (`hidden_f16`; the model's residual norm writes it beside its output)."""
+    return allow_mma and MMA_MIN_TOKENS <= num_tokens <= MMA_MAX_TOKENS
+
+
 def default_config(num_tokens: int, top_k: int) -> MoeConfig:
     if num_tokens <= GEMV_MAX_TOKENS:
         return GemvConfig()
@@ -77,6 +83,7 @@ def mxfp4_moe_partials(
     config: MoeConfig | None = None,
     allow_mma: bool = False,
     tiled: bool = False,
+    hidden_f16: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Experts forward on the GPU with MXFP4 weights -> per-pair results [T, k, D] in hidden's dtype
     ([T, k * down_splits, D] for a GemvConfig with down_splits > 1).
@@ -86,6 +93,7 @@ def mxfp4_moe_partials(
     MMA_MIN_TOKENS..MMA_MAX_TOKENS tokens.
     tiled: the blocks and scales are in 16-row tiles (`expert_layout.tile_in_place`), as the model keeps them
     on CUDA when their shape allows.
+    hidden_f16: hidden in fp16 when the caller has it (the MMA kernels' operand, see `uses_fp16_hidden`).
     """
     num_tokens = hidden.shape[0]
     if (config is None and hidden.is_cuda and PREFILL_DEQUANT_MIN_TOKENS is not None
@@ -93,12 +101,13 @@ def mxfp4_moe_partials(
         from tkr_embed.backends.torch.kernels.mxfp4_moe_prefill import mxfp4_moe_prefill_partials
 
         return mxfp4_moe_prefill_partials(hidden, topk_ids, topk_weights, weights, tiled=tiled)
-    if (config is None and allow_mma and MMA_MIN_TOKENS <= num_tokens <= MMA_MAX_TOKENS and use_asm(hidden)
+    if (config is None and uses_fp16_hidden(num_tokens, allow_mma) and use_asm(hidden)
             and supports(hidden.shape[1], weights.intermediate_size)):
         config = default_mma_config(num_tokens * topk_ids.shape[1], weights.num_experts)
     cfg = config or default_config(num_tokens, topk_ids.shape[1])
     if isinstance(cfg, MmaTileConfig):
-        return mxfp4_moe_mma_partials(hidden, topk_ids, topk_weights, weights, config=cfg, tiled=tiled)
+        return mxfp4_moe_mma_partials(hidden, topk_ids, topk_weights, weights, config=cfg, tiled=tiled,
+                                      hidden_f16=hidden_f16)
     if isinstance(cfg, GemvConfig):
         return mxfp4_moe_gemv(hidden, topk_ids, topk_weights, weights, config=cfg, tiled=tiled)
     if isinstance(cfg, DecodeTileConfig):

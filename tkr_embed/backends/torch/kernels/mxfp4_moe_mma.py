@@ -329,6 +329,7 @@ def mxfp4_moe_mma_partials(
     weights: MoeWeights,             # the layer's experts
     config: MmaTileConfig | None = None,
     tiled: bool = False,             # the blocks and scales in 16-row tiles (expert_layout)
+    hidden_f16: torch.Tensor | None = None,   # hidden in fp16, when the caller has it
 ) -> torch.Tensor:
     """Experts of a decode batch -> per-pair results [T, k, D] (routing weight applied), hidden's dtype.
 
@@ -345,6 +346,8 @@ def mxfp4_moe_mma_partials(
         _launch(a, blocks, *(weights.gate_up if gate_up else weights.down), route_w, out, rows=cfg.rows_gate_up if gate_up else cfg.rows_down,
                 top_k=top_k, tokens_as_rows=gate_up, swiglu=gate_up, cfg=cfg, tiled=tiled)
 
-    # fp16 operands: one conversion of the hidden states here instead of one per warp and weight tile
-    return expert_projections(hidden.to(torch.float16), topk_ids, topk_weights, weights.intermediate_size,
+    # fp16 operands: one conversion of the hidden states (the caller's, or here) instead of one per warp and tile
+    if hidden_f16 is None:
+        hidden_f16 = hidden.to(torch.float16)
+    return expert_projections(hidden_f16, topk_ids, topk_weights, weights.intermediate_size,
                               project, act_dtype=torch.float16, out_dtype=hidden.dtype)

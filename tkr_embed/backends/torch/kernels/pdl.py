@@ -31,9 +31,14 @@ def _capability_major(device_index: int) -> int:
     return torch.cuda.get_device_capability(device_index)[0]
 
 
+def interpreting() -> bool:
+    """Triton's CPU interpreter runs the kernels (TRITON_INTERPRET)."""
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
 def use_pdl(tensor: torch.Tensor) -> bool:
     """Launch with programmatic dependent launch: CUDA tensors on sm_90+, outside Triton's interpreter."""
-    if not (PDL_ON_CUDA and tensor.is_cuda) or os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
+    if not (PDL_ON_CUDA and tensor.is_cuda) or interpreting():
         return False
     return _capability_major(tensor.device.index if tensor.device.index is not None else torch.cuda.current_device()) >= 9
 
