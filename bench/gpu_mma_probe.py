@@ -108,6 +108,8 @@ def main() -> int:
     parser.add_argument("--tokens", type=int, nargs="+", default=[64])
     parser.add_argument("--probes", nargs="+", default=list(PROBES), help="which edits of the source to time")
     parser.add_argument("--untiled", action="store_true", help="experts in checkpoint order (default: 16-row tiles)")
+    parser.add_argument("--configs", nargs="+", metavar="BT,ROWS_GATE_UP,ROWS_DOWN,WARPS",
+                        default=["16,128,64,4", "16,64,64,2", "8,128,64,4"], help="tile configurations to time")
     parser.add_argument("--source", nargs="*", default=[], metavar="NAME=FILE",
                         help="other versions of the module to time (e.g. git show HEAD:... > FILE)")
     args = parser.parse_args()
@@ -120,7 +122,7 @@ def main() -> int:
     for spec in args.source:
         name, _, file = spec.partition("=")
         modules[name] = variant(name, [], Path(file).read_text())
-    configs = [mxfp4_moe_mma.MmaTileConfig(), mxfp4_moe_mma.MmaTileConfig(16, 64, 64, 2), mxfp4_moe_mma.MmaTileConfig(8, 128, 64, 4)]
+    configs = [mxfp4_moe_mma.MmaTileConfig(*map(int, spec.split(","))) for spec in args.configs]
     rows = []
     for tokens in args.tokens:
         cases = [make_moe_case(tokens, seed=i, weights=weight_sets[i]) for i in range(ROTATIONS)]
