@@ -31,6 +31,10 @@ def test_moe_kernels_match_the_reference_under_the_interpreter():
     split = results.pop()
     # two K shares of the down projection give two partial rows a pair, which sum to the unsplit result
     assert split["shape"] == [2, 8, 128] and split["error"] < 5e-3, split
+    router = results.pop()
+    # the decode batch's router: the experts carrying the 4 largest (bf16) logits, softmax-weighted (a logit summed
+    # in another order may round to the neighbouring bf16 value: the weights agree to a few hundredths)
+    assert router["distinct"] and router["chosen_are_top"] and router["weights_error"] < 0.05, router
     assert [r["kernel"] for r in results] == ["GemvConfig", "GemvConfig", "GemvConfig", "DecodeTileConfig", "DecodeTileConfig", "GroupedTileConfig",
                                               "GroupedTileConfig", "GroupedTileConfig", "add_rms_norm(parts)"]
     for result in results[:-1]:

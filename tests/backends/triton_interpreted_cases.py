@@ -30,7 +30,7 @@ def _widen(handle):
 
 interpreter.InterpreterBuilder.create_dot = lambda self, a, b, d, *args: _dot(self, _widen(a), _widen(b), d, *args)
 
-from tkr_embed.backends.torch.kernels.fused_ops import add_rms_norm  # noqa: E402
+from tkr_embed.backends.torch.kernels.fused_ops import add_rms_norm, router_topk  # noqa: E402
 from tkr_embed.backends.torch.kernels.mxfp4_moe import (  # noqa: E402
     DecodeTileConfig,
     GemvConfig,
@@ -83,6 +83,18 @@ def main() -> int:
     results.append({"kernel": "add_rms_norm(parts)", "shape": list(parts.shape),
                     "error": max(relative_error(new_residual.float(), summed), relative_error(normed.float(), expected)),
                     "fp16_copy_equal": torch.equal(normed16, normed.to(torch.float16))})
+    # the router of a decode batch: logits in split shares of the hidden size (3 of 64, 64 and 32 columns here),
+    # summed with the bias and rounded to bf16 in the top-k kernel
+    x = torch.randn(20, 160, generator=gen).to(torch.bfloat16)
+    router_w = torch.randn(8, 160, generator=gen).to(torch.bfloat16)
+    router_b = torch.randn(8, generator=gen).to(torch.bfloat16)
+    ids, probs = router_topk(x, router_w, router_b, 4)
+    logits = (x.double() @ router_w.double().T + router_b.double()).to(torch.bfloat16).double()
+    values, _ = torch.topk(logits, 4, dim=-1)
+    chosen = logits.gather(-1, ids.long())
+    results.append({"kernel": "router_topk", "distinct": all(len(set(row)) == 4 for row in ids.tolist()),
+                    "chosen_are_top": torch.equal(chosen, values),
+                    "weights_error": float((probs.double() - torch.softmax(values, -1)).abs().max())})
     results.append({"kernel": "split_vs_unsplit", **split_vs_unsplit})
     print(json.dumps(results))
     return 0

@@ -66,20 +66,28 @@ def test_rope_write_kv_rotates_and_writes_the_slots(fused):
     assert torch.equal(flat[untouched], flat_ref[untouched])
 
 
-def test_router_topk_picks_the_largest_logits(fused):
+@pytest.mark.parametrize("num_tokens", [1, 2, 40, 128, 129])
+def test_router_topk_picks_the_largest_logits(fused, num_tokens):
+    """One token (dense_gemv), decode batches (split shares summed in the top-k kernel) and beyond (cuBLAS): the
+    chosen experts carry the k largest logits of the router layer, in descending order, and each weight belongs to
+    its own expert. bf16 logits of this size tie often and the order among equal logits is free (the MoE sums the
+    slots); a logit summed in another order than cuBLAS's may round to the neighbouring bf16 value."""
     gen = torch.Generator(device="cuda").manual_seed(5)
-    x = torch.randn(40, 2880, generator=gen, device="cuda").to(torch.bfloat16)
+    x = torch.randn(num_tokens, 2880, generator=gen, device="cuda").to(torch.bfloat16)
     weight = torch.randn(32, 2880, generator=gen, device="cuda").to(torch.bfloat16)
     bias = torch.randn(32, generator=gen, device="cuda").to(torch.bfloat16)
     ids, weights = fused.router_topk(x, weight, bias, 4)
     logits = torch.nn.functional.linear(x, weight, bias).float()                      # [T, E], bf16 values
     values, _ = torch.topk(logits, 4, dim=-1)
-    # bf16 logits of this size tie often; the order among equal logits is free (the MoE sums the
-    # slots), so check that the chosen experts carry the k largest logits, in descending order,
-    # and that each weight belongs to its own expert.
     assert all(len(set(row)) == 4 for row in ids.tolist())                          # 4 distinct experts
-    assert torch.equal(logits.gather(-1, ids.long()), values)
-    assert torch.allclose(weights, torch.softmax(values, dim=-1), atol=1e-5)
+    chosen = logits.gather(-1, ids.long())
+    if not 2 <= num_tokens <= fused.ROUTER_SPLIT_MAX_TOKENS:
+        assert torch.equal(chosen, values)
+        assert torch.allclose(weights, torch.softmax(values, dim=-1), atol=1e-5)
+    else:
+        assert bool(((chosen - values).abs() <= values.abs() * 2.0 ** -7).all())    # within one bf16 step
+        assert torch.allclose(weights, torch.softmax(chosen, dim=-1), atol=0.07)   # a step of 1/4 moves a weight < 1/16
+        assert (chosen != values).float().mean() < 0.05
 
 
 @pytest.mark.parametrize("num_tokens", [1, 3, 40])

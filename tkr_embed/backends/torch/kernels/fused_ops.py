@@ -6,8 +6,8 @@
   also the normed rows in fp16 (the MMA experts' operand).
 - `rope_write_kv`: the fused QKV projection's output (+ bias) -> rotated queries; rotated keys and the
   values written straight into the paged KV cache at their slots.
-- `router_topk`: router logits (cuBLAS, or `dense_gemv` for a few tokens), then top-k experts and the
-  softmax over the chosen logits in one kernel.
+- `router_topk`: router logits (split shares of the hidden size for decode batches, `dense_gemv` for one
+  token, cuBLAS beyond), then top-k experts and the softmax over the chosen logits in one kernel.
 
 All read only tensors (no host values derived from data), so they can be captured in CUDA graphs.
 """
@@ -155,12 +155,44 @@ def rope_write_kv(
 
 
 @triton.jit
-def _topk_softmax_kernel(logits_ptr, ids_ptr, weights_ptr, E, stride_l,
-                         TOP_K: tl.constexpr, E_PAD: tl.constexpr, K_PAD: tl.constexpr, PDL: tl.constexpr):
+def _router_split_kernel(x_ptr, w_ptr, part_ptr, T, E, stride_x, stride_w, K: tl.constexpr, BLOCK_T: tl.constexpr,
+                         E_PAD: tl.constexpr, SPLIT_K: tl.constexpr, BLOCK_K: tl.constexpr, PDL: tl.constexpr):
+    """Router logits of BLOCK_T tokens over one SPLIT_K share of the hidden size -> part [S, T, E_PAD] float32."""
+    pid_t = tl.program_id(0)
+    split = tl.program_id(1)
+    rows = pid_t * BLOCK_T + tl.arange(0, BLOCK_T)
+    experts = tl.arange(0, E_PAD)
+    offs_k = tl.arange(0, BLOCK_K)
+    wait_for_previous_kernel(PDL)
+    acc = tl.zeros((BLOCK_T, E_PAD), dtype=tl.float32)
+    for start in range(0, SPLIT_K, BLOCK_K):
+        cols = split * SPLIT_K + start + offs_k
+        x = tl.load(x_ptr + rows[:, None] * stride_x + cols[None, :], mask=(rows < T)[:, None] & (cols < K)[None, :],
+                    other=0.0)
+        w = tl.load(w_ptr + experts[:, None] * stride_w + cols[None, :],
+                    mask=(experts < E)[:, None] & (cols < K)[None, :], other=0.0)
+        acc += tl.dot(x, tl.trans(w))
+    tl.store(part_ptr + (split * T + rows)[:, None] * E_PAD + experts[None, :], acc, mask=(rows < T)[:, None])
+
+
+@triton.jit
+def _topk_softmax_kernel(logits_ptr, bias_ptr, ids_ptr, weights_ptr, E, T, stride_l,
+                         TOP_K: tl.constexpr, E_PAD: tl.constexpr, K_PAD: tl.constexpr, SPLITS: tl.constexpr,
+                         PDL: tl.constexpr):
+    """One token: its logits (SPLITS > 0: the sum of the router's split shares in a fixed order, + bias, rounded to
+    the bias's dtype as the router layer rounds them) -> the TOP_K largest (ties: the lower expert id) and the
+    softmax over them."""
     wait_for_previous_kernel(PDL)
     token = tl.program_id(0).to(tl.int64)
     offs_e = tl.arange(0, E_PAD)
-    logits = tl.load(logits_ptr + token * stride_l + offs_e, mask=offs_e < E, other=float("-inf")).to(tl.float32)
+    if SPLITS > 0:
+        logits = tl.zeros((E_PAD,), dtype=tl.float32)
+        for split in tl.static_range(SPLITS):
+            logits += tl.load(logits_ptr + (split * T + token) * E_PAD + offs_e)
+        logits += tl.load(bias_ptr + offs_e, mask=offs_e < E, other=0.0).to(tl.float32)
+        logits = tl.where(offs_e < E, logits.to(bias_ptr.dtype.element_ty).to(tl.float32), float("-inf"))
+    else:
+        logits = tl.load(logits_ptr + token * stride_l + offs_e, mask=offs_e < E, other=float("-inf")).to(tl.float32)
     offs_k = tl.arange(0, K_PAD)
     top_vals = tl.full((K_PAD,), float("-inf"), dtype=tl.float32)
     top_ids = tl.zeros((K_PAD,), dtype=tl.int32)
@@ -177,21 +209,43 @@ def _topk_softmax_kernel(logits_ptr, ids_ptr, weights_ptr, E, stride_l,
     tl.store(weights_ptr + token * TOP_K + offs_k, probs, mask=k_valid)
 
 
+# Decode batches of 2..ROUTER_SPLIT_MAX_TOKENS tokens: the router's logits in ROUTER_SPLITS shares of the hidden
+# size, summed by the top-k kernel (two launches, both programmatic-dependent, where cuBLAS took a split-K GEMM
+# and its reduction); one token keeps `dense_gemv`, larger batches cuBLAS.
+ROUTER_SPLIT_MAX_TOKENS = 128
+ROUTER_SPLITS = 9
+_ROUTER_BLOCK_K = 64
+
+
 def router_topk(
     x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, top_k: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """x [T, H], weight [E, H], bias [E] -> (ids [T, k] int32, softmax weights [T, k] float32).
 
-    The logits are rounded to the model dtype, as the router layer computes them (cuBLAS, or one
-    matrix-vector launch for a few tokens); top-k and the softmax over the chosen logits run in one kernel.
+    The logits are rounded to the model dtype, as the router layer computes them (cuBLAS, one matrix-vector
+    launch for one token, or split shares summed in the top-k kernel); top-k and the softmax over the chosen
+    logits run in one kernel.
     """
-    logits = linear(x, weight, bias)                                                      # [T, E]
-    num_tokens, num_experts = logits.shape
+    num_tokens, hidden = x.shape
+    num_experts = weight.shape[0]
+    e_pad = max(16, triton.next_power_of_2(num_experts))
     ids = torch.empty(num_tokens, top_k, dtype=torch.int32, device=x.device)
     weights = torch.empty(num_tokens, top_k, dtype=torch.float32, device=x.device)
+    if 2 <= num_tokens <= ROUTER_SPLIT_MAX_TOKENS and bias is not None and x.stride(1) == 1 and weight.stride(1) == 1:
+        k_blocks = triton.cdiv(hidden, _ROUTER_BLOCK_K)
+        split_k = triton.cdiv(k_blocks, min(k_blocks, ROUTER_SPLITS)) * _ROUTER_BLOCK_K
+        splits = triton.cdiv(hidden, split_k)
+        logits = torch.empty(splits, num_tokens, e_pad, dtype=torch.float32, device=x.device)
+        _router_split_kernel[(triton.cdiv(num_tokens, 16), splits)](
+            x, weight, logits, num_tokens, num_experts, x.stride(0), weight.stride(0), K=hidden, BLOCK_T=16,
+            E_PAD=e_pad, SPLIT_K=split_k, BLOCK_K=_ROUTER_BLOCK_K, num_warps=4, **pdl_launch(x),
+        )
+    else:
+        logits = linear(x, weight, bias)                                                  # [T, E]
+        splits = 0
     _topk_softmax_kernel[(num_tokens,)](
-        logits, ids, weights, num_experts, logits.stride(0),
-        TOP_K=top_k, E_PAD=triton.next_power_of_2(num_experts), K_PAD=triton.next_power_of_2(top_k), num_warps=1,
+        logits, bias if bias is not None else logits, ids, weights, num_experts, num_tokens, logits.stride(0) if splits == 0 else e_pad,
+        TOP_K=top_k, E_PAD=e_pad, K_PAD=triton.next_power_of_2(top_k), SPLITS=splits, num_warps=1,
         **pdl_launch(x),
     )
     return ids, weights
