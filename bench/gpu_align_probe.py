@@ -7,13 +7,12 @@ each checked against the torch alignment and timed in CUDA graphs. Prints one JS
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import sys
-from pathlib import Path
 
 import torch
 from gpu_kernels import graph_time_ms
+from with_patch import source_variant
 
 from tkr_embed.backends.torch.kernels import moe_align_kernel
 from tkr_embed.backends.torch.kernels.moe_align import align_pairs_to_experts
@@ -26,19 +25,6 @@ VARIANTS = {
 }
 
 
-def variant(name: str, edits: list[tuple[str, str]]):
-    source = Path(moe_align_kernel.__file__).read_text()
-    for old, new in edits:
-        assert old in source, old
-        source = source.replace(old, new)
-    path = Path(moe_align_kernel.__file__).with_name(f"_probe_align_{abs(hash(name))}.py")
-    path.write_text(source)
-    try:
-        return importlib.import_module(f"tkr_embed.backends.torch.kernels.{path.stem}")
-    finally:
-        path.unlink()
-
-
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--tokens", type=int, nargs="+", default=[1, 16, 64, 128])
@@ -46,7 +32,7 @@ def main() -> int:
     args = parser.parse_args()
     gen = torch.Generator().manual_seed(0)
     rows = []
-    modules = {name: variant(name, edits) for name, edits in VARIANTS.items()}
+    modules = {name: source_variant(moe_align_kernel, name, edits) for name, edits in VARIANTS.items()}
     for tokens in args.tokens:
         ids = [torch.stack([torch.randperm(args.experts, generator=gen)[:4] for _ in range(tokens)]).to(torch.int32).cuda()
                for _ in range(4)]

@@ -11,13 +11,13 @@ The variant modules are written next to the kernel as _probe_*.py and removed af
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import sys
 from pathlib import Path
 
 import torch
 from gpu_kernels import EXPERT_BYTES, ROTATIONS, graph_time_ms
+from with_patch import source_variant
 
 from tkr_embed.backends.torch.kernels import expert_layout, mxfp4_moe_mma
 from tkr_embed.backends.torch.kernels.mxfp4_reference import moe_reference
@@ -91,16 +91,7 @@ PROBES = {
 
 
 def variant(name: str, edits: list[tuple[str, str]], source: str | None = None):
-    source = source or Path(mxfp4_moe_mma.__file__).read_text()
-    for old, new in edits:
-        assert old in source, old
-        source = source.replace(old, new)
-    path = Path(mxfp4_moe_mma.__file__).with_name(f"_probe_{abs(hash(name))}.py")
-    path.write_text(source)
-    try:
-        return importlib.import_module(f"tkr_embed.backends.torch.kernels.{path.stem}")
-    finally:
-        path.unlink()
+    return source_variant(mxfp4_moe_mma, name, edits, source)
 
 
 def main() -> int:

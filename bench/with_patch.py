@@ -18,6 +18,21 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
+def source_variant(module, name: str, edits: list[tuple[str, str]], source: str | None = None):
+    """A copy of `module` (a kernel module: its Triton kernels compile anew) with each (old, new) replaced in its
+    source (or in `source`), imported beside it under a name made from `name`; the file is removed again."""
+    source = source or Path(module.__file__).read_text()
+    for old, new in edits:
+        assert old in source, old
+        source = source.replace(old, new)
+    path = Path(module.__file__).with_name(f"_probe_{abs(hash(name))}.py")
+    path.write_text(source)
+    try:
+        return importlib.import_module(f"{module.__name__.rpartition('.')[0]}.{path.stem}")
+    finally:
+        path.unlink()
+
+
 def apply(assignment: str) -> None:
     name, _, value = assignment.partition("=")
     module_name, _, attribute = name.rpartition(".")
