@@ -154,7 +154,7 @@ def rope_write_kv(
     return q
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["T"])    # one binary for every batch (no compile mid-serving)
 def _router_split_kernel(x_ptr, w_ptr, part_ptr, T, E, stride_x, stride_w, K: tl.constexpr, BLOCK_T: tl.constexpr,
                          E_PAD: tl.constexpr, SPLIT_K: tl.constexpr, BLOCK_K: tl.constexpr, PDL: tl.constexpr):
     """Router logits of BLOCK_T tokens over one SPLIT_K share of the hidden size -> part [S, T, E_PAD] float32."""
@@ -175,7 +175,7 @@ def _router_split_kernel(x_ptr, w_ptr, part_ptr, T, E, stride_x, stride_w, K: tl
     tl.store(part_ptr + (split * T + rows)[:, None] * E_PAD + experts[None, :], acc, mask=(rows < T)[:, None])
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["T"])
 def _topk_softmax_kernel(logits_ptr, bias_ptr, ids_ptr, weights_ptr, E, T, stride_l,
                          TOP_K: tl.constexpr, E_PAD: tl.constexpr, K_PAD: tl.constexpr, SPLITS: tl.constexpr,
                          PDL: tl.constexpr):
@@ -244,8 +244,8 @@ def router_topk(
         logits = linear(x, weight, bias)                                                  # [T, E]
         splits = 0
     _topk_softmax_kernel[(num_tokens,)](
-        logits, bias if bias is not None else logits, ids, weights, num_experts, num_tokens, logits.stride(0) if splits == 0 else e_pad,
-        TOP_K=top_k, E_PAD=e_pad, K_PAD=triton.next_power_of_2(top_k), SPLITS=splits, num_warps=1,
+        logits, bias if bias is not None else logits, ids, weights, num_experts, num_tokens,
+        logits.stride(0) if splits == 0 else e_pad, TOP_K=top_k, E_PAD=e_pad, K_PAD=triton.next_power_of_2(top_k), SPLITS=splits, num_warps=1,
         **pdl_launch(x),
     )
     return ids, weights
