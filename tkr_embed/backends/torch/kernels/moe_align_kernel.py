@@ -20,7 +20,8 @@ from tkr_embed.backends.torch.kernels.pdl import interpreting, pdl_launch, wait_
 
 DYNAMIC_BOUNDS = True     # on CUDA the loops stop at the batch's last chunk
 # H100, us, 8 / 4 warps (bench/gpu_align_probe.py): 256 pairs 4.38 / 4.05, 1,024 pairs 13.42 / 9.60, 4,096 pairs
-# 49.84 / 32.39. One count for every batch: num_warps is part of the binary (no compile mid-serving)
+# 49.84 / 32.39, 16,384 pairs 200.7 / 129.8. One count for every batch: num_warps is part of the binary (no
+# compile mid-serving)
 NUM_WARPS = 4
 
 
