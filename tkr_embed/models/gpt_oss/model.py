@@ -135,10 +135,11 @@ class GptOssForCausalLM(nn.Module):
         residual = F.embedding(input_ids, self.model.embed_tokens.weight)                  # [T, hidden]
         cos_sin = self.model.rotary.cos_sin(positions, self.dtype)                         # [T, D/2] x2
         x = rms_norm(residual, layers[0].input_layernorm.weight, eps)
-        fp16_copy = NORM_WRITES_FP16 and uses_fp16_hidden(input_ids.shape[0], self.moe_mma_exact)
+        # one buffer for every layer's fp16 copy (each layer's experts read it before the next norm writes it)
+        x16 = (torch.empty(residual.shape, dtype=torch.float16, device=residual.device)
+               if NORM_WRITES_FP16 and uses_fp16_hidden(input_ids.shape[0], self.moe_mma_exact) else None)
         for index, (layer, kv_cache) in enumerate(zip(layers, kv_caches, strict=True)):
             attn = layer.self_attn.forward_kernels(x, cos_sin, kv_cache, attn_metadata)   # [T, hidden]
-            x16 = torch.empty(residual.shape, dtype=torch.float16, device=residual.device) if fp16_copy else None
             x, residual = add_rms_norm(attn, residual, layer.post_attention_layernorm.weight, eps,
                                        bias=layer.self_attn.o_proj.bias, out_f16=x16)
             router, experts = layer.mlp.router, layer.mlp.experts

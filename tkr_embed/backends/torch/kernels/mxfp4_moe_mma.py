@@ -343,8 +343,9 @@ def mxfp4_moe_mma_partials(
 
     def project(a: torch.Tensor, out: torch.Tensor, route_w: torch.Tensor | None) -> None:
         gate_up = route_w is None
-        _launch(a, blocks, *(weights.gate_up if gate_up else weights.down), route_w, out, rows=cfg.rows_gate_up if gate_up else cfg.rows_down,
-                top_k=top_k, tokens_as_rows=gate_up, swiglu=gate_up, cfg=cfg, tiled=tiled)
+        _launch(a, blocks, *(weights.gate_up if gate_up else weights.down), route_w, out,
+                rows=cfg.rows_gate_up if gate_up else cfg.rows_down, top_k=top_k, tokens_as_rows=gate_up,
+                swiglu=gate_up, cfg=cfg, tiled=tiled)
 
     # fp16 operands: one conversion of the hidden states (the caller's, or here) instead of one per warp and tile
     if hidden_f16 is None:

@@ -25,7 +25,6 @@ Dequantization, chosen by a constexpr:
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 
 import torch
@@ -33,6 +32,7 @@ import triton
 import triton.language as tl
 
 from tkr_embed.backends.torch.kernels.expert_layout import col_offset
+from tkr_embed.backends.torch.kernels.pdl import interpreting
 
 # 2^113: the matrix-vector kernels form 2^(s - 127 + 14) as fp32 bits, which overflow above 240 (and
 # the bf16 path overflows above 252); below 2, values under 2^-126 lose bits. Trained weights use ~115-125.
@@ -110,7 +110,7 @@ _E2M1_TO_BF16_PTX = tl.constexpr(
 
 def use_asm(tensor: torch.Tensor) -> bool:
     """The PTX dequantization runs on CUDA tensors outside the Triton interpreter."""
-    return tensor.is_cuda and os.environ.get("TRITON_INTERPRET", "0") in ("", "0")
+    return tensor.is_cuda and not interpreting()
 
 
 @triton.jit
