@@ -66,6 +66,7 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=50)
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--prefill", type=int, nargs="*", default=[], help="also time (and profile) one prefill of N tokens")
+    parser.add_argument("--prompts", type=int, default=1, help="the prefill's tokens as this many prompts (one step)")
     args = parser.parse_args()
 
     from tkr_embed.backends.torch.runner import TorchModelRunner
@@ -100,9 +101,14 @@ def main() -> int:
             row.update(_profile(lambda: runner.logits(scheduled, use_graphs=False)))
         rows.append(row)
     for length in args.prefill:
-        blocks = list(range(-(-length // block)))
-        scheduled = ScheduledBatch([BatchEntry(0, list(range(1000, 1000 + length)), 0, blocks, True, params)])
-        row = {"prefill": length, "ms": round(_median_ms(lambda: runner.execute(scheduled), 10), 3)}
+        per_prompt = length // args.prompts
+        prompt_blocks = -(-per_prompt // block)
+        scheduled = ScheduledBatch([
+            BatchEntry(i, list(range(1000, 1000 + per_prompt)), 0,
+                       list(range(i * prompt_blocks, (i + 1) * prompt_blocks)), True, params)
+            for i in range(args.prompts)])
+        row = {"prefill": length, "prompts": args.prompts,
+               "ms": round(_median_ms(lambda: runner.execute(scheduled), 10), 3)}
         if args.profile:
             row.update(_profile(lambda: runner.execute(scheduled)))
         rows.append(row)

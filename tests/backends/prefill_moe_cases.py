@@ -1,5 +1,6 @@
 """Run under TRITON_INTERPRET=1 by test_triton_interpreted.py: the prefill MoE (experts dequantized once,
-then grouped GEMMs) against the float32 reference, and its dequantization against the reference's."""
+then grouped GEMMs) against the float32 reference, its dequantization against the reference's, and the
+residual norm reading its rows sorted by expert."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import sys
 import torch
 
 from tkr_embed.backends.torch.kernels import mxfp4_moe_prefill
+from tkr_embed.backends.torch.kernels.fused_ops import add_rms_norm
 from tkr_embed.backends.torch.kernels.mxfp4_reference import dequantize_mxfp4, moe_reference
 from tkr_embed.backends.torch.kernels.random_cases import make_moe_case, relative_error
 
@@ -33,6 +35,19 @@ def main() -> int:
     chunks = mxfp4_moe_prefill.mxfp4_moe_prefill_partials(case.hidden, case.topk_ids, case.topk_weights, case.weights)
     results.append({"kernel": "prefill in chunks of 16", "shape": list(chunks.shape),
                     "error": relative_error(chunks.float(), whole.float())})
+    # the residual norm reads the rows where the GEMM left them (sorted by expert): bit for bit what it computes from
+    # the per-pair results written back in pair order, also for rows concatenated from token chunks
+    gen = torch.Generator().manual_seed(1)
+    residual = torch.randn(40, 128, generator=gen).to(torch.bfloat16)
+    weight = (1 + 0.1 * torch.randn(128, generator=gen)).to(torch.bfloat16)
+    for chunk_tokens in (1 << 15, 16):
+        mxfp4_moe_prefill.CHUNK_TOKENS = chunk_tokens
+        rows = mxfp4_moe_prefill.mxfp4_moe_prefill_rows(case.hidden, case.topk_ids, case.topk_weights, case.weights)
+        from_rows = add_rms_norm(rows, residual, weight, 1e-5)
+        from_parts = add_rms_norm(rows.materialize(), residual, weight, 1e-5)
+        results.append({"kernel": "add_rms_norm(sorted rows)", "chunk_tokens": chunk_tokens,
+                        "rows": list(rows.rows.shape), "parts_equal": torch.equal(rows.materialize(), chunks),
+                        "equal": all(torch.equal(a, b) for a, b in zip(from_rows, from_parts))})
     print(json.dumps(results))
     return 0
 

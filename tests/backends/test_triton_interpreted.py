@@ -55,9 +55,15 @@ def test_dense_gemv_matches_float32_under_the_interpreter():
 
 def test_prefill_moe_dequantizes_once_and_matches_the_reference_under_the_interpreter():
     """Large batches: the experts dequantized exactly (bit for bit the reference's bf16), then grouped
-    GEMMs with the bias, SwiGLU and routing weight; all experts at once and three a chunk agree."""
+    GEMMs with the bias, SwiGLU and routing weight; all experts at once and three a chunk agree; the next norm
+    sums the rows where the GEMM left them."""
     results = _interpreted("prefill_moe_cases.py", timeout=300)
     assert results[0] == {"kernel": "dequantize", "shape": [8, 192, 128], "equal": True}
+    norms = [results.pop(), results.pop()][::-1]
+    # the norm summing the rows sorted by expert (one chunk; three chunks of 16 tokens concatenated) equals, bit for
+    # bit, the norm summing the per-pair results in pair order; those equal the chunked path's
+    assert [(r["chunk_tokens"], r["rows"]) for r in norms] == [(1 << 15, [160, 128]), (16, [160, 128])], norms
+    assert all(r["equal"] and r["parts_equal"] for r in norms), norms
     chunked = results.pop()
     assert chunked["shape"] == [40, 4, 128] and chunked["error"] < 1e-3, chunked
     assert [(r["chunked"], r["shape"]) for r in results[1:]] == [(False, [40, 4, 128]), (True, [40, 4, 128])]

@@ -125,7 +125,8 @@ class GptOssForCausalLM(nn.Module):
 
         Residual stream: norm(x) feeds attention; residual + attn (+ o bias) is normed in one kernel, which
         also writes the fp16 copy the MMA experts multiply (decode batches); router top-k in one kernel; the
-        MoE's k per-pair results are summed with the residual inside the next RMSNorm.
+        MoE's k per-pair results are summed with the residual inside the next RMSNorm (for prefill batches it
+        reads them where the experts' GEMM left them, sorted by expert).
         """
         from tkr_embed.backends.torch.kernels.fused_ops import add_rms_norm, rms_norm, router_topk
         from tkr_embed.backends.torch.kernels.mxfp4_moe import mxfp4_moe_partials, uses_fp16_hidden
@@ -144,8 +145,9 @@ class GptOssForCausalLM(nn.Module):
                                        bias=layer.self_attn.o_proj.bias, out_f16=x16)
             router, experts = layer.mlp.router, layer.mlp.experts
             topk_ids, topk_weights = router_topk(x, router.weight, router.bias, router.top_k)
-            partials = mxfp4_moe_partials(x, topk_ids, topk_weights, experts.kernel_weights(),   # [T, k, hidden]
-                                          allow_mma=self.moe_mma_exact, tiled=experts.tiled, hidden_f16=x16)
+            partials = mxfp4_moe_partials(x, topk_ids, topk_weights, experts.kernel_weights(),   # [T, k, hidden] or rows
+                                          allow_mma=self.moe_mma_exact, tiled=experts.tiled, hidden_f16=x16,
+                                          pair_rows=True)
             next_norm = layers[index + 1].input_layernorm if index + 1 < len(layers) else self.model.norm
             x, residual = add_rms_norm(partials, residual, next_norm.weight, eps)
         return x

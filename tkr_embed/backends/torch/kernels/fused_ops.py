@@ -2,7 +2,8 @@
 
 - `rms_norm`: RMSNorm in float32, weight applied in float32, result in the input dtype.
 - `add_rms_norm`: residual + x (+ bias) -> new residual (rounded to its dtype), and its RMSNorm; x may
-  be the MoE's per-pair results [T, k, N], whose k slots are summed in float32 on the way; optionally
+  be the MoE's per-pair results [T, k, N], whose k slots are summed in float32 on the way, or the prefill
+  MoE's rows sorted by expert (each pair's row gathered, its bias and routing weight applied); optionally
   also the normed rows in fp16 (the MMA experts' operand).
 - `rope_write_kv`: the fused QKV projection's output (+ bias) -> rotated queries; rotated keys and the
   values written straight into the paged KV cache at their slots.
@@ -19,21 +20,29 @@ import triton
 import triton.language as tl
 
 from tkr_embed.backends.torch.kernels.dense_gemv import linear
+from tkr_embed.backends.torch.kernels.mxfp4_moe_prefill import SortedPairRows, pair_result
 from tkr_embed.backends.torch.kernels.pdl import pdl_launch, wait_for_previous_kernel
 
 
 @triton.jit
-def _rms_norm_kernel(x_ptr, res_ptr, bias_ptr, w_ptr, out_ptr, res_out_ptr, out16_ptr, N, stride_x, stride_part,
-                     stride_res, stride_out, eps, HAS_RES: tl.constexpr, HAS_BIAS: tl.constexpr, PARTS: tl.constexpr,
-                     OUT16: tl.constexpr, BLOCK: tl.constexpr, PDL: tl.constexpr):
+def _rms_norm_kernel(x_ptr, res_ptr, bias_ptr, w_ptr, out_ptr, res_out_ptr, out16_ptr, row_of_pair_ptr,
+                     pair_expert_ptr, pair_bias_ptr, route_w_ptr, N, stride_x, stride_part, stride_res, stride_out,
+                     stride_pair_bias, eps, HAS_RES: tl.constexpr, HAS_BIAS: tl.constexpr, PARTS: tl.constexpr,
+                     PAIR_ROWS: tl.constexpr, OUT16: tl.constexpr, BLOCK: tl.constexpr, PDL: tl.constexpr):
     row = tl.program_id(0).to(tl.int64)
     offs = tl.arange(0, BLOCK)
     mask = offs < N
     w = tl.load(w_ptr + offs, mask=mask, other=0.0).to(tl.float32)      # a constant: read before the wait
     wait_for_previous_kernel(PDL)
-    x = tl.load(x_ptr + row * stride_x + offs, mask=mask, other=0.0).to(tl.float32)
-    for part in tl.static_range(1, PARTS):
-        x += tl.load(x_ptr + row * stride_x + part * stride_part + offs, mask=mask, other=0.0).to(tl.float32)
+    if PAIR_ROWS:       # x: the prefill MoE's rows sorted by expert; this token's k pairs are rows PARTS*row + j
+        x = tl.zeros((BLOCK,), dtype=tl.float32)
+        for part in tl.static_range(PARTS):
+            x += pair_result(x_ptr, row_of_pair_ptr, pair_expert_ptr, pair_bias_ptr, route_w_ptr, row * PARTS + part,
+                             offs, mask, stride_x, stride_pair_bias).to(tl.float32)
+    else:
+        x = tl.load(x_ptr + row * stride_x + offs, mask=mask, other=0.0).to(tl.float32)
+        for part in tl.static_range(1, PARTS):
+            x += tl.load(x_ptr + row * stride_x + part * stride_part + offs, mask=mask, other=0.0).to(tl.float32)
     if HAS_BIAS:
         x += tl.load(bias_ptr + offs, mask=mask, other=0.0).to(tl.float32)
     if HAS_RES:
@@ -52,27 +61,34 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     """x [T, N] -> [T, N] in x's dtype."""
     num_rows, width = x.shape
     out = torch.empty_like(x)
-    _rms_norm_kernel[(num_rows,)](x, x, x, weight, out, out, out, width, x.stride(0), 0, x.stride(0), out.stride(0),
-                                  eps, HAS_RES=False, HAS_BIAS=False, PARTS=1, OUT16=False,
-                                  BLOCK=triton.next_power_of_2(width), num_warps=4, **pdl_launch(x))
+    _rms_norm_kernel[(num_rows,)](x, x, x, weight, out, out, out, x, x, x, x, width, x.stride(0), 0, x.stride(0),
+                                  out.stride(0), 0, eps, HAS_RES=False, HAS_BIAS=False, PARTS=1, PAIR_ROWS=False,
+                                  OUT16=False, BLOCK=triton.next_power_of_2(width), num_warps=4, **pdl_launch(x))
     return out
 
 
 def add_rms_norm(
-    x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, eps: float, bias: torch.Tensor | None = None,
-    out_f16: torch.Tensor | None = None,
+    x: torch.Tensor | SortedPairRows, residual: torch.Tensor, weight: torch.Tensor, eps: float,
+    bias: torch.Tensor | None = None, out_f16: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """x [T, N] or [T, k, N] (summed over k), residual [T, N]
+    """x [T, N] or [T, k, N] (summed over k) or the prefill MoE's SortedPairRows (its k pairs a token summed, as
+    their `materialize` would write them), residual [T, N]
     -> (rms_norm(residual + x + bias) [T, N], residual + x + bias [T, N]); out_f16 [T, N] contiguous, when given,
     receives the first as fp16."""
-    parts = x.shape[1] if x.dim() == 3 else 1
     num_rows, width = residual.shape
     out = torch.empty_like(residual)
     new_residual = torch.empty_like(residual)
+    pair_rows = isinstance(x, SortedPairRows)
+    if pair_rows:
+        pairs = (x.row_of_pair, x.pair_expert, x.bias, x.route_w)
+        parts, stride_part, stride_pair_bias, x = x.top_k, 0, x.bias.stride(0), x.rows
+    else:
+        parts = x.shape[1] if x.dim() == 3 else 1
+        pairs, stride_part, stride_pair_bias = (x, x, x, x), x.stride(1) if parts > 1 else 0, 0
     _rms_norm_kernel[(num_rows,)](
         x, residual, bias if bias is not None else x, weight, out, new_residual, out_f16 if out_f16 is not None else out,
-        width, x.stride(0), x.stride(1) if parts > 1 else 0, residual.stride(0), out.stride(0), eps,
-        HAS_RES=True, HAS_BIAS=bias is not None, PARTS=parts, OUT16=out_f16 is not None,
+        *pairs, width, x.stride(0), stride_part, residual.stride(0), out.stride(0), stride_pair_bias, eps,
+        HAS_RES=True, HAS_BIAS=bias is not None, PARTS=parts, PAIR_ROWS=pair_rows, OUT16=out_f16 is not None,
         BLOCK=triton.next_power_of_2(width), num_warps=4, **pdl_launch(x),
     )
     return out, new_residual

@@ -41,6 +41,7 @@ from tkr_embed.backends.torch.kernels.mxfp4_moe_mma import (
     mxfp4_moe_mma_partials,
     supports,
 )
+from tkr_embed.backends.torch.kernels.mxfp4_moe_prefill import SortedPairRows, mxfp4_moe_prefill_rows
 from tkr_embed.backends.torch.kernels.mxfp4_tile import use_asm
 
 GEMV_MAX_TOKENS = 16
@@ -84,7 +85,8 @@ def mxfp4_moe_partials(
     allow_mma: bool = False,
     tiled: bool = False,
     hidden_f16: torch.Tensor | None = None,
-) -> torch.Tensor:
+    pair_rows: bool = False,
+) -> torch.Tensor | SortedPairRows:
     """Experts forward on the GPU with MXFP4 weights -> per-pair results [T, k, D] in hidden's dtype
     ([T, k * down_splits, D] for a GemvConfig with down_splits > 1).
 
@@ -94,13 +96,14 @@ def mxfp4_moe_partials(
     tiled: the blocks and scales are in 16-row tiles (`expert_layout.tile_in_place`), as the model keeps them
     on CUDA when their shape allows.
     hidden_f16: hidden in fp16 when the caller has it (the MMA kernels' operand, see `uses_fp16_hidden`).
+    pair_rows: the caller takes the prefill path's rows sorted by expert as they are (`SortedPairRows`, which
+    `fused_ops.add_rms_norm` sums), instead of per-pair results written back in pair order.
     """
     num_tokens = hidden.shape[0]
     if (config is None and hidden.is_cuda and PREFILL_DEQUANT_MIN_TOKENS is not None
             and num_tokens >= PREFILL_DEQUANT_MIN_TOKENS):
-        from tkr_embed.backends.torch.kernels.mxfp4_moe_prefill import mxfp4_moe_prefill_partials
-
-        return mxfp4_moe_prefill_partials(hidden, topk_ids, topk_weights, weights, tiled=tiled)
+        rows = mxfp4_moe_prefill_rows(hidden, topk_ids, topk_weights, weights, tiled=tiled)
+        return rows if pair_rows else rows.materialize()
     if (config is None and uses_fp16_hidden(num_tokens, allow_mma) and use_asm(hidden)
             and supports(hidden.shape[1], weights.intermediate_size)):
         config = default_mma_config(num_tokens * topk_ids.shape[1], weights.num_experts)

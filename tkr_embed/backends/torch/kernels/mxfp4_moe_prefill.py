@@ -7,8 +7,10 @@ torch's grouped GEMM (`torch._grouped_mm`, CUTLASS on Hopper) multiplies each ex
 
 1. the (token, expert) pairs sorted by expert; their activation rows gathered [P, D];
 2. gate_up = x @ W_gu[e]^T per expert; + bias and the clamped SwiGLU in one kernel -> act [P, I];
-3. down = act @ W_dn[e]^T per expert; + bias, times the routing weight, written to the pair's row of
-   the per-pair results [T, k, D] in one kernel.
+3. down = act @ W_dn[e]^T per expert -> `SortedPairRows`: the rows stay sorted by expert; the next residual
+   RMSNorm reads each pair's row, adds its expert's bias and applies its routing weight on the way
+   (`fused_ops.add_rms_norm`), so no kernel writes them back in pair order. `materialize` does, for callers
+   that want the per-pair results [T, k, D].
 
 The GEMM outputs are rounded to bf16 before the bias (the Triton kernels add it in fp32): within the
 tolerance of the float32 reference. When the experts fit the scratch at once (20b) the grouped GEMMs
@@ -19,6 +21,7 @@ experts' row counts. Either way not CUDA-graph capturable (prefill runs eagerly)
 from __future__ import annotations
 
 import itertools
+from typing import NamedTuple
 
 import torch
 import triton
@@ -71,18 +74,63 @@ def _bias_swiglu_kernel(y_ptr, expert_ptr, bias_ptr, act_ptr, I, stride_y, strid
 
 
 @triton.jit
-def _bias_route_scatter_kernel(z_ptr, pair_ptr, expert_ptr, bias_ptr, route_w_ptr, out_ptr, D, stride_z, stride_be,
-                               stride_out, BLOCK: tl.constexpr):
-    """Row r of z [P, D] + its expert's bias, times its pair's routing weight -> out[pair] [T*k, D]."""
-    row = tl.program_id(0).to(tl.int64)
+def pair_result(rows_ptr, row_of_pair_ptr, pair_expert_ptr, bias_ptr, route_w_ptr, pair, offs, mask, stride_rows,
+                stride_be):
+    """Pair `pair`'s result over columns `offs`: (its sorted row + its expert's bias) * its routing weight, computed
+    in float32 and rounded to the rows' dtype (what `materialize` writes and `add_rms_norm` sums)."""
+    row = tl.load(row_of_pair_ptr + pair).to(tl.int64)
+    expert = tl.load(pair_expert_ptr + pair).to(tl.int64)
+    z = tl.load(rows_ptr + row * stride_rows + offs, mask=mask, other=0.0).to(tl.float32)
+    z += tl.load(bias_ptr + expert * stride_be + offs, mask=mask, other=0.0).to(tl.float32)
+    z *= tl.load(route_w_ptr + pair)
+    return z.to(rows_ptr.dtype.element_ty)
+
+
+@triton.jit
+def _materialize_kernel(rows_ptr, row_of_pair_ptr, pair_expert_ptr, bias_ptr, route_w_ptr, out_ptr, D, stride_rows,
+                        stride_be, stride_out, BLOCK: tl.constexpr):
+    """Pair p's result -> out[p] [T*k, D]."""
+    pair = tl.program_id(0).to(tl.int64)
     offs = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     valid = offs < D
-    pair = tl.load(pair_ptr + row).to(tl.int64)
-    expert = tl.load(expert_ptr + row).to(tl.int64)
-    z = tl.load(z_ptr + row * stride_z + offs, mask=valid, other=0.0).to(tl.float32)
-    z += tl.load(bias_ptr + expert * stride_be + offs, mask=valid, other=0.0).to(tl.float32)
-    z *= tl.load(route_w_ptr + pair)
-    tl.store(out_ptr + pair * stride_out + offs, z.to(out_ptr.dtype.element_ty), mask=valid)
+    z = pair_result(rows_ptr, row_of_pair_ptr, pair_expert_ptr, bias_ptr, route_w_ptr, pair, offs, valid,
+                    stride_rows, stride_be)
+    tl.store(out_ptr + pair * stride_out + offs, z, mask=valid)
+
+
+class SortedPairRows(NamedTuple):
+    """The prefill MoE's per-pair results before the down bias, the routing weight and the return to pair order."""
+    rows: torch.Tensor           # [P, D], the down GEMM's rows sorted by expert
+    row_of_pair: torch.Tensor    # [T*k] int64: pair p's row
+    pair_expert: torch.Tensor    # [T*k]: pair p's expert
+    bias: torch.Tensor           # [E, D] the down projection's bias
+    route_w: torch.Tensor        # [T*k] float32
+    top_k: int
+
+    @property
+    def num_tokens(self) -> int:
+        return self.row_of_pair.shape[0] // self.top_k
+
+    def materialize(self) -> torch.Tensor:
+        """-> the per-pair results [T, k, D] in the rows' dtype."""
+        num_pairs, hidden_size = self.row_of_pair.shape[0], self.rows.shape[1]
+        out = torch.empty(num_pairs, hidden_size, dtype=self.rows.dtype, device=self.rows.device)
+        block = 512
+        _materialize_kernel[(num_pairs, triton.cdiv(hidden_size, block))](
+            self.rows, self.row_of_pair, self.pair_expert, self.bias, self.route_w, out, hidden_size,
+            self.rows.stride(0), self.bias.stride(0), out.stride(0), BLOCK=block, num_warps=4,
+        )
+        return out.view(self.num_tokens, self.top_k, hidden_size)
+
+    @staticmethod
+    def concat(parts: list[SortedPairRows]) -> SortedPairRows:
+        """Consecutive token chunks' rows as one batch's."""
+        firsts = itertools.accumulate([0] + [part.rows.shape[0] for part in parts[:-1]])
+        return parts[0]._replace(
+            rows=torch.cat([part.rows for part in parts]),
+            row_of_pair=torch.cat([part.row_of_pair + first for part, first in zip(parts, firsts)]),
+            pair_expert=torch.cat([part.pair_expert for part in parts]),
+            route_w=torch.cat([part.route_w for part in parts]))
 
 
 def dequantize_experts(blocks: torch.Tensor, scales: torch.Tensor, out: torch.Tensor | None = None,
@@ -140,19 +188,20 @@ def _grouped_projection(x: torch.Tensor, rows_of: _ExpertRows, blocks, scales, s
     return out
 
 
-def mxfp4_moe_prefill_partials(
+def mxfp4_moe_prefill_rows(
     hidden: torch.Tensor,            # [T, D] bf16
     topk_ids: torch.Tensor,          # [T, k] int
     topk_weights: torch.Tensor,      # [T, k] float
     weights: MoeWeights,             # the layer's experts
     tiled: bool = False,             # the blocks and scales in 16-row tiles (expert_layout)
-) -> torch.Tensor:
-    """Experts for a large batch -> per-pair results [T, k, D] (routing weight applied)."""
-    num_tokens, hidden_size = hidden.shape
+) -> SortedPairRows:
+    """Experts for a large batch -> their per-pair results as rows sorted by expert (see `SortedPairRows`)."""
+    num_tokens = hidden.shape[0]
     if num_tokens > CHUNK_TOKENS:      # each chunk dequantizes the experts again (~0.7 ms a layer on an H100)
-        return torch.cat([mxfp4_moe_prefill_partials(hidden[i:i + CHUNK_TOKENS], topk_ids[i:i + CHUNK_TOKENS],
-                                                     topk_weights[i:i + CHUNK_TOKENS], weights, tiled=tiled)
-                          for i in range(0, num_tokens, CHUNK_TOKENS)])
+        return SortedPairRows.concat([
+            mxfp4_moe_prefill_rows(hidden[i:i + CHUNK_TOKENS], topk_ids[i:i + CHUNK_TOKENS],
+                                   topk_weights[i:i + CHUNK_TOKENS], weights, tiled=tiled)
+            for i in range(0, num_tokens, CHUNK_TOKENS)])
     top_k = topk_ids.shape[1]
     gate_up_blocks, gate_up_scales, gate_up_bias, down_blocks, down_scales, down_bias = weights
     num_experts, rows_gu = gate_up_blocks.shape[:2]
@@ -173,10 +222,13 @@ def mxfp4_moe_prefill_partials(
     )
     del y
     z = _grouped_projection(act, rows_of, down_blocks, down_scales, scratch, tiled)              # [P, D]
-    route_w = topk_weights.reshape(-1).to(torch.float32).contiguous()
-    out = torch.empty(num_tokens * top_k, hidden_size, dtype=hidden.dtype, device=hidden.device)
-    _bias_route_scatter_kernel[(x.shape[0], triton.cdiv(hidden_size, block))](
-        z, order, sorted_expert, down_bias, route_w, out, hidden_size, z.stride(0), down_bias.stride(0),
-        out.stride(0), BLOCK=block, num_warps=4,
-    )
-    return out.view(num_tokens, top_k, hidden_size)
+    row_of_pair = torch.empty_like(order).index_copy_(0, order, torch.arange(order.shape[0], device=order.device))
+    return SortedPairRows(z, row_of_pair, pair_expert, down_bias, topk_weights.reshape(-1).to(torch.float32).contiguous(),
+                          top_k)
+
+
+def mxfp4_moe_prefill_partials(
+    hidden: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor, weights: MoeWeights, tiled: bool = False,
+) -> torch.Tensor:
+    """Experts for a large batch -> per-pair results [T, k, D] (routing weight applied)."""
+    return mxfp4_moe_prefill_rows(hidden, topk_ids, topk_weights, weights, tiled=tiled).materialize()
