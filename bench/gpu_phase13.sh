@@ -2,6 +2,8 @@
 # Phase 13 on the device (carry .whl and _base, the previous tree's tkr_embed from `git archive`):
 #   PART=measure bash bench/gpu_phase13.sh   # this tree against _base (engine bench), the decode step with more attention
 #                                            # splits, the kernels of a decode step and of a prefill step of 8 prompts, GPU tests
+#   PART=idle bash bench/gpu_phase13.sh      # the engine with and without the idle step budget, then both traced
+#                                            # step by step, then the server traced (where its waves' steps go)
 set -u
 source bench/gpu_setup.sh
 base_bench() {  # the engine bench of the tree in _base
@@ -18,7 +20,24 @@ for r in d['rows']:
     print({k: v for k, v in r.items() if k != 'top_kernels'})
     for k in r.get('top_kernels', [])[:22]: print('   ', k['ms'], k['count'], k['name'][:80])" "$OUT/profile.json"
 }
+traced_bench() {  # $1: label; the engine bench under the step trace, then the trace's waves
+  timeout 150 python3 bench/step_trace.py "$OUT/trace_$1.json" -- -m tkr_embed.cli bench --model gpt-oss-20b --device cuda \
+    $SHAPE > "$OUT/bench_$1.json" 2>"$OUT/bench_$1.err"
+  summary "$OUT/bench_$1.json" "engine $1"
+  python3 bench/step_trace.py --summary "$OUT/trace_$1.json" | sed "s/^/trace $1 /"
+}
+traced_server() {
+  SERVER_CMD="python3 bench/step_trace.py $OUT/trace_server.json -- -m tkr_embed.api.server" TTFT_REQUESTS=10 \
+    LOAD_TIMEOUT=60 START_WAIT=120 bash bench/gpu_serve_load.sh "$OUT" 2>&1 | grep -E "^server|rror"
+  python3 bench/step_trace.py --summary "$OUT/trace_server.json" "$OUT"/load_*.json | sed "s/^/trace server /"
+}
+ONE_BUDGET="--max-num-batched-tokens-idle 8192"
 case "${PART:-measure}" in
+  idle)
+    bench; SHAPE="$SHAPE $ONE_BUDGET" bench; bench
+    python3 -c "import json,sys; print('kv_cache_gib', json.load(open(sys.argv[1]))['runner'].get('kv_cache_gib'))" "$OUT/bench.json"
+    traced_bench idle; SHAPE="$SHAPE $ONE_BUDGET" traced_bench one_budget
+    traced_server ;;
   measure)
     bench; base_bench; bench
     step; PATCH="tkr_embed.backends.torch.kernels.paged_attention.TARGET_PROGRAMS=1024" step

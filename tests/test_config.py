@@ -48,6 +48,7 @@ def test_precedence_defaults_yaml_env(tmp_path):
     assert settings.engine.max_waiting == 5
     assert settings.engine.max_num_seqs == 3
     assert settings.engine.max_num_batched_tokens == 8192   # default
+    assert settings.engine.max_num_batched_tokens_idle is None   # default: 4x on CUDA (device.idle_step_tokens)
     assert settings.model.quantization == "q8"
     assert settings.rate_limit.requests_per_minute == 7
     assert settings.database_url.endswith("/d/tkr-embed.db")

@@ -15,6 +15,9 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--long-prompt-len", type=int, default=1000, help="prompt tokens of the prefill run")
     parser.add_argument("--max-num-batched-tokens", type=int, default=None,
                         help="tokens per engine step (default: the engine's; the server's default is 8192)")
+    parser.add_argument("--max-num-batched-tokens-idle", type=int, default=None,
+                        help="tokens of a step in which no sequence decodes (default as the server: 4x the step "
+                             "budget on CUDA, else the same)")
     parser.add_argument("--warmup-streams", action="store_true",
                         help="run the timed runs' shapes once (one prompt, then the streams; 2 new tokens) before timing them")
     parser.add_argument("--no-lookahead", dest="lookahead", action="store_false",

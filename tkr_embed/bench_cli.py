@@ -106,17 +106,23 @@ def run_bench(args: argparse.Namespace) -> int:
             from tkr_embed.models.gpt_oss.demo import write_demo_checkpoint
 
             model = str(write_demo_checkpoint(Path(scratch), seed=args.seed))
+        from tkr_embed.backends.device import idle_step_tokens
         from tkr_embed.backends.factory import create_runner
+        from tkr_embed.engine.config import EngineConfig
         from tkr_embed.engine.gc_pauses import freeze_loaded_objects
 
-        runner_options = {}
-        if args.max_num_batched_tokens is not None:    # the KV cache leaves room for steps of this size
-            runner_options["max_num_batched_tokens"] = args.max_num_batched_tokens
-        runner = create_runner(model, device=args.device, **runner_options)
-        info = runner.info
-        engine_options = {"block_size": info.block_size, "lookahead": args.lookahead}
+        engine_options: dict = {"lookahead": args.lookahead}
         if args.max_num_batched_tokens is not None:
             engine_options["max_num_batched_tokens"] = args.max_num_batched_tokens
+        # as the server: a step without decodes may be larger (4x on CUDA unless given)
+        engine_options["max_num_batched_tokens_idle"] = idle_step_tokens(
+            args.device, engine_options.get("max_num_batched_tokens", EngineConfig.max_num_batched_tokens),
+            args.max_num_batched_tokens_idle)
+        # the KV cache leaves room for the largest step
+        runner = create_runner(model, device=args.device,
+                               max_num_batched_tokens=EngineConfig(**engine_options).largest_step_tokens)
+        info = runner.info
+        engine_options["block_size"] = info.block_size
         llm = LLM.from_runner(runner, TokenIdTokenizer(info.vocab_size, info.eos_token_ids), **engine_options)
         vocab = min(info.vocab_size, 200_000)     # stay below the special tokens
 
@@ -136,9 +142,11 @@ def run_bench(args: argparse.Namespace) -> int:
                             args.output_len),
             _timed_generate(llm, "long_prompt_ttft", [prompt(args.long_prompt_len)], 1),
         ]
+    config = llm.engine.config
     report = {"model": args.model or "demo", "device": args.device,
-              "max_num_batched_tokens": llm.engine.config.max_num_batched_tokens, "runner": {"device": info.device,
-              "dtype": info.dtype, "num_kv_blocks": info.num_kv_blocks, **info.extra},
+              "max_num_batched_tokens": config.max_num_batched_tokens,
+              "max_num_batched_tokens_idle": config.max_num_batched_tokens_idle,
+              "runner": {"device": info.device, "dtype": info.dtype, "num_kv_blocks": info.num_kv_blocks, **info.extra},
               "runs": [asdict(run) for run in runs]}
     if info.device.startswith("cuda"):
         import torch

@@ -81,6 +81,9 @@ class ModelConfig(_Section):
 class EngineSettings(_Section):
     max_num_seqs: int = Field(64, ge=1)
     max_num_batched_tokens: int = Field(8192, ge=16)
+    # a step in which no sequence decodes (no stream waits on it) may take this many tokens; None: 4 x
+    # max_num_batched_tokens on CUDA, else the same as max_num_batched_tokens (backends/device.idle_step_tokens)
+    max_num_batched_tokens_idle: int | None = Field(None, ge=16)
     max_waiting: int = Field(256, ge=1)
     max_model_len: int | None = Field(None, ge=16)
     block_size: int = Field(16, ge=1)

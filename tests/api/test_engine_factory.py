@@ -80,8 +80,9 @@ def test_a_custom_tokenizer_keeps_the_engine_in_this_process(tmp_path) -> None:
 
 
 def test_the_runner_is_warmed_up_for_the_largest_step_before_serving(tmp_path, monkeypatch) -> None:
-    """engine.warm_up (on by default) has the runner compile its kernels for steps of max_num_batched_tokens
-    before the engine serves, in the engine process and in the thread; off, it is skipped."""
+    """engine.warm_up (on by default) has the runner compile its kernels for the largest step (max_num_batched_tokens,
+    or max_num_batched_tokens_idle when larger) before the engine serves, in the engine process and in the thread;
+    off, it is skipped."""
     from tkr_embed.api.engine_factory import build_llm_engine, ensure_demo_checkpoint
     from tkr_embed.backends.torch.runner import TorchModelRunner
     from tkr_embed.engine.config import EngineConfig
@@ -94,13 +95,18 @@ def test_the_runner_is_warmed_up_for_the_largest_step_before_serving(tmp_path, m
         engine = build_llm_engine(path, {"device": "cpu", "num_kv_blocks": 64}, config, ("warning", False), warm)
         assert engine.runner.info.num_kv_blocks == 64
     assert calls == [512]
+    # a larger step for when nothing decodes is the largest step
+    idle = EngineConfig(max_num_batched_tokens=512, max_num_batched_tokens_idle=2048, num_kv_blocks=64)
+    build_llm_engine(path, {"device": "cpu", "num_kv_blocks": 64}, idle, ("warning", False), True)
+    assert calls == [512, 2048]
     assert Settings(storage={"data_dir": str(tmp_path)}).engine.warm_up is True
     interval = sys.getswitchinterval()
     try:
-        for warm in (True, False):
+        # on the CPU the idle budget is unset unless configured
+        for warm, idle in ((True, None), (False, None), (True, 4096)):
             settings = Settings(model={"device": "cpu"}, storage={"data_dir": str(tmp_path)},
                                 engine={"kv_cache_blocks": 64, "separate_process": False, "warm_up": warm,
-                                        "max_num_batched_tokens": 1024})
+                                        "max_num_batched_tokens": 1024, "max_num_batched_tokens_idle": idle})
 
             async def build_and_stop(settings=settings):
                 loaded = await build_engine(settings, get_tokenizer())
@@ -109,4 +115,4 @@ def test_the_runner_is_warmed_up_for_the_largest_step_before_serving(tmp_path, m
             asyncio.run(build_and_stop())
     finally:
         sys.setswitchinterval(interval)
-    assert calls == [512, 1024]
+    assert calls == [512, 2048, 1024, 4096]

@@ -239,3 +239,29 @@ def test_timings_and_counts_are_filled() -> None:
     timings = out.timings
     assert timings.arrival <= timings.scheduled <= timings.first_token <= timings.finished
     assert out.num_prompt_tokens == 5 and out.num_completion_tokens == 8
+
+
+def test_a_step_without_decodes_takes_the_idle_budget_and_one_beside_decodes_does_not() -> None:
+    """An idle engine given four 40-token prompts prefills them in one 160-token step (max_num_batched_tokens_idle);
+    once they decode, a fifth prompt joins at most max_num_batched_tokens - 4 tokens a step, beside the decodes."""
+    runner = ToyRunner(num_kv_blocks=256)
+    engine = make_engine(runner, max_num_batched_tokens=64, max_num_batched_tokens_idle=160)
+    assert engine.config.largest_step_tokens == 160
+    rng = random.Random(9)
+    for i in range(4):
+        engine.add_request(f"r{i}", [rng.randrange(60) for _ in range(40)], GREEDY)
+    engine.step()
+    assert [len(e.token_ids) for e in runner.batches[0].entries] == [40, 40, 40, 40]
+    engine.add_request("late", [rng.randrange(60) for _ in range(100)], GREEDY)
+    engine.step()
+    assert [len(e.token_ids) for e in runner.batches[-1].entries] == [1, 1, 1, 1, 60]
+    finals = run_all(engine, {})
+    assert set(finals) == {"r0", "r1", "r2", "r3", "late"}
+    assert max(sum(len(e.token_ids) for e in b.entries) for b in runner.batches[1:]) == 64
+    # without the idle budget the first step takes 64 of the 160 prompt tokens
+    plain = ToyRunner(num_kv_blocks=256)
+    run_all(make_engine(plain, max_num_batched_tokens=64),
+            {f"r{i}": ([rng.randrange(60) for _ in range(40)], GREEDY) for i in range(4)})
+    assert [len(e.token_ids) for e in plain.batches[0].entries] == [40, 24]
+    with pytest.raises(InvalidRequestError, match="max_num_batched_tokens_idle"):
+        EngineConfig(max_num_batched_tokens_idle=0)

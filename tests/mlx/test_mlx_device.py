@@ -12,6 +12,7 @@ from tkr_embed.backends.device import (
     DeviceProbe,
     DeviceUnavailableError,
     QuantizationError,
+    idle_step_tokens,
     resolve_device,
     resolve_quantization,
 )
@@ -101,3 +102,16 @@ def test_factory_builds_the_mlx_runner_and_reports_the_auto_choice(demo_model_di
         MlxModelRunner(demo_model_dir, device="gpu", num_kv_blocks=4)
     with pytest.raises(QuantizationError):
         create_runner(demo_model_dir, device="mlx", quantization="q2", num_kv_blocks=4)
+
+
+def test_a_step_without_decodes_may_be_four_times_larger_on_cuda_only() -> None:
+    """The idle step budget (engine.max_num_batched_tokens_idle): given, it stands; unset, CUDA takes 4x the step
+    budget and the other backends keep one budget (their memory is sized for max_num_batched_tokens)."""
+    assert idle_step_tokens("auto", 8192, None, LINUX_CUDA) == 32768
+    assert idle_step_tokens("cuda:1", 2048, None, LINUX_CUDA) == 8192
+    assert idle_step_tokens("cpu", 8192, None, LINUX_CUDA) is None
+    assert idle_step_tokens("auto", 8192, None, LINUX_CPU) is None
+    assert idle_step_tokens("auto", 8192, None, MAC) is None
+    assert idle_step_tokens("auto", 8192, 12288, LINUX_CPU) == 12288
+    with pytest.raises(DeviceUnavailableError):
+        idle_step_tokens("cuda", 8192, None, LINUX_CPU)

@@ -35,6 +35,7 @@ def ensure_demo_checkpoint(directory: Path) -> Path:
 
 
 async def build_engine(settings: Settings, tokenizer: Tokenizer) -> LoadedEngine:
+    from tkr_embed.backends.device import idle_step_tokens
     from tkr_embed.backends.factory import create_runner
     from tkr_embed.engine.async_engine import AsyncEngine
     from tkr_embed.engine.config import EngineConfig
@@ -52,10 +53,22 @@ async def build_engine(settings: Settings, tokenizer: Tokenizer) -> LoadedEngine
         path = Path(settings.model.path)
     model = settings.model
     engine_settings = settings.engine
+    config = EngineConfig(
+        max_num_seqs=engine_settings.max_num_seqs,
+        max_num_batched_tokens=engine_settings.max_num_batched_tokens,
+        max_num_batched_tokens_idle=idle_step_tokens(model.device, engine_settings.max_num_batched_tokens,
+                                                     engine_settings.max_num_batched_tokens_idle),
+        max_waiting=engine_settings.max_waiting,
+        block_size=engine_settings.block_size,
+        num_kv_blocks=engine_settings.kv_cache_blocks,
+        enable_prefix_caching=engine_settings.enable_prefix_caching,
+        max_model_len=engine_settings.max_model_len,
+        lookahead=engine_settings.lookahead,
+    )
     runner_options: dict[str, object] = {
         "block_size": engine_settings.block_size,
         "kv_cache_memory_fraction": engine_settings.kv_cache_memory_fraction,
-        "max_num_batched_tokens": engine_settings.max_num_batched_tokens,
+        "max_num_batched_tokens": config.largest_step_tokens,     # the KV cache leaves room for the largest step
     }
     if engine_settings.kv_cache_blocks is not None:
         runner_options["num_kv_blocks"] = engine_settings.kv_cache_blocks
@@ -67,16 +80,6 @@ async def build_engine(settings: Settings, tokenizer: Tokenizer) -> LoadedEngine
         quantization=model.quantization,
         **runner_options,
     )
-    config = EngineConfig(
-        max_num_seqs=engine_settings.max_num_seqs,
-        max_num_batched_tokens=engine_settings.max_num_batched_tokens,
-        max_waiting=engine_settings.max_waiting,
-        block_size=engine_settings.block_size,
-        num_kv_blocks=engine_settings.kv_cache_blocks,
-        enable_prefix_caching=engine_settings.enable_prefix_caching,
-        max_model_len=engine_settings.max_model_len,
-        lookahead=engine_settings.lookahead,
-    )
     engine: EngineClient
     if engine_settings.separate_process and tokenizer is get_tokenizer():
         # the child builds its own harmony tokenizer (the same offline vocabulary)
@@ -87,7 +90,7 @@ async def build_engine(settings: Settings, tokenizer: Tokenizer) -> LoadedEngine
     else:
         runner = await asyncio.to_thread(create_runner, str(path), **runner_kwargs)
         if engine_settings.warm_up:
-            await asyncio.to_thread(warm_up, runner, config.max_num_batched_tokens)
+            await asyncio.to_thread(warm_up, runner, config.largest_step_tokens)
         engine = AsyncEngine.from_runner(runner, tokenizer, config)
         freeze_loaded_objects()
         sys.setswitchinterval(engine_settings.gil_switch_interval_ms / 1000)
@@ -119,7 +122,7 @@ def build_llm_engine(path: str, runner_kwargs: dict, config, logging_setup: tupl
     configure_logging(level, json=as_json, stream=sys.stderr)
     runner = create_runner(path, **runner_kwargs)
     if warm:
-        warm_up(runner, config.max_num_batched_tokens)
+        warm_up(runner, config.largest_step_tokens)
     engine = LLMEngine(runner, get_tokenizer(), config)
     freeze_loaded_objects()
     return engine

@@ -15,10 +15,17 @@ class EngineConfig:
     scheduler hands out (the runner's cache stays as built). `block_size` is what a runner should be
     built with; the engine always follows the runner's own `info.block_size`. `max_model_len=None`
     follows the runner; a smaller value lowers the context limit. `lookahead`: see `Scheduler.lookahead`.
+
+    `max_num_batched_tokens` bounds a step's tokens while sequences decode: every token of a step delays their
+    next one. A step in which none decodes (an idle engine taking new prompts, long prompts still in their
+    chunks) may take up to `max_num_batched_tokens_idle` instead: it delays no stream, and fewer, larger
+    prefill steps cost less (each step reads every expert's weights once whatever its size). None: no
+    difference.
     """
 
     max_num_seqs: int = 64
     max_num_batched_tokens: int = 2048
+    max_num_batched_tokens_idle: int | None = None
     max_waiting: int = 256
     block_size: int = 16
     num_kv_blocks: int | None = None
@@ -32,6 +39,8 @@ class EngineConfig:
             raise InvalidRequestError("max_num_seqs must be at least 1", "max_num_seqs")
         if self.max_num_batched_tokens < 1:
             raise InvalidRequestError("max_num_batched_tokens must be at least 1", "max_num_batched_tokens")
+        if self.max_num_batched_tokens_idle is not None and self.max_num_batched_tokens_idle < 1:
+            raise InvalidRequestError("max_num_batched_tokens_idle must be at least 1", "max_num_batched_tokens_idle")
         if self.max_waiting < 1:
             raise InvalidRequestError("max_waiting must be at least 1", "max_waiting")
         if self.block_size < 1:
@@ -40,3 +49,8 @@ class EngineConfig:
             raise InvalidRequestError("num_kv_blocks must be at least 1", "num_kv_blocks")
         if self.max_model_len is not None and self.max_model_len < 2:
             raise InvalidRequestError("max_model_len must be at least 2", "max_model_len")
+
+    @property
+    def largest_step_tokens(self) -> int:
+        """The most tokens one step computes: what the runner leaves memory for and compiles its kernels for."""
+        return max(self.max_num_batched_tokens, self.max_num_batched_tokens_idle or 0)

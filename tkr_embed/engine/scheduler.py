@@ -27,7 +27,8 @@ class Scheduler:
     """Waiting and running queues; every step mixes decodes with prefill chunks under a token budget.
 
     Policy: running sequences first (decodes, then unfinished prefill chunks), oldest first; then
-    waiting ones in FIFO order while the token budget, `max_num_seqs` and free blocks allow. When a
+    waiting ones in FIFO order while the token budget, `max_num_seqs` and free blocks allow. The budget
+    is `max_num_batched_tokens`, or `max_num_batched_tokens_idle` for a step without decodes. When a
     running sequence needs a block and none is free, the newest running sequence is preempted: its
     blocks are freed and it goes back to the front of the waiting queue to be recomputed later.
     Sibling completions (n > 1) wait until the first one has prefilled the prompt, then share its
@@ -71,12 +72,13 @@ class Scheduler:
     # --- scheduling ---------------------------------------------------------------------------
 
     def schedule(self) -> ScheduledBatch:
-        budget = self.config.max_num_batched_tokens
         chunks: list[tuple[Sequence, int]] = []
         scheduled_ids: set[int] = set()
         preempted = False
         decodes = [s for s in self.running if s.num_tokens - s.num_computed_tokens == 1]
         prefills = [s for s in self.running if s.num_tokens - s.num_computed_tokens > 1]
+        # no stream waits for its next token on this step: it may be as large as the idle budget allows
+        budget = self.config.max_num_batched_tokens if decodes else self.config.largest_step_tokens
         for seq in decodes + prefills:
             if budget == 0:
                 break
