@@ -4,6 +4,7 @@
 #                                            # splits, the kernels of a decode step and of a prefill step of 8 prompts, GPU tests
 #   PART=idle bash bench/gpu_phase13.sh      # the engine with and without the idle step budget, then both traced
 #                                            # step by step, then the server traced (where its waves' steps go)
+#   PART=attention bash bench/gpu_phase13.sh # GPU tests, attention tiles, the engine against _base (the tree before)
 set -u
 source bench/gpu_setup.sh
 base_bench() {  # the engine bench of the tree in _base
@@ -33,6 +34,11 @@ traced_server() {
 }
 ONE_BUDGET="--max-num-batched-tokens-idle 8192"
 case "${PART:-measure}" in
+  attention)
+    tests
+    timeout 200 python3 bench/gpu_attention_tiles.py > "$OUT/attention.json" 2>"$OUT/attention.err" || tail -5 "$OUT/attention.err"
+    python3 -c "import json,sys; [print(r) for r in json.load(open(sys.argv[1]))['rows']]" "$OUT/attention.json"
+    bench; base_bench; bench; base_bench ;;
   idle)
     bench; SHAPE="$SHAPE $ONE_BUDGET" bench; bench
     python3 -c "import json,sys; print('kv_cache_gib', json.load(open(sys.argv[1]))['runner'].get('kv_cache_gib'))" "$OUT/bench.json"

@@ -206,11 +206,11 @@ def mxfp4_moe_prefill_rows(
     gate_up_blocks, gate_up_scales, gate_up_bias, down_blocks, down_scales, down_bias = weights
     num_experts, rows_gu = gate_up_blocks.shape[:2]
     intermediate = rows_gu // 2
-    pair_expert = topk_ids.reshape(-1).long()
+    pair_expert = topk_ids.reshape(-1)             # int32 from the router: a radix sort of half the passes of int64
     order = torch.argsort(pair_expert, stable=True)                                       # [P] pairs by expert
     sorted_expert = pair_expert.index_select(0, order)
     counts = torch.zeros(num_experts, dtype=torch.int64, device=hidden.device)         # (bincount would sync)
-    rows_of = _ExpertRows(counts.index_add_(0, pair_expert, torch.ones_like(pair_expert)))
+    rows_of = _ExpertRows(counts.index_add_(0, pair_expert, torch.ones_like(pair_expert, dtype=torch.int64)))
     x = hidden.index_select(0, order // top_k)                                            # [P, D]
     scratch = torch.empty(SCRATCH_BYTES // 2, dtype=torch.bfloat16, device=hidden.device)
     y = _grouped_projection(x, rows_of, gate_up_blocks, gate_up_scales, scratch, tiled)         # [P, 2I]

@@ -23,6 +23,8 @@ from tkr_embed.backends.torch.kernels.pdl import pdl_launch, wait_for_previous_k
 LOG2E = tl.constexpr(1.4426950408889634)
 NEG_BIG = tl.constexpr(-1.0e30)   # finite "minus infinity": empty splits merge to weight 0 without NaNs
 TARGET_PROGRAMS = 264    # about two programs per multiprocessor on a 132-SM Hopper card
+PREFILL_TILE = (64, 64, 4, 2)    # the prefill kernel's query rows and keys a block, warps, pipeline stages
+DECODE_BLOCK_N = (64, 64)        # keys a decode loop step: full-context layers, sliding-window layers
 
 
 # The block table's row stride is its width, the longest sequence's block count in an eager step: not
@@ -116,6 +118,33 @@ def _decode_merge_kernel(
     tl.store(out_ptr + seq * stride_os + head * stride_oh + offs_d, out.to(out_ptr.dtype.element_ty))
 
 
+@triton.jit
+def _prefill_block(q, k0, m_i, l_i, acc, table, k_cache_ptr, v_cache_ptr, q_pos, hi, kv_head, scale_log2, stride_slot,
+                   SLIDING_WINDOW: tl.constexpr, PAGE_SIZE: tl.constexpr, HEAD_DIM: tl.constexpr,
+                   BLOCK_N: tl.constexpr, MASKED: tl.constexpr):
+    """The running softmax over keys k0 .. k0 + BLOCK_N (MASKED: causal, window and end of the keys applied)."""
+    offs_d = tl.arange(0, HEAD_DIM)
+    kpos = k0 + tl.arange(0, BLOCK_N)
+    key_valid = kpos < hi
+    page = tl.load(table + kpos // PAGE_SIZE, mask=key_valid, other=0).to(tl.int64)
+    slot = page * PAGE_SIZE + kpos % PAGE_SIZE
+    kv_offs = slot[:, None] * stride_slot + kv_head * HEAD_DIM + offs_d[None, :]
+    k = tl.load(k_cache_ptr + kv_offs, mask=key_valid[:, None], other=0.0)        # [BN, D]
+    v = tl.load(v_cache_ptr + kv_offs, mask=key_valid[:, None], other=0.0)        # [BN, D]
+    scores = tl.dot(q, tl.trans(k)) * scale_log2                                  # [BM, BN]
+    if MASKED:
+        visible = (kpos[None, :] <= q_pos[:, None]) & key_valid[None, :]
+        if SLIDING_WINDOW > 0:
+            visible = visible & (kpos[None, :] > q_pos[:, None] - SLIDING_WINDOW)
+        scores = tl.where(visible, scores, float("-inf"))
+    m_new = tl.maximum(m_i, tl.max(scores, 1))
+    p = tl.exp2(scores - m_new[:, None])
+    alpha = tl.exp2(m_i - m_new)
+    l_i = l_i * alpha + tl.sum(p, 1)
+    acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+    return m_new, l_i, acc
+
+
 @triton.jit(do_not_specialize=["stride_bt"])    # as the decode kernel's
 def _prefill_kernel(
     q_ptr, k_cache_ptr, v_cache_ptr, block_tables_ptr, seq_lens_ptr, query_start_loc_ptr, sinks_ptr, out_ptr,
@@ -153,25 +182,16 @@ def _prefill_kernel(
     l_i = tl.full((BLOCK_M,), 1.0, tl.float32)
     acc = tl.zeros((BLOCK_M, HEAD_DIM), tl.float32)
     table = block_tables_ptr + seq.to(tl.int64) * stride_bt
-    for k0 in range(lo, hi, BLOCK_N):
-        kpos = k0 + tl.arange(0, BLOCK_N)
-        key_valid = kpos < hi
-        page = tl.load(table + kpos // PAGE_SIZE, mask=key_valid, other=0).to(tl.int64)
-        slot = page * PAGE_SIZE + kpos % PAGE_SIZE
-        kv_offs = slot[:, None] * stride_slot + kv_head * HEAD_DIM + offs_d[None, :]
-        k = tl.load(k_cache_ptr + kv_offs, mask=key_valid[:, None], other=0.0)    # [BN, D]
-        v = tl.load(v_cache_ptr + kv_offs, mask=key_valid[:, None], other=0.0)    # [BN, D]
-        scores = tl.dot(q, tl.trans(k)) * scale_log2                              # [BM, BN]
-        visible = (kpos[None, :] <= q_pos[:, None]) & key_valid[None, :]
-        if SLIDING_WINDOW > 0:
-            visible = visible & (kpos[None, :] > q_pos[:, None] - SLIDING_WINDOW)
-        scores = tl.where(visible, scores, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(scores, 1))
-        p = tl.exp2(scores - m_new[:, None])
-        alpha = tl.exp2(m_i - m_new)
-        l_i = l_i * alpha + tl.sum(p, 1)
-        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
-        m_i = m_new
+    # causal layers: the key blocks before the diagonal are visible to every row of the block (no mask)
+    mid = lo
+    if SLIDING_WINDOW == 0:
+        mid = tl.minimum((first_pos + block_m * BLOCK_M + 1) // BLOCK_N * BLOCK_N, hi)
+        for k0 in range(lo, mid, BLOCK_N):
+            m_i, l_i, acc = _prefill_block(q, k0, m_i, l_i, acc, table, k_cache_ptr, v_cache_ptr, q_pos, hi, kv_head,
+                                           scale_log2, stride_slot, SLIDING_WINDOW, PAGE_SIZE, HEAD_DIM, BLOCK_N, False)
+    for k0 in range(mid, hi, BLOCK_N):
+        m_i, l_i, acc = _prefill_block(q, k0, m_i, l_i, acc, table, k_cache_ptr, v_cache_ptr, q_pos, hi, kv_head,
+                                       scale_log2, stride_slot, SLIDING_WINDOW, PAGE_SIZE, HEAD_DIM, BLOCK_N, True)
     out = acc / l_i[:, None]
     tl.store(out_ptr + rows[:, None] * stride_ot + head * stride_oh + offs_d[None, :],
              out.to(out_ptr.dtype.element_ty), mask=row_valid[:, None])
@@ -211,7 +231,8 @@ def paged_decode_attention(
         scale * LOG2E.value, query.stride(0), query.stride(1), k_cache.stride(1), block_tables.stride(0),
         out.stride(0), out.stride(1),
         NUM_HEADS=num_heads, SLIDING_WINDOW=sliding_window, PAGE_SIZE=page_size, GROUP=group,
-        GROUP_PAD=max(16, triton.next_power_of_2(group)), HEAD_DIM=head_dim, BLOCK_N=64, NUM_SPLITS=splits,
+        GROUP_PAD=max(16, triton.next_power_of_2(group)), HEAD_DIM=head_dim,
+        BLOCK_N=DECODE_BLOCK_N[1 if sliding_window else 0], NUM_SPLITS=splits,
         num_warps=4, num_stages=2, **pdl_launch(query),
     )
     if splits > 1:
@@ -237,7 +258,7 @@ def paged_prefill_attention(
     num_tokens, num_heads, head_dim = query.shape
     page_size, num_kv_heads = kv_cache.shape[2], kv_cache.shape[3]
     num_seqs = seq_lens.shape[0]
-    block_m = 64
+    block_m, block_n, warps, stages = PREFILL_TILE
     out = torch.empty_like(query)
     k_cache, v_cache = kv_cache[0], kv_cache[1]
     grid = (math.ceil(max_query_len / block_m), num_seqs, num_heads)
@@ -246,6 +267,6 @@ def paged_prefill_attention(
         scale * LOG2E.value, query.stride(0), query.stride(1), out.stride(0), out.stride(1),
         k_cache.stride(1), block_tables.stride(0),
         SLIDING_WINDOW=sliding_window, PAGE_SIZE=page_size, GROUP=num_heads // num_kv_heads, HEAD_DIM=head_dim,
-        BLOCK_M=block_m, BLOCK_N=64, num_warps=4, num_stages=2,
+        BLOCK_M=block_m, BLOCK_N=block_n, num_warps=warps, num_stages=stages,
     )
     return out
