@@ -5,6 +5,9 @@
 #   PART=idle bash bench/gpu_phase13.sh      # the engine with and without the idle step budget, then both traced
 #                                            # step by step, then the server traced (where its waves' steps go)
 #   PART=attention bash bench/gpu_phase13.sh # GPU tests, attention tiles, the engine against _base (the tree before)
+#   PART=room bash bench/gpu_phase13.sh      # GPU tests; 20b and 120b (8,192-token budget): the idle budget each gets, KV
+#   PART=card bash bench/gpu_phase13.sh      # one card's figures: the engine with and without the idle budget, the
+#                                            # prefill attention of this tree and of _base, the server
 set -u
 source bench/gpu_setup.sh
 base_bench() {  # the engine bench of the tree in _base
@@ -34,6 +37,19 @@ traced_server() {
 }
 ONE_BUDGET="--max-num-batched-tokens-idle 8192"
 case "${PART:-measure}" in
+  room)
+    tests; bench
+    python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print('20b', d['max_num_batched_tokens'], d['max_num_batched_tokens_idle'], d['runner'].get('kv_cache_gib'))" "$OUT/bench.json"
+    timeout 300 python3 -m tkr_embed.cli bench --model gpt-oss-120b --device cuda --streams 32 --prompt-len 1024 --output-len 16 \
+      --max-num-batched-tokens 8192 --warmup-streams > "$OUT/b120.json" 2>"$OUT/b120.err" || tail -3 "$OUT/b120.err"
+    summary "$OUT/b120.json" "120b 32 x 1024"
+    python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print('120b', d['max_num_batched_tokens'], d['max_num_batched_tokens_idle'], d['runner'].get('kv_cache_gib'), d.get('max_memory_allocated_gib'))" "$OUT/b120.json" ;;
+  card)
+    bench; SHAPE="$SHAPE $ONE_BUDGET" bench; bench
+    timeout 200 python3 bench/gpu_attention_tiles.py --prompts 8 > "$OUT/attention.json" 2>"$OUT/attention.err" || tail -3 "$OUT/attention.err"
+    (cd _base && PYTHONPATH=/tmp/site:$PWD timeout 200 python3 ../bench/gpu_attention_tiles.py --prompts 8 > "$OUT/attention_base.json" 2>"$OUT/attention_base.err") || tail -3 "$OUT/attention_base.err"
+    python3 -c "import json,sys; [print(label, r) for label, f in (('this', sys.argv[1]), ('_base', sys.argv[2])) for r in json.load(open(f))['rows'] if r.get('tile') == [64, 64, 4, 2] or r.get('block_n') == [64, 64]]" "$OUT/attention.json" "$OUT/attention_base.json"
+    TTFT_REQUESTS=10 LOAD_TIMEOUT=60 START_WAIT=120 bash bench/gpu_serve_load.sh "$OUT" 2>&1 | grep -E "^server|rror" ;;
   attention)
     tests
     timeout 200 python3 bench/gpu_attention_tiles.py > "$OUT/attention.json" 2>"$OUT/attention.err" || tail -5 "$OUT/attention.err"

@@ -118,9 +118,10 @@ def run_bench(args: argparse.Namespace) -> int:
         engine_options["max_num_batched_tokens_idle"] = idle_step_tokens(
             args.device, engine_options.get("max_num_batched_tokens", EngineConfig.max_num_batched_tokens),
             args.max_num_batched_tokens_idle)
-        # the KV cache leaves room for the largest step
+        # the KV cache leaves room for steps of the budget (and for the idle ones where that costs little cache)
         runner = create_runner(model, device=args.device,
-                               max_num_batched_tokens=EngineConfig(**engine_options).largest_step_tokens)
+                               max_num_batched_tokens=engine_options.get("max_num_batched_tokens"),
+                               max_idle_step_tokens=engine_options["max_num_batched_tokens_idle"])
         info = runner.info
         engine_options["block_size"] = info.block_size
         llm = LLM.from_runner(runner, TokenIdTokenizer(info.vocab_size, info.eos_token_ids), **engine_options)

@@ -71,7 +71,8 @@ class LLM:
         config = EngineConfig(**{k: v for k, v in engine_kwargs.items() if k in _ENGINE_FIELDS})
         runner_kwargs = {k: v for k, v in engine_kwargs.items() if k not in _ENGINE_FIELDS}
         runner_kwargs.setdefault("block_size", config.block_size)
-        runner_kwargs.setdefault("max_num_batched_tokens", config.largest_step_tokens)
+        runner_kwargs.setdefault("max_num_batched_tokens", config.max_num_batched_tokens)
+        runner_kwargs.setdefault("max_idle_step_tokens", config.max_num_batched_tokens_idle)
         if config.num_kv_blocks is not None:
             runner_kwargs.setdefault("num_kv_blocks", config.num_kv_blocks)
         if config.max_model_len is not None:

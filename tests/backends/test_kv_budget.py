@@ -7,6 +7,7 @@ from pathlib import Path
 from tkr_embed.backends.factory import create_runner
 from tkr_embed.backends.kv_budget import (
     CPU_KV_CACHE_BYTES,
+    blocks_with_step_room,
     device_kv_cache_bytes,
     host_kv_cache_bytes,
     kv_bytes_per_block,
@@ -66,3 +67,27 @@ def test_step_activations_grow_with_the_step_and_the_moe_chunk() -> None:
     # the prefill MoE takes at most moe_tokens at a time: beyond them only the per-token rest grows
     capped = step_activation_bytes(num_tokens=65_536, moe_tokens=32_768, **no_scratch)
     assert capped == step_activation_bytes(num_tokens=65_536, **no_scratch) - 32_768 * moe
+
+
+def test_a_step_without_decodes_gets_room_only_where_it_costs_little_cache() -> None:
+    """engine.max_num_batched_tokens_idle (32,768 beside 8,192-token steps on CUDA): gpt-oss-20b on an 80 GB card
+    (~64 GB free after the weights) keeps its whole cache, as the memory fraction governs either way; gpt-oss-120b
+    (~17.7 GB free) would lose about a third of it (13.76 -> 9.22 GiB on an H100, BENCHMARKS.md phase 13), so its
+    steps stay within 8,192 tokens and its cache stays as it was."""
+    block = kv_bytes_per_block(num_layers=24, num_kv_heads=8, head_dim=64, block_size=16, itemsize=2)
+    logits = 2 * 64 * 201_088 * 4
+
+    def blocks_for(free: int):
+        def blocks(tokens: int) -> int:
+            step = step_activation_bytes(num_tokens=tokens, moe_tokens=32_768, **SHAPE_20B)
+            return device_kv_cache_bytes(free_bytes=free, fraction=0.85, reserve_bytes=GIB, step_bytes=step,
+                                         other_bytes=logits) // block
+        return blocks
+
+    whole_20b = blocks_for(64 * 10**9)(8192)
+    assert blocks_with_step_room(blocks_for(64 * 10**9), 8192, 32_768) == (whole_20b, 32_768)
+    small = blocks_for(17_700_000_000)
+    assert small(32_768) < 0.75 * small(8192)
+    assert blocks_with_step_room(small, 8192, 32_768) == (small(8192), 8192)
+    assert blocks_with_step_room(small, 8192, 9000) == (small(9000), 9000)       # a little larger: it fits
+    assert blocks_with_step_room(small, 8192, None) == (small(8192), 8192)

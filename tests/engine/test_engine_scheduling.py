@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 
 import pytest
@@ -265,3 +266,17 @@ def test_a_step_without_decodes_takes_the_idle_budget_and_one_beside_decodes_doe
     assert [len(e.token_ids) for e in plain.batches[0].entries] == [40, 24]
     with pytest.raises(InvalidRequestError, match="max_num_batched_tokens_idle"):
         EngineConfig(max_num_batched_tokens_idle=0)
+
+
+def test_the_idle_budget_shrinks_to_the_step_the_runner_left_room_for() -> None:
+    """A runner that left memory for 100-token steps only (RunnerInfo.max_step_tokens) gets no larger idle steps."""
+    config = EngineConfig(max_num_batched_tokens=64, max_num_batched_tokens_idle=160)
+    assert config.within(None) is config and config.within(160) is config
+    assert config.within(100).max_num_batched_tokens_idle == 100
+    assert config.within(64).max_num_batched_tokens_idle is None and config.within(64).largest_step_tokens == 64
+    runner = ToyRunner(num_kv_blocks=256)
+    runner._info = dataclasses.replace(runner.info, max_step_tokens=100)
+    engine = make_engine(runner, max_num_batched_tokens=64, max_num_batched_tokens_idle=160)
+    assert engine.config.largest_step_tokens == 100
+    run_all(engine, {f"r{i}": ([i] * 40, GREEDY) for i in range(4)})
+    assert sum(len(e.token_ids) for e in runner.batches[0].entries) == 100

@@ -68,7 +68,8 @@ async def build_engine(settings: Settings, tokenizer: Tokenizer) -> LoadedEngine
     runner_options: dict[str, object] = {
         "block_size": engine_settings.block_size,
         "kv_cache_memory_fraction": engine_settings.kv_cache_memory_fraction,
-        "max_num_batched_tokens": config.largest_step_tokens,     # the KV cache leaves room for the largest step
+        "max_num_batched_tokens": config.max_num_batched_tokens,  # the KV cache leaves room for such a step, and
+        "max_idle_step_tokens": config.max_num_batched_tokens_idle,   # for this one where it costs little cache
     }
     if engine_settings.kv_cache_blocks is not None:
         runner_options["num_kv_blocks"] = engine_settings.kv_cache_blocks
@@ -90,7 +91,7 @@ async def build_engine(settings: Settings, tokenizer: Tokenizer) -> LoadedEngine
     else:
         runner = await asyncio.to_thread(create_runner, str(path), **runner_kwargs)
         if engine_settings.warm_up:
-            await asyncio.to_thread(warm_up, runner, config.largest_step_tokens)
+            await asyncio.to_thread(warm_up, runner, config.within(runner.info.max_step_tokens).largest_step_tokens)
         engine = AsyncEngine.from_runner(runner, tokenizer, config)
         freeze_loaded_objects()
         sys.setswitchinterval(engine_settings.gil_switch_interval_ms / 1000)
@@ -122,7 +123,7 @@ def build_llm_engine(path: str, runner_kwargs: dict, config, logging_setup: tupl
     configure_logging(level, json=as_json, stream=sys.stderr)
     runner = create_runner(path, **runner_kwargs)
     if warm:
-        warm_up(runner, config.largest_step_tokens)
+        warm_up(runner, config.within(runner.info.max_step_tokens).largest_step_tokens)
     engine = LLMEngine(runner, get_tokenizer(), config)
     freeze_loaded_objects()
     return engine

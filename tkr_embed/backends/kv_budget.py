@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 CPU_KV_CACHE_BYTES = 1 << 30          # default KV budget without an accelerator: 1 GiB ...
 CPU_KV_CACHE_MAX_SEQS = 64            # ... but no more than 64 full-length sequences need
 
@@ -38,3 +40,22 @@ def device_kv_cache_bytes(*, free_bytes: int, fraction: float, reserve_bytes: in
     that the largest step's activations (`step_bytes`) no longer fit beside it; less `other_bytes` (buffers
     allocated after the cache)."""
     return max(0, min(int(free_bytes * fraction) - reserve_bytes, free_bytes - step_bytes) - other_bytes)
+
+
+# A step larger than the engine's budget, for when nothing decodes, gets room only if the KV cache keeps this share
+# (gpt-oss-20b on an 80 GB card loses nothing to 32,768-token steps; gpt-oss-120b would lose a third of its cache)
+IDLE_STEP_MIN_KV_SHARE = 0.9
+
+
+def blocks_with_step_room(blocks_for: Callable[[int], int], step_tokens: int, idle_step_tokens: int | None
+                          ) -> tuple[int, int]:
+    """(KV blocks, the largest step left room for): `blocks_for(tokens)` is the cache that leaves room for steps of
+    that many tokens. The idle step (larger than `step_tokens`) is taken while the cache keeps IDLE_STEP_MIN_KV_SHARE
+    of the blocks it has beside steps of `step_tokens`; otherwise steps stay within `step_tokens`."""
+    blocks = blocks_for(step_tokens)
+    if idle_step_tokens is None or idle_step_tokens <= step_tokens:
+        return blocks, step_tokens
+    with_idle = blocks_for(idle_step_tokens)
+    if with_idle >= IDLE_STEP_MIN_KV_SHARE * blocks:
+        return with_idle, idle_step_tokens
+    return blocks, step_tokens

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from tkr_embed.engine.errors import InvalidRequestError
 
@@ -54,3 +54,11 @@ class EngineConfig:
     def largest_step_tokens(self) -> int:
         """The most tokens one step computes: what the runner leaves memory for and compiles its kernels for."""
         return max(self.max_num_batched_tokens, self.max_num_batched_tokens_idle or 0)
+
+    def within(self, max_step_tokens: int | None) -> EngineConfig:
+        """This config with the idle budget lowered to the largest step the runner left memory for (None: no limit;
+        max_num_batched_tokens itself always stands: the runner is built for it)."""
+        if max_step_tokens is None or self.largest_step_tokens <= max_step_tokens:
+            return self
+        idle = max(max_step_tokens, self.max_num_batched_tokens)
+        return replace(self, max_num_batched_tokens_idle=idle if idle > self.max_num_batched_tokens else None)

@@ -40,8 +40,8 @@ class LLMEngine:
     def __init__(self, runner: ModelRunner, tokenizer: Tokenizer | None = None, config: EngineConfig | None = None) -> None:
         self.runner = runner
         self.tokenizer = tokenizer
-        self.config = config or EngineConfig()
         info = runner.info
+        self.config = (config or EngineConfig()).within(info.max_step_tokens)
         num_blocks = min(self.config.num_kv_blocks or info.num_kv_blocks, info.num_kv_blocks)
         self.block_manager = BlockManager(num_blocks, info.block_size, self.config.enable_prefix_caching)
         # A sequence must fit the context and, alone, the block pool.

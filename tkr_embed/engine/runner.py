@@ -74,6 +74,8 @@ class RunnerInfo:
     dtype: str
     quantization: str
     extra: dict = field(default_factory=dict)
+    # the most tokens a step may compute within the memory the runner left beside its cache (None: no limit known)
+    max_step_tokens: int | None = None
 
 
 class ModelRunner(ABC):

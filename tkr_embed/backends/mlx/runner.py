@@ -61,6 +61,7 @@ class MlxModelRunner(ModelRunner):
         max_model_len: int | None = None,
         memory_bytes: int | None = None,
         max_num_batched_tokens: int | None = None,   # unused: the budget here comes from memory_bytes
+        max_idle_step_tokens: int | None = None,     # unused, as max_num_batched_tokens
     ) -> None:
         """device: "gpu" (Metal), "cpu" (MLX's CPU backend) or "auto" (Metal when available).
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
 
 from tkr_embed.backends.kv_budget import (
+    blocks_with_step_room,
     device_kv_cache_bytes,
     host_kv_cache_bytes,
     kv_bytes_per_block,
@@ -16,6 +18,8 @@ from tkr_embed.backends.kv_budget import (
 from tkr_embed.backends.torch.attention import allocate_kv_cache, build_attention_metadata
 from tkr_embed.backends.torch.sampler import Sampler, SampleTensors
 from tkr_embed.engine.runner import BatchEntry, ModelRunner, RunnerInfo, SampledToken, ScheduledBatch
+
+logger = logging.getLogger(__name__)
 
 CUDA_ACTIVATION_RESERVE = 1 << 30     # CUDA: kept free beside the KV cache for eager prefill activations
 DEFAULT_MAX_STEP_TOKENS = 8192        # the engine's step size the cache leaves room for, when not told
@@ -83,11 +87,14 @@ class TorchModelRunner(ModelRunner):
         max_model_len: int | None = None,
         cuda_graph_batch_sizes: Sequence[int] | None = None,
         max_num_batched_tokens: int | None = None,
+        max_idle_step_tokens: int | None = None,
     ) -> None:
         """block_size: tokens a KV block holds; num_kv_blocks, else kv_cache_bytes, else kv_cache_memory_fraction
         of the free memory: the cache; max_model_len: the context (default the model's); cuda_graph_batch_sizes:
-        the decode batches captured (() none; default cuda_decode's); max_num_batched_tokens: the engine's largest
-        step, which the CUDA cache leaves room for."""
+        the decode batches captured (() none; default cuda_decode's); max_num_batched_tokens: the engine's step
+        budget, which the CUDA cache leaves room for; max_idle_step_tokens: a larger step the engine would take when
+        nothing decodes, left room for only while that costs little cache (kv_budget.blocks_with_step_room)
+        (`info.max_step_tokens` says which)."""
         if block_size < 1:
             raise ValueError("block_size must be at least 1")
         self.model = model
@@ -98,9 +105,15 @@ class TorchModelRunner(ModelRunner):
         if self.device.type == "cuda" and hasattr(model, "prepare_kernels"):
             model.prepare_kernels()               # fused q/k/v weight for the kernel path (views, no copy kept)
         context_len = min(max_model_len or self.config.max_position_embeddings, self.config.max_position_embeddings)
+        step_tokens = max_num_batched_tokens or DEFAULT_MAX_STEP_TOKENS
+        max_step_tokens = max(step_tokens, max_idle_step_tokens or 0)
         if num_kv_blocks is None:
-            num_kv_blocks = self._blocks_from_budget(kv_cache_bytes, kv_cache_memory_fraction, context_len,
-                                                     max_num_batched_tokens or DEFAULT_MAX_STEP_TOKENS)
+            num_kv_blocks, max_step_tokens = blocks_with_step_room(
+                lambda tokens: self._blocks_from_budget(kv_cache_bytes, kv_cache_memory_fraction, context_len, tokens),
+                step_tokens, max_idle_step_tokens)
+            if max_step_tokens < (max_idle_step_tokens or 0):
+                logger.info("steps without decodes stay within %d tokens: room for %d would cost more than a tenth of "
+                            "the KV cache", step_tokens, max_idle_step_tokens)
         if num_kv_blocks < 1:
             raise ValueError("the KV cache budget does not hold a single block")
         on_cuda = self.device.type == "cuda"
@@ -129,6 +142,7 @@ class TorchModelRunner(ModelRunner):
             device=str(self.device),
             dtype=str(self.dtype).removeprefix("torch."),
             quantization=quantization,
+            max_step_tokens=max_step_tokens if on_cuda else None,
         )
         if on_cuda:
             free_bytes, _ = torch.cuda.mem_get_info(self.device)
