@@ -5,12 +5,6 @@
 #   PART=procs bash bench/gpu_phase11.sh   # the engine, then the server with its engine in a child process / a thread
 set -u
 source bench/gpu_setup.sh
-traced_bench() {  # $1: label; the engine bench under the step trace, then the trace's waves
-  timeout 150 python3 bench/step_trace.py "$OUT/trace_$1.json" -- -m tkr_embed.cli bench --model gpt-oss-20b --device cuda \
-    $SHAPE > "$OUT/bench_$1.json" 2>"$OUT/bench_$1.err"
-  summary "$OUT/bench_$1.json" "engine $1"
-  python3 bench/step_trace.py --summary "$OUT/trace_$1.json" | sed "s/^/trace $1 /"
-}
 traced_server() {
   SERVER_CMD="python3 bench/step_trace.py $OUT/trace_server.json -- -m tkr_embed.api.server" TTFT_REQUESTS=${TTFT_REQUESTS:-10} \
     LOAD_TIMEOUT=60 START_WAIT=90 bash bench/gpu_serve_load.sh "$OUT" 2>&1 | grep -E "^server|error|Error"

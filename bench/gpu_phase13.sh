@@ -6,6 +6,8 @@
 #                                            # step by step, then the server traced (where its waves' steps go)
 #   PART=attention bash bench/gpu_phase13.sh # GPU tests, attention tiles, the engine against _base (the tree before)
 #   PART=room bash bench/gpu_phase13.sh      # GPU tests; 20b and 120b (8,192-token budget): the idle budget each gets, KV
+#   PART=table bash bench/gpu_phase13.sh     # the card's table: the engine (defaults), HF transformers' generate, same run
+#   PART=final bash bench/gpu_phase13.sh     # GPU tests, the engine twice, the graphed step with cuBLAS and with cuBLASLt
 #   PART=card bash bench/gpu_phase13.sh      # one card's figures: the engine with and without the idle budget, the
 #                                            # prefill attention of this tree and of _base, the server
 set -u
@@ -24,12 +26,6 @@ for r in d['rows']:
     print({k: v for k, v in r.items() if k != 'top_kernels'})
     for k in r.get('top_kernels', [])[:22]: print('   ', k['ms'], k['count'], k['name'][:80])" "$OUT/profile.json"
 }
-traced_bench() {  # $1: label; the engine bench under the step trace, then the trace's waves
-  timeout 150 python3 bench/step_trace.py "$OUT/trace_$1.json" -- -m tkr_embed.cli bench --model gpt-oss-20b --device cuda \
-    $SHAPE > "$OUT/bench_$1.json" 2>"$OUT/bench_$1.err"
-  summary "$OUT/bench_$1.json" "engine $1"
-  python3 bench/step_trace.py --summary "$OUT/trace_$1.json" | sed "s/^/trace $1 /"
-}
 traced_server() {
   SERVER_CMD="python3 bench/step_trace.py $OUT/trace_server.json -- -m tkr_embed.api.server" TTFT_REQUESTS=10 \
     LOAD_TIMEOUT=60 START_WAIT=120 bash bench/gpu_serve_load.sh "$OUT" 2>&1 | grep -E "^server|rror"
@@ -37,6 +33,19 @@ traced_server() {
 }
 ONE_BUDGET="--max-num-batched-tokens-idle 8192"
 case "${PART:-measure}" in
+  final)
+    tests; bench; bench; step
+    timeout 120 python3 -c "import runpy, sys, torch; torch.backends.cuda.preferred_blas_library('cublaslt'); \
+sys.argv = ['gpu_profile_step.py', '--batch', '1', '64', '--context', '1024']; sys.path.insert(0, 'bench'); \
+runpy.run_path('bench/gpu_profile_step.py', run_name='__main__')" > "$OUT/step_lt.json" 2>"$OUT/step_lt.err" || tail -3 "$OUT/step_lt.err"
+    python3 -c "import json,sys; print('step cublaslt', [(r['batch'], r['graphed_ms'], r.get('replay_ms')) for r in json.load(open(sys.argv[1]))['rows']])" "$OUT/step_lt.json" ;;
+  table)
+    bench
+    for batch in 1 8 64; do   # one process a batch size: a batch that runs out of memory leaves the others
+      timeout 200 python3 bench/gpu_hf_generate.py --batch $batch --prompt 1024 --new 256 > "$OUT/hf_$batch.json" 2>"$OUT/hf_$batch.err" \
+        || tail -2 "$OUT/hf_$batch.err"
+      python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print('hf', d['device'], d['transformers'], d['rows'], round(d['memory_GiB'], 1))" "$OUT/hf_$batch.json"
+    done ;;
   room)
     tests; bench
     python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print('20b', d['max_num_batched_tokens'], d['max_num_batched_tokens_idle'], d['runner'].get('kv_cache_gib'))" "$OUT/bench.json"

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
-from tkr_embed.backends.paging import AttentionInputError, new_token_slots  # noqa: F401 (AttentionInputError re-exported)
+from tkr_embed.backends.paging import AttentionInputError, new_token_slot_array  # noqa: F401 (AttentionInputError re-exported)
 from tkr_embed.backends.torch.dispatch import use_kernels
 from tkr_embed.models.gpt_oss.config import GptOssConfig
 
@@ -49,18 +50,18 @@ def build_attention_metadata(
     seqs: list[tuple[int, int, list[int]]], block_size: int, device: torch.device | str
 ) -> AttentionMetadata:
     """seqs = [(start_pos, num_new_tokens, block_table), ...] in batch order."""
-    slots: list[int] = []
+    slots: list[np.ndarray] = []
     query_start = [0]
     seq_lens: list[int] = []
     for start_pos, num_new, block_table in seqs:
-        slots.extend(new_token_slots(start_pos, num_new, block_table, block_size))
+        slots.append(new_token_slot_array(start_pos, num_new, block_table, block_size))
         query_start.append(query_start[-1] + num_new)
         seq_lens.append(start_pos + num_new)
     max_blocks = max(len(bt) for _, _, bt in seqs)
     padded = [list(bt) + [0] * (max_blocks - len(bt)) for _, _, bt in seqs]
     query_lens = [n for _, n, _ in seqs]
     return AttentionMetadata(
-        slot_mapping=torch.tensor(slots, dtype=torch.int64, device=device),
+        slot_mapping=torch.from_numpy(np.concatenate(slots)).to(device),
         query_start_loc=torch.tensor(query_start, dtype=torch.int32, device=device),
         seq_lens=torch.tensor(seq_lens, dtype=torch.int32, device=device),
         block_tables=torch.tensor(padded, dtype=torch.int32, device=device),

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from tkr_embed.backends.kv_budget import (
@@ -252,22 +254,20 @@ class TorchModelRunner(ModelRunner):
             return None
         if use_graphs and self.decode_graphs is not None and self.decode_graphs.fits(entries):
             return self.decode_graphs.logits(entries, token_source)
-        token_ids: list[int] = []
-        positions: list[int] = []
-        last_rows: list[int] = []          # row of each sampled entry's last token in the flat batch
-        for entry in entries:
-            token_ids.extend(entry.token_ids)
-            positions.extend(range(entry.start_pos, entry.start_pos + len(entry.token_ids)))
-            if entry.sample:
-                last_rows.append(len(token_ids) - 1)
+        lengths = [len(e.token_ids) for e in entries]
+        ends = list(itertools.accumulate(lengths))
+        last_rows = [end - 1 for end, e in zip(ends, entries) if e.sample]   # each sampled entry's last token's row
         metadata = build_attention_metadata(
-            [(e.start_pos, len(e.token_ids), e.block_table) for e in entries], self.block_size, self.device
+            [(e.start_pos, n, e.block_table) for e, n in zip(entries, lengths)], self.block_size, self.device
         )
         if token_source is not None:
             input_ids = token_source.to(dtype=torch.int64, device=self.device)          # [T]: one per entry
-        else:
-            input_ids = torch.tensor(token_ids, dtype=torch.int64, device=self.device)   # [T]
-        position_ids = torch.tensor(positions, dtype=torch.int64, device=self.device)   # [T]
+        else:                                                                           # [T] (numpy: prefill chunks
+            input_ids = torch.from_numpy(np.fromiter(                                    # of thousands of tokens)
+                itertools.chain.from_iterable(e.token_ids for e in entries), dtype=np.int64, count=ends[-1])
+            ).to(self.device)
+        starts = np.repeat(np.array([e.start_pos for e in entries], dtype=np.int64) - np.array(ends) + lengths, lengths)
+        position_ids = torch.from_numpy(np.arange(ends[-1], dtype=np.int64) + starts).to(self.device)   # [T]
         hidden = self.model(input_ids, position_ids, self.kv_caches, metadata)          # [T, D]
         if not last_rows:
             return None
