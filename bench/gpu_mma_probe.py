@@ -60,7 +60,25 @@ def bulk_prefetch(ahead: int) -> list[tuple[str, str]]:
              f"[tile_rows + gl.minimum(c + {ahead}, NC - 3) * 128], dtype=gl.int32, is_pure=False, pack=1)\n")]
 
 
+def down_split(splits: int) -> list[tuple[str, str]]:
+    """The down projection's K in `splits` shares, a program each (grid axis 2); every share writes the whole result
+    (timing only: shorter programs, so a shorter tail at the end of the launch)."""
+    return [("CHUNKS_PER_STEP = 3 ", f"KSPLIT_DOWN = {splits}\nCHUNKS_PER_STEP = 3 "),
+            ("    PDL: gl.constexpr,\n):", "    PDL: gl.constexpr, KSPLIT: gl.constexpr,\n):"),
+            ("    pid_n = gl.program_id(1)\n", "    pid_n = gl.program_id(1)\n    k0 = gl.program_id(2) * (K // 64 // KSPLIT)\n"),
+            ("w0, s0 = _load_weights(w_ptrs, s_ptrs, 0, NC, TILED)", "w0, s0 = _load_weights(w_ptrs, s_ptrs, k0, NC, TILED)"),
+            ("w1, s1 = _load_weights(w_ptrs, s_ptrs, 1, NC, TILED)", "w1, s1 = _load_weights(w_ptrs, s_ptrs, k0 + 1, NC, TILED)"),
+            ("w2, s2 = _load_weights(w_ptrs, s_ptrs, 2, NC, TILED)", "w2, s2 = _load_weights(w_ptrs, s_ptrs, k0 + 2, NC, TILED)"),
+            ("        x0 = gl.load(x_ptrs)\n", "        x0 = gl.load(x_ptrs + k0 * 64)\n"),
+            ("for c in range(0, NC, 3):", "for c in range(k0, k0 + NC // KSPLIT, 3):"),
+            ("    grid = (blocks.block_expert.numel(), n_rows // rows)\n",
+             "    ksplit = 1 if swiglu else KSPLIT_DOWN\n    grid = (blocks.block_expert.numel(), n_rows // rows, ksplit)\n"),
+            ("PDL=pdl, num_warps=cfg.num_warps,", "PDL=pdl, KSPLIT=ksplit, num_warps=cfg.num_warps,")]
+
+
 PROBES = {
+    "down K in 3": down_split(3),
+    "down K in 5": down_split(5),
     "bulk L2 prefetch 6 chunks ahead": bulk_prefetch(6),
     "bulk L2 prefetch 9 chunks ahead": bulk_prefetch(9),
     "bulk L2 prefetch 15 chunks ahead": bulk_prefetch(15),
