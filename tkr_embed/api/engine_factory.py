@@ -7,7 +7,7 @@ import functools
 import logging
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from tkr_embed.config import Settings
@@ -35,7 +35,6 @@ def ensure_demo_checkpoint(directory: Path) -> Path:
 
 
 async def build_engine(settings: Settings, tokenizer: Tokenizer) -> LoadedEngine:
-    from tkr_embed.backends.device import idle_step_tokens
     from tkr_embed.backends.factory import create_runner
     from tkr_embed.engine.async_engine import AsyncEngine
     from tkr_embed.engine.config import EngineConfig
@@ -56,8 +55,7 @@ async def build_engine(settings: Settings, tokenizer: Tokenizer) -> LoadedEngine
     config = EngineConfig(
         max_num_seqs=engine_settings.max_num_seqs,
         max_num_batched_tokens=engine_settings.max_num_batched_tokens,
-        max_num_batched_tokens_idle=idle_step_tokens(model.device, engine_settings.max_num_batched_tokens,
-                                                     engine_settings.max_num_batched_tokens_idle),
+        max_num_batched_tokens_idle=engine_settings.max_num_batched_tokens_idle,   # unset: see with_idle_default
         max_waiting=engine_settings.max_waiting,
         block_size=engine_settings.block_size,
         num_kv_blocks=engine_settings.kv_cache_blocks,
@@ -68,8 +66,7 @@ async def build_engine(settings: Settings, tokenizer: Tokenizer) -> LoadedEngine
     runner_options: dict[str, object] = {
         "block_size": engine_settings.block_size,
         "kv_cache_memory_fraction": engine_settings.kv_cache_memory_fraction,
-        "max_num_batched_tokens": config.max_num_batched_tokens,  # the KV cache leaves room for such a step, and
-        "max_idle_step_tokens": config.max_num_batched_tokens_idle,   # for this one where it costs little cache
+        "max_num_batched_tokens": config.max_num_batched_tokens,  # the KV cache leaves room for such a step
     }
     if engine_settings.kv_cache_blocks is not None:
         runner_options["num_kv_blocks"] = engine_settings.kv_cache_blocks
@@ -89,6 +86,7 @@ async def build_engine(settings: Settings, tokenizer: Tokenizer) -> LoadedEngine
                                                  engine_settings.warm_up))
         await engine.start()
     else:
+        config, runner_kwargs = await asyncio.to_thread(with_idle_default, config, runner_kwargs)
         runner = await asyncio.to_thread(create_runner, str(path), **runner_kwargs)
         if engine_settings.warm_up:
             await asyncio.to_thread(warm_up, runner, config.within(runner.info.max_step_tokens).largest_step_tokens)
@@ -100,6 +98,17 @@ async def build_engine(settings: Settings, tokenizer: Tokenizer) -> LoadedEngine
     logger.info("model %s loaded from %s on %s%s", info.model_name, path, info.device,
                 " (engine in its own process)" if isinstance(engine, ProcessEngine) else "")
     return LoadedEngine(engine=engine, model_path=str(path), is_demo=settings.uses_demo_model)
+
+
+def with_idle_default(config, runner_kwargs: dict):
+    """(config, runner options) with the idle step budget resolved: engine.max_num_batched_tokens_idle, or unset the
+    device's default (`backends.device.idle_step_tokens`), which the runner leaves room for where that costs little
+    cache. Called where the runner is built: the device probe imports torch, which the HTTP process does without."""
+    from tkr_embed.backends.device import idle_step_tokens
+
+    idle = idle_step_tokens(runner_kwargs.get("device", "auto"), config.max_num_batched_tokens,
+                            config.max_num_batched_tokens_idle)
+    return replace(config, max_num_batched_tokens_idle=idle), {**runner_kwargs, "max_idle_step_tokens": idle}
 
 
 def warm_up(runner, max_step_tokens: int) -> None:
@@ -121,6 +130,7 @@ def build_llm_engine(path: str, runner_kwargs: dict, config, logging_setup: tupl
 
     level, as_json = logging_setup
     configure_logging(level, json=as_json, stream=sys.stderr)
+    config, runner_kwargs = with_idle_default(config, runner_kwargs)
     runner = create_runner(path, **runner_kwargs)
     if warm:
         warm_up(runner, config.within(runner.info.max_step_tokens).largest_step_tokens)
