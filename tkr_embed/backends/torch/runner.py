@@ -260,14 +260,17 @@ class TorchModelRunner(ModelRunner):
         metadata = build_attention_metadata(
             [(e.start_pos, n, e.block_table) for e, n in zip(entries, lengths)], self.block_size, self.device
         )
+        # the flat batch's token ids and positions [T] built by numpy (prefill chunks hold thousands of tokens)
         if token_source is not None:
-            input_ids = token_source.to(dtype=torch.int64, device=self.device)          # [T]: one per entry
-        else:                                                                           # [T] (numpy: prefill chunks
-            input_ids = torch.from_numpy(np.fromiter(                                    # of thousands of tokens)
+            input_ids = token_source.to(dtype=torch.int64, device=self.device)          # one per entry
+        else:
+            input_ids = torch.from_numpy(np.fromiter(
                 itertools.chain.from_iterable(e.token_ids for e in entries), dtype=np.int64, count=ends[-1])
             ).to(self.device)
-        starts = np.repeat(np.array([e.start_pos for e in entries], dtype=np.int64) - np.array(ends) + lengths, lengths)
-        position_ids = torch.from_numpy(np.arange(ends[-1], dtype=np.int64) + starts).to(self.device)   # [T]
+        # row r of an entry whose first row is f holds position start_pos + (r - f)
+        first_rows = np.array(ends, dtype=np.int64) - lengths
+        shift = np.repeat(np.array([e.start_pos for e in entries], dtype=np.int64) - first_rows, lengths)
+        position_ids = torch.from_numpy(np.arange(ends[-1], dtype=np.int64) + shift).to(self.device)
         hidden = self.model(input_ids, position_ids, self.kv_caches, metadata)          # [T, D]
         if not last_rows:
             return None
