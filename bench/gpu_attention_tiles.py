@@ -4,7 +4,7 @@
 
 Prefill: one step of N prompts of the given length (the engine's 64-stream waves), a causal layer and a
 sliding-window layer, for each `paged_attention.PREFILL_TILE` listed. Decode: 64 sequences of ~1,100 cached
-tokens, for each `DECODE_BLOCK_N`. Medians of CUDA-graph replays (ms a call).
+tokens, for each `DECODE_BLOCK_N` and `DECODE_WARPS_STAGES`. Medians of CUDA-graph replays (ms a call).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from tkr_embed.backends.torch.kernels.random_cases import make_attention_case
 SCALE = 0.125
 PREFILL_TILES = [(64, 64, 4, 2), (64, 64, 4, 3), (128, 64, 8, 2), (128, 64, 8, 3), (128, 32, 4, 2), (64, 32, 4, 3)]
 DECODE_BLOCKS = [(64, 64), (64, 128), (128, 128), (32, 128)]
+DECODE_WARPS_STAGES = [(4, 2), (4, 3), (4, 4), (8, 2), (8, 3), (2, 2), (2, 3)]
 
 
 def main() -> int:
@@ -51,6 +52,14 @@ def main() -> int:
             fn = lambda i, w=window: paged_attention.paged_decode_attention(  # noqa: E731
                 query, case.kv_cache, case.seq_lens, case.block_tables, case.sinks, w, SCALE)
             rows.append({"decode_seqs": 64, "block_n": list(blocks), "window": window,
+                         "ms": round(graph_time_ms(fn, 12), 4)})
+    paged_attention.DECODE_BLOCK_N = (64, 64)
+    for warps_stages in DECODE_WARPS_STAGES:
+        paged_attention.DECODE_WARPS_STAGES = warps_stages
+        for window in (0, 128):
+            fn = lambda i, w=window: paged_attention.paged_decode_attention(  # noqa: E731
+                query, case.kv_cache, case.seq_lens, case.block_tables, case.sinks, w, SCALE)
+            rows.append({"decode_seqs": 64, "warps_stages": list(warps_stages), "window": window,
                          "ms": round(graph_time_ms(fn, 12), 4)})
     print(json.dumps({"card": torch.cuda.get_device_name(0), "rows": rows}, indent=1))
     return 0

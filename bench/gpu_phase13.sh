@@ -8,6 +8,8 @@
 #   PART=room bash bench/gpu_phase13.sh      # GPU tests; 20b and 120b (8,192-token budget): the idle budget each gets, KV
 #   PART=table bash bench/gpu_phase13.sh     # the card's table: the engine (defaults), HF transformers' generate, same run
 #   PART=final bash bench/gpu_phase13.sh     # GPU tests, the engine twice, the graphed step with cuBLAS and with cuBLASLt
+#   PART=sweep bash bench/gpu_phase13.sh     # GPU tests; decode attention warps/stages; prefill dequantization groups;
+#                                            # the prefill MoE's kernels of this tree and of _base; the engine twice
 #   PART=card bash bench/gpu_phase13.sh      # one card's figures: the engine with and without the idle budget, the
 #                                            # prefill attention of this tree and of _base, the server
 set -u
@@ -32,7 +34,25 @@ traced_server() {
   python3 bench/step_trace.py --summary "$OUT/trace_server.json" "$OUT"/load_*.json | sed "s/^/trace server /"
 }
 ONE_BUDGET="--max-num-batched-tokens-idle 8192"
+moe_kernels() {  # $1: label, then the command's words: one MoE layer of 8,192 and 32,768 tokens, named kernels' ms
+  label=$1; shift
+  timeout 200 "$@" --tokens 8192 32768 --profile > "$OUT/moe.json" 2>"$OUT/moe.err" || tail -3 "$OUT/moe.err"
+  python3 -c "
+import json,sys
+for r in json.load(open(sys.argv[1]))['rows']:
+    ks = {k['name'][:24]: k['ms'] for k in r.get('top_kernels', []) if k['name'].startswith(('_dequant', '_bias_swiglu', '_materialize'))}
+    print(sys.argv[2], r['tokens'], r['prefill_ms'], ks)" "$OUT/moe.json" "$label"
+}
 case "${PART:-measure}" in
+  sweep)
+    tests
+    timeout 200 python3 bench/gpu_attention_tiles.py --prompts 8 > "$OUT/attention.json" 2>"$OUT/attention.err" || tail -3 "$OUT/attention.err"
+    python3 -c "import json,sys; [print(r) for r in json.load(open(sys.argv[1]))['rows'] if 'decode_seqs' in r]" "$OUT/attention.json"
+    for groups in 64 32 128 256; do
+      moe_kernels "groups=$groups" python3 bench/with_patch.py tkr_embed.backends.torch.kernels.mxfp4_moe_prefill.DEQUANT_GROUPS=$groups -- bench/gpu_moe_prefill.py
+    done
+    (cd _base && PYTHONPATH=/tmp/site:$PWD moe_kernels "_base" python3 bench/gpu_moe_prefill.py)
+    bench; bench ;;
   final)
     tests; bench; bench; step
     timeout 120 python3 -c "import runpy, sys, torch; torch.backends.cuda.preferred_blas_library('cublaslt'); \

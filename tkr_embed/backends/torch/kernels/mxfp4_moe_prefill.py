@@ -58,15 +58,16 @@ def _dequant_kernel(blocks_ptr, scales_ptr, out_ptr, num_groups, G: tl.constexpr
 @triton.jit
 def _bias_swiglu_kernel(y_ptr, expert_ptr, bias_ptr, act_ptr, I, stride_y, stride_be, stride_act,
                         BLOCK: tl.constexpr, LIMIT: tl.constexpr, ALPHA: tl.constexpr):
-    """Row r of y [P, 2I] (interleaved gate/up) + its expert's bias -> clamped SwiGLU -> act [P, I]."""
+    """Row r of y [P, 2I] (interleaved gate/up) + its expert's bias -> clamped SwiGLU -> act [P, I]. Each gate/up
+    pair is one contiguous load ([BLOCK, 2], split in registers), not two loads of every other value."""
     row = tl.program_id(0).to(tl.int64)
     offs = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     valid = offs < I
     expert = tl.load(expert_ptr + row).to(tl.int64)
-    gate = tl.load(y_ptr + row * stride_y + 2 * offs, mask=valid, other=0.0).to(tl.float32)
-    up = tl.load(y_ptr + row * stride_y + 2 * offs + 1, mask=valid, other=0.0).to(tl.float32)
-    gate += tl.load(bias_ptr + expert * stride_be + 2 * offs, mask=valid, other=0.0).to(tl.float32)
-    up += tl.load(bias_ptr + expert * stride_be + 2 * offs + 1, mask=valid, other=0.0).to(tl.float32)
+    pairs = 2 * offs[:, None] + tl.arange(0, 2)[None, :]                                # [BLOCK, 2]
+    both = tl.load(y_ptr + row * stride_y + pairs, mask=valid[:, None], other=0.0).to(tl.float32)
+    both += tl.load(bias_ptr + expert * stride_be + pairs, mask=valid[:, None], other=0.0).to(tl.float32)
+    gate, up = tl.split(both)
     gate = tl.minimum(gate, LIMIT)
     up = tl.minimum(tl.maximum(up, -LIMIT), LIMIT)
     act = (up + 1.0) * gate * tl.sigmoid(ALPHA * gate)

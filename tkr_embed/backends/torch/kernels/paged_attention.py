@@ -25,6 +25,7 @@ NEG_BIG = tl.constexpr(-1.0e30)   # finite "minus infinity": empty splits merge 
 TARGET_PROGRAMS = 264    # about two programs per multiprocessor on a 132-SM Hopper card
 PREFILL_TILE = (64, 64, 4, 2)    # the prefill kernel's query rows and keys a block, warps, pipeline stages
 DECODE_BLOCK_N = (64, 64)        # keys a decode loop step: full-context layers, sliding-window layers
+DECODE_WARPS_STAGES = (4, 2)     # the decode kernel's warps and pipeline stages
 
 
 # The block table's row stride is its width, the longest sequence's block count in an eager step: not
@@ -233,7 +234,7 @@ def paged_decode_attention(
         NUM_HEADS=num_heads, SLIDING_WINDOW=sliding_window, PAGE_SIZE=page_size, GROUP=group,
         GROUP_PAD=max(16, triton.next_power_of_2(group)), HEAD_DIM=head_dim,
         BLOCK_N=DECODE_BLOCK_N[1 if sliding_window else 0], NUM_SPLITS=splits,
-        num_warps=4, num_stages=2, **pdl_launch(query),
+        num_warps=DECODE_WARPS_STAGES[0], num_stages=DECODE_WARPS_STAGES[1], **pdl_launch(query),
     )
     if splits > 1:
         _decode_merge_kernel[(num_seqs, num_heads)](
