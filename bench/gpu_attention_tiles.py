@@ -46,21 +46,15 @@ def main() -> int:
     lens = [1100 + i for i in range(64)]
     case = make_attention_case(lens, seed=1)
     query = torch.randn(64, 64, 64, device="cuda", dtype=torch.bfloat16)
-    for blocks in DECODE_BLOCKS:
-        paged_attention.DECODE_BLOCK_N = blocks
-        for window in (0, 128):
-            fn = lambda i, w=window: paged_attention.paged_decode_attention(  # noqa: E731
-                query, case.kv_cache, case.seq_lens, case.block_tables, case.sinks, w, SCALE)
-            rows.append({"decode_seqs": 64, "block_n": list(blocks), "window": window,
-                         "ms": round(graph_time_ms(fn, 12), 4)})
-    paged_attention.DECODE_BLOCK_N = (64, 64)
-    for warps_stages in DECODE_WARPS_STAGES:
-        paged_attention.DECODE_WARPS_STAGES = warps_stages
-        for window in (0, 128):
-            fn = lambda i, w=window: paged_attention.paged_decode_attention(  # noqa: E731
-                query, case.kv_cache, case.seq_lens, case.block_tables, case.sinks, w, SCALE)
-            rows.append({"decode_seqs": 64, "warps_stages": list(warps_stages), "window": window,
-                         "ms": round(graph_time_ms(fn, 12), 4)})
+    for name, values in (("DECODE_BLOCK_N", DECODE_BLOCKS), ("DECODE_WARPS_STAGES", DECODE_WARPS_STAGES)):
+        for value in values:                       # one constant varied, the other at its default (listed first)
+            setattr(paged_attention, name, value)
+            for window in (0, 128):
+                fn = lambda i, w=window: paged_attention.paged_decode_attention(  # noqa: E731
+                    query, case.kv_cache, case.seq_lens, case.block_tables, case.sinks, w, SCALE)
+                rows.append({"decode_seqs": 64, name.lower(): list(value), "window": window,
+                             "ms": round(graph_time_ms(fn, 12), 4)})
+        setattr(paged_attention, name, values[0])
     print(json.dumps({"card": torch.cuda.get_device_name(0), "rows": rows}, indent=1))
     return 0
 

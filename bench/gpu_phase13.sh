@@ -77,7 +77,7 @@ runpy.run_path('bench/gpu_profile_step.py', run_name='__main__')" > "$OUT/step_l
     bench; SHAPE="$SHAPE $ONE_BUDGET" bench; bench
     timeout 200 python3 bench/gpu_attention_tiles.py --prompts 8 > "$OUT/attention.json" 2>"$OUT/attention.err" || tail -3 "$OUT/attention.err"
     (cd _base && PYTHONPATH=/tmp/site:$PWD timeout 200 python3 ../bench/gpu_attention_tiles.py --prompts 8 > "$OUT/attention_base.json" 2>"$OUT/attention_base.err") || tail -3 "$OUT/attention_base.err"
-    python3 -c "import json,sys; [print(label, r) for label, f in (('this', sys.argv[1]), ('_base', sys.argv[2])) for r in json.load(open(f))['rows'] if r.get('tile') == [64, 64, 4, 2] or r.get('block_n') == [64, 64]]" "$OUT/attention.json" "$OUT/attention_base.json"
+    python3 -c "import json,sys; [print(label, r) for label, f in (('this', sys.argv[1]), ('_base', sys.argv[2])) for r in json.load(open(f))['rows'] if r.get('tile') == [64, 64, 4, 2] or r.get('decode_block_n') == [64, 64]]" "$OUT/attention.json" "$OUT/attention_base.json"
     TTFT_REQUESTS=10 LOAD_TIMEOUT=60 START_WAIT=120 bash bench/gpu_serve_load.sh "$OUT" 2>&1 | grep -E "^server|rror" ;;
   attention)
     tests
