@@ -10,6 +10,7 @@
 #   PART=final bash bench/gpu_phase13.sh     # GPU tests, the engine twice, the graphed step with cuBLAS and with cuBLASLt
 #   PART=sweep bash bench/gpu_phase13.sh     # GPU tests; decode attention warps/stages; prefill dequantization groups;
 #                                            # the prefill MoE's kernels of this tree and of _base; the engine twice
+#   PART=split bash bench/gpu_phase13.sh     # GPU tests; the engine against _base, in turn; the server
 #   PART=card bash bench/gpu_phase13.sh      # one card's figures: the engine with and without the idle budget, the
 #                                            # prefill attention of this tree and of _base, the server
 set -u
@@ -44,6 +45,9 @@ for r in json.load(open(sys.argv[1]))['rows']:
     print(sys.argv[2], r['tokens'], r['prefill_ms'], ks)" "$OUT/moe.json" "$label"
 }
 case "${PART:-measure}" in
+  split)
+    tests; bench; base_bench; bench; base_bench
+    TTFT_REQUESTS=10 LOAD_TIMEOUT=60 START_WAIT=120 bash bench/gpu_serve_load.sh "$OUT" 2>&1 | grep -E "^server|rror" ;;
   sweep)
     tests
     timeout 200 python3 bench/gpu_attention_tiles.py --prompts 8 > "$OUT/attention.json" 2>"$OUT/attention.err" || tail -3 "$OUT/attention.err"

@@ -197,6 +197,29 @@ def test_chunked_prefill_attention_matches_reference(kernels, window):
     assert relative_error(out, ref) < 1e-2
 
 
+@pytest.mark.parametrize("window", [0, 128])
+def test_a_mixed_step_sends_its_leading_decodes_to_the_decode_kernel(window):
+    """Decodes first, as the scheduler orders a step (1, 2 and 3 of them: the chunks' tensors start at any row), then
+    chunks: the step's attention (decode kernel for the decodes, prefill kernel for the chunks) against the reference."""
+    from tkr_embed.backends.torch.attention import build_attention_metadata, paged_attention
+    from tkr_embed.backends.torch.kernels.attention_reference import paged_attention_reference
+    from tkr_embed.backends.torch.kernels.random_cases import make_attention_case, relative_error
+
+    for decodes in (1, 2, 3):
+        lens = [900, 130, 5][:decodes] + [300, 77]
+        q_lens = [1] * decodes + [300, 40]
+        case = make_attention_case(lens, seed=20 + window + decodes)
+        tables = [row[:-(-length // 16)] for row, length in zip(case.block_tables.tolist(), lens)]
+        metadata = build_attention_metadata([(length - q, q, table) for length, q, table in zip(lens, q_lens, tables)],
+                                            16, "cuda")
+        assert metadata.num_leading_decodes == decodes
+        query = torch.randn(sum(q_lens), 64, 64, device="cuda", dtype=torch.bfloat16)
+        out = paged_attention(query, case.kv_cache, case.sinks, metadata, scale=HEAD_SCALE, sliding_window=window or None)
+        ref = paged_attention_reference(query, case.kv_cache, metadata.query_start_loc, case.seq_lens,
+                                        case.block_tables, case.sinks, window, HEAD_SCALE)
+        assert relative_error(out, ref) < 1e-2, decodes
+
+
 def test_cuda_graph_steps_replay_the_smallest_graph_that_fits():
     from tkr_embed.backends.torch.cuda_graphs import CudaGraphSteps
 

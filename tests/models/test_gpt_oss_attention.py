@@ -32,6 +32,21 @@ def test_metadata_for_a_mixed_prefill_and_decode_batch():
     assert metadata.start_positions == [0, 9] and metadata.query_lens == [5, 1]
 
 
+def test_a_mixed_step_whose_decodes_come_first_is_split_for_the_kernels():
+    """The scheduler lists a step's decodes first: the CUDA path sends those rows to the decode kernel and the chunks,
+    with query starts from 0 and tensors of their own, to the prefill kernel."""
+    metadata = build_attention_metadata([(9, 1, [4, 0, 3]), (3, 1, [1]), (0, 5, [7, 2]), (4, 2, [5, 6])],
+                                        block_size=4, device="cpu")
+    assert metadata.num_leading_decodes == 2 and metadata.prefill_max_query_len == 5
+    assert metadata.prefill_query_start_loc.tolist() == [0, 5, 7]
+    assert metadata.prefill_seq_lens.tolist() == [5, 6]
+    assert metadata.prefill_block_tables.tolist() == [[7, 2, 0], [5, 6, 0]]
+    assert metadata.query_start_loc.tolist() == [0, 1, 2, 7, 9]
+    # a decode after a chunk, or no chunk at all: nothing to split
+    assert build_attention_metadata([(0, 5, [7, 2]), (9, 1, [4, 0, 3])], 4, "cpu").num_leading_decodes == 0
+    assert build_attention_metadata([(3, 1, [1]), (6, 1, [0, 2])], 4, "cpu").num_leading_decodes == 0
+
+
 def test_decode_only_batch_is_flagged():
     metadata = build_attention_metadata([(3, 1, [1]), (6, 1, [0, 2])], block_size=4, device="cpu")
     assert metadata.is_decode_only and metadata.slot_mapping.tolist() == [7, 10]

@@ -34,6 +34,14 @@ class AttentionMetadata:
     max_query_len: int
     max_seq_len: int
     is_decode_only: bool
+    # A mixed step lists its decodes first (the scheduler's order): those D one-token sequences go to the decode
+    # kernel, the rest to the prefill kernel with tensors of their own (query starts from 0; fresh allocations,
+    # so the kernels see the alignment they were compiled for, not a slice D rows in).
+    num_leading_decodes: int = 0
+    prefill_query_start_loc: torch.Tensor | None = None   # [S-D+1] int32
+    prefill_seq_lens: torch.Tensor | None = None          # [S-D] int32
+    prefill_block_tables: torch.Tensor | None = None      # [S-D, max_blocks] int32
+    prefill_max_query_len: int = 0
 
     @property
     def num_seqs(self) -> int:
@@ -60,6 +68,14 @@ def build_attention_metadata(
     max_blocks = max(len(bt) for _, _, bt in seqs)
     padded = [list(bt) + [0] * (max_blocks - len(bt)) for _, _, bt in seqs]
     query_lens = [n for _, n, _ in seqs]
+    decodes = next((i for i, n in enumerate(query_lens) if n != 1), len(query_lens))
+    split = {}
+    if 0 < decodes < len(query_lens):
+        split = dict(num_leading_decodes=decodes, prefill_max_query_len=max(query_lens[decodes:]),
+                     prefill_query_start_loc=torch.tensor([q - decodes for q in query_start[decodes:]],
+                                                          dtype=torch.int32, device=device),
+                     prefill_seq_lens=torch.tensor(seq_lens[decodes:], dtype=torch.int32, device=device),
+                     prefill_block_tables=torch.tensor(padded[decodes:], dtype=torch.int32, device=device))
     return AttentionMetadata(
         slot_mapping=torch.from_numpy(np.concatenate(slots)).to(device),
         query_start_loc=torch.tensor(query_start, dtype=torch.int32, device=device),
@@ -73,6 +89,7 @@ def build_attention_metadata(
         max_query_len=max(query_lens),
         max_seq_len=max(seq_lens),
         is_decode_only=all(n == 1 for n in query_lens),
+        **split,
     )
 
 
@@ -168,7 +185,18 @@ def _paged_attention_kernels(
     query = query.contiguous()                                                     # [T, Hq, D]
     if metadata.is_decode_only:
         return paged_decode_attention(query, kv_cache, metadata.seq_lens, metadata.block_tables, sinks, window, scale)
-    return paged_prefill_attention(
-        query, kv_cache, metadata.query_start_loc, metadata.seq_lens, metadata.block_tables, sinks, window, scale,
-        metadata.max_query_len,
-    )
+    decodes = metadata.num_leading_decodes
+    if decodes == 0:
+        return paged_prefill_attention(
+            query, kv_cache, metadata.query_start_loc, metadata.seq_lens, metadata.block_tables, sinks, window, scale,
+            metadata.max_query_len,
+        )
+    # a mixed step: the decodes read each KV head once for all its query heads (the prefill kernel would give each
+    # of them a whole block of query rows per query head); the chunks go to the prefill kernel
+    out = torch.empty_like(query)
+    paged_decode_attention(query[:decodes], kv_cache, metadata.seq_lens[:decodes], metadata.block_tables[:decodes],
+                           sinks, window, scale, out=out[:decodes])
+    paged_prefill_attention(query[decodes:], kv_cache, metadata.prefill_query_start_loc, metadata.prefill_seq_lens,
+                            metadata.prefill_block_tables, sinks, window, scale, metadata.prefill_max_query_len,
+                            out=out[decodes:])
+    return out

@@ -213,13 +213,15 @@ def paged_decode_attention(
     sliding_window: int,
     scale: float,
     num_splits: int | None = None,
+    out: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Decode attention over the paged cache (the new token's KV already written). -> [S, Hq, D]"""
+    """Decode attention over the paged cache (the new token's KV already written). -> [S, Hq, D] (into `out` if
+    given: rows of a larger output)"""
     num_seqs, num_heads, head_dim = query.shape
     page_size, num_kv_heads = kv_cache.shape[2], kv_cache.shape[3]
     group = num_heads // num_kv_heads
     splits = num_splits or decode_num_splits(num_seqs, num_kv_heads)
-    out = torch.empty_like(query)
+    out = torch.empty_like(query) if out is None else out
     if splits == 1:
         part_m = part_l = part_acc = out           # not written
     else:
@@ -254,13 +256,14 @@ def paged_prefill_attention(
     sliding_window: int,
     scale: float,
     max_query_len: int,
+    out: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Chunked-prefill attention (the chunk's KV already written to the cache). -> [T, Hq, D]"""
+    """Chunked-prefill attention (the chunk's KV already written to the cache). -> [T, Hq, D] (into `out` if given)"""
     num_tokens, num_heads, head_dim = query.shape
     page_size, num_kv_heads = kv_cache.shape[2], kv_cache.shape[3]
     num_seqs = seq_lens.shape[0]
     block_m, block_n, warps, stages = PREFILL_TILE
-    out = torch.empty_like(query)
+    out = torch.empty_like(query) if out is None else out
     k_cache, v_cache = kv_cache[0], kv_cache[1]
     grid = (math.ceil(max_query_len / block_m), num_seqs, num_heads)
     _prefill_kernel[grid](
