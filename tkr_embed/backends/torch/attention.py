@@ -68,7 +68,7 @@ def build_attention_metadata(
     max_blocks = max(len(bt) for _, _, bt in seqs)
     padded = [list(bt) + [0] * (max_blocks - len(bt)) for _, _, bt in seqs]
     query_lens = [n for _, n, _ in seqs]
-    decodes = next((i for i, n in enumerate(query_lens) if n != 1), len(query_lens))
+    decodes = next((i for i, n in enumerate(query_lens) if n != 1), len(query_lens))   # leading one-token entries
     split = {}
     if 0 < decodes < len(query_lens):
         split = dict(num_leading_decodes=decodes, prefill_max_query_len=max(query_lens[decodes:]),
@@ -88,7 +88,7 @@ def build_attention_metadata(
         block_size=block_size,
         max_query_len=max(query_lens),
         max_seq_len=max(seq_lens),
-        is_decode_only=all(n == 1 for n in query_lens),
+        is_decode_only=decodes == len(query_lens),
         **split,
     )
 
