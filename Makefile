@@ -7,27 +7,37 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 UNAME_S := $(shell uname -s)
 UNAME_M := $(shell uname -m)
-TORCH_PIN := torch==2.13.0
 
+# Every package comes from the platform's lock (scripts/lock.py; `make lock` refreshes it), with its hashes.
 ifeq ($(UNAME_S),Darwin)
-  ifeq ($(UNAME_M),arm64)
-    MLX_EXTRA := 'mlx>=0.26' 'mlx-lm>=0.26'
-  endif
+  PLATFORM := macos-$(UNAME_M)
 else
-  # Linux: mlx's CPU build lets the MLX backend run (and be tested) without Apple hardware.
-  MLX_EXTRA := 'mlx[cpu]>=0.26'
+  PLATFORM := linux-$(UNAME_M)
 endif
+LOCK := requirements/lock-$(PLATFORM).txt
+# The Linux lock pins torch's CPU build, which PyTorch publishes on its own index, not on PyPI. pip looks
+# there, unless its own configuration names find-links (where our CI machines keep that wheel on disk).
+PIP_HAS_FIND_LINKS := $(shell $(PYTHON) -m pip config list 2>/dev/null | grep -ci find-links)
+TORCH_FIND_LINKS ?= $(if $(filter linux-%,$(PLATFORM)),$(if $(filter 0,$(PIP_HAS_FIND_LINKS)),https://download.pytorch.org/whl/cpu/torch/))
 
-.PHONY: install serve test services gpu-check clean
+.PHONY: install check-lock lock serve test services gpu-check gpu-wheels clean
 
-$(VENV)/.installed: pyproject.toml Makefile
-	$(PYTHON) -m venv $(VENV)
-	$(PIP) install -q --upgrade pip
-	$(PIP) install -q $(TORCH_PIN)
-	$(PIP) install -q -e '.[dev]' $(MLX_EXTRA)
+check-lock:
+	@[ -f $(LOCK) ] || { echo "error: no lock for $(PLATFORM) ($(LOCK)); the locked platforms: $$(ls requirements)" >&2; exit 1; }
+	@$(PYTHON) scripts/lock.py check $(PLATFORM)
+
+$(VENV)/.installed: $(LOCK) pyproject.toml
+	[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --require-hashes --no-deps $(if $(TORCH_FIND_LINKS),--find-links $(TORCH_FIND_LINKS)) -r $(LOCK)
+	$(PIP) install -q --no-deps --no-build-isolation -e .
 	touch $@
 
-install: $(VENV)/.installed
+install: check-lock $(VENV)/.installed
+
+# Resolve pyproject.toml's dependencies again for every platform, keeping each pin that still fits.
+lock:
+	[ -x $(VENV)/bin/uv ] || { [ -x $(PY) ] || $(PYTHON) -m venv $(VENV); $(PIP) install -q "uv==$$(sed -n 's/^uv==\([^ ]*\).*/\1/p' $(LOCK))"; }
+	$(PY) scripts/lock.py compile --uv $(VENV)/bin/uv
 
 serve: install
 	$(PY) -m tkr_embed.cli serve
@@ -54,6 +64,14 @@ test: install services
 GPU_PY ?= $(shell [ -x $(PY) ] && echo $(PY) || echo python3)
 gpu-check:
 	PYTHONPATH=$(CURDIR) $(GPU_PY) -m pytest -q -m gpu -o asyncio_mode=strict -p no:cacheprovider tests/gpu
+
+# The server's runtime packages as wheels for the GPU machine (Python 3.12, no internet there; it has its own
+# torch, Triton, numpy and transformers), pinned and hashed as the Linux lock pins them: carry .whl/ with a run.
+gpu-wheels:
+	$(PYTHON) scripts/lock.py wheels .whl/requirements.txt
+	$(PYTHON) -m pip download -q --require-hashes --no-deps --only-binary=:all: --python-version 3.12 \
+	  --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
+	  --platform manylinux2014_x86_64 -d .whl -r .whl/requirements.txt
 
 clean:
 	rm -rf $(VENV) .pytest_cache
