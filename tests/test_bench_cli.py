@@ -18,7 +18,7 @@ def _bench(*options: str) -> dict:
     return json.loads(done.stdout)
 
 
-@pytest.mark.parametrize(("options", "budget", "idle"), [((), 2048, None),
+@pytest.mark.parametrize(("options", "budget", "idle"), [((), 8192, None),
                                                          (("--max-num-batched-tokens", "32",
                                                            "--max-num-batched-tokens-idle", "64"), 32, 64)])
 def test_the_bench_reports_its_runs_and_the_step_budgets(options, budget, idle) -> None:

@@ -18,6 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from tkr_embed.engine.args import EngineArgs
+
 ENV_PREFIX = "GENERATION_"
 PRODUCTION_CONFIG = "config.yaml"
 DEVELOPMENT_CONFIG = "config.dev.yaml"
@@ -54,6 +56,9 @@ class ConfigError(ValueError):
     """The configuration cannot be used; the message names the offending key."""
 
 
+_ENGINE_DEFAULTS = EngineArgs(model="")
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
@@ -79,30 +84,30 @@ class ModelConfig(_Section):
 
 
 class EngineSettings(_Section):
-    max_num_seqs: int = Field(64, ge=1)
-    max_num_batched_tokens: int = Field(8192, ge=16)
+    """The `engine` section: EngineArgs (tkr_embed/engine/args.py) under the names of the YAML file, with its
+    defaults, and how the server runs the engine's loop."""
+
+    max_num_seqs: int = Field(_ENGINE_DEFAULTS.max_num_seqs, ge=1)
+    max_num_batched_tokens: int = Field(_ENGINE_DEFAULTS.max_num_batched_tokens, ge=16)
     # a step in which no sequence decodes (no stream waits on it) may take this many tokens; None: 4 x
     # max_num_batched_tokens on CUDA, else the same as max_num_batched_tokens (backends/device.idle_step_tokens)
-    max_num_batched_tokens_idle: int | None = Field(None, ge=16)
-    max_waiting: int = Field(256, ge=1)
-    max_model_len: int | None = Field(None, ge=16)
-    block_size: int = Field(16, ge=1)
-    kv_cache_blocks: int | None = Field(None, ge=1)          # None: sized from kv_cache_memory_fraction
-    kv_cache_memory_fraction: float = Field(0.85, gt=0, le=1)
-    enable_prefix_caching: bool = True
-    lookahead: bool = True             # launch the next decode step before this one's tokens are read
+    max_num_batched_tokens_idle: int | None = Field(_ENGINE_DEFAULTS.max_num_batched_tokens_idle, ge=16)
+    max_waiting: int = Field(_ENGINE_DEFAULTS.max_waiting, ge=1)
+    max_model_len: int | None = Field(_ENGINE_DEFAULTS.max_model_len, ge=16)
+    block_size: int = Field(_ENGINE_DEFAULTS.block_size, ge=1)
+    kv_cache_blocks: int | None = Field(_ENGINE_DEFAULTS.num_kv_blocks, ge=1)  # None: from kv_cache_memory_fraction
+    kv_cache_memory_fraction: float = Field(_ENGINE_DEFAULTS.kv_cache_memory_fraction, gt=0, le=1)
+    enable_prefix_caching: bool = _ENGINE_DEFAULTS.enable_prefix_caching
+    lookahead: bool = _ENGINE_DEFAULTS.lookahead  # launch the next decode step before this one's tokens are read
     # GPU: run a step of each size class once before serving, so no request waits for a kernel compile
-    warm_up: bool = True
+    warm_up: bool = _ENGINE_DEFAULTS.warm_up
     # The engine's step loop in a child process of its own (the server's harmony tokenizer only): it then
     # shares no GIL with the HTTP layer. Off: a thread of the server process (gil_switch_interval_ms applies).
     separate_process: bool = True
-    # Python's GIL switch interval, for the whole server process with separate_process off (Python's
-    # default is 5 ms). The engine
-    # thread gives up the GIL at every torch op, kernel launch and device wait; while the event loop
-    # streams responses, it then waits up to this long to get it back. 64 streams against the offline engine
-    # (BENCHMARKS.md): phase 8, H200, 13 ms steps: 5 ms -15%, 0.1 ms -4% to -15%, 0.02 ms -5%; phase 10,
-    # 6.4-7.3 ms steps, same machine each: H200 0.2 ms -7.2% / -7.4%, 0.02 ms -12.7% / -9.7%, 0.005 ms -9.1%,
-    # 1 ms -8.1%; H100 0.2 ms -10.3%, 0.02 ms -14.8%.
+    # Python's GIL switch interval, for the whole server process with separate_process off (Python's default is
+    # 5 ms). The engine thread gives up the GIL at every torch op, kernel launch and device wait; while the event
+    # loop streams responses, it then waits up to this long to get it back. 0.2 ms cost the 64-stream server the
+    # least throughput against the offline engine among the values measured from 0.005 to 5 ms, on H100 and H200.
     gil_switch_interval_ms: float = Field(0.2, gt=0, le=100)
 
 
@@ -261,6 +266,27 @@ class Settings(BaseSettings):
     @property
     def demo_model_dir(self) -> Path:
         return self.data_dir / "demo-model"
+
+    def engine_args(self, model_path: str | Path) -> EngineArgs:
+        """What the engine is built from (`tkr_embed.builder.build_engine`), for the checkpoint at `model_path`."""
+        model, engine = self.model, self.engine
+        return EngineArgs(
+            model=str(model_path),
+            device=model.device,  # "gpu" is CUDA, or MLX Metal on a Mac: the backend factory decides
+            dtype=None if model.dtype == "auto" else model.dtype,
+            quantization=model.quantization,
+            max_num_seqs=engine.max_num_seqs,
+            max_num_batched_tokens=engine.max_num_batched_tokens,
+            max_num_batched_tokens_idle=engine.max_num_batched_tokens_idle,
+            max_waiting=engine.max_waiting,
+            block_size=engine.block_size,
+            num_kv_blocks=engine.kv_cache_blocks,
+            kv_cache_memory_fraction=engine.kv_cache_memory_fraction,
+            enable_prefix_caching=engine.enable_prefix_caching,
+            max_model_len=engine.max_model_len,
+            lookahead=engine.lookahead,
+            warm_up=engine.warm_up,
+        )
 
     @property
     def uses_demo_model(self) -> bool:

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, fields
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tkr_embed.engine.args import EngineArgs
 from tkr_embed.engine.config import EngineConfig
 from tkr_embed.engine.llm_engine import LLMEngine
 from tkr_embed.engine.outputs import FinishReason, RequestOutput, TokenLogprob
 from tkr_embed.engine.runner import ModelRunner
 from tkr_embed.engine.sampling_params import SamplingParams
+from tkr_embed.engine.step_loop import AddRequest, run_to_completion
 from tkr_embed.engine.tokenizer import Tokenizer
 
 Prompt = str | list[int]
@@ -45,15 +48,12 @@ class GenerationResult:
         return self.outputs[0].finish_reason
 
 
-_ENGINE_FIELDS = {f.name for f in fields(EngineConfig)}
-
-
 class LLM:
     """Generate for many prompts at once on one device.
 
-    Keyword arguments naming EngineConfig fields configure the engine (max_num_seqs, block_size,
-    num_kv_blocks, enable_prefix_caching...); the others go to the runner (kv_cache_bytes,
-    kv_cache_memory_fraction, max_model_len).
+    Keyword arguments are EngineArgs fields (max_num_seqs, max_num_batched_tokens, num_kv_blocks,
+    kv_cache_memory_fraction, max_model_len, enable_prefix_caching, warm_up...), with the server's defaults; the
+    engine is built as the server builds it (`tkr_embed.builder`) and runs the server's step loop.
     """
 
     def __init__(
@@ -66,34 +66,21 @@ class LLM:
         tokenizer: Tokenizer | None = None,
         **engine_kwargs: Any,
     ) -> None:
-        from tkr_embed.backends.factory import create_runner
+        from tkr_embed.builder import build_engine
 
-        config = EngineConfig(**{k: v for k, v in engine_kwargs.items() if k in _ENGINE_FIELDS})
-        runner_kwargs = {k: v for k, v in engine_kwargs.items() if k not in _ENGINE_FIELDS}
-        runner_kwargs.setdefault("block_size", config.block_size)
-        runner_kwargs.setdefault("max_num_batched_tokens", config.max_num_batched_tokens)
-        runner_kwargs.setdefault("max_idle_step_tokens", config.max_num_batched_tokens_idle)
-        if config.num_kv_blocks is not None:
-            runner_kwargs.setdefault("num_kv_blocks", config.num_kv_blocks)
-        if config.max_model_len is not None:
-            runner_kwargs.setdefault("max_model_len", config.max_model_len)
-        runner = create_runner(model, device=device, dtype=dtype, quantization=quantization, **runner_kwargs)
-        self._init(runner, tokenizer, config)
+        args = EngineArgs(model=str(model), device=device, dtype=dtype, quantization=quantization, **engine_kwargs)
+        self._init(build_engine(args, tokenizer))
 
     @classmethod
     def from_runner(cls, runner: ModelRunner, tokenizer: Tokenizer | None = None, **engine_kwargs: Any) -> LLM:
-        """An LLM around an already built runner (tests, random-weight benchmarks)."""
+        """An LLM around an already built runner (tests with toy runners); keyword arguments are EngineConfig's."""
         llm = cls.__new__(cls)
-        llm._init(runner, tokenizer, EngineConfig(**engine_kwargs))
+        llm._init(LLMEngine(runner, tokenizer or _harmony_tokenizer(), EngineConfig(**engine_kwargs)))
         return llm
 
-    def _init(self, runner: ModelRunner, tokenizer: Tokenizer | None, config: EngineConfig) -> None:
-        if tokenizer is None:
-            from tkr_embed.harmony.tokenizer import get_tokenizer
-
-            tokenizer = get_tokenizer()
-        self.tokenizer = tokenizer
-        self.engine = LLMEngine(runner, tokenizer, config)
+    def _init(self, engine: LLMEngine) -> None:
+        self.engine = engine
+        self.tokenizer = engine.tokenizer
         self._request_ids = itertools.count()
 
     def generate(
@@ -108,31 +95,23 @@ class LLM:
         if len(params_list) != len(prompts):
             raise ValueError(f"got {len(params_list)} SamplingParams for {len(prompts)} prompts")
         requests = []
-        for prompt, prompt_params in zip(prompts, params_list):
+        arrival = time.monotonic()
+        for prompt, prompt_params in zip(prompts, params_list, strict=True):
             token_ids = self.tokenizer.encode(prompt) if isinstance(prompt, str) else list(prompt)
-            self.engine.validate_request(token_ids, prompt_params)    # reject before running any
-            requests.append((f"offline-{next(self._request_ids)}", token_ids, prompt_params))
-        request_ids = [request_id for request_id, _, _ in requests]
-        pending = list(reversed(requests))
+            self.engine.validate_request(token_ids, prompt_params)  # reject before running any
+            requests.append(AddRequest(f"offline-{next(self._request_ids)}", token_ids, prompt_params, arrival))
         finals: dict[str, RequestOutput] = {}
         logprobs: dict[tuple[str, int], list[TokenLogprob]] = {}
-        try:
-            while pending or self.engine.has_unfinished_requests():
-                # Feed the engine no faster than its waiting queue takes them.
-                while pending and len(self.engine.scheduler.waiting) < self.engine.config.max_waiting:
-                    self.engine.add_request(*pending.pop())
-                for output in self.engine.step():
-                    for completion in output.outputs:
-                        if completion.new_logprobs is not None:
-                            key = (output.request_id, completion.index)
-                            logprobs.setdefault(key, []).extend(completion.new_logprobs)
-                    if output.finished:
-                        finals[output.request_id] = output
-        except BaseException:
-            for request_id in self.engine.unfinished_request_ids():
-                self.engine.abort_request(request_id)
-            raise
-        return [self._result(finals[rid], logprobs, params) for rid, params in zip(request_ids, params_list)]
+
+        def collect(output: RequestOutput) -> None:
+            for completion in output.outputs:
+                if completion.new_logprobs is not None:
+                    logprobs.setdefault((output.request_id, completion.index), []).extend(completion.new_logprobs)
+            if output.finished:
+                finals[output.request_id] = output
+
+        run_to_completion(self.engine, requests, collect)
+        return [self._result(finals[request.request_id], logprobs, request.params) for request in requests]
 
     @staticmethod
     def _result(
@@ -149,3 +128,9 @@ class LLM:
             for c in output.outputs
         ]
         return GenerationResult(output.prompt_token_ids, completions, output.num_cached_prompt_tokens)
+
+
+def _harmony_tokenizer() -> Tokenizer:
+    from tkr_embed.harmony.tokenizer import get_tokenizer
+
+    return get_tokenizer()

@@ -9,7 +9,11 @@ from collections.abc import Sequence
 import torch
 
 from tkr_embed.backends.torch.sampler import Sampler
+from tkr_embed.engine.llm_engine import LLMEngine
+from tkr_embed.engine.outputs import RequestOutput
 from tkr_embed.engine.runner import ModelRunner, RunnerInfo, SampledToken, ScheduledBatch
+from tkr_embed.engine.sampling_params import SamplingParams
+from tkr_embed.engine.step_loop import AddRequest, run_to_completion
 
 VOCAB_SIZE = 64
 EOS_ID = 63
@@ -149,3 +153,26 @@ class ToyTokenizer:
 
 
 _BYTE_TO_ID = {_token_bytes(t)[0]: t for t in range(40) if len(_token_bytes(t)) == 1}
+
+
+def step(engine: LLMEngine) -> list[RequestOutput]:
+    """One step of the engine without lookahead, for tests that look at the engine between steps: plan, launch,
+    read the tokens, postprocess (what `StepLoop` does each step)."""
+    planned = engine.plan_step()
+    if planned is None:
+        return []
+    launched = engine.launch(*planned)
+    return engine.postprocess(launched.batch, launched.finish())
+
+
+def run_all(engine: LLMEngine, requests: dict[str, tuple[list[int], SamplingParams]]) -> dict[str, RequestOutput]:
+    """Serve `requests` (and whatever the engine holds already) to the end through the step loop; the finals."""
+    finals: dict[str, RequestOutput] = {}
+
+    def collect(output: RequestOutput) -> None:
+        if output.finished:
+            finals[output.request_id] = output
+
+    adds = [AddRequest(request_id, prompt, params, time.monotonic()) for request_id, (prompt, params) in requests.items()]
+    run_to_completion(engine, adds, collect)
+    return finals

@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import asyncio
 
-from engine_fakes import FollowingToyRunner, ToyRunner, ToyTokenizer
-from test_engine_scheduling import prompts, run_all
+from engine_fakes import FollowingToyRunner, ToyRunner, ToyTokenizer, run_all
+from test_engine_scheduling import prompts
 
 from tkr_embed.engine.async_engine import AsyncEngine
 from tkr_embed.engine.config import EngineConfig
 from tkr_embed.engine.llm_engine import LLMEngine
 from tkr_embed.engine.outputs import FinishReason
 from tkr_embed.engine.sampling_params import SamplingParams
+from tkr_embed.engine.step_loop import AddRequest, CallerPort, Inbox, StepLoop
 
 EOS_LOGIT = 5.0     # greedy picks EOS wherever every other logit is lower: sequences end at unforeseen steps
 
@@ -44,8 +45,6 @@ def test_lookahead_gives_the_tokens_of_the_ordinary_engine() -> None:
     assert _tokens(ahead) == _tokens(ordinary)
     assert {reason for _, reason in _tokens(ahead).values()} == {FinishReason.STOP, FinishReason.LENGTH}
     assert runner.followed > 10                              # the decode steps after the prefills: ahead
-    assert engine.stats().kv_blocks_used == 0
-    engine.step()                                            # the step left in flight carries nothing
     assert engine.stats().kv_blocks_used == 0 and not engine.has_unfinished_requests()
 
 
@@ -76,20 +75,36 @@ def test_no_lookahead_when_turned_off_or_when_sampling_needs_the_host() -> None:
                                                            {"a": ([1, 2, 3], params)})["a"].outputs[0].token_ids
 
 
+class _LateArrivalPort(CallerPort):
+    """Hands the engine `late` only at the loop's `arrives_at`-th look for new requests."""
+
+    def __init__(self, engine: LLMEngine, first: AddRequest, late: AddRequest, arrives_at: int, finals: dict) -> None:
+        super().__init__(engine, [first], self._collect)
+        self.late, self.arrives_at, self.looks, self.finals = late, arrives_at, 0, finals
+
+    def _collect(self, output) -> None:
+        if output.finished:
+            self.finals[output.request_id] = output
+
+    def take(self) -> Inbox:
+        self.looks += 1
+        inbox = super().take()
+        if self.looks == self.arrives_at:
+            inbox.adds.append(self.late)
+        return inbox
+
+    def stopping(self) -> bool:
+        return self.looks >= self.arrives_at and super().stopping()
+
+
 def test_a_request_arriving_during_lookahead_is_admitted_and_served_alike() -> None:
     runner = FollowingToyRunner()
     engine = LLMEngine(runner, ToyTokenizer(), EngineConfig())
     long = SamplingParams(max_tokens=30, temperature=0.0, ignore_eos=True)
-    engine.add_request("first", [5, 6, 7], long)
-    finals = {}
-    for step in range(200):
-        if step == 4:
-            engine.add_request("second", [9, 9, 9, 9], long)
-        for output in engine.step():
-            if output.finished:
-                finals[output.request_id] = output
-        if not engine.has_unfinished_requests():
-            break
+    finals: dict = {}
+    port = _LateArrivalPort(engine, AddRequest("first", [5, 6, 7], long, 0.0),
+                            AddRequest("second", [9, 9, 9, 9], long, 0.0), arrives_at=5, finals=finals)
+    StepLoop(engine, port).run()
     expected = run_all(LLMEngine(ToyRunner(), ToyTokenizer(), EngineConfig()),
                        {"first": ([5, 6, 7], long), "second": ([9, 9, 9, 9], long)})
     assert _tokens(finals) == _tokens(expected)

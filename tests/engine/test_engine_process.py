@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 from pathlib import Path
 
 import pytest
 
-from tkr_embed.api.engine_factory import build_llm_engine, ensure_demo_checkpoint
+from tkr_embed.api.engine_factory import ensure_demo_checkpoint
+from tkr_embed.builder import ProcessBuild
+from tkr_embed.engine.args import EngineArgs
 from tkr_embed.engine.async_engine import AsyncEngine
-from tkr_embed.engine.config import EngineConfig
 from tkr_embed.engine.engine_process import ProcessEngine
 from tkr_embed.engine.errors import EngineDeadError, EngineOverloadedError, InvalidRequestError
 from tkr_embed.engine.sampling_params import SamplingParams
@@ -21,9 +21,8 @@ def demo_path(tmp_path_factory: pytest.TempPathFactory) -> str:
     return str(ensure_demo_checkpoint(tmp_path_factory.mktemp("demo") / "ckpt"))
 
 
-def _builder(path: str, **config):
-    return functools.partial(build_llm_engine, path, {"device": "cpu", "num_kv_blocks": 128},
-                             EngineConfig(**config), ("WARNING", False))
+def _builder(path: str, **config) -> ProcessBuild:
+    return ProcessBuild(EngineArgs(model=path, device="cpu", num_kv_blocks=128, **config), "WARNING", False)
 
 
 REQUESTS = [

@@ -6,10 +6,10 @@ import dataclasses
 import random
 
 import pytest
-from engine_fakes import EOS_ID, ToyRunner, ToyTokenizer
+from engine_fakes import EOS_ID, ToyRunner, ToyTokenizer, run_all, step
 
 from tkr_embed.engine.config import EngineConfig
-from tkr_embed.engine.errors import EngineOverloadedError, InvalidRequestError
+from tkr_embed.engine.errors import ConfigurationError, EngineOverloadedError, InvalidRequestError
 from tkr_embed.engine.llm_engine import LLMEngine
 from tkr_embed.engine.outputs import FinishReason, RequestOutput
 from tkr_embed.engine.sampling_params import SamplingParams
@@ -19,17 +19,6 @@ GREEDY = SamplingParams(max_tokens=8, temperature=0.0, ignore_eos=True)
 
 def make_engine(runner: ToyRunner | None = None, **config) -> LLMEngine:
     return LLMEngine(runner or ToyRunner(), ToyTokenizer(), EngineConfig(**config))
-
-
-def run_all(engine: LLMEngine, requests: dict[str, tuple[list[int], SamplingParams]]) -> dict[str, RequestOutput]:
-    for request_id, (prompt, params) in requests.items():
-        engine.add_request(request_id, prompt, params)
-    finals = {}
-    while engine.has_unfinished_requests():
-        for output in engine.step():
-            if output.finished:
-                finals[output.request_id] = output
-    return finals
 
 
 def run_alone(prompt: list[int], params: SamplingParams, **config) -> RequestOutput:
@@ -99,7 +88,7 @@ def test_preemption_takes_the_newest_request_and_requeues_it_first() -> None:
     steps: list[set[str]] = []
     finished: list[str] = []
     while engine.has_unfinished_requests():
-        outputs = engine.step()
+        outputs = step(engine)
         steps.append({output.request_id for output in outputs})
         finished += [output.request_id for output in outputs if output.finished]
     assert engine.stats().preemptions > 0
@@ -116,7 +105,7 @@ def test_abort_returns_every_block_and_1000_cycles_leave_pool_full() -> None:
     for cycle in range(1000):
         engine.add_request(f"c{cycle}", [rng.randrange(60) for _ in range(rng.randrange(1, 12))], GREEDY)
         for _ in range(rng.randrange(0, 3)):
-            engine.step()
+            step(engine)
         final = engine.abort_request(f"c{cycle}")
         if final is not None:       # None: it had already finished
             assert final.finished and final.outputs[0].finish_reason is FinishReason.ABORT
@@ -132,8 +121,8 @@ def test_abort_mid_generation_keeps_others_intact() -> None:
     a, b = prompts(2, seed=8)
     engine.add_request("a", a, GREEDY)
     engine.add_request("b", b, GREEDY)
-    engine.step()
-    engine.step()
+    step(engine)
+    step(engine)
     aborted = engine.abort_request("a")
     assert aborted.outputs[0].finish_reason is FinishReason.ABORT
     finals = run_all(engine, {})
@@ -176,7 +165,7 @@ def test_waiting_queue_limit_raises_overloaded() -> None:
     engine.add_request("b", [1, 2], GREEDY)
     with pytest.raises(EngineOverloadedError):
         engine.add_request("c", [1, 2], GREEDY)
-    engine.step()                                     # both admitted: room again
+    step(engine)                                     # both admitted: room again
     engine.add_request("c", [1, 2], GREEDY)
 
 
@@ -225,7 +214,7 @@ def test_stop_string_never_reaches_the_stream() -> None:
     engine.add_request("s", prompt, SamplingParams(max_tokens=16, temperature=0.0, ignore_eos=True, stop=[stop]))
     streamed, final = "", None
     while engine.has_unfinished_requests():
-        for output in engine.step():
+        for output in step(engine):
             streamed += output.outputs[0].new_text
             assert stop not in streamed
             final = output
@@ -251,10 +240,10 @@ def test_a_step_without_decodes_takes_the_idle_budget_and_one_beside_decodes_doe
     rng = random.Random(9)
     for i in range(4):
         engine.add_request(f"r{i}", [rng.randrange(60) for _ in range(40)], GREEDY)
-    engine.step()
+    step(engine)
     assert [len(e.token_ids) for e in runner.batches[0].entries] == [40, 40, 40, 40]
     engine.add_request("late", [rng.randrange(60) for _ in range(100)], GREEDY)
-    engine.step()
+    step(engine)
     assert [len(e.token_ids) for e in runner.batches[-1].entries] == [1, 1, 1, 1, 60]
     finals = run_all(engine, {})
     assert set(finals) == {"r0", "r1", "r2", "r3", "late"}
@@ -264,8 +253,9 @@ def test_a_step_without_decodes_takes_the_idle_budget_and_one_beside_decodes_doe
     run_all(make_engine(plain, max_num_batched_tokens=64),
             {f"r{i}": ([rng.randrange(60) for _ in range(40)], GREEDY) for i in range(4)})
     assert [len(e.token_ids) for e in plain.batches[0].entries] == [40, 24]
-    with pytest.raises(InvalidRequestError, match="max_num_batched_tokens_idle"):
+    with pytest.raises(ConfigurationError, match="max_num_batched_tokens_idle") as refused:
         EngineConfig(max_num_batched_tokens_idle=0)
+    assert not isinstance(refused.value, InvalidRequestError)  # a start-up error, never a request's 400
 
 
 def test_the_idle_budget_shrinks_to_the_step_the_runner_left_room_for() -> None:

@@ -23,7 +23,7 @@ def test_offline_bench_prints_json_with_the_three_runs(capsys, demo_model_dir):
     assert runs["decode_batch1"]["output_tokens"] == 4
     assert runs["parallel_streams"]["output_tokens"] == 12 and runs["parallel_streams"]["prompt_tokens"] == 18
     assert runs["long_prompt_ttft"]["output_tokens"] == 1
-    assert report["max_num_batched_tokens"] == 2048       # the engine's default
+    assert report["max_num_batched_tokens"] == 8192       # the engine's default
     streams = runs["parallel_streams"]
     # 3 streams x 4 tokens: 3 first tokens and 3 x 3 gaps, each positive; a request ends after its first token
     assert 0 < streams["ttft_ms"]["p50"] <= streams["e2e_ms"]["p50"]

@@ -11,7 +11,7 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from tkr_embed import __version__
-from tkr_embed.api.engine_factory import build_engine
+from tkr_embed.api.engine_factory import start_engine
 from tkr_embed.api.errors import install_error_handlers
 from tkr_embed.api.extensions import AppExtension, default_extensions
 from tkr_embed.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
@@ -46,7 +46,7 @@ def create_app(
         tok = tokenizer or get_tokenizer()
         owns_engine = engine is None
         if engine is None:
-            loaded = await build_engine(settings, tok)
+            loaded = await start_engine(settings, tok)
             running, path, is_demo = loaded.engine, loaded.model_path, loaded.is_demo
         else:
             running, path, is_demo = engine, model_path, False

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from tkr_embed.engine.errors import InvalidRequestError
+from tkr_embed.engine.errors import ConfigurationError
 
 
 @dataclass
 class EngineConfig:
-    """How the engine schedules work.
+    """How the engine schedules work. Its defaults are the defaults of every way to build an engine (EngineArgs,
+    the server's settings, the offline LLM, `tkr-embed bench`).
 
     `num_kv_blocks=None` uses every block the runner allocated; a smaller number caps the pool the
     scheduler hands out (the runner's cache stays as built). `block_size` is what a runner should be
@@ -24,7 +25,7 @@ class EngineConfig:
     """
 
     max_num_seqs: int = 64
-    max_num_batched_tokens: int = 2048
+    max_num_batched_tokens: int = 8192
     max_num_batched_tokens_idle: int | None = None
     max_waiting: int = 256
     block_size: int = 16
@@ -36,19 +37,19 @@ class EngineConfig:
 
     def __post_init__(self) -> None:
         if self.max_num_seqs < 1:
-            raise InvalidRequestError("max_num_seqs must be at least 1", "max_num_seqs")
+            raise ConfigurationError("max_num_seqs must be at least 1", "max_num_seqs")
         if self.max_num_batched_tokens < 1:
-            raise InvalidRequestError("max_num_batched_tokens must be at least 1", "max_num_batched_tokens")
+            raise ConfigurationError("max_num_batched_tokens must be at least 1", "max_num_batched_tokens")
         if self.max_num_batched_tokens_idle is not None and self.max_num_batched_tokens_idle < 1:
-            raise InvalidRequestError("max_num_batched_tokens_idle must be at least 1", "max_num_batched_tokens_idle")
+            raise ConfigurationError("max_num_batched_tokens_idle must be at least 1", "max_num_batched_tokens_idle")
         if self.max_waiting < 1:
-            raise InvalidRequestError("max_waiting must be at least 1", "max_waiting")
+            raise ConfigurationError("max_waiting must be at least 1", "max_waiting")
         if self.block_size < 1:
-            raise InvalidRequestError("block_size must be at least 1", "block_size")
+            raise ConfigurationError("block_size must be at least 1", "block_size")
         if self.num_kv_blocks is not None and self.num_kv_blocks < 1:
-            raise InvalidRequestError("num_kv_blocks must be at least 1", "num_kv_blocks")
+            raise ConfigurationError("num_kv_blocks must be at least 1", "num_kv_blocks")
         if self.max_model_len is not None and self.max_model_len < 2:
-            raise InvalidRequestError("max_model_len must be at least 2", "max_model_len")
+            raise ConfigurationError("max_model_len must be at least 2", "max_model_len")
 
     @property
     def largest_step_tokens(self) -> int:

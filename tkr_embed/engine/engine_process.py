@@ -2,9 +2,9 @@
 
 In one process the engine thread gives up the GIL at every torch call and kernel launch, and while
 the event loop parses arriving requests or streams chunks it waits for it back each time: a lone
-1,024-token prefill launched while 63 more requests arrived took 214 ms instead of 27 (H100,
-BENCHMARKS.md phase 11). Here the child builds the engine (`build`, a picklable zero-argument
-callable returning an LLMEngine), runs `StepLoop` as its main loop, and talks to this process over
+1,024-token prefill launched while 63 more requests arrived took 214 ms instead of 27 on an H100.
+Here the child builds the engine (`build`, a picklable zero-argument callable returning an LLMEngine:
+`tkr_embed.builder.ProcessBuild`), runs `StepLoop` as its main loop, and talks to this process over
 two pipes:
 
 - to the child: ("add", AddRequest), ("abort", request_id), ("stop",); a sender thread writes them,

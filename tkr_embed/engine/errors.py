@@ -20,6 +20,18 @@ class InvalidRequestError(EngineError, ValueError):
         self.param = param
 
 
+class ConfigurationError(EngineError, ValueError):
+    """The engine's configuration can never work (a setting out of range); raised at start-up, never per request.
+
+    `setting` names the offending key as EngineArgs spells it (e.g. "max_num_seqs").
+    """
+
+    def __init__(self, message: str, setting: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.setting = setting
+
+
 class EngineOverloadedError(EngineError):
     """The waiting queue is full; the caller should retry later (HTTP 503 + Retry-After)."""
 

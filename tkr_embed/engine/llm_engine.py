@@ -31,7 +31,8 @@ class LaunchedStep:
 
 
 class LLMEngine:
-    """Drives a ModelRunner over many requests at once, one `step()` at a time.
+    """Drives a ModelRunner over many requests at once: each step is planned, launched on the runner and
+    postprocessed. `StepLoop` (engine/step_loop.py) is the one loop that runs those steps.
 
     Not thread-safe: call every method from one thread (`AsyncEngine` runs the whole step loop in
     its engine thread and guards the engine with a lock for the event loop's reads).
@@ -51,7 +52,6 @@ class LLMEngine:
         self._requests: dict[str, Request] = {}
         self._seq_ids = itertools.count()
         self.step_times = StepPhaseTimes()
-        self._inflight: LaunchedStep | None = None     # a lookahead step launched by step(), not yet finished
 
     # --- requests -----------------------------------------------------------------------------
 
@@ -99,45 +99,13 @@ class LLMEngine:
     def unfinished_request_ids(self) -> list[str]:
         return list(self._requests)
 
-    # --- the step -----------------------------------------------------------------------------
-
-    def step(self) -> list[RequestOutput]:
-        """Compute one batch; one output per request that got new tokens.
-
-        With lookahead the next decode step is launched before this one's tokens are read, and
-        finished by the next call (a step left launched after the last request finished only
-        carries tokens nobody waits for; the next call drops them)."""
-        current = self._inflight or self.start_step()
-        if current is None:
-            return []
-        self._inflight = self.start_lookahead(current)
-        begin = time.perf_counter()
-        sampled = current.finish()
-        done = time.perf_counter()
-        outputs = self.postprocess(current.batch, sampled)
-        self.step_times.record(schedule=current.schedule_s, launch=current.launch_s, wait=done - begin,
-                               postprocess=time.perf_counter() - done)
-        return outputs
-
-    def schedule(self) -> ScheduledBatch:
-        return self.scheduler.schedule()
-
-    def start_step(self) -> LaunchedStep | None:
-        """Schedule a step and queue it on the runner; None when there is nothing to compute."""
-        planned = self.plan_step()
-        return self.launch(*planned) if planned else None
-
-    def start_lookahead(self, current: LaunchedStep) -> LaunchedStep | None:
-        """Queue the decode step after `current` before reading its tokens; None when it cannot be.
-        Call before `current`'s postprocess."""
-        planned = self.plan_lookahead(current)
-        return self.launch(*planned, previous=current) if planned else None
+    # --- a step: plan, launch, postprocess (StepLoop runs them) --------------------------------
 
     def plan_step(self) -> tuple[ScheduledBatch, float] | None:
         """The next step's batch and the seconds spent scheduling it; None when there is nothing to compute.
-        (`start_step` is `launch(*plan_step())`; the AsyncEngine plans under its lock, launches outside it.)"""
+        (The step loop plans under its lock and launches outside it.)"""
         begin = time.perf_counter()
-        batch = self.schedule()
+        batch = self.scheduler.schedule()
         return (batch, time.perf_counter() - begin) if batch.entries else None
 
     def plan_lookahead(self, current: LaunchedStep) -> tuple[ScheduledBatch, float] | None:

@@ -1,8 +1,10 @@
 """The engine's step loop, apart from how requests reach it and outputs leave it (the `Port`).
 
-`AsyncEngine` runs it in a thread of the server process (its port: an inbox under a lock, outputs
-posted to the event loop); `ProcessEngine` runs it as the main loop of a child process (its port: a
-pipe each way), so the loop shares no GIL with the HTTP layer.
+It is the only loop that steps an engine. `ProcessEngine` runs it as the main loop of the server's engine
+process (its port: a pipe each way), so the loop shares no GIL with the HTTP layer; `AsyncEngine` runs it in a
+thread of the server process (its port: an inbox under a lock, outputs posted to the event loop); the offline
+`LLM` and `tkr-embed bench` run it in the caller's thread through `run_to_completion` (its port: a list of
+requests in, a callback out).
 """
 
 from __future__ import annotations
@@ -11,9 +13,12 @@ import contextlib
 import logging
 import time
 from abc import ABC, abstractmethod
+from collections import deque
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from tkr_embed.engine.llm_engine import LLMEngine
+from tkr_embed.engine.outputs import RequestOutput
 from tkr_embed.engine.sampling_params import SamplingParams
 
 logger = logging.getLogger(__name__)
@@ -57,16 +62,18 @@ class Port(ABC):
 
     @abstractmethod
     def stopping(self) -> bool:
-        """True once the loop should end (checked before each step)."""
+        """True once the loop should end (checked before each step; a step already launched is finished first)."""
 
 
 class StepLoop:
-    """Runs an LLMEngine step after step until the port says stop.
+    """Runs an LLMEngine step after step until the port says stop: take what arrived, schedule and launch a
+    step, read its tokens, postprocess.
 
     With lookahead, decode step N+1 is queued on the device before step N's tokens are read
     (`LLMEngine.plan_lookahead`). Step N's outputs are delivered only once a later step is queued on
     the device: the consumers' work then overlaps the device. `lock` guards every use of the engine
-    (the AsyncEngine's event loop reads its stats under the same lock).
+    (the AsyncEngine's event loop reads its stats under the same lock). Once the port says stop, no step is
+    launched and the one in flight is finished; every output is delivered before `run` returns.
     """
 
     def __init__(self, engine: LLMEngine, port: Port, lock: contextlib.AbstractContextManager | None = None) -> None:
@@ -80,40 +87,43 @@ class StepLoop:
         clock = time.perf_counter
         engine, port = self.engine, self.port
         try:
-            while not port.stopping():
+            while True:
+                stopping = port.stopping()
+                if stopping and inflight is None:
+                    break
                 pending += self._apply(port.take())
                 if inflight is None:
                     with self.lock:           # plan under the lock, launch outside it
                         planned = engine.plan_step() if engine.has_unfinished_requests() else None
                     inflight = engine.launch(*planned) if planned else None
                     if inflight is None:
-                        port.deliver(pending)
-                        pending = []
+                        outputs, pending = pending, []
+                        port.deliver(outputs)
                         with self.lock:
                             busy = engine.has_unfinished_requests()
                         port.wait(0.001 if busy else None)   # busy: nothing schedulable now (no free blocks)
                         continue
                 with self.lock:
-                    planned = engine.plan_lookahead(inflight)
+                    planned = None if stopping else engine.plan_lookahead(inflight)
                 following = engine.launch(*planned, previous=inflight) if planned else None
                 # The previous step's outputs leave only now, with a step queued on the device.
                 begin = clock()
                 if pending:
-                    port.deliver(pending)
+                    outputs, pending = pending, []
+                    port.deliver(outputs)
                 delivered = clock()
                 sampled = inflight.finish()
                 done = clock()
-                pending = self._apply_aborts(port.take_aborts())   # postprocess skips what was aborted
+                pending += self._apply_aborts(port.take_aborts())   # postprocess skips what was aborted
                 with self.lock:
                     pending += engine.postprocess(inflight.batch, sampled)
                     engine.step_times.record(schedule=inflight.schedule_s, launch=inflight.launch_s,
                                              deliver=delivered - begin, wait=done - delivered,
                                              postprocess=clock() - done)
                 inflight = following
-        except BaseException:
+        finally:
             if pending:
                 port.deliver(pending)
-            raise
 
     def _apply(self, inbox: Inbox) -> list:
         """Add the requests and apply the aborts; -> outputs to deliver (refusals as (id, exception))."""
@@ -134,3 +144,49 @@ class StepLoop:
             if output is not None:
                 outputs.append(output)
         return outputs
+
+
+class CallerPort(Port):
+    """The loop's port for a caller in the loop's own thread (the offline LLM, `tkr-embed bench`): it hands the
+    engine the requests as its waiting queue takes them, passes each output to `on_output` as the loop delivers
+    it, and says stop once every request has finished. A refused request raises its error."""
+
+    def __init__(
+        self, engine: LLMEngine, requests: Iterable[AddRequest], on_output: Callable[[RequestOutput], None]
+    ) -> None:
+        self.engine = engine
+        self.on_output = on_output
+        self._pending = deque(requests)
+
+    def take(self) -> Inbox:
+        room = self.engine.config.max_waiting - len(self.engine.scheduler.waiting)
+        return Inbox(adds=[self._pending.popleft() for _ in range(min(room, len(self._pending)))])
+
+    def take_aborts(self) -> list[str]:
+        return []
+
+    def wait(self, timeout: float | None) -> None:
+        if timeout:  # requests wait for KV blocks that running ones hold: they free them as they finish
+            time.sleep(timeout)
+
+    def deliver(self, outputs: list) -> None:
+        for output in outputs:
+            if isinstance(output, tuple):  # (request_id, refusal)
+                raise output[1]
+            self.on_output(output)
+
+    def stopping(self) -> bool:
+        return not self._pending and not self.engine.has_unfinished_requests()
+
+
+def run_to_completion(
+    engine: LLMEngine, requests: Iterable[AddRequest], on_output: Callable[[RequestOutput], None]
+) -> None:
+    """Serve `requests` to the end in the caller's thread, through the step loop the server runs. On an error
+    (or Ctrl-C) every unfinished request is aborted, so the engine is left empty."""
+    try:
+        StepLoop(engine, CallerPort(engine, requests, on_output)).run()
+    except BaseException:
+        for request_id in engine.unfinished_request_ids():
+            engine.abort_request(request_id)
+        raise

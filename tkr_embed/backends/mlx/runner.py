@@ -13,6 +13,7 @@ from tkr_embed.backends.kv_budget import host_kv_cache_bytes, kv_bytes_per_block
 from tkr_embed.backends.mlx.attention import PagedKVCache, build_metadata
 from tkr_embed.backends.mlx.loader import load_mlx_model
 from tkr_embed.backends.mlx.sampler import MlxSampler
+from tkr_embed.engine.args import DEFAULT_KV_CACHE_MEMORY_FRACTION
 from tkr_embed.engine.runner import ModelRunner, RunnerInfo, SampledToken, ScheduledBatch
 
 
@@ -56,7 +57,7 @@ class MlxModelRunner(ModelRunner):
         quantization: str = "auto",
         block_size: int = 16,
         num_kv_blocks: int | None = None,
-        kv_cache_memory_fraction: float = 0.9,
+        kv_cache_memory_fraction: float = DEFAULT_KV_CACHE_MEMORY_FRACTION,
         kv_cache_bytes: int | None = None,
         max_model_len: int | None = None,
         memory_bytes: int | None = None,

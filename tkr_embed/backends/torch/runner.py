@@ -19,6 +19,7 @@ from tkr_embed.backends.kv_budget import (
 )
 from tkr_embed.backends.torch.attention import allocate_kv_cache, build_attention_metadata
 from tkr_embed.backends.torch.sampler import Sampler, SampleTensors
+from tkr_embed.engine.args import DEFAULT_KV_CACHE_MEMORY_FRACTION
 from tkr_embed.engine.runner import BatchEntry, ModelRunner, RunnerInfo, SampledToken, ScheduledBatch
 
 logger = logging.getLogger(__name__)
@@ -84,7 +85,7 @@ class TorchModelRunner(ModelRunner):
         quantization: str = "mxfp4",
         block_size: int = 16,
         num_kv_blocks: int | None = None,
-        kv_cache_memory_fraction: float = 0.9,
+        kv_cache_memory_fraction: float = DEFAULT_KV_CACHE_MEMORY_FRACTION,
         kv_cache_bytes: int | None = None,
         max_model_len: int | None = None,
         cuda_graph_batch_sizes: Sequence[int] | None = None,

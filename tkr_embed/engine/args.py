@@ -1,0 +1,73 @@
+"""EngineArgs: everything that decides how an engine is built, with the one set of defaults (no torch here).
+
+The server's settings (config.py), the offline `LLM` and `tkr-embed bench` each fill one EngineArgs, and
+`tkr_embed.builder.build_engine` builds the engine from it. Scheduling defaults are EngineConfig's; the runner's
+are here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any
+
+from tkr_embed.engine.config import EngineConfig
+from tkr_embed.engine.errors import ConfigurationError
+
+DEFAULT_KV_CACHE_MEMORY_FRACTION = 0.85  # of the device memory left free after the weights: the KV cache
+
+
+@dataclass(frozen=True)
+class EngineArgs:
+    """`model`: a checkpoint folder in the Hugging Face layout, or "gpt-oss-20b" / "gpt-oss-120b" for random weights
+    of the real shape (benchmarks). `device`: auto | cpu | cuda | gpu | mlx. `dtype`: None for the device's default.
+    `quantization`: auto | q4 | q8 | none | mxfp4. The KV cache holds `num_kv_blocks` blocks, else `kv_cache_bytes`,
+    else `kv_cache_memory_fraction` of the free memory. `max_num_batched_tokens_idle=None`: the device's default
+    (`backends.device.idle_step_tokens`). `warm_up`: compile the device's kernels for every step size before
+    serving."""
+
+    model: str
+    device: str = "auto"
+    dtype: Any = None
+    quantization: str = "auto"
+    max_num_seqs: int = EngineConfig.max_num_seqs
+    max_num_batched_tokens: int = EngineConfig.max_num_batched_tokens
+    max_num_batched_tokens_idle: int | None = EngineConfig.max_num_batched_tokens_idle
+    max_waiting: int = EngineConfig.max_waiting
+    block_size: int = EngineConfig.block_size
+    num_kv_blocks: int | None = EngineConfig.num_kv_blocks
+    kv_cache_memory_fraction: float = DEFAULT_KV_CACHE_MEMORY_FRACTION
+    kv_cache_bytes: int | None = None
+    enable_prefix_caching: bool = EngineConfig.enable_prefix_caching
+    max_model_len: int | None = EngineConfig.max_model_len
+    lookahead: bool = EngineConfig.lookahead
+    warm_up: bool = True
+
+    def __post_init__(self) -> None:
+        if not 0 < self.kv_cache_memory_fraction <= 1:
+            raise ConfigurationError("kv_cache_memory_fraction must be in (0, 1]", "kv_cache_memory_fraction")
+        if self.kv_cache_bytes is not None and self.kv_cache_bytes < 1:
+            raise ConfigurationError("kv_cache_bytes must be at least 1", "kv_cache_bytes")
+        self.engine_config(self.max_num_batched_tokens_idle)  # raises ConfigurationError on a bad schedule setting
+
+    def engine_config(self, max_num_batched_tokens_idle: int | None) -> EngineConfig:
+        """The scheduling part, with the idle step budget resolved for the device (the builder resolves it)."""
+        names = {f.name for f in fields(EngineConfig)} - {"max_num_batched_tokens_idle"}
+        return EngineConfig(
+            **{name: getattr(self, name) for name in names}, max_num_batched_tokens_idle=max_num_batched_tokens_idle
+        )
+
+    def runner_options(self, max_num_batched_tokens_idle: int | None) -> dict[str, Any]:
+        """The runner factory's keyword arguments (`backends.factory.create_runner`)."""
+        return {
+            "device": self.device,
+            "dtype": self.dtype,
+            "quantization": self.quantization,
+            "block_size": self.block_size,
+            "num_kv_blocks": self.num_kv_blocks,
+            "kv_cache_memory_fraction": self.kv_cache_memory_fraction,
+            "kv_cache_bytes": self.kv_cache_bytes,
+            "max_model_len": self.max_model_len,
+            # the KV cache leaves room for steps of these sizes
+            "max_num_batched_tokens": self.max_num_batched_tokens,
+            "max_idle_step_tokens": max_num_batched_tokens_idle,
+        }
