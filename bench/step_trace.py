@@ -22,9 +22,10 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+BENCH = Path(__file__).resolve().parent
+sys.path[:0] = [str(BENCH.parent), str(BENCH)]  # tkr_embed and with_patch.py without PYTHONPATH
 
-from with_patch import run_target  # noqa: E402  (bench/, this script's folder)
+from with_patch import run_target  # noqa: E402
 
 
 def record(path: str) -> None:

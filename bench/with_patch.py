@@ -1,7 +1,7 @@
-"""Run a script or module with some module constants changed: the A/B runs of the device scripts.
+"""Run a script or module with some module constants changed: an A/B run of one switch, same machine.
 
-    python bench/with_patch.py tkr_embed.backends.torch.kernels.pdl.PDL_ON_CUDA=False -- bench/gpu_profile_step.py --batch 1
-    python bench/with_patch.py a.b.NAME=VALUE [...] -- -m tkr_embed.cli bench --model gpt-oss-20b ...
+    python bench/with_patch.py tkr_embed.backends.torch.kernels.pdl.PDL_ON_CUDA=False -- -m tkr_embed.cli bench ...
+    python bench/with_patch.py a.b.NAME=VALUE [...] -- script.py args...
 
 Each NAME=VALUE sets a module attribute (VALUE is a Python literal) before the target starts, so it
 applies wherever the code reads the constant at call time (the kernel switches do).
@@ -16,21 +16,6 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-
-def source_variant(module, name: str, edits: list[tuple[str, str]], source: str | None = None):
-    """A copy of `module` (a kernel module: its Triton kernels compile anew) with each (old, new) replaced in its
-    source (or in `source`), imported beside it under a name made from `name`; the file is removed again."""
-    source = source or Path(module.__file__).read_text()
-    for old, new in edits:
-        assert old in source, old
-        source = source.replace(old, new)
-    path = Path(module.__file__).with_name(f"_probe_{abs(hash(name))}.py")
-    path.write_text(source)
-    try:
-        return importlib.import_module(f"{module.__name__.rpartition('.')[0]}.{path.stem}")
-    finally:
-        path.unlink()
 
 
 def apply(assignment: str) -> None:
