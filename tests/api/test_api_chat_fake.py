@@ -47,9 +47,11 @@ def test_answer_and_reasoning_are_split(client, fake, harmony, tokenizer):
 def test_stream_deltas_and_usage_chunk(client, fake, harmony):
     script = harmony(REASONED)
     fake.script = lambda prompt, params: script
-    chunks = list(client.chat.completions.create(
-        messages=HELLO, max_tokens=100, stream=True, stream_options={"include_usage": True}, model="gpt-oss-fake"
-    ))
+    chunks = list(
+        client.chat.completions.create(
+            messages=HELLO, max_tokens=100, stream=True, stream_options={"include_usage": True}, model="gpt-oss-fake"
+        )
+    )
     content = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     reasoning = "".join((c.choices[0].delta.model_extra or {}).get("reasoning") or "" for c in chunks if c.choices)
     assert content == "Hello there!"
@@ -81,7 +83,10 @@ def test_stream_bytes_end_with_done(base_url, fake, harmony):
 def test_tool_call_is_parsed_from_commentary(client, fake, harmony, tokenizer):
     fake.script = lambda prompt, params: harmony(TOOL_CALL)
     response = client.chat.completions.create(
-        model="gpt-oss-fake", messages=[{"role": "user", "content": "Weather in Paris?"}], tools=[WEATHER_TOOL], max_tokens=100
+        model="gpt-oss-fake",
+        messages=[{"role": "user", "content": "Weather in Paris?"}],
+        tools=[WEATHER_TOOL],
+        max_tokens=100,
     )
     choice = response.choices[0]
     assert choice.finish_reason == "tool_calls"
@@ -95,9 +100,11 @@ def test_tool_call_is_parsed_from_commentary(client, fake, harmony, tokenizer):
 
 def test_tool_call_stream_deltas(client, fake, harmony):
     fake.script = lambda prompt, params: harmony(TOOL_CALL)
-    chunks = list(client.chat.completions.create(
-        model="gpt-oss-fake", messages=HELLO, tools=[WEATHER_TOOL], stream=True, max_tokens=100
-    ))
+    chunks = list(
+        client.chat.completions.create(
+            model="gpt-oss-fake", messages=HELLO, tools=[WEATHER_TOOL], stream=True, max_tokens=100
+        )
+    )
     deltas = [tc for c in chunks if c.choices for tc in (c.choices[0].delta.tool_calls or [])]
     assert deltas[0].function.name == "get_weather" and deltas[0].id
     assert json.loads("".join(d.function.arguments or "" for d in deltas)) == {"city": "Paris"}
@@ -107,11 +114,16 @@ def test_tool_call_stream_deltas(client, fake, harmony):
 def test_named_tool_choice_is_forced_in_the_prompt(client, fake, harmony, tokenizer):
     fake.script = lambda prompt, params: harmony('{"city": "Oslo"}<|call|>')
     response = client.chat.completions.create(
-        model="gpt-oss-fake", messages=HELLO, tools=[WEATHER_TOOL], max_tokens=50,
+        model="gpt-oss-fake",
+        messages=HELLO,
+        tools=[WEATHER_TOOL],
+        max_tokens=50,
         tool_choice={"type": "function", "function": {"name": "get_weather"}},
     )
     prompt = tokenizer.decode(fake.submitted[0].prompt_token_ids)
-    assert prompt.endswith("<|start|>assistant<|channel|>commentary to=functions.get_weather <|constrain|>json<|message|>")
+    assert prompt.endswith(
+        "<|start|>assistant<|channel|>commentary to=functions.get_weather <|constrain|>json<|message|>"
+    )
     call = response.choices[0].message.tool_calls[0]
     assert (call.function.name, json.loads(call.function.arguments)) == ("get_weather", {"city": "Oslo"})
 
@@ -129,12 +141,23 @@ def test_tool_results_and_reasoning_are_accepted_back(client, fake, harmony, tok
     fake.script = lambda prompt, params: harmony("<|channel|>final<|message|>It is 20 degrees.<|return|>")
     messages = [
         {"role": "user", "content": "Weather in Paris?"},
-        {"role": "assistant", "content": None, "reasoning_content": "I should call the tool.",
-         "tool_calls": [{"id": "call_1", "type": "function",
-                         "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}]},
+        {
+            "role": "assistant",
+            "content": None,
+            "reasoning_content": "I should call the tool.",
+            "tool_calls": [
+                {
+                    "id": "call_1",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
+                }
+            ],
+        },
         {"role": "tool", "tool_call_id": "call_1", "content": '{"temperature": 20}'},
     ]
-    response = client.chat.completions.create(model="gpt-oss-fake", messages=messages, tools=[WEATHER_TOOL], max_tokens=50)
+    response = client.chat.completions.create(
+        model="gpt-oss-fake", messages=messages, tools=[WEATHER_TOOL], max_tokens=50
+    )
     assert response.choices[0].message.content == "It is 20 degrees."
     prompt = tokenizer.decode(fake.submitted[0].prompt_token_ids)
     assert '{"temperature": 20}' in prompt
@@ -149,11 +172,41 @@ def test_stop_string_cuts_the_answer_and_aborts(client, fake, harmony):
     assert fake.aborted == [fake.submitted[0].request_id]
 
 
+def streamed_answer(client, **kwargs) -> tuple[list[str], list[str]]:
+    """The content pieces of a streamed chat answer, and its finish reasons."""
+    chunks = list(client.chat.completions.create(model="gpt-oss-fake", messages=HELLO, stream=True, **kwargs))
+    pieces = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
+    reasons = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    return pieces, reasons
+
+
+def test_streamed_stop_string_across_tokens_is_never_sent(client, fake, harmony):
+    fake.script = lambda prompt, params: harmony("<|channel|>final<|message|>one two three four<|return|>")
+    pieces, reasons = streamed_answer(client, stop=["two three"], max_tokens=100)
+    assert "".join(pieces) == "one " and reasons == ["stop"]
+    assert fake.aborted == [fake.submitted[0].request_id]
+
+
+def test_streamed_partial_stop_string_is_held_back_until_ruled_out(client, fake, harmony):
+    fake.script = lambda prompt, params: harmony("<|channel|>final<|message|>one two thr<|return|>")
+    pieces, reasons = streamed_answer(client, stop=["two three", "xyz"], max_tokens=100)
+    assert "".join(pieces) == "one two thr" and reasons == ["stop"]
+    # "two" and "two thr" may start "two three": sent only once the answer ended without it
+    assert not any(piece.endswith(("two", "two ", "two thr")) for piece in pieces[:-1])
+
+
 def test_sampling_fields_reach_the_engine(client, fake, harmony, tokenizer):
     fake.script = lambda prompt, params: harmony("<|channel|>final<|message|>ok<|return|>")
     response = client.chat.completions.create(
-        model="gpt-oss-fake", messages=HELLO, seed=7, n=2, temperature=0.3, top_p=0.5,
-        max_completion_tokens=9, max_tokens=50, reasoning_effort="high",
+        model="gpt-oss-fake",
+        messages=HELLO,
+        seed=7,
+        n=2,
+        temperature=0.3,
+        top_p=0.5,
+        max_completion_tokens=9,
+        max_tokens=50,
+        reasoning_effort="high",
     )
     params = fake.submitted[0].params
     assert (params.seed, params.n, params.temperature, params.top_p, params.max_tokens) == (7, 2, 0.3, 0.5, 9)

@@ -6,7 +6,6 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-
 from leaving_client import post_then_leave, wait_until
 from live_server import MAX_BODY_BYTES
 
@@ -34,7 +33,9 @@ def test_bad_role_names_the_field(base_url, fake):
 
 
 def test_malformed_json(base_url, fake):
-    response = post(base_url, "/v1/chat/completions", content=b'{"messages": [', headers={"content-type": "application/json"})
+    response = post(
+        base_url, "/v1/chat/completions", content=b'{"messages": [', headers={"content-type": "application/json"}
+    )
     body = assert_error(response, 400, None)
     assert "JSON" in body["error"]["message"]
 
@@ -70,15 +71,61 @@ def test_prompt_longer_than_the_context(base_url, fake):
     assert_error(response, 400, "text")
 
 
+@pytest.mark.parametrize(
+    ("prompt", "param", "message"),
+    [
+        ([5, 201088], "prompt", "prompt token ids must be integers in [0, 201088)"),
+        ([[5], [-1]], "prompt[1]", "prompt token ids must be integers in [0, 201088)"),
+        ([[], [5]], "prompt[0]", "the prompt must not be empty"),
+    ],
+)
+def test_token_id_prompts_are_refused_as_the_engine_refuses_them(base_url, fake, prompt, param, message):
+    response = post(base_url, "/v1/completions", json={"prompt": prompt, "max_tokens": 4})
+    body = assert_error(response, 400, param)
+    assert (body["error"]["message"], body["error"]["type"], body["error"]["code"]) == (
+        message,
+        "invalid_request_error",
+        None,
+    )
+    assert fake.submitted == []
+
+
+@pytest.mark.parametrize(
+    ("path", "statuses"),
+    [
+        ("/generate", {"400", "413", "503"}),
+        ("/chat", {"400", "413", "503"}),
+        ("/stream", {"400", "413", "503"}),
+        ("/v1/chat/completions", {"400", "404", "413", "503"}),
+        ("/v1/completions", {"400", "404", "413", "503"}),
+        ("/v1/responses", {"400", "404", "413", "503"}),
+    ],
+)
+def test_each_route_documents_its_error_statuses_with_the_error_body(base_url, fake, path, statuses):
+    responses = httpx.get(base_url + "/openapi.json", timeout=30).json()["paths"][path]["post"]["responses"]
+    error_body = {"$ref": "#/components/schemas/ErrorResponse"}
+    documented = {
+        status
+        for status, response in responses.items()
+        if response.get("content", {}).get("application/json", {}).get("schema") == error_body
+    }
+    assert documented == statuses
+
+
 def test_unknown_model_is_404(base_url, fake):
     response = post(base_url, "/v1/chat/completions", json={"model": "gpt-5", "messages": HELLO})
     assert_error(response, 404, "model")
 
 
 def test_unknown_tool_choice(base_url, fake):
-    response = post(base_url, "/v1/chat/completions", json={
-        "messages": HELLO, "tool_choice": {"type": "function", "function": {"name": "nope"}},
-    })
+    response = post(
+        base_url,
+        "/v1/chat/completions",
+        json={
+            "messages": HELLO,
+            "tool_choice": {"type": "function", "function": {"name": "nope"}},
+        },
+    )
     assert_error(response, 400, "tool_choice")
 
 
@@ -123,7 +170,9 @@ def test_full_queue_is_503_with_retry_after(base_url, fake):
 def test_disconnect_aborts_a_non_streaming_request(base_url, fake, harmony):
     fake.script = lambda prompt, params: harmony("<|channel|>final<|message|>")
     fake.hang_after = 2
-    post_then_leave(base_url, "/v1/chat/completions", {"messages": HELLO, "max_tokens": 50}, lambda: len(fake.submitted) == 1)
+    post_then_leave(
+        base_url, "/v1/chat/completions", {"messages": HELLO, "max_tokens": 50}, lambda: len(fake.submitted) == 1
+    )
     assert wait_until(lambda: len(fake.submitted) == 1 and fake.aborted == [fake.submitted[0].request_id])
 
 

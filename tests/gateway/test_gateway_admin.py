@@ -37,8 +37,12 @@ def admin(server: GatewayServer) -> Iterator[httpx.Client]:
 def test_create_key_shows_the_secret_once(server: GatewayServer, admin: httpx.Client) -> None:
     response = admin.post(
         "/admin/api-keys",
-        json={"name": "tenant-a", "permissions": ["generate:chat"], "expires_in_days": 30,
-              "limits": {"requests_per_minute": 5, "tokens_per_minute": 1000}},
+        json={
+            "name": "tenant-a",
+            "permissions": ["generate:chat"],
+            "expires_in_days": 30,
+            "limits": {"requests_per_minute": 5, "tokens_per_minute": 1000},
+        },
     )
     assert response.status_code == 201
     created = response.json()
@@ -48,8 +52,13 @@ def test_create_key_shows_the_secret_once(server: GatewayServer, admin: httpx.Cl
     assert created["key_hint"] == f"{api_key[:8]}...{api_key[-4:]}"
     expires = datetime.fromisoformat(created["expires_at"]) - datetime.fromisoformat(created["created_at"])
     assert expires == timedelta(days=30)
-    assert created["limits"] == {"burst": None, "requests_per_minute": 5, "requests_per_hour": None,
-                                 "requests_per_day": None, "tokens_per_minute": 1000}
+    assert created["limits"] == {
+        "burst": None,
+        "requests_per_minute": 5,
+        "requests_per_hour": None,
+        "requests_per_day": None,
+        "tokens_per_minute": 1000,
+    }
 
     listing = admin.get("/admin/api-keys")
     assert listing.status_code == 200
@@ -108,18 +117,38 @@ def test_stats_count_requests_tokens_and_cache(server: GatewayServer, admin: htt
     stats = admin.get("/admin/stats").json()
     usage = next(row for row in stats["usage"] if row["key_id"] == created["id"])
     assert usage == {
-        "key_id": created["id"], "name": "stats-tenant", "requests": 2,
-        "prompt_tokens": 2 * first["usage"]["prompt_tokens"], "completion_tokens": 2 * first["usage"]["completion_tokens"],
+        "key_id": created["id"],
+        "name": "stats-tenant",
+        "requests": 2,
+        "prompt_tokens": 2 * first["usage"]["prompt_tokens"],
+        "completion_tokens": 2 * first["usage"]["completion_tokens"],
         "reasoning_tokens": 2 * first["usage"]["completion_tokens_details"]["reasoning_tokens"],
-        "total_tokens": 2 * first["usage"]["total_tokens"], "cache_hits": 1, "rate_limit_rejections": 0,
+        "total_tokens": 2 * first["usage"]["total_tokens"],
+        "cache_hits": 1,
+        "rate_limit_rejections": 0,
     }
     assert stats["cache"]["enabled"] is True and stats["cache"]["hits"] >= 1 and 0 < stats["cache"]["hit_rate"] <= 1
     assert stats["rate_limit"] == {"enabled": False, "storage": "off", "rejections": 0}
     assert stats["engine"]["kv_blocks_total"] == 64 and stats["engine"]["running"] == 0
 
 
+def test_admin_routes_document_their_error_statuses_with_the_error_body(server: GatewayServer) -> None:
+    paths = httpx.get(server.url + "/openapi.json", timeout=30).json()["paths"]
+    error_body = {"$ref": "#/components/schemas/ErrorResponse"}
+    for path, method in [("/admin/api-keys", "post"), ("/admin/api-keys/{key_id}", "delete"), ("/admin/stats", "get")]:
+        responses = paths[path][method]["responses"]
+        documented = {
+            status
+            for status, response in responses.items()
+            if response.get("content", {}).get("application/json", {}).get("schema") == error_body
+        }
+        assert documented == {"400", "401", "403", "404"}, path
+
+
 def test_redact_url_cuts_passwords() -> None:
-    assert redact_url("postgresql+asyncpg://app:s3cret@db:5432/tkr") == "postgresql+asyncpg://app:[REDACTED]@db:5432/tkr"
+    assert (
+        redact_url("postgresql+asyncpg://app:s3cret@db:5432/tkr") == "postgresql+asyncpg://app:[REDACTED]@db:5432/tkr"
+    )
     assert redact_url("redis://:pw@cache:6379/0") == "redis://:[REDACTED]@cache:6379/0"
     assert redact_url("redis://cache:6379/0?password=pw&db=1") == "redis://cache:6379/0?password=[REDACTED]&db=1"
     assert redact_url("sqlite+aiosqlite:////data/tkr-embed.db") == "sqlite+aiosqlite:////data/tkr-embed.db"

@@ -1,10 +1,12 @@
-"""One place that turns typed errors into `{"error": {...}, "error_id"}` responses (never a 500 for bad input)."""
+"""One place for the routes' errors: typed errors become `{"error": {...}, "error_id"}` responses (never a 500 for
+bad input), and the error statuses each router documents in the OpenAPI schema."""
 
 from __future__ import annotations
 
 import logging
 import math
 import uuid
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -29,6 +31,10 @@ ERROR_TYPES = {
     429: "rate_limit_error",
 }
 CLIENT_CLOSED_REQUEST = 499
+# The error statuses a route may document, each with the one error body every handler below returns.
+ROUTE_ERRORS: dict[int, dict[str, Any]] = {
+    status: {"model": ErrorResponse} for status in (400, 401, 403, 404, 413, 503)
+}
 # What FastAPI says when the body could not be read as JSON for a reason other than a syntax error
 # (invalid UTF-8, nesting too deep for the parser).
 _FASTAPI_BODY_PARSE_ERROR = "There was an error parsing the body"
@@ -36,16 +42,28 @@ _FASTAPI_BODY_PARSE_ERROR = "There was an error parsing the body"
 _UNION_BRANCHES = {"str", "int", "float", "bool", "none", "dict", "list"}
 
 
-def error_body(status: int, message: str, param: str | None = None, code: str | None = None,
-               error_type: str | None = None) -> ErrorResponse:
+def route_errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """A router's `responses=`: the error statuses its routes may answer, as ROUTE_ERRORS documents them."""
+    return {status: dict(ROUTE_ERRORS[status]) for status in statuses}
+
+
+def error_body(
+    status: int, message: str, param: str | None = None, code: str | None = None, error_type: str | None = None
+) -> ErrorResponse:
     error_type = error_type or ERROR_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
     return ErrorResponse(
         error=ErrorDetail(message=message, type=error_type, param=param, code=code), error_id=uuid.uuid4().hex
     )
 
 
-def error_response(status: int, message: str, param: str | None = None, code: str | None = None,
-                   error_type: str | None = None, headers: dict[str, str] | None = None) -> JSONResponse:
+def error_response(
+    status: int,
+    message: str,
+    param: str | None = None,
+    code: str | None = None,
+    error_type: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
     body = error_body(status, message, param, code, error_type)
     if status >= 500:
         logger.warning("error %s (%d): %s", body.error_id, status, message)
@@ -60,7 +78,7 @@ def field_path(loc: tuple | list) -> str | None:
         if isinstance(part, int):
             path += f"[{part}]"
         elif "[" in str(part) or "-" in str(part) and not str(part).isidentifier() or part in _UNION_BRANCHES:
-            continue   # pydantic's union-branch tags, e.g. "function-after[...]" or "str", are not field names
+            continue  # pydantic's union-branch tags, e.g. "function-after[...]" or "str", are not field names
         else:
             path += f".{part}" if path else str(part)
     return path or None
@@ -94,7 +112,8 @@ async def _validation_handler(request: Request, exc: RequestValidationError) -> 
         # FastAPI reads a body as JSON only when it is declared so (or undeclared); say that rather than
         # "missing field" for a form or text body.
         return error_response(
-            415, f"the request body must be JSON sent with Content-Type: application/json (got {content_type})",
+            415,
+            f"the request body must be JSON sent with Content-Type: application/json (got {content_type})",
             code="unsupported_media_type",
         )
     # Name a missing required top-level field first, whatever order the model's fields were checked in
@@ -123,8 +142,11 @@ async def _dead_handler(request: Request, exc: EngineDeadError) -> Response:
 
 async def _http_handler(request: Request, exc: StarletteHTTPException) -> Response:
     if exc.status_code == 400 and exc.detail == _FASTAPI_BODY_PARSE_ERROR:
-        return error_response(400, "the request body is not valid JSON (it must be UTF-8 text, nested at most a few "
-                              "hundred levels deep)", code="invalid_json")
+        return error_response(
+            400,
+            "the request body is not valid JSON (it must be UTF-8 text, nested at most a few hundred levels deep)",
+            code="invalid_json",
+        )
     return error_response(exc.status_code, str(exc.detail), headers=getattr(exc, "headers", None))
 
 

@@ -8,25 +8,24 @@ from dataclasses import dataclass
 
 from tkr_embed.engine.outputs import FinishReason, TokenLogprob
 from tkr_embed.engine.sampling_params import SamplingParams
+from tkr_embed.protocol.openai_common import PromptTokensDetails, Usage
 from tkr_embed.protocol.openai_completions import (
     CompletionChoice,
     CompletionLogprobs,
     CompletionRequest,
     CompletionResponse,
 )
-from tkr_embed.protocol.openai_common import PromptTokensDetails, Usage
 from tkr_embed.services.context import ModelContext, new_request_id, unix_now
 from tkr_embed.services.engine_stream import EngineStream
 from tkr_embed.services.errors import BadRequestError
 from tkr_embed.services.harmony_decode import openai_finish_reason
 from tkr_embed.services.logprobs import completion_logprobs
-from tkr_embed.services.stream_merge import merge_streams
 from tkr_embed.services.response_caching import CacheSlot, cache_slot, cached_or_created, cached_or_streamed
 from tkr_embed.services.stop_strings import stop_list
-
+from tkr_embed.services.stream_merge import merge_streams
 
 MAX_PROMPTS = 64
-MAX_CHOICES = 128    # prompts × n in one request
+MAX_CHOICES = 128  # prompts × n in one request
 
 
 @dataclass
@@ -68,20 +67,14 @@ class CompletionService:
     def _prepare_one(
         self, request: CompletionRequest, prompt: str | list[int], param: str, stop: list[str]
     ) -> PreparedCompletion:
-        if isinstance(prompt, str):
-            if not prompt:
-                raise BadRequestError("prompt must not be empty", param)
-            prompt_ids = self.ctx.tokenizer.encode(prompt)
-            prompt_text = prompt
-        else:
-            vocab = self.ctx.tokenizer.vocab_size
-            if not prompt or any(not 0 <= t < vocab for t in prompt):
-                raise BadRequestError(f"prompt token ids must be a non-empty list of ids in [0, {vocab})", param)
-            prompt_ids = list(prompt)
-            prompt_text = self.ctx.tokenizer.decode(prompt_ids)
+        if isinstance(prompt, str) and not prompt:
+            raise BadRequestError("prompt must not be empty", param)
+        prompt_ids = self.ctx.tokenizer.encode(prompt) if isinstance(prompt, str) else list(prompt)
         max_tokens = self.ctx.max_tokens_for(len(prompt_ids), request.max_tokens, "max_tokens", param)
         params = request.sampling_params(max_tokens, request.logprobs, stop=stop)
         params.ignore_eos = request.ignore_eos
+        self.ctx.check_prompt(prompt_ids, params, param)
+        prompt_text = prompt if isinstance(prompt, str) else self.ctx.tokenizer.decode(prompt_ids)
         return PreparedCompletion(
             new_request_id("cmpl"), prompt_ids, prompt_text, params, request.echo, request.logprobs
         )
@@ -118,7 +111,10 @@ class CompletionService:
         ]
         usages = [response.usage for response in responses if response.usage is not None]
         return CompletionResponse(
-            id=responses[0].id, created=responses[0].created, model=self.ctx.model_id, choices=choices,
+            id=responses[0].id,
+            created=responses[0].created,
+            model=self.ctx.model_id,
+            choices=choices,
             usage=self._summed(usages),
         )
 
@@ -195,12 +191,12 @@ class CompletionService:
         self, prepared: list[PreparedCompletion], streams: list[EngineStream], include_usage: bool
     ) -> AsyncIterator[CompletionResponse]:
         n = prepared[0].params.n
-        sources = [self._chunks(one, stream, include_usage) for one, stream in zip(prepared, streams)]
+        sources = [self._chunks(one, stream, include_usage) for one, stream in zip(prepared, streams, strict=True)]
         usages: list[Usage] = []
         try:
             async for number, chunk in merge_streams(sources):
                 if not chunk.choices and chunk.usage is not None:
-                    usages.append(chunk.usage)   # each prompt's usage chunk: summed into one at the end
+                    usages.append(chunk.usage)  # each prompt's usage chunk: summed into one at the end
                     continue
                 choices = [c.model_copy(update={"index": number * n + c.index}) for c in chunk.choices]
                 yield chunk.model_copy(update={"id": prepared[0].request_id, "choices": choices})
@@ -209,7 +205,10 @@ class CompletionService:
                 await stream.aclose()
         if include_usage:
             yield CompletionResponse(
-                id=prepared[0].request_id, created=unix_now(), model=self.ctx.model_id, choices=[],
+                id=prepared[0].request_id,
+                created=unix_now(),
+                model=self.ctx.model_id,
+                choices=[],
                 usage=self._summed(usages),
             )
 

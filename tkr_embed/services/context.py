@@ -7,6 +7,9 @@ import uuid
 from dataclasses import dataclass
 
 from tkr_embed.engine.client import EngineClient
+from tkr_embed.engine.errors import InvalidRequestError
+from tkr_embed.engine.llm_engine import check_request
+from tkr_embed.engine.sampling_params import SamplingParams
 from tkr_embed.engine.tokenizer import Tokenizer
 from tkr_embed.services.errors import BadRequestError, ModelNotFoundError
 
@@ -23,7 +26,8 @@ class ModelContext:
         """The OpenAI `model` field: absent, or the id we serve (404 otherwise, as OpenAI answers)."""
         if requested and requested != self.model_id:
             raise ModelNotFoundError(
-                f"the model {requested!r} does not exist; this server serves {self.model_id!r}", "model",
+                f"the model {requested!r} does not exist; this server serves {self.model_id!r}",
+                "model",
                 code="model_not_found",
             )
 
@@ -32,7 +36,8 @@ class ModelContext:
         if num_prompt_tokens >= self.context_length:
             raise BadRequestError(
                 f"the prompt is {num_prompt_tokens} tokens; the context holds {self.context_length}",
-                prompt_param, code="context_length_exceeded",
+                prompt_param,
+                code="context_length_exceeded",
             )
         room = self.context_length - num_prompt_tokens
         if requested is None:
@@ -41,9 +46,19 @@ class ModelContext:
             raise BadRequestError(
                 f"{param}={requested} cannot fit: the prompt is {num_prompt_tokens} tokens and the context "
                 f"holds {self.context_length}, so at most {room} can be generated",
-                param, code="context_length_exceeded",
+                param,
+                code="context_length_exceeded",
             )
         return requested
+
+    def check_prompt(self, prompt_token_ids: list[int], params: SamplingParams, prompt_param: str) -> None:
+        """The engine's own check of a request (a non-empty prompt of ids in the vocabulary, that fits), run here
+        before the ids are decoded and before any prompt of a list is submitted; the error names the prompt as the
+        client spelled it (`prompt[1]`)."""
+        try:
+            check_request(prompt_token_ids, params, self.context_length, self.tokenizer.vocab_size, has_tokenizer=True)
+        except InvalidRequestError as exc:
+            raise BadRequestError(exc.message, prompt_param if exc.param == "prompt" else exc.param) from exc
 
 
 def new_request_id(prefix: str) -> str:

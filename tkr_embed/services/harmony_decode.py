@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from tkr_embed.engine.outputs import CompletionOutput, FinishReason, TokenLogprob
+from tkr_embed.engine.stop_matcher import StopStringMatcher
 from tkr_embed.harmony.events import ContentDelta, ReasoningDelta, ToolCallDelta
 from tkr_embed.harmony.parser import HarmonyStreamParser
 from tkr_embed.harmony.types import ToolCall
-from tkr_embed.services.stop_strings import StopStringMatcher
 
 
 def openai_finish_reason(reason: str) -> str:
@@ -51,7 +51,7 @@ class _ChoiceDecoder:
     def __init__(self, index: int, forced_prefix: list[int] | None, stop: list[str]) -> None:
         self.index = index
         self.parser = HarmonyStreamParser(forced_prefix=forced_prefix)
-        self.stop = StopStringMatcher(stop)
+        self.stop_matcher = StopStringMatcher(stop)
         self.reasoning: list[str] = []
         self.content: list[str] = []
         self.logprobs: list[TokenLogprob] = []
@@ -68,11 +68,11 @@ class _ChoiceDecoder:
         for position, token_id in enumerate(output.new_token_ids):
             self.num_tokens += 1
             self._feed(token_id, logprobs[position] if position < len(logprobs) else None, delta)
-            if self.stop.stopped:
+            if self.stop_matcher.stopped:
                 delta.finish_reason = self.finish_reason = "stop"
                 return delta
         if output.finish_reason is not None:
-            tail = self.stop.flush()
+            tail = self.stop_matcher.flush()
             delta.content += tail
             self.content.append(tail)
             delta.finish_reason = self.finish_reason = self._map_finish(output.finish_reason)
@@ -89,7 +89,7 @@ class _ChoiceDecoder:
                 if logprob is not None:
                     delta.content_logprobs.append(logprob)
                     self.logprobs.append(logprob)
-                emitted = self.stop.push(event.text).text
+                emitted = self.stop_matcher.push(event.text)
                 delta.content += emitted
                 self.content.append(emitted)
             elif isinstance(event, ToolCallDelta):

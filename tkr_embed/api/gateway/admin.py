@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 
+from tkr_embed.api.errors import route_errors
 from tkr_embed.api.gateway.config_view import redacted_settings
 from tkr_embed.api.gateway.schemas import (
     CacheStatsView,
@@ -21,7 +22,6 @@ from tkr_embed.api.gateway.schemas import (
     StatsResponse,
 )
 from tkr_embed.api.state import ServerState
-from tkr_embed.protocol.errors import ErrorResponse
 from tkr_embed.security.gateway import Gateway
 from tkr_embed.security.keys import utcnow
 from tkr_embed.security.usage import UsageTotals, usage_totals
@@ -29,8 +29,7 @@ from tkr_embed.security.usage import UsageTotals, usage_totals
 
 def admin_router(gateway: Gateway, storage: str) -> APIRouter:
     """The /admin routes over this gateway; `storage` names where rate-limit counters live."""
-    errors = {code: {"model": ErrorResponse} for code in (400, 401, 403, 404)}
-    router = APIRouter(prefix="/admin", tags=["admin"], responses=errors)
+    router = APIRouter(prefix="/admin", tags=["admin"], responses=route_errors(400, 401, 403, 404))
 
     @router.post("/api-keys", status_code=201, response_model=CreatedKeyResponse)
     async def create_key(body: CreateKeyRequest) -> CreatedKeyResponse:
@@ -54,7 +53,7 @@ def admin_router(gateway: Gateway, storage: str) -> APIRouter:
     @router.get("/stats", response_model=StatsResponse)
     async def stats(request: Request) -> StatsResponse:
         state: ServerState | None = getattr(request.app.state, "server", None)
-        await gateway.usage.flush()   # this process's buffered usage counts too
+        await gateway.usage.flush()  # this process's buffered usage counts too
         totals = await usage_totals(gateway.db)
         limiter = gateway.limiter
         rejections = await limiter.rejections_by_key() if limiter is not None else {}
@@ -62,9 +61,15 @@ def admin_router(gateway: Gateway, storage: str) -> APIRouter:
         names.setdefault("master", "master")
         usage = [
             KeyUsage(
-                key_id=key_id, name=names.get(key_id), requests=t.requests, prompt_tokens=t.prompt_tokens,
-                completion_tokens=t.completion_tokens, reasoning_tokens=t.reasoning_tokens,
-                total_tokens=t.total_tokens, cache_hits=t.cache_hits, rate_limit_rejections=rejections.get(key_id, 0),
+                key_id=key_id,
+                name=names.get(key_id),
+                requests=t.requests,
+                prompt_tokens=t.prompt_tokens,
+                completion_tokens=t.completion_tokens,
+                reasoning_tokens=t.reasoning_tokens,
+                total_tokens=t.total_tokens,
+                cache_hits=t.cache_hits,
+                rate_limit_rejections=rejections.get(key_id, 0),
             )
             for key_id, t in sorted({**dict.fromkeys(rejections, UsageTotals()), **totals}.items())
         ]
@@ -85,4 +90,3 @@ def admin_router(gateway: Gateway, storage: str) -> APIRouter:
         return ConfigResponse(config=redacted_settings(request.app.state.settings))
 
     return router
-

@@ -6,12 +6,11 @@ from fastapi import APIRouter, Request
 
 from tkr_embed.api.deps import State
 from tkr_embed.api.disconnect import cancel_on_disconnect
+from tkr_embed.api.errors import route_errors
 from tkr_embed.api.sse import EventStreamResponse, sse_events
-from tkr_embed.protocol.errors import ErrorResponse
 from tkr_embed.protocol.native import ChatRequest, GenerateRequest, GenerateResponse
 
-ERRORS = {code: {"model": ErrorResponse} for code in (400, 413, 503)}
-router = APIRouter(tags=["native"], responses=ERRORS)
+router = APIRouter(tags=["native"], responses=route_errors(400, 413, 503))
 
 
 @router.post("/generate", response_model=GenerateResponse)
@@ -26,7 +25,9 @@ async def chat(body: ChatRequest, request: Request, state: State) -> GenerateRes
 
 @router.post(
     "/stream",
-    responses={200: {"content": {"text/event-stream": {}}, "description": "one `data:` event per delta, then `data: [DONE]`"}},
+    responses={
+        200: {"content": {"text/event-stream": {}}, "description": "one `data:` event per delta, then `data: [DONE]`"}
+    },
 )
 async def stream(body: GenerateRequest, state: State) -> EventStreamResponse:
     # Every field of the event is always present (finish_reason: null included), as the original spec shows.

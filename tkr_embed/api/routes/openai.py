@@ -7,14 +7,13 @@ from starlette.responses import Response
 
 from tkr_embed.api.deps import State
 from tkr_embed.api.disconnect import cancel_on_disconnect
+from tkr_embed.api.errors import route_errors
 from tkr_embed.api.sse import EventStreamResponse, sse_events
-from tkr_embed.protocol.errors import ErrorResponse
 from tkr_embed.protocol.openai_chat import ChatCompletionRequest, ChatCompletionResponse
 from tkr_embed.protocol.openai_common import ModelCard, ModelList
 from tkr_embed.protocol.openai_completions import CompletionRequest, CompletionResponse
 
-ERRORS = {code: {"model": ErrorResponse} for code in (400, 404, 413, 503)}
-router = APIRouter(prefix="/v1", tags=["openai"], responses=ERRORS)
+router = APIRouter(prefix="/v1", tags=["openai"], responses=route_errors(400, 404, 413, 503))
 
 
 @router.get("/models", response_model=ModelList)
@@ -30,7 +29,9 @@ async def get_model(model_id: str, state: State) -> ModelCard:
 
 
 @router.post("/chat/completions", response_model=ChatCompletionResponse)
-async def chat_completions(body: ChatCompletionRequest, request: Request, state: State) -> Response | ChatCompletionResponse:
+async def chat_completions(
+    body: ChatCompletionRequest, request: Request, state: State
+) -> Response | ChatCompletionResponse:
     if body.stream:
         return EventStreamResponse(sse_events(await state.chat.create_stream(body)))
     return await cancel_on_disconnect(request, state.chat.create(body))

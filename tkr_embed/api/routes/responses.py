@@ -9,15 +9,14 @@ from starlette.responses import Response as HttpResponse
 
 from tkr_embed.api.deps import State
 from tkr_embed.api.disconnect import cancel_on_disconnect
+from tkr_embed.api.errors import route_errors
 from tkr_embed.api.sse import EventStreamResponse, event_json
 from tkr_embed.engine.errors import EngineError
-from tkr_embed.protocol.errors import ErrorResponse
 from tkr_embed.protocol.openai_responses import ErrorEvent, Response, ResponsesRequest, StreamEvent
 from tkr_embed.services.errors import ServiceError
 from tkr_embed.services.responses import ResponsesService
 
-ERRORS = {code: {"model": ErrorResponse} for code in (400, 404, 413, 503)}
-router = APIRouter(prefix="/v1", tags=["openai"], responses=ERRORS)
+router = APIRouter(prefix="/v1", tags=["openai"], responses=route_errors(400, 404, 413, 503))
 
 
 def sse_event(event: StreamEvent) -> bytes:
@@ -34,8 +33,9 @@ async def response_events(events: AsyncIterator[StreamEvent]) -> AsyncIterator[b
             yield sse_event(event)
     except (EngineError, ServiceError) as exc:
         code = "engine_unavailable" if isinstance(exc, EngineError) else getattr(exc, "code", None)
-        yield sse_event(ErrorEvent(sequence_number=sequence_number, message=str(exc), code=code,
-                                   param=getattr(exc, "param", None)))
+        yield sse_event(
+            ErrorEvent(sequence_number=sequence_number, message=str(exc), code=code, param=getattr(exc, "param", None))
+        )
 
 
 @router.post(
