@@ -40,16 +40,16 @@ def test_both_cpu_backends_size_the_demo_cache_alike(demo_model_dir: Path) -> No
 
 def test_the_device_cache_leaves_room_for_the_largest_step() -> None:
     """An H100 holding gpt-oss-20b has ~64 GB free: with 65,536-token steps (max_num_batched_tokens) the 10% the
-    fraction leaves and the 1 GiB reserve did not hold a step's MoE activations (an out-of-memory error in
-    the MoE of the first such step); the budget now shrinks so the step fits beside the cache."""
+    fraction leaves and the 1 GiB reserve do not hold a step's MoE activations, so the cache shrinks until the
+    step fits beside it (else the MoE of the first such step runs out of memory)."""
     free, logits = 64 * 10**9, 2 * 64 * 201_088 * 4
     big_step = step_activation_bytes(num_tokens=65_536, **SHAPE_20B)
     assert big_step > free - (int(free * 0.9) - GIB)
     cache = device_kv_cache_bytes(free_bytes=free, fraction=0.9, reserve_bytes=GIB, step_bytes=big_step,
                                   other_bytes=logits)
     assert cache + big_step + logits == free
-    # at the default 8,192-token steps the fraction governs, as before: also for the 120b on an 80 GB H100,
-    # whose ~17.7 GB free after the weights gave a 13.76 GiB cache (BENCHMARKS.md, phase 8)
+    # at the default 8,192-token steps the fraction governs: also for the 120b on an 80 GB H100, whose
+    # ~17.7 GB free after the weights give a 13.76 GiB cache
     for free in (64 * 10**9, 17_700_000_000):
         step = step_activation_bytes(num_tokens=8192, **SHAPE_20B)
         assert device_kv_cache_bytes(free_bytes=free, fraction=0.9, reserve_bytes=GIB, step_bytes=step,
@@ -72,8 +72,8 @@ def test_step_activations_grow_with_the_step_and_the_moe_chunk() -> None:
 def test_a_step_without_decodes_gets_room_only_where_it_costs_little_cache() -> None:
     """engine.max_num_batched_tokens_idle (32,768 beside 8,192-token steps on CUDA): gpt-oss-20b on an 80 GB card
     (~64 GB free after the weights) keeps its whole cache, as the memory fraction governs either way; gpt-oss-120b
-    (~17.7 GB free) would lose about a third of it (13.76 -> 9.22 GiB on an H100, BENCHMARKS.md phase 13), so its
-    steps stay within 8,192 tokens and its cache stays as it was."""
+    (~17.7 GB free) would lose about a third of it (13.76 -> 9.22 GiB on an H100), so its
+    steps stay within 8,192 tokens and its cache keeps its size."""
     block = kv_bytes_per_block(num_layers=24, num_kv_heads=8, head_dim=64, block_size=16, itemsize=2)
     logits = 2 * 64 * 201_088 * 4
 

@@ -82,14 +82,14 @@ def dense_gemv(
 
 # q/k/v-like projections (N > K) at one token: alone cuBLAS is as fast (10.0 vs 10.6 us), but with
 # programmatic dependent launch dense_gemv reads its weights while the kernel before it finishes: the
-# graphed batch-1 step took 1.926 vs 1.951 ms (H200, BENCHMARKS.md phase 8)
+# graphed batch-1 step takes 1.926 vs 1.951 ms on an H200
 WIDE_ON_GEMV = True
 WIDE_CONFIG = DenseGemvConfig(block_n=4, block_k=512, num_warps=2)   # the q/k/v tile of the H200 sweep
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """F.linear, through dense_gemv for one token on CUDA where cuBLAS would split K (N <= K: the o
-    projection and the router; H200 sweep, bench/gpu_dense_gemv.py: 9.0 vs 11.9 us for the o projection,
+    projection and the router; 9.0 vs 11.9 us for the o projection on an H200,
     and the q/k/v projection (N > K) with its own tile, see WIDE_ON_GEMV)."""
     if x.is_cuda and x.dim() == 2 and x.shape[0] == 1 and weight.stride(1) == 1:
         if weight.shape[0] <= weight.shape[1]:

@@ -8,7 +8,7 @@ instead (same tensors, same shapes, bytes permuted once when the kernels are pre
     blocks [E, N/16, K/64, 16 rows, 32 bytes]     scales [E, N/16, K/64, 16 rows, 2]
 
 so the 32 bytes (64 codes) of 16 consecutive rows lie together and such a load reads whole lines.
-H100 (BENCHMARKS.md, phase 10): one layer at 64 tokens 0.257 -> 0.221 ms; 64 streams 5,204 -> 5,585
+It is faster on an H100: one layer at 64 tokens 0.257 -> 0.221 ms; 64 streams 5,204 -> 5,585
 output tok/s; batch 1 2.139 -> 2.032 ms a token. Tiling needs rows in
 multiples of 16 and K in multiples of 64 (`can_tile`); otherwise the experts keep checkpoint order and
 the kernels are told so (their TILED constexpr).

@@ -8,7 +8,7 @@ The inner loop takes each row 32-bit word by word (8 codes) through one PTX bloc
   to fp32 and multiplied-added with the fp32 activations.
 The E8M0 scale multiplies each 32-code group's fp32 sum once. A program holds several rows of the same
 groups (their activations are converted once) and issues the next block's loads before this block's
-arithmetic. sm_90 instructions per weight (bench/kernel_sass.py): 3.4-4.8 (fp16), 5.3-6.6 (fp32).
+arithmetic. sm_90 instructions per weight: 3.4-4.8 (fp16), 5.3-6.6 (fp32).
 
 - `gemv_gate_up`: one program per (pair, tile of output columns): x[token] @ W_gate_up[e]^T + b, then
   the clamped SwiGLU -> act [P, I].
@@ -36,7 +36,7 @@ SWIGLU_ALPHA_G = tl.constexpr(SWIGLU_ALPHA)
 
 @dataclass(frozen=True)
 class GemvConfig:
-    """Tiles of the matrix-vector kernels (H200 sweep, bench/gpu_moe_variants.py); block_n counts output
+    """Tiles of the matrix-vector kernels (the defaults are the fastest of an H200 sweep); block_n counts output
     columns (act's for gate_up: 2x weight rows); block_g groups of 32 codes per loop step."""
 
     block_n_gate_up: int = 16

@@ -1,6 +1,6 @@
 """Triton MXFP4 mixture-of-experts: experts stay 4-bit in memory and are dequantized on the fly.
 
-Which kernels run depends on the batch (H200 sweep, bench/gpu_moe_variants.py; BENCHMARKS.md):
+Which kernels run depends on the batch, each range going to the kernels fastest there on an H200:
 - up to GEMV_MAX_TOKENS tokens: matrix-vector kernels, one program per (pair, column tile)
   (`mxfp4_gemv`);
 - MMA_MIN_TOKENS..MMA_MAX_TOKENS on CUDA, when the caller says fp16 holds the layer (`allow_mma`): weights
@@ -47,11 +47,11 @@ from tkr_embed.backends.torch.kernels.mxfp4_tile import use_asm
 GEMV_MAX_TOKENS = 16
 DECODE_MAX_TOKENS = 32
 # From this many tokens (CUDA): experts dequantized once, then grouped GEMMs (`mxfp4_moe_prefill`); None: off.
-# One layer (bench/gpu_moe_prefill.py), ms, grouped kernels / this path. H200: 1,024 tokens 1.200 / 1.588,
+# One layer, ms, grouped kernels / this path. H200: 1,024 tokens 1.200 / 1.588,
 # 2,048 1.878 / 1.756, 4,096 2.929 / 2.330, 8,192 5.419 / 3.645. H100: 2,048 1.901 / 1.975, 8,192
 # 6.462 / 4.014. From 4,096 it is faster on both cards.
 PREFILL_DEQUANT_MIN_TOKENS: int | None = 4096
-# The register-operand MMA kernels (CUDA, allow_mma). One layer, H100, ms (bench/gpu_moe_mma.py), the
+# The register-operand MMA kernels (CUDA, allow_mma). One layer, H100, ms, the
 # dispatch without them / with them: 16 tokens 0.327 / 0.222, 24 0.364 / 0.232, 32 0.389 / 0.240,
 # 64 0.374 / 0.263, 128 0.448 / 0.391, 192 0.453 / 0.467, 256 0.459 / 0.552. 128 experts (120b), H200:
 # 16 tokens 0.341 / 0.281, 64 tokens 1.169 / 0.617 with 8-token blocks (0.679 with 16).

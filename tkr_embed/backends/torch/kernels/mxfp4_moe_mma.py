@@ -25,7 +25,6 @@ and the MMA is asserted to move no data. Pairs are grouped by expert into blocks
 whole K, loading the next three chunks' weights and the next chunk's activations while it multiplies.
 H100, one layer at 64 tokens: 0.374 -> 0.263 ms; with the experts in 16-row tiles (`expert_layout`: a
 warp's load then reads two whole cache lines instead of 32 bytes of eight rows) 0.206 ms.
-bench/gpu_mma_probe.py and BENCHMARKS.md (phases 9, 10) record what was tried around it.
 
 1. gate_up: x[token] @ W_gate_up[e]^T + b, clamped SwiGLU -> act [P, I] (fp16)
 2. down: act @ W_down[e]^T + b, times the routing weight -> partials [P, D]
@@ -242,7 +241,7 @@ def _moe_mma_kernel(
 
         # three chunks of weights in flight ahead of the one multiplied, the next chunk's activations. ptxas
         # issues a step's loads late in the step, so they are used a whole step after they are issued; more
-        # steps ahead cost registers, hence warps an SM, and measured slower (bench/gpu_mma_probe.py)
+        # steps ahead cost registers, hence warps an SM, and run slower
         NC: gl.constexpr = K // 64
         acc = gl.full([ROWS, BT], 0.0, gl.float32, L.mma)
         w0, s0 = _load_weights(w_ptrs, s_ptrs, 0, NC, TILED)

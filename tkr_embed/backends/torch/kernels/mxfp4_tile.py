@@ -5,8 +5,8 @@ activation rows (bf16) with W_ROWS rows of one expert's MXFP4 weight matrix:
 
 - acc [BLOCK_M, W_ROWS] = A @ W^T, the default;
 - SWAP_AB: acc [W_ROWS, BLOCK_M] = W @ A^T, the dequantized weights as the left operand (Hopper's
-  wgmma reads it from registers). On the H200 it was no faster (bench/gpu_moe_variants.py); kept
-  as an option for other cards.
+  wgmma reads it from registers). On the H200 it is no faster; it stays an option for other
+  cards.
 
 With at most 32 rows (decode tiles) the even and odd k (low and high nibbles) are two dots against
 the activations read with stride 2, so the weights are never interleaved in registers; prefill
