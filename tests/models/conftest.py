@@ -7,23 +7,23 @@ from pathlib import Path
 
 import pytest
 import torch
+from gpt_oss_helpers import PagedRunner
 
 from tkr_embed.models.gpt_oss.loader import load_model
 from tkr_embed.models.gpt_oss.model import GptOssForCausalLM
 
-from gpt_oss_helpers import PagedRunner
-
 torch.set_num_threads(2)
+
 
 def load_reference(folder: Path, dtype: torch.dtype):
     """transformers' own GptOssForCausalLM on the same folder (MXFP4 experts dequantized on CPU)."""
     from transformers import GptOssForCausalLM as ReferenceModel
     from transformers import Mxfp4Config
 
-    model = ReferenceModel.from_pretrained(
-        str(folder), dtype=dtype, quantization_config=Mxfp4Config(dequantize=True)
-    )
-    return model.eval()
+    model = ReferenceModel.from_pretrained(str(folder), dtype=dtype, quantization_config=Mxfp4Config(dequantize=True))
+    # Some transformers releases (5.17 among them) dequantize the MXFP4 experts to bf16 whatever dtype is asked
+    # for. MXFP4 values are exact in bf16, so casting to the asked dtype loses nothing.
+    return model.to(dtype).eval()
 
 
 @pytest.fixture(scope="session")
