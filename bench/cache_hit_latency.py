@@ -32,8 +32,12 @@ import httpx
 
 START_TIMEOUT_S = 300.0
 # Rate limits stay in the path (as in production) but never bind during the run.
-BENCH_LIMITS = {"burst": 1_000_000, "requests_per_minute": 1_000_000, "requests_per_hour": 1_000_000,
-                "requests_per_day": 1_000_000}
+BENCH_LIMITS = {
+    "burst": 1_000_000,
+    "requests_per_minute": 1_000_000,
+    "requests_per_hour": 1_000_000,
+    "requests_per_day": 1_000_000,
+}
 
 
 @dataclass
@@ -55,16 +59,24 @@ def _local_server(workdir: Path) -> Iterator[tuple[str, str]]:
     port = _free_port()
     master_key = secrets.token_urlsafe(32)
     env = {k: v for k, v in os.environ.items() if not k.startswith("GENERATION_")}
-    env.update({
-        "GENERATION_ENV": "production", "GENERATION_API_KEY": master_key,
-        "GENERATION_SECRET_KEY": secrets.token_hex(32), "GENERATION_DATA_DIR": str(workdir / "data"),
-        "GENERATION_CACHE_ENABLED": "true", "GENERATION_DEVICE": "cpu", "GENERATION_LOG_LEVEL": "warning",
-    })
+    env.update(
+        {
+            "GENERATION_ENV": "production",
+            "GENERATION_API_KEY": master_key,
+            "GENERATION_SECRET_KEY": secrets.token_hex(32),
+            "GENERATION_DATA_DIR": str(workdir / "data"),
+            "GENERATION_CACHE_ENABLED": "true",
+            "GENERATION_DEVICE": "cpu",
+            "GENERATION_LOG_LEVEL": "warning",
+        }
+    )
     log_path = workdir / "server.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "tkr_embed.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
-            env=env, stdout=log, stderr=subprocess.STDOUT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -90,8 +102,12 @@ def _percentiles(values: list[float]) -> dict[str, float]:
     def at(fraction: float) -> float:
         return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
 
-    return {"p50": round(at(0.50), 3), "p99": round(at(0.99), 3), "max": round(ordered[-1], 3),
-            "mean": round(statistics.fmean(ordered), 3)}
+    return {
+        "p50": round(at(0.50), 3),
+        "p99": round(at(0.99), 3),
+        "max": round(ordered[-1], 3),
+        "mean": round(statistics.fmean(ordered), 3),
+    }
 
 
 def _server_ms(response: httpx.Response) -> float:
@@ -104,8 +120,12 @@ def _server_ms(response: httpx.Response) -> float:
 
 def _measure(client: httpx.Client, model: str, requests: int, max_tokens: int) -> list[Sample]:
     bodies = [
-        {"model": model, "messages": [{"role": "user", "content": f"cache probe {index}"}],
-         "temperature": 0, "max_tokens": max_tokens}
+        {
+            "model": model,
+            "messages": [{"role": "user", "content": f"cache probe {index}"}],
+            "temperature": 0,
+            "max_tokens": max_tokens,
+        }
         for index in range(requests)
     ]
     samples: list[Sample] = []
@@ -124,25 +144,37 @@ def _measure(client: httpx.Client, model: str, requests: int, max_tokens: int) -
 
 def run(url: str, master_key: str, requests: int, max_tokens: int, warmup: int) -> dict[str, object]:
     admin = {"Authorization": f"Bearer {master_key}"}
-    created = httpx.post(url + "/admin/api-keys", headers=admin, json={"name": "cache-bench", "limits": BENCH_LIMITS}, timeout=30)
+    created = httpx.post(
+        url + "/admin/api-keys", headers=admin, json={"name": "cache-bench", "limits": BENCH_LIMITS}, timeout=30
+    )
     created.raise_for_status()
     headers = {"Authorization": f"Bearer {created.json()['api_key']}"}
     with httpx.Client(base_url=url, headers=headers, timeout=120) as client:
         model = client.get("/v1/models").json()["data"][0]["id"]
         if warmup:
-            for index in range(warmup):   # warm the engine and the connection; distinct prompts, not measured
-                body = {"model": model, "messages": [{"role": "user", "content": f"warmup {index}"}],
-                        "temperature": 0, "max_tokens": max_tokens}
+            for index in range(warmup):  # warm the engine and the connection; distinct prompts, not measured
+                body = {
+                    "model": model,
+                    "messages": [{"role": "user", "content": f"warmup {index}"}],
+                    "temperature": 0,
+                    "max_tokens": max_tokens,
+                }
                 client.post("/v1/chat/completions", json=body).raise_for_status()
         samples = _measure(client, model, requests, max_tokens)
     result: dict[str, object] = {
-        "bench": "cache_hit_latency", "url": url, "model": model, "requests": requests, "max_tokens": max_tokens,
+        "bench": "cache_hit_latency",
+        "url": url,
+        "model": model,
+        "requests": requests,
+        "max_tokens": max_tokens,
         "machine": f"{platform.system()} {platform.machine()}, {os.cpu_count()} cpus, python {platform.python_version()}",
     }
     for kind in ("hit", "miss"):
         mine = [s for s in samples if s.cache == kind]
-        result[kind] = {"server_ms": _percentiles([s.server_ms for s in mine]),
-                        "client_ms": _percentiles([s.client_ms for s in mine])}
+        result[kind] = {
+            "server_ms": _percentiles([s.server_ms for s in mine]),
+            "client_ms": _percentiles([s.client_ms for s in mine]),
+        }
     return result
 
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 import httpx
 
-PLAIN_VOCAB = 200_000     # o200k ids below the harmony special tokens
+PLAIN_VOCAB = 200_000  # o200k ids below the harmony special tokens
 
 
 @dataclass
@@ -56,17 +56,30 @@ def summarize(timings: list[RequestTiming], wall_seconds: float) -> dict:
     done = [t for t in timings if t.error is None and t.end is not None]
     ttft = [(t.first_token - t.start) * 1e3 for t in done if t.first_token is not None]
     e2e = [(t.end - t.start) * 1e3 for t in done]
-    itl = [(b - a) * 1e3 for t in done for a, b in zip(t.token_times, t.token_times[1:])]
+    itl = [(b - a) * 1e3 for t in done for a, b in zip(t.token_times, t.token_times[1:], strict=False)]
     output_tokens = sum(t.output_tokens for t in done)
-    return {"requests": len(timings), "succeeded": len(done), "errors": sorted({t.error for t in timings if t.error}),
-            "wall_s": wall_seconds, "output_tokens": output_tokens, "output_tok_s": output_tokens / wall_seconds,
-            "ttft_ms": percentiles(ttft), "itl_ms": percentiles(itl), "e2e_ms": percentiles(e2e)}
+    return {
+        "requests": len(timings),
+        "succeeded": len(done),
+        "errors": sorted({t.error for t in timings if t.error}),
+        "wall_s": wall_seconds,
+        "output_tokens": output_tokens,
+        "output_tok_s": output_tokens / wall_seconds,
+        "ttft_ms": percentiles(ttft),
+        "itl_ms": percentiles(itl),
+        "e2e_ms": percentiles(e2e),
+    }
 
 
 def request_body(args: argparse.Namespace, prompt: str | list[int]) -> tuple[str, dict]:
     """The route and JSON body of one streamed, greedy request."""
-    body = {"model": args.model, "max_tokens": args.max_tokens, "temperature": 0.0, "stream": True,
-            "stream_options": {"include_usage": True}}
+    body = {
+        "model": args.model,
+        "max_tokens": args.max_tokens,
+        "temperature": 0.0,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
     if args.endpoint == "completions":
         body["prompt"] = prompt
         if args.ignore_eos:
@@ -111,13 +124,14 @@ async def _one_request(client: httpx.AsyncClient, args: argparse.Namespace, prom
 def make_prompts(args: argparse.Namespace) -> list[str | list[int]]:
     rng = random.Random(args.seed)
     words = ["alpha", "river", "stone", "cloud", "paper", "engine", "orbit", "garden", "signal", "harbor"]
-    if args.prompt_tokens:    # random ids below the special tokens, as `tkr-embed bench` draws them
+    if args.prompt_tokens:  # random ids below the special tokens, as `tkr-embed bench` draws them
         return [[rng.randrange(PLAIN_VOCAB) for _ in range(args.prompt_tokens)] for _ in range(args.requests)]
     return [" ".join(rng.choice(words) for _ in range(args.prompt_words)) for _ in range(args.requests)]
 
 
-async def _drive(args: argparse.Namespace, prompts: list[str | list[int]], concurrency: int,
-                 start_at: float | None = None) -> tuple[list[RequestTiming], float]:
+async def _drive(
+    args: argparse.Namespace, prompts: list[str | list[int]], concurrency: int, start_at: float | None = None
+) -> tuple[list[RequestTiming], float]:
     """Send the prompts with at most `concurrency` in flight; optionally wait until `start_at` first.
 
     -> the timings and the moment the first request went out."""
@@ -125,6 +139,7 @@ async def _drive(args: argparse.Namespace, prompts: list[str | list[int]], concu
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     semaphore = asyncio.Semaphore(concurrency)
     async with httpx.AsyncClient(base_url=args.url, headers=headers, timeout=args.timeout, limits=limits) as client:
+
         async def bounded(prompt: str | list[int]) -> RequestTiming:
             async with semaphore:
                 return await _one_request(client, args, prompt)
@@ -153,16 +168,25 @@ async def run_load(args: argparse.Namespace) -> dict:
         # One Python process parsing every stream's chunks can become the bottleneck at high concurrency:
         # split the requests and the concurrency over processes that all start at the same instant
         # (perf_counter is the system-wide monotonic clock, so their timestamps compare).
-        shares = [prompts[i::args.processes] for i in range(args.processes)]
+        shares = [prompts[i :: args.processes] for i in range(args.processes)]
         concurrency = max(1, args.concurrency // args.processes)
         start = time.perf_counter() + 3.0
         with multiprocessing.get_context("spawn").Pool(args.processes) as pool:
             parts = pool.map(_drive_in_process, [(args, share, concurrency, start) for share in shares])
         timings = [RequestTiming(**t) for part in parts for t in part]
         wall = max((t.end for t in timings if t.end is not None), default=start) - start
-    return {"url": args.url, "started_at": start, "endpoint": args.endpoint, "concurrency": args.concurrency, "processes": args.processes,
-            "prompt_words": None if args.prompt_tokens else args.prompt_words, "prompt_tokens": args.prompt_tokens,
-            "max_tokens": args.max_tokens, "ignore_eos": args.ignore_eos, **summarize(timings, wall)}
+    return {
+        "url": args.url,
+        "started_at": start,
+        "endpoint": args.endpoint,
+        "concurrency": args.concurrency,
+        "processes": args.processes,
+        "prompt_words": None if args.prompt_tokens else args.prompt_words,
+        "prompt_tokens": args.prompt_tokens,
+        "max_tokens": args.max_tokens,
+        "ignore_eos": args.ignore_eos,
+        **summarize(timings, wall),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -171,15 +195,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--api-key", default=None)
     parser.add_argument("--model", default="gpt-oss-20b")
     parser.add_argument("--concurrency", type=int, default=8)
-    parser.add_argument("--processes", type=int, default=1,
-                        help="client processes sharing the load (one process parsing 64 streams can be the limit)")
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="client processes sharing the load (one process parsing 64 streams can be the limit)",
+    )
     parser.add_argument("--requests", type=int, default=32)
     parser.add_argument("--endpoint", choices=("chat", "completions"), default="chat")
     parser.add_argument("--prompt-words", type=int, default=200)
-    parser.add_argument("--prompt-tokens", type=int, default=0,
-                        help="random token-id prompts of this length instead of words (completions only)")
-    parser.add_argument("--ignore-eos", action="store_true",
-                        help="ask the server to run every request to max_tokens (completions only)")
+    parser.add_argument(
+        "--prompt-tokens",
+        type=int,
+        default=0,
+        help="random token-id prompts of this length instead of words (completions only)",
+    )
+    parser.add_argument(
+        "--ignore-eos", action="store_true", help="ask the server to run every request to max_tokens (completions only)"
+    )
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--timeout", type=float, default=600.0)
     parser.add_argument("--seed", type=int, default=0)

@@ -39,19 +39,30 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def run_backend(model: Path, device: str, quantization: str, prompts: list[list[int]], args: argparse.Namespace) -> tuple[dict, list[list[int]]]:
-    llm = LLM(model, device=device, dtype=args.dtype, quantization=quantization, max_num_seqs=args.max_num_seqs,
-              num_kv_blocks=args.num_kv_blocks)
+def run_backend(
+    model: Path, device: str, quantization: str, prompts: list[list[int]], args: argparse.Namespace
+) -> tuple[dict, list[list[int]]]:
+    llm = LLM(
+        model,
+        device=device,
+        dtype=args.dtype,
+        quantization=quantization,
+        max_num_seqs=args.max_num_seqs,
+        num_kv_blocks=args.num_kv_blocks,
+    )
     params = SamplingParams(max_tokens=args.output_len, temperature=0.0, ignore_eos=True)
-    llm.generate(prompts[:2], SamplingParams(max_tokens=2, temperature=0.0, ignore_eos=True))   # warm-up
+    llm.generate(prompts[:2], SamplingParams(max_tokens=2, temperature=0.0, ignore_eos=True))  # warm-up
     start = time.perf_counter()
     results = llm.generate(prompts, params)
     elapsed = time.perf_counter() - start
     info = llm.engine.runner.info
     output_tokens = sum(len(r.token_ids) for r in results)
     row = {
-        "backend": info.extra.get("backend", "torch"), "device": info.device, "dtype": info.dtype,
-        "quantization": info.quantization, "elapsed_s": round(elapsed, 3),
+        "backend": info.extra.get("backend", "torch"),
+        "device": info.device,
+        "dtype": info.dtype,
+        "quantization": info.quantization,
+        "elapsed_s": round(elapsed, 3),
         "output_tokens_per_s": round(output_tokens / elapsed, 1),
         "total_tokens_per_s": round((output_tokens + len(prompts) * args.input_len) / elapsed, 1),
     }
@@ -77,11 +88,21 @@ def main() -> None:
             row["same_tokens_as_torch"] = tokens == torch_tokens
             row["speed_vs_torch"] = round(row["output_tokens_per_s"] / torch_row["output_tokens_per_s"], 2)
             rows.append(row)
-    print(json.dumps({
-        "model": model.name if args.model else "demo", "machine": f"{platform.system()} {platform.machine()}",
-        "num_prompts": args.num_prompts, "input_len": args.input_len, "output_len": args.output_len,
-        "max_num_seqs": args.max_num_seqs, "torch_threads": args.threads, "rows": rows,
-    }, indent=1))
+    print(
+        json.dumps(
+            {
+                "model": model.name if args.model else "demo",
+                "machine": f"{platform.system()} {platform.machine()}",
+                "num_prompts": args.num_prompts,
+                "input_len": args.input_len,
+                "output_len": args.output_len,
+                "max_num_seqs": args.max_num_seqs,
+                "torch_threads": args.threads,
+                "rows": rows,
+            },
+            indent=1,
+        )
+    )
 
 
 if __name__ == "__main__":

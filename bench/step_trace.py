@@ -38,13 +38,20 @@ def record(path: str) -> None:
 
     def traced_postprocess(self, batch, sampled):
         prefill = sum(len(e.token_ids) for e in batch.entries if e.is_prefill)
-        steps.append({"t": time.perf_counter(), "tokens": batch.num_tokens, "prefill": prefill,
-                      "decodes": sum(1 for e in batch.entries if not e.is_prefill), "entries": len(batch.entries)})
+        steps.append(
+            {
+                "t": time.perf_counter(),
+                "tokens": batch.num_tokens,
+                "prefill": prefill,
+                "decodes": sum(1 for e in batch.entries if not e.is_prefill),
+                "entries": len(batch.entries),
+            }
+        )
         return postprocess(self, batch, sampled)
 
     def traced_add(self, request_id, prompt_token_ids, params, arrival=None):
         adds.append(time.perf_counter())
-        if arrival is not None:      # AsyncEngine.generate's time.monotonic(): perf_counter's clock on Linux
+        if arrival is not None:  # AsyncEngine.generate's time.monotonic(): perf_counter's clock on Linux
             arrivals.append(arrival)
         return add_request(self, request_id, prompt_token_ids, params, arrival)
 
@@ -94,25 +101,36 @@ def summary(path: str, client_starts: list[float]) -> None:
         decode_only = [s for s in mine if not s["prefill"]]
         mine_arrivals = [a for a in arrivals if start - 1.0 <= a <= wave[-1]]
         client = [c for c in client_starts if start - 2.0 <= c <= start]
-        gaps = [b["t"] - a["t"] for a, b in zip(mine, mine[1:]) if not b["prefill"] and not a["prefill"]]
-        print(json.dumps({
-            "requests": len(wave), "added_over_ms": round((wave[-1] - start) * 1e3, 1),
-            "arrived_over_ms": round((max(mine_arrivals) - min(mine_arrivals)) * 1e3, 1) if mine_arrivals else None,
-            "first_arrival_to_first_add_ms": round((start - min(mine_arrivals)) * 1e3, 1) if mine_arrivals else None,
-            "client_start_to_first_arrival_ms": round((min(mine_arrivals) - client[-1]) * 1e3, 1)
-            if mine_arrivals and client else None,
-            "wall_ms": round((mine[-1]["t"] - start) * 1e3, 1), "steps": len(mine),
-            "prefill_steps": [(s["prefill"], s["decodes"]) for s in prefill],
-            "prefill_step_ms": intervals,
-            "prefill_done_ms": round((prefill[-1]["t"] - start) * 1e3, 1) if prefill else None,
-            "decode_steps": len(decode_only),
-            "decode_step_ms_p50": round(sorted(gaps)[len(gaps) // 2] * 1e3, 3) if gaps else None,
-            "decode_ms_total": round(sum(gaps) * 1e3, 1),
-        }))
+        gaps = [b["t"] - a["t"] for a, b in zip(mine, mine[1:], strict=False) if not b["prefill"] and not a["prefill"]]
+        print(
+            json.dumps(
+                {
+                    "requests": len(wave),
+                    "added_over_ms": round((wave[-1] - start) * 1e3, 1),
+                    "arrived_over_ms": round((max(mine_arrivals) - min(mine_arrivals)) * 1e3, 1)
+                    if mine_arrivals
+                    else None,
+                    "first_arrival_to_first_add_ms": round((start - min(mine_arrivals)) * 1e3, 1)
+                    if mine_arrivals
+                    else None,
+                    "client_start_to_first_arrival_ms": round((min(mine_arrivals) - client[-1]) * 1e3, 1)
+                    if mine_arrivals and client
+                    else None,
+                    "wall_ms": round((mine[-1]["t"] - start) * 1e3, 1),
+                    "steps": len(mine),
+                    "prefill_steps": [(s["prefill"], s["decodes"]) for s in prefill],
+                    "prefill_step_ms": intervals,
+                    "prefill_done_ms": round((prefill[-1]["t"] - start) * 1e3, 1) if prefill else None,
+                    "decode_steps": len(decode_only),
+                    "decode_step_ms_p50": round(sorted(gaps)[len(gaps) // 2] * 1e3, 3) if gaps else None,
+                    "decode_ms_total": round(sum(gaps) * 1e3, 1),
+                }
+            )
+        )
 
 
 def main(argv: list[str]) -> None:
-    if argv[:1] == ["--summary"]:   # --summary TRACE [LOAD_JSON ...]: the load generator's started_at
+    if argv[:1] == ["--summary"]:  # --summary TRACE [LOAD_JSON ...]: the load generator's started_at
         summary(argv[1], sorted(json.loads(Path(f).read_text()).get("started_at", 0.0) for f in argv[2:]))
         return
     path, separator, *target = argv

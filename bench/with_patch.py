@@ -33,7 +33,7 @@ def main(argv: list[str]) -> None:
     split = argv.index("--")
     for assignment in argv[:split]:
         apply(assignment)
-    run_target(argv[split + 1:])
+    run_target(argv[split + 1 :])
 
 
 def run_target(target: list[str]) -> None:

@@ -44,9 +44,7 @@ class Platform:
 
 # The CPU build of torch is published on PyTorch's own index, not on PyPI. Where a copy of the wheel lies on
 # disk (our CI machines keep one in /opt/wheels), the lock is made from that copy.
-TORCH_CPU_LINKS = (
-    ("/opt/wheels",) if Path("/opt/wheels").is_dir() else ("https://download.pytorch.org/whl/cpu/torch/",)
-)
+TORCH_CPU_LINKS = ("/opt/wheels",) if Path("/opt/wheels").is_dir() else ("https://download.pytorch.org/whl/cpu/torch/",)
 
 PLATFORMS = {
     p.name: p

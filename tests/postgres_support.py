@@ -49,8 +49,11 @@ class PostgresCluster:
         return f"postgresql://{DB_USER}@127.0.0.1:{self.port}/postgres"
 
     def stop(self) -> None:
-        subprocess.run(_as_owner([self.pg_ctl, "-D", str(self.folder / "data"), "-m", "immediate", "stop"]),
-                       capture_output=True, timeout=60)
+        subprocess.run(
+            _as_owner([self.pg_ctl, "-D", str(self.folder / "data"), "-m", "immediate", "stop"]),
+            capture_output=True,
+            timeout=60,
+        )
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
@@ -65,15 +68,23 @@ def start_postgres() -> PostgresCluster:
             raise PostgresUnavailable("no postgres user to own the cluster") from None
     data, log_path = folder / "data", folder / "log"
     try:
-        subprocess.run(_as_owner([initdb, "-D", str(data), "-A", "trust", "-U", DB_USER, "-E", "UTF8", "--no-sync"]),
-                       check=True, capture_output=True, timeout=120)
+        subprocess.run(
+            _as_owner([initdb, "-D", str(data), "-A", "trust", "-U", DB_USER, "-E", "UTF8", "--no-sync"]),
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
         # A port free when chosen may be taken before the server binds it: then try another.
         for attempt in range(3):
             port = free_port()
             options = f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off"
             try:
-                subprocess.run(_as_owner([pg_ctl, "-D", str(data), "-o", options, "-l", str(log_path), "-w", "-t", "60", "start"]),
-                               check=True, capture_output=True, timeout=90)
+                subprocess.run(
+                    _as_owner([pg_ctl, "-D", str(data), "-o", options, "-l", str(log_path), "-w", "-t", "60", "start"]),
+                    check=True,
+                    capture_output=True,
+                    timeout=90,
+                )
                 break
             except subprocess.CalledProcessError:
                 log = log_path.read_text() if log_path.exists() else ""

@@ -42,18 +42,43 @@ def test_the_settings_the_bench_and_engine_args_share_one_set_of_defaults(tmp_pa
 def test_every_engine_setting_of_the_server_reaches_engine_args(tmp_path) -> None:
     settings = Settings(
         model={"device": "cpu", "dtype": "float32", "quantization": "none"},
-        engine={"max_num_seqs": 3, "max_num_batched_tokens": 512, "max_num_batched_tokens_idle": 1024,
-                "max_waiting": 7, "block_size": 32, "kv_cache_blocks": 64, "kv_cache_memory_fraction": 0.5,
-                "enable_prefix_caching": False, "max_model_len": 4096, "lookahead": False, "warm_up": False},
+        engine={
+            "max_num_seqs": 3,
+            "max_num_batched_tokens": 512,
+            "max_num_batched_tokens_idle": 1024,
+            "max_waiting": 7,
+            "block_size": 32,
+            "kv_cache_blocks": 64,
+            "kv_cache_memory_fraction": 0.5,
+            "enable_prefix_caching": False,
+            "max_model_len": 4096,
+            "lookahead": False,
+            "warm_up": False,
+        },
         storage={"data_dir": str(tmp_path)},
     )
     args = settings.engine_args("/models/x")
-    assert args == EngineArgs(model="/models/x", device="cpu", dtype="float32", quantization="none", max_num_seqs=3,
-                              max_num_batched_tokens=512, max_num_batched_tokens_idle=1024, max_waiting=7,
-                              block_size=32, num_kv_blocks=64, kv_cache_memory_fraction=0.5,
-                              enable_prefix_caching=False, max_model_len=4096, lookahead=False, warm_up=False)
+    assert args == EngineArgs(
+        model="/models/x",
+        device="cpu",
+        dtype="float32",
+        quantization="none",
+        max_num_seqs=3,
+        max_num_batched_tokens=512,
+        max_num_batched_tokens_idle=1024,
+        max_waiting=7,
+        block_size=32,
+        num_kv_blocks=64,
+        kv_cache_memory_fraction=0.5,
+        enable_prefix_caching=False,
+        max_model_len=4096,
+        lookahead=False,
+        warm_up=False,
+    )
     # every EngineArgs field but the model's is set from the settings: none keeps a default of its own
-    assert all(getattr(args, f.name) != f.default for f in fields(EngineArgs) if f.name not in ("model", "kv_cache_bytes"))
+    assert all(
+        getattr(args, f.name) != f.default for f in fields(EngineArgs) if f.name not in ("model", "kv_cache_bytes")
+    )
 
 
 def test_a_bad_engine_setting_is_a_configuration_error_not_a_request_error() -> None:
@@ -72,13 +97,21 @@ def test_the_runner_is_warmed_up_for_the_largest_step_before_serving(demo_path, 
     calls: list[int] = []
     monkeypatch.setattr(TorchModelRunner, "warm_up", lambda self, tokens: calls.append(tokens) or 0)
     for warm in (True, False):
-        engine = build_engine(EngineArgs(model=demo_path, device="cpu", num_kv_blocks=64, max_num_batched_tokens=512,
-                                         warm_up=warm))
+        engine = build_engine(
+            EngineArgs(model=demo_path, device="cpu", num_kv_blocks=64, max_num_batched_tokens=512, warm_up=warm)
+        )
         assert engine.runner.info.num_kv_blocks == 64
     assert calls == [512]
     # a larger step for when nothing decodes is the largest step
-    build_engine(EngineArgs(model=demo_path, device="cpu", num_kv_blocks=64, max_num_batched_tokens=512,
-                            max_num_batched_tokens_idle=2048))
+    build_engine(
+        EngineArgs(
+            model=demo_path,
+            device="cpu",
+            num_kv_blocks=64,
+            max_num_batched_tokens=512,
+            max_num_batched_tokens_idle=2048,
+        )
+    )
     assert calls == [512, 2048]
     LLM(demo_path, device="cpu", num_kv_blocks=64, max_num_batched_tokens=256)  # the offline API builds alike
     assert calls == [512, 2048, 256]
@@ -86,9 +119,17 @@ def test_the_runner_is_warmed_up_for_the_largest_step_before_serving(demo_path, 
     try:
         # the server, in its engine thread; on the CPU the idle budget is unset unless configured
         for warm, idle in ((True, None), (False, None), (True, 4096)):
-            settings = Settings(model={"device": "cpu"}, storage={"data_dir": str(tmp_path)},
-                                engine={"kv_cache_blocks": 64, "separate_process": False, "warm_up": warm,
-                                        "max_num_batched_tokens": 1024, "max_num_batched_tokens_idle": idle})
+            settings = Settings(
+                model={"device": "cpu"},
+                storage={"data_dir": str(tmp_path)},
+                engine={
+                    "kv_cache_blocks": 64,
+                    "separate_process": False,
+                    "warm_up": warm,
+                    "max_num_batched_tokens": 1024,
+                    "max_num_batched_tokens_idle": idle,
+                },
+            )
 
             async def start_and_stop(settings=settings):
                 loaded = await start_engine(settings, get_tokenizer())

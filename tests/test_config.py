@@ -29,7 +29,7 @@ def test_shipped_files_load(tmp_path):
 def test_unset_env_prefers_the_dev_file(tmp_path):
     write(tmp_path / "config.yaml", "server: {port: 9001}\n")
     with pytest.raises(ConfigError, match="GENERATION_API_KEY"):
-        load_settings(environ={}, search_dir=tmp_path)    # config.yaml alone means production
+        load_settings(environ={}, search_dir=tmp_path)  # config.yaml alone means production
     assert load_settings(environ={"GENERATION_API_KEY": STRONG_KEY}, search_dir=tmp_path).env == "production"
     write(tmp_path / "config.dev.yaml", "server: {port: 9002}\n")
     settings = load_settings(environ={}, search_dir=tmp_path)
@@ -39,16 +39,21 @@ def test_unset_env_prefers_the_dev_file(tmp_path):
 def test_precedence_defaults_yaml_env(tmp_path):
     write(tmp_path / "config.dev.yaml", "server: {port: 9002, host: 0.0.0.0}\nengine: {max_waiting: 5}\n")
     settings = load_settings(
-        environ={"GENERATION_PORT": "9100", "GENERATION_ENGINE__MAX_NUM_SEQS": "3", "GENERATION_QUANTIZATION": "q8",
-                 "GENERATION_RATE_LIMIT_RPM": "7", "GENERATION_DATA_DIR": str(tmp_path / "d")},
+        environ={
+            "GENERATION_PORT": "9100",
+            "GENERATION_ENGINE__MAX_NUM_SEQS": "3",
+            "GENERATION_QUANTIZATION": "q8",
+            "GENERATION_RATE_LIMIT_RPM": "7",
+            "GENERATION_DATA_DIR": str(tmp_path / "d"),
+        },
         search_dir=tmp_path,
     )
-    assert settings.server.port == 9100              # env beats YAML
-    assert settings.server.host == "0.0.0.0"         # YAML beats default
+    assert settings.server.port == 9100  # env beats YAML
+    assert settings.server.host == "0.0.0.0"  # YAML beats default
     assert settings.engine.max_waiting == 5
     assert settings.engine.max_num_seqs == 3
-    assert settings.engine.max_num_batched_tokens == 8192   # default
-    assert settings.engine.max_num_batched_tokens_idle is None   # default: 4x on CUDA (device.idle_step_tokens)
+    assert settings.engine.max_num_batched_tokens == 8192  # default
+    assert settings.engine.max_num_batched_tokens_idle is None  # default: 4x on CUDA (device.idle_step_tokens)
     assert settings.model.quantization == "q8"
     assert settings.rate_limit.requests_per_minute == 7
     assert settings.database_url.endswith("/d/tkr-embed.db")

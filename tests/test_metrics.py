@@ -30,16 +30,36 @@ def test_exposition_names_every_series_with_values() -> None:
     metrics.observe_request("/v1/chat/completions", 429)
     metrics.update_engine(
         EngineStats(
-            running=3, waiting=2, kv_blocks_total=100, kv_blocks_used=25, kv_blocks_free=75, prefix_cache_queries=0,
-            prefix_cache_hits=0, prompt_tokens_prefilled=0, tokens_decoded=0, requests_finished=0, preemptions=0,
-            steps=4, step_phase_seconds={"schedule": 0.25, "wait": 2.0},
+            running=3,
+            waiting=2,
+            kv_blocks_total=100,
+            kv_blocks_used=25,
+            kv_blocks_free=75,
+            prefix_cache_queries=0,
+            prefix_cache_hits=0,
+            prompt_tokens_prefilled=0,
+            tokens_decoded=0,
+            requests_finished=0,
+            preemptions=0,
+            steps=4,
+            step_phase_seconds={"schedule": 0.25, "wait": 2.0},
         )
     )
-    metrics.update_engine(     # the engine's totals grew: the counters advance by the difference
+    metrics.update_engine(  # the engine's totals grew: the counters advance by the difference
         EngineStats(
-            running=3, waiting=2, kv_blocks_total=100, kv_blocks_used=25, kv_blocks_free=75, prefix_cache_queries=0,
-            prefix_cache_hits=0, prompt_tokens_prefilled=0, tokens_decoded=0, requests_finished=0, preemptions=0,
-            steps=10, step_phase_seconds={"schedule": 0.5, "wait": 5.0},
+            running=3,
+            waiting=2,
+            kv_blocks_total=100,
+            kv_blocks_used=25,
+            kv_blocks_free=75,
+            prefix_cache_queries=0,
+            prefix_cache_hits=0,
+            prompt_tokens_prefilled=0,
+            tokens_decoded=0,
+            requests_finished=0,
+            preemptions=0,
+            steps=10,
+            step_phase_seconds={"schedule": 0.5, "wait": 5.0},
         )
     )
     body, content_type = metrics.render()
@@ -87,13 +107,19 @@ def test_every_series_docs_api_lists_is_exported() -> None:
     from pathlib import Path
 
     docs = (Path(__file__).resolve().parents[1] / "docs" / "API.md").read_text()
-    section = docs[docs.index("`/metrics` series"):docs.index("Permissions are `generate:text`")]
+    section = docs[docs.index("`/metrics` series") : docs.index("Permissions are `generate:text`")]
     names = {name for name in re.findall(r"`([a-z_]+)(?:\{[a-z,]+\})?`", section) if "_" in name}
-    names |= {"response_cache_misses_total"}          # written as `response_cache_hits_total` / `_misses_total`
+    names |= {"response_cache_misses_total"}  # written as `response_cache_hits_total` / `_misses_total`
     names -= {"_misses_total", "tkr_"}
     metrics = ServerMetrics()
     exported = {metric.name for metric in metrics.registry.collect()}
     # prometheus_client names counters without their _total suffix
-    missing = {name for name in names if name not in exported and name.removesuffix("_total") not in exported
-               and f"tkr_{name}" not in exported and f"tkr_{name.removesuffix('_total')}" not in exported}
+    missing = {
+        name
+        for name in names
+        if name not in exported
+        and name.removesuffix("_total") not in exported
+        and f"tkr_{name}" not in exported
+        and f"tkr_{name.removesuffix('_total')}" not in exported
+    }
     assert len(names) >= 14 and not missing, missing

@@ -6,20 +6,38 @@ import argparse
 
 
 def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default=None,
-                        help="checkpoint folder (default: a tiny demo checkpoint written to a temporary folder)")
+    parser.add_argument(
+        "--model",
+        default=None,
+        help="checkpoint folder (default: a tiny demo checkpoint written to a temporary folder)",
+    )
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | mlx")
     parser.add_argument("--streams", type=int, default=8, help="parallel streams of the throughput run")
     parser.add_argument("--prompt-len", type=int, default=128, help="prompt tokens of the decode runs")
     parser.add_argument("--output-len", type=int, default=64, help="new tokens per stream")
     parser.add_argument("--long-prompt-len", type=int, default=1000, help="prompt tokens of the prefill run")
-    parser.add_argument("--max-num-batched-tokens", type=int, default=None,
-                        help="tokens per engine step (default: the engine's; the server's default is 8192)")
-    parser.add_argument("--max-num-batched-tokens-idle", type=int, default=None,
-                        help="tokens of a step in which no sequence decodes (default as the server: 4x the step "
-                             "budget on CUDA, else the same)")
-    parser.add_argument("--warmup-streams", action="store_true",
-                        help="run the timed runs' shapes once (one prompt, then the streams; 2 new tokens) before timing them")
-    parser.add_argument("--no-lookahead", dest="lookahead", action="store_false",
-                        help="launch each decode step only after the previous step's tokens are read")
+    parser.add_argument(
+        "--max-num-batched-tokens",
+        type=int,
+        default=None,
+        help="tokens per engine step (default: the engine's; the server's default is 8192)",
+    )
+    parser.add_argument(
+        "--max-num-batched-tokens-idle",
+        type=int,
+        default=None,
+        help="tokens of a step in which no sequence decodes (default as the server: 4x the step "
+        "budget on CUDA, else the same)",
+    )
+    parser.add_argument(
+        "--warmup-streams",
+        action="store_true",
+        help="run the timed runs' shapes once (one prompt, then the streams; 2 new tokens) before timing them",
+    )
+    parser.add_argument(
+        "--no-lookahead",
+        dest="lookahead",
+        action="store_false",
+        help="launch each decode step only after the previous step's tokens are read",
+    )
     parser.add_argument("--seed", type=int, default=0)

@@ -33,7 +33,7 @@ class RunResult:
     ttft_ms: dict[str, float | None] = field(default_factory=dict)
     itl_ms: dict[str, float | None] = field(default_factory=dict)
     e2e_ms: dict[str, float | None] = field(default_factory=dict)
-    step_phase_ms: dict[str, float] = field(default_factory=dict)   # engine time a step, by phase (means)
+    step_phase_ms: dict[str, float] = field(default_factory=dict)  # engine time a step, by phase (means)
 
 
 def percentiles(values: list[float], points: tuple[int, ...] = (50, 90, 99)) -> dict[str, float | None]:

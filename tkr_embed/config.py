@@ -67,16 +67,16 @@ class ServerConfig(_Section):
     host: str = "127.0.0.1"
     port: int = Field(8008, ge=1, le=65535)
     debug: bool = False
-    log_level: Literal["debug", "info", "warning", "error"] | None = None   # None: debug in development
-    log_format: Literal["json", "text"] = "json"   # one JSON object a line (request id, secrets redacted)
+    log_level: Literal["debug", "info", "warning", "error"] | None = None  # None: debug in development
+    log_format: Literal["json", "text"] = "json"  # one JSON object a line (request id, secrets redacted)
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
     cors_origins: list[str] = Field(default_factory=list)
     graceful_shutdown_s: float = Field(30.0, ge=0)
 
 
 class ModelConfig(_Section):
-    path: str | None = None            # None: serve the demo checkpoint in <data_dir>/demo-model
-    name: str | None = None            # the id clients see; default: the folder name
+    path: str | None = None  # None: serve the demo checkpoint in <data_dir>/demo-model
+    name: str | None = None  # the id clients see; default: the folder name
     quantization: Literal["auto", "q4", "q8", "none", "mxfp4"] = "auto"
     device: Literal["auto", "cpu", "gpu", "cuda", "mlx"] = "auto"
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
@@ -112,13 +112,13 @@ class EngineSettings(_Section):
 
 
 class SecurityConfig(_Section):
-    auth_enabled: bool | None = None   # None: on in production, off in development
-    api_key: str | None = None         # the master (admin) key
-    secret_key: str | None = None      # keys API keys' stored hashes
-    require_https: bool = False        # plain-HTTP requests refused with 403 (/health stays reachable)
+    auth_enabled: bool | None = None  # None: on in production, off in development
+    api_key: str | None = None  # the master (admin) key
+    secret_key: str | None = None  # keys API keys' stored hashes
+    require_https: bool = False  # plain-HTTP requests refused with 403 (/health stays reachable)
     # Peers (IPs or CIDR networks) whose X-Forwarded-Proto is believed; anyone else's is ignored.
     trusted_proxies: list[str] = Field(default_factory=lambda: ["127.0.0.1", "::1"])
-    metrics_public: bool = False       # GET /metrics without a key (else: admin keys only)
+    metrics_public: bool = False  # GET /metrics without a key (else: admin keys only)
     # Seconds an authenticated key is remembered in process (0: look it up every request). Revocation
     # through this process takes effect at once; through another replica or the CLI, within this time.
     key_cache_ttl_s: float = Field(5.0, ge=0)
@@ -131,7 +131,7 @@ class RateLimitConfig(_Section):
     requests_per_hour: int = Field(1000, ge=1)
     requests_per_day: int = Field(10000, ge=1)
     tokens_per_minute: int | None = Field(None, ge=1)
-    redis_url: str | None = None       # counters shared by replicas; default: storage.redis_url, else memory
+    redis_url: str | None = None  # counters shared by replicas; default: storage.redis_url, else memory
     # When the counter store (Redis) fails: True admits the request unchecked (logged, counted in
     # tkr_rate_limit_store_errors_total); False refuses it with 503 and Retry-After.
     fail_open: bool = True
@@ -145,7 +145,7 @@ class CacheConfig(_Section):
 
 class StorageConfig(_Section):
     data_dir: str = "./data"
-    database_url: str | None = None    # None: SQLite in data_dir
+    database_url: str | None = None  # None: SQLite in data_dir
     redis_url: str | None = None
 
 
@@ -165,7 +165,7 @@ class _EnvSource(PydanticBaseSettingsSource):
         for name, value in self._environ.items():
             if not name.startswith(ENV_PREFIX):
                 continue
-            key = name[len(ENV_PREFIX):]
+            key = name[len(ENV_PREFIX) :]
             if key in SPECIAL_ENV_NAMES:
                 continue
             if key in FLAT_ENV_NAMES:
@@ -214,7 +214,7 @@ class Settings(BaseSettings):
     rate_limit: RateLimitConfig = Field(default_factory=RateLimitConfig)
     cache: CacheConfig = Field(default_factory=CacheConfig)
     storage: StorageConfig = Field(default_factory=StorageConfig)
-    config_file: str | None = None     # the YAML file these settings came from (for logs and /admin/config)
+    config_file: str | None = None  # the YAML file these settings came from (for logs and /admin/config)
 
     @classmethod
     def settings_customise_sources(

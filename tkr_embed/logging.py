@@ -34,7 +34,9 @@ _PATTERNS: tuple[tuple[re.Pattern[str], Any], ...] = (
     (re.compile(r"tkr_[A-Za-z0-9]{8,}"), REDACTED),
     # Authorization / X-API-Key header values, as "name: value", "name=value" or JSON/dict "name": "value".
     (
-        re.compile(r"""(?i)((?:proxy-)?authorization|x-api-key|api-key)(["']?\s*[:=]\s*["']?)(?:(bearer|basic|token)\s+)?[^\s"',;&}]+"""),
+        re.compile(
+            r"""(?i)((?:proxy-)?authorization|x-api-key|api-key)(["']?\s*[:=]\s*["']?)(?:(bearer|basic|token)\s+)?[^\s"',;&}]+"""
+        ),
         _header_value,
     ),
     (re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{6,}"), r"\1 " + REDACTED),
@@ -42,14 +44,30 @@ _PATTERNS: tuple[tuple[re.Pattern[str], Any], ...] = (
     (re.compile(r"(?i)\b(api_key|api-key|apikey|access_token|secret_key)=[^&\s\"'#]+"), r"\1=" + REDACTED),
 )
 _SECRET_FIELDS = frozenset(
-    {"authorization", "proxy-authorization", "api_key", "api-key", "x-api-key", "x_api_key", "apikey",
-     "password", "secret", "secret_key", "token", "access_token"}
+    {
+        "authorization",
+        "proxy-authorization",
+        "api_key",
+        "api-key",
+        "x-api-key",
+        "x_api_key",
+        "apikey",
+        "password",
+        "secret",
+        "secret_key",
+        "token",
+        "access_token",
+    }
 )
 _secrets: set[str] = set()
 _secrets_lock = threading.Lock()
 
 # Attributes every LogRecord has; anything else on a record came from `extra=` and is written as a field.
-_RECORD_ATTRIBUTES = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "request_id"}
+_RECORD_ATTRIBUTES = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
+    "message",
+    "asctime",
+    "request_id",
+}
 
 
 def register_secret(value: str | None) -> None:
@@ -163,7 +181,7 @@ def configure_logging(level: str | int = "INFO", json: bool = True, stream: IO[s
         uvicorn_logger.handlers.clear()
         uvicorn_logger.propagate = True
         uvicorn_logger.disabled = False
-        uvicorn_logger.setLevel(logging.NOTSET)   # the root level decides, as for every other logger
+        uvicorn_logger.setLevel(logging.NOTSET)  # the root level decides, as for every other logger
     return handler
 
 

@@ -13,9 +13,71 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 from tkr_embed.engine.outputs import EngineStats
 
 # Latency buckets (seconds): from a cached hit or one decode step up to a long generation.
-_FIRST_TOKEN_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 20.0, 40.0, 80.0)
-_INTER_TOKEN_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.015, 0.02, 0.025, 0.03, 0.04, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5)
-_REQUEST_BUCKETS = (0.01, 0.05, 0.1, 0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0, 120.0, 300.0)
+_FIRST_TOKEN_BUCKETS = (
+    0.001,
+    0.005,
+    0.01,
+    0.02,
+    0.04,
+    0.06,
+    0.08,
+    0.1,
+    0.25,
+    0.5,
+    0.75,
+    1.0,
+    2.5,
+    5.0,
+    7.5,
+    10.0,
+    20.0,
+    40.0,
+    80.0,
+)
+_INTER_TOKEN_BUCKETS = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.015,
+    0.02,
+    0.025,
+    0.03,
+    0.04,
+    0.05,
+    0.075,
+    0.1,
+    0.15,
+    0.2,
+    0.3,
+    0.4,
+    0.5,
+    0.75,
+    1.0,
+    2.5,
+)
+_REQUEST_BUCKETS = (
+    0.01,
+    0.05,
+    0.1,
+    0.3,
+    0.5,
+    0.8,
+    1.0,
+    1.5,
+    2.0,
+    2.5,
+    5.0,
+    10.0,
+    15.0,
+    20.0,
+    30.0,
+    40.0,
+    50.0,
+    60.0,
+    120.0,
+    300.0,
+)
 
 MAX_ROUTE_LABELS = 64
 OTHER_ROUTE = "other"
@@ -31,7 +93,8 @@ class ServerMetrics:
             "time_to_first_token_seconds", "Time from arrival to the first generated token.", _FIRST_TOKEN_BUCKETS
         )
         self.inter_token_latency = self._histogram(
-            "inter_token_latency_seconds", "Time between two consecutive generated tokens of one request.",
+            "inter_token_latency_seconds",
+            "Time between two consecutive generated tokens of one request.",
             _INTER_TOKEN_BUCKETS,
         )
         self.e2e_latency = self._histogram(
@@ -48,9 +111,7 @@ class ServerMetrics:
         self.reasoning_tokens = self._counter(
             "reasoning_tokens", "Generated tokens on the analysis (reasoning) channel."
         )
-        self.response_cache_hits = self._counter(
-            "response_cache_hits", "Requests answered from the response cache."
-        )
+        self.response_cache_hits = self._counter("response_cache_hits", "Requests answered from the response cache.")
         self.response_cache_misses = self._counter(
             "response_cache_misses", "Cacheable requests not found in the response cache."
         )
@@ -70,7 +131,7 @@ class ServerMetrics:
             "postprocess, deliver (handing outputs to the HTTP layer).",
             labels=("phase",),
         )
-        self._engine_seen: dict[str, float] = {}     # engine totals already added to the counters
+        self._engine_seen: dict[str, float] = {}  # engine totals already added to the counters
         self._engine_lock = threading.Lock()
         self._routes: set[str] = set()
         self._routes_lock = threading.Lock()
@@ -97,7 +158,7 @@ class ServerMetrics:
         """Copy the engine's queue and KV cache gauges and advance its step counters (call before rendering)."""
         self.requests_running.set(stats.running)
         self.requests_waiting.set(stats.waiting)
-        with self._engine_lock:     # two scrapes at once must not add the same difference twice
+        with self._engine_lock:  # two scrapes at once must not add the same difference twice
             for name, total in (("steps", float(stats.steps)), *stats.step_phase_seconds.items()):
                 delta = total - self._engine_seen.get(name, 0.0)
                 if delta > 0:

@@ -45,11 +45,12 @@ class FakeEngine(EngineClient):
         self.abort_after = None
         self.submitted.clear()
         self.aborted.clear()
+
     decode: Callable[[list[int]], str] = lambda ids: ""
     max_model_len: int = 4096
     max_waiting: int = 8
-    hang_after: int | None = None     # emit this many tokens, then wait until aborted
-    abort_after: int | None = None    # the engine itself aborts (as at shutdown) on this token
+    hang_after: int | None = None  # emit this many tokens, then wait until aborted
+    abort_after: int | None = None  # the engine itself aborts (as at shutdown) on this token
     submitted: list[SubmittedRequest] = field(default_factory=list)
     aborted: list[str] = field(default_factory=list)
     running: set[str] = field(default_factory=set)
@@ -58,17 +59,28 @@ class FakeEngine(EngineClient):
     @property
     def info(self) -> RunnerInfo:
         return RunnerInfo(
-            model_name="gpt-oss-fake", max_model_len=self.max_model_len, vocab_size=201088, block_size=16,
-            num_kv_blocks=64, eos_token_ids=STOP_TOKENS, device="cpu", dtype="float32", quantization="none",
+            model_name="gpt-oss-fake",
+            max_model_len=self.max_model_len,
+            vocab_size=201088,
+            block_size=16,
+            num_kv_blocks=64,
+            eos_token_ids=STOP_TOKENS,
+            device="cpu",
+            dtype="float32",
+            quantization="none",
         )
 
     async def start(self) -> None:
         return None
 
-    def generate(self, request_id: str, prompt_token_ids: list[int], params: SamplingParams) -> AsyncIterator[RequestOutput]:
+    def generate(
+        self, request_id: str, prompt_token_ids: list[int], params: SamplingParams
+    ) -> AsyncIterator[RequestOutput]:
         return self._generate(request_id, prompt_token_ids, params)
 
-    async def _generate(self, request_id: str, prompt: list[int], params: SamplingParams) -> AsyncIterator[RequestOutput]:
+    async def _generate(
+        self, request_id: str, prompt: list[int], params: SamplingParams
+    ) -> AsyncIterator[RequestOutput]:
         if len(prompt) + (params.max_tokens or 0) > self.max_model_len:
             raise InvalidRequestError("too long", "max_tokens")
         if len(self.running) >= self.max_waiting:
@@ -105,11 +117,17 @@ class FakeEngine(EngineClient):
                     if params.logprobs is not None:
                         alternatives = [(token, -0.5), (token + 1, -1.5)][: params.logprobs]
                         logprobs = [TokenLogprob(token, -0.5, alternatives)]
-                    outputs.append(CompletionOutput(
-                        index=index, new_token_ids=[token], token_ids=list(produced[index]),
-                        new_text=self.decode([token]), text=self.decode(produced[index]),
-                        finish_reason=finish, new_logprobs=logprobs,
-                    ))
+                    outputs.append(
+                        CompletionOutput(
+                            index=index,
+                            new_token_ids=[token],
+                            token_ids=list(produced[index]),
+                            new_text=self.decode([token]),
+                            text=self.decode(produced[index]),
+                            finish_reason=finish,
+                            new_logprobs=logprobs,
+                        )
+                    )
                 step += 1
                 await asyncio.sleep(0)
                 yield RequestOutput(request_id, list(prompt), outputs, all(done), 0, timings)

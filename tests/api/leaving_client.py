@@ -25,8 +25,10 @@ def post_then_leave(base_url: str, path: str, body: dict[str, Any], submitted: C
     """POST `body`, wait until `submitted()` says the engine holds the request, then close the connection."""
     host, port = base_url.removeprefix("http://").split(":")
     payload = json.dumps(body).encode()
-    head = (f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(payload)}\r\n\r\n").encode()
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(payload)}\r\n\r\n"
+    ).encode()
     with socket.create_connection((host, int(port)), timeout=GUARD_S) as conn:
         conn.sendall(head + payload)
         if not wait_until(submitted):

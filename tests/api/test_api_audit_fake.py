@@ -6,12 +6,13 @@ from __future__ import annotations
 import json
 
 import httpx
-import pytest
 import openai
-
+import pytest
 from leaving_client import post_then_leave, wait_until
 
-REASONED = "<|channel|>analysis<|message|>Think hard.<|end|><|start|>assistant<|channel|>final<|message|>Paris.<|return|>"
+REASONED = (
+    "<|channel|>analysis<|message|>Think hard.<|end|><|start|>assistant<|channel|>final<|message|>Paris.<|return|>"
+)
 HELLO = [{"role": "user", "content": "Hi"}]
 
 
@@ -26,7 +27,9 @@ def client(base_url: str) -> openai.OpenAI:
 
 def test_native_stream_sends_reasoning_apart_from_the_answer(base_url, fake, harmony):
     fake.script = lambda prompt, params: harmony(REASONED)
-    with httpx.stream("POST", base_url + "/stream", json={"text": "Capital?", "max_tokens": 64}, timeout=30) as response:
+    with httpx.stream(
+        "POST", base_url + "/stream", json={"text": "Capital?", "max_tokens": 64}, timeout=30
+    ) as response:
         assert response.status_code == 200
         parsed, last = sse_json(b"".join(response.iter_bytes()))
     assert last == b"[DONE]"
@@ -48,8 +51,9 @@ def test_engine_abort_reads_as_length_on_openai_routes_and_abort_natively(base_u
     chat = client(base_url).chat.completions.create(model="gpt-oss-fake", messages=HELLO, max_tokens=50)
     assert chat.choices[0].finish_reason == "length"
     assert chat.choices[0].message.content == "one two"
-    stream = list(client(base_url).chat.completions.create(model="gpt-oss-fake", messages=HELLO, max_tokens=50,
-                                                           stream=True))
+    stream = list(
+        client(base_url).chat.completions.create(model="gpt-oss-fake", messages=HELLO, max_tokens=50, stream=True)
+    )
     assert [c.choices[0].finish_reason for c in stream if c.choices and c.choices[0].finish_reason] == ["length"]
     completion = client(base_url).completions.create(model="gpt-oss-fake", prompt="Hi", max_tokens=50)
     assert completion.choices[0].finish_reason == "length"
@@ -62,20 +66,29 @@ def test_completions_with_a_list_of_prompts(base_url, fake, tokenizer):
     fake.script = lambda prompt, params: tokenizer.encode(answers[tokenizer.decode(prompt)]) + [200002]
     response = client(base_url).completions.create(model="gpt-oss-fake", prompt=["Red", "Blue"], n=2, max_tokens=8)
     assert [(c.index, c.text) for c in response.choices] == [
-        (0, " apple<|return|>"), (1, " apple<|return|>"), (2, " sky<|return|>"), (3, " sky<|return|>"),
+        (0, " apple<|return|>"),
+        (1, " apple<|return|>"),
+        (2, " sky<|return|>"),
+        (3, " sky<|return|>"),
     ]
     assert sorted(tokenizer.decode(r.prompt_token_ids) for r in fake.submitted) == ["Blue", "Red"]
     assert response.usage.prompt_tokens == len(tokenizer.encode("Red")) + len(tokenizer.encode("Blue"))
-    assert response.usage.completion_tokens == 4 * 2   # two tokens (word, <|return|>) a choice
+    assert response.usage.completion_tokens == 4 * 2  # two tokens (word, <|return|>) a choice
     assert response.usage.total_tokens == response.usage.prompt_tokens + 4 * 2
 
 
 def test_completions_stream_a_list_of_token_id_prompts(base_url, fake, tokenizer):
     red, blue = tokenizer.encode("Red"), tokenizer.encode("Blue")
     fake.script = lambda prompt, params: tokenizer.encode(" apple" if prompt == red else " sky") + [200002]
-    chunks = list(client(base_url).completions.create(
-        model="gpt-oss-fake", prompt=[red, blue], max_tokens=8, stream=True, stream_options={"include_usage": True},
-    ))
+    chunks = list(
+        client(base_url).completions.create(
+            model="gpt-oss-fake",
+            prompt=[red, blue],
+            max_tokens=8,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
     text = {0: "", 1: ""}
     for chunk in chunks[:-1]:
         for choice in chunk.choices:
@@ -100,9 +113,13 @@ def test_a_bad_prompt_in_the_list_names_it_and_submits_nothing(base_url, fake):
 
 def test_content_as_a_list_of_text_parts(base_url, fake, harmony, tokenizer):
     fake.script = lambda prompt, params: harmony("<|channel|>final<|message|>ok<|return|>")
-    response = client(base_url).chat.completions.create(model="gpt-oss-fake", max_tokens=8, messages=[
-        {"role": "user", "content": [{"type": "text", "text": "Hello "}, {"type": "text", "text": "there"}]},
-    ])
+    response = client(base_url).chat.completions.create(
+        model="gpt-oss-fake",
+        max_tokens=8,
+        messages=[
+            {"role": "user", "content": [{"type": "text", "text": "Hello "}, {"type": "text", "text": "there"}]},
+        ],
+    )
     assert response.choices[0].message.content == "ok"
     assert "<|start|>user<|message|>Hello there<|end|>" in tokenizer.decode(fake.submitted[0].prompt_token_ids)
 
@@ -117,14 +134,17 @@ def test_leaving_a_stream_of_several_prompts_aborts_each(base_url, fake, tokeniz
     assert sorted(fake.aborted) == sorted(r.request_id for r in fake.submitted) and len(fake.submitted) == 3
 
 
-@pytest.mark.parametrize(("path", "body", "streaming"), [
-    ("/generate", {"text": "Hi", "max_tokens": 50}, False),
-    ("/chat", {"messages": HELLO, "max_tokens": 50}, False),
-    ("/stream", {"text": "Hi", "max_tokens": 50}, True),
-    ("/v1/completions", {"prompt": "Hi", "max_tokens": 50}, False),
-    ("/v1/completions", {"prompt": "Hi", "max_tokens": 50, "stream": True}, True),
-    ("/v1/completions", {"prompt": ["a", "b"], "max_tokens": 50}, False),
-])
+@pytest.mark.parametrize(
+    ("path", "body", "streaming"),
+    [
+        ("/generate", {"text": "Hi", "max_tokens": 50}, False),
+        ("/chat", {"messages": HELLO, "max_tokens": 50}, False),
+        ("/stream", {"text": "Hi", "max_tokens": 50}, True),
+        ("/v1/completions", {"prompt": "Hi", "max_tokens": 50}, False),
+        ("/v1/completions", {"prompt": "Hi", "max_tokens": 50, "stream": True}, True),
+        ("/v1/completions", {"prompt": ["a", "b"], "max_tokens": 50}, False),
+    ],
+)
 def test_a_client_that_leaves_aborts_its_request(base_url, fake, harmony, path, body, streaming):
     fake.script = lambda prompt, params: harmony("<|channel|>final<|message|>a b c d e f g")
     fake.hang_after = 5

@@ -11,8 +11,8 @@ import httpx
 import openai
 import pytest
 import torch
-
 from live_server import live_server
+
 from tkr_embed.api.server import create_app
 from tkr_embed.config import Settings
 from tkr_embed.engine.engine_process import ProcessEngine
@@ -25,11 +25,13 @@ BACKENDS = {"torch": {"device": "cpu"}, "mlx": {"device": "mlx", "quantization":
 
 
 @pytest.fixture(scope="module", params=sorted(BACKENDS))
-def demo_server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Settings]]:
+def demo_server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, Settings]]:
     torch.set_num_threads(2)
     data_dir = tmp_path_factory.mktemp("live-data")
     settings = Settings(
-        model=BACKENDS[request.param],           # no model path: the demo checkpoint is written and served
+        model=BACKENDS[request.param],  # no model path: the demo checkpoint is written and served
         engine={"max_num_seqs": 1, "max_waiting": 1, "kv_cache_blocks": 256},
         storage={"data_dir": str(data_dir)},
     )
@@ -51,19 +53,20 @@ def test_demo_checkpoint_is_written_and_announced(demo_server):
     assert info["model_path"] == str(settings.demo_model_dir)
     assert info["device"] in ("cpu", "mlx:cpu") and info["vocab_size"] == 201088 and info["context_length"] > 0
     assert info["device"].startswith("mlx") == (settings.model.device == "mlx")
-    assert info["quantization_reason"]        # what the quantization setting chose, and why
+    assert info["quantization_reason"]  # what the quantization setting chose, and why
 
 
 def test_the_engine_runs_in_a_process_of_its_own(demo_server):
     engine = demo_server[2].state.server.engine
     assert isinstance(engine, ProcessEngine) and engine.is_running
     assert engine._process.pid != os.getpid()
-    assert engine.stats().kv_blocks_total == 256          # the engine settings reached the child
+    assert engine.stats().kv_blocks_total == 256  # the engine settings reached the child
 
 
 def test_chat_completion_greedy_is_reproducible(client, demo_server):
-    first = client.chat.completions.create(model=client.models.list().data[0].id, messages=HELLO,
-                                           max_tokens=6, temperature=0)
+    first = client.chat.completions.create(
+        model=client.models.list().data[0].id, messages=HELLO, max_tokens=6, temperature=0
+    )
     second = client.chat.completions.create(messages=HELLO, max_tokens=6, temperature=0, model=first.model)
     assert first.usage.completion_tokens <= 6 and first.usage.prompt_tokens > 10
     assert first.choices[0].finish_reason in ("length", "stop")
@@ -78,8 +81,16 @@ def test_chat_completion_greedy_is_reproducible(client, demo_server):
 
 def test_chat_stream_with_usage(client):
     model = client.models.list().data[0].id
-    chunks = list(client.chat.completions.create(model=model, messages=HELLO, max_tokens=5, temperature=0,
-                                                 stream=True, stream_options={"include_usage": True}))
+    chunks = list(
+        client.chat.completions.create(
+            model=model,
+            messages=HELLO,
+            max_tokens=5,
+            temperature=0,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
     assert chunks[0].choices[0].delta.role == "assistant"
     assert chunks[-1].choices == [] and 1 <= chunks[-1].usage.completion_tokens <= 5
 
@@ -88,7 +99,9 @@ def test_completions_and_native_generate(client, demo_server):
     model = client.models.list().data[0].id
     completion = client.completions.create(model=model, prompt="The sky is", max_tokens=4, temperature=0, seed=1)
     assert completion.usage.completion_tokens == 4 and completion.choices[0].finish_reason == "length"
-    generated = httpx.post(demo_server[0] + "/generate", json={"text": "Hi", "max_tokens": 4, "temperature": 0}, timeout=120)
+    generated = httpx.post(
+        demo_server[0] + "/generate", json={"text": "Hi", "max_tokens": 4, "temperature": 0}, timeout=120
+    )
     assert generated.status_code == 200
     assert generated.json()["tokens_generated"] <= 4
 
@@ -118,12 +131,11 @@ def test_full_queue_answers_503(demo_server):
     url = demo_server[0]
     long_body = {"prompt": "Count", "max_tokens": 4000, "temperature": 0, "stream": True}
     short_body = {"prompt": "Count", "max_tokens": 3, "temperature": 0}
-    with httpx.Client(base_url=url, timeout=120) as streaming, \
-            concurrent.futures.ThreadPoolExecutor(1) as pool:
+    with httpx.Client(base_url=url, timeout=120) as streaming, concurrent.futures.ThreadPoolExecutor(1) as pool:
         with streaming.stream("POST", "/v1/completions", json=long_body) as running:
             assert running.status_code == 200
-            lines = running.iter_lines()                     # held: dropping the iterator closes the stream
-            assert next(lines).startswith("data: ")         # the first token: it is in the running batch
+            lines = running.iter_lines()  # held: dropping the iterator closes the stream
+            assert next(lines).startswith("data: ")  # the first token: it is in the running batch
             queued = pool.submit(httpx.post, url + "/v1/completions", json=short_body, timeout=120)
             wait_for_queue(url, running=1, waiting=1)
             refused = httpx.post(url + "/v1/completions", json=short_body, timeout=120)
@@ -134,7 +146,7 @@ def test_full_queue_answers_503(demo_server):
     assert refused.json()["error"]["code"] == "server_overloaded"
     assert served.status_code == 200
     assert served.json()["usage"]["completion_tokens"] == 3
-    wait_for_queue(url, running=0, waiting=0)               # the aborted stream left nothing behind
+    wait_for_queue(url, running=0, waiting=0)  # the aborted stream left nothing behind
 
 
 def test_load_generator_drives_the_live_server(demo_server, capsys):
@@ -146,8 +158,25 @@ def test_load_generator_drives_the_live_server(demo_server, capsys):
     module = load_bench_module("load_generator")
     url = demo_server[0]
     model = httpx.get(url + "/v1/models").json()["data"][0]["id"]
-    code = module.main(["--url", url, "--endpoint", "completions", "--prompt-tokens", "12", "--ignore-eos",
-                        "--concurrency", "1", "--requests", "2", "--max-tokens", "3", "--model", model])
+    code = module.main(
+        [
+            "--url",
+            url,
+            "--endpoint",
+            "completions",
+            "--prompt-tokens",
+            "12",
+            "--ignore-eos",
+            "--concurrency",
+            "1",
+            "--requests",
+            "2",
+            "--max-tokens",
+            "3",
+            "--model",
+            model,
+        ]
+    )
     report = json.loads(capsys.readouterr().out)
     assert code == 0 and report["errors"] == [] and report["succeeded"] == 2
     assert report["output_tokens"] == 6
@@ -162,8 +191,13 @@ def test_engine_step_phases_reach_metrics(tmp_path):
     from tkr_embed.api.extensions import default_extensions
 
     module = load_bench_module("engine_phases")
-    settings = Settings(env="development", model={"device": "cpu"}, engine={"max_num_seqs": 1, "kv_cache_blocks": 64},
-                        security={"metrics_public": True}, storage={"data_dir": str(tmp_path)})
+    settings = Settings(
+        env="development",
+        model={"device": "cpu"},
+        engine={"max_num_seqs": 1, "kv_cache_blocks": 64},
+        security={"metrics_public": True},
+        storage={"data_dir": str(tmp_path)},
+    )
     with live_server(create_app(settings, extensions=default_extensions(settings))) as url:
         before = module.snapshot(url)
         llm = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0, timeout=120)

@@ -7,13 +7,16 @@ import json
 import httpx
 import openai
 import pytest
-
 from leaving_client import post_then_leave, wait_until
 
-REASONED = ("<|channel|>analysis<|message|>The user greets.<|end|><|start|>assistant<|channel|>final"
-            "<|message|>Hello there!<|return|>")
-TOOL_CALL = ("<|channel|>analysis<|message|>Need the weather.<|end|><|start|>assistant<|channel|>commentary "
-             'to=functions.get_weather <|constrain|>json<|message|>{"city": "Paris"}<|call|>')
+REASONED = (
+    "<|channel|>analysis<|message|>The user greets.<|end|><|start|>assistant<|channel|>final"
+    "<|message|>Hello there!<|return|>"
+)
+TOOL_CALL = (
+    "<|channel|>analysis<|message|>Need the weather.<|end|><|start|>assistant<|channel|>commentary "
+    'to=functions.get_weather <|constrain|>json<|message|>{"city": "Paris"}<|call|>'
+)
 WEATHER_TOOL = {
     "type": "function",
     "name": "get_weather",
@@ -70,8 +73,12 @@ def test_reasoning_and_answer_are_separate_items(client, fake, harmony, tokenize
 def test_instructions_effort_and_sampling_reach_the_prompt(client, fake, harmony, tokenizer):
     fake.script = lambda prompt, params: harmony("<|channel|>final<|message|>ok<|return|>")
     response = client.responses.create(
-        model="gpt-oss-fake", input=[{"role": "user", "content": [{"type": "input_text", "text": "Ping"}]}],
-        instructions="Answer in French.", reasoning={"effort": "high"}, temperature=0.3, top_p=0.5,
+        model="gpt-oss-fake",
+        input=[{"role": "user", "content": [{"type": "input_text", "text": "Ping"}]}],
+        instructions="Answer in French.",
+        reasoning={"effort": "high"},
+        temperature=0.3,
+        top_p=0.5,
         max_output_tokens=9,
     )
     params = fake.submitted[0].params
@@ -99,26 +106,37 @@ def test_function_output_and_reasoning_are_accepted_back(client, fake, harmony, 
     first = client.responses.create(model="gpt-oss-fake", input="Weather in Paris?", tools=[WEATHER_TOOL])
     call = first.output[1]
     fake.script = lambda prompt, params: harmony("<|channel|>final<|message|>It is 20 degrees.<|return|>")
-    history = [{"role": "user", "content": "Weather in Paris?"}, *[item.model_dump() for item in first.output],
-               {"type": "function_call_output", "call_id": call.call_id, "output": '{"temperature": 20}'}]
+    history = [
+        {"role": "user", "content": "Weather in Paris?"},
+        *[item.model_dump() for item in first.output],
+        {"type": "function_call_output", "call_id": call.call_id, "output": '{"temperature": 20}'},
+    ]
     second = client.responses.create(model="gpt-oss-fake", input=history, tools=[WEATHER_TOOL])
     assert second.output_text == "It is 20 degrees."
     prompt = tokenizer.decode(fake.submitted[1].prompt_token_ids)
-    assert ("<|start|>assistant<|channel|>analysis<|message|>Need the weather.<|end|>"
-            "<|start|>assistant to=functions.get_weather<|channel|>commentary <|constrain|>json"
-            '<|message|>{"city": "Paris"}<|call|>') in prompt
-    assert ('<|start|>functions.get_weather to=assistant<|channel|>commentary<|message|>{"temperature": 20}<|end|>'
-            in prompt)
+    assert (
+        "<|start|>assistant<|channel|>analysis<|message|>Need the weather.<|end|>"
+        "<|start|>assistant to=functions.get_weather<|channel|>commentary <|constrain|>json"
+        '<|message|>{"city": "Paris"}<|call|>'
+    ) in prompt
+    assert (
+        '<|start|>functions.get_weather to=assistant<|channel|>commentary<|message|>{"temperature": 20}<|end|>'
+        in prompt
+    )
     assert prompt.endswith("<|start|>assistant")
 
 
 def test_named_and_required_tool_choice_are_forced(client, fake, harmony, tokenizer):
     fake.script = lambda prompt, params: harmony('{"city": "Oslo"}<|call|>')
-    response = client.responses.create(model="gpt-oss-fake", input="Hi", tools=[WEATHER_TOOL],
-                                       tool_choice={"type": "function", "name": "get_weather"})
+    response = client.responses.create(
+        model="gpt-oss-fake", input="Hi", tools=[WEATHER_TOOL], tool_choice={"type": "function", "name": "get_weather"}
+    )
     assert tokenizer.decode(fake.submitted[0].prompt_token_ids).endswith(
-        "<|start|>assistant<|channel|>commentary to=functions.get_weather <|constrain|>json<|message|>")
-    assert [(i.type, i.name, i.arguments) for i in response.output] == [("function_call", "get_weather", '{"city": "Oslo"}')]
+        "<|start|>assistant<|channel|>commentary to=functions.get_weather <|constrain|>json<|message|>"
+    )
+    assert [(i.type, i.name, i.arguments) for i in response.output] == [
+        ("function_call", "get_weather", '{"city": "Oslo"}')
+    ]
     fake.script = lambda prompt, params: harmony('.get_weather <|constrain|>json<|message|>{"city": "Rome"}<|call|>')
     response = client.responses.create(model="gpt-oss-fake", input="Hi", tools=[WEATHER_TOOL], tool_choice="required")
     assert tokenizer.decode(fake.submitted[1].prompt_token_ids).endswith("<|channel|>commentary to=functions")
@@ -141,11 +159,20 @@ def test_stream_events_in_order(base_url, fake, harmony):
     assert [data["sequence_number"] for _, data in events] == list(range(len(events)))
     collapsed = [k for i, k in enumerate(kinds) if i == 0 or k != kinds[i - 1]]
     assert collapsed == [
-        "response.created", "response.in_progress",
-        "response.output_item.added", "response.content_part.added", "response.reasoning_text.delta",
-        "response.reasoning_text.done", "response.content_part.done", "response.output_item.done",
-        "response.output_item.added", "response.content_part.added", "response.output_text.delta",
-        "response.output_text.done", "response.content_part.done", "response.output_item.done",
+        "response.created",
+        "response.in_progress",
+        "response.output_item.added",
+        "response.content_part.added",
+        "response.reasoning_text.delta",
+        "response.reasoning_text.done",
+        "response.content_part.done",
+        "response.output_item.done",
+        "response.output_item.added",
+        "response.content_part.added",
+        "response.output_text.delta",
+        "response.output_text.done",
+        "response.content_part.done",
+        "response.output_item.done",
         "response.completed",
     ]
     data = [d for _, d in events]
@@ -171,7 +198,10 @@ def test_stream_function_call_with_the_sdk(client, fake, harmony):
     done = next(e for e in events if e.type == "response.function_call_arguments.done")
     assert json.loads(done.arguments) == {"city": "Paris"}
     item_done = [e.item for e in events if e.type == "response.output_item.done"]
-    assert [(item.type, item.status) for item in item_done] == [("reasoning", "completed"), ("function_call", "completed")]
+    assert [(item.type, item.status) for item in item_done] == [
+        ("reasoning", "completed"),
+        ("function_call", "completed"),
+    ]
     assert item_done[1].name == "get_weather" and item_done[1].call_id == events[-1].response.output[1].call_id
 
 
@@ -192,22 +222,35 @@ def test_stream_incomplete_ends_with_response_incomplete(base_url, fake, harmony
     assert [d["item"]["status"] for k, d in events if k == "response.output_item.done"] == ["incomplete"]
 
 
-@pytest.mark.parametrize(("body", "param"), [
-    ({"input": "Hi", "previous_response_id": "resp_1"}, "previous_response_id"),
-    ({"input": "Hi", "store": True}, "store"),
-    ({"input": []}, "input"),
-    ({"input": [{"role": "robot", "content": "Hi"}]}, "input[0].role"),
-    ({"input": [{"role": "user", "content": [{"type": "input_image", "image_url": "x"}]}]}, "input[0].content[0]"),
-    ({"input": [{"type": "item_reference", "id": "msg_1"}]}, "input[0]"),
-    ({"input": [{"role": "user", "content": "Hi"}, {"type": "function_call_output", "call_id": "nope", "output": "1"}]},
-     "input[1].call_id"),
-    ({"input": "Hi", "tools": [{"type": "web_search"}]}, "tools[0].type"),
-    ({"input": "Hi", "tool_choice": {"type": "function", "name": "missing"}, "tools": [WEATHER_TOOL]}, "tool_choice"),
-    ({"input": "Hi", "tool_choice": "required"}, "tool_choice"),
-    ({"input": "Hi", "reasoning": {"effort": "extreme"}}, "reasoning.effort"),
-    ({"input": "Hi", "max_output_tokens": 4096}, "max_output_tokens"),
-    ({"input": "Hi", "text": {"format": {"type": "json_schema"}}}, "text.format.type"),
-])
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"input": "Hi", "previous_response_id": "resp_1"}, "previous_response_id"),
+        ({"input": "Hi", "store": True}, "store"),
+        ({"input": []}, "input"),
+        ({"input": [{"role": "robot", "content": "Hi"}]}, "input[0].role"),
+        ({"input": [{"role": "user", "content": [{"type": "input_image", "image_url": "x"}]}]}, "input[0].content[0]"),
+        ({"input": [{"type": "item_reference", "id": "msg_1"}]}, "input[0]"),
+        (
+            {
+                "input": [
+                    {"role": "user", "content": "Hi"},
+                    {"type": "function_call_output", "call_id": "nope", "output": "1"},
+                ]
+            },
+            "input[1].call_id",
+        ),
+        ({"input": "Hi", "tools": [{"type": "web_search"}]}, "tools[0].type"),
+        (
+            {"input": "Hi", "tool_choice": {"type": "function", "name": "missing"}, "tools": [WEATHER_TOOL]},
+            "tool_choice",
+        ),
+        ({"input": "Hi", "tool_choice": "required"}, "tool_choice"),
+        ({"input": "Hi", "reasoning": {"effort": "extreme"}}, "reasoning.effort"),
+        ({"input": "Hi", "max_output_tokens": 4096}, "max_output_tokens"),
+        ({"input": "Hi", "text": {"format": {"type": "json_schema"}}}, "text.format.type"),
+    ],
+)
 def test_bad_requests_name_the_field(base_url, fake, body, param):
     response = post(base_url, body)
     assert response.status_code == 400, response.text
@@ -246,7 +289,7 @@ def demo_url(tmp_path_factory: pytest.TempPathFactory):
 
     torch.set_num_threads(2)
     settings = Settings(
-        model={"device": "cpu"},                 # no model path: the demo checkpoint is written and served
+        model={"device": "cpu"},  # no model path: the demo checkpoint is written and served
         engine={"max_num_seqs": 1, "max_waiting": 1, "kv_cache_blocks": 256},
         storage={"data_dir": str(tmp_path_factory.mktemp("responses-demo"))},
     )

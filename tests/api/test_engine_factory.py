@@ -15,8 +15,13 @@ from tkr_embed.harmony.tokenizer import get_tokenizer
 def test_engine_settings_reach_the_engine_and_the_process(tmp_path) -> None:
     settings = Settings(
         model={"device": "cpu"},
-        engine={"lookahead": False, "max_num_seqs": 3, "kv_cache_blocks": 64, "gil_switch_interval_ms": 0.3,
-                "separate_process": False},
+        engine={
+            "lookahead": False,
+            "max_num_seqs": 3,
+            "kv_cache_blocks": 64,
+            "gil_switch_interval_ms": 0.3,
+            "separate_process": False,
+        },
         storage={"data_dir": str(tmp_path)},
     )
     interval = sys.getswitchinterval()
@@ -34,8 +39,9 @@ def test_engine_settings_reach_the_engine_and_the_process(tmp_path) -> None:
 
 
 def test_by_default_the_engine_is_built_in_a_child_process(tmp_path) -> None:
-    settings = Settings(model={"device": "cpu"}, engine={"max_num_seqs": 3, "kv_cache_blocks": 64},
-                        storage={"data_dir": str(tmp_path)})
+    settings = Settings(
+        model={"device": "cpu"}, engine={"max_num_seqs": 3, "kv_cache_blocks": 64}, storage={"data_dir": str(tmp_path)}
+    )
 
     async def build_and_stop():
         loaded = await start_engine(settings, get_tokenizer())

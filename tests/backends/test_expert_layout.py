@@ -16,7 +16,7 @@ from tkr_embed.models.gpt_oss.moe import Experts
 
 
 def test_a_tile_column_holds_32_bytes_of_16_consecutive_rows():
-    blocks, scales = random_mxfp4(3, 48, 192, generator=torch.Generator().manual_seed(0))     # rows 48, K 192
+    blocks, scales = random_mxfp4(3, 48, 192, generator=torch.Generator().manual_seed(0))  # rows 48, K 192
     t_blocks, t_scales = tiled(blocks, scales)
     assert t_blocks.shape == blocks.shape and t_scales.shape == scales.shape
     row_bytes, groups = 96, 6
@@ -44,17 +44,17 @@ def test_tiling_in_place_equals_the_tiled_copy():
 
 def test_only_whole_tiles_are_tiled():
     assert can_tile(torch.empty(2, 32, 4, 16, dtype=torch.uint8))
-    assert not can_tile(torch.empty(2, 24, 4, 16, dtype=torch.uint8))      # rows not a multiple of 16
-    assert not can_tile(torch.empty(2, 32, 3, 16, dtype=torch.uint8))      # K = 96, not a multiple of 64
+    assert not can_tile(torch.empty(2, 24, 4, 16, dtype=torch.uint8))  # rows not a multiple of 16
+    assert not can_tile(torch.empty(2, 32, 3, 16, dtype=torch.uint8))  # K = 96, not a multiple of 64
 
 
 def _experts(hidden: int, intermediate: int) -> Experts:
-    config = GptOssConfig(hidden_size=hidden, intermediate_size=intermediate, num_local_experts=4,
-                          num_hidden_layers=1)
+    config = GptOssConfig(hidden_size=hidden, intermediate_size=intermediate, num_local_experts=4, num_hidden_layers=1)
     experts = Experts(config, device="cpu", dtype=torch.bfloat16, expert_format="mxfp4")
     gen = torch.Generator().manual_seed(2)
-    experts.gate_up_proj_blocks.data, experts.gate_up_proj_scales.data = random_mxfp4(4, 2 * intermediate, hidden,
-                                                                                      generator=gen)
+    experts.gate_up_proj_blocks.data, experts.gate_up_proj_scales.data = random_mxfp4(
+        4, 2 * intermediate, hidden, generator=gen
+    )
     experts.down_proj_blocks.data, experts.down_proj_scales.data = random_mxfp4(4, hidden, intermediate, generator=gen)
     experts.gate_up_proj_bias.data = torch.randn(4, 2 * intermediate, generator=gen).to(torch.bfloat16)
     experts.down_proj_bias.data = torch.randn(4, hidden, generator=gen).to(torch.bfloat16)
@@ -73,11 +73,11 @@ def test_the_reference_path_gives_the_same_results_from_tiled_experts():
     assert not torch.equal(experts.gate_up_proj_blocks, checkpoint_bytes)
     assert torch.equal(experts.experts_forward(hidden, topk_ids, topk_weights), before)
     tiled_bytes = experts.gate_up_proj_blocks.clone()
-    assert experts.tile_for_kernels() and torch.equal(experts.gate_up_proj_blocks, tiled_bytes)   # once only
+    assert experts.tile_for_kernels() and torch.equal(experts.gate_up_proj_blocks, tiled_bytes)  # once only
 
 
 def test_experts_that_do_not_tile_stay_in_checkpoint_order():
-    experts = _experts(128, 96)          # the down projection's K = 96
+    experts = _experts(128, 96)  # the down projection's K = 96
     before = experts.down_proj_blocks.clone()
     assert not experts.tile_for_kernels() and not experts.tiled
     assert torch.equal(experts.down_proj_blocks, before)

@@ -15,8 +15,15 @@ from tkr_embed.backends.kv_budget import (
 )
 
 GIB = 1 << 30
-SHAPE_20B = dict(hidden_size=2880, intermediate_size=2880, experts_per_token=4, num_heads=64, num_kv_heads=8,
-                 head_dim=64, scratch_bytes=GIB)
+SHAPE_20B = dict(
+    hidden_size=2880,
+    intermediate_size=2880,
+    experts_per_token=4,
+    num_heads=64,
+    num_kv_heads=8,
+    head_dim=64,
+    scratch_bytes=GIB,
+)
 
 
 def test_bytes_per_block_counts_k_and_v_of_every_layer() -> None:
@@ -45,15 +52,18 @@ def test_the_device_cache_leaves_room_for_the_largest_step() -> None:
     free, logits = 64 * 10**9, 2 * 64 * 201_088 * 4
     big_step = step_activation_bytes(num_tokens=65_536, **SHAPE_20B)
     assert big_step > free - (int(free * 0.9) - GIB)
-    cache = device_kv_cache_bytes(free_bytes=free, fraction=0.9, reserve_bytes=GIB, step_bytes=big_step,
-                                  other_bytes=logits)
+    cache = device_kv_cache_bytes(
+        free_bytes=free, fraction=0.9, reserve_bytes=GIB, step_bytes=big_step, other_bytes=logits
+    )
     assert cache + big_step + logits == free
     # at the default 8,192-token steps the fraction governs: also for the 120b on an 80 GB H100, whose
     # ~17.7 GB free after the weights give a 13.76 GiB cache
     for free in (64 * 10**9, 17_700_000_000):
         step = step_activation_bytes(num_tokens=8192, **SHAPE_20B)
-        assert device_kv_cache_bytes(free_bytes=free, fraction=0.9, reserve_bytes=GIB, step_bytes=step,
-                                     other_bytes=logits) == int(free * 0.9) - GIB - logits
+        assert (
+            device_kv_cache_bytes(free_bytes=free, fraction=0.9, reserve_bytes=GIB, step_bytes=step, other_bytes=logits)
+            == int(free * 0.9) - GIB - logits
+        )
     assert device_kv_cache_bytes(free_bytes=GIB, fraction=0.9, reserve_bytes=GIB, step_bytes=2 * GIB) == 0
 
 
@@ -80,8 +90,13 @@ def test_a_step_without_decodes_gets_room_only_where_it_costs_little_cache() -> 
     def blocks_for(free: int):
         def blocks(tokens: int) -> int:
             step = step_activation_bytes(num_tokens=tokens, moe_tokens=32_768, **SHAPE_20B)
-            return device_kv_cache_bytes(free_bytes=free, fraction=0.85, reserve_bytes=GIB, step_bytes=step,
-                                         other_bytes=logits) // block
+            return (
+                device_kv_cache_bytes(
+                    free_bytes=free, fraction=0.85, reserve_bytes=GIB, step_bytes=step, other_bytes=logits
+                )
+                // block
+            )
+
         return blocks
 
     whole_20b = blocks_for(64 * 10**9)(8192)
@@ -89,5 +104,5 @@ def test_a_step_without_decodes_gets_room_only_where_it_costs_little_cache() -> 
     small = blocks_for(17_700_000_000)
     assert small(32_768) < 0.75 * small(8192)
     assert blocks_with_step_room(small, 8192, 32_768) == (small(8192), 8192)
-    assert blocks_with_step_room(small, 8192, 9000) == (small(9000), 9000)       # a little larger: it fits
+    assert blocks_with_step_room(small, 8192, 9000) == (small(9000), 9000)  # a little larger: it fits
     assert blocks_with_step_room(small, 8192, None) == (small(8192), 8192)

@@ -44,7 +44,7 @@ def test_runner_info_describes_the_demo_model(runner: TorchModelRunner) -> None:
 def test_16_prompts_together_equal_each_alone(runner: TorchModelRunner) -> None:
     batch = prompts(16)
     together = make_llm(runner, max_num_batched_tokens=128).generate(batch, GREEDY)
-    for prompt, result in zip(batch, together):
+    for prompt, result in zip(batch, together, strict=False):
         alone = make_llm(runner).generate([prompt], GREEDY)[0]
         assert result.token_ids == alone.token_ids and len(alone.token_ids) == 4
 
@@ -80,26 +80,30 @@ def test_prefix_cache_gives_identical_output_and_prefills_only_new_part(runner: 
     cached = len(shared) // 8 * 8
     assert cached_result.num_cached_prompt_tokens == cached
     assert llm.engine.stats().prompt_tokens_prefilled - before == len(second) - cached
-    assert cached_result.token_ids == make_llm(runner, enable_prefix_caching=False).generate([second], GREEDY)[0].token_ids
+    assert (
+        cached_result.token_ids == make_llm(runner, enable_prefix_caching=False).generate([second], GREEDY)[0].token_ids
+    )
 
 
 def test_tiny_kv_budget_preempts_and_keeps_outputs(runner: TorchModelRunner) -> None:
     batch = prompts(6, seed=3)
     params = SamplingParams(max_tokens=6, temperature=0.0, ignore_eos=True)
-    llm = make_llm(runner, num_kv_blocks=8)              # 64 token slots for 6 sequences
+    llm = make_llm(runner, num_kv_blocks=8)  # 64 token slots for 6 sequences
     results = llm.generate(batch, params)
     assert llm.engine.stats().preemptions > 0
-    for prompt, result in zip(batch, results):
+    for prompt, result in zip(batch, results, strict=False):
         assert result.token_ids == make_llm(runner).generate([prompt], params)[0].token_ids
     assert llm.engine.block_manager.num_free_blocks == 8
 
 
 def test_logprobs_match_log_softmax_of_a_full_forward(runner: TorchModelRunner) -> None:
     prompt = prompts(1, seed=4)[0]
-    result = make_llm(runner).generate([prompt], SamplingParams(max_tokens=3, temperature=0.0, logprobs=2, ignore_eos=True))[0]
+    result = make_llm(runner).generate(
+        [prompt], SamplingParams(max_tokens=3, temperature=0.0, logprobs=2, ignore_eos=True)
+    )[0]
     logprobs = result.outputs[0].logprobs
     assert [lp.token_id for lp in logprobs] == result.token_ids
-    context = prompt + result.token_ids[:2]                  # recompute the 3rd token's distribution
+    context = prompt + result.token_ids[:2]  # recompute the 3rd token's distribution
     blocks = list(range(80, 80 + -(-len(context) // 8)))
     metadata = build_attention_metadata([(0, len(context), blocks)], 8, "cpu")
     hidden = runner.model(torch.tensor(context), torch.arange(len(context)), runner.kv_caches, metadata)

@@ -17,7 +17,7 @@ def entry(params: SamplingParams, seq_id: int = 0, prompt=(), output=()) -> Batc
 
 
 def logits_rows(rows: int, seed: int = 0) -> torch.Tensor:
-    return torch.randn(rows, VOCAB, generator=torch.Generator().manual_seed(seed)) * 2.0   # [S, V]
+    return torch.randn(rows, VOCAB, generator=torch.Generator().manual_seed(seed)) * 2.0  # [S, V]
 
 
 def sample_many(logits: torch.Tensor, params: SamplingParams, draws: int = 300, **entry_kw) -> list[int]:
@@ -61,13 +61,13 @@ def test_penalties_push_seen_tokens_down() -> None:
     greedy = SamplingParams(temperature=0.0)
     assert sampler(logits, [entry(greedy)])[0].token_id == 7
     repetition = SamplingParams(temperature=0.0, repetition_penalty=2.0)
-    assert sampler(logits, [entry(repetition, prompt=[7])])[0].token_id == 8        # prompt counts too
+    assert sampler(logits, [entry(repetition, prompt=[7])])[0].token_id == 8  # prompt counts too
     presence = SamplingParams(temperature=0.0, presence_penalty=1.0)
-    assert sampler(logits, [entry(presence, prompt=[7])])[0].token_id == 7          # output only
+    assert sampler(logits, [entry(presence, prompt=[7])])[0].token_id == 7  # output only
     assert sampler(logits, [entry(presence, output=[7])])[0].token_id == 8
     frequency = SamplingParams(temperature=0.0, frequency_penalty=0.3)
-    assert sampler(logits, [entry(frequency, output=[7])])[0].token_id == 7         # 3.0 - 0.3 > 2.5
-    assert sampler(logits, [entry(frequency, output=[7, 7])])[0].token_id == 8      # 3.0 - 0.6 < 2.5
+    assert sampler(logits, [entry(frequency, output=[7])])[0].token_id == 7  # 3.0 - 0.3 > 2.5
+    assert sampler(logits, [entry(frequency, output=[7, 7])])[0].token_id == 8  # 3.0 - 0.6 < 2.5
 
 
 def test_seeded_token_depends_on_seed_and_step_not_on_the_batch() -> None:
@@ -93,8 +93,8 @@ def test_logprobs_match_log_softmax_of_raw_logits() -> None:
         assert abs(token.logprob - float(reference[row, token.token_id])) < 1e-5
         expected = reference[row].topk(3)
         assert [t for t, _ in token.top_logprobs] == expected.indices.tolist()
-        assert all(abs(lp - float(v)) < 1e-5 for (_, lp), v in zip(token.top_logprobs, expected.values))
-    assert tokens[0].token_id != int(logits[0].argmax())      # penalty changed the pick, not the logprobs
+        assert all(abs(lp - float(v)) < 1e-5 for (_, lp), v in zip(token.top_logprobs, expected.values, strict=False))
+    assert tokens[0].token_id != int(logits[0].argmax())  # penalty changed the pick, not the logprobs
     no_logprobs = Sampler()(logits, [entry(SamplingParams(temperature=0.0))] * 2)
     assert no_logprobs[0].logprob is None and no_logprobs[0].top_logprobs is None
     zero = Sampler()(logits[:1], [entry(SamplingParams(temperature=0.0, logprobs=0))])[0]

@@ -17,6 +17,7 @@ import pytest
 
 pytest.importorskip("triton")
 
+
 def _interpreted(cases_script: str, timeout: int) -> list[dict]:
     """Run one of this folder's cases scripts under TRITON_INTERPRET=1 -> the JSON list it prints last."""
     env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=str(Path(__file__).resolve().parents[2]))
@@ -35,12 +36,21 @@ def test_moe_kernels_match_the_reference_under_the_interpreter():
     # the decode batch's router: the experts carrying the 4 largest (bf16) logits, softmax-weighted (a logit summed
     # in another order may round to the neighbouring bf16 value: the weights agree to a few hundredths)
     assert router["distinct"] and router["chosen_are_top"] and router["weights_error"] < 0.05, router
-    assert [r["kernel"] for r in results] == ["GemvConfig", "GemvConfig", "GemvConfig", "DecodeTileConfig", "DecodeTileConfig", "GroupedTileConfig",
-                                              "GroupedTileConfig", "GroupedTileConfig", "add_rms_norm(parts)"]
+    assert [r["kernel"] for r in results] == [
+        "GemvConfig",
+        "GemvConfig",
+        "GemvConfig",
+        "DecodeTileConfig",
+        "DecodeTileConfig",
+        "GroupedTileConfig",
+        "GroupedTileConfig",
+        "GroupedTileConfig",
+        "add_rms_norm(parts)",
+    ]
     for result in results[:-1]:
         assert result["shape"] == [result["tokens"], 128], result
     assert results[-1]["shape"] == [3, 4, 128]
-    assert results[-1]["fp16_copy_equal"]           # the norm's output also written in fp16 (the MMA experts')
+    assert results[-1]["fp16_copy_equal"]  # the norm's output also written in fp16 (the MMA experts')
     # bf16 activations and per-pair results: ~0.7% from float32; a wrong pair, expert or nibble is > 10%
     assert all(r["error"] < 2e-2 for r in results), results
 
@@ -83,7 +93,14 @@ def test_every_moe_kernel_reads_experts_in_16_row_tiles_as_in_checkpoint_order()
     """The CUDA model keeps the experts' bytes in 16-row tiles (expert_layout): each kernel family given the
     tiled bytes (tiled=True) returns bit for bit what it returns from the checkpoint's order."""
     results = _interpreted("tiled_layout_cases.py", timeout=600)
-    assert [r["kernel"] for r in results] == ["GemvConfig", "GemvConfig", "DecodeTileConfig", "DecodeTileConfig",
-                                              "GroupedTileConfig", "dequantize", "prefill"]
+    assert [r["kernel"] for r in results] == [
+        "GemvConfig",
+        "GemvConfig",
+        "DecodeTileConfig",
+        "DecodeTileConfig",
+        "GroupedTileConfig",
+        "dequantize",
+        "prefill",
+    ]
     assert all(r.get("bytes_moved", True) for r in results), results
     assert all(r["equal"] for r in results), results

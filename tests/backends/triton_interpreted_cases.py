@@ -60,18 +60,35 @@ def main() -> int:
         case = make_moe_case(tokens, seed=tokens, **SHAPE)
         ref = moe_reference(case.hidden, case.topk_ids, case.topk_weights, *case.weights).float()
         out = mxfp4_moe(case.hidden, case.topk_ids, case.topk_weights, case.weights, config=cfg)
-        results.append({"tokens": tokens, "kernel": type(cfg).__name__, "shape": list(out.shape),
-                        "error": relative_error(out.float(), ref)})
+        results.append(
+            {
+                "tokens": tokens,
+                "kernel": type(cfg).__name__,
+                "shape": list(out.shape),
+                "error": relative_error(out.float(), ref),
+            }
+        )
     # the down projection split over K: the same sum as unsplit, up to the bf16 rounding of the partial rows
     case = make_moe_case(2, seed=2, **SHAPE)
-    unsplit = mxfp4_moe(case.hidden, case.topk_ids, case.topk_weights, case.weights,
-                        config=GemvConfig(block_n_gate_up=16, block_n_down=16, block_g=2)).float()
-    split_parts = mxfp4_moe_partials(case.hidden, case.topk_ids, case.topk_weights, case.weights,
-                                     config=GemvConfig(block_n_gate_up=16, block_n_down=16, block_g=2, down_splits=2))
+    unsplit = mxfp4_moe(
+        case.hidden,
+        case.topk_ids,
+        case.topk_weights,
+        case.weights,
+        config=GemvConfig(block_n_gate_up=16, block_n_down=16, block_g=2),
+    ).float()
+    split_parts = mxfp4_moe_partials(
+        case.hidden,
+        case.topk_ids,
+        case.topk_weights,
+        case.weights,
+        config=GemvConfig(block_n_gate_up=16, block_n_down=16, block_g=2, down_splits=2),
+    )
     split_vs_unsplit = {"shape": list(split_parts.shape), "error": relative_error(split_parts.float().sum(1), unsplit)}
     case = make_moe_case(3, seed=7, **SHAPE)
-    parts = mxfp4_moe_partials(case.hidden, case.topk_ids, case.topk_weights, case.weights,
-                               config=DecodeTileConfig(block_k=64))
+    parts = mxfp4_moe_partials(
+        case.hidden, case.topk_ids, case.topk_weights, case.weights, config=DecodeTileConfig(block_k=64)
+    )
     gen = torch.Generator().manual_seed(0)
     residual = torch.randn(3, 128, generator=gen).to(torch.bfloat16)
     weight = (1 + 0.1 * torch.randn(128, generator=gen)).to(torch.bfloat16)
@@ -80,9 +97,14 @@ def main() -> int:
     summed = moe_reference(case.hidden, case.topk_ids, case.topk_weights, *case.weights).float() + residual.float()
     rounded = summed.to(torch.bfloat16).float()
     expected = rounded * torch.rsqrt(rounded.pow(2).mean(-1, keepdim=True) + 1e-5) * weight.float()
-    results.append({"kernel": "add_rms_norm(parts)", "shape": list(parts.shape),
-                    "error": max(relative_error(new_residual.float(), summed), relative_error(normed.float(), expected)),
-                    "fp16_copy_equal": torch.equal(normed16, normed.to(torch.float16))})
+    results.append(
+        {
+            "kernel": "add_rms_norm(parts)",
+            "shape": list(parts.shape),
+            "error": max(relative_error(new_residual.float(), summed), relative_error(normed.float(), expected)),
+            "fp16_copy_equal": torch.equal(normed16, normed.to(torch.float16)),
+        }
+    )
     # the router of a decode batch: logits in split shares of the hidden size (3 of 64, 64 and 32 columns here),
     # summed with the bias and rounded to bf16 in the top-k kernel
     x = torch.randn(20, 160, generator=gen).to(torch.bfloat16)
@@ -92,9 +114,14 @@ def main() -> int:
     logits = (x.double() @ router_w.double().T + router_b.double()).to(torch.bfloat16).double()
     values, _ = torch.topk(logits, 4, dim=-1)
     chosen = logits.gather(-1, ids.long())
-    results.append({"kernel": "router_topk", "distinct": all(len(set(row)) == 4 for row in ids.tolist()),
-                    "chosen_are_top": torch.equal(chosen, values),
-                    "weights_error": float((probs.double() - torch.softmax(values, -1)).abs().max())})
+    results.append(
+        {
+            "kernel": "router_topk",
+            "distinct": all(len(set(row)) == 4 for row in ids.tolist()),
+            "chosen_are_top": torch.equal(chosen, values),
+            "weights_error": float((probs.double() - torch.softmax(values, -1)).abs().max()),
+        }
+    )
     results.append({"kernel": "split_vs_unsplit", **split_vs_unsplit})
     print(json.dumps(results))
     return 0

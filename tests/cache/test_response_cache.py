@@ -55,9 +55,21 @@ def test_every_input_changes_the_key() -> None:
     ]
     for field in dataclasses.fields(SamplingParams):
         changed = {
-            "n": 2, "max_tokens": 17, "temperature": 0.5, "top_p": 0.9, "top_k": 5, "min_p": 0.1,
-            "repetition_penalty": 1.1, "presence_penalty": 0.5, "frequency_penalty": 0.5, "seed": 1,
-            "logprobs": 2, "ignore_eos": True, "stop_token_ids": [1], "stop": ["x"], "include_stop_str_in_output": True,
+            "n": 2,
+            "max_tokens": 17,
+            "temperature": 0.5,
+            "top_p": 0.9,
+            "top_k": 5,
+            "min_p": 0.1,
+            "repetition_penalty": 1.1,
+            "presence_penalty": 0.5,
+            "frequency_penalty": 0.5,
+            "seed": 1,
+            "logprobs": 2,
+            "ignore_eos": True,
+            "stop_token_ids": [1],
+            "stop": ["x"],
+            "include_stop_str_in_output": True,
         }[field.name]
         variants.append(key_for(params=dataclasses.replace(GREEDY, **{field.name: changed})))
     assert len(set(variants)) == len(variants) and base not in variants

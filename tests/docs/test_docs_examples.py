@@ -28,14 +28,14 @@ from tkr_embed.config import Settings  # noqa: E402
 
 EXAMPLES = Path(__file__).parents[2] / "docs" / "examples"
 API_KEY = "docs-examples-master-key-0123456789"
-MAX_TOKENS = 4     # the demo model's answers are noise: a few tokens prove the plumbing
+MAX_TOKENS = 4  # the demo model's answers are noise: a few tokens prove the plumbing
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     torch.set_num_threads(2)
     settings = Settings(
-        model={"device": "cpu"},          # no model path: the demo checkpoint is written and served
+        model={"device": "cpu"},  # no model path: the demo checkpoint is written and served
         engine={"max_num_seqs": 2, "max_waiting": 8, "kv_cache_blocks": 256},
         security={"auth_enabled": True, "api_key": API_KEY},
         storage={"data_dir": str(tmp_path_factory.mktemp("docs-data"))},
@@ -54,7 +54,7 @@ def run(server: str, relative: str) -> str:
 
 
 def lines_starting(output: str, prefix: str) -> list[str]:
-    return [line[len(prefix):].strip() for line in output.splitlines() if line.startswith(prefix)]
+    return [line[len(prefix) :].strip() for line in output.splitlines() if line.startswith(prefix)]
 
 
 def json_lines(output: str) -> list[dict]:
@@ -62,14 +62,25 @@ def json_lines(output: str) -> list[dict]:
 
 
 def sse_data(output: str) -> list[str]:
-    return [line[len("data: "):] for line in output.splitlines() if line.startswith("data: ")]
+    return [line[len("data: ") :] for line in output.splitlines() if line.startswith("data: ")]
 
 
 EXECUTED = (
-    "python/chat.py", "python/tools.py", "python/responses.py", "python/native_chat.py",
-    "streaming/openai_stream.py", "streaming/responses_stream.py", "streaming/raw_sse.py",
-    "curl/health.sh", "curl/generate.sh", "curl/chat.sh", "curl/stream.sh", "curl/models.sh",
-    "curl/chat_completions.sh", "curl/completions.sh", "curl/responses.sh",
+    "python/chat.py",
+    "python/tools.py",
+    "python/responses.py",
+    "python/native_chat.py",
+    "streaming/openai_stream.py",
+    "streaming/responses_stream.py",
+    "streaming/raw_sse.py",
+    "curl/health.sh",
+    "curl/generate.sh",
+    "curl/chat.sh",
+    "curl/stream.sh",
+    "curl/models.sh",
+    "curl/chat_completions.sh",
+    "curl/completions.sh",
+    "curl/responses.sh",
 )
 
 
@@ -202,14 +213,17 @@ def test_readme_curl_examples_work(server):
     assert len(commands) >= 14
     env = {**os.environ, "BASE_URL": server, "API_KEY": API_KEY, "ADMIN_KEY": API_KEY}
     key_id = None
-    for command in sorted(commands, key=lambda c: "KEY_ID" in c):   # revoke the key made by the create
+    for command in sorted(commands, key=lambda c: "KEY_ID" in c):  # revoke the key made by the create
         command = re.sub(r'"(max_tokens|max_output_tokens)": \d+', rf'"\1": {MAX_TOKENS}', command)
         if "KEY_ID" in command:
             assert key_id, "the README creates a key before revoking one"
             command = command.replace("KEY_ID", key_id)
         completed = subprocess.run(
             ["bash", "-c", command.replace("curl ", "curl -sS --fail-with-body ", 1)],
-            env=env, capture_output=True, text=True, timeout=120,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
         assert completed.returncode == 0, f"{command}\n{completed.stdout}\n{completed.stderr}"
         if "/admin/api-keys" in command and "-X POST" in command:

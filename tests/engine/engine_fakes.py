@@ -32,14 +32,25 @@ class ToyRunner(ModelRunner):
     """
 
     def __init__(
-        self, num_kv_blocks: int = 256, block_size: int = 4, max_model_len: int = 512, eos_logit: float | None = None,
+        self,
+        num_kv_blocks: int = 256,
+        block_size: int = 4,
+        max_model_len: int = 512,
+        eos_logit: float | None = None,
         step_delay_s: float = 0.0,
     ) -> None:
         self.eos_logit = eos_logit
-        self.step_delay_s = step_delay_s   # host time a step takes (a device would compute meanwhile)
+        self.step_delay_s = step_delay_s  # host time a step takes (a device would compute meanwhile)
         self._info = RunnerInfo(
-            model_name="toy", max_model_len=max_model_len, vocab_size=VOCAB_SIZE, block_size=block_size,
-            num_kv_blocks=num_kv_blocks, eos_token_ids=(EOS_ID,), device="cpu", dtype="float32", quantization="none",
+            model_name="toy",
+            max_model_len=max_model_len,
+            vocab_size=VOCAB_SIZE,
+            block_size=block_size,
+            num_kv_blocks=num_kv_blocks,
+            eos_token_ids=(EOS_ID,),
+            device="cpu",
+            dtype="float32",
+            quantization="none",
         )
         self.slots: list[tuple[int, int] | None] = [None] * (num_kv_blocks * block_size)
         self.sampler = Sampler()
@@ -93,7 +104,7 @@ class FollowingToyRunner(ToyRunner):
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.followed = 0               # steps launched with previous=
+        self.followed = 0  # steps launched with previous=
 
     def can_follow(self, batch: ScheduledBatch) -> bool:
         return bool(batch.entries) and all(len(e.token_ids) == 1 and e.sample for e in batch.entries)
@@ -102,7 +113,9 @@ class FollowingToyRunner(ToyRunner):
         if previous is not None:
             tokens = previous()
             assert self.can_follow(batch) and [t.seq_id for t in tokens] == [e.seq_id for e in batch.entries]
-            batch = ScheduledBatch([dataclasses.replace(e, token_ids=[t.token_id]) for e, t in zip(batch.entries, tokens)])
+            batch = ScheduledBatch(
+                [dataclasses.replace(e, token_ids=[t.token_id]) for e, t in zip(batch.entries, tokens, strict=False)]
+            )
             self.followed += 1
         sampled = self.execute(batch)
         return lambda: sampled
@@ -115,26 +128,26 @@ def toy_logits(context: Sequence[int]) -> torch.Tensor:
         state = ((state ^ (token + 1)) * 1099511628211) % (1 << 61)
     generator = torch.Generator().manual_seed(state)
     logits = torch.randn(VOCAB_SIZE, generator=generator) * 3.0
-    logits[EOS_ID] -= 2.0      # make EOS rarer so outputs have some length
+    logits[EOS_ID] -= 2.0  # make EOS rarer so outputs have some length
     return logits
 
 
 def _token_bytes(token_id: int) -> bytes:
     if token_id < 26:
-        return bytes([97 + token_id])                       # a..z
+        return bytes([97 + token_id])  # a..z
     if token_id < 36:
-        return bytes([48 + token_id - 26])                  # 0..9
+        return bytes([48 + token_id - 26])  # 0..9
     if token_id == 36:
         return b" "
     if token_id == 37:
-        return b"\xc3"                                      # first half of "é"
+        return b"\xc3"  # first half of "é"
     if token_id == 38:
-        return b"\xa9"                                      # second half of "é"
+        return b"\xa9"  # second half of "é"
     if token_id == 39:
         return b"\n"
     if token_id < EOS_ID:
         i = token_id - 40
-        return bytes([97 + i, 98 + i])                      # "ab", "bc", ...
+        return bytes([97 + i, 98 + i])  # "ab", "bc", ...
     return b"<|eos|>"
 
 
@@ -173,6 +186,8 @@ def run_all(engine: LLMEngine, requests: dict[str, tuple[list[int], SamplingPara
         if output.finished:
             finals[output.request_id] = output
 
-    adds = [AddRequest(request_id, prompt, params, time.monotonic()) for request_id, (prompt, params) in requests.items()]
+    adds = [
+        AddRequest(request_id, prompt, params, time.monotonic()) for request_id, (prompt, params) in requests.items()
+    ]
     run_to_completion(engine, adds, collect)
     return finals

@@ -47,10 +47,8 @@ async def test_concurrent_streams_match_sequential_results() -> None:
     prompts = [[i, i + 1, i + 2] for i in range(8)]
 
     async def collect(i: int) -> list[int]:
-        last = None
-        async for last in engine.generate(f"r{i}", prompts[i], SHORT):
-            pass
-        return last.outputs[0].token_ids
+        outputs = [output async for output in engine.generate(f"r{i}", prompts[i], SHORT)]
+        return outputs[-1].outputs[0].token_ids
 
     together = await asyncio.gather(*(collect(i) for i in range(8)))
     alone = [await collect(i) for i in range(8)]
@@ -66,7 +64,7 @@ async def test_aclose_aborts_and_frees_blocks() -> None:
     assert engine.stats().kv_blocks_used > 0
     await stream.aclose()
     await wait_until_idle(engine)
-    assert engine.stats().tokens_decoded < LONG.max_tokens // 2     # aborted, not run to its end
+    assert engine.stats().tokens_decoded < LONG.max_tokens // 2  # aborted, not run to its end
     await engine.shutdown()
 
 
@@ -84,7 +82,7 @@ async def test_cancelled_consumer_aborts_the_request() -> None:
     with pytest.raises(asyncio.CancelledError):
         await task
     await wait_until_idle(engine)
-    assert engine.stats().tokens_decoded < LONG.max_tokens // 2     # aborted, not run to its end
+    assert engine.stats().tokens_decoded < LONG.max_tokens // 2  # aborted, not run to its end
     await engine.shutdown()
 
 
@@ -103,7 +101,7 @@ async def test_errors_raise_on_first_next_before_any_output() -> None:
     engine = make_engine(max_waiting=1)
     with pytest.raises(InvalidRequestError):
         await engine.generate("bad", [], SHORT).__anext__()
-    engine.engine.add_request("queued", [1, 2], SHORT)      # fills the waiting queue (loop not yet stepped)
+    engine.engine.add_request("queued", [1, 2], SHORT)  # fills the waiting queue (loop not yet stepped)
     with pytest.raises(EngineOverloadedError):
         await engine.generate("over", [1, 2], SHORT).__anext__()
     await engine.shutdown(graceful=False)

@@ -55,9 +55,9 @@ def test_cached_blocks_survive_free_until_evicted_lru() -> None:
     manager.allocate(old)
     compute_all(manager, old)
     manager.free(old)
-    assert manager.num_free_blocks == 4            # cached blocks count as free
+    assert manager.num_free_blocks == 4  # cached blocks count as free
     again = make_seq([1, 2, 3, 4, 9], 1)
-    assert manager.allocate(again) == 4            # still cached after free
+    assert manager.allocate(again) == 4  # still cached after free
     manager.free(again)
     # Fill the pool with unrelated tokens: cached blocks get evicted, least recently freed first.
     filler = make_seq([7, 7, 7, 7, 7, 7, 7, 7], 2)
@@ -78,6 +78,6 @@ def test_fork_shares_full_prompt_blocks_with_reference_counts() -> None:
     assert child.block_table == parent.block_table[:2]
     used_before = manager.num_used_blocks
     manager.free(parent)
-    assert manager.num_used_blocks == used_before - 1   # the shared two stay with the child
+    assert manager.num_used_blocks == used_before - 1  # the shared two stay with the child
     manager.free(child)
     assert manager.num_free_blocks == 8

@@ -7,7 +7,7 @@ from engine_fakes import ToyTokenizer
 from tkr_embed.engine.detokenizer import IncrementalDetokenizer
 
 A, B, C, D, X = 0, 1, 2, 3, 23
-AB, BC = 40, 41          # two-letter tokens "ab", "bc"
+AB, BC = 40, 41  # two-letter tokens "ab", "bc"
 E_ACUTE_1, E_ACUTE_2 = 37, 38
 
 
@@ -23,7 +23,7 @@ def test_multibyte_character_split_over_tokens_is_emitted_whole() -> None:
 def test_stop_string_split_across_tokens_never_leaks() -> None:
     detok = IncrementalDetokenizer(ToyTokenizer(), stop=["bcd"])
     deltas = feed(detok, [A, BC])
-    assert deltas == ["a", ""]                      # "bc" may start "bcd": held back
+    assert deltas == ["a", ""]  # "bc" may start "bcd": held back
     final = detok.add_token(D)
     assert final.stop_string == "bcd" and final.new_text == ""
     assert detok.text == "a" and detok.stopped

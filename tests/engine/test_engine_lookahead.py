@@ -19,7 +19,7 @@ from tkr_embed.engine.outputs import FinishReason
 from tkr_embed.engine.sampling_params import SamplingParams
 from tkr_embed.engine.step_loop import AddRequest, CallerPort, Inbox, StepLoop
 
-EOS_LOGIT = 5.0     # greedy picks EOS wherever every other logit is lower: sequences end at unforeseen steps
+EOS_LOGIT = 5.0  # greedy picks EOS wherever every other logit is lower: sequences end at unforeseen steps
 
 
 def _requests(count: int) -> dict:
@@ -37,14 +37,15 @@ def _tokens(finals) -> dict:
 
 def test_lookahead_gives_the_tokens_of_the_ordinary_engine() -> None:
     requests = _requests(12)
-    ordinary = run_all(LLMEngine(ToyRunner(eos_logit=EOS_LOGIT), ToyTokenizer(), EngineConfig(max_num_batched_tokens=64)),
-                       requests)
-    runner = FollowingToyRunner(num_kv_blocks=64, eos_logit=EOS_LOGIT)    # few blocks: freed ones are soon reused
+    ordinary = run_all(
+        LLMEngine(ToyRunner(eos_logit=EOS_LOGIT), ToyTokenizer(), EngineConfig(max_num_batched_tokens=64)), requests
+    )
+    runner = FollowingToyRunner(num_kv_blocks=64, eos_logit=EOS_LOGIT)  # few blocks: freed ones are soon reused
     engine = LLMEngine(runner, ToyTokenizer(), EngineConfig(max_num_batched_tokens=64))
     ahead = run_all(engine, requests)
     assert _tokens(ahead) == _tokens(ordinary)
     assert {reason for _, reason in _tokens(ahead).values()} == {FinishReason.STOP, FinishReason.LENGTH}
-    assert runner.followed > 10                              # the decode steps after the prefills: ahead
+    assert runner.followed > 10  # the decode steps after the prefills: ahead
     assert engine.stats().kv_blocks_used == 0 and not engine.has_unfinished_requests()
 
 
@@ -53,11 +54,13 @@ def test_lookahead_continues_while_the_queue_waits_for_a_full_batch() -> None:
     ahead; a finished sequence's slot is filled at the next ordinary step. Same tokens as the ordinary
     engine."""
     requests = _requests(8)
-    ordinary = run_all(LLMEngine(ToyRunner(eos_logit=EOS_LOGIT), ToyTokenizer(), EngineConfig(max_num_seqs=3)), requests)
+    ordinary = run_all(
+        LLMEngine(ToyRunner(eos_logit=EOS_LOGIT), ToyTokenizer(), EngineConfig(max_num_seqs=3)), requests
+    )
     runner = FollowingToyRunner(num_kv_blocks=64, eos_logit=EOS_LOGIT)
     engine = LLMEngine(runner, ToyTokenizer(), EngineConfig(max_num_seqs=3))
     assert _tokens(run_all(engine, requests)) == _tokens(ordinary)
-    assert runner.followed >= 30           # 34; 23 if a waiting queue stopped lookahead (deterministic toy)
+    assert runner.followed >= 30  # 34; 23 if a waiting queue stopped lookahead (deterministic toy)
     assert engine.stats().kv_blocks_used == 0
 
 
@@ -65,14 +68,20 @@ def test_no_lookahead_when_turned_off_or_when_sampling_needs_the_host() -> None:
     runner = FollowingToyRunner()
     run_all(LLMEngine(runner, ToyTokenizer(), EngineConfig(lookahead=False)), _requests(4))
     assert runner.followed == 0
-    for params in (SamplingParams(max_tokens=12, temperature=0.8, seed=5),
-                   SamplingParams(max_tokens=12, temperature=0.0, repetition_penalty=1.3)):
+    for params in (
+        SamplingParams(max_tokens=12, temperature=0.8, seed=5),
+        SamplingParams(max_tokens=12, temperature=0.0, repetition_penalty=1.3),
+    ):
         runner = FollowingToyRunner()
         engine = LLMEngine(runner, ToyTokenizer(), EngineConfig())
         finals = run_all(engine, {"a": ([1, 2, 3], params)})
         assert runner.followed == 0
-        assert finals["a"].outputs[0].token_ids == run_all(LLMEngine(ToyRunner(), ToyTokenizer(), EngineConfig()),
-                                                           {"a": ([1, 2, 3], params)})["a"].outputs[0].token_ids
+        assert (
+            finals["a"].outputs[0].token_ids
+            == run_all(LLMEngine(ToyRunner(), ToyTokenizer(), EngineConfig()), {"a": ([1, 2, 3], params)})["a"]
+            .outputs[0]
+            .token_ids
+        )
 
 
 class _LateArrivalPort(CallerPort):
@@ -102,11 +111,18 @@ def test_a_request_arriving_during_lookahead_is_admitted_and_served_alike() -> N
     engine = LLMEngine(runner, ToyTokenizer(), EngineConfig())
     long = SamplingParams(max_tokens=30, temperature=0.0, ignore_eos=True)
     finals: dict = {}
-    port = _LateArrivalPort(engine, AddRequest("first", [5, 6, 7], long, 0.0),
-                            AddRequest("second", [9, 9, 9, 9], long, 0.0), arrives_at=5, finals=finals)
+    port = _LateArrivalPort(
+        engine,
+        AddRequest("first", [5, 6, 7], long, 0.0),
+        AddRequest("second", [9, 9, 9, 9], long, 0.0),
+        arrives_at=5,
+        finals=finals,
+    )
     StepLoop(engine, port).run()
-    expected = run_all(LLMEngine(ToyRunner(), ToyTokenizer(), EngineConfig()),
-                       {"first": ([5, 6, 7], long), "second": ([9, 9, 9, 9], long)})
+    expected = run_all(
+        LLMEngine(ToyRunner(), ToyTokenizer(), EngineConfig()),
+        {"first": ([5, 6, 7], long), "second": ([9, 9, 9, 9], long)},
+    )
     assert _tokens(finals) == _tokens(expected)
     assert runner.followed > 20
 
@@ -117,10 +133,8 @@ async def test_async_engine_streams_with_lookahead_and_abort_frees_everything() 
     requests = _requests(6)
 
     async def collect(request_id: str):
-        last = None
-        async for last in engine.generate(request_id, *requests[request_id]):
-            pass
-        return request_id, (last.outputs[0].token_ids, last.outputs[0].finish_reason)
+        outputs = [output async for output in engine.generate(request_id, *requests[request_id])]
+        return request_id, (outputs[-1].outputs[0].token_ids, outputs[-1].outputs[0].finish_reason)
 
     aborted = engine.generate("long", [1, 2, 3], SamplingParams(max_tokens=400, temperature=0.0, ignore_eos=True))
     await aborted.__anext__()

@@ -38,21 +38,34 @@ async def _collect(engine, request_id, prompt, params) -> dict:
         updates.append(output)
     last = updates[-1]
     return {
-        "prompt": list(last.prompt_token_ids), "finished": [u.finished for u in updates][-1],
+        "prompt": list(last.prompt_token_ids),
+        "finished": [u.finished for u in updates][-1],
         "completions": [(c.index, list(c.token_ids), c.text, c.finish_reason, c.stop_reason) for c in last.outputs],
         # the deltas add up to the cumulative fields, as in process
-        "joined": [("".join(c.new_text for u in updates for c in u.outputs if c.index == i),
-                    [t for u in updates for c in u.outputs if c.index == i for t in c.new_token_ids])
-                   for i in range(len(last.outputs))],
-        "logprobs": [[(lp.token_id, round(lp.logprob, 4)) for u in updates for c in u.outputs if c.index == i
-                      for lp in (c.new_logprobs or [])] for i in range(len(last.outputs))],
+        "joined": [
+            (
+                "".join(c.new_text for u in updates for c in u.outputs if c.index == i),
+                [t for u in updates for c in u.outputs if c.index == i for t in c.new_token_ids],
+            )
+            for i in range(len(last.outputs))
+        ],
+        "logprobs": [
+            [
+                (lp.token_id, round(lp.logprob, 4))
+                for u in updates
+                for c in u.outputs
+                if c.index == i
+                for lp in (c.new_logprobs or [])
+            ]
+            for i in range(len(last.outputs))
+        ],
         "completion_tokens": last.num_completion_tokens,
     }
 
 
 async def _run_all(engine) -> dict:
     results = await asyncio.gather(*(_collect(engine, rid, prompt, params) for rid, prompt, params in REQUESTS))
-    return dict(zip([rid for rid, _, _ in REQUESTS], results))
+    return dict(zip([rid for rid, _, _ in REQUESTS], results, strict=False))
 
 
 def test_outputs_match_the_engine_in_this_process(demo_path):
@@ -102,13 +115,15 @@ def test_a_full_queue_refuses_in_the_child_and_the_stream_raises(demo_path):
         engine = ProcessEngine(_builder(demo_path, max_num_seqs=1, max_waiting=1))
         await engine.start()
         try:
-            busy = asyncio.ensure_future(_collect(engine, "busy", [5] * 8,
-                                                  SamplingParams(max_tokens=40, temperature=0.0, ignore_eos=True)))
-            while engine.stats().running == 0:        # the first request runs: the others meet a full queue
+            busy = asyncio.ensure_future(
+                _collect(engine, "busy", [5] * 8, SamplingParams(max_tokens=40, temperature=0.0, ignore_eos=True))
+            )
+            while engine.stats().running == 0:  # the first request runs: the others meet a full queue
                 await asyncio.sleep(0.01)
             params = SamplingParams(max_tokens=2, temperature=0.0, ignore_eos=True)
-            outcomes = await asyncio.gather(*(_collect(engine, f"r{i}", [6] * 4, params) for i in range(3)),
-                                            return_exceptions=True)
+            outcomes = await asyncio.gather(
+                *(_collect(engine, f"r{i}", [6] * 4, params) for i in range(3)), return_exceptions=True
+            )
             first = await busy
             return first["completion_tokens"], outcomes
         finally:
@@ -141,7 +156,7 @@ def test_a_consumer_that_leaves_frees_its_blocks_in_the_child(demo_path):
 
     stats, progress = asyncio.run(run())
     assert (stats.running, stats.waiting, stats.kv_blocks_used) == (0, 0, 0)
-    assert progress == {}                 # the abort's final update cleared the request's state here
+    assert progress == {}  # the abort's final update cleared the request's state here
 
 
 def test_a_dead_child_fails_every_stream_and_refuses_new_requests(demo_path):

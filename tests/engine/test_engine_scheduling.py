@@ -32,7 +32,7 @@ def prompts(count: int, seed: int = 0) -> list[list[int]]:
 
 def test_batch_of_16_equals_each_alone_greedy() -> None:
     batch_prompts = prompts(16)
-    engine = make_engine(max_num_batched_tokens=64)   # forces chunked prefill next to decodes
+    engine = make_engine(max_num_batched_tokens=64)  # forces chunked prefill next to decodes
     finals = run_all(engine, {f"r{i}": (p, GREEDY) for i, p in enumerate(batch_prompts)})
     for i, prompt in enumerate(batch_prompts):
         alone = run_alone(prompt, GREEDY)
@@ -42,14 +42,14 @@ def test_batch_of_16_equals_each_alone_greedy() -> None:
 
 
 def test_prefix_cache_prefills_only_the_new_part() -> None:
-    shared = prompts(1, seed=3)[0] + prompts(1, seed=4)[0] + list(range(20))   # > 40 tokens
+    shared = prompts(1, seed=3)[0] + prompts(1, seed=4)[0] + list(range(20))  # > 40 tokens
     first = shared + [1, 2]
     second = shared + [7, 8, 9]
     engine = make_engine()
     run_all(engine, {"first": (first, GREEDY)})
     before = engine.stats().prompt_tokens_prefilled
     out = run_all(engine, {"second": (second, GREEDY)})["second"]
-    cached = len(shared) // 4 * 4          # block_size 4: full shared blocks
+    cached = len(shared) // 4 * 4  # block_size 4: full shared blocks
     assert out.num_cached_prompt_tokens == cached
     assert engine.stats().prompt_tokens_prefilled - before == len(second) - cached
     assert out.outputs[0].token_ids == run_alone(second, GREEDY, enable_prefix_caching=False).outputs[0].token_ids
@@ -59,7 +59,7 @@ def test_prefix_cache_prefills_only_the_new_part() -> None:
 def test_preemption_under_tiny_kv_budget_keeps_outputs() -> None:
     batch_prompts = prompts(8, seed=5)
     params = SamplingParams(max_tokens=20, temperature=0.0, ignore_eos=True)
-    engine = make_engine(ToyRunner(num_kv_blocks=16), enable_prefix_caching=False)   # 64 token slots
+    engine = make_engine(ToyRunner(num_kv_blocks=16), enable_prefix_caching=False)  # 64 token slots
     finals = run_all(engine, {f"r{i}": (p, params) for i, p in enumerate(batch_prompts)})
     assert engine.stats().preemptions > 0
     for i, prompt in enumerate(batch_prompts):
@@ -92,7 +92,7 @@ def test_preemption_takes_the_newest_request_and_requeues_it_first() -> None:
         steps.append({output.request_id for output in outputs})
         finished += [output.request_id for output in outputs if output.finished]
     assert engine.stats().preemptions > 0
-    assert all("a" in got for got in steps[:16]), steps[:16]     # one token a step, never preempted
+    assert all("a" in got for got in steps[:16]), steps[:16]  # one token a step, never preempted
     assert "a" not in set().union(*steps[16:])
     assert finished == ["a", "b", "c"]
     assert engine.block_manager.num_free_blocks == 6
@@ -107,7 +107,7 @@ def test_abort_returns_every_block_and_1000_cycles_leave_pool_full() -> None:
         for _ in range(rng.randrange(0, 3)):
             step(engine)
         final = engine.abort_request(f"c{cycle}")
-        if final is not None:       # None: it had already finished
+        if final is not None:  # None: it had already finished
             assert final.finished and final.outputs[0].finish_reason is FinishReason.ABORT
         assert engine.block_manager.num_free_blocks == 32
     assert not engine.has_unfinished_requests()
@@ -134,7 +134,9 @@ def test_seeded_sampling_reproduces_whatever_the_batch() -> None:
     prompt = prompts(1, seed=9)[0]
     seeded = SamplingParams(max_tokens=12, temperature=1.0, seed=1234, ignore_eos=True)
     alone = run_alone(prompt, seeded).outputs[0].token_ids
-    others = {f"o{i}": (p, SamplingParams(max_tokens=12, temperature=1.0, ignore_eos=True)) for i, p in enumerate(prompts(5))}
+    others = {
+        f"o{i}": (p, SamplingParams(max_tokens=12, temperature=1.0, ignore_eos=True)) for i, p in enumerate(prompts(5))
+    }
     together = run_all(make_engine(), {"seeded": (prompt, seeded), **others})["seeded"].outputs[0].token_ids
     assert together == alone
     other_seed = run_alone(prompt, SamplingParams(max_tokens=12, temperature=1.0, seed=99, ignore_eos=True))
@@ -165,7 +167,7 @@ def test_waiting_queue_limit_raises_overloaded() -> None:
     engine.add_request("b", [1, 2], GREEDY)
     with pytest.raises(EngineOverloadedError):
         engine.add_request("c", [1, 2], GREEDY)
-    step(engine)                                     # both admitted: room again
+    step(engine)  # both admitted: room again
     engine.add_request("c", [1, 2], GREEDY)
 
 
@@ -183,16 +185,23 @@ def test_unservable_requests_are_rejected_naming_the_field(prompt: list[int], ma
 
 def test_max_tokens_none_runs_to_the_context_end() -> None:
     engine = make_engine(ToyRunner(max_model_len=24))
-    out = run_all(engine, {"x": (list(range(10)), SamplingParams(max_tokens=None, temperature=0.0, ignore_eos=True))})["x"]
+    out = run_all(engine, {"x": (list(range(10)), SamplingParams(max_tokens=None, temperature=0.0, ignore_eos=True))})[
+        "x"
+    ]
     assert len(out.outputs[0].token_ids) == 14
     assert out.outputs[0].finish_reason is FinishReason.LENGTH
 
 
 def test_eos_stops_unless_ignored_and_stop_token_ids_stop() -> None:
-    eos = run_all(make_engine(ToyRunner(eos_logit=100.0)), {"x": ([1, 2, 3], SamplingParams(max_tokens=5, temperature=0.0))})["x"]
+    eos = run_all(
+        make_engine(ToyRunner(eos_logit=100.0)), {"x": ([1, 2, 3], SamplingParams(max_tokens=5, temperature=0.0))}
+    )["x"]
     assert eos.outputs[0].token_ids == [EOS_ID]
     assert eos.outputs[0].finish_reason is FinishReason.STOP and eos.outputs[0].text == ""
-    ignored = run_all(make_engine(ToyRunner(eos_logit=100.0)), {"x": ([1, 2, 3], SamplingParams(max_tokens=5, temperature=0.0, ignore_eos=True))})["x"]
+    ignored = run_all(
+        make_engine(ToyRunner(eos_logit=100.0)),
+        {"x": ([1, 2, 3], SamplingParams(max_tokens=5, temperature=0.0, ignore_eos=True))},
+    )["x"]
     assert ignored.outputs[0].token_ids == [EOS_ID] * 5
     assert ignored.outputs[0].finish_reason is FinishReason.LENGTH
     plain = run_alone([1, 2, 3], GREEDY).outputs[0].token_ids
@@ -250,8 +259,10 @@ def test_a_step_without_decodes_takes_the_idle_budget_and_one_beside_decodes_doe
     assert max(sum(len(e.token_ids) for e in b.entries) for b in runner.batches[1:]) == 64
     # without the idle budget the first step takes 64 of the 160 prompt tokens
     plain = ToyRunner(num_kv_blocks=256)
-    run_all(make_engine(plain, max_num_batched_tokens=64),
-            {f"r{i}": ([rng.randrange(60) for _ in range(40)], GREEDY) for i in range(4)})
+    run_all(
+        make_engine(plain, max_num_batched_tokens=64),
+        {f"r{i}": ([rng.randrange(60) for _ in range(40)], GREEDY) for i in range(4)},
+    )
     assert [len(e.token_ids) for e in plain.batches[0].entries] == [40, 24]
     with pytest.raises(ConfigurationError, match="max_num_batched_tokens_idle") as refused:
         EngineConfig(max_num_batched_tokens_idle=0)

@@ -12,7 +12,7 @@ def test_loaded_objects_are_frozen_and_new_ones_are_not(monkeypatch):
     try:
         frozen = gc_pauses.freeze_loaded_objects()
         assert frozen == gc.get_freeze_count() >= len(loaded)
-        tracked = [[] for _ in range(10)]                  # objects made after the freeze are collected as usual
+        tracked = [[] for _ in range(10)]  # objects made after the freeze are collected as usual
         assert all(gc.is_tracked(t) for t in tracked) and gc.get_freeze_count() == frozen
         monkeypatch.setattr(gc_pauses, "FREEZE_AFTER_LOAD", False)
         assert gc_pauses.freeze_loaded_objects() == 0 and gc.get_freeze_count() == frozen

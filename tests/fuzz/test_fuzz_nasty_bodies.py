@@ -32,13 +32,34 @@ REFUSED = [
     (CHAT, b'"just a string"', None, 400, None),
     (CHAT, json.dumps({"messages": []}).encode(), None, 400, "messages"),
     (CHAT, json.dumps({"messages": "Hi"}).encode(), None, 400, "messages"),
-    (CHAT, json.dumps({"messages": [{"role": "user", "content": "\ud800"}]}).encode(), None, 400, "messages[0].content"),
-    (CHAT, json.dumps({"messages": [{"role": "user", "content": [{"type": "text", "text": "\udfff"}]}]}).encode(),
-     None, 400, "messages[0].content"),
-    (CHAT, json.dumps({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]}).encode(),
-     None, 400, "messages[0].content"),
-    (CHAT, json.dumps({"messages": [*HI, {"role": "tool", "content": "42"}]}).encode(), None, 400,
-     "messages[1].tool_call_id"),
+    (
+        CHAT,
+        json.dumps({"messages": [{"role": "user", "content": "\ud800"}]}).encode(),
+        None,
+        400,
+        "messages[0].content",
+    ),
+    (
+        CHAT,
+        json.dumps({"messages": [{"role": "user", "content": [{"type": "text", "text": "\udfff"}]}]}).encode(),
+        None,
+        400,
+        "messages[0].content",
+    ),
+    (
+        CHAT,
+        json.dumps({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]}).encode(),
+        None,
+        400,
+        "messages[0].content",
+    ),
+    (
+        CHAT,
+        json.dumps({"messages": [*HI, {"role": "tool", "content": "42"}]}).encode(),
+        None,
+        400,
+        "messages[1].tool_call_id",
+    ),
     (CHAT, json.dumps({"messages": [{"role": "wizard", "content": "x"}]}).encode(), None, 400, "messages[0].role"),
     (CHAT, chat(n=0), None, 400, "n"),
     (CHAT, chat(n=10_000), None, 400, "n"),
@@ -49,8 +70,13 @@ REFUSED = [
     (CHAT, chat(top_k=10**30), None, 400, "top_k"),
     (CHAT, chat(seed="abc"), None, 400, "seed"),
     (CHAT, chat(tool_choice="required"), None, 400, "tool_choice"),
-    (CHAT, chat(tools=[{"type": "function", "function": {"name": "f", "parameters": "no"}}]), None, 400,
-     "tools[0].function.parameters"),
+    (
+        CHAT,
+        chat(tools=[{"type": "function", "function": {"name": "f", "parameters": "no"}}]),
+        None,
+        400,
+        "tools[0].function.parameters",
+    ),
     (CHAT, chat(model="gpt-5"), None, 404, "model"),
     ("/v1/completions", json.dumps({"prompt": []}).encode(), None, 400, "prompt"),
     ("/v1/completions", json.dumps({"prompt": [[]]}).encode(), None, 400, "prompt"),
@@ -73,13 +99,17 @@ REFUSED = [
 ]
 
 
-@pytest.mark.parametrize(("path", "body", "content_type", "status", "param"), REFUSED,
-                         ids=[f"{i}-{case[0]}" for i, case in enumerate(REFUSED)])
+@pytest.mark.parametrize(
+    ("path", "body", "content_type", "status", "param"),
+    REFUSED,
+    ids=[f"{i}-{case[0]}" for i, case in enumerate(REFUSED)],
+)
 def test_refused_with_a_clear_error(fuzz_server, path, body, content_type, status, param):
     url, engine = fuzz_server
     engine.reset()
-    response = httpx.post(url + path, content=body, headers={"content-type": content_type or "application/json"},
-                          timeout=30)
+    response = httpx.post(
+        url + path, content=body, headers={"content-type": content_type or "application/json"}, timeout=30
+    )
     assert response.status_code == status, response.text
     payload = response.json()
     assert set(payload) == {"error", "error_id"} and set(payload["error"]) == {"message", "type", "param", "code"}

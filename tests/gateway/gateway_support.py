@@ -32,7 +32,9 @@ from tkr_embed.harmony.tokenizer import get_tokenizer  # noqa: E402
 MASTER_KEY = "master-key-0123456789-gateway-tests"
 SECRET_KEY = "server-secret-0123456789abcdef0123456789"
 # Harmony the fake engine answers with: 3 reasoning tokens, then a final answer.
-ANSWER = "<|channel|>analysis<|message|>think think<|end|><|start|>assistant<|channel|>final<|message|>Hello there<|return|>"
+ANSWER = (
+    "<|channel|>analysis<|message|>think think<|end|><|start|>assistant<|channel|>final<|message|>Hello there<|return|>"
+)
 
 
 @dataclass
@@ -133,21 +135,24 @@ class Replica:
 
 def launch(port: int, env: dict[str, str], cwd: Path, log_path: Path) -> subprocess.Popen[bytes]:
     with log_path.open("wb") as log:
-        return subprocess.Popen([sys.executable, str(LAUNCHER), str(port)], cwd=cwd, env=env,
-                                stdout=subprocess.DEVNULL, stderr=log)
+        return subprocess.Popen(
+            [sys.executable, str(LAUNCHER), str(port)], cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=log
+        )
 
 
 def start_replica(tmp: Path, name: str, env_overrides: dict[str, str]) -> Replica:
     env = {k: v for k, v in os.environ.items() if not k.startswith("GENERATION_")}
-    env.update({
-        "GENERATION_ENV": "production",
-        "GENERATION_API_KEY": MASTER_KEY,
-        "GENERATION_SECRET_KEY": SECRET_KEY,
-        "GENERATION_DATA_DIR": str(tmp / "data"),   # replicas of one tmp share the database
-        "GENERATION_RATE_LIMIT_ENABLED": "true",
-        "GENERATION_LOG_LEVEL": "info",
-        "PYTHONPATH": str(REPO_ROOT),
-        **env_overrides,
-    })
+    env.update(
+        {
+            "GENERATION_ENV": "production",
+            "GENERATION_API_KEY": MASTER_KEY,
+            "GENERATION_SECRET_KEY": SECRET_KEY,
+            "GENERATION_DATA_DIR": str(tmp / "data"),  # replicas of one tmp share the database
+            "GENERATION_RATE_LIMIT_ENABLED": "true",
+            "GENERATION_LOG_LEVEL": "info",
+            "PYTHONPATH": str(REPO_ROOT),
+            **env_overrides,
+        }
+    )
     port, log_path = free_port(), tmp / f"{name}.stderr"
     return Replica(f"http://127.0.0.1:{port}", launch(port, env, tmp, log_path), log_path, env, tmp)

@@ -40,16 +40,27 @@ def chat_key(server: GatewayServer) -> str:
 
 
 PROTECTED = [
-    ("GET", "/v1/models", None), ("GET", "/v1/models/gpt-oss-fake", None), ("GET", "/info", None),
-    ("POST", "/generate", GENERATE), ("POST", "/chat", {"messages": [{"role": "user", "content": "hi"}]}),
-    ("POST", "/stream", GENERATE), ("POST", "/v1/chat/completions", CHAT), ("POST", "/v1/completions", COMPLETION),
-    ("POST", "/v1/responses", {"input": "hi"}), ("GET", "/admin/api-keys", None), ("GET", "/admin/stats", None),
-    ("GET", "/admin/config", None), ("GET", "/metrics", None), ("GET", "/no/such/route", None),
+    ("GET", "/v1/models", None),
+    ("GET", "/v1/models/gpt-oss-fake", None),
+    ("GET", "/info", None),
+    ("POST", "/generate", GENERATE),
+    ("POST", "/chat", {"messages": [{"role": "user", "content": "hi"}]}),
+    ("POST", "/stream", GENERATE),
+    ("POST", "/v1/chat/completions", CHAT),
+    ("POST", "/v1/completions", COMPLETION),
+    ("POST", "/v1/responses", {"input": "hi"}),
+    ("GET", "/admin/api-keys", None),
+    ("GET", "/admin/stats", None),
+    ("GET", "/admin/config", None),
+    ("GET", "/metrics", None),
+    ("GET", "/no/such/route", None),
 ]
 
 
 @pytest.mark.parametrize(("method", "path", "body"), PROTECTED)
-def test_every_route_but_the_public_ones_needs_a_key(server: GatewayServer, method: str, path: str, body: dict | None) -> None:
+def test_every_route_but_the_public_ones_needs_a_key(
+    server: GatewayServer, method: str, path: str, body: dict | None
+) -> None:
     submitted = len(server.engine.submitted)
     response = httpx.request(method, server.url + path, json=body)
     assert response.status_code == 401
@@ -119,7 +130,7 @@ def test_permissions_per_route(server: GatewayServer, text_key: str, chat_key: s
     assert status(text_key, "POST", "/v1/chat/completions", CHAT) == 403
     assert status(text_key, "POST", "/chat", {"messages": [{"role": "user", "content": "hi"}]}) == 403
     assert status(text_key, "POST", "/v1/responses", {"input": "hi"}) == 403
-    assert status(text_key, "POST", "/stream", GENERATE) == 403            # needs generate:stream
+    assert status(text_key, "POST", "/stream", GENERATE) == 403  # needs generate:stream
     assert status(text_key, "POST", "/v1/completions", {**COMPLETION, "stream": True}) == 403
     assert status(text_key, "POST", "/v1/completions", {**COMPLETION, "stream": "true"}) == 403
     assert status(text_key, "GET", "/admin/api-keys") == 403
@@ -141,8 +152,17 @@ def test_permissions_per_route(server: GatewayServer, text_key: str, chat_key: s
 
 def test_path_spellings_do_not_change_the_decision(server: GatewayServer, text_key: str, chat_key: str) -> None:
     # No key: every spelling of a protected path is refused (never routed to a handler).
-    for target in ("//v1/models", "/v1/%6Dodels", "/v1/models/", "///info", "/v1//models", "/%761/models",
-                   "/v1/chat/completions/", "/admin%2Fapi-keys", "/v1/%2563hat/completions"):
+    for target in (
+        "//v1/models",
+        "/v1/%6Dodels",
+        "/v1/models/",
+        "///info",
+        "/v1//models",
+        "/%761/models",
+        "/v1/chat/completions/",
+        "/admin%2Fapi-keys",
+        "/v1/%2563hat/completions",
+    ):
         assert raw_request(server.url, "GET", target) == 401, target
     # Odd Host headers cannot make a protected path public.
     for host in ("localhost/health", "evil.example", "127.0.0.1:1/docs", ""):
@@ -151,7 +171,12 @@ def test_path_spellings_do_not_change_the_decision(server: GatewayServer, text_k
     body = b'{"messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}'
     headers = {"X-API-Key": text_key, "Content-Type": "application/json"}
     submitted = len(server.engine.submitted)
-    for target in ("/v1/%63hat/completions", "//v1//chat/completions", "/v1/chat/completions/", "/v1/chat%2Fcompletions"):
+    for target in (
+        "/v1/%63hat/completions",
+        "//v1//chat/completions",
+        "/v1/chat/completions/",
+        "/v1/chat%2Fcompletions",
+    ):
         assert raw_request(server.url, "POST", target, headers, body) == 403, target
     assert len(server.engine.submitted) == submitted
     # ...while the encoded spelling does reach the chat handler for a key allowed to chat.
@@ -188,13 +213,19 @@ def test_auth_off_lets_anonymous_callers_in_and_says_so(tmp_path: Path, caplog: 
 def test_responses_route_is_covered(server: GatewayServer, text_key: str) -> None:
     chat_only = server.create_key("chat-no-stream", ["generate:chat"])["api_key"]
     headers = {"X-API-Key": chat_only}
-    reply = httpx.post(server.url + "/v1/responses", json={"input": "hi", "max_output_tokens": 16}, headers=headers, timeout=30)
+    reply = httpx.post(
+        server.url + "/v1/responses", json={"input": "hi", "max_output_tokens": 16}, headers=headers, timeout=30
+    )
     assert reply.status_code == 200
-    streamed = httpx.post(server.url + "/v1/responses", json={"input": "hi", "stream": True}, headers=headers, timeout=30)
+    streamed = httpx.post(
+        server.url + "/v1/responses", json={"input": "hi", "stream": True}, headers=headers, timeout=30
+    )
     assert streamed.status_code == 403 and "generate:stream" in streamed.json()["error"]["message"]
     with server.admin() as admin:
         stats = admin.get("/admin/stats").json()
-        key_id = next(row["id"] for row in admin.get("/admin/api-keys").json()["data"] if row["name"] == "chat-no-stream")
+        key_id = next(
+            row["id"] for row in admin.get("/admin/api-keys").json()["data"] if row["name"] == "chat-no-stream"
+        )
     usage = next(row for row in stats["usage"] if row["key_id"] == key_id)
     assert usage["requests"] == 1 and usage["prompt_tokens"] == reply.json()["usage"]["input_tokens"]
     assert usage["reasoning_tokens"] == reply.json()["usage"]["output_tokens_details"]["reasoning_tokens"] > 0

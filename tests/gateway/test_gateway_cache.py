@@ -18,20 +18,28 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayServer]:
 
 @pytest.fixture(scope="module")
 def tenants(server: GatewayServer) -> tuple[dict[str, str], dict[str, str]]:
-    return ({"X-API-Key": server.create_key("tenant-a")["api_key"]},
-            {"X-API-Key": server.create_key("tenant-b")["api_key"]})
+    return (
+        {"X-API-Key": server.create_key("tenant-a")["api_key"]},
+        {"X-API-Key": server.create_key("tenant-b")["api_key"]},
+    )
 
 
 def _post(server: GatewayServer, path: str, body: dict, headers: dict[str, str]) -> httpx.Response:
     return httpx.post(server.url + path, json=body, headers=headers, timeout=30)
 
 
-@pytest.mark.parametrize(("path", "body"), [
-    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "greedy"}], "temperature": 0, "max_tokens": 32}),
-    ("/v1/completions", {"prompt": "seeded", "seed": 7, "max_tokens": 5}),
-    ("/generate", {"text": "native", "temperature": 0, "max_tokens": 32}),
-    ("/chat", {"messages": [{"role": "user", "content": "native chat"}], "seed": 3, "max_tokens": 32}),
-])
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        (
+            "/v1/chat/completions",
+            {"messages": [{"role": "user", "content": "greedy"}], "temperature": 0, "max_tokens": 32},
+        ),
+        ("/v1/completions", {"prompt": "seeded", "seed": 7, "max_tokens": 5}),
+        ("/generate", {"text": "native", "temperature": 0, "max_tokens": 32}),
+        ("/chat", {"messages": [{"role": "user", "content": "native chat"}], "seed": 3, "max_tokens": 32}),
+    ],
+)
 def test_deterministic_request_hits_without_the_engine(
     server: GatewayServer, tenants: tuple[dict[str, str], dict[str, str]], path: str, body: dict
 ) -> None:
@@ -46,11 +54,21 @@ def test_deterministic_request_hits_without_the_engine(
     assert len(server.engine.submitted) == before + 1
 
 
-def test_streaming_hit_replays_the_same_bytes(server: GatewayServer, tenants: tuple[dict[str, str], dict[str, str]]) -> None:
+def test_streaming_hit_replays_the_same_bytes(
+    server: GatewayServer, tenants: tuple[dict[str, str], dict[str, str]]
+) -> None:
     tenant_a, _ = tenants
     for path, body in (
-        ("/v1/chat/completions", {"messages": [{"role": "user", "content": "stream me"}], "temperature": 0,
-                                  "max_tokens": 32, "stream": True, "stream_options": {"include_usage": True}}),
+        (
+            "/v1/chat/completions",
+            {
+                "messages": [{"role": "user", "content": "stream me"}],
+                "temperature": 0,
+                "max_tokens": 32,
+                "stream": True,
+                "stream_options": {"include_usage": True},
+            },
+        ),
         ("/stream", {"text": "stream native", "temperature": 0, "max_tokens": 32}),
     ):
         before = len(server.engine.submitted)
@@ -65,7 +83,9 @@ def test_streaming_hit_replays_the_same_bytes(server: GatewayServer, tenants: tu
             assert plain.headers["x-cache"] == "miss" and len(server.engine.submitted) == before + 2
 
 
-def test_tenant_b_never_gets_tenant_a_entry(server: GatewayServer, tenants: tuple[dict[str, str], dict[str, str]]) -> None:
+def test_tenant_b_never_gets_tenant_a_entry(
+    server: GatewayServer, tenants: tuple[dict[str, str], dict[str, str]]
+) -> None:
     tenant_a, tenant_b = tenants
     body = {"messages": [{"role": "user", "content": "shared question"}], "temperature": 0, "max_tokens": 32}
     before = len(server.engine.submitted)
@@ -76,16 +96,25 @@ def test_tenant_b_never_gets_tenant_a_entry(server: GatewayServer, tenants: tupl
     assert _post(server, "/v1/chat/completions", body, tenant_b).headers["x-cache"] == "hit"
 
 
-def test_any_sampling_change_is_a_new_entry(server: GatewayServer, tenants: tuple[dict[str, str], dict[str, str]]) -> None:
+def test_any_sampling_change_is_a_new_entry(
+    server: GatewayServer, tenants: tuple[dict[str, str], dict[str, str]]
+) -> None:
     tenant_a, _ = tenants
     body = {"messages": [{"role": "user", "content": "params"}], "temperature": 0, "max_tokens": 32}
     assert _post(server, "/v1/chat/completions", body, tenant_a).headers["x-cache"] == "miss"
-    for change in ({"max_tokens": 31}, {"top_p": 0.5}, {"stop": ["x"]}, {"seed": 1},
-                   {"messages": [{"role": "user", "content": "params!"}]}):
+    for change in (
+        {"max_tokens": 31},
+        {"top_p": 0.5},
+        {"stop": ["x"]},
+        {"seed": 1},
+        {"messages": [{"role": "user", "content": "params!"}]},
+    ):
         assert _post(server, "/v1/chat/completions", {**body, **change}, tenant_a).headers["x-cache"] == "miss", change
 
 
-def test_sampled_requests_are_never_cached(server: GatewayServer, tenants: tuple[dict[str, str], dict[str, str]]) -> None:
+def test_sampled_requests_are_never_cached(
+    server: GatewayServer, tenants: tuple[dict[str, str], dict[str, str]]
+) -> None:
     tenant_a, _ = tenants
     body = {"messages": [{"role": "user", "content": "random"}], "temperature": 0.8, "max_tokens": 32}
     before = len(server.engine.submitted)
@@ -102,7 +131,7 @@ def test_hits_are_counted_in_usage(server: GatewayServer) -> None:
     first = _post(server, "/v1/completions", body, headers).json()
     for _ in range(3):
         _post(server, "/v1/completions", body, headers)
-    with server.admin() as admin:   # /admin/stats flushes the buffered usage first
+    with server.admin() as admin:  # /admin/stats flushes the buffered usage first
         totals = next(row for row in admin.get("/admin/stats").json()["usage"] if row["key_id"] == created["id"])
     assert (totals["requests"], totals["cache_hits"]) == (4, 3)
     assert totals["prompt_tokens"] == 4 * first["usage"]["prompt_tokens"]

@@ -20,14 +20,21 @@ ADMIN = {"Authorization": f"Bearer {MASTER_KEY}"}
 def _app(tmp_path: Path, **security: object) -> object:
     settings = Settings(
         env="production",
-        security={"auth_enabled": True, "api_key": MASTER_KEY, "secret_key": SECRET_KEY, "require_https": True, **security},
+        security={
+            "auth_enabled": True,
+            "api_key": MASTER_KEY,
+            "secret_key": SECRET_KEY,
+            "require_https": True,
+            **security,
+        },
         storage={"data_dir": str(tmp_path)},
     )
     return create_app(settings, extensions=[GatewayExtension(settings)])
 
 
-async def _status(app: object, peer: str, headers: dict[str, str] | None = None, scheme: str = "http",
-                  path: str = "/admin/config") -> httpx.Response:
+async def _status(
+    app: object, peer: str, headers: dict[str, str] | None = None, scheme: str = "http", path: str = "/admin/config"
+) -> httpx.Response:
     # /admin/config answers the master key without the database: only the transport decides here.
     transport = httpx.ASGITransport(app=app, client=(peer, 50000))
     async with httpx.AsyncClient(transport=transport, base_url=f"{scheme}://tkr.test") as client:
@@ -44,12 +51,12 @@ async def test_plain_http_is_refused_in_the_error_shape(tmp_path: Path) -> None:
 
 
 async def test_forwarded_proto_counts_only_from_trusted_peers(tmp_path: Path) -> None:
-    app = _app(tmp_path)   # default trusted_proxies: loopback
+    app = _app(tmp_path)  # default trusted_proxies: loopback
     forwarded = {"X-Forwarded-Proto": "https"}
-    assert (await _status(app, "203.0.113.7", forwarded)).status_code == 403   # anyone can send the header
+    assert (await _status(app, "203.0.113.7", forwarded)).status_code == 403  # anyone can send the header
     assert (await _status(app, "127.0.0.1", forwarded)).status_code == 200
     assert (await _status(app, "::1", forwarded)).status_code == 200
-    assert (await _status(app, "127.0.0.1")).status_code == 403               # a local plain-HTTP caller
+    assert (await _status(app, "127.0.0.1")).status_code == 403  # a local plain-HTTP caller
     # A chain that appends: the last value is the one our proxy wrote.
     assert (await _status(app, "127.0.0.1", {"X-Forwarded-Proto": "https, http"})).status_code == 403
     assert (await _status(app, "127.0.0.1", {"X-Forwarded-Proto": "http, https"})).status_code == 200

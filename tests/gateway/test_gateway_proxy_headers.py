@@ -4,7 +4,6 @@ list emptied, a local caller cannot claim HTTPS; with loopback trusted, a local 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest

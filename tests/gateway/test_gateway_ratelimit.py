@@ -17,7 +17,13 @@ COMPLETION = {"prompt": "hi", "max_tokens": 4}
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayServer]:
     with gateway_server(
         tmp_path_factory.mktemp("ratelimit"),
-        rate_limit={"enabled": True, "burst": 50, "requests_per_minute": 4, "requests_per_hour": 100, "requests_per_day": 1000},
+        rate_limit={
+            "enabled": True,
+            "burst": 50,
+            "requests_per_minute": 4,
+            "requests_per_hour": 100,
+            "requests_per_day": 1000,
+        },
     ) as running:
         yield running
 
@@ -61,9 +67,9 @@ def test_tokens_per_minute(server: GatewayServer) -> None:
     first = _post(server, key)
     assert first.status_code == 200 and first.headers["x-ratelimit-limit-tokens"] == "5"
     used = first.json()["usage"]["total_tokens"]
-    assert used == 5   # the prompt and answer use the whole minute's budget...
+    assert used == 5  # the prompt and answer use the whole minute's budget...
     refused = _post(server, key)
-    assert refused.status_code == 429   # ...so the next request waits
+    assert refused.status_code == 429  # ...so the next request waits
     assert refused.headers["x-ratelimit-remaining-tokens"] == "0"
     assert int(refused.headers["retry-after"]) >= 1
 
@@ -101,7 +107,7 @@ def test_stats_count_rejections_per_key_without_key_labels(server: GatewayServer
 
 def test_a_key_with_rejections_but_no_usage_is_listed(server: GatewayServer) -> None:
     blocked = server.create_key("blocked", limits={"burst": 1})
-    invalid = _post(server, blocked["api_key"], {"prompt": "hi", "max_tokens": -1})   # admitted, served nothing
+    invalid = _post(server, blocked["api_key"], {"prompt": "hi", "max_tokens": -1})  # admitted, served nothing
     assert invalid.status_code == 400
     assert _post(server, blocked["api_key"]).status_code == 429
     with server.admin() as admin:

@@ -24,12 +24,16 @@ def test_fail_open_and_fail_closed_when_redis_stops(tmp_path: Path) -> None:
     redis = start_redis(tmp_path)
     limits = {"enabled": True, "redis_url": redis.url, "requests_per_minute": 100}
     try:
-        with gateway_server(tmp_path / "open", rate_limit={**limits, "fail_open": True}) as open_server, \
-                gateway_server(tmp_path / "closed", rate_limit={**limits, "fail_open": False}) as closed_server:
+        with (
+            gateway_server(tmp_path / "open", rate_limit={**limits, "fail_open": True}) as open_server,
+            gateway_server(tmp_path / "closed", rate_limit={**limits, "fail_open": False}) as closed_server,
+        ):
             keys = {server.url: server.create_key("tenant")["api_key"] for server in (open_server, closed_server)}
 
             def post(url: str) -> httpx.Response:
-                return httpx.post(url + "/v1/completions", json=COMPLETION, headers={"X-API-Key": keys[url]}, timeout=30)
+                return httpx.post(
+                    url + "/v1/completions", json=COMPLETION, headers={"X-API-Key": keys[url]}, timeout=30
+                )
 
             for server in (open_server, closed_server):
                 admitted = post(server.url)

@@ -30,19 +30,26 @@ def replicas(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterat
 def test_request_n_plus_1_is_refused_across_replicas(replicas: list[Replica]) -> None:
     a, b = replicas
     created = httpx.post(
-        a.url + "/admin/api-keys", headers={"Authorization": f"Bearer {MASTER_KEY}"},
+        a.url + "/admin/api-keys",
+        headers={"Authorization": f"Bearer {MASTER_KEY}"},
         json={"name": "shared", "limits": {"requests_per_minute": LIMIT, "burst": 100}},
     )
     assert created.status_code == 201
     key = created.json()["api_key"]
     body = {"prompt": "hi", "max_tokens": 2}
     # Alternate replicas and the three places a key may travel in.
-    ways = [{"headers": {"X-API-Key": key}}, {"headers": {"Authorization": f"Bearer {key}"}}, {"params": {"api_key": key}}]
+    ways = [
+        {"headers": {"X-API-Key": key}},
+        {"headers": {"Authorization": f"Bearer {key}"}},
+        {"params": {"api_key": key}},
+    ]
     responses = [
         httpx.post(replicas[i % 2].url + "/v1/completions", json=body, timeout=30, **ways[i % 3]) for i in range(LIMIT)
     ]
     assert [r.status_code for r in responses] == [200] * LIMIT
-    assert [r.headers["x-ratelimit-remaining-requests"] for r in responses] == [str(LIMIT - 1 - i) for i in range(LIMIT)]
+    assert [r.headers["x-ratelimit-remaining-requests"] for r in responses] == [
+        str(LIMIT - 1 - i) for i in range(LIMIT)
+    ]
     for replica in (b, a):
         refused = httpx.post(replica.url + "/v1/completions", json=body, headers={"X-API-Key": key}, timeout=30)
         assert refused.status_code == 429
@@ -60,14 +67,17 @@ def test_logs_hold_no_key_material(replicas: list[Replica]) -> None:
     httpx.get(a.url + "/v1/models", params={"api_key": key})
     httpx.get(b.url + "/v1/models", params={"api_key": MASTER_KEY})
     httpx.get(a.url + "/info", headers={"Authorization": f"Bearer {key}"})
-    httpx.get(a.url + "/v1/models", headers={"X-API-Key": key + "-typo"})           # a 401 is logged too
-    httpx.post(b.url + "/v1/chat/completions", headers={"Authorization": f"Bearer {key}"},
-               json={"messages": [{"role": "user", "content": "hi"}], "max_tokens": 8})
+    httpx.get(a.url + "/v1/models", headers={"X-API-Key": key + "-typo"})  # a 401 is logged too
+    httpx.post(
+        b.url + "/v1/chat/completions",
+        headers={"Authorization": f"Bearer {key}"},
+        json={"messages": [{"role": "user", "content": "hi"}], "max_tokens": 8},
+    )
     for replica in replicas:
         replica.stop()
 
     lines = [line for replica in replicas for line in replica.log_path.read_text().splitlines() if line.strip()]
-    entries = [json.loads(line) for line in lines]   # every line is one JSON object
+    entries = [json.loads(line) for line in lines]  # every line is one JSON object
     text = "\n".join(lines)
     for secret in (key, key[4:], key[8:-4], MASTER_KEY, SECRET_KEY):
         assert secret not in text

@@ -14,8 +14,23 @@ def _load_generator():
 
 
 def test_offline_bench_prints_json_with_the_three_runs(capsys, demo_model_dir):
-    code = main(["bench", "--model", str(demo_model_dir), "--device", "cpu", "--streams", "3",
-                 "--prompt-len", "6", "--output-len", "4", "--long-prompt-len", "20"])
+    code = main(
+        [
+            "bench",
+            "--model",
+            str(demo_model_dir),
+            "--device",
+            "cpu",
+            "--streams",
+            "3",
+            "--prompt-len",
+            "6",
+            "--output-len",
+            "4",
+            "--long-prompt-len",
+            "20",
+        ]
+    )
     report = json.loads(capsys.readouterr().out)
     assert code == 0
     runs = {run["name"]: run for run in report["runs"]}
@@ -23,17 +38,35 @@ def test_offline_bench_prints_json_with_the_three_runs(capsys, demo_model_dir):
     assert runs["decode_batch1"]["output_tokens"] == 4
     assert runs["parallel_streams"]["output_tokens"] == 12 and runs["parallel_streams"]["prompt_tokens"] == 18
     assert runs["long_prompt_ttft"]["output_tokens"] == 1
-    assert report["max_num_batched_tokens"] == 8192       # the engine's default
+    assert report["max_num_batched_tokens"] == 8192  # the engine's default
     streams = runs["parallel_streams"]
     # 3 streams x 4 tokens: 3 first tokens and 3 x 3 gaps, each positive; a request ends after its first token
     assert 0 < streams["ttft_ms"]["p50"] <= streams["e2e_ms"]["p50"]
     assert streams["itl_ms"]["p50"] > 0 and streams["itl_ms"]["p99"] >= streams["itl_ms"]["p50"]
-    assert runs["long_prompt_ttft"]["itl_ms"] == {"p50": None, "p90": None, "p99": None}   # one token: no gap
+    assert runs["long_prompt_ttft"]["itl_ms"] == {"p50": None, "p90": None, "p99": None}  # one token: no gap
 
 
 def test_offline_bench_takes_the_step_token_budget_and_warms_the_streams(capsys, demo_model_dir):
-    code = main(["bench", "--model", str(demo_model_dir), "--device", "cpu", "--streams", "2", "--prompt-len", "6",
-                 "--output-len", "3", "--long-prompt-len", "8", "--max-num-batched-tokens", "64", "--warmup-streams"])
+    code = main(
+        [
+            "bench",
+            "--model",
+            str(demo_model_dir),
+            "--device",
+            "cpu",
+            "--streams",
+            "2",
+            "--prompt-len",
+            "6",
+            "--output-len",
+            "3",
+            "--long-prompt-len",
+            "8",
+            "--max-num-batched-tokens",
+            "64",
+            "--warmup-streams",
+        ]
+    )
     report = json.loads(capsys.readouterr().out)
     assert code == 0 and report["max_num_batched_tokens"] == 64
     assert [run["name"] for run in report["runs"]] == ["decode_batch1", "parallel_streams", "long_prompt_ttft"]
@@ -76,7 +109,9 @@ def test_completions_ignore_eos_extension_reaches_the_engine_parameters():
     from tkr_embed.services.context import ModelContext
 
     service = CompletionService(ModelContext(engine=None, tokenizer=get_tokenizer(), model_id="m", context_length=64))
-    asked = service.prepare(CompletionRequest.model_validate({"prompt": [10, 11, 12], "max_tokens": 5, "ignore_eos": True}))
+    asked = service.prepare(
+        CompletionRequest.model_validate({"prompt": [10, 11, 12], "max_tokens": 5, "ignore_eos": True})
+    )
     plain = service.prepare(CompletionRequest.model_validate({"prompt": [10, 11, 12], "max_tokens": 5}))
     assert [p.params.ignore_eos for p in asked] == [True]
     assert [p.params.ignore_eos for p in plain] == [False]

@@ -34,10 +34,10 @@ def test_rms_norm_and_residual_add_match_the_layer(fused):
     assert _rel(fused.rms_norm(x, norm.weight, 1e-5), norm(x)) < 1e-2
     out16 = torch.empty(5, 2880, dtype=torch.float16, device="cuda")
     out, new_res = fused.add_rms_norm(x, res, norm.weight, 1e-5, bias=bias, out_f16=out16)
-    expected_res = (res.float() + x.float() + bias.float())
+    expected_res = res.float() + x.float() + bias.float()
     assert _rel(new_res, expected_res) < 1e-2
     assert _rel(out, norm(expected_res.to(torch.bfloat16))) < 1e-2
-    assert torch.equal(out16, out.to(torch.float16))            # the MMA experts' operand, as converted before
+    assert torch.equal(out16, out.to(torch.float16))  # the MMA experts' operand, as converted before
 
 
 def test_rope_write_kv_rotates_and_writes_the_slots(fused):
@@ -56,8 +56,8 @@ def test_rope_write_kv_rotates_and_writes_the_slots(fused):
     q = fused.rope_write_kv(qkv, bias, cos, sin, cache, slots, hq, hkv, d)
     full = qkv + bias
     ref_q = apply_rotary(full[:, : hq * d].view(t, hq, d), cos, sin)
-    ref_k = apply_rotary(full[:, hq * d:(hq + hkv) * d].view(t, hkv, d), cos, sin)
-    write_kv_cache(expected_cache, ref_k, full[:, (hq + hkv) * d:].view(t, hkv, d), slots)
+    ref_k = apply_rotary(full[:, hq * d : (hq + hkv) * d].view(t, hkv, d), cos, sin)
+    write_kv_cache(expected_cache, ref_k, full[:, (hq + hkv) * d :].view(t, hkv, d), slots)
     assert _rel(q, ref_q) < 1e-2
     assert _rel(cache, expected_cache) < 1e-2
     untouched = torch.ones(2, 160, dtype=torch.bool, device="cuda")
@@ -77,16 +77,16 @@ def test_router_topk_picks_the_largest_logits(fused, num_tokens):
     weight = torch.randn(32, 2880, generator=gen, device="cuda").to(torch.bfloat16)
     bias = torch.randn(32, generator=gen, device="cuda").to(torch.bfloat16)
     ids, weights = fused.router_topk(x, weight, bias, 4)
-    logits = torch.nn.functional.linear(x, weight, bias).float()                      # [T, E], bf16 values
+    logits = torch.nn.functional.linear(x, weight, bias).float()  # [T, E], bf16 values
     values, _ = torch.topk(logits, 4, dim=-1)
-    assert all(len(set(row)) == 4 for row in ids.tolist())                          # 4 distinct experts
+    assert all(len(set(row)) == 4 for row in ids.tolist())  # 4 distinct experts
     chosen = logits.gather(-1, ids.long())
     if not 2 <= num_tokens <= fused.ROUTER_SPLIT_MAX_TOKENS:
         assert torch.equal(chosen, values)
         assert torch.allclose(weights, torch.softmax(values, dim=-1), atol=1e-5)
     else:
-        assert bool(((chosen - values).abs() <= values.abs() * 2.0 ** -7).all())    # within one bf16 step
-        assert torch.allclose(weights, torch.softmax(chosen, dim=-1), atol=0.07)   # a step of 1/4 moves a weight < 1/16
+        assert bool(((chosen - values).abs() <= values.abs() * 2.0**-7).all())  # within one bf16 step
+        assert torch.allclose(weights, torch.softmax(chosen, dim=-1), atol=0.07)  # a step of 1/4 moves a weight < 1/16
         assert (chosen != values).float().mean() < 0.05
 
 
@@ -99,7 +99,7 @@ def test_moe_partials_sum_with_the_residual_in_the_norm(fused, num_tokens):
 
     case = make_moe_case(num_tokens, seed=11 + num_tokens)
     residual = torch.randn(num_tokens, 2880, device="cuda").to(torch.bfloat16)
-    parts = mxfp4_moe_partials(case.hidden, case.topk_ids, case.topk_weights, case.weights)     # [T, k, D]
+    parts = mxfp4_moe_partials(case.hidden, case.topk_ids, case.topk_weights, case.weights)  # [T, k, D]
     assert parts.shape == (num_tokens, 4, 2880)
     norm = RMSNorm(2880, 1e-5, device="cuda", dtype=torch.bfloat16)
     norm.weight.data.normal_(1.0, 0.1)

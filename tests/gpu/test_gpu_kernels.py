@@ -10,7 +10,7 @@ pytestmark = [
     pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
 ]
 
-HEAD_SCALE = 0.125   # 1 / sqrt(64)
+HEAD_SCALE = 0.125  # 1 / sqrt(64)
 
 
 @pytest.fixture(scope="module")
@@ -23,8 +23,8 @@ def kernels():
 
 @pytest.mark.parametrize("num_tokens", [1, 7, 9, 64, 200, 300, 512, 4200])
 def test_mxfp4_moe_matches_reference_on_20b_shape(kernels, num_tokens):
-    from tkr_embed.backends.torch.kernels.random_cases import make_moe_case, relative_error
     from tkr_embed.backends.torch.kernels.mxfp4_reference import moe_reference
+    from tkr_embed.backends.torch.kernels.random_cases import make_moe_case, relative_error
 
     mxfp4_moe, _ = kernels
     case = make_moe_case(num_tokens, seed=num_tokens)
@@ -39,8 +39,8 @@ def test_mxfp4_moe_matches_reference_on_20b_shape(kernels, num_tokens):
 def test_mxfp4_moe_matches_reference_on_120b_expert_count(kernels, num_tokens):
     """128 experts (the 120b shape) through every dispatch path: gemv, decode, grouped 64 and 128 rows,
     and the prefill path (experts dequantized a chunk at a time, then grouped GEMMs)."""
-    from tkr_embed.backends.torch.kernels.random_cases import make_moe_case, relative_error
     from tkr_embed.backends.torch.kernels.mxfp4_reference import moe_reference
+    from tkr_embed.backends.torch.kernels.random_cases import make_moe_case, relative_error
 
     mxfp4_moe, _ = kernels
     case = make_moe_case(num_tokens, num_experts=128, seed=100 + num_tokens)
@@ -50,8 +50,10 @@ def test_mxfp4_moe_matches_reference_on_120b_expert_count(kernels, num_tokens):
     assert relative_error(out, ref) < 2e-2
 
 
-@pytest.mark.parametrize("num_tokens, allow_mma", [(1, False), (9, False), (24, False), (64, False), (64, True),
-                                                   (128, True), (300, False), (4200, False)])
+@pytest.mark.parametrize(
+    "num_tokens, allow_mma",
+    [(1, False), (9, False), (24, False), (64, False), (64, True), (128, True), (300, False), (4200, False)],
+)
 def test_every_dispatch_path_reads_tiled_experts_bit_for_bit(kernels, num_tokens, allow_mma):
     """The model keeps CUDA experts in 16-row tiles (expert_layout): decode, MMA, grouped and prefill kernels
     (the PTX dequantization, not run by the interpreter test) give exactly the untiled results. The
@@ -65,10 +67,12 @@ def test_every_dispatch_path_reads_tiled_experts_bit_for_bit(kernels, num_tokens
     mxfp4_moe, _ = kernels
     case = make_moe_case(num_tokens, seed=200 + num_tokens)
     tiles = tiled_weights(case.weights)
-    plain = mxfp4_moe.mxfp4_moe_partials(case.hidden, case.topk_ids, case.topk_weights, case.weights,
-                                         allow_mma=allow_mma)
-    out = mxfp4_moe.mxfp4_moe_partials(case.hidden, case.topk_ids, case.topk_weights, tiles, allow_mma=allow_mma,
-                                       tiled=True)
+    plain = mxfp4_moe.mxfp4_moe_partials(
+        case.hidden, case.topk_ids, case.topk_weights, case.weights, allow_mma=allow_mma
+    )
+    out = mxfp4_moe.mxfp4_moe_partials(
+        case.hidden, case.topk_ids, case.topk_weights, tiles, allow_mma=allow_mma, tiled=True
+    )
     if num_tokens > mxfp4_moe.GEMV_MAX_TOKENS:
         assert torch.equal(out, plain)
     else:
@@ -106,8 +110,13 @@ def test_mma_moe_tiles_agree(kernels):
 
     case = make_moe_case(40, num_experts=4, hidden=576, intermediate=384, seed=5)
     ref = moe_reference(case.hidden, case.topk_ids, case.topk_weights, *case.weights)
-    for cfg in (MmaTileConfig(), MmaTileConfig(8, 128, 64, 4), MmaTileConfig(32, 64, 64, 4), MmaTileConfig(16, 64, 32, 2),
-                MmaTileConfig(16, 256, 64, 4)):
+    for cfg in (
+        MmaTileConfig(),
+        MmaTileConfig(8, 128, 64, 4),
+        MmaTileConfig(32, 64, 64, 4),
+        MmaTileConfig(16, 64, 32, 2),
+        MmaTileConfig(16, 256, 64, 4),
+    ):
         out = mxfp4_moe_mma_partials(case.hidden, case.topk_ids, case.topk_weights, case.weights, config=cfg)
         assert relative_error(out.float().sum(1), ref) < 1e-2, cfg
 
@@ -129,26 +138,41 @@ def test_prefill_moe_with_all_experts_in_the_scratch_never_waits_for_the_host(ke
 
 
 def test_mxfp4_moe_every_tile_config_agrees(kernels):
-    from tkr_embed.backends.torch.kernels.random_cases import make_moe_case, relative_error
     from tkr_embed.backends.torch.kernels.mxfp4_reference import moe_reference
+    from tkr_embed.backends.torch.kernels.random_cases import make_moe_case, relative_error
 
     mxfp4_moe, _ = kernels
     case = make_moe_case(40, num_experts=8, hidden=512, intermediate=384, seed=3)
     ref = moe_reference(case.hidden, case.topk_ids, case.topk_weights, *case.weights)
     m = mxfp4_moe
-    configs = [m.GemvConfig(), m.GemvConfig(32, 32, 4, 4), m.GemvConfig(asm=False), m.GemvConfig(f16_products=False),
-               m.GemvConfig(asm=False, f16_products=False), m.GemvConfig(down_splits=2), m.GemvConfig(down_splits=3),
-               m.DecodeTileConfig(), m.DecodeTileConfig(block_m=32, block_k=64), m.DecodeTileConfig(swap_ab=True),
-               m.DecodeTileConfig(asm=False), m.DecodeTileConfig(dot_scaled=True),
-               m.GroupedTileConfig(), m.GroupedTileConfig(64, 64, 64, 4), m.GroupedTileConfig(32, 64, 128, 4, swap_ab=True),
-               m.GroupedTileConfig(asm=False), m.GroupedTileConfig(64, 64, 64, 4, dot_scaled=True)]
+    configs = [
+        m.GemvConfig(),
+        m.GemvConfig(32, 32, 4, 4),
+        m.GemvConfig(asm=False),
+        m.GemvConfig(f16_products=False),
+        m.GemvConfig(asm=False, f16_products=False),
+        m.GemvConfig(down_splits=2),
+        m.GemvConfig(down_splits=3),
+        m.DecodeTileConfig(),
+        m.DecodeTileConfig(block_m=32, block_k=64),
+        m.DecodeTileConfig(swap_ab=True),
+        m.DecodeTileConfig(asm=False),
+        m.DecodeTileConfig(dot_scaled=True),
+        m.GroupedTileConfig(),
+        m.GroupedTileConfig(64, 64, 64, 4),
+        m.GroupedTileConfig(32, 64, 128, 4, swap_ab=True),
+        m.GroupedTileConfig(asm=False),
+        m.GroupedTileConfig(64, 64, 64, 4, dot_scaled=True),
+    ]
     for cfg in configs:
         out = mxfp4_moe.mxfp4_moe(case.hidden, case.topk_ids, case.topk_weights, case.weights, config=cfg)
         assert relative_error(out, ref) < 2e-2, cfg
 
 
-@pytest.mark.parametrize("tokens, num_experts, block_m", [(64, 32, 64), (33, 32, 64), (1, 32, 64), (64, 128, 64),
-                                                        (1000, 32, 64), (4000, 128, 16), (4096, 32, 64)])
+@pytest.mark.parametrize(
+    "tokens, num_experts, block_m",
+    [(64, 32, 64), (33, 32, 64), (1, 32, 64), (64, 128, 64), (1000, 32, 64), (4000, 128, 16), (4096, 32, 64)],
+)
 def test_align_kernel_equals_the_torch_alignment_on_cuda(kernels, tokens, num_experts, block_m):
     from tkr_embed.backends.torch.kernels.moe_align import align_pairs_to_experts
     from tkr_embed.backends.torch.kernels.moe_align_kernel import align_pairs_kernel
@@ -163,37 +187,49 @@ def test_align_kernel_equals_the_torch_alignment_on_cuda(kernels, tokens, num_ex
 
 @pytest.mark.parametrize("window", [0, 128])
 def test_decode_attention_matches_reference(kernels, window):
-    from tkr_embed.backends.torch.kernels.random_cases import make_attention_case, relative_error
     from tkr_embed.backends.torch.kernels.attention_reference import paged_attention_reference
+    from tkr_embed.backends.torch.kernels.random_cases import make_attention_case, relative_error
 
     _, attention = kernels
     lens = [1, 17, 128, 129, 1000, 3]
     case = make_attention_case(lens, seed=window)
     query = torch.randn(len(lens), 64, 64, device="cuda", dtype=torch.bfloat16)
     starts = torch.arange(len(lens) + 1, dtype=torch.int32, device="cuda")
-    ref = paged_attention_reference(query, case.kv_cache, starts, case.seq_lens, case.block_tables,
-                                    case.sinks, window, HEAD_SCALE)
+    ref = paged_attention_reference(
+        query, case.kv_cache, starts, case.seq_lens, case.block_tables, case.sinks, window, HEAD_SCALE
+    )
     for splits in (None, 1, 8):
-        out = attention.paged_decode_attention(query, case.kv_cache, case.seq_lens, case.block_tables,
-                                               case.sinks, window, HEAD_SCALE, num_splits=splits)
+        out = attention.paged_decode_attention(
+            query, case.kv_cache, case.seq_lens, case.block_tables, case.sinks, window, HEAD_SCALE, num_splits=splits
+        )
         assert relative_error(out, ref) < 1e-2, splits
 
 
 @pytest.mark.parametrize("window", [0, 128])
 def test_chunked_prefill_attention_matches_reference(kernels, window):
-    from tkr_embed.backends.torch.kernels.random_cases import make_attention_case, relative_error
     from tkr_embed.backends.torch.kernels.attention_reference import paged_attention_reference
+    from tkr_embed.backends.torch.kernels.random_cases import make_attention_case, relative_error
 
     _, attention = kernels
-    lens = [300, 77, 1, 520]        # whole prompts, later chunks and a decode mixed in one batch
+    lens = [300, 77, 1, 520]  # whole prompts, later chunks and a decode mixed in one batch
     q_lens = [300, 40, 1, 200]
     case = make_attention_case(lens, seed=10 + window)
     starts = torch.tensor([0] + torch.tensor(q_lens).cumsum(0).tolist(), dtype=torch.int32, device="cuda")
     query = torch.randn(sum(q_lens), 64, 64, device="cuda", dtype=torch.bfloat16)
-    ref = paged_attention_reference(query, case.kv_cache, starts, case.seq_lens, case.block_tables,
-                                    case.sinks, window, HEAD_SCALE)
-    out = attention.paged_prefill_attention(query, case.kv_cache, starts, case.seq_lens, case.block_tables,
-                                            case.sinks, window, HEAD_SCALE, max_query_len=max(q_lens))
+    ref = paged_attention_reference(
+        query, case.kv_cache, starts, case.seq_lens, case.block_tables, case.sinks, window, HEAD_SCALE
+    )
+    out = attention.paged_prefill_attention(
+        query,
+        case.kv_cache,
+        starts,
+        case.seq_lens,
+        case.block_tables,
+        case.sinks,
+        window,
+        HEAD_SCALE,
+        max_query_len=max(q_lens),
+    )
     assert relative_error(out, ref) < 1e-2
 
 
@@ -209,14 +245,25 @@ def test_a_mixed_step_sends_its_leading_decodes_to_the_decode_kernel(window):
         lens = [900, 130, 5][:decodes] + [300, 77]
         q_lens = [1] * decodes + [300, 40]
         case = make_attention_case(lens, seed=20 + window + decodes)
-        tables = [row[:-(-length // 16)] for row, length in zip(case.block_tables.tolist(), lens)]
-        metadata = build_attention_metadata([(length - q, q, table) for length, q, table in zip(lens, q_lens, tables)],
-                                            16, "cuda")
+        tables = [row[: -(-length // 16)] for row, length in zip(case.block_tables.tolist(), lens, strict=False)]
+        metadata = build_attention_metadata(
+            [(length - q, q, table) for length, q, table in zip(lens, q_lens, tables, strict=False)], 16, "cuda"
+        )
         assert metadata.num_leading_decodes == decodes
         query = torch.randn(sum(q_lens), 64, 64, device="cuda", dtype=torch.bfloat16)
-        out = paged_attention(query, case.kv_cache, case.sinks, metadata, scale=HEAD_SCALE, sliding_window=window or None)
-        ref = paged_attention_reference(query, case.kv_cache, metadata.query_start_loc, case.seq_lens,
-                                        case.block_tables, case.sinks, window, HEAD_SCALE)
+        out = paged_attention(
+            query, case.kv_cache, case.sinks, metadata, scale=HEAD_SCALE, sliding_window=window or None
+        )
+        ref = paged_attention_reference(
+            query,
+            case.kv_cache,
+            metadata.query_start_loc,
+            case.seq_lens,
+            case.block_tables,
+            case.sinks,
+            window,
+            HEAD_SCALE,
+        )
         assert relative_error(out, ref) < 1e-2, decodes
 
 

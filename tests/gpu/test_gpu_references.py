@@ -13,9 +13,9 @@ from tkr_embed.backends.torch.kernels.mxfp4_reference import dequantize_mxfp4, r
 
 def test_dequantize_mxfp4_reads_low_nibble_first_and_applies_e8m0_scale():
     blocks = torch.zeros(1, 16, dtype=torch.uint8)
-    blocks[0, 0] = 0x2F        # low nibble 0xF = -6.0, high nibble 0x2 = 1.0
-    blocks[0, 1] = 0x91        # low 0x1 = 0.5, high 0x9 = -0.5
-    scales = torch.tensor([128], dtype=torch.uint8)     # 2^1
+    blocks[0, 0] = 0x2F  # low nibble 0xF = -6.0, high nibble 0x2 = 1.0
+    blocks[0, 1] = 0x91  # low 0x1 = 0.5, high 0x9 = -0.5
+    scales = torch.tensor([128], dtype=torch.uint8)  # 2^1
     values = dequantize_mxfp4(blocks, scales)
     assert values.shape == (32,)
     assert values[:4].tolist() == [-12.0, 2.0, 1.0, -1.0]
@@ -38,11 +38,11 @@ def test_route_topk_softmaxes_over_the_chosen_experts_only():
 
 
 def test_align_groups_pairs_by_expert_in_padded_blocks():
-    topk_ids = torch.tensor([[2, 0], [2, 1], [0, 2]])      # pairs 0..5 -> experts 2,0,2,1,0,2
+    topk_ids = torch.tensor([[2, 0], [2, 1], [0, 2]])  # pairs 0..5 -> experts 2,0,2,1,0,2
     aligned = align_pairs_to_experts(topk_ids, num_experts=4, block_m=2)
     blocks = aligned.sorted_pair_ids.view(-1, 2).tolist()
     experts = aligned.block_expert.tolist()
-    assert blocks[:4] == [[1, 4], [3, 6], [0, 2], [5, 6]]   # 6 = padding row
+    assert blocks[:4] == [[1, 4], [3, 6], [0, 2], [5, 6]]  # 6 = padding row
     assert experts[:4] == [0, 1, 2, 2]
     assert all(e == -1 for e in experts[4:])
     assert all(row == [6, 6] for row in blocks[4:])
@@ -51,8 +51,9 @@ def test_align_groups_pairs_by_expert_in_padded_blocks():
 def test_attention_reference_sink_and_window_on_a_hand_checked_case():
     # one head, one kv head, head_dim 1, block size 2: keys at positions 0..3, all scores 0
     kv = torch.zeros(2, 3, 2, 1, 1)
-    write_kv_cache(kv, torch.zeros(4, 1, 1), torch.tensor([1.0, 2.0, 3.0, 4.0]).view(4, 1, 1),
-                   torch.tensor([4, 5, 0, 1]))          # blocks 2 then 0
+    write_kv_cache(
+        kv, torch.zeros(4, 1, 1), torch.tensor([1.0, 2.0, 3.0, 4.0]).view(4, 1, 1), torch.tensor([4, 5, 0, 1])
+    )  # blocks 2 then 0
     tables = torch.tensor([[2, 0]], dtype=torch.int32)
     query = torch.ones(1, 1, 1)
     args = (torch.tensor([0, 1]), torch.tensor([4]), tables, torch.tensor([0.0]))

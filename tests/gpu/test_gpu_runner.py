@@ -45,10 +45,13 @@ class Driver:
 
         entries = []
         for seq, tokens in enumerate(chunks):
-            entries.append(BatchEntry(seq, list(tokens), self.lengths[seq], self.tables[seq], True,
-                                      SamplingParams(temperature=0.0)))
+            entries.append(
+                BatchEntry(
+                    seq, list(tokens), self.lengths[seq], self.tables[seq], True, SamplingParams(temperature=0.0)
+                )
+            )
             self.lengths[seq] += len(tokens)
-        return self.runner.logits(ScheduledBatch(entries), use_graphs=use_graphs).float().cpu()   # [S, V]
+        return self.runner.logits(ScheduledBatch(entries), use_graphs=use_graphs).float().cpu()  # [S, V]
 
 
 @pytest.fixture(scope="module")
@@ -75,8 +78,8 @@ class RouterGaps:
 
     def _hook(self, router, inputs, _output) -> None:
         logits = torch.nn.functional.linear(inputs[0].float(), router.weight.float(), router.bias.float())  # [T, E]
-        top = torch.topk(logits, router.top_k + 1, dim=-1).values                                        # [T, k+1]
-        gap = top[:, -2] - top[:, -1]                                                                     # [T]
+        top = torch.topk(logits, router.top_k + 1, dim=-1).values  # [T, k+1]
+        gap = top[:, -2] - top[:, -1]  # [T]
         self.gaps = gap if self.gaps is None else torch.minimum(self.gaps, gap)
 
     def take(self, rows: list[int]) -> list[float]:
@@ -99,19 +102,19 @@ def test_gpu_logits_match_cpu_reference_prefill_and_graphed_decode(runners):
     """
     from tkr_embed.backends.torch.dispatch import reference_ops
 
-    near_tie = 0.05     # ~2x the largest bf16 router-logit error on this checkpoint (0.023 measured)
+    near_tie = 0.05  # ~2x the largest bf16 router-logit error on this checkpoint (0.023 measured)
     cpu, gpu = runners
     assert gpu.info.dtype == "bfloat16" and gpu.decode_graphs is not None
     gaps = RouterGaps(cpu.model)
-    prompts = _prompts(3, 40, seed=1)                  # 40 > sliding window 16: both layer kinds matter
+    prompts = _prompts(3, 40, seed=1)  # 40 > sliding window 16: both layer kinds matter
     cpu_driver, fused, plain = Driver(cpu, 3, 128), Driver(gpu, 3, 128), Driver(gpu, 3, 128)
-    plain.tables = [[b + 64 for b in table] for table in fused.tables]       # its own KV blocks
+    plain.tables = [[b + 64 for b in table] for table in fused.tables]  # its own KV blocks
     fused_errors, plain_errors, flips = [], [], []
     chunks = prompts
     try:
-        for step in range(6):                          # prefill, then 5 decode steps on the graph of 4
+        for step in range(6):  # prefill, then 5 decode steps on the graph of 4
             ref = cpu_driver.step(chunks)
-            rows = [sum(len(c) for c in chunks[:i + 1]) - 1 for i in range(3)]
+            rows = [sum(len(c) for c in chunks[: i + 1]) - 1 for i in range(3)]
             tie_gaps = gaps.take(rows)
             out = fused.step(chunks)
             with reference_ops():
@@ -128,8 +131,10 @@ def test_gpu_logits_match_cpu_reference_prefill_and_graphed_decode(runners):
         gaps.remove()
     fused_median = float(torch.tensor(fused_errors).median())
     plain_median = float(torch.tensor(plain_errors).median())
-    print(f"row errors vs CPU fp32: fused median {fused_median:.4f} max {max(fused_errors):.4f}; "
-          f"plain bf16 median {plain_median:.4f} max {max(plain_errors):.4f}; rows over 3e-2 (step, row, err, gap) {flips}")
+    print(
+        f"row errors vs CPU fp32: fused median {fused_median:.4f} max {max(fused_errors):.4f}; "
+        f"plain bf16 median {plain_median:.4f} max {max(plain_errors):.4f}; rows over 3e-2 (step, row, err, gap) {flips}"
+    )
     assert all(gap < near_tie for *_, gap in flips), flips
     assert len(flips) <= 2, flips
     assert fused_median <= 1.5 * plain_median
@@ -142,7 +147,7 @@ def test_graphed_decode_equals_eager_decode(demo_model_dir):
     gpu = TorchModelRunner(demo_model_dir, device="cuda", num_kv_blocks=128, cuda_graph_batch_sizes=(1, 4))
     prompts = _prompts(3, 20, seed=2)
     graphed, eager = Driver(gpu, 3, 64), Driver(gpu, 3, 64)
-    eager.tables = [[b + 64 for b in table] for table in graphed.tables]     # its own KV blocks
+    eager.tables = [[b + 64 for b in table] for table in graphed.tables]  # its own KV blocks
     graphed.step(prompts), eager.step(prompts)
     for token in (5, 6, 7):
         a = graphed.step([[token]] * 3)
@@ -162,7 +167,7 @@ def test_greedy_tokens_agree_over_256_steps(runners):
         cpu_tokens.append(int(logits[0].argmax()))
         logits = cpu_driver.step([[cpu_tokens[-1]]])
 
-    forced = Driver(gpu, 1, 512)                       # the CPU's tokens fed to the GPU runner
+    forced = Driver(gpu, 1, 512)  # the CPU's tokens fed to the GPU runner
     logits = forced.step(prompt)
     mismatches = []
     for step, token in enumerate(cpu_tokens):
@@ -173,32 +178,37 @@ def test_greedy_tokens_agree_over_256_steps(runners):
             # a flip is only allowed between tokens the CPU itself scores within 8 RMS errors
             mismatches.append((step, (ref[token] - ref[gpu_token]).item(), rms))
         logits = forced.step([[token]])
-    print(f"teacher-forced: {256 - len(mismatches)}/256 GPU argmaxes equal the CPU's; flips (step, gap, rms): "
-          + ", ".join(f"({s}, {g:.3f}, {r:.3f})" for s, g, r in mismatches))
+    print(
+        f"teacher-forced: {256 - len(mismatches)}/256 GPU argmaxes equal the CPU's; flips (step, gap, rms): "
+        + ", ".join(f"({s}, {g:.3f}, {r:.3f})" for s, g, r in mismatches)
+    )
     assert all(gap <= 8 * rms for _, gap, rms in mismatches), mismatches
     assert len(mismatches) <= 256 // 4, mismatches
 
-    free = Driver(gpu, 1, 512)                         # free-running GPU greedy generation
+    free = Driver(gpu, 1, 512)  # free-running GPU greedy generation
     free.tables = [[b + 64 for b in free.tables[0]]]
     logits = free.step(prompt)
     gpu_tokens = []
     for _ in range(256):
         gpu_tokens.append(int(logits[0].argmax()))
         logits = free.step([[gpu_tokens[-1]]])
-    agree = next((i for i, (a, b) in enumerate(zip(gpu_tokens, cpu_tokens)) if a != b), 256)
+    agree = next((i for i, (a, b) in enumerate(zip(gpu_tokens, cpu_tokens, strict=False)) if a != b), 256)
     first_flip = mismatches[0][0] if mismatches else 256
     print(f"greedy vs CPU float32: {agree}/256 tokens agree free-running; near-tie flips (step, gap, rms) {mismatches}")
-    assert agree == first_flip        # free-running parts from the CPU exactly at the first near-tie
+    assert agree == first_flip  # free-running parts from the CPU exactly at the first near-tie
 
 
 def _hidden_states(runner, tables, chunks, starts):
     from tkr_embed.backends.torch.attention import build_attention_metadata
 
     metadata = build_attention_metadata(
-        [(start, len(c), table) for start, c, table in zip(starts, chunks, tables)], BLOCK, "cuda")
+        [(start, len(c), table) for start, c, table in zip(starts, chunks, tables, strict=False)], BLOCK, "cuda"
+    )
     ids = torch.tensor([t for c in chunks for t in c], device="cuda")
-    positions = torch.tensor([p for start, c in zip(starts, chunks) for p in range(start, start + len(c))], device="cuda")
-    return runner.model(ids, positions, runner.kv_caches, metadata).float()       # [T, D]
+    positions = torch.tensor(
+        [p for start, c in zip(starts, chunks, strict=False) for p in range(start, start + len(c))], device="cuda"
+    )
+    return runner.model(ids, positions, runner.kv_caches, metadata).float()  # [T, D]
 
 
 def test_kernels_match_plain_torch_on_20b_shape_two_layers():
@@ -215,11 +225,11 @@ def test_kernels_match_plain_torch_on_20b_shape_two_layers():
     from tkr_embed.models.gpt_oss.config import GptOssConfig
     from tkr_embed.models.gpt_oss.random_init import build_random_model
 
-    config = GptOssConfig(num_hidden_layers=2)          # 20b shape, first two layers (sliding + full)
+    config = GptOssConfig(num_hidden_layers=2)  # 20b shape, first two layers (sliding + full)
     model = build_random_model(config, device="cuda", seed=0)
     runner = TorchModelRunner.from_model(model, num_kv_blocks=128, cuda_graph_batch_sizes=())
     assert model.moe_mma_exact
-    prompts = _prompts(4, 200, seed=4)                  # 200 > window 128
+    prompts = _prompts(4, 200, seed=4)  # 200 > window 128
     fast_tables = [list(range(i * 16, (i + 1) * 16)) for i in range(4)]
     ref_tables = [[b + 64 for b in table] for table in fast_tables]
     gaps = RouterGaps(model)
@@ -228,11 +238,13 @@ def test_kernels_match_plain_torch_on_20b_shape_two_layers():
         out = _hidden_states(runner, fast_tables, chunks, starts)
         with reference_ops():
             expected = _hidden_states(runner, ref_tables, chunks, starts)
-        per_token = ((out - expected).norm(dim=-1) / expected.norm(dim=-1)).cpu()   # [T]
+        per_token = ((out - expected).norm(dim=-1) / expected.norm(dim=-1)).cpu()  # [T]
         decided = torch.tensor(gaps.take(list(range(per_token.numel())))) >= 0.1
-        print(f"20b 2 layers, {per_token.numel()} tokens: median rel err {per_token.median():.4f}, "
-              f"max {per_token.max():.4f}, over 5e-2: {(per_token > 5e-2).float().mean():.3f}; decided "
-              f"{int(decided.sum())}, of those over 5e-2: {(per_token[decided] > 5e-2).float().mean():.3f}")
+        print(
+            f"20b 2 layers, {per_token.numel()} tokens: median rel err {per_token.median():.4f}, "
+            f"max {per_token.max():.4f}, over 5e-2: {(per_token > 5e-2).float().mean():.3f}; decided "
+            f"{int(decided.sum())}, of those over 5e-2: {(per_token[decided] > 5e-2).float().mean():.3f}"
+        )
         assert per_token.median() < 2e-2
         assert decided.sum() >= min(10, per_token.numel() // 2)
         assert torch.quantile(per_token[decided], 0.9) < 5e-2
@@ -251,8 +263,9 @@ def test_warm_up_compiles_every_kernel_a_step_can_launch():
     from pathlib import Path
 
     script = Path(__file__).with_name("warm_up_compiles.py")
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(script.parents[2]),
-                                                                   os.environ.get("PYTHONPATH")])))
+    env = dict(
+        os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(script.parents[2]), os.environ.get("PYTHONPATH")]))
+    )
     done = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
@@ -280,7 +293,7 @@ def test_programmatic_dependent_launch_changes_no_bit_of_the_decode(demo_model_d
         logits[on] = [driver.step([[t]] * 4) for t in (5, 6, 7)] + [single.step([[t]]) for t in (5, 6)]
         logits[on].append(driver.step([[9]] * 4, use_graphs=False))
         del gpu
-    for with_pdl, without in zip(logits[True], logits[False]):
+    for with_pdl, without in zip(logits[True], logits[False], strict=False):
         assert torch.equal(with_pdl, without)
 
 
@@ -302,12 +315,14 @@ def test_lookahead_decode_on_cuda_gives_the_tokens_of_ordinary_steps(demo_model_
         return launch(self, batch, previous)
 
     params = SamplingParams(max_tokens=24, temperature=0.0, ignore_eos=True)
-    prompts = _prompts(3, 30, seed=8)            # 3 sequences: eager steps (graphs hold at most 2)
+    prompts = _prompts(3, 30, seed=8)  # 3 sequences: eager steps (graphs hold at most 2)
     results = {}
     for lookahead in (False, True):
         llm = LLM.from_runner(gpu, tokenizer, block_size=gpu.info.block_size, lookahead=lookahead)
         monkeypatch.setattr(TorchModelRunner, "launch", spy if lookahead else launch)
-        results[lookahead] = ([r.token_ids for r in llm.generate(prompts, params)],
-                              [r.token_ids for r in llm.generate(prompts[:2], params)])   # graphed
+        results[lookahead] = (
+            [r.token_ids for r in llm.generate(prompts, params)],
+            [r.token_ids for r in llm.generate(prompts[:2], params)],
+        )  # graphed
     assert results[True] == results[False]
     assert sum(followed) >= 40

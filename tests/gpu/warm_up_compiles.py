@@ -22,7 +22,7 @@ BLOCK = 16
 def main() -> int:
     compiled: list[str] = []
 
-    def record(*, repr, fn, **_):             # called on every in-process cache miss, before compiling
+    def record(*, repr, fn, **_):  # called on every in-process cache miss, before compiling
         compiled.append(fn.name)
         signatures.append(repr)
         return None
@@ -45,16 +45,25 @@ def main() -> int:
         return BatchEntry(len(table), [1] * tokens, start, table, sample=False)
 
     steps = [[seq(n)] for n in (1, 5, 16, 17, 24, 33, 64, 100, 128, 129, 700, 2047, 2049, 4095, 4096, 5000, MAX_STEP)]
-    steps.append([seq(300), seq(211, start=40), seq(1, start=500), seq(1, start=17)])      # chunks and decodes
-    steps.append([seq(1, start=40 + i) for i in range(80)])                                # decode, beyond graphs
+    steps.append([seq(300), seq(211, start=40), seq(1, start=500), seq(1, start=17)])  # chunks and decodes
+    steps.append([seq(1, start=40 + i) for i in range(80)])  # decode, beyond graphs
     for entries in steps:
         runner.logits(ScheduledBatch(entries), use_graphs=False)
-    for size in (3, 64):                                                                   # graphed decode
+    for size in (3, 64):  # graphed decode
         entries = [BatchEntry(i, [1], 30, [2 * i, 2 * i + 1], sample=True) for i in range(size)]
         runner.logits(ScheduledBatch(entries))
     torch.cuda.synchronize()
-    print(json.dumps({"forwards": forwards, "during_warm_up": during, "after": sorted(set(compiled)),
-                      "after_signatures": [s[:600] for s in signatures], "mma": model.moe_mma_exact}))
+    print(
+        json.dumps(
+            {
+                "forwards": forwards,
+                "during_warm_up": during,
+                "after": sorted(set(compiled)),
+                "after_signatures": [s[:600] for s in signatures],
+                "mma": model.moe_mma_exact,
+            }
+        )
+    )
     return 0
 
 

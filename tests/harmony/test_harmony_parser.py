@@ -46,10 +46,12 @@ def assert_deltas_add_up(events: list, result: ParsedOutput) -> None:
 
 
 def test_reasoning_and_answer_are_split_by_channel():
-    events, result = run(tokens(
-        "<|channel|>analysis<|message|>The user greets me. Answer politely.<|end|>"
-        "<|start|>assistant<|channel|>final<|message|>Hello! How can I help?<|return|>"
-    ))
+    events, result = run(
+        tokens(
+            "<|channel|>analysis<|message|>The user greets me. Answer politely.<|end|>"
+            "<|start|>assistant<|channel|>final<|message|>Hello! How can I help?<|return|>"
+        )
+    )
     assert result == ParsedOutput("The user greets me. Answer politely.", "Hello! How can I help?", [])
     assert "greets" not in result.content
     assert_deltas_add_up(events, result)
@@ -57,10 +59,12 @@ def test_reasoning_and_answer_are_split_by_channel():
 
 
 def test_tool_call_is_parsed_with_its_arguments():
-    events, result = run(tokens(
-        "<|channel|>analysis<|message|>Need the weather tool.<|end|>"
-        '<|start|>assistant<|channel|>commentary to=functions.get_weather <|constrain|>json<|message|>{"city": "Paris"}<|call|>'
-    ))
+    events, result = run(
+        tokens(
+            "<|channel|>analysis<|message|>Need the weather tool.<|end|>"
+            '<|start|>assistant<|channel|>commentary to=functions.get_weather <|constrain|>json<|message|>{"city": "Paris"}<|call|>'
+        )
+    )
     assert result.reasoning == "Need the weather tool."
     assert result.content == ""
     assert [(c.name, c.arguments) for c in result.tool_calls] == [("get_weather", '{"city": "Paris"}')]
@@ -69,37 +73,46 @@ def test_tool_call_is_parsed_with_its_arguments():
 
 
 def test_recipient_in_the_role_header_as_harmony_renders_it():
-    _, result = run(tokens(
-        '<|start|>assistant to=functions.lookup<|channel|>commentary <|constrain|>json<|message|>{"q": 1}<|call|>'
-    ))
+    _, result = run(
+        tokens(
+            '<|start|>assistant to=functions.lookup<|channel|>commentary <|constrain|>json<|message|>{"q": 1}<|call|>'
+        )
+    )
     assert [(c.name, c.arguments) for c in result.tool_calls] == [("lookup", '{"q": 1}')]
 
 
 def test_multiple_tool_calls_get_their_own_index_and_id():
-    events, result = run(tokens(
-        "<|channel|>commentary<|message|>Checking both cities.<|end|>"
-        '<|start|>assistant<|channel|>commentary to=functions.get_weather <|constrain|>json<|message|>{"city":"Oslo"}<|call|>'
-        '<|start|>assistant<|channel|>commentary to=functions.get_time <|constrain|>json<|message|>{"tz":"CET"}<|call|>'
-    ))
+    events, result = run(
+        tokens(
+            "<|channel|>commentary<|message|>Checking both cities.<|end|>"
+            '<|start|>assistant<|channel|>commentary to=functions.get_weather <|constrain|>json<|message|>{"city":"Oslo"}<|call|>'
+            '<|start|>assistant<|channel|>commentary to=functions.get_time <|constrain|>json<|message|>{"tz":"CET"}<|call|>'
+        )
+    )
     assert result.content == "Checking both cities."  # a preamble is shown to the user
     assert [(c.name, c.arguments) for c in result.tool_calls] == [
-        ("get_weather", '{"city":"Oslo"}'), ("get_time", '{"tz":"CET"}')]
+        ("get_weather", '{"city":"Oslo"}'),
+        ("get_time", '{"tz":"CET"}'),
+    ]
     assert result.tool_calls[0].id != result.tool_calls[1].id
     assert_deltas_add_up(events, result)
 
 
 def test_required_prefix_primes_the_parser():
-    prompt = render_chat([ChatMessage("user", "Hi")], tools=[FunctionTool("get_weather")],
-                         tool_choice=ToolChoice("required"))
-    events, result = run(tokens('.get_weather <|constrain|>json<|message|>{"city":"Rome"}<|call|>'),
-                         prompt.forced_prefix)
+    prompt = render_chat(
+        [ChatMessage("user", "Hi")], tools=[FunctionTool("get_weather")], tool_choice=ToolChoice("required")
+    )
+    events, result = run(
+        tokens('.get_weather <|constrain|>json<|message|>{"city":"Rome"}<|call|>'), prompt.forced_prefix
+    )
     assert [(c.name, c.arguments) for c in result.tool_calls] == [("get_weather", '{"city":"Rome"}')]
     assert_deltas_add_up(events, result)
 
 
 def test_named_function_prefix_opens_the_call_on_the_first_feed():
-    prompt = render_chat([ChatMessage("user", "Hi")], tools=[FunctionTool("get_time")],
-                         tool_choice=ToolChoice("function", "get_time"))
+    prompt = render_chat(
+        [ChatMessage("user", "Hi")], tools=[FunctionTool("get_time")], tool_choice=ToolChoice("function", "get_time")
+    )
     parser = HarmonyStreamParser(prompt.forced_prefix)
     assert parser.result().tool_calls[0].name == "get_time"
     first = parser.feed(tokens("{}")[0])
@@ -137,7 +150,11 @@ def test_multibyte_characters_split_across_tokens_are_held_back():
     assert parser.feed(parrot[1]) == []
     assert parser.feed(parrot[2]) == [ContentDelta("🦜")]
     text = "Ünïcödé 𝔘𝔫𝔦 日本語 🫠"
-    events, result = run(tokens(f"<|channel|>analysis<|message|>{text}<|end|><|start|>assistant<|channel|>final<|message|>{text}<|return|>"))
+    events, result = run(
+        tokens(
+            f"<|channel|>analysis<|message|>{text}<|end|><|start|>assistant<|channel|>final<|message|>{text}<|return|>"
+        )
+    )
     assert result.reasoning == text and result.content == text
     assert all("\ufffd" not in event.text for event in events if not isinstance(event, ToolCallDelta))
 
@@ -149,12 +166,14 @@ def test_a_cut_character_at_the_end_of_a_message_is_replaced_not_lost():
 
 
 def test_made_up_tool_results_and_builtin_tools_never_reach_the_answer():
-    _, result = run(tokens(
-        "<|channel|>analysis<|message|>Search first.<|end|>"
-        '<|start|>assistant<|channel|>analysis to=browser.search<|message|>{"query":"x"}<|end|>'
-        "<|start|>functions.get_weather to=assistant<|channel|>commentary<|message|>{\"temp\": 99}<|end|>"
-        "<|start|>assistant<|channel|>final<|message|>Fine.<|return|>"
-    ))
+    _, result = run(
+        tokens(
+            "<|channel|>analysis<|message|>Search first.<|end|>"
+            '<|start|>assistant<|channel|>analysis to=browser.search<|message|>{"query":"x"}<|end|>'
+            '<|start|>functions.get_weather to=assistant<|channel|>commentary<|message|>{"temp": 99}<|end|>'
+            "<|start|>assistant<|channel|>final<|message|>Fine.<|return|>"
+        )
+    )
     assert result.content == "Fine."
     assert "99" not in result.content and result.tool_calls == []
     assert result.reasoning == 'Search first.{"query":"x"}'
@@ -189,6 +208,9 @@ def test_agrees_with_harmonys_own_parser_on_a_well_formed_answer():
     reference = get_encoding().parse_messages_from_completion_tokens(completion, Role.ASSISTANT)
     _, result = run(completion)
     assert result.reasoning == "".join(m.content[0].text for m in reference if m.channel == "analysis")
-    assert result.content == "".join(m.content[0].text for m in reference if m.channel == "commentary" and not m.recipient)
+    assert result.content == "".join(
+        m.content[0].text for m in reference if m.channel == "commentary" and not m.recipient
+    )
     assert [(f"functions.{c.name}", c.arguments) for c in result.tool_calls] == [
-        (m.recipient, m.content[0].text) for m in reference if m.recipient]
+        (m.recipient, m.content[0].text) for m in reference if m.recipient
+    ]

@@ -18,10 +18,14 @@ from tkr_embed.backends.device import (
 )
 
 LINUX_CPU = DeviceProbe(cuda_available=False, mlx_importable=False, mlx_metal_available=False, is_apple_silicon=False)
-LINUX_MLX_CPU = DeviceProbe(cuda_available=False, mlx_importable=True, mlx_metal_available=False, is_apple_silicon=False)
+LINUX_MLX_CPU = DeviceProbe(
+    cuda_available=False, mlx_importable=True, mlx_metal_available=False, is_apple_silicon=False
+)
 LINUX_CUDA = DeviceProbe(cuda_available=True, mlx_importable=True, mlx_metal_available=False, is_apple_silicon=False)
 MAC = DeviceProbe(cuda_available=False, mlx_importable=True, mlx_metal_available=True, is_apple_silicon=True)
-MAC_WITHOUT_MLX = DeviceProbe(cuda_available=False, mlx_importable=False, mlx_metal_available=False, is_apple_silicon=True)
+MAC_WITHOUT_MLX = DeviceProbe(
+    cuda_available=False, mlx_importable=False, mlx_metal_available=False, is_apple_silicon=True
+)
 
 
 @pytest.mark.parametrize(
@@ -30,7 +34,7 @@ MAC_WITHOUT_MLX = DeviceProbe(cuda_available=False, mlx_importable=False, mlx_me
         ("auto", LINUX_CUDA, "torch", "cuda"),
         ("auto", MAC, "mlx", "gpu"),
         ("auto", MAC_WITHOUT_MLX, "torch", "cpu"),
-        ("auto", LINUX_MLX_CPU, "torch", "cpu"),       # mlx-cpu is never picked on its own
+        ("auto", LINUX_MLX_CPU, "torch", "cpu"),  # mlx-cpu is never picked on its own
         ("auto", LINUX_CPU, "torch", "cpu"),
         ("cpu", MAC, "torch", "cpu"),
         ("gpu", LINUX_CUDA, "torch", "cuda"),
@@ -81,7 +85,10 @@ def test_auto_quantization_follows_memory(memory_gib: int, name: str, bits: int,
 
 def test_forced_quantizations_and_the_mxfp4_alias() -> None:
     assert [(c.name, c.bits) for c in map(resolve_quantization, ["none", "Q8", "q4", "mxfp4"])] == [
-        ("none", None), ("q8", 8), ("q4", 4), ("none", None)
+        ("none", None),
+        ("q8", 8),
+        ("q4", 4),
+        ("none", None),
     ]
     assert resolve_quantization("q8").reason == "forced: q8"
     with pytest.raises(QuantizationError, match="unknown quantization 'int3'"):

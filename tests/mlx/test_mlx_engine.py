@@ -12,15 +12,22 @@ from tkr_embed.engine.outputs import FinishReason
 
 torch.set_num_threads(2)
 PROMPTS = [
-    [200006, 17360, 200008, 3575, 553, 261],                     # short
-    list(range(1000, 1030)),                                    # longer than the 16-token window
+    [200006, 17360, 200008, 3575, 553, 261],  # short
+    list(range(1000, 1030)),  # longer than the 16-token window
     [9906, 11, 1495, 553, 481, 30, 15, 16, 17],
 ]
 
 
 def _llm(model_dir: Path, device: str) -> LLM:
-    return LLM(model_dir, device=device, dtype="float32", quantization="none" if device == "mlx" else "auto",
-               num_kv_blocks=64, block_size=16, max_num_batched_tokens=32)
+    return LLM(
+        model_dir,
+        device=device,
+        dtype="float32",
+        quantization="none" if device == "mlx" else "auto",
+        num_kv_blocks=64,
+        block_size=16,
+        max_num_batched_tokens=32,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +54,7 @@ def test_seeded_sampling_and_logprobs_agree_with_torch(mlx_llm: LLM, torch_llm: 
     ours = mlx_llm.generate(PROMPTS[:2], params)
     reference = torch_llm.generate(PROMPTS[:2], params)
     assert [r.token_ids for r in ours] == [r.token_ids for r in reference]
-    for mine, theirs in zip(ours, reference):
+    for mine, theirs in zip(ours, reference, strict=False):
         for a, b in zip(mine.outputs[0].logprobs, theirs.outputs[0].logprobs, strict=True):
             assert a.token_id == b.token_id
             assert abs(a.logprob - b.logprob) <= 1e-4
@@ -58,5 +65,5 @@ def test_prefix_cache_hit_gives_the_same_answer(mlx_llm: LLM) -> None:
     prompt = list(range(2000, 2040))
     first = mlx_llm.generate(prompt, params)[0]
     second = mlx_llm.generate(prompt, params)[0]
-    assert second.num_cached_prompt_tokens == 32                 # two full blocks of 16 reused
+    assert second.num_cached_prompt_tokens == 32  # two full blocks of 16 reused
     assert second.token_ids == first.token_ids

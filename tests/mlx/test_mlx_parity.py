@@ -36,11 +36,18 @@ def _prompt(length: int, seed: int) -> list[int]:
 
 
 PROMPT_A, PROMPT_B = _prompt(40, 1), _prompt(7, 2)
-PROMPT_C = PROMPT_A[:16] + _prompt(5, 3)          # shares A's first block
+PROMPT_C = PROMPT_A[:16] + _prompt(5, 3)  # shares A's first block
 
 
-def _entry(seq_id: int, prompt: list[int], start: int, end: int, table: list[int], sample: bool,
-           new_tokens: list[int] | None = None) -> BatchEntry:
+def _entry(
+    seq_id: int,
+    prompt: list[int],
+    start: int,
+    end: int,
+    table: list[int],
+    sample: bool,
+    new_tokens: list[int] | None = None,
+) -> BatchEntry:
     tokens = new_tokens if new_tokens is not None else prompt[start:end]
     return BatchEntry(seq_id, tokens, start, table, sample, GREEDY, tuple(prompt))
 
@@ -51,11 +58,17 @@ STEPS = [
     # a prefill chunk that samples nothing, beside a whole short prompt
     [_entry(1, PROMPT_A, 0, 24, TABLE_A, False), _entry(2, PROMPT_B, 0, 7, TABLE_B, True)],
     # the last chunk of A (past the 16-token window), a decode of B, and C prefilling after its cached prefix
-    [_entry(1, PROMPT_A, 24, 40, TABLE_A, True), _entry(2, PROMPT_B, 7, 8, TABLE_B, True, [11]),
-     _entry(3, PROMPT_C, 16, 21, TABLE_C, True)],
+    [
+        _entry(1, PROMPT_A, 24, 40, TABLE_A, True),
+        _entry(2, PROMPT_B, 7, 8, TABLE_B, True, [11]),
+        _entry(3, PROMPT_C, 16, 21, TABLE_C, True),
+    ],
     # decodes only
-    [_entry(1, PROMPT_A, 40, 41, TABLE_A, True, [5]), _entry(2, PROMPT_B, 8, 9, TABLE_B, True, [12]),
-     _entry(3, PROMPT_C, 21, 22, TABLE_C, True, [13])],
+    [
+        _entry(1, PROMPT_A, 40, 41, TABLE_A, True, [5]),
+        _entry(2, PROMPT_B, 8, 9, TABLE_B, True, [12]),
+        _entry(3, PROMPT_C, 21, 22, TABLE_C, True, [13]),
+    ],
 ]
 
 
@@ -63,17 +76,19 @@ def _torch_logits(runner: TorchModelRunner, batch: ScheduledBatch) -> np.ndarray
     entries = batch.entries
     ids = torch.tensor([t for e in entries for t in e.token_ids])
     positions = torch.tensor([p for e in entries for p in range(e.start_pos, e.start_pos + len(e.token_ids))])
-    metadata = build_attention_metadata([(e.start_pos, len(e.token_ids), e.block_table) for e in entries],
-                                        runner.block_size, "cpu")
+    metadata = build_attention_metadata(
+        [(e.start_pos, len(e.token_ids), e.block_table) for e in entries], runner.block_size, "cpu"
+    )
     hidden = runner.model(ids, positions, runner.kv_caches, metadata)
     ends = np.cumsum([len(e.token_ids) for e in entries]) - 1
-    rows = torch.tensor([int(end) for end, e in zip(ends, entries) if e.sample])
+    rows = torch.tensor([int(end) for end, e in zip(ends, entries, strict=False) if e.sample])
     return runner.model.compute_logits(hidden[rows]).numpy()
 
 
 def _mlx_logits_per_step(model_dir: Path, quantization: str) -> list[np.ndarray]:
-    runner = MlxModelRunner(model_dir, device="cpu", dtype="float32", quantization=quantization,
-                            num_kv_blocks=NUM_BLOCKS)
+    runner = MlxModelRunner(
+        model_dir, device="cpu", dtype="float32", quantization=quantization, num_kv_blocks=NUM_BLOCKS
+    )
     return [np.array(runner.logits_for(ScheduledBatch(step))) for step in STEPS]
 
 
@@ -88,7 +103,9 @@ def mlx_none_logits(demo_model_dir: Path) -> list[np.ndarray]:
     return _mlx_logits_per_step(demo_model_dir, "none")
 
 
-def test_fp32_logits_match_torch_at_every_step(torch_logits: list[np.ndarray], mlx_none_logits: list[np.ndarray]) -> None:
+def test_fp32_logits_match_torch_at_every_step(
+    torch_logits: list[np.ndarray], mlx_none_logits: list[np.ndarray]
+) -> None:
     assert [t.shape for t in torch_logits] == [(1, 201088), (3, 201088), (3, 201088)]
     for reference, ours in zip(torch_logits, mlx_none_logits, strict=True):
         assert np.abs(reference - ours).max() <= 1e-4
@@ -96,7 +113,9 @@ def test_fp32_logits_match_torch_at_every_step(torch_logits: list[np.ndarray], m
 
 
 def test_bf16_logits_stay_within_the_stated_error(demo_model_dir: Path, mlx_none_logits: list[np.ndarray]) -> None:
-    runner = MlxModelRunner(demo_model_dir, device="cpu", dtype="bfloat16", quantization="none", num_kv_blocks=NUM_BLOCKS)
+    runner = MlxModelRunner(
+        demo_model_dir, device="cpu", dtype="bfloat16", quantization="none", num_kv_blocks=NUM_BLOCKS
+    )
     assert runner.info.dtype == "bfloat16"
     for step, reference in zip(STEPS, mlx_none_logits, strict=True):
         logits = np.array(runner.logits_for(ScheduledBatch(step)))
@@ -136,16 +155,28 @@ def test_mxfp4_experts_match_the_dequantized_reference(sort_threshold: int) -> N
     gate_up_scales += torch.randint(0, 3, gate_up_scales.shape, generator=generator, dtype=torch.uint8)
     gate_up_bias, down_bias = torch.randn(num_experts, 2 * inter) * 0.1, torch.randn(num_experts, hidden) * 0.1
     experts = Mxfp4Experts(
-        Mxfp4Experts.words_from_blocks(gate_up_blocks), mx.array(gate_up_scales.numpy()), mx.array(gate_up_bias.numpy()),
-        Mxfp4Experts.words_from_blocks(down_blocks), mx.array(down_scales.numpy()), mx.array(down_bias.numpy()),
+        Mxfp4Experts.words_from_blocks(gate_up_blocks),
+        mx.array(gate_up_scales.numpy()),
+        mx.array(gate_up_bias.numpy()),
+        Mxfp4Experts.words_from_blocks(down_blocks),
+        mx.array(down_scales.numpy()),
+        mx.array(down_bias.numpy()),
     )
     x = torch.randn(5, hidden, generator=generator)
     ids = torch.tensor([[0, 2], [1, 0], [2, 1], [0, 1], [2, 0]])
     weights = torch.softmax(torch.randn(5, 2, generator=generator), dim=-1)
-    ours = np.array(experts(mx.array(x.numpy()), mx.array(ids.numpy().astype(np.uint32)), mx.array(weights.numpy()),
-                            7.0, 1.702, sort_threshold=sort_threshold))
-    gate_up_w = dequantize_mxfp4(gate_up_blocks, gate_up_scales, torch.float32)     # [E, 2I, H]
-    down_w = dequantize_mxfp4(down_blocks, down_scales, torch.float32)              # [E, H, I]
+    ours = np.array(
+        experts(
+            mx.array(x.numpy()),
+            mx.array(ids.numpy().astype(np.uint32)),
+            mx.array(weights.numpy()),
+            7.0,
+            1.702,
+            sort_threshold=sort_threshold,
+        )
+    )
+    gate_up_w = dequantize_mxfp4(gate_up_blocks, gate_up_scales, torch.float32)  # [E, 2I, H]
+    down_w = dequantize_mxfp4(down_blocks, down_scales, torch.float32)  # [E, H, I]
     expected = torch.zeros(5, hidden)
     for token in range(5):
         for slot in range(2):

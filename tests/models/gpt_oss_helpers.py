@@ -9,7 +9,7 @@ import torch
 from tkr_embed.backends.torch.attention import allocate_kv_cache, build_attention_metadata
 from tkr_embed.models.gpt_oss.model import GptOssForCausalLM
 
-BLOCK_SIZE = 4          # small, so every sequence spans many non-contiguous blocks
+BLOCK_SIZE = 4  # small, so every sequence spans many non-contiguous blocks
 NUM_BLOCKS = 256
 
 
@@ -25,7 +25,7 @@ class PagedRunner:
         self.model = model
         self.kv_caches = allocate_kv_cache(model.config, NUM_BLOCKS, BLOCK_SIZE, dtype=model.dtype, device="cpu")
         self.free_blocks = list(range(NUM_BLOCKS))
-        random.Random(seed).shuffle(self.free_blocks)     # non-contiguous, out-of-order blocks
+        random.Random(seed).shuffle(self.free_blocks)  # non-contiguous, out-of-order blocks
         self.block_tables: dict[int, list[int]] = {}
         self.num_cached: dict[int, int] = {}
 

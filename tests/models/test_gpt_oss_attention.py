@@ -35,8 +35,9 @@ def test_metadata_for_a_mixed_prefill_and_decode_batch():
 def test_a_mixed_step_whose_decodes_come_first_is_split_for_the_kernels():
     """The scheduler lists a step's decodes first: the CUDA path sends those rows to the decode kernel and the chunks,
     with query starts from 0 and tensors of their own, to the prefill kernel."""
-    metadata = build_attention_metadata([(9, 1, [4, 0, 3]), (3, 1, [1]), (0, 5, [7, 2]), (4, 2, [5, 6])],
-                                        block_size=4, device="cpu")
+    metadata = build_attention_metadata(
+        [(9, 1, [4, 0, 3]), (3, 1, [1]), (0, 5, [7, 2]), (4, 2, [5, 6])], block_size=4, device="cpu"
+    )
     assert metadata.num_leading_decodes == 2 and metadata.prefill_max_query_len == 5
     assert metadata.prefill_query_start_loc.tolist() == [0, 5, 7]
     assert metadata.prefill_seq_lens.tolist() == [5, 6]
@@ -61,10 +62,10 @@ def test_kv_cache_layout_and_write():
     config = dataclasses.replace(DEMO_CONFIG)
     caches = allocate_kv_cache(config, num_blocks=3, block_size=4, dtype=torch.bfloat16, device="cpu")
     assert len(caches) == 4 and caches[0].shape == (2, 3, 4, 2, 16) and caches[0].dtype == torch.bfloat16
-    key = torch.arange(2 * 2 * 16, dtype=torch.float32).view(2, 2, 16)          # [T, Hkv, D]
+    key = torch.arange(2 * 2 * 16, dtype=torch.float32).view(2, 2, 16)  # [T, Hkv, D]
     write_kv_cache(caches[0], key, -key, torch.tensor([5, 11]))
-    assert torch.equal(caches[0][0, 1, 1], key[0].bfloat16())                  # slot 5 = block 1, offset 1
-    assert torch.equal(caches[0][1, 2, 3], -key[1].bfloat16())                 # slot 11 = block 2, offset 3
+    assert torch.equal(caches[0][0, 1, 1], key[0].bfloat16())  # slot 5 = block 1, offset 1
+    assert torch.equal(caches[0][1, 2, 3], -key[1].bfloat16())  # slot 11 = block 2, offset 3
     assert caches[0].abs().sum().item() == 2 * key.abs().sum().item()
 
 
@@ -82,13 +83,13 @@ def test_random_model_is_seeded_and_runs(expert_format):
     again = build_random_model(config, device="cpu", dtype=torch.float32, expert_format=expert_format, seed=3)
     other = build_random_model(config, device="cpu", dtype=torch.float32, expert_format=expert_format, seed=4)
     names = [n for n, _ in first.named_parameters()]
-    assert all(torch.equal(a, b) for a, b in zip(first.parameters(), again.parameters())), names
+    assert all(torch.equal(a, b) for a, b in zip(first.parameters(), again.parameters(), strict=False)), names
     assert not torch.equal(first.lm_head.weight, other.lm_head.weight)
     caches = allocate_kv_cache(config, 4, 8, dtype=torch.float32, device="cpu")
     metadata = build_attention_metadata([(0, 6, [2])], 8, "cpu")
     logits = first.compute_logits(first(torch.arange(6), torch.arange(6), caches, metadata))
     assert logits.shape == (6, 512) and torch.isfinite(logits).all()
-    assert logits.std().item() > 0.5             # not degenerate
+    assert logits.std().item() > 0.5  # not degenerate
 
 
 @pytest.mark.parametrize("truncate", [False, True])
@@ -101,11 +102,11 @@ def test_yarn_frequencies_equal_the_reference(shape, truncate):
 
     base = DEMO_CONFIG if shape == "demo" else GptOssConfig.gpt_oss_20b()
     config = dataclasses.replace(base, rope_scaling={**base.rope_scaling, "truncate": truncate})
-    reference_config = ReferenceConfig(**{
-        k: v for k, v in config.to_hf_dict().items() if k not in ("quantization_config", "architectures")
-    })
+    reference_config = ReferenceConfig(
+        **{k: v for k, v in config.to_hf_dict().items() if k not in ("quantization_config", "architectures")}
+    )
     expected_freq, expected_scale = ROPE_INIT_FUNCTIONS["yarn"](reference_config, "cpu")
     inv_freq, scale = yarn_inv_freq(config)
     assert torch.equal(inv_freq, expected_freq)
     assert scale == pytest.approx(expected_scale, rel=0, abs=1e-12)
-    assert scale > 1.0                       # YaRN's attention factor is in use
+    assert scale > 1.0  # YaRN's attention factor is in use

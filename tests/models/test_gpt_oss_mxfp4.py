@@ -17,18 +17,18 @@ def test_dequantization_equals_reference_on_every_expert_tensor(demo_model_dir):
         for name in sorted(n for n in f.keys() if n.endswith("_blocks")):
             blocks, scales = f.get_tensor(name), f.get_tensor(name.replace("_blocks", "_scales"))
             for dtype in (torch.float32, torch.bfloat16):
-                ours = dequantize_mxfp4(blocks, scales, dtype)                       # [E, out, in]
+                ours = dequantize_mxfp4(blocks, scales, dtype)  # [E, out, in]
                 reference = convert_moe_packed_tensors(blocks, scales, dtype=dtype)  # [E, in, out]
                 assert torch.equal(ours, reference.transpose(1, 2)), name
             checked += 1
-    assert checked == 2 * 4          # gate_up and down of each of the 4 layers
+    assert checked == 2 * 4  # gate_up and down of each of the 4 layers
 
 
 def test_known_codes_decode_to_e2m1_values_times_scale():
     # byte 0x21: low nibble 1 (0.5) first, high nibble 2 (1.0); byte 0xF9: 9 (-0.5), 15 (-6.0)
     blocks = torch.zeros(1, 1, 16, dtype=torch.uint8)
     blocks[0, 0, 0], blocks[0, 0, 1] = 0x21, 0xF9
-    scales = torch.tensor([[127 + 3]], dtype=torch.uint8)                            # x 2**3
+    scales = torch.tensor([[127 + 3]], dtype=torch.uint8)  # x 2**3
     values = dequantize_mxfp4(blocks, scales, torch.float32)[0]
     assert values[:4].tolist() == [4.0, 8.0, -4.0, -48.0]
     assert values[4:].abs().sum().item() == 0.0

@@ -22,17 +22,29 @@ def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]
     return code, captured.out, captured.err
 
 
-async def test_create_list_revoke_round_trip(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_create_list_revoke_round_trip(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("GENERATION_SECRET_KEY", raising=False)
     monkeypatch.delenv("GENERATION_DATABASE_URL", raising=False)
     monkeypatch.setenv("GENERATION_DATA_DIR", str(tmp_path))
+
     # main() runs its own event loop; run it in a thread so this test's loop stays free.
     async def cli(*argv: str) -> tuple[int, str, str]:
         return await asyncio.to_thread(_run, capsys, *argv)
 
     code, out, err = await cli(
-        "keys", "create", "--name", "ci", "--permissions", "generate:chat,admin", "--expires-in-days", "7", "--json",
-        "--requests-per-minute", "5",
+        "keys",
+        "create",
+        "--name",
+        "ci",
+        "--permissions",
+        "generate:chat,admin",
+        "--expires-in-days",
+        "7",
+        "--json",
+        "--requests-per-minute",
+        "5",
     )
     assert code == 0 and "cannot be shown again" not in err
     created = json.loads(out)
@@ -64,7 +76,9 @@ async def test_create_list_revoke_round_trip(tmp_path: Path, capsys: pytest.Capt
     assert code == 2 and "unknown permission 'root'" in err
 
 
-def test_text_output_prints_the_key_once(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_text_output_prints_the_key_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("GENERATION_SECRET_KEY", raising=False)
     monkeypatch.delenv("GENERATION_DATABASE_URL", raising=False)
     code, out, err = _run(capsys, "keys", "create", "--name", "ops", "--data-dir", str(tmp_path))

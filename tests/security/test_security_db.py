@@ -11,7 +11,9 @@ from sqlalchemy import text
 from tkr_embed.db import SQLITE_BUSY_TIMEOUT_MS, Database, resolve_database_url
 
 
-async def test_sqlite_in_the_data_folder_uses_wal_and_a_busy_timeout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_sqlite_in_the_data_folder_uses_wal_and_a_busy_timeout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("GENERATION_DATABASE_URL", raising=False)
     monkeypatch.setenv("GENERATION_DATA_DIR", str(tmp_path / "data"))
     url = resolve_database_url()
@@ -22,7 +24,9 @@ async def test_sqlite_in_the_data_folder_uses_wal_and_a_busy_timeout(tmp_path: P
         async with db.sessions() as session:
             assert (await session.execute(text("PRAGMA journal_mode"))).scalar() == "wal"
             assert (await session.execute(text("PRAGMA busy_timeout"))).scalar() == SQLITE_BUSY_TIMEOUT_MS == 5000
-            tables = {row[0] for row in await session.execute(text("SELECT name FROM sqlite_master WHERE type='table'"))}
+            tables = {
+                row[0] for row in await session.execute(text("SELECT name FROM sqlite_master WHERE type='table'"))
+            }
         assert {"api_keys", "usage_daily"} <= tables
         assert (tmp_path / "data" / "tkr-embed.db").exists()
     finally:

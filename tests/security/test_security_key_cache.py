@@ -61,8 +61,8 @@ async def test_revocation_here_is_immediate_there_within_the_ttl(database: Datab
     assert await auth_there.authenticate(created.api_key) is not None
 
     await here.revoke(created.info.id)
-    assert await auth_here.authenticate(created.api_key) is None          # this process: at once
-    assert await auth_there.authenticate(created.api_key) is not None     # another one: until its entry expires
+    assert await auth_here.authenticate(created.api_key) is None  # this process: at once
+    assert await auth_there.authenticate(created.api_key) is not None  # another one: until its entry expires
     clock.now += TTL_S + 0.1
     assert await auth_there.authenticate(created.api_key) is None
 

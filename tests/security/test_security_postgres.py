@@ -3,9 +3,8 @@ path of `storage.database_url`): hashes only, revocation, exact totals from two 
 
 from __future__ import annotations
 
-import os
-
 import asyncio
+import os
 import random
 from collections.abc import AsyncIterator, Iterator
 
@@ -53,7 +52,7 @@ async def test_keys_on_postgres(pg_database: Database, hasher: KeyHasher) -> Non
     created = await store.create("pg-tenant", permissions=["generate:chat"], expires_in_days=3)
     found = await auth.authenticate(created.api_key)
     assert found is not None and found.id == created.info.id and found.expires_at == created.info.expires_at
-    assert await auth.authenticate(hasher.digest(created.api_key)) is None   # a stored hash opens nothing
+    assert await auth.authenticate(hasher.digest(created.api_key)) is None  # a stored hash opens nothing
     async with pg_database.sessions() as session:
         rows = (await session.execute(text("SELECT * FROM api_keys"))).all()
     dump = repr(rows)
@@ -70,21 +69,26 @@ async def test_usage_totals_exact_on_postgres(pg_database: Database, hasher: Key
     for recorder in recorders:
         await recorder.start()
     rng = random.Random(1)
-    plan = [(key_ids[i % 2], rng.randint(1, 400), rng.randint(0, 200), rng.randint(0, 40), i % 4 == 0) for i in range(200)]
+    plan = [
+        (key_ids[i % 2], rng.randint(1, 400), rng.randint(0, 200), rng.randint(0, 40), i % 4 == 0) for i in range(200)
+    ]
 
     async def one(index: int) -> None:
         key_id, prompt, completion, reasoning, hit = plan[index]
         await asyncio.sleep(rng.random() * 0.02)
-        recorders[index % 2].record(key_id, prompt_tokens=prompt, completion_tokens=completion,
-                                    reasoning_tokens=reasoning, cache_hit=hit)
+        recorders[index % 2].record(
+            key_id, prompt_tokens=prompt, completion_tokens=completion, reasoning_tokens=reasoning, cache_hit=hit
+        )
 
     await asyncio.gather(*(one(i) for i in range(200)))
     for recorder in recorders:
         await recorder.close()
     expected = {
         key_id: UsageTotals(
-            sum(1 for k, *_ in plan if k == key_id), sum(p for k, p, *_ in plan if k == key_id),
-            sum(c for k, _, c, *_ in plan if k == key_id), sum(r for k, _, _, r, _ in plan if k == key_id),
+            sum(1 for k, *_ in plan if k == key_id),
+            sum(p for k, p, *_ in plan if k == key_id),
+            sum(c for k, _, c, *_ in plan if k == key_id),
+            sum(r for k, _, _, r, _ in plan if k == key_id),
             sum(int(h) for k, *_, h in plan if k == key_id),
         )
         for key_id in key_ids

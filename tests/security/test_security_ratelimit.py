@@ -63,7 +63,9 @@ async def test_burst_bucket_refuses_then_refills() -> None:
 
 
 async def test_tokens_per_minute_limit_and_headers() -> None:
-    limits = RateLimits(burst=None, requests_per_minute=100, requests_per_hour=None, requests_per_day=None, tokens_per_minute=1000)
+    limits = RateLimits(
+        burst=None, requests_per_minute=100, requests_per_hour=None, requests_per_day=None, tokens_per_minute=1000
+    )
     limiter = RateLimiter()
     first = await limiter.check("k", limits, cost_tokens=600)
     assert first.allowed and first.remaining_tokens == 400
@@ -86,7 +88,9 @@ def test_per_key_overrides_and_defaults() -> None:
         10000,
     )
     merged = defaults.with_overrides(KeyLimits(requests_per_minute=5, tokens_per_minute=900))
-    assert merged == RateLimits(burst=10, requests_per_minute=5, requests_per_hour=1000, requests_per_day=10000, tokens_per_minute=900)
+    assert merged == RateLimits(
+        burst=10, requests_per_minute=5, requests_per_hour=1000, requests_per_day=10000, tokens_per_minute=900
+    )
     assert defaults.with_overrides(None) is defaults
 
 
@@ -157,7 +161,11 @@ asyncio.run(main())
 
 def _run_child(redis_url: str, key_id: str, count: int) -> list:
     completed = subprocess.run(
-        [sys.executable, "-c", _CHILD, redis_url, key_id, str(count)], capture_output=True, text=True, timeout=60, check=True
+        [sys.executable, "-c", _CHILD, redis_url, key_id, str(count)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
     )
     return json.loads(completed.stdout)
 
@@ -180,7 +188,9 @@ async def test_concurrent_checks_admit_exactly_the_limit(backend: str, request: 
     url = "memory://" if backend == "memory" else request.getfixturevalue("redis_url")
     limiter = RateLimiter(url)
     key_id = f"concurrent-{uuid.uuid4().hex}"
-    limits = RateLimits(burst=8, requests_per_minute=5, requests_per_hour=None, requests_per_day=None, burst_refill_per_s=1e-6)
+    limits = RateLimits(
+        burst=8, requests_per_minute=5, requests_per_hour=None, requests_per_day=None, burst_refill_per_s=1e-6
+    )
     try:
         decisions = await asyncio.gather(*(limiter.check(key_id, limits) for _ in range(30)))
     finally:

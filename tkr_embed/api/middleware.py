@@ -79,7 +79,7 @@ class BodyLimitMiddleware:
             if not replayed:
                 replayed = True
                 return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
-            return await receive()   # after the body: wait for the client to disconnect
+            return await receive()  # after the body: wait for the client to disconnect
 
         await self.app(scope, replay, send)
 
@@ -88,10 +88,15 @@ class BodyLimitMiddleware:
             413, f"the request body is larger than the limit of {self.max_body_bytes} bytes", code="request_too_large"
         )
         payload = body.model_dump_json().encode()
-        await send({
-            "type": "http.response.start",
-            "status": 413,
-            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()),
-                        (b"connection", b"close")],
-        })
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(payload)).encode()),
+                    (b"connection", b"close"),
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": payload})

@@ -55,8 +55,12 @@ def create_app(
         for extension in extensions:
             await extension.startup(state)
         app.state.server = state
-        logger.info("serving %s (context %d tokens)%s", state.model_id, state.context.context_length,
-                    " — DEMO checkpoint, random weights" if is_demo else "")
+        logger.info(
+            "serving %s (context %d tokens)%s",
+            state.model_id,
+            state.context.context_length,
+            " — DEMO checkpoint, random weights" if is_demo else "",
+        )
         try:
             yield
         finally:
@@ -84,10 +88,15 @@ def create_app(
     if settings.server.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
 
-        app.add_middleware(CORSMiddleware, allow_origins=settings.server.cors_origins, allow_methods=["*"],
-                           allow_headers=["*"], expose_headers=["X-Request-ID", "Retry-After", "X-Cache", *RATE_LIMIT_HEADERS])
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.server.cors_origins,
+            allow_methods=["*"],
+            allow_headers=["*"],
+            expose_headers=["X-Request-ID", "Retry-After", "X-Cache", *RATE_LIMIT_HEADERS],
+        )
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.server.max_body_bytes)
-    app.add_middleware(RequestIdMiddleware)   # outermost: every response, 413 included, carries the id
+    app.add_middleware(RequestIdMiddleware)  # outermost: every response, 413 included, carries the id
     return app
 
 
@@ -132,7 +141,7 @@ def serve(
         host=host or settings.server.host,
         port=port or settings.server.port,
         log_level=settings.log_level,
-        log_config=None,   # our handler (JSON, redaction) receives uvicorn's lines, access log included
+        log_config=None,  # our handler (JSON, redaction) receives uvicorn's lines, access log included
         # uvicorn believes X-Forwarded-* only from the same peers as the gateway's HTTPS check does
         # (its default, 127.0.0.1, would let a local caller claim HTTPS with `trusted_proxies: []`).
         proxy_headers=bool(settings.security.trusted_proxies),

@@ -20,8 +20,8 @@ from typing import Literal
 
 Backend = Literal["torch", "mlx"]
 GIB = 1 << 30
-Q8_MIN_MEMORY = 32 * GIB          # auto: q8 with 32 GB or more ...
-Q4_MIN_MEMORY = 16 * GIB          # ... q4 with 16 GB to 32 GB (and below, where nothing smaller exists)
+Q8_MIN_MEMORY = 32 * GIB  # auto: q8 with 32 GB or more ...
+Q4_MIN_MEMORY = 16 * GIB  # ... q4 with 16 GB to 32 GB (and below, where nothing smaller exists)
 QUANTIZATIONS = ("auto", "none", "q8", "q4")
 QUANTIZATION_BITS = {"q8": 8, "q4": 4}
 
@@ -56,14 +56,14 @@ class DeviceProbe:
 @dataclass(frozen=True)
 class DeviceChoice:
     backend: Backend
-    device: str                       # torch: "cpu" / "cuda" / "cuda:N"; mlx: "gpu" (Metal) or "cpu"
+    device: str  # torch: "cpu" / "cuda" / "cuda:N"; mlx: "gpu" (Metal) or "cpu"
     reason: str
 
 
 @dataclass(frozen=True)
 class QuantizationChoice:
-    name: str                         # "none", "q8" or "q4"; experts are MXFP4 in every case
-    bits: int | None                  # bits of the non-expert weights; None: the model dtype
+    name: str  # "none", "q8" or "q4"; experts are MXFP4 in every case
+    bits: int | None  # bits of the non-expert weights; None: the model dtype
     reason: str
 
 
@@ -130,8 +130,9 @@ def resolve_device(requested: str, probe: DeviceProbe | None = None) -> DeviceCh
 CUDA_IDLE_STEP_FACTOR = 4
 
 
-def idle_step_tokens(device: str, max_num_batched_tokens: int, configured: int | None,
-                     probe: DeviceProbe | None = None) -> int | None:
+def idle_step_tokens(
+    device: str, max_num_batched_tokens: int, configured: int | None, probe: DeviceProbe | None = None
+) -> int | None:
     """EngineConfig.max_num_batched_tokens_idle for a device setting: the configured value, else
     CUDA_IDLE_STEP_FACTOR x max_num_batched_tokens where the torch backend runs on CUDA, else None (steps keep
     one budget: MLX and CPU memory is sized for max_num_batched_tokens)."""

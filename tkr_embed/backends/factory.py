@@ -77,6 +77,8 @@ def _build_torch_runner(model_path: str | Path, torch_device: str, dtype: Any, q
 
         config = GptOssConfig.gpt_oss_20b() if str(model_path) == "gpt-oss-20b" else GptOssConfig.gpt_oss_120b()
         expert_format = "mxfp4" if quant == "mxfp4" else "dense"
-        model = build_random_model(config, device=torch_device, dtype=resolve_dtype(dtype, torch_device), expert_format=expert_format)
+        model = build_random_model(
+            config, device=torch_device, dtype=resolve_dtype(dtype, torch_device), expert_format=expert_format
+        )
         return TorchModelRunner.from_model(model, model_name=str(model_path), quantization=quant, **kwargs)
     return TorchModelRunner(model_path, device=torch_device, dtype=dtype, quantization=quant, **kwargs)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-CPU_KV_CACHE_BYTES = 1 << 30          # default KV budget without an accelerator: 1 GiB ...
-CPU_KV_CACHE_MAX_SEQS = 64            # ... but no more than 64 full-length sequences need
+CPU_KV_CACHE_BYTES = 1 << 30  # default KV budget without an accelerator: 1 GiB ...
+CPU_KV_CACHE_MAX_SEQS = 64  # ... but no more than 64 full-length sequences need
 
 
 def kv_bytes_per_block(*, num_layers: int, num_kv_heads: int, head_dim: int, block_size: int, itemsize: int) -> int:
@@ -19,9 +19,19 @@ def host_kv_cache_bytes(*, context_len: int, block_size: int, bytes_per_block: i
     return min(CPU_KV_CACHE_BYTES, CPU_KV_CACHE_MAX_SEQS * blocks_per_seq * bytes_per_block)
 
 
-def step_activation_bytes(*, num_tokens: int, hidden_size: int, intermediate_size: int, experts_per_token: int,
-                          num_heads: int, num_kv_heads: int, head_dim: int, itemsize: int = 2,
-                          moe_tokens: int | None = None, scratch_bytes: int = 0) -> int:
+def step_activation_bytes(
+    *,
+    num_tokens: int,
+    hidden_size: int,
+    intermediate_size: int,
+    experts_per_token: int,
+    num_heads: int,
+    num_kv_heads: int,
+    head_dim: int,
+    itemsize: int = 2,
+    moe_tokens: int | None = None,
+    scratch_bytes: int = 0,
+) -> int:
     """An estimate of the activations of an eager forward over `num_tokens` tokens at its peak. The MoE of a
     large batch (`moe_tokens` of them at a time) holds, per (token, expert) pair, the gathered input row, the
     gate_up output and the SwiGLU result (D + 3I values). Per token of the step: the attention's q/k/v and
@@ -34,8 +44,9 @@ def step_activation_bytes(*, num_tokens: int, hidden_size: int, intermediate_siz
     return (moe + num_tokens * per_token) * itemsize + scratch_bytes
 
 
-def device_kv_cache_bytes(*, free_bytes: int, fraction: float, reserve_bytes: int, step_bytes: int,
-                          other_bytes: int = 0) -> int:
+def device_kv_cache_bytes(
+    *, free_bytes: int, fraction: float, reserve_bytes: int, step_bytes: int, other_bytes: int = 0
+) -> int:
     """The KV budget on an accelerator: `fraction` of the free memory less a fixed reserve, but never so much
     that the largest step's activations (`step_bytes`) no longer fit beside it; less `other_bytes` (buffers
     allocated after the cache)."""
@@ -47,8 +58,9 @@ def device_kv_cache_bytes(*, free_bytes: int, fraction: float, reserve_bytes: in
 IDLE_STEP_MIN_KV_SHARE = 0.9
 
 
-def blocks_with_step_room(blocks_for: Callable[[int], int], step_tokens: int, idle_step_tokens: int | None
-                          ) -> tuple[int, int]:
+def blocks_with_step_room(
+    blocks_for: Callable[[int], int], step_tokens: int, idle_step_tokens: int | None
+) -> tuple[int, int]:
     """(KV blocks, the largest step left room for): `blocks_for(tokens)` is the cache that leaves room for steps of
     that many tokens. The idle step (larger than `step_tokens`) is taken while the cache keeps IDLE_STEP_MIN_KV_SHARE
     of the blocks it has beside steps of `step_tokens`; otherwise steps stay within `step_tokens`."""

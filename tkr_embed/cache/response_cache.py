@@ -75,7 +75,9 @@ class ResponseCache(Generic[Value]):
     Operations are O(1) under one lock and never await, so a hit costs microseconds.
     """
 
-    def __init__(self, max_size: int = 1000, ttl_seconds: float = 3600.0, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, max_size: int = 1000, ttl_seconds: float = 3600.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         if max_size < 1:
             raise ValueError("max_size must be at least 1")
         if ttl_seconds <= 0:
@@ -126,4 +128,6 @@ class ResponseCache(Generic[Value]):
 
     def stats(self) -> CacheStats:
         with self._lock:
-            return CacheStats(self._hits, self._misses, len(self._entries), self.max_size, self._evictions, self._expirations)
+            return CacheStats(
+                self._hits, self._misses, len(self._entries), self.max_size, self._evictions, self._expirations
+            )

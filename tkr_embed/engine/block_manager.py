@@ -12,8 +12,8 @@ from tkr_embed.engine.sequence import Sequence
 class Block:
     block_id: int
     ref_count: int = 0
-    content_hash: int | None = None           # set once the block is full, computed and cached
-    token_ids: tuple[int, ...] = ()          # its tokens, to rule out hash collisions
+    content_hash: int | None = None  # set once the block is full, computed and cached
+    token_ids: tuple[int, ...] = ()  # its tokens, to rule out hash collisions
 
 
 @dataclass(frozen=True)
@@ -46,8 +46,8 @@ class BlockManager:
         self.block_size = block_size
         self.enable_prefix_caching = enable_prefix_caching
         self._blocks = [Block(i) for i in range(num_blocks)]
-        self._free: list[int] = list(range(num_blocks - 1, -1, -1))   # pop() hands out low ids first
-        self._evictable: OrderedDict[int, None] = OrderedDict()       # oldest first
+        self._free: list[int] = list(range(num_blocks - 1, -1, -1))  # pop() hands out low ids first
+        self._evictable: OrderedDict[int, None] = OrderedDict()  # oldest first
         self._hash_to_block: dict[int, int] = {}
 
     @property
@@ -159,7 +159,7 @@ class BlockManager:
         if self._free:
             block_id = self._free.pop()
         else:
-            block_id, _ = self._evictable.popitem(last=False)   # least recently freed
+            block_id, _ = self._evictable.popitem(last=False)  # least recently freed
             block = self._blocks[block_id]
             assert block.content_hash is not None
             del self._hash_to_block[block.content_hash]

@@ -39,8 +39,8 @@ from tkr_embed.engine.step_loop import AddRequest, Inbox, Port, StepLoop
 from tkr_embed.engine.streams import StreamingEngine
 
 logger = logging.getLogger(__name__)
-STOP_TIMEOUT_S = 30.0      # the child's own stop (its runner's shutdown included)
-ABORT_TIMEOUT_S = 5.0      # aborted requests' last updates at shutdown
+STOP_TIMEOUT_S = 30.0  # the child's own stop (its runner's shutdown included)
+ABORT_TIMEOUT_S = 5.0  # aborted requests' last updates at shutdown
 
 
 @dataclass(frozen=True)
@@ -63,7 +63,7 @@ class ProcessEngine(StreamingEngine):
         self._info: RunnerInfo | None = None
         self._limits: _Limits | None = None
         self._stats: EngineStats | None = None
-        self._progress: dict[str, tuple[list[int], dict[int, list]]] = {}   # prompt, index -> [token ids, text]
+        self._progress: dict[str, tuple[list[int], dict[int, list]]] = {}  # prompt, index -> [token ids, text]
         self._stopping = False
         self._start_lock = asyncio.Lock()
 
@@ -91,8 +91,12 @@ class ProcessEngine(StreamingEngine):
             context = multiprocessing.get_context("spawn")
             child_requests, self._requests = context.Pipe(duplex=False)
             self._events, child_events = context.Pipe(duplex=False)
-            self._process = context.Process(target=serve_engine, args=(self._build, child_requests, child_events),
-                                            name="tkr-embed-engine", daemon=True)
+            self._process = context.Process(
+                target=serve_engine,
+                args=(self._build, child_requests, child_events),
+                name="tkr-embed-engine",
+                daemon=True,
+            )
             self._process.start()
             child_requests.close()
             child_events.close()
@@ -125,7 +129,7 @@ class ProcessEngine(StreamingEngine):
             logger.warning("the engine process did not stop in %.1fs; terminating it", STOP_TIMEOUT_S)
             self._process.terminate()
             await asyncio.to_thread(self._process.join, 5.0)
-        if self._streams:        # nothing will answer them any more
+        if self._streams:  # nothing will answer them any more
             self._fail_all(EngineDeadError("the engine shut down"))
 
     async def _wait_idle(self, consumers: bool = True) -> None:
@@ -154,11 +158,11 @@ class ProcessEngine(StreamingEngine):
 
     def _restore(self, update):
         """A wire update -> the RequestOutput the in-process engine would have streamed."""
-        if isinstance(update, tuple):           # (request_id, refusal)
+        if isinstance(update, tuple):  # (request_id, refusal)
             self._progress.pop(update[0], None)
             return update
         progress = self._progress.get(update.request_id)
-        if progress is None:                    # the stream already ended (aborted): nobody reads it
+        if progress is None:  # the stream already ended (aborted): nobody reads it
             return update
         prompt, completions = progress
         for completion in update.outputs:
@@ -187,7 +191,7 @@ class ProcessEngine(StreamingEngine):
         while (message := self._outbox.get()) is not None:
             try:
                 self._requests.send(message)
-            except (OSError, ValueError):     # the child is gone: the reader reports it
+            except (OSError, ValueError):  # the child is gone: the reader reports it
                 return
 
     def _read_events(self) -> None:
@@ -196,8 +200,10 @@ class ProcessEngine(StreamingEngine):
                 kind, *body = self._events.recv()
             except (EOFError, OSError):
                 if not self._stopping:
-                    self._died("the engine process exited unexpectedly "
-                               f"(exit code {self._process.exitcode if self._process else None})")
+                    self._died(
+                        "the engine process exited unexpectedly "
+                        f"(exit code {self._process.exitcode if self._process else None})"
+                    )
                 return
             if kind == "outputs":
                 self._stats = body[1]
@@ -227,7 +233,7 @@ def serve_engine(build: Callable[[], LLMEngine], requests: Connection, events: C
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         engine = build()
-    except BaseException as exc:   # noqa: BLE001 - reported to the parent, which raises it
+    except BaseException as exc:  # noqa: BLE001 - reported to the parent, which raises it
         logger.exception("the engine could not be built")
         events.send(("failed", f"{type(exc).__name__}: {exc}"))
         return
@@ -235,7 +241,7 @@ def serve_engine(build: Callable[[], LLMEngine], requests: Connection, events: C
     events.send(("ready", engine.runner.info, limits, engine.stats()))
     try:
         StepLoop(engine, _PipePort(engine, requests, events)).run()
-    except BaseException as exc:   # noqa: BLE001 - the parent fails every stream with it
+    except BaseException as exc:  # noqa: BLE001 - the parent fails every stream with it
         logger.exception("engine step loop failed")
         events.send(("dead", repr(exc)))
         return
@@ -243,7 +249,7 @@ def serve_engine(build: Callable[[], LLMEngine], requests: Connection, events: C
         engine.runner.shutdown()
     try:
         events.send(("stopped",))
-    except OSError:          # the server is gone already
+    except OSError:  # the server is gone already
         pass
 
 
@@ -252,11 +258,24 @@ def _wire(output):
     if isinstance(output, tuple):
         return output
     return RequestOutput(
-        request_id=output.request_id, prompt_token_ids=[], finished=output.finished,
-        num_cached_prompt_tokens=output.num_cached_prompt_tokens, timings=output.timings,
-        outputs=[CompletionOutput(index=c.index, new_token_ids=c.new_token_ids, token_ids=[], new_text=c.new_text,
-                                  text="", finish_reason=c.finish_reason, stop_reason=c.stop_reason,
-                                  new_logprobs=c.new_logprobs) for c in output.outputs],
+        request_id=output.request_id,
+        prompt_token_ids=[],
+        finished=output.finished,
+        num_cached_prompt_tokens=output.num_cached_prompt_tokens,
+        timings=output.timings,
+        outputs=[
+            CompletionOutput(
+                index=c.index,
+                new_token_ids=c.new_token_ids,
+                token_ids=[],
+                new_text=c.new_text,
+                text="",
+                finish_reason=c.finish_reason,
+                stop_reason=c.stop_reason,
+                new_logprobs=c.new_logprobs,
+            )
+            for c in output.outputs
+        ],
     )
 
 
@@ -267,14 +286,14 @@ class _PipePort(Port):
         self.engine = engine
         self.requests = requests
         self.events = events
-        self._held = Inbox()        # adds read while only aborts were wanted
+        self._held = Inbox()  # adds read while only aborts were wanted
         self._stop = False
 
     def _drain(self) -> None:
         while not self._stop and self.requests.poll():
             try:
                 kind, *body = self.requests.recv()
-            except (EOFError, OSError):   # the parent is gone
+            except (EOFError, OSError):  # the parent is gone
                 self._stop = True
                 return
             if kind == "add":

@@ -13,7 +13,7 @@ import logging
 
 logger = logging.getLogger(__name__)
 
-FREEZE_AFTER_LOAD = True       # False: leave the collector as it is (for A/B runs: bench/with_patch.py)
+FREEZE_AFTER_LOAD = True  # False: leave the collector as it is (for A/B runs: bench/with_patch.py)
 
 
 def freeze_loaded_objects() -> int:

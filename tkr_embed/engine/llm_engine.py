@@ -26,8 +26,8 @@ class LaunchedStep:
 
     batch: ScheduledBatch
     finish: Callable[[], list[SampledToken]]
-    schedule_s: float = 0.0          # host time spent scheduling it
-    launch_s: float = 0.0            # and launching it
+    schedule_s: float = 0.0  # host time spent scheduling it
+    launch_s: float = 0.0  # and launching it
 
 
 class LLMEngine:
@@ -38,7 +38,9 @@ class LLMEngine:
     its engine thread and guards the engine with a lock for the event loop's reads).
     """
 
-    def __init__(self, runner: ModelRunner, tokenizer: Tokenizer | None = None, config: EngineConfig | None = None) -> None:
+    def __init__(
+        self, runner: ModelRunner, tokenizer: Tokenizer | None = None, config: EngineConfig | None = None
+    ) -> None:
         self.runner = runner
         self.tokenizer = tokenizer
         info = runner.info
@@ -46,7 +48,9 @@ class LLMEngine:
         num_blocks = min(self.config.num_kv_blocks or info.num_kv_blocks, info.num_kv_blocks)
         self.block_manager = BlockManager(num_blocks, info.block_size, self.config.enable_prefix_caching)
         # A sequence must fit the context and, alone, the block pool.
-        self.max_model_len = min(info.max_model_len, self.config.max_model_len or info.max_model_len, num_blocks * info.block_size)
+        self.max_model_len = min(
+            info.max_model_len, self.config.max_model_len or info.max_model_len, num_blocks * info.block_size
+        )
         self.vocab_size = info.vocab_size
         self.scheduler = Scheduler(self.config, self.block_manager, info.eos_token_ids, self.max_model_len)
         self._requests: dict[str, Request] = {}
@@ -118,7 +122,9 @@ class LLMEngine:
         batch = self.scheduler.lookahead(current.batch)
         return (batch, time.perf_counter() - begin) if batch is not None else None
 
-    def launch(self, batch: ScheduledBatch, schedule_s: float = 0.0, previous: LaunchedStep | None = None) -> LaunchedStep:
+    def launch(
+        self, batch: ScheduledBatch, schedule_s: float = 0.0, previous: LaunchedStep | None = None
+    ) -> LaunchedStep:
         """Queue `batch` on the runner (with `previous`: a lookahead step, fed that step's tokens)."""
         begin = time.perf_counter()
         finish = self.runner.launch(batch, previous=previous.finish) if previous else self.runner.launch(batch)
@@ -167,8 +173,9 @@ class LLMEngine:
         check_request(prompt_token_ids, params, self.max_model_len, self.vocab_size, self.tokenizer is not None)
 
 
-def check_request(prompt_token_ids: list[int], params: SamplingParams, max_model_len: int, vocab_size: int,
-                  has_tokenizer: bool) -> None:
+def check_request(
+    prompt_token_ids: list[int], params: SamplingParams, max_model_len: int, vocab_size: int, has_tokenizer: bool
+) -> None:
     """Raise InvalidRequestError (naming the field) if a request can never be served by an engine with
     this context length and vocabulary (`LLMEngine.validate_request`, and a client in another process)."""
     num_prompt = len(prompt_token_ids)

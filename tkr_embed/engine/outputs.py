@@ -7,9 +7,9 @@ from enum import Enum
 
 
 class FinishReason(str, Enum):
-    STOP = "stop"        # EOS / stop token / stop string
-    LENGTH = "length"    # max_tokens or the context limit
-    ABORT = "abort"      # aborted by the caller or at shutdown
+    STOP = "stop"  # EOS / stop token / stop string
+    LENGTH = "length"  # max_tokens or the context limit
+    ABORT = "abort"  # aborted by the caller or at shutdown
 
 
 @dataclass
@@ -40,8 +40,8 @@ class CompletionOutput:
 
 @dataclass
 class RequestTimings:
-    arrival: float                 # time.monotonic() at submit
-    scheduled: float | None = None   # first time it got into a batch
+    arrival: float  # time.monotonic() at submit
+    scheduled: float | None = None  # first time it got into a batch
     first_token: float | None = None
     finished: float | None = None
 
@@ -93,14 +93,14 @@ class EngineStats:
     kv_blocks_total: int
     kv_blocks_used: int
     kv_blocks_free: int
-    prefix_cache_queries: int          # prompt tokens looked up in the prefix cache
-    prefix_cache_hits: int             # of which found cached
-    prompt_tokens_prefilled: int       # prompt tokens actually computed
+    prefix_cache_queries: int  # prompt tokens looked up in the prefix cache
+    prefix_cache_hits: int  # of which found cached
+    prompt_tokens_prefilled: int  # prompt tokens actually computed
     tokens_decoded: int
     requests_finished: int
     preemptions: int
-    steps: int = 0                                           # engine steps run
-    step_phase_seconds: dict[str, float] = field(default_factory=dict)   # STEP_PHASES -> seconds, summed
+    steps: int = 0  # engine steps run
+    step_phase_seconds: dict[str, float] = field(default_factory=dict)  # STEP_PHASES -> seconds, summed
 
     @property
     def kv_usage(self) -> float:

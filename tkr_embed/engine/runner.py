@@ -26,13 +26,13 @@ class BatchEntry:
     """
 
     seq_id: int
-    token_ids: list[int]              # tokens to compute now: a prefill chunk, or the one decode token
-    start_pos: int                    # number of tokens of this sequence already in the KV cache
-    block_table: list[int]            # KV block ids, in order; slot of position p = block_table[p // B] * B + p % B
-    sample: bool                      # True on decode and on the last prefill chunk: sample one token
-    sampling: SamplingParams | None = None      # required when sample is True
-    prompt_token_ids: tuple[int, ...] = ()      # for the repetition penalty
-    output_token_ids: tuple[int, ...] = ()      # tokens generated so far (penalties; seeded RNG step)
+    token_ids: list[int]  # tokens to compute now: a prefill chunk, or the one decode token
+    start_pos: int  # number of tokens of this sequence already in the KV cache
+    block_table: list[int]  # KV block ids, in order; slot of position p = block_table[p // B] * B + p % B
+    sample: bool  # True on decode and on the last prefill chunk: sample one token
+    sampling: SamplingParams | None = None  # required when sample is True
+    prompt_token_ids: tuple[int, ...] = ()  # for the repetition penalty
+    output_token_ids: tuple[int, ...] = ()  # tokens generated so far (penalties; seeded RNG step)
 
     @property
     def is_prefill(self) -> bool:
@@ -56,7 +56,7 @@ class SampledToken:
 
     seq_id: int
     token_id: int
-    logprob: float | None = None                         # log-softmax of the chosen token (raw logits)
+    logprob: float | None = None  # log-softmax of the chosen token (raw logits)
     top_logprobs: list[tuple[int, float]] | None = None  # (token id, logprob), best first
 
 

@@ -49,7 +49,7 @@ class Scheduler:
         self.waiting: deque[Sequence] = deque()
         self.running: deque[Sequence] = deque()
         self.counters = SchedulerCounters()
-        self._seqs: dict[int, Sequence] = {}                 # every unfinished sequence by id
+        self._seqs: dict[int, Sequence] = {}  # every unfinished sequence by id
         self._pending_forks: dict[int, list[Sequence]] = {}  # first completion's id -> its siblings
         self._released_seq_ids: list[int] = []
 
@@ -83,7 +83,7 @@ class Scheduler:
             if budget == 0:
                 break
             if seq.status is not SequenceStatus.RUNNING:
-                continue        # preempted earlier in this loop
+                continue  # preempted earlier in this loop
             num_new = min(seq.num_tokens - seq.num_computed_tokens, budget)
             while not self.block_manager.can_append(seq, num_new):
                 victim = self._newest_running(exclude=scheduled_ids | {seq.seq_id})
@@ -127,12 +127,22 @@ class Scheduler:
         blocks_needed = 0
         for entry in batch.entries:
             seq = self._seqs.get(entry.seq_id)
-            if (seq is None or seq.status is not SequenceStatus.RUNNING or not entry.sample or len(entry.token_ids) != 1
-                    or seq.num_computed_tokens != entry.start_pos or entry.start_pos + 2 > self.max_model_len):
+            if (
+                seq is None
+                or seq.status is not SequenceStatus.RUNNING
+                or not entry.sample
+                or len(entry.token_ids) != 1
+                or seq.num_computed_tokens != entry.start_pos
+                or entry.start_pos + 2 > self.max_model_len
+            ):
                 return None
             params = seq.sampling
-            if (params.seed is not None or params.repetition_penalty != 1.0 or params.presence_penalty != 0.0
-                    or params.frequency_penalty != 0.0):
+            if (
+                params.seed is not None
+                or params.repetition_penalty != 1.0
+                or params.presence_penalty != 0.0
+                or params.frequency_penalty != 0.0
+            ):
                 return None
             blocks_needed += self.block_manager.num_blocks_needed(seq, 2)
             seqs.append(seq)
@@ -140,9 +150,17 @@ class Scheduler:
             return None
         entries = []
         for seq in seqs:
-            self.block_manager.append_slots(seq, 2)          # this step's slot and the next one's
-            entries.append(BatchEntry(seq_id=seq.seq_id, token_ids=[0], start_pos=seq.num_computed_tokens + 1,
-                                      block_table=list(seq.block_table), sample=True, sampling=seq.sampling))
+            self.block_manager.append_slots(seq, 2)  # this step's slot and the next one's
+            entries.append(
+                BatchEntry(
+                    seq_id=seq.seq_id,
+                    token_ids=[0],
+                    start_pos=seq.num_computed_tokens + 1,
+                    block_table=list(seq.block_table),
+                    sample=True,
+                    sampling=seq.sampling,
+                )
+            )
         return ScheduledBatch(entries)
 
     def _admit_tokens(self, seq: Sequence, budget: int) -> int | None:
@@ -157,7 +175,7 @@ class Scheduler:
                 self.block_manager.free(seq)
             return None
         request = seq.request
-        if request.timings.scheduled is None:   # first admission of the request
+        if request.timings.scheduled is None:  # first admission of the request
             request.timings.scheduled = time.monotonic()
             request.num_cached_prompt_tokens = num_cached
             self.counters.prefix_cache_queries += seq.num_prompt_tokens
@@ -202,7 +220,7 @@ class Scheduler:
         for entry in batch.entries:
             seq = self._seqs.get(entry.seq_id)
             if seq is None or seq.status is not SequenceStatus.RUNNING:
-                continue        # aborted while the step ran
+                continue  # aborted while the step ran
             start, num_new = entry.start_pos, len(entry.token_ids)
             self.counters.prompt_tokens_prefilled += max(0, min(seq.num_prompt_tokens, start + num_new) - start)
             seq.num_computed_tokens = start + num_new

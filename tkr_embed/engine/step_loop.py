@@ -29,7 +29,7 @@ class AddRequest:
     request_id: str
     prompt_token_ids: list[int]
     params: SamplingParams
-    arrival: float                   # time.monotonic() when the request reached the engine client
+    arrival: float  # time.monotonic() when the request reached the engine client
 
 
 @dataclass
@@ -82,8 +82,8 @@ class StepLoop:
         self.lock = lock if lock is not None else contextlib.nullcontext()
 
     def run(self) -> None:
-        pending: list = []   # outputs not yet delivered
-        inflight = None      # a launched step whose tokens are not read yet
+        pending: list = []  # outputs not yet delivered
+        inflight = None  # a launched step whose tokens are not read yet
         clock = time.perf_counter
         engine, port = self.engine, self.port
         try:
@@ -93,7 +93,7 @@ class StepLoop:
                     break
                 pending += self._apply(port.take())
                 if inflight is None:
-                    with self.lock:           # plan under the lock, launch outside it
+                    with self.lock:  # plan under the lock, launch outside it
                         planned = engine.plan_step() if engine.has_unfinished_requests() else None
                     inflight = engine.launch(*planned) if planned else None
                     if inflight is None:
@@ -101,7 +101,7 @@ class StepLoop:
                         port.deliver(outputs)
                         with self.lock:
                             busy = engine.has_unfinished_requests()
-                        port.wait(0.001 if busy else None)   # busy: nothing schedulable now (no free blocks)
+                        port.wait(0.001 if busy else None)  # busy: nothing schedulable now (no free blocks)
                         continue
                 with self.lock:
                     planned = None if stopping else engine.plan_lookahead(inflight)
@@ -114,12 +114,16 @@ class StepLoop:
                 delivered = clock()
                 sampled = inflight.finish()
                 done = clock()
-                pending += self._apply_aborts(port.take_aborts())   # postprocess skips what was aborted
+                pending += self._apply_aborts(port.take_aborts())  # postprocess skips what was aborted
                 with self.lock:
                     pending += engine.postprocess(inflight.batch, sampled)
-                    engine.step_times.record(schedule=inflight.schedule_s, launch=inflight.launch_s,
-                                             deliver=delivered - begin, wait=done - delivered,
-                                             postprocess=clock() - done)
+                    engine.step_times.record(
+                        schedule=inflight.schedule_s,
+                        launch=inflight.launch_s,
+                        deliver=delivered - begin,
+                        wait=done - delivered,
+                        postprocess=clock() - done,
+                    )
                 inflight = following
         finally:
             if pending:
@@ -132,7 +136,7 @@ class StepLoop:
             try:
                 with self.lock:
                     self.engine.add_request(add.request_id, add.prompt_token_ids, add.params, add.arrival)
-            except Exception as exc:   # refused (overloaded, duplicate id): the stream raises it
+            except Exception as exc:  # refused (overloaded, duplicate id): the stream raises it
                 outputs.append((add.request_id, exc))
         return outputs + self._apply_aborts(inbox.aborts)
 

@@ -62,7 +62,7 @@ class StreamingEngine(EngineClient):
         await self.start()
         if request_id in self._streams:
             raise InvalidRequestError(f"request id {request_id!r} is already in use", "request_id")
-        self._validate(prompt_token_ids, params)   # raises before any output
+        self._validate(prompt_token_ids, params)  # raises before any output
         stream: asyncio.Queue[_Item] = asyncio.Queue()
         self._streams[request_id] = stream
         self._submit(AddRequest(request_id, list(prompt_token_ids), params, time.monotonic()))
@@ -71,7 +71,7 @@ class StreamingEngine(EngineClient):
             while True:
                 item = await stream.get()
                 if isinstance(item, BaseException):
-                    finished = True        # never added (refused by the engine) or the engine died
+                    finished = True  # never added (refused by the engine) or the engine died
                     raise item
                 finished = item.finished
                 yield item
@@ -98,7 +98,7 @@ class StreamingEngine(EngineClient):
             return
         try:
             loop.call_soon_threadsafe(callback, argument)
-        except RuntimeError:   # the loop closed in between
+        except RuntimeError:  # the loop closed in between
             pass
 
     # --- on the event loop --------------------------------------------------------------------

@@ -8,7 +8,7 @@ from typing import Protocol
 
 class Tokenizer(Protocol):
     vocab_size: int
-    eos_token_ids: tuple[int, ...]     # the harmony stop tokens: <|return|>, <|call|> (and <|end|>?)
+    eos_token_ids: tuple[int, ...]  # the harmony stop tokens: <|return|>, <|call|> (and <|end|>?)
 
     def encode(self, text: str) -> list[int]:
         """Plain text to ids; special-token text is encoded as ordinary text."""

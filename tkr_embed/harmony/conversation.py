@@ -17,10 +17,12 @@ from openai_harmony import (
     Author,
     DeveloperContent,
     Message,
-    ReasoningEffort as HarmonyEffort,
     Role,
     SystemContent,
     ToolDescription,
+)
+from openai_harmony import (
+    ReasoningEffort as HarmonyEffort,
 )
 
 from tkr_embed.harmony.types import ChatMessage, FunctionTool, HarmonyRenderError, ReasoningEffort, ToolChoice

@@ -21,7 +21,7 @@ class BodyKind(enum.Enum):
     REASONING = "reasoning"
     CONTENT = "content"
     TOOL_CALL = "tool_call"
-    IGNORED = "ignored"    # a message the assistant should not write (e.g. a made-up tool result)
+    IGNORED = "ignored"  # a message the assistant should not write (e.g. a made-up tool result)
 
 
 @dataclass
@@ -47,7 +47,7 @@ def read_header(role_text: str, channel_text: str, implicit_role: bool) -> Heade
     match = _RECIPIENT.search(f"{role_text} {channel_text}")
     recipient = match.group(1) if match else None
     if recipient is not None and recipient.startswith(FUNCTIONS_PREFIX) and len(recipient) > len(FUNCTIONS_PREFIX):
-        return HeaderInfo(BodyKind.TOOL_CALL, channel, recipient[len(FUNCTIONS_PREFIX):])
+        return HeaderInfo(BodyKind.TOOL_CALL, channel, recipient[len(FUNCTIONS_PREFIX) :])
     if recipient is not None and recipient not in ("user", "all"):
         # Addressed to a built-in tool we do not offer (browser, python): model-internal, not an answer.
         return HeaderInfo(BodyKind.REASONING, channel)

@@ -33,21 +33,21 @@ MAX_HEADER_BYTES = 256
 
 
 class _Phase(enum.Enum):
-    HEADER = "header"      # between <|start|> (or the stream's start) and <|message|>
-    BODY = "body"          # between <|message|> and <|end|> / <|call|> / <|return|>
-    BETWEEN = "between"    # after a message, before the next <|start|>
-    DONE = "done"          # after <|return|> or a finished final answer: the rest is ignored
+    HEADER = "header"  # between <|start|> (or the stream's start) and <|message|>
+    BODY = "body"  # between <|message|> and <|end|> / <|call|> / <|return|>
+    BETWEEN = "between"  # after a message, before the next <|start|>
+    DONE = "done"  # after <|return|> or a finished final answer: the rest is ignored
 
 
 class _Header:
     """The header being read, as raw bytes per section: role/recipient, channel, content type."""
 
     def __init__(self, implicit_role: bool) -> None:
-        self.implicit_role = implicit_role   # the prompt wrote `<|start|>assistant` for us
+        self.implicit_role = implicit_role  # the prompt wrote `<|start|>assistant` for us
         self.role_bytes = bytearray()
         self.channel_bytes = bytearray()
         self.constrain_bytes = bytearray()
-        self._current = self.role_bytes      # the section the next text belongs to
+        self._current = self.role_bytes  # the section the next text belongs to
 
     @property
     def in_role_section(self) -> bool:

@@ -61,18 +61,18 @@ class GenerationUsage(BaseModel):
 
 
 class GenerateResponse(BaseModel):
-    text: str                       # the final answer only
-    reasoning: str                  # the analysis channel, never mixed into text
+    text: str  # the final answer only
+    reasoning: str  # the analysis channel, never mixed into text
     finish_reason: str
     tokens_generated: int
     reasoning_level: ReasoningLevel
     model: str
-    processing_time: float          # seconds
+    processing_time: float  # seconds
     usage: GenerationUsage
 
 
 class StreamDelta(BaseModel):
-    delta: str                      # final-answer text only ("" while the model reasons)
+    delta: str  # final-answer text only ("" while the model reasons)
     finish_reason: str | None
     tokens_generated: int
     # Analysis-channel text of this update; the key is left out of answer-only events, so those keep
@@ -96,7 +96,7 @@ class MemoryInfo(BaseModel):
 class HealthResponse(BaseModel):
     status: Literal["healthy", "starting", "unhealthy"]
     model_loaded: bool
-    uptime: float                   # seconds since the server started
+    uptime: float  # seconds since the server started
     memory: MemoryInfo | None
     active_requests: int
     waiting_requests: int
@@ -105,11 +105,11 @@ class HealthResponse(BaseModel):
 class InfoResponse(BaseModel):
     model: str
     model_path: str | None
-    demo_model: bool                # True: the tiny random-weight demo checkpoint, not a real model
+    demo_model: bool  # True: the tiny random-weight demo checkpoint, not a real model
     context_length: int
     vocab_size: int
     quantization: str
-    quantization_reason: str | None = None   # what the quantization setting chose, and why
+    quantization_reason: str | None = None  # what the quantization setting chose, and why
     device: str
     dtype: str
     capabilities: list[str]

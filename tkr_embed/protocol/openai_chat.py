@@ -34,8 +34,8 @@ class ChatMessageIn(OpenAIRequest):
     name: str | None = None
     tool_calls: list[ToolCallIn] | None = None
     tool_call_id: str | None = None
-    reasoning: str | None = None              # our name for the analysis channel ...
-    reasoning_content: str | None = None      # ... and the one some clients send back
+    reasoning: str | None = None  # our name for the analysis channel ...
+    reasoning_content: str | None = None  # ... and the one some clients send back
 
     def text(self) -> str:
         if self.content is None:

@@ -25,7 +25,7 @@ class SamplingRequest(OpenAIRequest):
     model: str | None = None
     temperature: float = Field(1.0, ge=0.0, le=2.0)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
-    top_k: int = Field(0, ge=-1, le=1_000_000)   # 0 or -1: off
+    top_k: int = Field(0, ge=-1, le=1_000_000)  # 0 or -1: off
     min_p: float = Field(0.0, ge=0.0, le=1.0)
     n: int = Field(1, ge=1, le=16)
     stream: bool = False

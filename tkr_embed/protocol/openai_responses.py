@@ -48,7 +48,8 @@ class OutputTextPart(OpenAIRequest):
 ContentPart = Annotated[
     Annotated[InputTextPart, Tag("part-input_text")] | Annotated[OutputTextPart, Tag("part-output_text")],
     Discriminator(
-        _by_type("part"), custom_error_type="invalid_content_part",
+        _by_type("part"),
+        custom_error_type="invalid_content_part",
         custom_error_message="a content part must be of type input_text or output_text (text only)",
     ),
 ]
@@ -113,7 +114,8 @@ InputItem = Annotated[
     | Annotated[FunctionCallOutputItem, Tag("item-function_call_output")]
     | Annotated[ReasoningItemIn, Tag("item-reasoning")],
     Discriminator(
-        _by_type("item", default="message"), custom_error_type="invalid_input_item",
+        _by_type("item", default="message"),
+        custom_error_type="invalid_input_item",
         custom_error_message="an input item must be of type message, function_call, function_call_output or "
         "reasoning (this server is stateless: items cannot be referenced by id)",
     ),
@@ -141,7 +143,7 @@ class FunctionToolChoice(OpenAIRequest):
 
 class ReasoningConfig(OpenAIRequest):
     effort: ReasoningEffort | None = None
-    summary: str | None = None     # accepted; gpt-oss writes no summaries
+    summary: str | None = None  # accepted; gpt-oss writes no summaries
 
 
 class TextFormat(OpenAIRequest):

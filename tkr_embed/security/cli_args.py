@@ -17,7 +17,9 @@ def add_keys_arguments(parser: argparse.ArgumentParser) -> None:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--data-dir", default=None, help="data folder (default: GENERATION_DATA_DIR or ./data)")
     common.add_argument(
-        "--database-url", default=None, help="SQLAlchemy URL (default: GENERATION_DATABASE_URL or SQLite in the data folder)"
+        "--database-url",
+        default=None,
+        help="SQLAlchemy URL (default: GENERATION_DATABASE_URL or SQLite in the data folder)",
     )
     common.add_argument("--json", action="store_true", help="print JSON instead of text")
 

@@ -58,7 +58,9 @@ class Gateway:
             metrics=ServerMetrics(),
             default_limits=default_limits,
             limiter=RateLimiter(rate.redis_url or settings.storage.redis_url or "memory://") if rate.enabled else None,
-            cache=ResponseCache(settings.cache.max_size, settings.cache.ttl_seconds) if settings.cache.enabled else None,
+            cache=ResponseCache(settings.cache.max_size, settings.cache.ttl_seconds)
+            if settings.cache.enabled
+            else None,
         )
 
     def limits_for(self, key: KeyInfo) -> RateLimits:

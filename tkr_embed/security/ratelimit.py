@@ -22,8 +22,10 @@ from limits.aio.storage import MemoryStorage, RedisStorage, Storage
 from limits.aio.strategies import (
     FixedWindowRateLimiter,
     MovingWindowRateLimiter,
-    RateLimiter as WindowLimiter,
     SlidingWindowCounterRateLimiter,
+)
+from limits.aio.strategies import (
+    RateLimiter as WindowLimiter,
 )
 from redis.asyncio import Redis
 
@@ -59,7 +61,9 @@ class RateLimits:
         """These global limits with a key's non-null overrides applied."""
         if overrides is None:
             return self
-        changes = {f.name: getattr(overrides, f.name) for f in fields(KeyLimits) if getattr(overrides, f.name) is not None}
+        changes = {
+            f.name: getattr(overrides, f.name) for f in fields(KeyLimits) if getattr(overrides, f.name) is not None
+        }
         return replace(self, **changes)
 
     @property
@@ -174,13 +178,15 @@ class RateLimiter:
         self._windows = _STRATEGIES[strategy](self._storage)
         self._rejections_key = f"{key_prefix}:rejections"
         self._local_rejections: dict[str, int] = {}
-        self.rejections = 0   # refused by this process
+        self.rejections = 0  # refused by this process
 
     async def check(self, key_id: str, limits: RateLimits, cost_tokens: int = 0) -> RateDecision:
         """Admit or refuse one request of `key_id` that may use `cost_tokens` tokens (prompt + max new)."""
         windows = _windows(limits)
         token_window = (
-            _Window("tokens_per_minute", RateLimitItemPerMinute(limits.tokens_per_minute, namespace=_NAMESPACE), "tokens")
+            _Window(
+                "tokens_per_minute", RateLimitItemPerMinute(limits.tokens_per_minute, namespace=_NAMESPACE), "tokens"
+            )
             if limits.tokens_per_minute is not None
             else None
         )
@@ -296,7 +302,9 @@ class RateLimiter:
         retry_after_s = 0.0
         if refused is not None:
             retry_after_s = (
-                float(token_fields["reset_tokens_s"] or 0.0) if refused.unit == "tokens" else float(request_fields["reset_requests_s"] or 0.0)
+                float(token_fields["reset_tokens_s"] or 0.0)
+                if refused.unit == "tokens"
+                else float(request_fields["reset_requests_s"] or 0.0)
             )
         return RateDecision(
             allowed=allowed,

@@ -88,7 +88,7 @@ class KeyStore:
         self._clock = clock
         self._lookup_ttl_s = lookup_cache_ttl_s
         self._monotonic = monotonic
-        self._found: OrderedDict[str, tuple[float, StoredKey]] = OrderedDict()   # digest -> (expires, key)
+        self._found: OrderedDict[str, tuple[float, StoredKey]] = OrderedDict()  # digest -> (expires, key)
 
     async def create(
         self,
@@ -107,7 +107,9 @@ class KeyStore:
             or isinstance(expires_in_days, bool)
             or not 1 <= expires_in_days <= MAX_EXPIRES_IN_DAYS
         ):
-            raise GatewayInputError(f"expires_in_days must be an integer from 1 to {MAX_EXPIRES_IN_DAYS}", "expires_in_days")
+            raise GatewayInputError(
+                f"expires_in_days must be an integer from 1 to {MAX_EXPIRES_IN_DAYS}", "expires_in_days"
+            )
         limits = limits or KeyLimits()
         _check_limits(limits)
 

@@ -208,6 +208,4 @@ async def usage_by_day(db: Database, key_id: str) -> list[DailyUsage]:
     query = select(UsageDailyRow).where(UsageDailyRow.key_id == key_id).order_by(UsageDailyRow.day)
     async with db.sessions() as session:
         rows = (await session.scalars(query)).all()
-    return [
-        DailyUsage(row.key_id, row.day, UsageTotals(*(getattr(row, name) for name in _COUNTERS))) for row in rows
-    ]
+    return [DailyUsage(row.key_id, row.day, UsageTotals(*(getattr(row, name) for name in _COUNTERS))) for row in rows]

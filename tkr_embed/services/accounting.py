@@ -32,7 +32,7 @@ class EngineRequestRecord:
     finished: bool = False
     aborted: bool = False
     timings: RequestTimings | None = None
-    first_token_seen_at: float | None = None   # time.monotonic() when the first new token arrived
+    first_token_seen_at: float | None = None  # time.monotonic() when the first new token arrived
     last_token_seen_at: float | None = None
     inter_token_gaps: list[float] = field(default_factory=list)
 
@@ -83,7 +83,7 @@ class RequestAccount:
     cache: ResponseCache[Any] | None = None
     engine_requests: dict[str, EngineRequestRecord] = field(default_factory=dict)
     reasoning_tokens_noted: int = 0
-    cache_status: str | None = None          # None: not cacheable; "hit" or "miss"
+    cache_status: str | None = None  # None: not cacheable; "hit" or "miss"
     cached_usage: CachedUsage | None = None  # the usage a cache hit replayed
 
     def observe(self, output: RequestOutput) -> None:

@@ -23,8 +23,8 @@ from tkr_embed.protocol.openai_chat import (
     ToolCallOut,
 )
 from tkr_embed.protocol.openai_common import CompletionTokensDetails, PromptTokensDetails, Usage
-from tkr_embed.services.chat_prompt import harmony_messages, harmony_tool_choice, harmony_tools, render
 from tkr_embed.services.accounting import note_reasoning_tokens
+from tkr_embed.services.chat_prompt import harmony_messages, harmony_tool_choice, harmony_tools, render
 from tkr_embed.services.context import ModelContext, new_request_id, unix_now
 from tkr_embed.services.engine_stream import EngineStream
 from tkr_embed.services.errors import BadRequestError

@@ -32,14 +32,14 @@ def harmony_tools(tools: Sequence[ToolDefinition] | None) -> list[FunctionTool] 
     if not tools:
         return None
     return [
-        FunctionTool(name=tool.function.name, description=tool.function.description, parameters=tool.function.parameters)
+        FunctionTool(
+            name=tool.function.name, description=tool.function.description, parameters=tool.function.parameters
+        )
         for tool in tools
     ]
 
 
-def harmony_tool_choice(
-    choice: str | NamedToolChoice | None, tools: list[FunctionTool] | None
-) -> ToolChoice | None:
+def harmony_tool_choice(choice: str | NamedToolChoice | None, tools: list[FunctionTool] | None) -> ToolChoice | None:
     """Check tool_choice against the tools; `required` and a named function need tools."""
     if choice is None:
         return None

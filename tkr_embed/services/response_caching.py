@@ -24,7 +24,7 @@ Opened = TypeVar("Opened")
 
 @dataclass(frozen=True)
 class CachedResult(Generic[T]):
-    value: T           # a response model, or the list of a stream's events
+    value: T  # a response model, or the list of a stream's events
     usage: CachedUsage
 
 

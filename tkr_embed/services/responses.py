@@ -43,7 +43,7 @@ class PreparedResponse:
     response_id: str
     rendered: RenderedPrompt
     params: SamplingParams
-    skeleton: Response        # the response object as of `response.created` (status in_progress)
+    skeleton: Response  # the response object as of `response.created` (status in_progress)
 
 
 @dataclass
@@ -68,7 +68,10 @@ class ResponsesService:
         tools, tool_choice = harmony_tools(request)
         effort = (request.reasoning.effort if request.reasoning else None) or self.ctx.default_reasoning_effort
         rendered = render(
-            chat_messages(request.input), reasoning_effort=effort, tools=tools, tool_choice=tool_choice,
+            chat_messages(request.input),
+            reasoning_effort=effort,
+            tools=tools,
+            tool_choice=tool_choice,
             instructions=request.instructions,
         )
         max_tokens = self.ctx.max_tokens_for(
@@ -102,8 +105,12 @@ class ResponsesService:
         # Every echoed request field shapes the answer too; a hit replays the first answer (its id included).
         echoed = prepared.skeleton.model_dump(mode="json", exclude={"id", "created_at"})
         return cache_slot(
-            endpoint="/v1/responses", model=self.ctx.model_id, prompt_token_ids=prepared.rendered.token_ids,
-            params=prepared.params, stream=stream, extra={"echoed": echoed},
+            endpoint="/v1/responses",
+            model=self.ctx.model_id,
+            prompt_token_ids=prepared.rendered.token_ids,
+            params=prepared.params,
+            stream=stream,
+            extra={"echoed": echoed},
         )
 
     async def create(self, request: ResponsesRequest) -> Response:
@@ -177,12 +184,14 @@ class ResponsesService:
             output_tokens_details=OutputTokensDetails(reasoning_tokens=run.assembler.num_reasoning_tokens),
             total_tokens=num_input + run.num_output_tokens,
         )
-        return run.prepared.skeleton.model_copy(update={
-            "status": status,
-            "output": [item.model_copy(deep=True) for item in run.assembler.output],
-            "usage": usage,
-            "incomplete_details": IncompleteDetails(reason="max_output_tokens") if status == "incomplete" else None,
-        })
+        return run.prepared.skeleton.model_copy(
+            update={
+                "status": status,
+                "output": [item.model_copy(deep=True) for item in run.assembler.output],
+                "usage": usage,
+                "incomplete_details": IncompleteDetails(reason="max_output_tokens") if status == "incomplete" else None,
+            }
+        )
 
     async def _open(self, prepared: PreparedResponse) -> EngineStream:
         return await EngineStream.open(

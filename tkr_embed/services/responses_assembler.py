@@ -43,7 +43,7 @@ class ResponseAssembler:
     num_reasoning_tokens: int = 0
     _sequence: int = 0
     _open: OpenItem | None = None
-    _call_items: dict[int, FunctionCallOutput] = field(default_factory=dict)   # parser tool index → item
+    _call_items: dict[int, FunctionCallOutput] = field(default_factory=dict)  # parser tool index → item
 
     def next_sequence(self) -> int:
         self._sequence += 1
@@ -75,10 +75,15 @@ class ResponseAssembler:
             item = ReasoningOutput(id=new_id("rs"), content=[ReasoningText()])
             stream += self._add(item)
         item.content[0].text += text
-        stream.append(ReasoningTextDeltaEvent(
-            sequence_number=self.next_sequence(), item_id=item.id, output_index=self._index, content_index=0,
-            delta=text,
-        ))
+        stream.append(
+            ReasoningTextDeltaEvent(
+                sequence_number=self.next_sequence(),
+                item_id=item.id,
+                output_index=self._index,
+                content_index=0,
+                delta=text,
+            )
+        )
         return stream
 
     def _content(self, text: str) -> list[StreamEvent]:
@@ -89,10 +94,15 @@ class ResponseAssembler:
             item = MessageOutput(id=new_id("msg"), content=[OutputText()])
             stream += self._add(item)
         item.content[0].text += text
-        stream.append(OutputTextDeltaEvent(
-            sequence_number=self.next_sequence(), item_id=item.id, output_index=self._index, content_index=0,
-            delta=text,
-        ))
+        stream.append(
+            OutputTextDeltaEvent(
+                sequence_number=self.next_sequence(),
+                item_id=item.id,
+                output_index=self._index,
+                content_index=0,
+                delta=text,
+            )
+        )
         return stream
 
     def _tool_call(self, event: ToolCallDelta) -> list[StreamEvent]:
@@ -106,10 +116,14 @@ class ResponseAssembler:
         if item is None or not event.arguments:
             return stream
         item.arguments += event.arguments
-        stream.append(FunctionCallArgumentsDeltaEvent(
-            sequence_number=self.next_sequence(), item_id=item.id, output_index=self.output.index(item),
-            delta=event.arguments,
-        ))
+        stream.append(
+            FunctionCallArgumentsDeltaEvent(
+                sequence_number=self.next_sequence(),
+                item_id=item.id,
+                output_index=self.output.index(item),
+                delta=event.arguments,
+            )
+        )
         return stream
 
     @property
@@ -119,10 +133,14 @@ class ResponseAssembler:
     def _add(self, item: OpenItem) -> list[StreamEvent]:
         self.output.append(item)
         self._open = item
-        stream: list[StreamEvent] = [OutputItemEvent(
-            type="response.output_item.added", sequence_number=self.next_sequence(), output_index=self._index,
-            item=item.model_copy(deep=True),
-        )]
+        stream: list[StreamEvent] = [
+            OutputItemEvent(
+                type="response.output_item.added",
+                sequence_number=self.next_sequence(),
+                output_index=self._index,
+                item=item.model_copy(deep=True),
+            )
+        ]
         if not isinstance(item, FunctionCallOutput):
             stream.append(self._part_event("response.content_part.added", item))
         return stream
@@ -135,30 +153,53 @@ class ResponseAssembler:
         index = self.output.index(item)
         stream: list[StreamEvent] = []
         if isinstance(item, ReasoningOutput):
-            stream.append(ReasoningTextDoneEvent(
-                sequence_number=self.next_sequence(), item_id=item.id, output_index=index, content_index=0,
-                text=item.content[0].text,
-            ))
+            stream.append(
+                ReasoningTextDoneEvent(
+                    sequence_number=self.next_sequence(),
+                    item_id=item.id,
+                    output_index=index,
+                    content_index=0,
+                    text=item.content[0].text,
+                )
+            )
             stream.append(self._part_event("response.content_part.done", item))
         elif isinstance(item, MessageOutput):
-            stream.append(OutputTextDoneEvent(
-                sequence_number=self.next_sequence(), item_id=item.id, output_index=index, content_index=0,
-                text=item.content[0].text,
-            ))
+            stream.append(
+                OutputTextDoneEvent(
+                    sequence_number=self.next_sequence(),
+                    item_id=item.id,
+                    output_index=index,
+                    content_index=0,
+                    text=item.content[0].text,
+                )
+            )
             stream.append(self._part_event("response.content_part.done", item))
         else:
-            stream.append(FunctionCallArgumentsDoneEvent(
-                sequence_number=self.next_sequence(), item_id=item.id, output_index=index, name=item.name,
-                arguments=item.arguments,
-            ))
-        stream.append(OutputItemEvent(
-            type="response.output_item.done", sequence_number=self.next_sequence(), output_index=index,
-            item=item.model_copy(deep=True),
-        ))
+            stream.append(
+                FunctionCallArgumentsDoneEvent(
+                    sequence_number=self.next_sequence(),
+                    item_id=item.id,
+                    output_index=index,
+                    name=item.name,
+                    arguments=item.arguments,
+                )
+            )
+        stream.append(
+            OutputItemEvent(
+                type="response.output_item.done",
+                sequence_number=self.next_sequence(),
+                output_index=index,
+                item=item.model_copy(deep=True),
+            )
+        )
         return stream
 
     def _part_event(self, kind: str, item: ReasoningOutput | MessageOutput) -> ContentPartEvent:
         return ContentPartEvent(
-            type=kind, sequence_number=self.next_sequence(), item_id=item.id, output_index=self.output.index(item),
-            content_index=0, part=item.content[0].model_copy(),
+            type=kind,
+            sequence_number=self.next_sequence(),
+            item_id=item.id,
+            output_index=self.output.index(item),
+            content_index=0,
+            part=item.content[0].model_copy(),
         )

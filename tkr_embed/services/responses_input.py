@@ -26,7 +26,7 @@ def chat_messages(items: str | Sequence[InputItem]) -> list[ChatMessage]:
     if not items:
         raise BadRequestError("input must hold at least one item", "input")
     messages: list[ChatMessage] = []
-    turn: ChatMessage | None = None           # the assistant turn being gathered
+    turn: ChatMessage | None = None  # the assistant turn being gathered
     call_names: dict[str, str] = {}
     for index, item in enumerate(items):
         if isinstance(item, ReasoningItemIn):
@@ -76,7 +76,9 @@ def harmony_tools(request: ResponsesRequest) -> tuple[list[FunctionTool] | None,
     names = {tool.name for tool in tools or []}
     if isinstance(choice, FunctionToolChoice):
         if choice.name not in names:
-            raise BadRequestError(f"tool_choice names the function {choice.name!r}, which is not in tools", "tool_choice")
+            raise BadRequestError(
+                f"tool_choice names the function {choice.name!r}, which is not in tools", "tool_choice"
+            )
         return tools, ToolChoice(mode="function", function_name=choice.name)
     if choice == "required" and not tools:
         raise BadRequestError("tool_choice 'required' needs at least one tool in tools", "tool_choice")
@@ -87,7 +89,8 @@ def check_stateless(request: ResponsesRequest) -> None:
     if request.previous_response_id is not None:
         raise BadRequestError(
             "previous_response_id is not supported: this server stores no responses; send the earlier "
-            "output items back in input", "previous_response_id",
+            "output items back in input",
+            "previous_response_id",
         )
     if request.store:
         raise BadRequestError("store=true is not supported: this server stores no responses", "store")

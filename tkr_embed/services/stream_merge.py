@@ -20,7 +20,7 @@ async def merge_streams(streams: Sequence[AsyncIterator[Item]]) -> AsyncIterator
         try:
             async for item in stream:
                 await queue.put((index, item))
-        except Exception as exc:   # handed to the consumer, which re-raises it
+        except Exception as exc:  # handed to the consumer, which re-raises it
             await queue.put((index, exc))
             return
         await queue.put((index, _END))
@@ -35,7 +35,7 @@ async def merge_streams(streams: Sequence[AsyncIterator[Item]]) -> AsyncIterator
             elif isinstance(item, Exception):
                 raise item
             else:
-                yield index, item   # type: ignore[misc]
+                yield index, item  # type: ignore[misc]
     finally:
         for task in pumps:
             task.cancel()

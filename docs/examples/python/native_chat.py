@@ -1,6 +1,6 @@
 """The original API with plain httpx: POST /chat (the answer in `text`, the reasoning apart in `reasoning`).
 
-    BASE_URL=http://127.0.0.1:8008 API_KEY=... python docs/examples/python/native_chat.py
+BASE_URL=http://127.0.0.1:8008 API_KEY=... python docs/examples/python/native_chat.py
 """
 
 import os
@@ -13,7 +13,7 @@ MAX_TOKENS = int(os.environ.get("MAX_TOKENS", "512"))
 
 response = httpx.post(
     f"{BASE_URL}/chat",
-    headers={"X-API-Key": API_KEY} if API_KEY else {},   # or Authorization: Bearer <key>, or ?api_key=<key>
+    headers={"X-API-Key": API_KEY} if API_KEY else {},  # or Authorization: Bearer <key>, or ?api_key=<key>
     json={
         "messages": [{"role": "user", "content": "Name three primary colours."}],
         "system_prompt": "You are a concise assistant.",

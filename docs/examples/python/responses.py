@@ -23,25 +23,39 @@ response = client.responses.create(
     reasoning={"effort": "low"},
     max_output_tokens=MAX_TOKENS,
 )
-print("status:", response.status)                 # completed, or incomplete (max_output_tokens reached)
+print("status:", response.status)  # completed, or incomplete (max_output_tokens reached)
 for item in response.output:
     if item.type == "reasoning":
         print("reasoning:", "".join(part.text for part in item.content or []))
 print("answer:", response.output_text)
-print("usage:", response.usage.input_tokens, "in,", response.usage.output_tokens, "out,",
-      response.usage.output_tokens_details.reasoning_tokens, "reasoning")
+print(
+    "usage:",
+    response.usage.input_tokens,
+    "in,",
+    response.usage.output_tokens,
+    "out,",
+    response.usage.output_tokens_details.reasoning_tokens,
+    "reasoning",
+)
 
 # Function tools use the Responses API's flat shape. The server stores nothing: to continue, send the
 # earlier output items (reasoning and function_call) back, followed by a function_call_output per call.
-tools = [{
-    "type": "function",
-    "name": "get_weather",
-    "description": "Current weather of a city",
-    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
-}]
+tools = [
+    {
+        "type": "function",
+        "name": "get_weather",
+        "description": "Current weather of a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    }
+]
 history = [{"role": "user", "content": "What is the weather in Paris?"}]
-first = client.responses.create(model=model, input=history, tools=tools, max_output_tokens=MAX_TOKENS,
-                                tool_choice={"type": "function", "name": "get_weather"})
+first = client.responses.create(
+    model=model,
+    input=history,
+    tools=tools,
+    max_output_tokens=MAX_TOKENS,
+    tool_choice={"type": "function", "name": "get_weather"},
+)
 calls = [item for item in first.output if item.type == "function_call"]
 history += [item.model_dump(exclude_none=True) for item in first.output]
 for call in calls:

@@ -1,6 +1,6 @@
 """Function calling through the OpenAI SDK chat API: the model calls a tool, we run it and send the result back.
 
-    BASE_URL=http://127.0.0.1:8008 API_KEY=... python docs/examples/python/tools.py
+BASE_URL=http://127.0.0.1:8008 API_KEY=... python docs/examples/python/tools.py
 """
 
 import json
@@ -12,14 +12,16 @@ BASE_URL = os.environ.get("BASE_URL", "http://127.0.0.1:8008")
 API_KEY = os.environ.get("API_KEY") or "none"
 MAX_TOKENS = int(os.environ.get("MAX_TOKENS", "512"))
 
-TOOLS = [{
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "Current weather of a city",
-        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
-    },
-}]
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "Current weather of a city",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+        },
+    }
+]
 
 
 def get_weather(city: str = "Paris") -> dict:
@@ -32,7 +34,10 @@ messages = [{"role": "user", "content": "What is the weather in Paris?"}]
 
 # tool_choice may be "auto" (the model decides), "none", "required" or a named function (forced, as here).
 first = client.chat.completions.create(
-    model=model, messages=messages, tools=TOOLS, max_tokens=MAX_TOKENS,
+    model=model,
+    messages=messages,
+    tools=TOOLS,
+    max_tokens=MAX_TOKENS,
     tool_choice={"type": "function", "function": {"name": "get_weather"}},
 )
 reply = first.choices[0].message
@@ -42,16 +47,18 @@ if not reply.tool_calls:
     raise SystemExit(0)
 
 # Send the assistant turn back as it came (reasoning included), then one tool message per call.
-messages.append({
-    "role": "assistant",
-    "content": reply.content,
-    "reasoning": (reply.model_extra or {}).get("reasoning"),
-    "tool_calls": [call.model_dump() for call in reply.tool_calls],
-})
+messages.append(
+    {
+        "role": "assistant",
+        "content": reply.content,
+        "reasoning": (reply.model_extra or {}).get("reasoning"),
+        "tool_calls": [call.model_dump() for call in reply.tool_calls],
+    }
+)
 for call in reply.tool_calls:
     try:
         arguments = json.loads(call.function.arguments)
-    except ValueError:          # truncated (max_tokens) or malformed arguments: fall back to a default
+    except ValueError:  # truncated (max_tokens) or malformed arguments: fall back to a default
         arguments = None
     result = get_weather(arguments.get("city", "Paris") if isinstance(arguments, dict) else "Paris")
     print("tool call:", call.function.name, call.function.arguments, "->", result)

@@ -1,6 +1,6 @@
 """Stream a chat completion through the OpenAI SDK: reasoning and answer deltas apart, usage at the end.
 
-    BASE_URL=http://127.0.0.1:8008 API_KEY=... python docs/examples/streaming/openai_stream.py
+BASE_URL=http://127.0.0.1:8008 API_KEY=... python docs/examples/streaming/openai_stream.py
 """
 
 import os
@@ -19,7 +19,7 @@ stream = client.chat.completions.create(
     messages=[{"role": "user", "content": "Write a haiku about the sea."}],
     max_tokens=MAX_TOKENS,
     stream=True,
-    stream_options={"include_usage": True},   # one last chunk with `choices: []` and the usage
+    stream_options={"include_usage": True},  # one last chunk with `choices: []` and the usage
 )
 reasoning, answer = [], []
 for chunk in stream:

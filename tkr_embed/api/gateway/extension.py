@@ -65,7 +65,8 @@ class GatewayExtension:
             logger.warning(
                 "AUTHENTICATION IS OFF (env=%s, config %s): every route, /admin included, is open to anyone "
                 "who can reach this port. Set security.auth_enabled=true (GENERATION_AUTH_ENABLED) to require keys.",
-                settings.env, settings.config_file,
+                settings.env,
+                settings.config_file,
             )
         else:
             logger.info(
@@ -76,8 +77,10 @@ class GatewayExtension:
                 "public" if settings.security.metrics_public else "admin-only",
             )
         if settings.security.require_https:
-            logger.info("HTTPS required: plain-HTTP requests get 403 (except /health); X-Forwarded-Proto "
-                        "believed from %s", ", ".join(settings.security.trusted_proxies) or "no peer")
+            logger.info(
+                "HTTPS required: plain-HTTP requests get 403 (except /health); X-Forwarded-Proto believed from %s",
+                ", ".join(settings.security.trusted_proxies) or "no peer",
+            )
 
     async def shutdown(self) -> None:
         await self.gateway.close()

@@ -27,7 +27,13 @@ from tkr_embed.logging import request_context
 from tkr_embed.security.credentials import extract_api_key
 from tkr_embed.security.gateway import Gateway
 from tkr_embed.security.keys import KeyInfo
-from tkr_embed.security.permissions import ALL_PERMISSIONS, ROUTE_PERMISSIONS, STREAM_ONLY_ROUTES, Permission, required_permissions
+from tkr_embed.security.permissions import (
+    ALL_PERMISSIONS,
+    ROUTE_PERMISSIONS,
+    STREAM_ONLY_ROUTES,
+    Permission,
+    required_permissions,
+)
 from tkr_embed.security.ratelimit import RateDecision
 from tkr_embed.services.accounting import RequestAccount, account_scope
 
@@ -36,7 +42,7 @@ logger = logging.getLogger("tkr_embed.gateway")
 ANONYMOUS = KeyInfo(id="anonymous", name="anonymous (auth off)", permissions=ALL_PERMISSIONS)
 UNMATCHED_ROUTE = "unmatched"
 SERVER_TIMING_HEADER = b"server-timing"
-STORE_ERROR_LOG_INTERVAL_S = 10.0   # one log line per interval while the rate-limit store is down
+STORE_ERROR_LOG_INTERVAL_S = 10.0  # one log line per interval while the rate-limit store is down
 STORE_DOWN_RETRY_AFTER_S = 5
 
 
@@ -62,7 +68,7 @@ def _route_path(scope: Scope) -> str:
     path: str = scope["path"]
     root_path: str = scope.get("root_path", "")
     if root_path and path.startswith(root_path):
-        return path[len(root_path):]
+        return path[len(root_path) :]
     return path
 
 
@@ -71,7 +77,7 @@ def _wants_stream(body: bytes) -> bool:
     try:
         payload = json.loads(body)
     except (ValueError, UnicodeDecodeError):
-        return False   # the route answers 400 before anything runs
+        return False  # the route answers 400 before anything runs
     return isinstance(payload, dict) and payload.get("stream") not in (None, False)
 
 
@@ -128,7 +134,7 @@ class GatewayMiddleware:
         if scope["type"] == "websocket" and (
             (self.require_https and not self.transport.is_secure(scope)) or await self._authenticate(scope) is None
         ):
-            await send({"type": "websocket.close", "code": 1008})   # before accept: the client sees 403
+            await send({"type": "websocket.close", "code": 1008})  # before accept: the client sees 403
             return
         if scope["type"] != "http":
             await self.app(scope, receive, send)
@@ -154,11 +160,14 @@ class GatewayMiddleware:
     async def _handle(self, scope: Scope, receive: Receive, send: Send, exchange: _Exchange) -> None:
         path = normalise_path(_route_path(scope))
         if path.has_dot_segments:
-            await error_response(400, "the path must not contain '.' or '..' segments", code="invalid_path")(scope, receive, send)
+            await error_response(400, "the path must not contain '.' or '..' segments", code="invalid_path")(
+                scope, receive, send
+            )
             return
         if self.require_https and path.path != HEALTH_PATH and not self.transport.is_secure(scope):
             await error_response(
-                403, "this server accepts only HTTPS requests (security.require_https); use an https:// URL",
+                403,
+                "this server accepts only HTTPS requests (security.require_https); use an https:// URL",
                 code="https_required",
             )(scope, receive, send)
             return
@@ -170,7 +179,8 @@ class GatewayMiddleware:
         if caller is None:
             presented = extract_api_key(Headers(scope=scope), QueryParams(scope.get("query_string", b""))) is not None
             message = (
-                "invalid API key (unknown, expired or revoked)" if presented
+                "invalid API key (unknown, expired or revoked)"
+                if presented
                 else "an API key is required: send it as 'Authorization: Bearer <key>', 'X-API-Key' or '?api_key='"
             )
             code = "invalid_api_key" if presented else "missing_api_key"
@@ -180,12 +190,13 @@ class GatewayMiddleware:
 
         stream, receive = await self._stream_flag(scope, receive, path)
         if stream is None:
-            return   # the client left while sending its body
+            return  # the client left while sending its body
         needed = required_permissions(path.path, stream)
         if not caller.allows_all(needed):
             missing = ", ".join(sorted(p.value for p in needed if not caller.allows(p)))
             await error_response(
-                403, f"this API key lacks the permission {missing} needed for {scope['method']} {path.path}",
+                403,
+                f"this API key lacks the permission {missing} needed for {scope['method']} {path.path}",
                 code="insufficient_permissions",
             )(scope, receive, send)
             return
@@ -194,15 +205,19 @@ class GatewayMiddleware:
             decision = await self._rate_limit(caller, needed)
         except RateLimitStoreDown:
             await error_response(
-                503, "rate limits cannot be checked right now; retry after the time in Retry-After",
-                code="rate_limit_unavailable", headers={"Retry-After": str(STORE_DOWN_RETRY_AFTER_S)},
+                503,
+                "rate limits cannot be checked right now; retry after the time in Retry-After",
+                code="rate_limit_unavailable",
+                headers={"Retry-After": str(STORE_DOWN_RETRY_AFTER_S)},
             )(scope, receive, send)
             return
         if decision is not None and not decision.allowed:
             self.gateway.metrics.rate_limit_rejections.inc()
             await error_response(
-                429, f"rate limit exceeded ({decision.limited_by}); retry after the time in Retry-After",
-                code="rate_limit_exceeded", headers=decision.headers(),
+                429,
+                f"rate limit exceeded ({decision.limited_by}); retry after the time in Retry-After",
+                code="rate_limit_exceeded",
+                headers=decision.headers(),
             )(scope, receive, send)
             return
 
@@ -268,16 +283,27 @@ class GatewayMiddleware:
             return
         self._store_error_logged_at = now
         outcome = "admitted without a limit check" if self.rate_limit_fail_open else "refused with 503"
-        logger.error("rate-limit store unavailable (%s: %s); requests are %s (rate_limit.fail_open=%s)",
-                     type(error).__name__, error, outcome, self.rate_limit_fail_open)
+        logger.error(
+            "rate-limit store unavailable (%s: %s); requests are %s (rate_limit.fail_open=%s)",
+            type(error).__name__,
+            error,
+            outcome,
+            self.rate_limit_fail_open,
+        )
 
     def _log(self, scope: Scope, exchange: _Exchange, duration_s: float) -> None:
         route = _route_template(scope)
         self.gateway.metrics.observe_request(route, exchange.status)
         logger.info(
-            "%s %s %d", scope["method"], scope["path"], exchange.status,
+            "%s %s %d",
+            scope["method"],
+            scope["path"],
+            exchange.status,
             extra={
-                "method": scope["method"], "path": scope["path"], "route": route, "status": exchange.status,
+                "method": scope["method"],
+                "path": scope["path"],
+                "route": route,
+                "status": exchange.status,
                 "key_id": exchange.caller.id if exchange.caller is not None else None,
                 "duration_ms": round(duration_s * 1000, 3),
             },

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from urllib.parse import unquote
 
-HEALTH_PATH = "/health"   # reachable over plain HTTP even with security.require_https (load-balancer probes)
+HEALTH_PATH = "/health"  # reachable over plain HTTP even with security.require_https (load-balancer probes)
 PUBLIC_PATHS: frozenset[str] = frozenset({HEALTH_PATH, "/docs", "/docs/oauth2-redirect", "/openapi.json", "/redoc"})
 METRICS_PATH = "/metrics"
 _SLASHES = re.compile(r"/{2,}")
@@ -21,8 +21,8 @@ _MAX_DECODE_ROUNDS = 4
 
 @dataclass(frozen=True)
 class NormalisedPath:
-    path: str                # canonical: one leading slash, no repeated or trailing slash, decoded
-    has_dot_segments: bool   # "." or ".." somewhere: refused
+    path: str  # canonical: one leading slash, no repeated or trailing slash, decoded
+    has_dot_segments: bool  # "." or ".." somewhere: refused
 
     @property
     def is_public(self) -> bool:

@@ -35,7 +35,7 @@ class CreateKeyRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(min_length=1, max_length=200)
-    permissions: list[str] | None = None       # default: generate:text, generate:chat, generate:stream
+    permissions: list[str] | None = None  # default: generate:text, generate:chat, generate:stream
     expires_in_days: int | None = Field(None, ge=1, le=3650)
     limits: KeyLimitsBody | None = None
 
@@ -104,14 +104,14 @@ class KeyList(BaseModel):
 
 class KeyUsage(BaseModel):
     key_id: str
-    name: str | None          # None for a key id no longer in the database
+    name: str | None  # None for a key id no longer in the database
     requests: int
     prompt_tokens: int
     completion_tokens: int
     reasoning_tokens: int
     total_tokens: int
     cache_hits: int
-    rate_limit_rejections: int = 0   # 429s answered to this key (every replica when Redis holds the limits)
+    rate_limit_rejections: int = 0  # 429s answered to this key (every replica when Redis holds the limits)
 
 
 class CacheStatsView(BaseModel):
@@ -130,15 +130,21 @@ class CacheStatsView(BaseModel):
         if stats is None:
             return cls(enabled=False)
         return cls(
-            enabled=True, hits=stats.hits, misses=stats.misses, hit_rate=stats.hit_rate, size=stats.size,
-            max_size=stats.max_size, evictions=stats.evictions, expirations=stats.expirations,
+            enabled=True,
+            hits=stats.hits,
+            misses=stats.misses,
+            hit_rate=stats.hit_rate,
+            size=stats.size,
+            max_size=stats.max_size,
+            evictions=stats.evictions,
+            expirations=stats.expirations,
         )
 
 
 class RateLimitStatsView(BaseModel):
     enabled: bool
     storage: Literal["memory", "redis", "off"]
-    rejections: int             # 429s over every key (shared through Redis; this process's in memory)
+    rejections: int  # 429s over every key (shared through Redis; this process's in memory)
 
 
 class EngineStatsView(BaseModel):

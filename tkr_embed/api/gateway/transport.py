@@ -46,7 +46,7 @@ class TransportPolicy:
             return False
         try:
             address = ipaddress.ip_address(client[0])
-        except ValueError:   # a unix socket path or a test client name
+        except ValueError:  # a unix socket path or a test client name
             return False
         return any(address in network for network in self.trusted_proxies)
 

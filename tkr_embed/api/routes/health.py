@@ -16,8 +16,16 @@ from tkr_embed.protocol.native import HealthResponse, InfoResponse, MemoryInfo
 
 router = APIRouter(tags=["server"])
 CAPABILITIES = [
-    "generate", "chat", "stream", "reasoning", "openai.chat.completions", "openai.completions",
-    "openai.models", "openai.responses", "tools", "logprobs",
+    "generate",
+    "chat",
+    "stream",
+    "reasoning",
+    "openai.chat.completions",
+    "openai.completions",
+    "openai.models",
+    "openai.responses",
+    "tools",
+    "logprobs",
 ]
 
 
@@ -33,8 +41,9 @@ def resident_memory_bytes() -> int:
 async def health(request: Request) -> HealthResponse:
     state: ServerState | None = getattr(request.app.state, "server", None)
     if state is None:
-        return HealthResponse(status="starting", model_loaded=False, uptime=0.0, memory=None,
-                              active_requests=0, waiting_requests=0)
+        return HealthResponse(
+            status="starting", model_loaded=False, uptime=0.0, memory=None, active_requests=0, waiting_requests=0
+        )
     stats = state.engine.stats()
     memory = MemoryInfo(
         rss_bytes=resident_memory_bytes(),
@@ -42,8 +51,14 @@ async def health(request: Request) -> HealthResponse:
         kv_cache_blocks_used=stats.kv_blocks_used,
         kv_cache_usage=stats.kv_usage,
     )
-    return HealthResponse(status="healthy", model_loaded=True, uptime=state.uptime_s, memory=memory,
-                          active_requests=stats.running + stats.waiting, waiting_requests=stats.waiting)
+    return HealthResponse(
+        status="healthy",
+        model_loaded=True,
+        uptime=state.uptime_s,
+        memory=memory,
+        active_requests=stats.running + stats.waiting,
+        waiting_requests=stats.waiting,
+    )
 
 
 @router.get("/info", response_model=InfoResponse)

@@ -17,7 +17,14 @@ import numpy as np
 
 from tkr_embed.backends.paging import AttentionInputError, new_token_slots
 
-__all__ = ["AttentionInputError", "ContextView", "MlxAttentionMetadata", "PagedKVCache", "build_metadata", "paged_attention"]
+__all__ = [
+    "AttentionInputError",
+    "ContextView",
+    "MlxAttentionMetadata",
+    "PagedKVCache",
+    "build_metadata",
+    "paged_attention",
+]
 
 
 @dataclass(frozen=True)
@@ -30,11 +37,11 @@ class ContextView:
 
 @dataclass(frozen=True)
 class MlxAttentionMetadata:
-    slot_mapping: mx.array           # [T] int32: cache slot of each new token
-    query_index: mx.array            # [S, Qmax] int32: flat row of each padded query (pads read row 0)
-    output_index: mx.array           # [T] int32: row of each flat token in the padded [S * Qmax] output
-    full: ContextView                # whole context, for full-attention layers
-    sliding: ContextView | None      # last `sliding_window` positions, for sliding layers
+    slot_mapping: mx.array  # [T] int32: cache slot of each new token
+    query_index: mx.array  # [S, Qmax] int32: flat row of each padded query (pads read row 0)
+    output_index: mx.array  # [T] int32: row of each flat token in the padded [S * Qmax] output
+    full: ContextView  # whole context, for full-attention layers
+    sliding: ContextView | None  # last `sliding_window` positions, for sliding layers
 
     def view(self, sliding_window: int | None) -> ContextView:
         return self.full if sliding_window is None or self.sliding is None else self.sliding
@@ -44,18 +51,18 @@ def _context_view(
     seqs: list[tuple[int, int, list[int]]], block_size: int, max_query_len: int, sliding_window: int | None
 ) -> ContextView:
     firsts = [0 if sliding_window is None else max(0, start - sliding_window + 1) for start, _, _ in seqs]
-    context_len = max(start + num_new - first for (start, num_new, _), first in zip(seqs, firsts))
+    context_len = max(start + num_new - first for (start, num_new, _), first in zip(seqs, firsts, strict=False))
     num_seqs = len(seqs)
     slots = np.zeros((num_seqs, context_len), dtype=np.int32)
     key_pos = np.full((num_seqs, context_len), np.iinfo(np.int32).max, dtype=np.int64)  # pads: never visible
-    query_pos = np.full((num_seqs, max_query_len), -1, dtype=np.int64)                   # pads: see nothing
-    for row, ((start, num_new, block_table), first) in enumerate(zip(seqs, firsts)):
+    query_pos = np.full((num_seqs, max_query_len), -1, dtype=np.int64)  # pads: see nothing
+    for row, ((start, num_new, block_table), first) in enumerate(zip(seqs, firsts, strict=False)):
         positions = np.arange(first, start + num_new)
         table = np.asarray(block_table, dtype=np.int64)
         slots[row, : len(positions)] = table[positions // block_size] * block_size + positions % block_size
         key_pos[row, : len(positions)] = positions
         query_pos[row, :num_new] = np.arange(start, start + num_new)
-    visible = key_pos[:, None, :] <= query_pos[:, :, None]                                 # [S, Qmax, L]
+    visible = key_pos[:, None, :] <= query_pos[:, :, None]  # [S, Qmax, L]
     if sliding_window is not None:
         visible &= key_pos[:, None, :] > query_pos[:, :, None] - sliding_window
     return ContextView(slots=mx.array(slots), mask=mx.array(visible[:, None]))
@@ -88,8 +95,9 @@ def build_metadata(
 class PagedKVCache:
     """Per layer, K and V arrays [num_blocks * block_size, Hkv, D], zeroed at construction."""
 
-    def __init__(self, num_layers: int, num_blocks: int, block_size: int, num_kv_heads: int, head_dim: int,
-                 dtype: mx.Dtype) -> None:
+    def __init__(
+        self, num_layers: int, num_blocks: int, block_size: int, num_kv_heads: int, head_dim: int, dtype: mx.Dtype
+    ) -> None:
         shape = (num_blocks * block_size, num_kv_heads, head_dim)
         self.keys = [mx.zeros(shape, dtype=dtype) for _ in range(num_layers)]
         self.values = [mx.zeros(shape, dtype=dtype) for _ in range(num_layers)]
@@ -105,18 +113,24 @@ class PagedKVCache:
 
 
 def paged_attention(
-    query: mx.array, cache: PagedKVCache, layer: int, sinks: mx.array, metadata: MlxAttentionMetadata,
-    *, scale: float, sliding_window: int | None,
+    query: mx.array,
+    cache: PagedKVCache,
+    layer: int,
+    sinks: mx.array,
+    metadata: MlxAttentionMetadata,
+    *,
+    scale: float,
+    sliding_window: int | None,
 ) -> mx.array:
     """query [T, Hq, D] (its K/V already written) -> [T, Hq, D]; causal, windowed, with per-head sinks."""
     num_tokens, num_heads, head_dim = query.shape
     view = metadata.view(sliding_window)
     num_seqs, max_query_len = metadata.query_index.shape
-    q = query[metadata.query_index].transpose(0, 2, 1, 3)                    # [S, Hq, Qmax, D]
-    k = cache.keys[layer][view.slots].transpose(0, 2, 1, 3)                  # [S, Hkv, L, D]
-    v = cache.values[layer][view.slots].transpose(0, 2, 1, 3)                # [S, Hkv, L, D]
+    q = query[metadata.query_index].transpose(0, 2, 1, 3)  # [S, Hq, Qmax, D]
+    k = cache.keys[layer][view.slots].transpose(0, 2, 1, 3)  # [S, Hkv, L, D]
+    v = cache.values[layer][view.slots].transpose(0, 2, 1, 3)  # [S, Hkv, L, D]
     out = mx.fast.scaled_dot_product_attention(
         q, k.astype(q.dtype), v.astype(q.dtype), scale=scale, mask=view.mask, sinks=sinks.astype(q.dtype)
-    )                                                                         # [S, Hq, Qmax, D]
+    )  # [S, Hq, Qmax, D]
     out = out.transpose(0, 2, 1, 3).reshape(num_seqs * max_query_len, num_heads, head_dim)
-    return out[metadata.output_index]                                         # [T, Hq, D]
+    return out[metadata.output_index]  # [T, Hq, D]

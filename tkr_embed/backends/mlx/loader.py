@@ -40,16 +40,24 @@ def load_mlx_model(path: str | Path, *, dtype: mx.Dtype, bits: int | None) -> Ml
 
         def experts(prefix: str) -> Mxfp4Experts:
             if experts_on_disk == "mxfp4":
-                gate_up = (Mxfp4Experts.words_from_blocks(reader.read(prefix + "gate_up_proj_blocks")),
-                           to_mlx(reader.read(prefix + "gate_up_proj_scales")))
-                down = (Mxfp4Experts.words_from_blocks(reader.read(prefix + "down_proj_blocks")),
-                        to_mlx(reader.read(prefix + "down_proj_scales")))
-            else:                                                    # dense on disk: [E, in, out]
+                gate_up = (
+                    Mxfp4Experts.words_from_blocks(reader.read(prefix + "gate_up_proj_blocks")),
+                    to_mlx(reader.read(prefix + "gate_up_proj_scales")),
+                )
+                down = (
+                    Mxfp4Experts.words_from_blocks(reader.read(prefix + "down_proj_blocks")),
+                    to_mlx(reader.read(prefix + "down_proj_scales")),
+                )
+            else:  # dense on disk: [E, in, out]
                 gate_up = Mxfp4Experts.from_dense(tensor(prefix + "gate_up_proj").transpose(0, 2, 1))
                 down = Mxfp4Experts.from_dense(tensor(prefix + "down_proj").transpose(0, 2, 1))
             return Mxfp4Experts(
-                gate_up_words=gate_up[0], gate_up_scales=gate_up[1], gate_up_bias=tensor(prefix + "gate_up_proj_bias"),
-                down_words=down[0], down_scales=down[1], down_bias=tensor(prefix + "down_proj_bias"),
+                gate_up_words=gate_up[0],
+                gate_up_scales=gate_up[1],
+                gate_up_bias=tensor(prefix + "gate_up_proj_bias"),
+                down_words=down[0],
+                down_scales=down[1],
+                down_bias=tensor(prefix + "down_proj_bias"),
             )
 
         layers = []
@@ -68,7 +76,7 @@ def load_mlx_model(path: str | Path, *, dtype: mx.Dtype, bits: int | None) -> Ml
                 router=linear(p + "mlp.router", quantize=False),
                 experts=experts(p + "mlp.experts."),
             )
-            mx.eval(_arrays(layer))          # materialise now: the reader's mapped tensors can go
+            mx.eval(_arrays(layer))  # materialise now: the reader's mapped tensors can go
             layers.append(layer)
         embed_tokens = Linear(maybe_quantize(tensor("model.embed_tokens.weight"), bits))
         lm_head = Linear(maybe_quantize(tensor("lm_head.weight"), bits))
@@ -76,8 +84,14 @@ def load_mlx_model(path: str | Path, *, dtype: mx.Dtype, bits: int | None) -> Ml
         mx.eval(_arrays(embed_tokens), _arrays(lm_head), norm)
     inv_freq, rope_scale = yarn_inv_freq(config)
     return MlxGptOss(
-        config, embed_tokens=embed_tokens, layers=layers, norm=norm, lm_head=lm_head,
-        inv_freq=to_mlx(inv_freq), rope_scale=rope_scale, dtype=dtype,
+        config,
+        embed_tokens=embed_tokens,
+        layers=layers,
+        norm=norm,
+        lm_head=lm_head,
+        inv_freq=to_mlx(inv_freq),
+        rope_scale=rope_scale,
+        dtype=dtype,
     )
 
 

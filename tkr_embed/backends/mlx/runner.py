@@ -16,11 +16,15 @@ from tkr_embed.backends.mlx.sampler import MlxSampler
 from tkr_embed.engine.args import DEFAULT_KV_CACHE_MEMORY_FRACTION
 from tkr_embed.engine.runner import ModelRunner, RunnerInfo, SampledToken, ScheduledBatch
 
-
 _DTYPES = {
-    "bfloat16": mx.bfloat16, "bf16": mx.bfloat16,
-    "float16": mx.float16, "fp16": mx.float16, "half": mx.float16,
-    "float32": mx.float32, "fp32": mx.float32, "float": mx.float32,
+    "bfloat16": mx.bfloat16,
+    "bf16": mx.bfloat16,
+    "float16": mx.float16,
+    "fp16": mx.float16,
+    "half": mx.float16,
+    "float32": mx.float32,
+    "fp32": mx.float32,
+    "float": mx.float32,
 }
 _DTYPE_NAMES = {mx.bfloat16: "bfloat16", mx.float16: "float16", mx.float32: "float32"}
 
@@ -61,8 +65,8 @@ class MlxModelRunner(ModelRunner):
         kv_cache_bytes: int | None = None,
         max_model_len: int | None = None,
         memory_bytes: int | None = None,
-        max_num_batched_tokens: int | None = None,   # unused: the budget here comes from memory_bytes
-        max_idle_step_tokens: int | None = None,     # unused, as max_num_batched_tokens
+        max_num_batched_tokens: int | None = None,  # unused: the budget here comes from memory_bytes
+        max_idle_step_tokens: int | None = None,  # unused, as max_num_batched_tokens
     ) -> None:
         """device: "gpu" (Metal), "cpu" (MLX's CPU backend) or "auto" (Metal when available).
 
@@ -82,8 +86,12 @@ class MlxModelRunner(ModelRunner):
         if num_kv_blocks < 1:
             raise ValueError("the KV cache budget does not hold a single block")
         self.cache = PagedKVCache(
-            self.config.num_hidden_layers, num_kv_blocks, block_size,
-            self.config.num_key_value_heads, self.config.head_dim, self.dtype,
+            self.config.num_hidden_layers,
+            num_kv_blocks,
+            block_size,
+            self.config.num_key_value_heads,
+            self.config.head_dim,
+            self.dtype,
         )
         self.sampler = MlxSampler()
         self._sliding_window = self.config.sliding_window if self.config.num_sliding_layers else None
@@ -123,8 +131,11 @@ class MlxModelRunner(ModelRunner):
 
     def _bytes_per_block(self) -> int:
         return kv_bytes_per_block(
-            num_layers=self.config.num_hidden_layers, num_kv_heads=self.config.num_key_value_heads,
-            head_dim=self.config.head_dim, block_size=self.block_size, itemsize=self.dtype.size,
+            num_layers=self.config.num_hidden_layers,
+            num_kv_heads=self.config.num_key_value_heads,
+            head_dim=self.config.head_dim,
+            block_size=self.block_size,
+            itemsize=self.dtype.size,
         )
 
     def _blocks_from_budget(self, kv_cache_bytes: int | None, fraction: float, context_len: int, on_gpu: bool) -> int:
@@ -145,7 +156,7 @@ class MlxModelRunner(ModelRunner):
     def execute(self, batch: ScheduledBatch) -> list[SampledToken]:
         if not batch.entries:
             return []
-        logits = self.logits_for(batch)                                            # [S, V] float32
+        logits = self.logits_for(batch)  # [S, V] float32
         sample_entries = [e for e in batch.entries if e.sample]
         return self.sampler(logits, sample_entries) if sample_entries else []
 
@@ -153,7 +164,7 @@ class MlxModelRunner(ModelRunner):
         """One forward over the batch (writing its KV): logits [S, V] of the entries that sample."""
         token_ids: list[int] = []
         positions: list[int] = []
-        last_rows: list[int] = []          # row of each sampled entry's last token in the flat batch
+        last_rows: list[int] = []  # row of each sampled entry's last token in the flat batch
         for entry in batch.entries:
             token_ids.extend(entry.token_ids)
             positions.extend(range(entry.start_pos, entry.start_pos + len(entry.token_ids)))
@@ -161,14 +172,15 @@ class MlxModelRunner(ModelRunner):
                 last_rows.append(len(token_ids) - 1)
         metadata = build_metadata(
             [(e.start_pos, len(e.token_ids), e.block_table) for e in batch.entries],
-            self.block_size, self._sliding_window,
+            self.block_size,
+            self._sliding_window,
         )
-        input_ids = mx.array(np.asarray(token_ids, dtype=np.int32))                # [T]
-        position_ids = mx.array(np.asarray(positions, dtype=np.int32))             # [T]
+        input_ids = mx.array(np.asarray(token_ids, dtype=np.int32))  # [T]
+        position_ids = mx.array(np.asarray(positions, dtype=np.int32))  # [T]
         hidden = self.model.forward(input_ids, position_ids, self.cache, metadata)  # [T, hidden]
-        rows = mx.array(np.asarray(last_rows, dtype=np.int32))                     # [S]
-        logits = self.model.compute_logits(hidden[rows])                           # [S, V] float32
-        mx.eval(logits, self.cache.arrays())   # one evaluation a step keeps the lazy graph short
+        rows = mx.array(np.asarray(last_rows, dtype=np.int32))  # [S]
+        logits = self.model.compute_logits(hidden[rows])  # [S, V] float32
+        mx.eval(logits, self.cache.arrays())  # one evaluation a step keeps the lazy graph short
         return logits
 
     def shutdown(self) -> None:

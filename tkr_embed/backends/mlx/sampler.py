@@ -40,7 +40,7 @@ class MlxSampler:
     def __call__(self, logits: mx.array, entries: Sequence[BatchEntry]) -> list[SampledToken]:
         # logits: [S, V] float32, one row per entry with sample=True
         if all(_is_plain_greedy(e) for e in entries):
-            token_ids = mx.argmax(logits, axis=-1).tolist()                       # [S]
-            return [SampledToken(e.seq_id, int(t)) for e, t in zip(entries, token_ids)]
-        host_logits = torch.from_numpy(np.array(logits, copy=True))              # [S, V] float32
+            token_ids = mx.argmax(logits, axis=-1).tolist()  # [S]
+            return [SampledToken(e.seq_id, int(t)) for e, t in zip(entries, token_ids, strict=False)]
+        host_logits = torch.from_numpy(np.array(logits, copy=True))  # [S, V] float32
         return self._torch_sampler(host_logits, entries)

@@ -15,8 +15,8 @@ import numpy as np
 import torch
 
 MXFP4_GROUP = 32
-SORT_THRESHOLD = 64                    # (token, expert) pairs from which experts are grouped before the matmul
-AFFINE_GROUP_SIZES = (64, 32)          # the first that divides the input width is used
+SORT_THRESHOLD = 64  # (token, expert) pairs from which experts are grouped before the matmul
+AFFINE_GROUP_SIZES = (64, 32)  # the first that divides the input width is used
 
 
 def to_mlx(tensor: torch.Tensor, dtype: mx.Dtype | None = None) -> mx.array:
@@ -39,9 +39,9 @@ def to_mlx(tensor: torch.Tensor, dtype: mx.Dtype | None = None) -> mx.array:
 class QuantizedWeight:
     """An affine-quantized [out, in] matrix: packed uint32 words, per-group scales and biases."""
 
-    packed: mx.array                   # [out, in * bits / 32] uint32
-    scales: mx.array                   # [out, in / group_size]
-    biases: mx.array                   # [out, in / group_size]
+    packed: mx.array  # [out, in * bits / 32] uint32
+    scales: mx.array  # [out, in / group_size]
+    biases: mx.array  # [out, in / group_size]
     bits: int
     group_size: int
 
@@ -56,8 +56,9 @@ class QuantizedWeight:
 
     def dequantize_rows(self, rows: mx.array) -> mx.array:
         """Rows of the matrix (an embedding lookup): rows [T] -> [T, in]."""
-        return mx.dequantize(self.packed[rows], self.scales[rows], self.biases[rows],
-                             group_size=self.group_size, bits=self.bits)
+        return mx.dequantize(
+            self.packed[rows], self.scales[rows], self.biases[rows], group_size=self.group_size, bits=self.bits
+        )
 
 
 @dataclass
@@ -70,8 +71,9 @@ class Linear:
     def __call__(self, x: mx.array) -> mx.array:
         w = self.weight
         if isinstance(w, QuantizedWeight):
-            y = mx.quantized_matmul(x, w.packed, w.scales, w.biases, transpose=True,
-                                    group_size=w.group_size, bits=w.bits)
+            y = mx.quantized_matmul(
+                x, w.packed, w.scales, w.biases, transpose=True, group_size=w.group_size, bits=w.bits
+            )
         else:
             y = x @ w.T
         return y if self.bias is None else y + self.bias
@@ -97,19 +99,19 @@ def maybe_quantize(weight: mx.array, bits: int | None) -> mx.array | QuantizedWe
 class Mxfp4Experts:
     """All experts of one layer: [E, out, in] as MXFP4 words/exponents, plus float biases."""
 
-    gate_up_words: mx.array            # [E, 2I, H / 8] uint32
-    gate_up_scales: mx.array           # [E, 2I, H / 32] uint8
-    gate_up_bias: mx.array             # [E, 2I]
-    down_words: mx.array               # [E, H, I / 8] uint32
-    down_scales: mx.array              # [E, H, I / 32] uint8
-    down_bias: mx.array                # [E, H]
+    gate_up_words: mx.array  # [E, 2I, H / 8] uint32
+    gate_up_scales: mx.array  # [E, 2I, H / 32] uint8
+    gate_up_bias: mx.array  # [E, 2I]
+    down_words: mx.array  # [E, H, I / 8] uint32
+    down_scales: mx.array  # [E, H, I / 32] uint8
+    down_bias: mx.array  # [E, H]
 
     @staticmethod
     def words_from_blocks(blocks: torch.Tensor) -> mx.array:
         """Checkpoint blocks [E, N, K/32, 16] uint8 -> MLX words [E, N, K/8] uint32 (same bits)."""
         num_experts, rows = blocks.shape[0], blocks.shape[1]
-        as_bytes = np.ascontiguousarray(blocks.numpy()).reshape(num_experts, rows, -1)   # [E, N, K/2]
-        return mx.array(as_bytes.view(np.uint32))                                        # [E, N, K/8]
+        as_bytes = np.ascontiguousarray(blocks.numpy()).reshape(num_experts, rows, -1)  # [E, N, K/2]
+        return mx.array(as_bytes.view(np.uint32))  # [E, N, K/8]
 
     @staticmethod
     def from_dense(weight: mx.array) -> tuple[mx.array, mx.array]:
@@ -117,8 +119,16 @@ class Mxfp4Experts:
         words, scales = mx.quantize(weight.astype(mx.float32), group_size=MXFP4_GROUP, bits=4, mode="mxfp4")
         return words, scales
 
-    def __call__(self, hidden: mx.array, topk_ids: mx.array, topk_weights: mx.array,
-                 limit: float, alpha: float, *, sort_threshold: int = SORT_THRESHOLD) -> mx.array:
+    def __call__(
+        self,
+        hidden: mx.array,
+        topk_ids: mx.array,
+        topk_weights: mx.array,
+        limit: float,
+        alpha: float,
+        *,
+        sort_threshold: int = SORT_THRESHOLD,
+    ) -> mx.array:
         """hidden [T, H], topk_ids [T, k] uint32, topk_weights [T, k] -> [T, H].
 
         With at least `sort_threshold` (token, expert) pairs the pairs are sorted by expert first,
@@ -127,24 +137,42 @@ class Mxfp4Experts:
         """
         num_tokens, top_k = topk_ids.shape
         if num_tokens * top_k >= sort_threshold:
-            flat_ids = topk_ids.flatten()                                          # [T*k]
+            flat_ids = topk_ids.flatten()  # [T*k]
             order = mx.argsort(flat_ids)
-            rows = hidden[order // top_k][:, None, :]                              # [N, 1, H], N = T*k
+            rows = hidden[order // top_k][:, None, :]  # [N, 1, H], N = T*k
             expert_ids, is_sorted = flat_ids[order], True
         else:
             rows, expert_ids, is_sorted = hidden[:, None, None, :], topk_ids, False  # [T, 1, 1, H]
-        gate_up = mx.gather_qmm(rows, self.gate_up_words, self.gate_up_scales, None, rhs_indices=expert_ids,
-                                transpose=True, group_size=MXFP4_GROUP, bits=4, mode="mxfp4",
-                                sorted_indices=is_sorted)                         # [..., 1, 2I]
+        gate_up = mx.gather_qmm(
+            rows,
+            self.gate_up_words,
+            self.gate_up_scales,
+            None,
+            rhs_indices=expert_ids,
+            transpose=True,
+            group_size=MXFP4_GROUP,
+            bits=4,
+            mode="mxfp4",
+            sorted_indices=is_sorted,
+        )  # [..., 1, 2I]
         gate_up = gate_up + self.gate_up_bias[expert_ids][..., None, :]
-        gate, linear = gate_up[..., 0::2], gate_up[..., 1::2]                      # interleaved halves
+        gate, linear = gate_up[..., 0::2], gate_up[..., 1::2]  # interleaved halves
         gate = mx.minimum(gate, limit)
         linear = mx.clip(linear, -limit, limit)
-        activated = (linear + 1) * (gate * mx.sigmoid(gate * alpha))               # [..., 1, I]
-        down = mx.gather_qmm(activated, self.down_words, self.down_scales, None, rhs_indices=expert_ids,
-                             transpose=True, group_size=MXFP4_GROUP, bits=4, mode="mxfp4",
-                             sorted_indices=is_sorted)                            # [..., 1, H]
-        down = down.squeeze(-2) + self.down_bias[expert_ids]                       # [N, H] or [T, k, H]
+        activated = (linear + 1) * (gate * mx.sigmoid(gate * alpha))  # [..., 1, I]
+        down = mx.gather_qmm(
+            activated,
+            self.down_words,
+            self.down_scales,
+            None,
+            rhs_indices=expert_ids,
+            transpose=True,
+            group_size=MXFP4_GROUP,
+            bits=4,
+            mode="mxfp4",
+            sorted_indices=is_sorted,
+        )  # [..., 1, H]
+        down = down.squeeze(-2) + self.down_bias[expert_ids]  # [N, H] or [T, k, H]
         if is_sorted:
-            down = down[mx.argsort(order)].reshape(num_tokens, top_k, -1)          # back to [T, k, H]
+            down = down[mx.argsort(order)].reshape(num_tokens, top_k, -1)  # back to [T, k, H]
         return (down * topk_weights[..., None].astype(down.dtype)).sum(axis=1).astype(hidden.dtype)

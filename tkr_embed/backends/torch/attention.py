@@ -22,11 +22,11 @@ from tkr_embed.models.gpt_oss.config import GptOssConfig
 class AttentionMetadata:
     """Where each token of a flat batch of S sequences (T tokens) reads and writes the paged KV cache."""
 
-    slot_mapping: torch.Tensor        # [T] int64: cache slot of each new token
-    query_start_loc: torch.Tensor     # [S+1] int32: the tokens of sequence i are [loc[i], loc[i+1])
-    seq_lens: torch.Tensor            # [S] int32: tokens in the KV cache after this step
-    block_tables: torch.Tensor        # [S, max_blocks] int32, padded with 0
-    query_lens: list[int]             # CPU copies, for the reference loop and for kernels' grids
+    slot_mapping: torch.Tensor  # [T] int64: cache slot of each new token
+    query_start_loc: torch.Tensor  # [S+1] int32: the tokens of sequence i are [loc[i], loc[i+1])
+    seq_lens: torch.Tensor  # [S] int32: tokens in the KV cache after this step
+    block_tables: torch.Tensor  # [S, max_blocks] int32, padded with 0
+    query_lens: list[int]  # CPU copies, for the reference loop and for kernels' grids
     seq_lens_list: list[int]
     start_positions: list[int]
     block_tables_list: list[list[int]]
@@ -38,9 +38,9 @@ class AttentionMetadata:
     # kernel, the rest to the prefill kernel with tensors of their own (query starts from 0; fresh allocations,
     # so the kernels see the alignment they were compiled for, not a slice D rows in).
     num_leading_decodes: int = 0
-    prefill_query_start_loc: torch.Tensor | None = None   # [S-D+1] int32
-    prefill_seq_lens: torch.Tensor | None = None          # [S-D] int32
-    prefill_block_tables: torch.Tensor | None = None      # [S-D, max_blocks] int32
+    prefill_query_start_loc: torch.Tensor | None = None  # [S-D+1] int32
+    prefill_seq_lens: torch.Tensor | None = None  # [S-D] int32
+    prefill_block_tables: torch.Tensor | None = None  # [S-D, max_blocks] int32
     prefill_max_query_len: int = 0
 
     @property
@@ -50,8 +50,6 @@ class AttentionMetadata:
     @property
     def num_tokens(self) -> int:
         return sum(self.query_lens)
-
-
 
 
 def build_attention_metadata(
@@ -68,14 +66,18 @@ def build_attention_metadata(
     max_blocks = max(len(bt) for _, _, bt in seqs)
     padded = [list(bt) + [0] * (max_blocks - len(bt)) for _, _, bt in seqs]
     query_lens = [n for _, n, _ in seqs]
-    decodes = next((i for i, n in enumerate(query_lens) if n != 1), len(query_lens))   # leading one-token entries
+    decodes = next((i for i, n in enumerate(query_lens) if n != 1), len(query_lens))  # leading one-token entries
     split = {}
     if 0 < decodes < len(query_lens):
-        split = dict(num_leading_decodes=decodes, prefill_max_query_len=max(query_lens[decodes:]),
-                     prefill_query_start_loc=torch.tensor([q - decodes for q in query_start[decodes:]],
-                                                          dtype=torch.int32, device=device),
-                     prefill_seq_lens=torch.tensor(seq_lens[decodes:], dtype=torch.int32, device=device),
-                     prefill_block_tables=torch.tensor(padded[decodes:], dtype=torch.int32, device=device))
+        split = dict(
+            num_leading_decodes=decodes,
+            prefill_max_query_len=max(query_lens[decodes:]),
+            prefill_query_start_loc=torch.tensor(
+                [q - decodes for q in query_start[decodes:]], dtype=torch.int32, device=device
+            ),
+            prefill_seq_lens=torch.tensor(seq_lens[decodes:], dtype=torch.int32, device=device),
+            prefill_block_tables=torch.tensor(padded[decodes:], dtype=torch.int32, device=device),
+        )
     return AttentionMetadata(
         slot_mapping=torch.from_numpy(np.concatenate(slots)).to(device),
         query_start_loc=torch.tensor(query_start, dtype=torch.int32, device=device),
@@ -104,15 +106,15 @@ def allocate_kv_cache(
 def write_kv_cache(kv_cache: torch.Tensor, key: torch.Tensor, value: torch.Tensor, slot_mapping: torch.Tensor) -> None:
     """Store the new tokens' K and V ([T, Hkv, D] each) at their slots."""
     num_slots = kv_cache.shape[1] * kv_cache.shape[2]
-    flat = kv_cache.view(2, num_slots, kv_cache.shape[3], kv_cache.shape[4])   # [2, slots, Hkv, D]
+    flat = kv_cache.view(2, num_slots, kv_cache.shape[3], kv_cache.shape[4])  # [2, slots, Hkv, D]
     flat[0].index_copy_(0, slot_mapping, key.to(kv_cache.dtype))
     flat[1].index_copy_(0, slot_mapping, value.to(kv_cache.dtype))
 
 
 def _context_slots(block_table: list[int], first: int, end: int, block_size: int, device: torch.device) -> torch.Tensor:
-    positions = torch.arange(first, end, device=device)                             # [L]
+    positions = torch.arange(first, end, device=device)  # [L]
     blocks = torch.tensor(block_table, dtype=torch.int64, device=device)[positions // block_size]
-    return blocks * block_size + positions % block_size                             # [L]
+    return blocks * block_size + positions % block_size  # [L]
 
 
 def paged_attention(
@@ -140,32 +142,32 @@ def paged_attention(
     group = num_heads // num_kv_heads
     block_size = metadata.block_size
     num_slots = kv_cache.shape[1] * block_size
-    flat = kv_cache.view(2, num_slots, num_kv_heads, head_dim)                     # [2, slots, Hkv, D]
+    flat = kv_cache.view(2, num_slots, num_kv_heads, head_dim)  # [2, slots, Hkv, D]
     output = torch.empty_like(query)
-    sink_logits = sinks.float().view(num_kv_heads, group, 1, 1)                    # [Hkv, G, 1, 1]
+    sink_logits = sinks.float().view(num_kv_heads, group, 1, 1)  # [Hkv, G, 1, 1]
     token_start = 0
     for start_pos, query_len, seq_len, block_table in zip(
-        metadata.start_positions, metadata.query_lens, metadata.seq_lens_list, metadata.block_tables_list
+        metadata.start_positions, metadata.query_lens, metadata.seq_lens_list, metadata.block_tables_list, strict=False
     ):
         first = 0 if sliding_window is None else max(0, start_pos - sliding_window + 1)
         slots = _context_slots(block_table, first, seq_len, block_size, query.device)
-        keys = flat[0, slots].float().permute(1, 2, 0)                             # [Hkv, D, L]
-        values = flat[1, slots].float().transpose(0, 1)                            # [Hkv, L, D]
-        q = query[token_start:token_start + query_len].float()                     # [Q, Hq, D]
-        q = q.view(query_len, num_kv_heads, group, head_dim).permute(1, 2, 0, 3)   # [Hkv, G, Q, D]
-        scores = torch.matmul(q, keys.unsqueeze(1)) * scale                        # [Hkv, G, Q, L]
+        keys = flat[0, slots].float().permute(1, 2, 0)  # [Hkv, D, L]
+        values = flat[1, slots].float().transpose(0, 1)  # [Hkv, L, D]
+        q = query[token_start : token_start + query_len].float()  # [Q, Hq, D]
+        q = q.view(query_len, num_kv_heads, group, head_dim).permute(1, 2, 0, 3)  # [Hkv, G, Q, D]
+        scores = torch.matmul(q, keys.unsqueeze(1)) * scale  # [Hkv, G, Q, L]
         q_pos = torch.arange(start_pos, start_pos + query_len, device=query.device).view(-1, 1)
         k_pos = torch.arange(first, seq_len, device=query.device).view(1, -1)
-        visible = k_pos <= q_pos                                                   # [Q, L]
+        visible = k_pos <= q_pos  # [Q, L]
         if sliding_window is not None:
             visible = visible & (k_pos > q_pos - sliding_window)
         scores = scores.masked_fill(~visible, float("-inf"))
         sink = sink_logits.expand(num_kv_heads, group, query_len, 1)
-        logits = torch.cat((scores, sink), dim=-1)                                 # [Hkv, G, Q, L+1]
-        probs = torch.softmax(logits, dim=-1)[..., :-1]                            # sink carries no value
-        out = torch.matmul(probs, values.unsqueeze(1))                             # [Hkv, G, Q, D]
-        out = out.permute(2, 0, 1, 3).reshape(query_len, num_heads, head_dim)      # [Q, Hq, D]
-        output[token_start:token_start + query_len] = out.to(query.dtype)
+        logits = torch.cat((scores, sink), dim=-1)  # [Hkv, G, Q, L+1]
+        probs = torch.softmax(logits, dim=-1)[..., :-1]  # sink carries no value
+        out = torch.matmul(probs, values.unsqueeze(1))  # [Hkv, G, Q, D]
+        out = out.permute(2, 0, 1, 3).reshape(query_len, num_heads, head_dim)  # [Q, Hq, D]
+        output[token_start : token_start + query_len] = out.to(query.dtype)
         token_start += query_len
     return output
 
@@ -182,21 +184,45 @@ def _paged_attention_kernels(
     from tkr_embed.backends.torch.kernels.paged_attention import paged_decode_attention, paged_prefill_attention
 
     window = sliding_window or 0
-    query = query.contiguous()                                                     # [T, Hq, D]
+    query = query.contiguous()  # [T, Hq, D]
     if metadata.is_decode_only:
         return paged_decode_attention(query, kv_cache, metadata.seq_lens, metadata.block_tables, sinks, window, scale)
     decodes = metadata.num_leading_decodes
     if decodes == 0:
         return paged_prefill_attention(
-            query, kv_cache, metadata.query_start_loc, metadata.seq_lens, metadata.block_tables, sinks, window, scale,
+            query,
+            kv_cache,
+            metadata.query_start_loc,
+            metadata.seq_lens,
+            metadata.block_tables,
+            sinks,
+            window,
+            scale,
             metadata.max_query_len,
         )
     # a mixed step: the decodes read each KV head once for all its query heads (the prefill kernel would give each
     # of them a whole block of query rows per query head); the chunks go to the prefill kernel
     out = torch.empty_like(query)
-    paged_decode_attention(query[:decodes], kv_cache, metadata.seq_lens[:decodes], metadata.block_tables[:decodes],
-                           sinks, window, scale, out=out[:decodes])
-    paged_prefill_attention(query[decodes:], kv_cache, metadata.prefill_query_start_loc, metadata.prefill_seq_lens,
-                            metadata.prefill_block_tables, sinks, window, scale, metadata.prefill_max_query_len,
-                            out=out[decodes:])
+    paged_decode_attention(
+        query[:decodes],
+        kv_cache,
+        metadata.seq_lens[:decodes],
+        metadata.block_tables[:decodes],
+        sinks,
+        window,
+        scale,
+        out=out[:decodes],
+    )
+    paged_prefill_attention(
+        query[decodes:],
+        kv_cache,
+        metadata.prefill_query_start_loc,
+        metadata.prefill_seq_lens,
+        metadata.prefill_block_tables,
+        sinks,
+        window,
+        scale,
+        metadata.prefill_max_query_len,
+        out=out[decodes:],
+    )
     return out

@@ -53,17 +53,18 @@ class CudaDecodeGraphs:
         # rows of an even width start 16-byte aligned, as the eager step's fresh tensors do: Triton compiles
         # one binary per pointer alignment, and an eager step would otherwise compile another mid-serving
         width = batch + batch % 2
-        packed = torch.zeros(4, width, dtype=torch.int64, device=self.device)   # ids, positions, slots, lens
+        packed = torch.zeros(4, width, dtype=torch.int64, device=self.device)  # ids, positions, slots, lens
         packed[2].fill_(self.scratch_block * self.block_size)
         packed[3].view(torch.int32)[:batch].fill_(1)
         self._staging[batch] = _Staging(packed, width, self.max_blocks_per_seq)
         return {
-            "token_ids": packed[0, :batch],                                                    # [B]
-            "positions": packed[1, :batch],                                                    # [B]
-            "slot_mapping": packed[2, :batch],                                                 # [B]
-            "seq_lens": packed[3].view(torch.int32)[:batch],                                   # [B] int32
-            "block_tables": torch.full((batch, self.max_blocks_per_seq), self.scratch_block, dtype=torch.int32,
-                                       device=self.device),
+            "token_ids": packed[0, :batch],  # [B]
+            "positions": packed[1, :batch],  # [B]
+            "slot_mapping": packed[2, :batch],  # [B]
+            "seq_lens": packed[3].view(torch.int32)[:batch],  # [B] int32
+            "block_tables": torch.full(
+                (batch, self.max_blocks_per_seq), self.scratch_block, dtype=torch.int32, device=self.device
+            ),
             "query_start_loc": torch.arange(batch + 1, dtype=torch.int32, device=self.device),  # [B+1]
         }
 
@@ -71,14 +72,21 @@ class CudaDecodeGraphs:
         batch = inputs["token_ids"].shape[0]
         # Host lists are placeholders: the CUDA kernels read only the tensors.
         metadata = AttentionMetadata(
-            slot_mapping=inputs["slot_mapping"], query_start_loc=inputs["query_start_loc"],
-            seq_lens=inputs["seq_lens"], block_tables=inputs["block_tables"],
-            query_lens=[1] * batch, seq_lens_list=[1] * batch, start_positions=[0] * batch,
-            block_tables_list=[[self.scratch_block]] * batch, block_size=self.block_size,
-            max_query_len=1, max_seq_len=1, is_decode_only=True,
+            slot_mapping=inputs["slot_mapping"],
+            query_start_loc=inputs["query_start_loc"],
+            seq_lens=inputs["seq_lens"],
+            block_tables=inputs["block_tables"],
+            query_lens=[1] * batch,
+            seq_lens_list=[1] * batch,
+            start_positions=[0] * batch,
+            block_tables_list=[[self.scratch_block]] * batch,
+            block_size=self.block_size,
+            max_query_len=1,
+            max_seq_len=1,
+            is_decode_only=True,
         )
-        hidden = self.model(inputs["token_ids"], inputs["positions"], self.kv_caches, metadata)   # [B, D]
-        return self.model.compute_logits(hidden)                                               # [B, V] fp32
+        hidden = self.model(inputs["token_ids"], inputs["positions"], self.kv_caches, metadata)  # [B, D]
+        return self.model.compute_logits(hidden)  # [B, V] fp32
 
     def fits(self, entries: Sequence[BatchEntry]) -> bool:
         """True for a batch this object can run: only single-token entries, at most the largest size."""
@@ -104,8 +112,8 @@ class CudaDecodeGraphs:
         table_rows = tables[: padded * width].reshape(padded, width)
         for row, entry in enumerate(entries):
             table_rows[row, : len(entry.block_table)] = entry.block_table
-            table_rows[row, len(entry.block_table):] = self.scratch_block
-        if padded > count:                                 # padding rows: scratch slot, one key
+            table_rows[row, len(entry.block_table) :] = self.scratch_block
+        if padded > count:  # padding rows: scratch slot, one key
             scalars[0:2, count:] = 0
             scalars[2, count:] = self.scratch_block * bs
             lengths[count:padded] = 1
@@ -114,7 +122,7 @@ class CudaDecodeGraphs:
         if token_source is not None:
             buffers["token_ids"][:count].copy_(token_source)
         buffers["block_tables"][:, :width].copy_(tables_host[: padded * width].view(padded, width), non_blocking=True)
-        return self._graphs.replay(count)                                                     # [n, V]
+        return self._graphs.replay(count)  # [n, V]
 
 
 class _Staging:

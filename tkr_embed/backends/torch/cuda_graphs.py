@@ -20,8 +20,8 @@ StepFn = Callable[[dict[str, torch.Tensor]], torch.Tensor]
 @dataclass
 class _CapturedStep:
     graph: torch.cuda.CUDAGraph
-    inputs: dict[str, torch.Tensor]    # static buffers, first dim = batch size
-    output: torch.Tensor               # static result, first dim = batch size
+    inputs: dict[str, torch.Tensor]  # static buffers, first dim = batch size
+    output: torch.Tensor  # static result, first dim = batch size
 
 
 class CudaGraphSteps:
@@ -44,7 +44,7 @@ class CudaGraphSteps:
             inputs = make_inputs(batch_size)
             stream.wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(stream):
-                for _ in range(warmup_runs):          # compile kernels and settle allocations
+                for _ in range(warmup_runs):  # compile kernels and settle allocations
                     step(inputs)
             torch.cuda.current_stream().wait_stream(stream)
             graph = torch.cuda.CUDAGraph()

@@ -24,13 +24,18 @@ from tkr_embed.engine.runner import BatchEntry, ModelRunner, RunnerInfo, Sampled
 
 logger = logging.getLogger(__name__)
 
-CUDA_ACTIVATION_RESERVE = 1 << 30     # CUDA: kept free beside the KV cache for eager prefill activations
-DEFAULT_MAX_STEP_TOKENS = 8192        # the engine's step size the cache leaves room for, when not told
+CUDA_ACTIVATION_RESERVE = 1 << 30  # CUDA: kept free beside the KV cache for eager prefill activations
+DEFAULT_MAX_STEP_TOKENS = 8192  # the engine's step size the cache leaves room for, when not told
 
 _DTYPES = {
-    "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-    "float16": torch.float16, "fp16": torch.float16, "half": torch.float16,
-    "float32": torch.float32, "fp32": torch.float32, "float": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+    "half": torch.float16,
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "float": torch.float32,
 }
 
 
@@ -106,17 +111,23 @@ class TorchModelRunner(ModelRunner):
         self.dtype = model.dtype
         self.block_size = block_size
         if self.device.type == "cuda" and hasattr(model, "prepare_kernels"):
-            model.prepare_kernels()               # fused q/k/v weight for the kernel path (views, no copy kept)
+            model.prepare_kernels()  # fused q/k/v weight for the kernel path (views, no copy kept)
         context_len = min(max_model_len or self.config.max_position_embeddings, self.config.max_position_embeddings)
         step_tokens = max_num_batched_tokens or DEFAULT_MAX_STEP_TOKENS
         max_step_tokens = max(step_tokens, max_idle_step_tokens or 0)
         if num_kv_blocks is None:
             num_kv_blocks, max_step_tokens = blocks_with_step_room(
                 lambda tokens: self._blocks_from_budget(kv_cache_bytes, kv_cache_memory_fraction, context_len, tokens),
-                step_tokens, max_idle_step_tokens)
+                step_tokens,
+                max_idle_step_tokens,
+            )
             if max_step_tokens < (max_idle_step_tokens or 0):
-                logger.info("steps without decodes stay within %d tokens: room for %d would cost more than a tenth of "
-                            "the KV cache", step_tokens, max_idle_step_tokens)
+                logger.info(
+                    "steps without decodes stay within %d tokens: room for %d would cost more than a tenth of "
+                    "the KV cache",
+                    step_tokens,
+                    max_idle_step_tokens,
+                )
         if num_kv_blocks < 1:
             raise ValueError("the KV cache budget does not hold a single block")
         on_cuda = self.device.type == "cuda"
@@ -131,7 +142,10 @@ class TorchModelRunner(ModelRunner):
             from tkr_embed.backends.torch.cuda_decode import DEFAULT_GRAPH_BATCH_SIZES, CudaDecodeGraphs
 
             self.decode_graphs = CudaDecodeGraphs(
-                model, self.kv_caches, block_size=block_size, scratch_block=num_kv_blocks,
+                model,
+                self.kv_caches,
+                block_size=block_size,
+                scratch_block=num_kv_blocks,
                 max_blocks_per_seq=-(-context_len // block_size),
                 batch_sizes=cuda_graph_batch_sizes or DEFAULT_GRAPH_BATCH_SIZES,
             )
@@ -157,13 +171,16 @@ class TorchModelRunner(ModelRunner):
 
     def _bytes_per_block(self) -> int:
         return kv_bytes_per_block(
-            num_layers=self.config.num_hidden_layers, num_kv_heads=self.config.num_key_value_heads,
-            head_dim=self.config.head_dim, block_size=self.block_size,
+            num_layers=self.config.num_hidden_layers,
+            num_kv_heads=self.config.num_key_value_heads,
+            head_dim=self.config.head_dim,
+            block_size=self.block_size,
             itemsize=torch.empty((), dtype=self.dtype).element_size(),
         )
 
-    def _blocks_from_budget(self, kv_cache_bytes: int | None, fraction: float, context_len: int,
-                            step_tokens: int) -> int:
+    def _blocks_from_budget(
+        self, kv_cache_bytes: int | None, fraction: float, context_len: int, step_tokens: int
+    ) -> int:
         if kv_cache_bytes is None:
             if self.device.type == "cuda":
                 from tkr_embed.backends.torch.kernels.mxfp4_moe_prefill import CHUNK_TOKENS, SCRATCH_BYTES
@@ -173,14 +190,24 @@ class TorchModelRunner(ModelRunner):
                 free_bytes, _ = torch.cuda.mem_get_info(self.device)
                 config = self.config
                 step_bytes = step_activation_bytes(
-                    num_tokens=step_tokens, hidden_size=config.hidden_size, intermediate_size=config.intermediate_size,
-                    experts_per_token=config.num_experts_per_tok, num_heads=config.num_attention_heads,
-                    num_kv_heads=config.num_key_value_heads, head_dim=config.head_dim,
-                    itemsize=torch.empty((), dtype=self.dtype).element_size(), moe_tokens=CHUNK_TOKENS,
-                    scratch_bytes=SCRATCH_BYTES)
+                    num_tokens=step_tokens,
+                    hidden_size=config.hidden_size,
+                    intermediate_size=config.intermediate_size,
+                    experts_per_token=config.num_experts_per_tok,
+                    num_heads=config.num_attention_heads,
+                    num_kv_heads=config.num_key_value_heads,
+                    head_dim=config.head_dim,
+                    itemsize=torch.empty((), dtype=self.dtype).element_size(),
+                    moe_tokens=CHUNK_TOKENS,
+                    scratch_bytes=SCRATCH_BYTES,
+                )
                 kv_cache_bytes = device_kv_cache_bytes(
-                    free_bytes=free_bytes, fraction=fraction, reserve_bytes=CUDA_ACTIVATION_RESERVE,
-                    step_bytes=step_bytes, other_bytes=2 * 64 * config.vocab_size * 4)   # the graphs' logits
+                    free_bytes=free_bytes,
+                    fraction=fraction,
+                    reserve_bytes=CUDA_ACTIVATION_RESERVE,
+                    step_bytes=step_bytes,
+                    other_bytes=2 * 64 * config.vocab_size * 4,
+                )  # the graphs' logits
             else:
                 kv_cache_bytes = host_kv_cache_bytes(
                     context_len=context_len, block_size=self.block_size, bytes_per_block=self._bytes_per_block()
@@ -203,8 +230,11 @@ class TorchModelRunner(ModelRunner):
         counts = warm_up_token_counts(max_step_tokens, capacity)
         for count in counts:
             blocks = list(range(-(-count // self.block_size)))
-            self.logits(ScheduledBatch([BatchEntry(seq_id=-1, token_ids=[0] * count, start_pos=0, block_table=blocks,
-                                                   sample=False)]))
+            self.logits(
+                ScheduledBatch(
+                    [BatchEntry(seq_id=-1, token_ids=[0] * count, start_pos=0, block_table=blocks, sample=False)]
+                )
+            )
         torch.cuda.synchronize(self.device)
         return len(counts)
 
@@ -216,12 +246,13 @@ class TorchModelRunner(ModelRunner):
         """The forward and the sampling are queued on the device now; the returned callable reads the
         tokens (the step's one host sync). With `previous` (see ModelRunner.launch) the input tokens
         are that launch's samples, copied on the device."""
-        if previous is not None and not (isinstance(previous, _Launched) and self.can_follow(batch)
-                                         and len(batch.entries) == len(previous.entries)):
+        if previous is not None and not (
+            isinstance(previous, _Launched) and self.can_follow(batch) and len(batch.entries) == len(previous.entries)
+        ):
             raise ValueError("launch(previous=...) takes one decode token per entry of the previous launch")
         sample_entries = [e for e in batch.entries if e.sample]
         token_source = previous.token_ids if previous is not None else None
-        logits = self.logits(batch, token_source=token_source)                          # [S, V] float32
+        logits = self.logits(batch, token_source=token_source)  # [S, V] float32
         if logits is None:
             return _Launched(sample_entries, None, None, self.sampler)
         sampled = self.sampler.sample(logits, sample_entries)
@@ -257,26 +288,30 @@ class TorchModelRunner(ModelRunner):
             return self.decode_graphs.logits(entries, token_source)
         lengths = [len(e.token_ids) for e in entries]
         ends = list(itertools.accumulate(lengths))
-        last_rows = [end - 1 for end, e in zip(ends, entries) if e.sample]   # each sampled entry's last token's row
+        last_rows = [
+            end - 1 for end, e in zip(ends, entries, strict=False) if e.sample
+        ]  # each sampled entry's last token's row
         metadata = build_attention_metadata(
-            [(e.start_pos, n, e.block_table) for e, n in zip(entries, lengths)], self.block_size, self.device
+            [(e.start_pos, n, e.block_table) for e, n in zip(entries, lengths, strict=False)],
+            self.block_size,
+            self.device,
         )
         # the flat batch's token ids and positions [T] built by numpy (prefill chunks hold thousands of tokens)
         if token_source is not None:
-            input_ids = token_source.to(dtype=torch.int64, device=self.device)          # one per entry
+            input_ids = token_source.to(dtype=torch.int64, device=self.device)  # one per entry
         else:
-            input_ids = torch.from_numpy(np.fromiter(
-                itertools.chain.from_iterable(e.token_ids for e in entries), dtype=np.int64, count=ends[-1])
+            input_ids = torch.from_numpy(
+                np.fromiter(itertools.chain.from_iterable(e.token_ids for e in entries), dtype=np.int64, count=ends[-1])
             ).to(self.device)
         # row r of an entry whose first row is f holds position start_pos + (r - f)
         first_rows = np.array(ends, dtype=np.int64) - lengths
         shift = np.repeat(np.array([e.start_pos for e in entries], dtype=np.int64) - first_rows, lengths)
         position_ids = torch.from_numpy(np.arange(ends[-1], dtype=np.int64) + shift).to(self.device)
-        hidden = self.model(input_ids, position_ids, self.kv_caches, metadata)          # [T, D]
+        hidden = self.model(input_ids, position_ids, self.kv_caches, metadata)  # [T, D]
         if not last_rows:
             return None
-        rows = torch.tensor(last_rows, dtype=torch.int64, device=self.device)           # [S]
-        return self.model.compute_logits(hidden.index_select(0, rows))                  # [S, V] float32
+        rows = torch.tensor(last_rows, dtype=torch.int64, device=self.device)  # [S]
+        return self.model.compute_logits(hidden.index_select(0, rows))  # [S, V] float32
 
     def shutdown(self) -> None:
         self.decode_graphs = None
@@ -294,7 +329,7 @@ class _Launched:
 
     def __init__(self, entries, sampled: SampleTensors | None, token_buffer: torch.Tensor | None, sampler: Sampler):
         self.entries = entries
-        self.token_ids = sampled.token_ids if sampled is not None else None   # [S] on the device
+        self.token_ids = sampled.token_ids if sampled is not None else None  # [S] on the device
         self._host, self._ready = sampled.copy_to_host(token_buffer) if sampled is not None else (None, None)
         self._sampler = sampler
         self._result: list[SampledToken] | None = None

@@ -30,8 +30,8 @@ def _token_mask(rows: Sequence[Sequence[int]], vocab_size: int, device: torch.de
     counts = torch.zeros(len(rows), vocab_size + 1, dtype=torch.float32, device=device)
     if width == 0:
         return counts[:, :vocab_size]
-    padded = [list(r) + [vocab_size] * (width - len(r)) for r in rows]   # pad into a spare column
-    index = torch.tensor(padded, dtype=torch.long, device=device)       # [S, L]
+    padded = [list(r) + [vocab_size] * (width - len(r)) for r in rows]  # pad into a spare column
+    index = torch.tensor(padded, dtype=torch.long, device=device)  # [S, L]
     counts.scatter_add_(1, index, torch.ones_like(index, dtype=torch.float32))
     return counts[:, :vocab_size]
 
@@ -55,7 +55,7 @@ class Sampler:
         raw_logprobs = torch.log_softmax(logits, dim=-1) if any(p.logprobs is not None for p in params) else None
         logits = self._apply_penalties(logits, entries)
 
-        greedy_ids = logits.argmax(dim=-1)                                                   # [S]
+        greedy_ids = logits.argmax(dim=-1)  # [S]
         if all(p.is_greedy for p in params):
             token_ids = greedy_ids
         else:
@@ -67,7 +67,7 @@ class Sampler:
         if raw_logprobs is None:
             return SampleTensors(token_ids)
         max_top = max(e.sampling.logprobs or 0 for e in entries)
-        chosen = raw_logprobs.gather(1, token_ids[:, None]).squeeze(1)                       # [S]
+        chosen = raw_logprobs.gather(1, token_ids[:, None]).squeeze(1)  # [S]
         top_values, top_ids = raw_logprobs.topk(max_top, dim=-1) if max_top else (None, None)  # [S, K]
         return SampleTensors(token_ids, chosen, top_values, top_ids)
 
@@ -81,7 +81,7 @@ class Sampler:
             penalised = torch.where(logits > 0, logits / penalty, logits * penalty)
             logits = torch.where(seen, penalised, logits)
         if any(p.presence_penalty != 0.0 or p.frequency_penalty != 0.0 for p in params):
-            counts = _token_mask([e.output_token_ids for e in entries], vocab_size, device)       # [S, V]
+            counts = _token_mask([e.output_token_ids for e in entries], vocab_size, device)  # [S, V]
             presence = torch.tensor([p.presence_penalty for p in params], device=device)[:, None]
             frequency = torch.tensor([p.frequency_penalty for p in params], device=device)[:, None]
             logits = logits - frequency * counts - presence * (counts > 0).float()
@@ -92,21 +92,21 @@ class Sampler:
         vocab_size = logits.shape[1]
         device = logits.device
         temperature = torch.tensor([p.temperature if p.temperature > 0 else 1.0 for p in params], device=device)
-        scaled = logits / temperature[:, None]                                               # [S, V]
-        sorted_logits, sorted_ids = scaled.sort(dim=-1, descending=True, stable=True)        # [S, V]
-        ranks = torch.arange(vocab_size, device=device)[None, :]                             # [1, V]
+        scaled = logits / temperature[:, None]  # [S, V]
+        sorted_logits, sorted_ids = scaled.sort(dim=-1, descending=True, stable=True)  # [S, V]
+        ranks = torch.arange(vocab_size, device=device)[None, :]  # [1, V]
         if any(p.top_k > 0 for p in params):
             top_k = torch.tensor([p.top_k if p.top_k > 0 else vocab_size for p in params], device=device)
             sorted_logits = sorted_logits.masked_fill(ranks >= top_k[:, None], float("-inf"))
         probs = torch.softmax(sorted_logits, dim=-1)
         if any(p.top_p < 1.0 for p in params):
             top_p = torch.tensor([p.top_p for p in params], device=device)[:, None]
-            mass_before = probs.cumsum(dim=-1) - probs                  # mass of better tokens
+            mass_before = probs.cumsum(dim=-1) - probs  # mass of better tokens
             sorted_logits = sorted_logits.masked_fill((mass_before >= top_p) & (ranks > 0), float("-inf"))
         if any(p.min_p > 0.0 for p in params):
             min_p = torch.tensor([p.min_p for p in params], device=device)[:, None]
             sorted_logits = sorted_logits.masked_fill(probs < min_p * probs[:, :1], float("-inf"))
-        probs = torch.softmax(sorted_logits, dim=-1)                                         # [S, V]
+        probs = torch.softmax(sorted_logits, dim=-1)  # [S, V]
         # Exponential race: argmax(p / E) with E ~ Exp(1) draws from p.
         noise = torch.empty_like(probs).exponential_()
         for row, entry in enumerate(entries):
@@ -115,14 +115,14 @@ class Sampler:
                 generator = torch.Generator(device=device)
                 generator.manual_seed(step_seed(seed, len(entry.output_token_ids)))
                 noise[row] = torch.empty(vocab_size, device=device).exponential_(generator=generator)
-        choice = (probs / noise).argmax(dim=-1, keepdim=True)                               # [S, 1]
-        return sorted_ids.gather(1, choice).squeeze(1)                                       # [S]
+        choice = (probs / noise).argmax(dim=-1, keepdim=True)  # [S, 1]
+        return sorted_ids.gather(1, choice).squeeze(1)  # [S]
 
     def results(self, entries: Sequence[BatchEntry], sampled: SampleTensors) -> list[SampledToken]:
         """The sampled tokens as host values (reading device tensors waits for them)."""
         ids_list = sampled.token_ids.tolist()
         if sampled.chosen is None:
-            return [SampledToken(e.seq_id, t) for e, t in zip(entries, ids_list)]
+            return [SampledToken(e.seq_id, t) for e, t in zip(entries, ids_list, strict=False)]
         chosen_list = sampled.chosen.tolist()
         top_values_list = sampled.top_values.tolist() if sampled.top_values is not None else None
         top_ids_list = sampled.top_ids.tolist() if sampled.top_ids is not None else None
@@ -132,7 +132,7 @@ class Sampler:
             if k is None:
                 results.append(SampledToken(entry.seq_id, ids_list[row]))
                 continue
-            top = list(zip(top_ids_list[row][:k], top_values_list[row][:k])) if k else []
+            top = list(zip(top_ids_list[row][:k], top_values_list[row][:k], strict=False)) if k else []
             results.append(SampledToken(entry.seq_id, ids_list[row], chosen_list[row], top))
         return results
 

@@ -20,7 +20,12 @@ from tkr_embed.backends.torch.kernels.mxfp4_moe_grouped import GROUPED_64_MAX_TO
 def warm_up_token_counts(max_step_tokens: int, capacity: int) -> list[int]:
     """One token count per MoE kernel family a step of at most `max_step_tokens` can use, each at most
     `capacity` (the tokens the KV cache and the model's context hold for one sequence)."""
-    wanted = [mxfp4_moe.GEMV_MAX_TOKENS // 2, (mxfp4_moe.GEMV_MAX_TOKENS + mxfp4_moe.DECODE_MAX_TOKENS) // 2,
-              (mxfp4_moe.MMA_MIN_TOKENS + mxfp4_moe.MMA_MAX_TOKENS) // 2, GROUPED_64_MAX_TOKENS // 2,
-              GROUPED_64_MAX_TOKENS + 1000, max_step_tokens]
+    wanted = [
+        mxfp4_moe.GEMV_MAX_TOKENS // 2,
+        (mxfp4_moe.GEMV_MAX_TOKENS + mxfp4_moe.DECODE_MAX_TOKENS) // 2,
+        (mxfp4_moe.MMA_MIN_TOKENS + mxfp4_moe.MMA_MAX_TOKENS) // 2,
+        GROUPED_64_MAX_TOKENS // 2,
+        GROUPED_64_MAX_TOKENS + 1000,
+        max_step_tokens,
+    ]
     return sorted({min(count, max_step_tokens, capacity) for count in wanted if count >= 1})

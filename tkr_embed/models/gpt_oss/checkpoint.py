@@ -31,7 +31,7 @@ class CheckpointError(ValueError):
 @dataclass(frozen=True)
 class TensorSpec:
     shape: tuple[int, ...]
-    kind: str                     # "float" (any floating dtype) or "uint8"
+    kind: str  # "float" (any floating dtype) or "uint8"
 
     def accepts(self, dtype: torch.dtype) -> bool:
         return dtype == torch.uint8 if self.kind == "uint8" else dtype.is_floating_point
@@ -63,25 +63,31 @@ def tensor_specs(config: GptOssConfig, *, experts_on_disk: str = "mxfp4") -> dic
             "mlp.experts.down_proj_bias": ((experts, hidden), "float"),
         }
         if config.attention_bias:
-            layer.update({
-                "self_attn.q_proj.bias": ((q_out,), "float"),
-                "self_attn.k_proj.bias": ((kv_out,), "float"),
-                "self_attn.v_proj.bias": ((kv_out,), "float"),
-                "self_attn.o_proj.bias": ((hidden,), "float"),
-            })
+            layer.update(
+                {
+                    "self_attn.q_proj.bias": ((q_out,), "float"),
+                    "self_attn.k_proj.bias": ((kv_out,), "float"),
+                    "self_attn.v_proj.bias": ((kv_out,), "float"),
+                    "self_attn.o_proj.bias": ((hidden,), "float"),
+                }
+            )
         if experts_on_disk == "mxfp4":
             gate_up_groups, down_groups = hidden // BLOCK_SIZE, inter // BLOCK_SIZE
-            layer.update({
-                "mlp.experts.gate_up_proj_blocks": ((experts, 2 * inter, gate_up_groups, BYTES_PER_BLOCK), "uint8"),
-                "mlp.experts.gate_up_proj_scales": ((experts, 2 * inter, gate_up_groups), "uint8"),
-                "mlp.experts.down_proj_blocks": ((experts, hidden, down_groups, BYTES_PER_BLOCK), "uint8"),
-                "mlp.experts.down_proj_scales": ((experts, hidden, down_groups), "uint8"),
-            })
+            layer.update(
+                {
+                    "mlp.experts.gate_up_proj_blocks": ((experts, 2 * inter, gate_up_groups, BYTES_PER_BLOCK), "uint8"),
+                    "mlp.experts.gate_up_proj_scales": ((experts, 2 * inter, gate_up_groups), "uint8"),
+                    "mlp.experts.down_proj_blocks": ((experts, hidden, down_groups, BYTES_PER_BLOCK), "uint8"),
+                    "mlp.experts.down_proj_scales": ((experts, hidden, down_groups), "uint8"),
+                }
+            )
         else:
-            layer.update({
-                "mlp.experts.gate_up_proj": ((experts, hidden, 2 * inter), "float"),
-                "mlp.experts.down_proj": ((experts, inter, hidden), "float"),
-            })
+            layer.update(
+                {
+                    "mlp.experts.gate_up_proj": ((experts, hidden, 2 * inter), "float"),
+                    "mlp.experts.down_proj": ((experts, inter, hidden), "float"),
+                }
+            )
         specs.update({p + name: TensorSpec(shape, kind) for name, (shape, kind) in layer.items()})
     return specs
 
@@ -95,7 +101,7 @@ class CheckpointReader:
 
     def __init__(self, folder: str | Path) -> None:
         self.folder = Path(folder)
-        self.weight_map = self._weight_map()          # tensor name -> file name
+        self.weight_map = self._weight_map()  # tensor name -> file name
         self._stack = ExitStack()
         self._handles: dict[str, object] = {}
 
@@ -163,14 +169,23 @@ class CheckpointReader:
 
 
 _DTYPES = {
-    "BF16": torch.bfloat16, "F16": torch.float16, "F32": torch.float32, "F64": torch.float64,
-    "U8": torch.uint8, "I8": torch.int8, "I16": torch.int16, "I32": torch.int32, "I64": torch.int64,
-    "BOOL": torch.bool, "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2,
+    "BF16": torch.bfloat16,
+    "F16": torch.float16,
+    "F32": torch.float32,
+    "F64": torch.float64,
+    "U8": torch.uint8,
+    "I8": torch.int8,
+    "I16": torch.int16,
+    "I32": torch.int32,
+    "I64": torch.int64,
+    "BOOL": torch.bool,
+    "F8_E4M3": torch.float8_e4m3fn,
+    "F8_E5M2": torch.float8_e5m2,
 }
 
 
 def detect_expert_format(names: set[str]) -> str:
-    """"mxfp4" if the experts are stored as blocks/scales, else "dense"."""
+    """ "mxfp4" if the experts are stored as blocks/scales, else "dense"."""
     return "mxfp4" if any(n.endswith("mlp.experts.gate_up_proj_blocks") for n in names) else "dense"
 
 

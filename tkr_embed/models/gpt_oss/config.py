@@ -63,15 +63,13 @@ class GptOssConfig:
     eos_token_id: list[int] = field(default_factory=lambda: [200002, 199999, 200012])
     pad_token_id: int | None = 199999
     bos_token_id: int | None = 199998
-    quant_method: str | None = "mxfp4"     # from quantization_config; None: experts stored dense
+    quant_method: str | None = "mxfp4"  # from quantization_config; None: experts stored dense
 
     def __post_init__(self) -> None:
         if not self.layer_types:
             self.layer_types = alternating_layer_types(self.num_hidden_layers)
         if len(self.layer_types) != self.num_hidden_layers:
-            raise ConfigError(
-                f"layer_types has {len(self.layer_types)} entries for {self.num_hidden_layers} layers"
-            )
+            raise ConfigError(f"layer_types has {len(self.layer_types)} entries for {self.num_hidden_layers} layers")
         unknown = set(self.layer_types) - {"sliding_attention", "full_attention"}
         if unknown:
             raise ConfigError(f"unknown layer types {sorted(unknown)}")

@@ -77,7 +77,7 @@ def demo_tensors(config: GptOssConfig, *, seed: int) -> dict[str, torch.Tensor]:
     for name in sorted(specs):
         spec = specs[name]
         if name.endswith("_scales"):
-            continue                                              # made with their blocks
+            continue  # made with their blocks
         if name.endswith("_blocks"):
             prefix = name.removesuffix("_blocks")
             *lead, groups, _ = spec.shape
@@ -110,7 +110,7 @@ def write_demo_checkpoint(out_dir: Path, *, num_shards: int = 1, seed: int = 0) 
     per_shard = math.ceil(len(names) / num_shards)
     for shard in range(num_shards):
         file_name = f"model-{shard + 1:05d}-of-{num_shards:05d}.safetensors"
-        part = {n: tensors[n] for n in names[shard * per_shard:(shard + 1) * per_shard]}
+        part = {n: tensors[n] for n in names[shard * per_shard : (shard + 1) * per_shard]}
         save_file(part, str(out_dir / file_name), metadata=metadata)
         weight_map.update({n: file_name for n in part})
     total_size = sum(t.numel() * t.element_size() for t in tensors.values())

@@ -49,7 +49,7 @@ def yarn_inv_freq(config: GptOssConfig) -> tuple[torch.Tensor, float]:
     """Inverse frequencies [head_dim/2] (float32) and the cos/sin scale of YaRN (plain RoPE if not yarn)."""
     dim = config.head_dim
     base = config.rope_theta
-    pos_freqs = base ** (torch.arange(0, dim, 2, dtype=torch.float32) / dim)   # [D/2]
+    pos_freqs = base ** (torch.arange(0, dim, 2, dtype=torch.float32) / dim)  # [D/2]
     rope = config.rope_scaling or {}
     if rope.get("rope_type", "default") != "yarn":
         return 1.0 / pos_freqs, 1.0
@@ -71,7 +71,7 @@ def yarn_inv_freq(config: GptOssConfig) -> tuple[torch.Tensor, float]:
     if low == high:
         high += 0.001
     ramp = ((torch.arange(dim // 2, dtype=torch.float32) - low) / (high - low)).clamp(0, 1)
-    extrapolation_weight = 1 - ramp                                              # 1: keep the original freq
+    extrapolation_weight = 1 - ramp  # 1: keep the original freq
     inv_freq = (1.0 / (factor * pos_freqs)) * (1 - extrapolation_weight) + (1.0 / pos_freqs) * extrapolation_weight
     return inv_freq, float(attention_factor)
 
@@ -85,14 +85,14 @@ class RotaryEmbedding(nn.Module):
         self.register_buffer("inv_freq", inv_freq.to(device), persistent=False)
 
     def cos_sin(self, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        freqs = positions.float().unsqueeze(-1) * self.inv_freq                  # [T, D/2]
+        freqs = positions.float().unsqueeze(-1) * self.inv_freq  # [T, D/2]
         return (freqs.cos() * self.scaling).to(dtype), (freqs.sin() * self.scaling).to(dtype)
 
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """x [T, H, D]; cos, sin [T, D/2]."""
-    first, second = x.chunk(2, dim=-1)                                           # [T, H, D/2] each
-    cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)                                # [T, 1, D/2]
+    first, second = x.chunk(2, dim=-1)  # [T, H, D/2] each
+    cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)  # [T, 1, D/2]
     return torch.cat((first * cos - second * sin, second * cos + first * sin), dim=-1)
 
 
@@ -102,7 +102,7 @@ class Attention(nn.Module):
         self.num_heads = config.num_attention_heads
         self.num_kv_heads = config.num_key_value_heads
         self.head_dim = config.head_dim
-        self.scale = self.head_dim ** -0.5
+        self.scale = self.head_dim**-0.5
         self.sliding_window = config.layer_sliding_window(layer_idx)
         hidden, bias = config.hidden_size, config.attention_bias
         self.q_proj = Linear(hidden, self.num_heads * self.head_dim, bias=bias, device=device, dtype=dtype)
@@ -110,7 +110,7 @@ class Attention(nn.Module):
         self.v_proj = Linear(hidden, self.num_kv_heads * self.head_dim, bias=bias, device=device, dtype=dtype)
         self.o_proj = Linear(self.num_heads * self.head_dim, hidden, bias=bias, device=device, dtype=dtype)
         self.sinks = empty_param(self.num_heads, device=device, dtype=dtype)
-        self.qkv_weight: torch.Tensor | None = None     # set by fuse_qkv (CUDA kernels path)
+        self.qkv_weight: torch.Tensor | None = None  # set by fuse_qkv (CUDA kernels path)
         self.qkv_bias: torch.Tensor | None = None
 
     @torch.no_grad()
@@ -124,14 +124,14 @@ class Attention(nn.Module):
         start = 0
         for proj in projections:
             rows = proj.weight.shape[0]
-            proj.weight.data = self.qkv_weight[start:start + rows]
+            proj.weight.data = self.qkv_weight[start : start + rows]
             if self.qkv_bias is not None:
-                proj.bias.data = self.qkv_bias[start:start + rows]
+                proj.bias.data = self.qkv_bias[start : start + rows]
             start += rows
 
     def forward_kernels(
         self,
-        hidden: torch.Tensor,                      # [T, hidden], already normed
+        hidden: torch.Tensor,  # [T, hidden], already normed
         cos_sin: tuple[torch.Tensor, torch.Tensor],
         kv_cache: torch.Tensor,
         metadata: AttentionMetadata,
@@ -144,23 +144,32 @@ class Attention(nn.Module):
         from tkr_embed.backends.torch.kernels.fused_ops import rope_write_kv
 
         num_tokens = hidden.shape[0]
-        qkv = linear(hidden, self.qkv_weight)                                             # [T, (Hq+2Hkv)*D]
-        q = rope_write_kv(qkv, self.qkv_bias, cos_sin[0], cos_sin[1], kv_cache, metadata.slot_mapping,
-                          self.num_heads, self.num_kv_heads, self.head_dim)               # [T, Hq, D]
+        qkv = linear(hidden, self.qkv_weight)  # [T, (Hq+2Hkv)*D]
+        q = rope_write_kv(
+            qkv,
+            self.qkv_bias,
+            cos_sin[0],
+            cos_sin[1],
+            kv_cache,
+            metadata.slot_mapping,
+            self.num_heads,
+            self.num_kv_heads,
+            self.head_dim,
+        )  # [T, Hq, D]
         out = paged_attention(q, kv_cache, self.sinks, metadata, scale=self.scale, sliding_window=self.sliding_window)
         return linear(out.reshape(num_tokens, self.num_heads * self.head_dim), self.o_proj.weight)
 
     def forward(
         self,
-        hidden: torch.Tensor,                      # [T, hidden]
+        hidden: torch.Tensor,  # [T, hidden]
         cos_sin: tuple[torch.Tensor, torch.Tensor],
-        kv_cache: torch.Tensor,                    # [2, blocks, block_size, Hkv, D]
+        kv_cache: torch.Tensor,  # [2, blocks, block_size, Hkv, D]
         metadata: AttentionMetadata,
     ) -> torch.Tensor:
         num_tokens = hidden.shape[0]
-        q = self.q_proj(hidden).view(num_tokens, self.num_heads, self.head_dim)      # [T, Hq, D]
-        k = self.k_proj(hidden).view(num_tokens, self.num_kv_heads, self.head_dim)   # [T, Hkv, D]
-        v = self.v_proj(hidden).view(num_tokens, self.num_kv_heads, self.head_dim)   # [T, Hkv, D]
+        q = self.q_proj(hidden).view(num_tokens, self.num_heads, self.head_dim)  # [T, Hq, D]
+        k = self.k_proj(hidden).view(num_tokens, self.num_kv_heads, self.head_dim)  # [T, Hkv, D]
+        v = self.v_proj(hidden).view(num_tokens, self.num_kv_heads, self.head_dim)  # [T, Hkv, D]
         cos, sin = cos_sin
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         write_kv_cache(kv_cache, k, v, metadata.slot_mapping)

@@ -81,15 +81,15 @@ def _converted(
     """(parameter name, expert index or None for the whole tensor, value) that checkpoint tensor `name` fills."""
     if experts_on_disk == "mxfp4" and expert_format == "dense":
         if name.endswith("_scales"):
-            return                                          # read together with its blocks
+            return  # read together with its blocks
         if name.endswith("_blocks"):
             prefix = name.removesuffix("_blocks")
             blocks, scales = reader.read(name), reader.read(prefix + "_scales")
-            for expert in range(blocks.shape[0]):           # one expert at a time bounds the temporaries
-                yield prefix, expert, dequantize_mxfp4(blocks[expert], scales[expert], dtype)   # [out, in]
+            for expert in range(blocks.shape[0]):  # one expert at a time bounds the temporaries
+                yield prefix, expert, dequantize_mxfp4(blocks[expert], scales[expert], dtype)  # [out, in]
             return
     if experts_on_disk == "dense" and name.endswith(("experts.gate_up_proj", "experts.down_proj")):
-        weight = reader.read(name).transpose(-1, -2)        # [E, in, out] -> [E, out, in]
+        weight = reader.read(name).transpose(-1, -2)  # [E, in, out] -> [E, out, in]
         if expert_format == "dense":
             yield name, None, weight
             return

@@ -65,7 +65,7 @@ class GptOssForCausalLM(nn.Module):
         self.lm_head = nn.Module()
         self.lm_head.weight = empty_param(config.vocab_size, config.hidden_size, device=device, dtype=dtype)
         self.kernels_ready = False
-        self.moe_mma_exact = False      # the MoE's fp16 MMA kernels hold every weight and input exactly
+        self.moe_mma_exact = False  # the MoE's fp16 MMA kernels hold every weight and input exactly
 
     def prepare_kernels(self) -> None:
         """CUDA: fuse each layer's q/k/v weights so the fused-kernel forward can run (no extra memory), put the
@@ -82,15 +82,22 @@ class GptOssForCausalLM(nn.Module):
             if self.device.type == "cuda":
                 layer.mlp.experts.tile_for_kernels()
         if self.expert_format == "mxfp4":
-            smallest, largest = scale_byte_range(*(t for layer in self.model.layers
-                                                   for t in (layer.mlp.experts.gate_up_proj_scales,
-                                                             layer.mlp.experts.down_proj_scales)))
+            smallest, largest = scale_byte_range(
+                *(
+                    t
+                    for layer in self.model.layers
+                    for t in (layer.mlp.experts.gate_up_proj_scales, layer.mlp.experts.down_proj_scales)
+                )
+            )
             if largest > EXACT_SCALE_MAX:
-                raise ValueError(f"MXFP4 scale byte {largest} (2^{largest - 127}) exceeds the CUDA kernels' "
-                                 f"limit of {EXACT_SCALE_MAX}")
+                raise ValueError(
+                    f"MXFP4 scale byte {largest} (2^{largest - 127}) exceeds the CUDA kernels' "
+                    f"limit of {EXACT_SCALE_MAX}"
+                )
             norm_max = max(float(layer.post_attention_layernorm.weight.abs().max()) for layer in self.model.layers)
-            self.moe_mma_exact = (scale_bytes_fit(smallest, largest)
-                                  and normed_inputs_fit(norm_max, self.config.hidden_size))
+            self.moe_mma_exact = scale_bytes_fit(smallest, largest) and normed_inputs_fit(
+                norm_max, self.config.hidden_size
+            )
         self.kernels_ready = self.expert_format == "mxfp4"
 
     @property
@@ -100,16 +107,16 @@ class GptOssForCausalLM(nn.Module):
     @torch.inference_mode()
     def forward(
         self,
-        input_ids: torch.Tensor,            # [T] int64, the flat batch
-        positions: torch.Tensor,            # [T] int64
-        kv_caches: list[torch.Tensor],      # one [2, blocks, block_size, Hkv, D] per layer
+        input_ids: torch.Tensor,  # [T] int64, the flat batch
+        positions: torch.Tensor,  # [T] int64
+        kv_caches: list[torch.Tensor],  # one [2, blocks, block_size, Hkv, D] per layer
         attn_metadata: AttentionMetadata,
     ) -> torch.Tensor:
         """Returns the final-normed hidden states [T, hidden]; pick rows, then `compute_logits`."""
         if self.kernels_ready and use_kernels(input_ids):
             return self._forward_kernels(input_ids, positions, kv_caches, attn_metadata)
-        hidden = F.embedding(input_ids, self.model.embed_tokens.weight)          # [T, hidden]
-        cos_sin = self.model.rotary.cos_sin(positions, self.dtype)               # [T, D/2] x2
+        hidden = F.embedding(input_ids, self.model.embed_tokens.weight)  # [T, hidden]
+        cos_sin = self.model.rotary.cos_sin(positions, self.dtype)  # [T, D/2] x2
         for layer, kv_cache in zip(self.model.layers, kv_caches, strict=True):
             hidden = layer(hidden, cos_sin, kv_cache, attn_metadata)
         return self.model.norm(hidden)
@@ -133,21 +140,37 @@ class GptOssForCausalLM(nn.Module):
 
         eps = self.config.rms_norm_eps
         layers = self.model.layers
-        residual = F.embedding(input_ids, self.model.embed_tokens.weight)                  # [T, hidden]
-        cos_sin = self.model.rotary.cos_sin(positions, self.dtype)                         # [T, D/2] x2
+        residual = F.embedding(input_ids, self.model.embed_tokens.weight)  # [T, hidden]
+        cos_sin = self.model.rotary.cos_sin(positions, self.dtype)  # [T, D/2] x2
         x = rms_norm(residual, layers[0].input_layernorm.weight, eps)
         # one buffer for every layer's fp16 copy (each layer's experts read it before the next norm writes it)
-        x16 = (torch.empty(residual.shape, dtype=torch.float16, device=residual.device)
-               if NORM_WRITES_FP16 and uses_fp16_hidden(input_ids.shape[0], self.moe_mma_exact) else None)
+        x16 = (
+            torch.empty(residual.shape, dtype=torch.float16, device=residual.device)
+            if NORM_WRITES_FP16 and uses_fp16_hidden(input_ids.shape[0], self.moe_mma_exact)
+            else None
+        )
         for index, (layer, kv_cache) in enumerate(zip(layers, kv_caches, strict=True)):
-            attn = layer.self_attn.forward_kernels(x, cos_sin, kv_cache, attn_metadata)   # [T, hidden]
-            x, residual = add_rms_norm(attn, residual, layer.post_attention_layernorm.weight, eps,
-                                       bias=layer.self_attn.o_proj.bias, out_f16=x16)
+            attn = layer.self_attn.forward_kernels(x, cos_sin, kv_cache, attn_metadata)  # [T, hidden]
+            x, residual = add_rms_norm(
+                attn,
+                residual,
+                layer.post_attention_layernorm.weight,
+                eps,
+                bias=layer.self_attn.o_proj.bias,
+                out_f16=x16,
+            )
             router, experts = layer.mlp.router, layer.mlp.experts
             topk_ids, topk_weights = router_topk(x, router.weight, router.bias, router.top_k)
-            partials = mxfp4_moe_partials(x, topk_ids, topk_weights, experts.kernel_weights(),   # [T, k, hidden] or rows
-                                          allow_mma=self.moe_mma_exact, tiled=experts.tiled, hidden_f16=x16,
-                                          pair_rows=True)
+            partials = mxfp4_moe_partials(
+                x,
+                topk_ids,
+                topk_weights,
+                experts.kernel_weights(),  # [T, k, hidden] or rows
+                allow_mma=self.moe_mma_exact,
+                tiled=experts.tiled,
+                hidden_f16=x16,
+                pair_rows=True,
+            )
             next_norm = layers[index + 1].input_layernorm if index + 1 < len(layers) else self.model.norm
             x, residual = add_rms_norm(partials, residual, next_norm.weight, eps)
         return x

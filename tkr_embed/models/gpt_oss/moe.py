@@ -30,8 +30,8 @@ class Router(nn.Module):
 
     def forward(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """hidden [T, H] -> (topk_ids [T, k] int64, topk_weights [T, k]): softmax over the chosen logits."""
-        logits = F.linear(hidden, self.weight, self.bias)                        # [T, E]
-        top_logits, topk_ids = torch.topk(logits, self.top_k, dim=-1)            # [T, k]
+        logits = F.linear(hidden, self.weight, self.bias)  # [T, E]
+        top_logits, topk_ids = torch.topk(logits, self.top_k, dim=-1)  # [T, k]
         return topk_ids, torch.softmax(top_logits, dim=-1)
 
 
@@ -59,15 +59,19 @@ class Experts(nn.Module):
             self.down_proj = empty_param(experts, hidden, inter, device=device, dtype=dtype)
         self.gate_up_proj_bias = empty_param(experts, 2 * inter, device=device, dtype=dtype)
         self.down_proj_bias = empty_param(experts, hidden, device=device, dtype=dtype)
-        self.tiled = False      # MXFP4 bytes in the CUDA kernels' 16-row tiles (tile_for_kernels)
+        self.tiled = False  # MXFP4 bytes in the CUDA kernels' 16-row tiles (tile_for_kernels)
 
     def tile_for_kernels(self) -> bool:
         """Permute the MXFP4 blocks and scales in place into the GPU kernels' 16-row tiles
         (kernels/expert_layout.py), where their shape allows. Returns whether the experts are tiled."""
         from tkr_embed.backends.torch.kernels.expert_layout import can_tile, tile_in_place
 
-        if self.expert_format == "mxfp4" and not self.tiled and can_tile(self.gate_up_proj_blocks) \
-                and can_tile(self.down_proj_blocks):
+        if (
+            self.expert_format == "mxfp4"
+            and not self.tiled
+            and can_tile(self.gate_up_proj_blocks)
+            and can_tile(self.down_proj_blocks)
+        ):
             tile_in_place(self.gate_up_proj_blocks, self.gate_up_proj_scales)
             tile_in_place(self.down_proj_blocks, self.down_proj_scales)
             self.tiled = True
@@ -75,8 +79,14 @@ class Experts(nn.Module):
 
     def kernel_weights(self) -> MoeWeights:
         """The MXFP4 experts as the CUDA kernels take them."""
-        return MoeWeights(self.gate_up_proj_blocks, self.gate_up_proj_scales, self.gate_up_proj_bias,
-                          self.down_proj_blocks, self.down_proj_scales, self.down_proj_bias)
+        return MoeWeights(
+            self.gate_up_proj_blocks,
+            self.gate_up_proj_scales,
+            self.gate_up_proj_bias,
+            self.down_proj_blocks,
+            self.down_proj_scales,
+            self.down_proj_bias,
+        )
 
     def _expert_mxfp4(self, blocks: torch.Tensor, scales: torch.Tensor, expert: int) -> torch.Tensor:
         """One expert's weights [N, K] in the model dtype, from checkpoint or tile order."""
@@ -90,8 +100,10 @@ class Experts(nn.Module):
     def expert_weights(self, expert: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(gate_up [2I, H], down [H, I]) of one expert in the model dtype."""
         if self.expert_format == "mxfp4":
-            return (self._expert_mxfp4(self.gate_up_proj_blocks, self.gate_up_proj_scales, expert),
-                    self._expert_mxfp4(self.down_proj_blocks, self.down_proj_scales, expert))
+            return (
+                self._expert_mxfp4(self.gate_up_proj_blocks, self.gate_up_proj_scales, expert),
+                self._expert_mxfp4(self.down_proj_blocks, self.down_proj_scales, expert),
+            )
         return self.gate_up_proj[expert], self.down_proj[expert]
 
     def swiglu(self, gate_up: torch.Tensor) -> torch.Tensor:
@@ -101,9 +113,7 @@ class Experts(nn.Module):
         linear = linear.clamp(min=-self.limit, max=self.limit)
         return (linear + 1) * (gate * torch.sigmoid(gate * self.alpha))
 
-    def experts_forward(
-        self, hidden: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor
-    ) -> torch.Tensor:
+    def experts_forward(self, hidden: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor) -> torch.Tensor:
         """hidden [T, H], topk_ids [T, k], topk_weights [T, k] -> [T, H]: the weighted sum of routed experts.
 
         On CUDA with MXFP4 experts the Triton kernel serves the call (no host sync: graph-safe).
@@ -112,12 +122,12 @@ class Experts(nn.Module):
             from tkr_embed.backends.torch.kernels.mxfp4_moe import mxfp4_moe
 
             return mxfp4_moe(hidden, topk_ids, topk_weights, self.kernel_weights(), tiled=self.tiled)
-        output = torch.zeros_like(hidden)                                        # [T, H]
-        for expert in torch.unique(topk_ids).tolist():                           # ascending, like the reference
-            token_idx, slot = torch.where(topk_ids == expert)                    # [n], [n]
+        output = torch.zeros_like(hidden)  # [T, H]
+        for expert in torch.unique(topk_ids).tolist():  # ascending, like the reference
+            token_idx, slot = torch.where(topk_ids == expert)  # [n], [n]
             gate_up_w, down_w = self.expert_weights(expert)
-            x = hidden[token_idx]                                                # [n, H]
-            gate_up = F.linear(x, gate_up_w, self.gate_up_proj_bias[expert])     # [n, 2I]
+            x = hidden[token_idx]  # [n, H]
+            gate_up = F.linear(x, gate_up_w, self.gate_up_proj_bias[expert])  # [n, 2I]
             out = F.linear(self.swiglu(gate_up), down_w, self.down_proj_bias[expert])  # [n, H]
             weighted = out * topk_weights[token_idx, slot].unsqueeze(-1)
             output.index_add_(0, token_idx, weighted.to(hidden.dtype))

@@ -24,7 +24,7 @@ def build_random_model(
     with torch.no_grad():
         for name, param in model.named_parameters():
             if name.endswith("_blocks"):
-                param.random_(0, 256, generator=generator)       # uniform e2m1 codes, std ~2.9
+                param.random_(0, 256, generator=generator)  # uniform e2m1 codes, std ~2.9
             elif name.endswith("_scales"):
                 _, std = demo_weight_std(name.removesuffix("_scales"), config)
                 exponent = round(torch.log2(torch.tensor(std / 2.9)).item())

@@ -21,13 +21,13 @@ def write_kv_cache(kv_cache: torch.Tensor, key: torch.Tensor, value: torch.Tenso
 
 
 def paged_attention_reference(
-    query: torch.Tensor,            # [T, Hq, D]
-    kv_cache: torch.Tensor,         # [2, NB, B, Hkv, D]
+    query: torch.Tensor,  # [T, Hq, D]
+    kv_cache: torch.Tensor,  # [2, NB, B, Hkv, D]
     query_start_loc: torch.Tensor,  # [S+1]
-    seq_lens: torch.Tensor,         # [S]
-    block_tables: torch.Tensor,     # [S, max_blocks]
-    sinks: torch.Tensor,            # [Hq]
-    sliding_window: int,            # 0 = full causal
+    seq_lens: torch.Tensor,  # [S]
+    block_tables: torch.Tensor,  # [S, max_blocks]
+    sinks: torch.Tensor,  # [Hq]
+    sliding_window: int,  # 0 = full causal
     scale: float,
 ) -> torch.Tensor:
     """Attention of every query row over its sequence's cached keys, in float32. -> [T, Hq, D]"""
@@ -37,19 +37,19 @@ def paged_attention_reference(
     out = torch.empty(num_tokens, num_heads, head_dim, dtype=torch.float32, device=query.device)
     starts = query_start_loc.tolist()
     for seq, context_len in enumerate(seq_lens.tolist()):
-        q = query[starts[seq]:starts[seq + 1]].float()                                 # [q, Hq, D]
+        q = query[starts[seq] : starts[seq + 1]].float()  # [q, Hq, D]
         q_len = q.shape[0]
         positions = torch.arange(context_len, device=query.device)
         slots = block_tables[seq].long()[positions // block_size] * block_size + positions % block_size
-        k = kv_cache[0].flatten(0, 1)[slots].float().repeat_interleave(group, dim=1)    # [L, Hq, D]
-        v = kv_cache[1].flatten(0, 1)[slots].float().repeat_interleave(group, dim=1)    # [L, Hq, D]
-        scores = torch.einsum("qhd,khd->hqk", q, k) * scale                            # [Hq, q, L]
+        k = kv_cache[0].flatten(0, 1)[slots].float().repeat_interleave(group, dim=1)  # [L, Hq, D]
+        v = kv_cache[1].flatten(0, 1)[slots].float().repeat_interleave(group, dim=1)  # [L, Hq, D]
+        scores = torch.einsum("qhd,khd->hqk", q, k) * scale  # [Hq, q, L]
         q_pos = torch.arange(context_len - q_len, context_len, device=query.device)[:, None]
-        visible = positions[None, :] <= q_pos                                          # [q, L]
+        visible = positions[None, :] <= q_pos  # [q, L]
         if sliding_window > 0:
             visible &= positions[None, :] > q_pos - sliding_window
         scores = scores.masked_fill(~visible, float("-inf"))
-        sink = sinks.float().view(num_heads, 1, 1).expand(num_heads, q_len, 1)          # [Hq, q, 1]
-        probs = torch.softmax(torch.cat([scores, sink], dim=-1), dim=-1)[..., :-1]     # [Hq, q, L]
-        out[starts[seq]:starts[seq + 1]] = torch.einsum("hqk,khd->qhd", probs, v)
+        sink = sinks.float().view(num_heads, 1, 1).expand(num_heads, q_len, 1)  # [Hq, q, 1]
+        probs = torch.softmax(torch.cat([scores, sink], dim=-1), dim=-1)[..., :-1]  # [Hq, q, L]
+        out[starts[seq] : starts[seq + 1]] = torch.einsum("hqk,khd->qhd", probs, v)
     return out.to(query.dtype)

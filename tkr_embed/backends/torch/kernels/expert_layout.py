@@ -27,8 +27,8 @@ import triton.language as tl
 from tkr_embed.backends.torch.kernels.moe_weights import MoeWeights
 
 TILE_ROWS = 16
-TILE_CODES = 64          # a row's codes in one tile column: 32 bytes, 8 int32 words, 2 scale bytes
-ENABLED = True           # False: the model keeps checkpoint order (for A/B runs: bench/with_patch.py)
+TILE_CODES = 64  # a row's codes in one tile column: 32 bytes, 8 int32 words, 2 scale bytes
+ENABLED = True  # False: the model keeps checkpoint order (for A/B runs: bench/with_patch.py)
 
 
 def can_tile(blocks: torch.Tensor) -> bool:
@@ -52,8 +52,12 @@ def tiled(blocks: torch.Tensor, scales: torch.Tensor) -> tuple[torch.Tensor, tor
 
 def tiled_weights(weights: MoeWeights) -> MoeWeights:
     """A copy of a layer's experts with the MXFP4 blocks and scales in tile order."""
-    return MoeWeights(*tiled(weights.gate_up_blocks, weights.gate_up_scales), weights.gate_up_bias,
-                      *tiled(weights.down_blocks, weights.down_scales), weights.down_bias)
+    return MoeWeights(
+        *tiled(weights.gate_up_blocks, weights.gate_up_scales),
+        weights.gate_up_bias,
+        *tiled(weights.down_blocks, weights.down_scales),
+        weights.down_bias,
+    )
 
 
 def untiled(blocks: torch.Tensor, scales: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -69,7 +73,7 @@ def tile_in_place(blocks: torch.Tensor, scales: torch.Tensor) -> None:
     """Permute blocks and scales into tile order in their own storage, one expert at a time (the extra
     memory is one expert's bytes)."""
     for expert in range(blocks.shape[0]):
-        b, s = tiled(blocks[expert:expert + 1], scales[expert:expert + 1])
+        b, s = tiled(blocks[expert : expert + 1], scales[expert : expert + 1])
         blocks[expert].copy_(b[0])
         scales[expert].copy_(s[0])
 

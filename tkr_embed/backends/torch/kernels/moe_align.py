@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-ALIGN_KERNEL_MAX_PAIRS = 16384      # 4,096 tokens of 4 experts: beyond, the prefill MoE path sorts its own
+ALIGN_KERNEL_MAX_PAIRS = 16384  # 4,096 tokens of 4 experts: beyond, the prefill MoE path sorts its own
 ALIGN_KERNEL_ON_CUDA = True
 
 
@@ -42,8 +42,9 @@ def max_expert_blocks(num_pairs: int, num_experts: int, block_m: int) -> int:
     return -(-num_pairs // block_m) + min(num_experts, num_pairs)
 
 
-def align_pairs_to_experts(topk_ids: torch.Tensor, num_experts: int, block_m: int,
-                           use_kernel: bool | None = None) -> ExpertBlocks:
+def align_pairs_to_experts(
+    topk_ids: torch.Tensor, num_experts: int, block_m: int, use_kernel: bool | None = None
+) -> ExpertBlocks:
     """topk_ids [T, k] -> pairs grouped by expert in blocks of `block_m` rows.
 
     use_kernel: the one-program Triton version (None: on CUDA when ALIGN_KERNEL_ON_CUDA and the pairs fit).
@@ -55,26 +56,26 @@ def align_pairs_to_experts(topk_ids: torch.Tensor, num_experts: int, block_m: in
 
         return align_pairs_kernel(topk_ids, num_experts, block_m)
     device = topk_ids.device
-    expert_of_pair = topk_ids.reshape(-1).to(torch.int64)                       # [P]
+    expert_of_pair = topk_ids.reshape(-1).to(torch.int64)  # [P]
     num_pairs = expert_of_pair.numel()
     num_blocks = max_expert_blocks(num_pairs, num_experts, block_m)
 
     counts = torch.zeros(num_experts, dtype=torch.int64, device=device)
-    counts.scatter_add_(0, expert_of_pair, torch.ones_like(expert_of_pair))      # [E]
-    padded = (counts + block_m - 1) // block_m * block_m                         # [E]
-    padded_end = torch.cumsum(padded, 0)                                         # [E] inclusive
-    padded_start = padded_end - padded                                           # [E]
-    start = torch.cumsum(counts, 0) - counts                                     # [E]
+    counts.scatter_add_(0, expert_of_pair, torch.ones_like(expert_of_pair))  # [E]
+    padded = (counts + block_m - 1) // block_m * block_m  # [E]
+    padded_end = torch.cumsum(padded, 0)  # [E] inclusive
+    padded_start = padded_end - padded  # [E]
+    start = torch.cumsum(counts, 0) - counts  # [E]
 
-    order = torch.argsort(expert_of_pair, stable=True)                           # [P] pair ids by expert
-    sorted_expert = expert_of_pair[order]                                        # [P]
-    rank = torch.arange(num_pairs, device=device) - start[sorted_expert]         # [P] rank within expert
-    dest = padded_start[sorted_expert] + rank                                    # [P]
+    order = torch.argsort(expert_of_pair, stable=True)  # [P] pair ids by expert
+    sorted_expert = expert_of_pair[order]  # [P]
+    rank = torch.arange(num_pairs, device=device) - start[sorted_expert]  # [P] rank within expert
+    dest = padded_start[sorted_expert] + rank  # [P]
 
     sorted_pair_ids = torch.full((num_blocks * block_m,), num_pairs, dtype=torch.int32, device=device)
     sorted_pair_ids.scatter_(0, dest, order.to(torch.int32))
 
-    block_row = torch.arange(num_blocks, device=device) * block_m                # [NB]
-    block_expert = torch.searchsorted(padded_end, block_row, right=True)         # [NB] in 0..E
+    block_row = torch.arange(num_blocks, device=device) * block_m  # [NB]
+    block_expert = torch.searchsorted(padded_end, block_row, right=True)  # [NB] in 0..E
     block_expert = torch.where(block_expert < num_experts, block_expert, -1).to(torch.int32)
     return ExpertBlocks(sorted_pair_ids, block_expert, num_pairs, block_m)

@@ -12,12 +12,12 @@ class MoeWeights(NamedTuple):
 
     A tuple, so `*weights` still spells the six tensors where a plain signature wants them (the reference)."""
 
-    gate_up_blocks: torch.Tensor    # [E, 2I, D/32, 16] uint8 (gate and up rows interleaved)
-    gate_up_scales: torch.Tensor    # [E, 2I, D/32] uint8
-    gate_up_bias: torch.Tensor      # [E, 2I]
-    down_blocks: torch.Tensor       # [E, D, I/32, 16] uint8
-    down_scales: torch.Tensor       # [E, D, I/32] uint8
-    down_bias: torch.Tensor         # [E, D]
+    gate_up_blocks: torch.Tensor  # [E, 2I, D/32, 16] uint8 (gate and up rows interleaved)
+    gate_up_scales: torch.Tensor  # [E, 2I, D/32] uint8
+    gate_up_bias: torch.Tensor  # [E, 2I]
+    down_blocks: torch.Tensor  # [E, D, I/32, 16] uint8
+    down_scales: torch.Tensor  # [E, D, I/32] uint8
+    down_bias: torch.Tensor  # [E, D]
 
     @property
     def gate_up(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

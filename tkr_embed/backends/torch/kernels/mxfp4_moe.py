@@ -77,10 +77,10 @@ def default_config(num_tokens: int, top_k: int) -> MoeConfig:
 
 
 def mxfp4_moe_partials(
-    hidden: torch.Tensor,            # [T, D] bf16
-    topk_ids: torch.Tensor,          # [T, k] int
-    topk_weights: torch.Tensor,      # [T, k] float
-    weights: MoeWeights,             # the layer's experts
+    hidden: torch.Tensor,  # [T, D] bf16
+    topk_ids: torch.Tensor,  # [T, k] int
+    topk_weights: torch.Tensor,  # [T, k] float
+    weights: MoeWeights,  # the layer's experts
     config: MoeConfig | None = None,
     allow_mma: bool = False,
     tiled: bool = False,
@@ -100,17 +100,26 @@ def mxfp4_moe_partials(
     `fused_ops.add_rms_norm` sums), instead of per-pair results written back in pair order.
     """
     num_tokens = hidden.shape[0]
-    if (config is None and hidden.is_cuda and PREFILL_DEQUANT_MIN_TOKENS is not None
-            and num_tokens >= PREFILL_DEQUANT_MIN_TOKENS):
+    if (
+        config is None
+        and hidden.is_cuda
+        and PREFILL_DEQUANT_MIN_TOKENS is not None
+        and num_tokens >= PREFILL_DEQUANT_MIN_TOKENS
+    ):
         rows = mxfp4_moe_prefill_rows(hidden, topk_ids, topk_weights, weights, tiled=tiled)
         return rows if pair_rows else rows.materialize()
-    if (config is None and uses_fp16_hidden(num_tokens, allow_mma) and use_asm(hidden)
-            and supports(hidden.shape[1], weights.intermediate_size)):
+    if (
+        config is None
+        and uses_fp16_hidden(num_tokens, allow_mma)
+        and use_asm(hidden)
+        and supports(hidden.shape[1], weights.intermediate_size)
+    ):
         config = default_mma_config(num_tokens * topk_ids.shape[1], weights.num_experts)
     cfg = config or default_config(num_tokens, topk_ids.shape[1])
     if isinstance(cfg, MmaTileConfig):
-        return mxfp4_moe_mma_partials(hidden, topk_ids, topk_weights, weights, config=cfg, tiled=tiled,
-                                      hidden_f16=hidden_f16)
+        return mxfp4_moe_mma_partials(
+            hidden, topk_ids, topk_weights, weights, config=cfg, tiled=tiled, hidden_f16=hidden_f16
+        )
     if isinstance(cfg, GemvConfig):
         return mxfp4_moe_gemv(hidden, topk_ids, topk_weights, weights, config=cfg, tiled=tiled)
     if isinstance(cfg, DecodeTileConfig):
@@ -124,13 +133,14 @@ def mxfp4_moe(
     topk_weights: torch.Tensor,
     weights: MoeWeights,
     config: MoeConfig | None = None,
-    residual: torch.Tensor | None = None,   # [T, D]: added to the result when given
+    residual: torch.Tensor | None = None,  # [T, D]: added to the result when given
     allow_mma: bool = False,
     tiled: bool = False,
 ) -> torch.Tensor:
     """The k slots summed (+ residual) -> [T, D] in hidden's dtype."""
-    summed = mxfp4_moe_partials(hidden, topk_ids, topk_weights, weights, config=config,
-                                allow_mma=allow_mma, tiled=tiled).sum(dim=1, dtype=torch.float32)
+    summed = mxfp4_moe_partials(
+        hidden, topk_ids, topk_weights, weights, config=config, allow_mma=allow_mma, tiled=tiled
+    ).sum(dim=1, dtype=torch.float32)
     if residual is not None:
         summed += residual
     return summed.to(hidden.dtype)

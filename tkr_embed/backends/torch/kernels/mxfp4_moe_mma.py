@@ -47,7 +47,7 @@ from tkr_embed.backends.torch.kernels.mxfp4_reference import SWIGLU_ALPHA, SWIGL
 from tkr_embed.backends.torch.kernels.mxfp4_tile import expert_projections
 from tkr_embed.backends.torch.kernels.pdl import use_pdl
 
-CHUNKS_PER_STEP = 3     # 64-code chunks a loop step multiplies while the next ones load (K % 192 == 0)
+CHUNKS_PER_STEP = 3  # 64-code chunks a loop step multiplies while the next ones load (K % 192 == 0)
 # The weights enter the MMAs already scaled, in fp16: code * 2^(s - 127 + SCALE_BIAS), and the sum is
 # multiplied by 2^-SCALE_BIAS. That is exact while the multiplier 2^(s - 121 + SCALE_BIAS) is a normal fp16
 # (scale bytes 105..134) and 6 * 2^(s - 125) stays below fp16's 65504; below 112 the smallest codes become
@@ -55,13 +55,13 @@ CHUNKS_PER_STEP = 3     # 64-code chunks a loop step multiplies while the next o
 SCALE_BIAS = 2
 SCALE_BYTE_RANGE = (105, 134)
 SCALE_BIAS_G = gl.constexpr(SCALE_BIAS)
-UNBIAS_G = gl.constexpr(2.0 ** -SCALE_BIAS)
+UNBIAS_G = gl.constexpr(2.0**-SCALE_BIAS)
 
 
 @dataclass(frozen=True)
 class MmaTileConfig:
-    block_t: int = 16          # tokens per block (N of the MMAs): 8, 16 or 32
-    rows_gate_up: int = 128    # weight rows per program (interleaved gate/up rows)
+    block_t: int = 16  # tokens per block (N of the MMAs): 8, 16 or 32
+    rows_gate_up: int = 128  # weight rows per program (interleaved gate/up rows)
     rows_down: int = 64
     num_warps: int = 4
 
@@ -107,13 +107,13 @@ class _Layouts:
     mma: gl.NVMMADistributedLayout
     a_op: gl.DotOperandLayout
     b_op: gl.DotOperandLayout
-    w_load: gl.DistributedLinearLayout     # [ROWS, 4 (t), 2 (word), 4 (byte)]; loads take [ROWS, 4, 2] int32
-    x_load: gl.DistributedLinearLayout     # [BT, 4 (t), 16 (code)] activations
-    epilogue: gl.BlockedLayout             # [ROWS, BT]: a thread holds a gate/up row pair
-    out: gl.BlockedLayout                  # [rows out, BT]: consecutive columns across lanes
+    w_load: gl.DistributedLinearLayout  # [ROWS, 4 (t), 2 (word), 4 (byte)]; loads take [ROWS, 4, 2] int32
+    x_load: gl.DistributedLinearLayout  # [BT, 4 (t), 16 (code)] activations
+    epilogue: gl.BlockedLayout  # [ROWS, BT]: a thread holds a gate/up row pair
+    out: gl.BlockedLayout  # [rows out, BT]: consecutive columns across lanes
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _layouts(rows: int, warps: int, block_t: int) -> _Layouts:
     """The register, lane and warp bases of each tensor, from mma.sync's m16n8k16 fragment layout."""
     repeats = rows // (16 * warps)
@@ -123,20 +123,34 @@ def _layouts(rows: int, warps: int, block_t: int) -> _Layouts:
     w_load = gl.DistributedLinearLayout(
         reg_bases=[[0, 0, 0, 1], [0, 0, 0, 2], [0, 0, 1, 0], [8, 0, 0, 0]]
         + [[16 * warps << i, 0, 0, 0] for i in range(row_bits)],
-        lane_bases=[[0, 1, 0, 0], [0, 2, 0, 0], [1, 0, 0, 0], [2, 0, 0, 0], [4, 0, 0, 0]],   # t = lane % 4, g = lane // 4
-        warp_bases=[[16 << i, 0, 0, 0] for i in range(warp_bits)], block_bases=[], shape=[rows, 4, 2, 4])
+        lane_bases=[
+            [0, 1, 0, 0],
+            [0, 2, 0, 0],
+            [1, 0, 0, 0],
+            [2, 0, 0, 0],
+            [4, 0, 0, 0],
+        ],  # t = lane % 4, g = lane // 4
+        warp_bases=[[16 << i, 0, 0, 0] for i in range(warp_bits)],
+        block_bases=[],
+        shape=[rows, 4, 2, 4],
+    )
     x_load = gl.DistributedLinearLayout(
         reg_bases=[[0, 0, 1], [0, 0, 2], [0, 0, 4], [0, 0, 8]] + [[8 << i, 0, 0] for i in range(token_bits)],
         lane_bases=[[0, 1, 0], [0, 2, 0], [1, 0, 0], [2, 0, 0], [4, 0, 0]],
-        warp_bases=[[0, 0, 0]] * warp_bits, block_bases=[], shape=[block_t, 4, 16])
+        warp_bases=[[0, 0, 0]] * warp_bits,
+        block_bases=[],
+        shape=[block_t, 4, 16],
+    )
     mma = gl.NVMMADistributedLayout(version=[2, 0], warps_per_cta=[warps, 1], instr_shape=[16, 8])
     return _Layouts(
         mma=mma,
         a_op=gl.DotOperandLayout(operand_index=0, parent=mma, k_width=2),
         b_op=gl.DotOperandLayout(operand_index=1, parent=mma, k_width=2),
-        w_load=w_load, x_load=x_load,
-        epilogue=gl.BlockedLayout(size_per_thread=[2, 1], threads_per_warp=[32, 1], warps_per_cta=[warps, 1],
-                                  order=[0, 1]),
+        w_load=w_load,
+        x_load=x_load,
+        epilogue=gl.BlockedLayout(
+            size_per_thread=[2, 1], threads_per_warp=[32, 1], warps_per_cta=[warps, 1], order=[0, 1]
+        ),
         out=gl.BlockedLayout(size_per_thread=[1, 1], threads_per_warp=[32, 1], warps_per_cta=[warps, 1], order=[0, 1]),
     )
 
@@ -145,8 +159,9 @@ def _layouts(rows: int, warps: int, block_t: int) -> _Layouts:
 def _wait_for_previous_kernel(PDL: gl.constexpr):
     if PDL:
         gl.inline_asm_elementwise("griddepcontrol.wait; // $0", "=r", [], dtype=gl.int32, is_pure=False, pack=1)
-        gl.inline_asm_elementwise("griddepcontrol.launch_dependents; // $0", "=r", [], dtype=gl.int32,
-                                  is_pure=False, pack=1)
+        gl.inline_asm_elementwise(
+            "griddepcontrol.launch_dependents; // $0", "=r", [], dtype=gl.int32, is_pure=False, pack=1
+        )
 
 
 @gluon.jit
@@ -172,16 +187,17 @@ def _chunk_mma(acc, words, scale, x, ROWS: gl.constexpr, BT: gl.constexpr, L: gl
     shape: gl.constexpr = [ROWS, 4, 2, 4]
     wb = gl.broadcast(gl.expand_dims(words, 3), gl.full(shape, 0, gl.int32, L.w_load))[0]
     sb = gl.broadcast(gl.expand_dims(gl.expand_dims(scale, 2), 3), gl.full(shape, 0, gl.float16, L.w_load))[0]
-    first, second = gl.inline_asm_elementwise(PTX, "=r,=r,=r,=r,r,r,r,r,r,r", [wb, sb],
-                                              dtype=(gl.float16, gl.float16), is_pure=True, pack=4)
+    first, second = gl.inline_asm_elementwise(
+        PTX, "=r,=r,=r,=r,r,r,r,r,r,r", [wb, sb], dtype=(gl.float16, gl.float16), is_pure=True, pack=4
+    )
     # thread t's code 8w + 4i + 2j + e (word w, half i, byte pair j) -> tile (w, i), k = 8j + 2t + e
-    codes = gl.join(first, second).reshape([ROWS, 4, 2, 2, 2, 2])                # [R, t, w, j, e, i]
-    codes = codes.permute((0, 3, 1, 4, 2, 5)).reshape([ROWS, 16, 2, 2])          # [R, k, w, i]
+    codes = gl.join(first, second).reshape([ROWS, 4, 2, 2, 2, 2])  # [R, t, w, j, e, i]
+    codes = codes.permute((0, 3, 1, 4, 2, 5)).reshape([ROWS, 16, 2, 2])  # [R, k, w, i]
     a_w0, a_w1 = gl.split(codes.permute((0, 1, 3, 2)))
     a00, a01 = gl.split(a_w0)
     a10, a11 = gl.split(a_w1)
-    xs = x.reshape([BT, 4, 2, 2, 2, 2])                                           # [n, t, w, i, j, e]
-    xs = xs.permute((4, 1, 5, 0, 3, 2)).reshape([16, BT, 2, 2])                  # [k, n, i, w]
+    xs = x.reshape([BT, 4, 2, 2, 2, 2])  # [n, t, w, i, j, e]
+    xs = xs.permute((4, 1, 5, 0, 3, 2)).reshape([16, BT, 2, 2])  # [k, n, i, w]
     b_w0, b_w1 = gl.split(xs)
     b00, b01 = gl.split(b_w0)
     b10, b11 = gl.split(b_w1)
@@ -194,17 +210,41 @@ def _chunk_mma(acc, words, scale, x, ROWS: gl.constexpr, BT: gl.constexpr, L: gl
 @gluon.jit
 def _tile_mma(acc, a, b, L: gl.constexpr):
     """One k16 MMA; the operands already sit in their fragment registers (the conversions move nothing)."""
-    return mma_v2(gl.convert_layout(a, L.a_op, assert_trivial=True), gl.convert_layout(b, L.b_op, assert_trivial=True),
-                  acc)
+    return mma_v2(
+        gl.convert_layout(a, L.a_op, assert_trivial=True), gl.convert_layout(b, L.b_op, assert_trivial=True), acc
+    )
 
 
-@gluon.jit(do_not_specialize=["num_pairs"])    # one binary for every batch (no compile mid-serving)
+@gluon.jit(do_not_specialize=["num_pairs"])  # one binary for every batch (no compile mid-serving)
 def _moe_mma_kernel(
-    a_ptr, sorted_pair_ids_ptr, block_expert_ptr, w_ptr, s_ptr, bias_ptr, route_w_ptr, out_ptr,
-    num_pairs, stride_a, stride_we, stride_wn, stride_se, stride_sn, stride_be, stride_out,
-    K: gl.constexpr, TOP_K: gl.constexpr, A_ROWS_ARE_TOKENS: gl.constexpr, FUSE_SWIGLU: gl.constexpr,
-    APPLY_ROUTE_WEIGHT: gl.constexpr, ROWS: gl.constexpr, BT: gl.constexpr, L: gl.constexpr,
-    PTX: gl.constexpr, SWIGLU_LIMIT: gl.constexpr, SWIGLU_ALPHA: gl.constexpr, TILED: gl.constexpr,
+    a_ptr,
+    sorted_pair_ids_ptr,
+    block_expert_ptr,
+    w_ptr,
+    s_ptr,
+    bias_ptr,
+    route_w_ptr,
+    out_ptr,
+    num_pairs,
+    stride_a,
+    stride_we,
+    stride_wn,
+    stride_se,
+    stride_sn,
+    stride_be,
+    stride_out,
+    K: gl.constexpr,
+    TOP_K: gl.constexpr,
+    A_ROWS_ARE_TOKENS: gl.constexpr,
+    FUSE_SWIGLU: gl.constexpr,
+    APPLY_ROUTE_WEIGHT: gl.constexpr,
+    ROWS: gl.constexpr,
+    BT: gl.constexpr,
+    L: gl.constexpr,
+    PTX: gl.constexpr,
+    SWIGLU_LIMIT: gl.constexpr,
+    SWIGLU_ALPHA: gl.constexpr,
+    TILED: gl.constexpr,
     PDL: gl.constexpr,
 ):
     _wait_for_previous_kernel(PDL)
@@ -217,7 +257,7 @@ def _moe_mma_kernel(
         row = pid_n * ROWS + gl.arange(0, ROWS, layout=gl.SliceLayout(1, gl.SliceLayout(2, W3)))
         t_w = gl.arange(0, 4, layout=gl.SliceLayout(0, gl.SliceLayout(2, W3)))
         word = gl.arange(0, 2, layout=gl.SliceLayout(0, gl.SliceLayout(1, W3)))
-        if TILED:     # expert_layout: 16-row tiles, each tile column 16 rows x 8 words / 2 scale bytes
+        if TILED:  # expert_layout: 16-row tiles, each tile column 16 rows x 8 words / 2 scale bytes
             w_rows = w_ptr + expert * stride_we + (row // 16).to(gl.int64) * (16 * stride_wn) + (row % 16) * 8
         else:
             w_rows = w_ptr + expert * stride_we + row.to(gl.int64) * stride_wn
@@ -232,7 +272,7 @@ def _moe_mma_kernel(
         s_ptrs = s_rows[:, None] + (t_s // 2)[None, :]
         tok = gl.arange(0, BT, layout=gl.SliceLayout(1, gl.SliceLayout(2, L.x_load)))
         pair_x = gl.load(sorted_pair_ids_ptr + pid_b * BT + tok)
-        a_row = gl.where(pair_x < num_pairs, pair_x, 0)        # padding rows read row 0; never stored
+        a_row = gl.where(pair_x < num_pairs, pair_x, 0)  # padding rows read row 0; never stored
         if A_ROWS_ARE_TOKENS:
             a_row = a_row // TOP_K
         t_x = gl.arange(0, 4, layout=gl.SliceLayout(0, gl.SliceLayout(2, L.x_load)))
@@ -260,8 +300,9 @@ def _moe_mma_kernel(
             acc = _chunk_mma(acc, w2, s2, x2, ROWS, BT, L, PTX)
             w0, s0, w1, s1, w2, s2 = w3, s3, w4, s4, w5, s5
 
-        bias = gl.load(bias_ptr + expert * stride_be + pid_n * ROWS
-                       + gl.arange(0, ROWS, layout=gl.SliceLayout(1, L.mma))).to(gl.float32)
+        bias = gl.load(
+            bias_ptr + expert * stride_be + pid_n * ROWS + gl.arange(0, ROWS, layout=gl.SliceLayout(1, L.mma))
+        ).to(gl.float32)
         acc = acc * UNBIAS_G + bias[:, None]
         if FUSE_SWIGLU:
             pairs = gl.convert_layout(acc, L.epilogue).reshape([ROWS // 2, 2, BT]).permute((0, 2, 1))
@@ -300,35 +341,62 @@ def supports(hidden_size: int, intermediate: int, config: MmaTileConfig | None =
     """Shapes this kernel tiles exactly: both K multiples of the groups a loop step takes, rows multiples of the tiles."""
     cfg = config or MmaTileConfig()
     step = 64 * CHUNKS_PER_STEP
-    return (hidden_size % step == 0 and intermediate % step == 0
-            and (2 * intermediate) % cfg.rows_gate_up == 0 and hidden_size % cfg.rows_down == 0)
+    return (
+        hidden_size % step == 0
+        and intermediate % step == 0
+        and (2 * intermediate) % cfg.rows_gate_up == 0
+        and hidden_size % cfg.rows_down == 0
+    )
 
 
 def _launch(a, blocks, w_blocks, w_scales, bias, route_w, out, *, rows, top_k, tokens_as_rows, swiglu, cfg, tiled):
     num_experts, n_rows, groups, _ = w_blocks.shape
-    w = w_blocks.view(torch.int32).view(num_experts, n_rows, groups * 4)     # [E, N, K/8] words
+    w = w_blocks.view(torch.int32).view(num_experts, n_rows, groups * 4)  # [E, N, K/8] words
     grid = (blocks.block_expert.numel(), n_rows // rows)
     pdl = use_pdl(a)
     _moe_mma_kernel[grid](
-        a, blocks.sorted_pair_ids, blocks.block_expert, w, w_scales, bias,
-        route_w if route_w is not None else bias, out,
-        blocks.num_pairs, a.stride(0), w.stride(0), w.stride(1), w_scales.stride(0), w_scales.stride(1),
-        bias.stride(0), out.stride(0),
-        K=groups * 32, TOP_K=top_k, A_ROWS_ARE_TOKENS=tokens_as_rows, FUSE_SWIGLU=swiglu,
-        APPLY_ROUTE_WEIGHT=route_w is not None, ROWS=rows, BT=cfg.block_t,
-        L=_layouts(rows, cfg.num_warps, cfg.block_t), PTX=_WORD_TO_F16_PTX, SWIGLU_LIMIT=SWIGLU_LIMIT,
-        SWIGLU_ALPHA=SWIGLU_ALPHA, TILED=tiled, PDL=pdl, num_warps=cfg.num_warps, launch_pdl=pdl,
+        a,
+        blocks.sorted_pair_ids,
+        blocks.block_expert,
+        w,
+        w_scales,
+        bias,
+        route_w if route_w is not None else bias,
+        out,
+        blocks.num_pairs,
+        a.stride(0),
+        w.stride(0),
+        w.stride(1),
+        w_scales.stride(0),
+        w_scales.stride(1),
+        bias.stride(0),
+        out.stride(0),
+        K=groups * 32,
+        TOP_K=top_k,
+        A_ROWS_ARE_TOKENS=tokens_as_rows,
+        FUSE_SWIGLU=swiglu,
+        APPLY_ROUTE_WEIGHT=route_w is not None,
+        ROWS=rows,
+        BT=cfg.block_t,
+        L=_layouts(rows, cfg.num_warps, cfg.block_t),
+        PTX=_WORD_TO_F16_PTX,
+        SWIGLU_LIMIT=SWIGLU_LIMIT,
+        SWIGLU_ALPHA=SWIGLU_ALPHA,
+        TILED=tiled,
+        PDL=pdl,
+        num_warps=cfg.num_warps,
+        launch_pdl=pdl,
     )
 
 
 def mxfp4_moe_mma_partials(
-    hidden: torch.Tensor,            # [T, D] bf16
-    topk_ids: torch.Tensor,          # [T, k] int
-    topk_weights: torch.Tensor,      # [T, k] float
-    weights: MoeWeights,             # the layer's experts
+    hidden: torch.Tensor,  # [T, D] bf16
+    topk_ids: torch.Tensor,  # [T, k] int
+    topk_weights: torch.Tensor,  # [T, k] float
+    weights: MoeWeights,  # the layer's experts
     config: MmaTileConfig | None = None,
-    tiled: bool = False,             # the blocks and scales in 16-row tiles (expert_layout)
-    hidden_f16: torch.Tensor | None = None,   # hidden in fp16, when the caller has it
+    tiled: bool = False,  # the blocks and scales in 16-row tiles (expert_layout)
+    hidden_f16: torch.Tensor | None = None,  # hidden in fp16, when the caller has it
 ) -> torch.Tensor:
     """Experts of a decode batch -> per-pair results [T, k, D] (routing weight applied), hidden's dtype.
 
@@ -342,12 +410,29 @@ def mxfp4_moe_mma_partials(
 
     def project(a: torch.Tensor, out: torch.Tensor, route_w: torch.Tensor | None) -> None:
         gate_up = route_w is None
-        _launch(a, blocks, *(weights.gate_up if gate_up else weights.down), route_w, out,
-                rows=cfg.rows_gate_up if gate_up else cfg.rows_down, top_k=top_k, tokens_as_rows=gate_up,
-                swiglu=gate_up, cfg=cfg, tiled=tiled)
+        _launch(
+            a,
+            blocks,
+            *(weights.gate_up if gate_up else weights.down),
+            route_w,
+            out,
+            rows=cfg.rows_gate_up if gate_up else cfg.rows_down,
+            top_k=top_k,
+            tokens_as_rows=gate_up,
+            swiglu=gate_up,
+            cfg=cfg,
+            tiled=tiled,
+        )
 
     # fp16 operands: one conversion of the hidden states (the caller's, or here) instead of one per warp and tile
     if hidden_f16 is None:
         hidden_f16 = hidden.to(torch.float16)
-    return expert_projections(hidden_f16, topk_ids, topk_weights, weights.intermediate_size,
-                              project, act_dtype=torch.float16, out_dtype=hidden.dtype)
+    return expert_projections(
+        hidden_f16,
+        topk_ids,
+        topk_weights,
+        weights.intermediate_size,
+        project,
+        act_dtype=torch.float16,
+        out_dtype=hidden.dtype,
+    )

@@ -40,9 +40,9 @@ EXACT_SCALE_MAX = 240
 
 
 def expert_projections(
-    hidden: torch.Tensor,            # [T, D]
-    topk_ids: torch.Tensor,          # [T, k]
-    topk_weights: torch.Tensor,      # [T, k]
+    hidden: torch.Tensor,  # [T, D]
+    topk_ids: torch.Tensor,  # [T, k]
+    topk_weights: torch.Tensor,  # [T, k]
     intermediate: int,
     project: Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], None],
     down_splits: int = 1,
@@ -59,11 +59,10 @@ def expert_projections(
     num_tokens, hidden_size = hidden.shape
     top_k = topk_ids.shape[1]
     num_pairs = num_tokens * top_k
-    route_w = topk_weights.reshape(-1).to(torch.float32).contiguous()                          # [P]
+    route_w = topk_weights.reshape(-1).to(torch.float32).contiguous()  # [P]
     act = torch.empty(num_pairs, intermediate, dtype=act_dtype or hidden.dtype, device=hidden.device)  # [P, I]
     project(hidden.contiguous(), act, None)
-    partials = torch.empty(num_pairs * down_splits, hidden_size, dtype=out_dtype or hidden.dtype,
-                           device=hidden.device)
+    partials = torch.empty(num_pairs * down_splits, hidden_size, dtype=out_dtype or hidden.dtype, device=hidden.device)
     project(act, partials, route_w)
     return partials.view(num_tokens, top_k * down_splits, hidden_size)
 
@@ -81,12 +80,14 @@ def scale_byte_range(*scales: torch.Tensor) -> tuple[int, int]:
 def _nibble_pairs_ptx(out: str, pair: str, scale: str, magnitude_shift: int, sign_shift: int) -> str:
     """One output register: the nibbles of `pair`'s two lanes moved to bf16 bits (magnitude at bits 6-8,
     times 2^-126; sign at bit 15), then times 2^126 and the scales in `scale`."""
-    return (f"shl.b32 t, {pair}, {magnitude_shift};\n"
-            "and.b32 t, t, 0x01C001C0;\n"
-            f"shl.b32 u, {pair}, {sign_shift};\n"
-            "lop3.b32 t, u, 0x80008000, t, 0xEA;\n"
-            "mul.rn.bf16x2 t, t, two126;\n"
-            f"mul.rn.bf16x2 {out}, t, {scale};\n")
+    return (
+        f"shl.b32 t, {pair}, {magnitude_shift};\n"
+        "and.b32 t, t, 0x01C001C0;\n"
+        f"shl.b32 u, {pair}, {sign_shift};\n"
+        "lop3.b32 t, u, 0x80008000, t, 0xEA;\n"
+        "mul.rn.bf16x2 t, t, two126;\n"
+        f"mul.rn.bf16x2 {out}, t, {scale};\n"
+    )
 
 
 _E2M1_TO_BF16_PTX = tl.constexpr(
@@ -100,9 +101,9 @@ _E2M1_TO_BF16_PTX = tl.constexpr(
     "prmt.b32 s23, $5, zero, 0x4342;\n"
     "shl.b32 s01, s01, 7;\n"
     "shl.b32 s23, s23, 7;\n"
-    + _nibble_pairs_ptx("$0", "x01", "s01", 6, 12)     # low nibbles: bits 0-2 -> 6-8, bit 3 -> 15
+    + _nibble_pairs_ptx("$0", "x01", "s01", 6, 12)  # low nibbles: bits 0-2 -> 6-8, bit 3 -> 15
     + _nibble_pairs_ptx("$1", "x23", "s23", 6, 12)
-    + _nibble_pairs_ptx("$2", "x01", "s01", 2, 8)      # high nibbles: bits 4-6 -> 6-8, bit 7 -> 15
+    + _nibble_pairs_ptx("$2", "x01", "s01", 2, 8)  # high nibbles: bits 4-6 -> 6-8, bit 7 -> 15
     + _nibble_pairs_ptx("$3", "x23", "s23", 2, 8)
     + "}\n"
 )
@@ -117,8 +118,14 @@ def use_asm(tensor: torch.Tensor) -> bool:
 def e2m1_pairs(packed, scales, ASM: tl.constexpr):
     """packed uint8 and scales uint8 of one shape -> (low-nibble values, high-nibble values) in bf16."""
     if ASM:
-        low, high = tl.inline_asm_elementwise(_E2M1_TO_BF16_PTX, "=r,=r,=r,=r,r,r", [packed, scales],
-                                              dtype=(tl.bfloat16, tl.bfloat16), is_pure=True, pack=4)
+        low, high = tl.inline_asm_elementwise(
+            _E2M1_TO_BF16_PTX,
+            "=r,=r,=r,=r,r,r",
+            [packed, scales],
+            dtype=(tl.bfloat16, tl.bfloat16),
+            is_pure=True,
+            pack=4,
+        )
     else:
         base = (scales.to(tl.int32) - 1) << 7
         low = e2m1_bits(packed & 0x0F, base)
@@ -147,15 +154,15 @@ def dequant_bf16(packed, scales, ROWS: tl.constexpr, BLOCK_K: tl.constexpr, ASM:
     """
     per_byte = tl.broadcast_to(scales[:, :, None], (ROWS, BLOCK_K // 32, 16)).reshape(ROWS, BLOCK_K // 2)
     low, high = e2m1_pairs(packed, per_byte, ASM)
-    return tl.join(low, high).reshape(ROWS, BLOCK_K)                                     # low nibble first
+    return tl.join(low, high).reshape(ROWS, BLOCK_K)  # low nibble first
 
 
 @triton.jit
 def expert_tile(
-    a_rows,              # [BM] pointers to the activation rows (bf16)
-    row_valid,           # [BM] bool
-    w_base,              # [WR, 1] pointers to the weight rows (uint8, K/2 bytes each; expert_layout.row_start)
-    s_base,              # [WR, 1] pointers to the scale rows (uint8, K/32 each)
+    a_rows,  # [BM] pointers to the activation rows (bf16)
+    row_valid,  # [BM] bool
+    w_base,  # [WR, 1] pointers to the weight rows (uint8, K/2 bytes each; expert_layout.row_start)
+    s_base,  # [WR, 1] pointers to the scale rows (uint8, K/32 each)
     K: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_K: tl.constexpr,
@@ -172,9 +179,9 @@ def expert_tile(
     for k0 in range(0, K, BLOCK_K):
         offs_kb = k0 // 2 + tl.arange(0, BLOCK_K // 2)
         offs_ks = k0 // 32 + tl.arange(0, BLOCK_K // 32)
-        w_ptrs = w_base + col_offset(offs_kb, 32, TILED)[None, :]                                     # [WR, BK/2]
-        s_ptrs = s_base + col_offset(offs_ks, 2, TILED)[None, :]                                      # [WR, BK/32]
-        if K % BLOCK_K == 0:    # no tail: the weight loads need no mask
+        w_ptrs = w_base + col_offset(offs_kb, 32, TILED)[None, :]  # [WR, BK/2]
+        s_ptrs = s_base + col_offset(offs_ks, 2, TILED)[None, :]  # [WR, BK/32]
+        if K % BLOCK_K == 0:  # no tail: the weight loads need no mask
             packed = tl.load(w_ptrs)
             scales = tl.load(s_ptrs)
             a_mask = row_valid[:, None]
@@ -192,10 +199,10 @@ def expert_tile(
         elif BLOCK_M <= 32:
             # few rows (decode): even k (low nibbles) and odd k (high nibbles) as two dots, so the
             # weights are never interleaved; the few activation rows are read with stride 2
-            a_even = tl.load(a_rows[:, None] + 2 * offs_kb[None, :], mask=a_mask, other=0.0)              # [BM, BK/2]
+            a_even = tl.load(a_rows[:, None] + 2 * offs_kb[None, :], mask=a_mask, other=0.0)  # [BM, BK/2]
             a_odd = tl.load(a_rows[:, None] + 2 * offs_kb[None, :] + 1, mask=a_mask, other=0.0)
             per_byte = tl.broadcast_to(scales[:, :, None], (W_ROWS, BLOCK_K // 32, 16)).reshape(W_ROWS, BLOCK_K // 2)
-            low, high = e2m1_pairs(packed, per_byte, ASM)                                                # [WR, BK/2]
+            low, high = e2m1_pairs(packed, per_byte, ASM)  # [WR, BK/2]
             if SWAP_AB:
                 acc = tl.dot(low, tl.trans(a_even), acc)
                 acc = tl.dot(high, tl.trans(a_odd), acc)
@@ -206,7 +213,7 @@ def expert_tile(
             # many rows (prefill): contiguous activation loads, weights interleaved back into k order
             offs_k = k0 + tl.arange(0, BLOCK_K)
             a = tl.load(a_rows[:, None] + offs_k[None, :], mask=row_valid[:, None] & (offs_k < K)[None, :], other=0.0)
-            w = dequant_bf16(packed, scales, W_ROWS, BLOCK_K, ASM)                                      # [WR, BK]
+            w = dequant_bf16(packed, scales, W_ROWS, BLOCK_K, ASM)  # [WR, BK]
             if SWAP_AB:
                 acc = tl.dot(w, tl.trans(a), acc)
             else:
@@ -216,19 +223,35 @@ def expert_tile(
 
 @triton.jit
 def expert_epilogue(
-    acc, expert, pair, row_valid, pid_n, bias_ptr, route_w_ptr, out_ptr, N_W, N_OUT, stride_be, stride_out,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, W_ROWS: tl.constexpr, SWAP_AB: tl.constexpr,
-    FUSE_SWIGLU: tl.constexpr, APPLY_ROUTE_WEIGHT: tl.constexpr, SWIGLU_LIMIT: tl.constexpr,
+    acc,
+    expert,
+    pair,
+    row_valid,
+    pid_n,
+    bias_ptr,
+    route_w_ptr,
+    out_ptr,
+    N_W,
+    N_OUT,
+    stride_be,
+    stride_out,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    W_ROWS: tl.constexpr,
+    SWAP_AB: tl.constexpr,
+    FUSE_SWIGLU: tl.constexpr,
+    APPLY_ROUTE_WEIGHT: tl.constexpr,
+    SWIGLU_LIMIT: tl.constexpr,
     SWIGLU_ALPHA: tl.constexpr,
 ):
     """bias, then the clamped SwiGLU over interleaved gate/up rows or the routing weight; store out[pair, n]."""
     offs_wn = pid_n * W_ROWS + tl.arange(0, W_ROWS)
     bias = tl.load(bias_ptr + expert * stride_be + offs_wn, mask=offs_wn < N_W, other=0.0).to(tl.float32)
     if SWAP_AB:
-        acc = tl.trans(acc)                                                  # [BM, WR]
+        acc = tl.trans(acc)  # [BM, WR]
     acc = acc + bias[None, :]
     if FUSE_SWIGLU:
-        gate, up = tl.split(acc.reshape(BLOCK_M, BLOCK_N, 2))               # [BM, BN] each
+        gate, up = tl.split(acc.reshape(BLOCK_M, BLOCK_N, 2))  # [BM, BN] each
         gate = tl.minimum(gate, SWIGLU_LIMIT)
         up = tl.minimum(tl.maximum(up, -SWIGLU_LIMIT), SWIGLU_LIMIT)
         result = (up + 1.0) * gate * tl.sigmoid(SWIGLU_ALPHA * gate)

@@ -23,10 +23,10 @@ import torch
 import triton
 import triton.language as tl
 
-PDL_ON_CUDA = True   # module switch (an A/B run can turn it off)
+PDL_ON_CUDA = True  # module switch (an A/B run can turn it off)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _capability_major(device_index: int) -> int:
     return torch.cuda.get_device_capability(device_index)[0]
 
@@ -40,7 +40,9 @@ def use_pdl(tensor: torch.Tensor) -> bool:
     """Launch with programmatic dependent launch: CUDA tensors on sm_90+, outside Triton's interpreter."""
     if not (PDL_ON_CUDA and tensor.is_cuda) or interpreting():
         return False
-    return _capability_major(tensor.device.index if tensor.device.index is not None else torch.cuda.current_device()) >= 9
+    return (
+        _capability_major(tensor.device.index if tensor.device.index is not None else torch.cuda.current_device()) >= 9
+    )
 
 
 def pdl_launch(tensor: torch.Tensor) -> dict:

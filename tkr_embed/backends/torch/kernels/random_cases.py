@@ -16,14 +16,15 @@ from tkr_embed.backends.torch.kernels.mxfp4_reference import random_mxfp4, route
 
 @dataclass
 class MoeCase:
-    hidden: torch.Tensor          # [T, D] bf16
-    topk_ids: torch.Tensor        # [T, k] int32
-    topk_weights: torch.Tensor    # [T, k] fp32
+    hidden: torch.Tensor  # [T, D] bf16
+    topk_ids: torch.Tensor  # [T, k] int32
+    topk_weights: torch.Tensor  # [T, k] fp32
     weights: MoeWeights
 
 
-def make_moe_weights(*, num_experts: int = 32, hidden: int = 2880, intermediate: int = 2880, seed: int = 0,
-                     device: str = "cuda") -> MoeWeights:
+def make_moe_weights(
+    *, num_experts: int = 32, hidden: int = 2880, intermediate: int = 2880, seed: int = 0, device: str = "cuda"
+) -> MoeWeights:
     gen = torch.Generator(device=device).manual_seed(seed)
     gu_blocks, gu_scales = random_mxfp4(num_experts, 2 * intermediate, hidden, generator=gen, device=device)
     dn_blocks, dn_scales = random_mxfp4(num_experts, hidden, intermediate, generator=gen, device=device)
@@ -32,12 +33,21 @@ def make_moe_weights(*, num_experts: int = 32, hidden: int = 2880, intermediate:
     return MoeWeights(gu_blocks, gu_scales, gu_bias, dn_blocks, dn_scales, dn_bias)
 
 
-def make_moe_case(num_tokens: int, *, num_experts: int = 32, hidden: int = 2880, intermediate: int = 2880,
-                  top_k: int = 4, seed: int = 0, device: str = "cuda",
-                  weights: MoeWeights | None = None) -> MoeCase:
+def make_moe_case(
+    num_tokens: int,
+    *,
+    num_experts: int = 32,
+    hidden: int = 2880,
+    intermediate: int = 2880,
+    top_k: int = 4,
+    seed: int = 0,
+    device: str = "cuda",
+    weights: MoeWeights | None = None,
+) -> MoeCase:
     if weights is None:
-        weights = make_moe_weights(num_experts=num_experts, hidden=hidden, intermediate=intermediate,
-                                   seed=seed, device=device)
+        weights = make_moe_weights(
+            num_experts=num_experts, hidden=hidden, intermediate=intermediate, seed=seed, device=device
+        )
     gen = torch.Generator(device=device).manual_seed(seed + 1)
     x = torch.randn(num_tokens, hidden, generator=gen, device=device).to(torch.bfloat16)
     ids, probs = route_topk(torch.randn(num_tokens, num_experts, generator=gen, device=device), top_k)
@@ -46,27 +56,37 @@ def make_moe_case(num_tokens: int, *, num_experts: int = 32, hidden: int = 2880,
 
 @dataclass
 class AttentionCase:
-    kv_cache: torch.Tensor        # [2, NB, B, Hkv, D] bf16
-    block_tables: torch.Tensor    # [S, max_blocks] int32
-    seq_lens: torch.Tensor        # [S] int32
-    sinks: torch.Tensor           # [Hq] fp32
+    kv_cache: torch.Tensor  # [2, NB, B, Hkv, D] bf16
+    block_tables: torch.Tensor  # [S, max_blocks] int32
+    seq_lens: torch.Tensor  # [S] int32
+    sinks: torch.Tensor  # [Hq] fp32
 
 
-def make_attention_case(seq_lens: list[int], *, num_heads: int = 64, num_kv_heads: int = 8, head_dim: int = 64,
-                        block_size: int = 16, seed: int = 0, device: str = "cuda") -> AttentionCase:
+def make_attention_case(
+    seq_lens: list[int],
+    *,
+    num_heads: int = 64,
+    num_kv_heads: int = 8,
+    head_dim: int = 64,
+    block_size: int = 16,
+    seed: int = 0,
+    device: str = "cuda",
+) -> AttentionCase:
     gen = torch.Generator().manual_seed(seed)
     blocks_per_seq = [-(-length // block_size) for length in seq_lens]
     num_blocks = sum(blocks_per_seq) + 3
-    order = torch.randperm(num_blocks, generator=gen)         # scattered pages catch indexing mistakes
+    order = torch.randperm(num_blocks, generator=gen)  # scattered pages catch indexing mistakes
     tables = torch.zeros(len(seq_lens), max(blocks_per_seq), dtype=torch.int32)
     used = 0
     for seq, count in enumerate(blocks_per_seq):
-        tables[seq, :count] = order[used:used + count]
+        tables[seq, :count] = order[used : used + count]
         used += count
     dev_gen = torch.Generator(device=device).manual_seed(seed)
     kv = torch.randn(2, num_blocks, block_size, num_kv_heads, head_dim, generator=dev_gen, device=device)
     sinks = torch.randn(num_heads, generator=dev_gen, device=device)
-    return AttentionCase(kv.to(torch.bfloat16), tables.to(device), torch.tensor(seq_lens, dtype=torch.int32, device=device), sinks)
+    return AttentionCase(
+        kv.to(torch.bfloat16), tables.to(device), torch.tensor(seq_lens, dtype=torch.int32, device=device), sinks
+    )
 
 
 def relative_error(out: torch.Tensor, ref: torch.Tensor) -> float:
