@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
+import threading
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 
 from tkr_embed.backends.torch.sampler import Sampler
+from tkr_embed.engine.config import EngineConfig
 from tkr_embed.engine.llm_engine import LLMEngine
 from tkr_embed.engine.outputs import RequestOutput
 from tkr_embed.engine.runner import ModelRunner, RunnerInfo, SampledToken, ScheduledBatch
@@ -38,9 +41,11 @@ class ToyRunner(ModelRunner):
         max_model_len: int = 512,
         eos_logit: float | None = None,
         step_delay_s: float = 0.0,
+        hang_on_token: int | None = None,
     ) -> None:
         self.eos_logit = eos_logit
         self.step_delay_s = step_delay_s  # host time a step takes (a device would compute meanwhile)
+        self.hang_on_token = hang_on_token  # a step computing this token never ends, as on a hung device
         self._info = RunnerInfo(
             model_name="toy",
             max_model_len=max_model_len,
@@ -65,6 +70,8 @@ class ToyRunner(ModelRunner):
     def execute(self, batch: ScheduledBatch) -> list[SampledToken]:
         if self.step_delay_s:
             time.sleep(self.step_delay_s)
+        if self.hang_on_token is not None and any(self.hang_on_token in e.token_ids for e in batch.entries):
+            threading.Event().wait()
         self.batches.append(batch)
         block_size = self._info.block_size
         logits_rows, sample_entries = [], []
@@ -119,6 +126,54 @@ class FollowingToyRunner(ToyRunner):
             self.followed += 1
         sampled = self.execute(batch)
         return lambda: sampled
+
+
+class GatedToyRunner(ToyRunner):
+    """A ToyRunner whose steps can be held on the device: while the test holds one (`hold_next_step`), what it
+    sends reaches the loop with that step in flight; `let_go` lets it finish."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self._gate = threading.Condition()
+        self._open = True
+        self._held = 0  # steps waiting at the gate
+
+    def execute(self, batch: ScheduledBatch) -> list[SampledToken]:
+        with self._gate:
+            self._held += 1
+            self._gate.notify_all()
+            opened = self._gate.wait_for(lambda: self._open, timeout=30)
+            self._held -= 1
+        if not opened:
+            raise TimeoutError("the test never released the step")
+        return super().execute(batch)
+
+    def hold_next_step(self, timeout: float = 10.0) -> None:
+        """Close the gate; return once a step waits at it."""
+        with self._gate:
+            self._open = False
+            if not self._gate.wait_for(lambda: self._held > 0, timeout):
+                raise TimeoutError("no step started")
+
+    def let_go(self) -> None:
+        with self._gate:
+            self._open = True
+            self._gate.notify_all()
+
+
+@dataclass(frozen=True)
+class ToyBuild:
+    """A toy engine as the engine process builds it (picklable, for ProcessEngine)."""
+
+    step_delay_s: float = 0.0
+    hang_on_token: int | None = None
+    num_kv_blocks: int = 256
+
+    def __call__(self) -> LLMEngine:
+        runner = ToyRunner(
+            num_kv_blocks=self.num_kv_blocks, step_delay_s=self.step_delay_s, hang_on_token=self.hang_on_token
+        )
+        return LLMEngine(runner, ToyTokenizer(), EngineConfig())
 
 
 def toy_logits(context: Sequence[int]) -> torch.Tensor:

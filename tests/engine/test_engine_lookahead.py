@@ -99,7 +99,7 @@ class _LateArrivalPort(CallerPort):
         self.looks += 1
         inbox = super().take()
         if self.looks == self.arrives_at:
-            inbox.adds.append(self.late)
+            inbox.add(self.late)
         return inbox
 
     def stopping(self) -> bool:

@@ -26,8 +26,8 @@ class AsyncEngine(StreamingEngine):
     as the offline `LLM` does, so a step never waits for the event loop. Outputs reach the event loop
     (one `call_soon_threadsafe`) once a later step is queued on the device: their HTTP work then runs
     while the device computes and the engine thread waits without the GIL. The event loop only
-    enqueues new requests and aborts (applied by the engine thread between steps; an abort that
-    arrives during a step is applied before that step's postprocess). The LLMEngine is touched under
+    enqueues new requests and aborts (applied by the engine thread in arrival order, between steps
+    and before each step's postprocess). The LLMEngine is touched under
     `_state_lock` only. The thread shares the GIL with the event loop; `ProcessEngine` does not.
     """
 
@@ -53,7 +53,7 @@ class AsyncEngine(StreamingEngine):
 
     @property
     def is_running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        return self._thread is not None and self._thread.is_alive() and self._dead_error is None
 
     async def start(self) -> None:
         if self._thread is None:
@@ -94,19 +94,19 @@ class AsyncEngine(StreamingEngine):
 
     def _submit(self, request: AddRequest) -> None:
         with self._inbox_lock:
-            self._inbox.adds.append(request)
+            self._inbox.add(request)
         self._work.set()
 
     def _request_abort(self, request_id: str) -> None:
         with self._inbox_lock:
-            self._inbox.aborts.append(request_id)
+            self._inbox.abort(request_id)
         self._work.set()
 
     # --- the engine thread --------------------------------------------------------------------
 
     def _busy(self) -> bool:
         with self._inbox_lock:
-            queued = bool(self._inbox.adds or self._inbox.aborts)
+            queued = bool(self._inbox.items)
         with self._state_lock:
             return queued or self.engine.has_unfinished_requests()
 
@@ -121,8 +121,9 @@ class AsyncEngine(StreamingEngine):
             StepLoop(self.engine, _ThreadPort(self), self._state_lock).run()
         except BaseException as exc:  # the runner crashed: fail every stream, accept nothing more
             logger.exception("engine step loop failed")
-            self._dead_error = exc
-            self._post(self._fail_all, EngineDeadError(f"the engine stopped: {exc!r}"))
+            error = EngineDeadError(f"the engine stopped: {exc!r}")
+            self._dead_error = error
+            self._post(self._fail_all, error)
 
 
 class _ThreadPort(Port):
@@ -137,12 +138,6 @@ class _ThreadPort(Port):
         with owner._inbox_lock:
             inbox, owner._inbox = owner._inbox, Inbox()
         return inbox
-
-    def take_aborts(self) -> list[str]:
-        owner = self.owner
-        with owner._inbox_lock:
-            aborts, owner._inbox.aborts = owner._inbox.aborts, []
-        return aborts
 
     def wait(self, timeout: float | None) -> None:
         self.owner._work.wait(timeout)

@@ -1,10 +1,11 @@
-"""What the HTTP layer may ask of the engine: the contract `AsyncEngine` implements."""
+"""What the HTTP layer may ask of the engine: the contract `AsyncEngine` and `ProcessEngine` implement."""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
 
+from tkr_embed.engine.errors import EngineDeadError
 from tkr_embed.engine.outputs import EngineStats, RequestOutput
 from tkr_embed.engine.runner import RunnerInfo
 from tkr_embed.engine.sampling_params import SamplingParams
@@ -13,9 +14,30 @@ from tkr_embed.engine.sampling_params import SamplingParams
 class EngineClient(ABC):
     """An asynchronous engine serving many requests at once.
 
-    Invariants: every stream ends with exactly one `RequestOutput` whose `finished` is True;
-    once a request finishes or is aborted, all its KV blocks are back in the pool.
+    Invariants: every stream ends with exactly one `RequestOutput` whose `finished` is True, or with
+    EngineDeadError; once a request finishes or is aborted, all its KV blocks are back in the pool.
+
+    Supervision (what the HTTP layer reads to answer /health and to apply `engine.on_failure`):
+    `dead_reason` is set the moment the engine dies on its own (its process killed, its loop crashed, a step
+    hung past the watchdog's limit); every open stream has then failed with EngineDeadError and new
+    requests are refused with it. `restart()` brings such an engine back, or raises EngineDeadError.
     """
+
+    @property
+    def is_running(self) -> bool:
+        """True while the engine serves requests: started, not shut down, not dead."""
+        return True
+
+    @property
+    def dead_reason(self) -> str | None:
+        """Why the engine stopped serving on its own; None while it is alive, and after an orderly shutdown."""
+        return None
+
+    async def restart(self) -> None:
+        """Replace a dead engine with a new one built as the first was: open streams fail with EngineDeadError,
+        then requests are served again and `dead_reason` is None. Raises EngineDeadError if this engine
+        cannot be restarted (it was shut down, the new one cannot start, or it has no way to rebuild)."""
+        raise EngineDeadError(f"{type(self).__name__} cannot be restarted")
 
     @property
     @abstractmethod

@@ -4,18 +4,19 @@ In one process the engine thread gives up the GIL at every torch call and kernel
 the event loop parses arriving requests or streams chunks it waits for it back each time: a lone
 1,024-token prefill launched while 63 more requests arrived took 214 ms instead of 27 on an H100.
 Here the child builds the engine (`build`, a picklable zero-argument callable returning an LLMEngine:
-`tkr_embed.builder.ProcessBuild`), runs `StepLoop` as its main loop, and talks to this process over
-two pipes:
-
-- to the child: ("add", AddRequest), ("abort", request_id), ("stop",); a sender thread writes them,
-  so the event loop never blocks on a full pipe while the child computes a step;
-- from the child: ("ready", RunnerInfo, limits, EngineStats) once built or ("failed", text);
-  ("outputs", updates, EngineStats) after each step, ("stats", EngineStats) when it goes idle,
-  ("dead", text) if the loop crashed, ("stopped",). A reader thread posts them to the event loop.
+`tkr_embed.builder.ProcessBuild`), runs `StepLoop` as its main loop (`engine_child.serve_engine`), and
+talks to this process over two pipes. A sender thread writes requests and aborts, in the order they were
+made, so the event loop never blocks on a full pipe while the child computes a step; a reader thread posts
+the child's outputs to the event loop.
 
 Updates carry only deltas (new token ids and text, finish, logprobs): the prompt and the cumulative
 token ids and text are kept here per request and put back into each RequestOutput, which then
 reads as the in-process engine's.
+
+Supervision: the reader sees the events pipe close the moment the child dies (SIGKILL included), and it
+kills a child whose step makes no progress for `step_timeout_s` (the child's step clock, in shared
+memory). Either way every open stream fails at once with EngineDeadError, `is_running` turns False,
+`dead_reason` says why, and `restart()` builds a new child with the same `build`.
 """
 
 from __future__ import annotations
@@ -26,42 +27,52 @@ import multiprocessing
 import queue
 import signal
 import threading
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
+from typing import Any
 
+from tkr_embed.engine.engine_child import EngineLimits, serve_engine
 from tkr_embed.engine.errors import EngineDeadError
 from tkr_embed.engine.llm_engine import LLMEngine, check_request
-from tkr_embed.engine.outputs import CompletionOutput, EngineStats, RequestOutput
+from tkr_embed.engine.outputs import EngineStats
 from tkr_embed.engine.runner import RunnerInfo
 from tkr_embed.engine.sampling_params import SamplingParams
-from tkr_embed.engine.step_loop import AddRequest, Inbox, Port, StepLoop
+from tkr_embed.engine.step_loop import AddRequest
 from tkr_embed.engine.streams import StreamingEngine
 
 logger = logging.getLogger(__name__)
 STOP_TIMEOUT_S = 30.0  # the child's own stop (its runner's shutdown included)
 ABORT_TIMEOUT_S = 5.0  # aborted requests' last updates at shutdown
+WATCH_INTERVAL_S = 0.5  # how often the reader looks at the step clock while the child sends nothing
 
 
-@dataclass(frozen=True)
-class _Limits:
-    max_model_len: int
-    vocab_size: int
-    has_tokenizer: bool
+@dataclass
+class _Child:
+    """One engine process and what talks to it; a restart replaces all of it."""
+
+    process: multiprocessing.process.BaseProcess
+    requests: Connection  # our end of the pipe to the child
+    events: Connection  # our end of the pipe from the child
+    step_clock: Any  # a shared double: when the child's loop last progressed with a step in flight, 0.0 if none
+    outbox: queue.SimpleQueue = field(default_factory=queue.SimpleQueue)
 
 
 class ProcessEngine(StreamingEngine):
-    """An EngineClient whose LLMEngine lives in a child process (spawned by `start()`)."""
+    """An EngineClient whose LLMEngine lives in a child process (spawned by `start()`).
 
-    def __init__(self, build: Callable[[], LLMEngine]) -> None:
+    `step_timeout_s`: a step in flight that makes no progress for this long is taken for a hung engine (the
+    child is killed and the engine is dead); None turns the watchdog off."""
+
+    def __init__(self, build: Callable[[], LLMEngine], step_timeout_s: float | None = 60.0) -> None:
         super().__init__()
         self._build = build
-        self._process: multiprocessing.process.BaseProcess | None = None
-        self._requests: Connection | None = None
-        self._events: Connection | None = None
-        self._outbox: queue.SimpleQueue = queue.SimpleQueue()
+        self.step_timeout_s = step_timeout_s
+        self._child: _Child | None = None
+        self._child_lock = threading.Lock()  # the reader's death report against a restart's swap
         self._info: RunnerInfo | None = None
-        self._limits: _Limits | None = None
+        self._limits: EngineLimits | None = None
         self._stats: EngineStats | None = None
         self._progress: dict[str, tuple[list[int], dict[int, list]]] = {}  # prompt, index -> [token ids, text]
         self._stopping = False
@@ -74,8 +85,13 @@ class ProcessEngine(StreamingEngine):
         return self._info
 
     @property
+    def _process(self) -> multiprocessing.process.BaseProcess | None:
+        return self._child.process if self._child is not None else None
+
+    @property
     def is_running(self) -> bool:
-        return self._process is not None and self._process.is_alive() and self._dead_error is None
+        child = self._child
+        return child is not None and child.process.is_alive() and self._dead_error is None
 
     def stats(self) -> EngineStats:
         if self._stats is None:
@@ -85,33 +101,40 @@ class ProcessEngine(StreamingEngine):
     async def start(self) -> None:
         """Spawn the child and wait until it has built the engine (raises RuntimeError if it cannot)."""
         async with self._start_lock:
-            if self._process is not None:
-                return
-            self._loop = asyncio.get_running_loop()
-            context = multiprocessing.get_context("spawn")
-            child_requests, self._requests = context.Pipe(duplex=False)
-            self._events, child_events = context.Pipe(duplex=False)
-            self._process = context.Process(
-                target=serve_engine,
-                args=(self._build, child_requests, child_events),
-                name="tkr-embed-engine",
-                daemon=True,
-            )
-            self._process.start()
-            child_requests.close()
-            child_events.close()
-            message = await asyncio.to_thread(self._first_message)
-            if message[0] != "ready":
-                process, self._process = self._process, None
-                await asyncio.to_thread(process.join, STOP_TIMEOUT_S)
-                raise RuntimeError(f"the engine process could not start: {message[1]}")
-            _, self._info, self._limits, self._stats = message
-            threading.Thread(target=self._read_events, name="engine-events", daemon=True).start()
-            threading.Thread(target=self._write_requests, name="engine-requests", daemon=True).start()
+            if self._child is None:
+                await self._spawn()
+
+    async def restart(self) -> None:
+        """A new engine process built by the same callable, in place of a dead one (a live one is killed first).
+        Streams still open fail with EngineDeadError, and new requests are refused until the new process is
+        ready. Raises EngineDeadError (and `dead_reason` says why) if the engine was shut down or the new process
+        cannot start."""
+        async with self._start_lock:
+            if not self._accepting:
+                raise EngineDeadError("the engine was shut down")
+            with self._child_lock:
+                old, self._child = self._child, None
+                error = self._dead_error or EngineDeadError("the engine is restarting")
+                self._dead_error = error
+            if old is not None:
+                old.outbox.put(None)
+                if old.process.is_alive():
+                    old.process.kill()
+                await asyncio.to_thread(old.process.join, STOP_TIMEOUT_S)
+            self._fail_all(error)
+            logger.warning("restarting the engine process (%s)", error)
+            try:
+                await self._spawn()
+            except RuntimeError as exc:
+                self._dead_error = EngineDeadError(f"the engine could not restart: {exc}")
+                raise self._dead_error from exc
+            self._dead_error = None
+            logger.warning("the engine process is running again")
 
     async def shutdown(self, graceful: bool = True, timeout_s: float = 30.0) -> None:
         self._accepting = False
-        if self._process is None:
+        child = self._child
+        if child is None:
             return
         if graceful:
             await self._let_in_flight_finish(timeout_s)
@@ -122,13 +145,13 @@ class ProcessEngine(StreamingEngine):
         except TimeoutError:
             logger.warning("engine shutdown: aborted requests did not end in %.1fs", ABORT_TIMEOUT_S)
         self._stopping = True
-        self._outbox.put(("stop",))
-        self._outbox.put(None)
-        await asyncio.to_thread(self._process.join, STOP_TIMEOUT_S)
-        if self._process.is_alive():
+        child.outbox.put(("stop",))
+        child.outbox.put(None)
+        await asyncio.to_thread(child.process.join, STOP_TIMEOUT_S)
+        if child.process.is_alive():
             logger.warning("the engine process did not stop in %.1fs; terminating it", STOP_TIMEOUT_S)
-            self._process.terminate()
-            await asyncio.to_thread(self._process.join, 5.0)
+            child.process.terminate()
+            await asyncio.to_thread(child.process.join, 5.0)
         if self._streams:  # nothing will answer them any more
             self._fail_all(EngineDeadError("the engine shut down"))
 
@@ -140,6 +163,33 @@ class ProcessEngine(StreamingEngine):
                 return
             await asyncio.sleep(0.005)
 
+    async def _spawn(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        context = multiprocessing.get_context("spawn")
+        child_requests, requests = context.Pipe(duplex=False)
+        events, child_events = context.Pipe(duplex=False)
+        step_clock = context.RawValue("d", 0.0)
+        process = context.Process(
+            target=serve_engine,
+            args=(self._build, child_requests, child_events, step_clock),
+            name="tkr-embed-engine",
+            daemon=True,
+        )
+        process.start()
+        child_requests.close()  # the child's ends: once it exits, our ends read EOF
+        child_events.close()
+        child = _Child(process, requests, events, step_clock)
+        message = await asyncio.to_thread(_first_message, child)
+        if message[0] != "ready":
+            await asyncio.to_thread(process.join, STOP_TIMEOUT_S)
+            requests.close()
+            events.close()
+            raise RuntimeError(f"the engine process could not start: {message[1]}")
+        _, self._info, self._limits, self._stats = message
+        self._child = child
+        threading.Thread(target=self._read_events, args=(child,), name="engine-events", daemon=True).start()
+        threading.Thread(target=_write_requests, args=(child,), name="engine-requests", daemon=True).start()
+
     # --- StreamingEngine ----------------------------------------------------------------------
 
     def _validate(self, prompt_token_ids: list[int], params: SamplingParams) -> None:
@@ -148,10 +198,15 @@ class ProcessEngine(StreamingEngine):
 
     def _submit(self, request: AddRequest) -> None:
         self._progress[request.request_id] = (request.prompt_token_ids, {})
-        self._outbox.put(("add", request))
+        self._send(("add", request))
 
     def _request_abort(self, request_id: str) -> None:
-        self._outbox.put(("abort", request_id))
+        self._send(("abort", request_id))
+
+    def _send(self, message: tuple) -> None:
+        child = self._child
+        if child is not None:  # none: dead and restarting, the streams fail instead
+            child.outbox.put(message)
 
     def _dispatch(self, outputs: list) -> None:
         super()._dispatch([self._restore(output) for output in outputs])
@@ -179,149 +234,88 @@ class ProcessEngine(StreamingEngine):
         self._progress.clear()
         super()._fail_all(error)
 
-    # --- the threads that talk to the child ---------------------------------------------------
+    # --- the reader thread --------------------------------------------------------------------
 
-    def _first_message(self) -> tuple:
+    def _read_events(self, child: _Child) -> None:
+        interval = None if self.step_timeout_s is None else min(WATCH_INTERVAL_S, self.step_timeout_s / 4)
         try:
-            return self._events.recv()
+            while True:
+                if not child.events.poll(interval):
+                    if (hang := self._hang(child)) is not None:
+                        child.process.kill()
+                        self._died(child, hang)
+                        return
+                    continue
+                kind, *body = child.events.recv()
+                if kind == "outputs":
+                    self._stats = body[1]
+                    self._deliver(body[0])
+                elif kind == "stats":
+                    self._stats = body[0]
+                elif kind == "dead":
+                    self._died(child, f"the engine stopped: {body[0]}")
+                    return
+                elif kind == "stopped":
+                    return
         except (EOFError, OSError):
-            return ("failed", f"it exited with code {self._process.exitcode if self._process else None}")
+            if not self._stopping:
+                self._died(child, f"the engine process exited unexpectedly ({_exit_status(child.process)})")
+        finally:
+            child.outbox.put(None)  # ends the sender
+            child.events.close()
 
-    def _write_requests(self) -> None:
-        while (message := self._outbox.get()) is not None:
-            try:
-                self._requests.send(message)
-            except (OSError, ValueError):  # the child is gone: the reader reports it
-                return
+    def _hang(self, child: _Child) -> str | None:
+        """Why the child counts as hung: a step in flight without progress for longer than step_timeout_s."""
+        since = child.step_clock.value
+        if not since or self.step_timeout_s is None:
+            return None
+        stalled = time.monotonic() - since
+        if stalled <= self.step_timeout_s:
+            return None
+        return (
+            f"an engine step made no progress for {stalled:.1f} s (the limit, engine.step_timeout_s, is "
+            f"{self.step_timeout_s:g} s); the engine process was killed"
+        )
 
-    def _read_events(self) -> None:
-        while True:
-            try:
-                kind, *body = self._events.recv()
-            except (EOFError, OSError):
-                if not self._stopping:
-                    self._died(
-                        "the engine process exited unexpectedly "
-                        f"(exit code {self._process.exitcode if self._process else None})"
-                    )
+    def _died(self, child: _Child, reason: str) -> None:
+        with self._child_lock:
+            if child is not self._child or self._stopping:  # replaced by a restart, or being shut down
                 return
-            if kind == "outputs":
-                self._stats = body[1]
-                self._deliver(body[0])
-            elif kind == "stats":
-                self._stats = body[0]
-            elif kind == "dead":
-                self._died(f"the engine stopped: {body[0]}")
-                return
-            elif kind == "stopped":
-                return
-
-    def _died(self, reason: str) -> None:
+            error = EngineDeadError(reason)
+            self._dead_error = error
         logger.error("%s", reason)
-        error = EngineDeadError(reason)
-        self._dead_error = error
-        self._post(self._fail_all, error)
+        self._post(self._fail_dead, error)
+
+    def _fail_dead(self, error: EngineDeadError) -> None:
+        if self._dead_error is error:  # a restart has not already failed them (and opened new ones)
+            self._fail_all(error)
 
 
-# --- the child process ------------------------------------------------------------------------
-
-
-def serve_engine(build: Callable[[], LLMEngine], requests: Connection, events: Connection) -> None:
-    """The child's main: build the engine, report ready, run the step loop until told to stop.
-
-    Ctrl-C reaches the whole process group: the child ignores it and stops when the server says so."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+def _first_message(child: _Child) -> tuple:
     try:
-        engine = build()
-    except BaseException as exc:  # noqa: BLE001 - reported to the parent, which raises it
-        logger.exception("the engine could not be built")
-        events.send(("failed", f"{type(exc).__name__}: {exc}"))
-        return
-    limits = _Limits(engine.max_model_len, engine.vocab_size, engine.tokenizer is not None)
-    events.send(("ready", engine.runner.info, limits, engine.stats()))
+        return child.events.recv()
+    except (EOFError, OSError):
+        return ("failed", f"it exited ({_exit_status(child.process)})")
+
+
+def _write_requests(child: _Child) -> None:
     try:
-        StepLoop(engine, _PipePort(engine, requests, events)).run()
-    except BaseException as exc:  # noqa: BLE001 - the parent fails every stream with it
-        logger.exception("engine step loop failed")
-        events.send(("dead", repr(exc)))
-        return
-    finally:
-        engine.runner.shutdown()
-    try:
-        events.send(("stopped",))
-    except OSError:  # the server is gone already
+        while (message := child.outbox.get()) is not None:
+            child.requests.send(message)
+    except (OSError, ValueError):  # the child is gone: the reader reports it
         pass
+    finally:
+        child.requests.close()
 
 
-def _wire(output):
-    """Only what changed: the parent keeps the prompt and the cumulative token ids and text."""
-    if isinstance(output, tuple):
-        return output
-    return RequestOutput(
-        request_id=output.request_id,
-        prompt_token_ids=[],
-        finished=output.finished,
-        num_cached_prompt_tokens=output.num_cached_prompt_tokens,
-        timings=output.timings,
-        outputs=[
-            CompletionOutput(
-                index=c.index,
-                new_token_ids=c.new_token_ids,
-                token_ids=[],
-                new_text=c.new_text,
-                text="",
-                finish_reason=c.finish_reason,
-                stop_reason=c.stop_reason,
-                new_logprobs=c.new_logprobs,
-            )
-            for c in output.outputs
-        ],
-    )
-
-
-class _PipePort(Port):
-    """The step loop's side of the two pipes."""
-
-    def __init__(self, engine: LLMEngine, requests: Connection, events: Connection) -> None:
-        self.engine = engine
-        self.requests = requests
-        self.events = events
-        self._held = Inbox()  # adds read while only aborts were wanted
-        self._stop = False
-
-    def _drain(self) -> None:
-        while not self._stop and self.requests.poll():
-            try:
-                kind, *body = self.requests.recv()
-            except (EOFError, OSError):  # the parent is gone
-                self._stop = True
-                return
-            if kind == "add":
-                self._held.adds.append(body[0])
-            elif kind == "abort":
-                self._held.aborts.append(body[0])
-            elif kind == "stop":
-                self._stop = True
-
-    def take(self) -> Inbox:
-        self._drain()
-        inbox, self._held = self._held, Inbox()
-        return inbox
-
-    def take_aborts(self) -> list[str]:
-        self._drain()
-        aborts, self._held.aborts = self._held.aborts, []
-        return aborts
-
-    def wait(self, timeout: float | None) -> None:
-        if timeout is None:
-            self.events.send(("stats", self.engine.stats()))
-        if not self._stop:
-            self.requests.poll(timeout)
-
-    def deliver(self, outputs: list) -> None:
-        if outputs:
-            self.events.send(("outputs", [_wire(output) for output in outputs], self.engine.stats()))
-
-    def stopping(self) -> bool:
-        return self._stop
+def _exit_status(process: multiprocessing.process.BaseProcess) -> str:
+    process.join(2.0)  # the pipe closes as the process ends: its exit code follows at once
+    code = process.exitcode
+    if code is None:
+        return "exit code unknown"
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"

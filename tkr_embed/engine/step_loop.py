@@ -32,12 +32,24 @@ class AddRequest:
     arrival: float  # time.monotonic() when the request reached the engine client
 
 
+@dataclass(frozen=True)
+class Abort:
+    request_id: str
+
+
 @dataclass
 class Inbox:
-    """What reached the loop since it last looked."""
+    """What reached the loop since it last looked, in the order it arrived. The loop applies it in that order, so
+    an abort always finds the add it follows (even one that arrived in the same inbox) and never cancels an add
+    that came after it (its request id used again)."""
 
-    adds: list[AddRequest] = field(default_factory=list)
-    aborts: list[str] = field(default_factory=list)
+    items: list[AddRequest | Abort] = field(default_factory=list)
+
+    def add(self, request: AddRequest) -> None:
+        self.items.append(request)
+
+    def abort(self, request_id: str) -> None:
+        self.items.append(Abort(request_id))
 
 
 class Port(ABC):
@@ -46,11 +58,7 @@ class Port(ABC):
 
     @abstractmethod
     def take(self) -> Inbox:
-        """Requests and aborts that arrived since the last call (without waiting)."""
-
-    @abstractmethod
-    def take_aborts(self) -> list[str]:
-        """Aborts only (between a step's launch and its postprocess)."""
+        """Requests and aborts that arrived since the last call (without waiting), in arrival order."""
 
     @abstractmethod
     def wait(self, timeout: float | None) -> None:
@@ -63,6 +71,11 @@ class Port(ABC):
     @abstractmethod
     def stopping(self) -> bool:
         """True once the loop should end (checked before each step; a step already launched is finished first)."""
+
+    def progress(self, step_in_flight: bool) -> None:
+        """The loop made progress: a step was launched with none in flight, or a step's tokens were read.
+        `step_in_flight` says whether a step is now on the device. A watchdog takes a step in flight with no
+        progress for too long for a hung engine (`ProcessEngine`); the default ignores it."""
 
 
 class StepLoop:
@@ -85,6 +98,7 @@ class StepLoop:
         pending: list = []  # outputs not yet delivered
         inflight = None  # a launched step whose tokens are not read yet
         clock = time.perf_counter
+        idle_deliver_s = 0.0  # delivered before this step's launch, with nothing on the device
         engine, port = self.engine, self.port
         try:
             while True:
@@ -93,8 +107,17 @@ class StepLoop:
                     break
                 pending += self._apply(port.take())
                 if inflight is None:
+                    if pending:
+                        # The device is idle: what the last step produced leaves before the host prepares the
+                        # next step, whose launch (an eager prefill) can take as long as the step itself.
+                        begin = clock()
+                        outputs, pending = pending, []
+                        port.deliver(outputs)
+                        idle_deliver_s = clock() - begin
                     with self.lock:  # plan under the lock, launch outside it
                         planned = engine.plan_step() if engine.has_unfinished_requests() else None
+                    if planned:
+                        port.progress(step_in_flight=True)
                     inflight = engine.launch(*planned) if planned else None
                     if inflight is None:
                         outputs, pending = pending, []
@@ -114,39 +137,41 @@ class StepLoop:
                 delivered = clock()
                 sampled = inflight.finish()
                 done = clock()
-                pending += self._apply_aborts(port.take_aborts())  # postprocess skips what was aborted
+                port.progress(step_in_flight=following is not None)
+                # What arrived during the step, in order: postprocess skips what was aborted. An add is applied
+                # here too, so that an abort right behind it finds it (and a request never outlives its abort).
+                pending += self._apply(port.take())
                 with self.lock:
                     pending += engine.postprocess(inflight.batch, sampled)
                     engine.step_times.record(
                         schedule=inflight.schedule_s,
                         launch=inflight.launch_s,
-                        deliver=delivered - begin,
+                        deliver=delivered - begin + idle_deliver_s,
                         wait=done - delivered,
                         postprocess=clock() - done,
                     )
                 inflight = following
+                idle_deliver_s = 0.0
         finally:
             if pending:
                 port.deliver(pending)
 
     def _apply(self, inbox: Inbox) -> list:
-        """Add the requests and apply the aborts; -> outputs to deliver (refusals as (id, exception))."""
+        """Add the requests and apply the aborts, in arrival order; -> outputs to deliver (refusals as
+        (id, exception), an aborted request's final output)."""
         outputs: list = []
-        for add in inbox.adds:
+        for item in inbox.items:
+            if isinstance(item, Abort):
+                with self.lock:
+                    output = self.engine.abort_request(item.request_id)
+                if output is not None:
+                    outputs.append(output)
+                continue
             try:
                 with self.lock:
-                    self.engine.add_request(add.request_id, add.prompt_token_ids, add.params, add.arrival)
+                    self.engine.add_request(item.request_id, item.prompt_token_ids, item.params, item.arrival)
             except Exception as exc:  # refused (overloaded, duplicate id): the stream raises it
-                outputs.append((add.request_id, exc))
-        return outputs + self._apply_aborts(inbox.aborts)
-
-    def _apply_aborts(self, request_ids: list[str]) -> list:
-        outputs = []
-        for request_id in request_ids:
-            with self.lock:
-                output = self.engine.abort_request(request_id)
-            if output is not None:
-                outputs.append(output)
+                outputs.append((item.request_id, exc))
         return outputs
 
 
@@ -164,10 +189,7 @@ class CallerPort(Port):
 
     def take(self) -> Inbox:
         room = self.engine.config.max_waiting - len(self.engine.scheduler.waiting)
-        return Inbox(adds=[self._pending.popleft() for _ in range(min(room, len(self._pending)))])
-
-    def take_aborts(self) -> list[str]:
-        return []
+        return Inbox([self._pending.popleft() for _ in range(min(room, len(self._pending)))])
 
     def wait(self, timeout: float | None) -> None:
         if timeout:  # requests wait for KV blocks that running ones hold: they free them as they finish

@@ -31,6 +31,10 @@ class StreamingEngine(EngineClient):
         self._accepting = True
         self._dead_error: BaseException | None = None
 
+    @property
+    def dead_reason(self) -> str | None:
+        return None if self._dead_error is None else str(self._dead_error)
+
     @abstractmethod
     def _validate(self, prompt_token_ids: list[int], params: SamplingParams) -> None:
         """Raise InvalidRequestError (naming the field) if the request can never be served."""
@@ -57,9 +61,9 @@ class StreamingEngine(EngineClient):
     async def generate(
         self, request_id: str, prompt_token_ids: list[int], params: SamplingParams
     ) -> AsyncIterator[RequestOutput]:
-        if not self._accepting or self._dead_error is not None:
-            raise EngineDeadError("the engine is not accepting requests")
+        self._check_accepting()
         await self.start()
+        self._check_accepting()  # the engine may have died while it started
         if request_id in self._streams:
             raise InvalidRequestError(f"request id {request_id!r} is already in use", "request_id")
         self._validate(prompt_token_ids, params)  # raises before any output
@@ -82,6 +86,14 @@ class StreamingEngine(EngineClient):
             if not finished:
                 # The consumer went away (aclose, cancellation): free everything.
                 self._request_abort(request_id)
+
+    def _check_accepting(self) -> None:
+        """Raise EngineDeadError unless a new request can be served. A death is recorded (in another thread)
+        before the open streams are failed (on the event loop): a stream registered after this check fails too."""
+        if self._dead_error is not None:
+            raise EngineDeadError(str(self._dead_error))
+        if not self._accepting:
+            raise EngineDeadError("the engine is not accepting requests")
 
     async def abort(self, request_id: str) -> None:
         self._request_abort(request_id)

@@ -1,0 +1,133 @@
+"""The engine process's side of `ProcessEngine`: build the engine, then run the step loop over two pipes.
+
+- from the server: ("add", AddRequest), ("abort", request_id), ("stop",);
+- to the server: ("ready", RunnerInfo, EngineLimits, EngineStats) once built or ("failed", text);
+  ("outputs", updates, EngineStats) after each step, ("stats", EngineStats) when it goes idle,
+  ("dead", text) if the loop crashed, ("stopped",).
+
+Beside the pipes the loop writes, into memory shared with the server (`step_clock`), the time.monotonic() of
+its last progress while a step is on the device (0.0 while none is): the server's watchdog reads it, so a
+step that hangs is seen even when the hang holds this process's GIL.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+
+from tkr_embed.engine.llm_engine import LLMEngine
+from tkr_embed.engine.outputs import CompletionOutput, RequestOutput
+from tkr_embed.engine.step_loop import Inbox, Port, StepLoop
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EngineLimits:
+    """What the server checks a request against before sending it (`check_request`)."""
+
+    max_model_len: int
+    vocab_size: int
+    has_tokenizer: bool
+
+
+def serve_engine(build: Callable[[], LLMEngine], requests: Connection, events: Connection, step_clock) -> None:
+    """The child's main: build the engine, report ready, run the step loop until told to stop.
+
+    `step_clock`: a shared double (multiprocessing.RawValue("d")). Ctrl-C reaches the whole process group:
+    the child ignores it and stops when the server says so."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        engine = build()
+    except BaseException as exc:  # noqa: BLE001 - reported to the parent, which raises it
+        logger.exception("the engine could not be built")
+        events.send(("failed", f"{type(exc).__name__}: {exc}"))
+        return
+    limits = EngineLimits(engine.max_model_len, engine.vocab_size, engine.tokenizer is not None)
+    events.send(("ready", engine.runner.info, limits, engine.stats()))
+    try:
+        StepLoop(engine, PipePort(engine, requests, events, step_clock)).run()
+    except BaseException as exc:  # noqa: BLE001 - the parent fails every stream with it
+        logger.exception("engine step loop failed")
+        events.send(("dead", repr(exc)))
+        return
+    finally:
+        engine.runner.shutdown()
+    try:
+        events.send(("stopped",))
+    except OSError:  # the server is gone already
+        pass
+
+
+def wire(output):
+    """Only what changed: the parent keeps the prompt and the cumulative token ids and text."""
+    if isinstance(output, tuple):
+        return output
+    return RequestOutput(
+        request_id=output.request_id,
+        prompt_token_ids=[],
+        finished=output.finished,
+        num_cached_prompt_tokens=output.num_cached_prompt_tokens,
+        timings=output.timings,
+        outputs=[
+            CompletionOutput(
+                index=c.index,
+                new_token_ids=c.new_token_ids,
+                token_ids=[],
+                new_text=c.new_text,
+                text="",
+                finish_reason=c.finish_reason,
+                stop_reason=c.stop_reason,
+                new_logprobs=c.new_logprobs,
+            )
+            for c in output.outputs
+        ],
+    )
+
+
+class PipePort(Port):
+    """The step loop's side of the two pipes (and of the shared step clock, when given)."""
+
+    def __init__(self, engine: LLMEngine, requests: Connection, events: Connection, step_clock=None) -> None:
+        self.engine = engine
+        self.requests = requests
+        self.events = events
+        self.step_clock = step_clock
+        self._stop = False
+
+    def take(self) -> Inbox:
+        inbox = Inbox()
+        while not self._stop and self.requests.poll():
+            try:
+                kind, *body = self.requests.recv()
+            except (EOFError, OSError):  # the parent is gone
+                self._stop = True
+                break
+            if kind == "add":
+                inbox.add(body[0])
+            elif kind == "abort":
+                inbox.abort(body[0])
+            elif kind == "stop":
+                self._stop = True
+        return inbox
+
+    def wait(self, timeout: float | None) -> None:
+        if timeout is None:
+            self.events.send(("stats", self.engine.stats()))
+        if not self._stop:
+            self.requests.poll(timeout)
+
+    def deliver(self, outputs: list) -> None:
+        if outputs:
+            self.events.send(("outputs", [wire(output) for output in outputs], self.engine.stats()))
+
+    def progress(self, step_in_flight: bool) -> None:
+        if self.step_clock is not None:
+            self.step_clock.value = time.monotonic() if step_in_flight else 0.0
+
+    def stopping(self) -> bool:
+        return self._stop
