@@ -109,6 +109,15 @@ class EngineSettings(_Section):
     # loop streams responses, it then waits up to this long to get it back. 0.2 ms cost the 64-stream server the
     # least throughput against the offline engine among the values measured from 0.005 to 5 ms, on H100 and H200.
     gil_switch_interval_ms: float = Field(0.2, gt=0, le=100)
+    # When the engine dies (its process killed, its loop crashed, a step hung past step_timeout_s), every open
+    # request fails at once and /health answers 503 engine_dead. Then "exit": the server exits non-zero, for its
+    # supervisor to restart it; "restart": a new engine process is started, at most max_restarts times over the
+    # server's life (then it exits).
+    on_failure: Literal["exit", "restart"] = "exit"
+    max_restarts: int = Field(3, ge=0)
+    # The watchdog: a step on the device with no progress for this long (seconds) counts as a hung engine, whose
+    # process is killed (engine process only: separate_process).
+    step_timeout_s: float = Field(60.0, gt=0)
 
 
 class SecurityConfig(_Section):
