@@ -6,6 +6,18 @@ request consumes nothing, then takes from the bucket and *hits* the windows. The
 storage, so concurrent checks (one process or many) admit exactly the limit; the rare request that
 passes the test but loses the race at the hit may have spent a bucket token. The decision carries the
 values of the `Retry-After` and `x-ratelimit-*` headers.
+
+A request is charged by what it starts, not once: every engine sequence it starts (prompts x n) counts as
+one request in the request windows and the burst bucket, and the tokens it may use (its prompt tokens plus
+max_tokens for each sequence) count in tokens per minute. `check` runs at the door, before the body is read,
+and counts one sequence; `charge` adds the rest once the request is prepared and its cost is known. A cost
+larger than a whole window is admitted only into an empty window, and then fills it: a request that can
+never fit is slowed to the window's pace rather than refused forever.
+
+With Redis, connections come from a blocking pool: when every connection is busy a check waits for one
+(up to `pool_timeout_s`) instead of failing, so a burst of requests is never mistaken for "Redis is down"
+(which `rate_limit.fail_open` would admit unchecked). A check that still finds no connection is refused
+as `limiter_busy`, never admitted.
 """
 
 from __future__ import annotations
@@ -27,7 +39,8 @@ from limits.aio.strategies import (
 from limits.aio.strategies import (
     RateLimiter as WindowLimiter,
 )
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from tkr_embed.security.keys import KeyLimits
 from tkr_embed.security.token_bucket import MemoryTokenBucketStore, RedisTokenBucketStore, TokenBucketStore
@@ -42,6 +55,10 @@ _NAMESPACE = "tkr"
 # A Redis command takes well under a millisecond; a store that does not answer within this fails the
 # check (then rate_limit.fail_open decides) instead of holding the request.
 REDIS_TIMEOUT_S = 1.0
+REDIS_MAX_CONNECTIONS = 100
+REDIS_POOL_TIMEOUT_S = 2.0
+LIMITER_BUSY = "limiter_busy"
+LIMITER_BUSY_RETRY_S = 1.0
 
 logger = logging.getLogger(__name__)
 
@@ -106,7 +123,12 @@ class RateDecision:
     limit_tokens: int | None = None
     remaining_tokens: int | None = None
     reset_tokens_s: float | None = None
-    limited_by: str | None = None  # "burst", "requests_per_minute", ..., "tokens_per_minute"
+    limited_by: str | None = None  # "burst", "requests_per_minute", ..., "tokens_per_minute", "limiter_busy"
+
+    @property
+    def limiter_busy(self) -> bool:
+        """Refused because no counter-store connection freed up in time (server load, not the key's use)."""
+        return self.limited_by == LIMITER_BUSY
 
     def headers(self) -> dict[str, str]:
         """`x-ratelimit-*` headers, plus `retry-after` (whole seconds, at least 1) when refused."""
@@ -131,6 +153,23 @@ class _Window:
     unit: str  # "requests" or "tokens"
 
 
+class LimiterBusy(Exception):
+    """Every connection of the pool stayed busy for the whole wait: the store is up but saturated."""
+
+
+class _WaitingPool(BlockingConnectionPool):
+    """A Redis pool that waits for a free connection; running out of time raises LimiterBusy, which the
+    limiter answers with a refusal, never with the fail-open path kept for a store that is down."""
+
+    async def get_connection(self, *args: object, **kwargs: object):  # type: ignore[override]
+        try:
+            return await super().get_connection(*args, **kwargs)
+        except RedisConnectionError as error:
+            if isinstance(error.__cause__, TimeoutError):
+                raise LimiterBusy("no rate-limit store connection became free in time") from error
+            raise
+
+
 def _windows(limits: RateLimits) -> list[_Window]:
     windows = []
     for name, item_type in (
@@ -153,6 +192,8 @@ class RateLimiter:
         strategy: Strategy = "fixed-window",
         key_prefix: str = "tkr",
         bucket_store: TokenBucketStore | None = None,
+        max_connections: int = REDIS_MAX_CONNECTIONS,
+        pool_timeout_s: float = REDIS_POOL_TIMEOUT_S,
     ) -> None:
         if strategy not in _STRATEGIES:
             raise ValueError(f"unknown rate-limit strategy {strategy!r}; choose one of {sorted(_STRATEGIES)}")
@@ -163,9 +204,14 @@ class RateLimiter:
             self._buckets = bucket_store or MemoryTokenBucketStore()
         elif storage_url.startswith(("redis://", "rediss://", "unix://")):
             # One connection pool for the windows and the bucket, closed by `close()`.
-            self._redis = Redis.from_url(
-                storage_url, socket_timeout=REDIS_TIMEOUT_S, socket_connect_timeout=REDIS_TIMEOUT_S
+            pool = _WaitingPool.from_url(
+                storage_url,
+                max_connections=max_connections,
+                timeout=pool_timeout_s,
+                socket_timeout=REDIS_TIMEOUT_S,
+                socket_connect_timeout=REDIS_TIMEOUT_S,
             )
+            self._redis = Redis(connection_pool=pool)
             self._storage = RedisStorage(
                 "async+" + storage_url,
                 implementation="redispy",
@@ -181,7 +227,32 @@ class RateLimiter:
         self.rejections = 0  # refused by this process
 
     async def check(self, key_id: str, limits: RateLimits, cost_tokens: int = 0) -> RateDecision:
-        """Admit or refuse one request of `key_id` that may use `cost_tokens` tokens (prompt + max new)."""
+        """Admit or refuse one request of `key_id` at the door: it counts as one sequence, and may use
+        `cost_tokens` tokens when they are already known (an exhausted token window refuses it either way)."""
+        return await self._admit(key_id, limits, sequences=1, counted=0, tokens=cost_tokens)
+
+    async def charge(self, key_id: str, limits: RateLimits, *, sequences: int, tokens: int) -> RateDecision:
+        """The rest of a prepared request's cost, once known: all `sequences` it starts (the one `check`
+        counted is not counted again) and the `tokens` it may use (prompt tokens + max_tokens per sequence).
+        A refusal consumes nothing."""
+        return await self._admit(key_id, limits, sequences=max(1, sequences), counted=1, tokens=tokens, door=False)
+
+    async def _admit(
+        self, key_id: str, limits: RateLimits, *, sequences: int, counted: int, tokens: int, door: bool = True
+    ) -> RateDecision:
+        """Charge a request of `sequences` sequences, `counted` of which an earlier call charged already."""
+        try:
+            return await self._admit_unguarded(key_id, limits, sequences, counted, max(0, tokens), door)
+        except LimiterBusy:
+            logger.warning("rate-limit store pool exhausted: request refused as %s", LIMITER_BUSY)
+            # Counted here only: counting in Redis would wait for the same exhausted pool.
+            self.rejections += 1
+            self._local_rejections[key_id] = self._local_rejections.get(key_id, 0) + 1
+            return RateDecision(allowed=False, retry_after_s=LIMITER_BUSY_RETRY_S, limited_by=LIMITER_BUSY)
+
+    async def _admit_unguarded(
+        self, key_id: str, limits: RateLimits, sequences: int, counted: int, tokens: int, door: bool
+    ) -> RateDecision:
         windows = _windows(limits)
         token_window = (
             _Window(
@@ -190,21 +261,34 @@ class RateLimiter:
             if limits.tokens_per_minute is not None
             else None
         )
-        token_cost = max(0, cost_tokens)
+        checked = windows + ([token_window] if token_window is not None else [])
+        # What each window is charged now: the request's cost capped at the window's amount (see above), less
+        # what the door already charged.
+        costs = [max(0, min(sequences, w.item.amount) - counted) for w in windows]
+        if token_window is not None:
+            costs.append(min(tokens, token_window.item.amount))
+        # At the door an exhausted token window refuses even a request whose tokens are not known yet.
+        test_costs = list(costs)
+        if token_window is not None and door:
+            test_costs[-1] = max(1, test_costs[-1])
 
         # 1. test: a refused request consumes nothing.
-        tests = [self._windows.test(w.item, key_id, w.unit) for w in windows]
-        if token_window is not None:
-            tests.append(self._windows.test(token_window.item, key_id, "tokens", cost=max(1, token_cost)))
-        passed = await asyncio.gather(*tests)
-        checked = windows + ([token_window] if token_window is not None else [])
-        for window, ok in zip(checked, passed, strict=True):
+        tests = [
+            self._windows.test(w.item, key_id, w.unit, cost=cost)
+            for w, cost in zip(checked, test_costs, strict=True)
+            if cost > 0
+        ]
+        tested = [w for w, cost in zip(checked, test_costs, strict=True) if cost > 0]
+        for window, ok in zip(tested, await asyncio.gather(*tests), strict=True):
             if not ok:
                 return await self._refuse_window(key_id, windows, token_window, window)
 
         # 2. burst bucket (atomic take).
-        if limits.burst is not None:
-            bucket = await self._buckets.take(f"{key_id}:{limits.burst}", limits.burst, limits.bucket_refill_per_s)
+        bucket_cost = max(0, min(sequences, limits.burst) - counted) if limits.burst is not None else 0
+        if limits.burst is not None and bucket_cost > 0:
+            bucket = await self._buckets.take(
+                f"{key_id}:{limits.burst}", limits.burst, limits.bucket_refill_per_s, cost=bucket_cost
+            )
             if not bucket.allowed:
                 await self._count_rejection(key_id)
                 token_stats = await self._token_stats(key_id, token_window)
@@ -219,10 +303,9 @@ class RateLimiter:
                 )
 
         # 3. hit: another replica may have taken the last slot since the test.
-        hits = [self._windows.hit(w.item, key_id, w.unit) for w in windows]
-        if token_window is not None and token_cost > 0:
-            hits.append(self._windows.hit(token_window.item, key_id, "tokens", cost=token_cost))
-        for window, ok in zip(checked, await asyncio.gather(*hits), strict=False):
+        charged = [(w, cost) for w, cost in zip(checked, costs, strict=True) if cost > 0]
+        hits = [self._windows.hit(w.item, key_id, w.unit, cost=cost) for w, cost in charged]
+        for (window, _), ok in zip(charged, await asyncio.gather(*hits), strict=True):
             if not ok:
                 return await self._refuse_window(key_id, windows, token_window, window)
         return await self._decision(key_id, windows, token_window, allowed=True)
