@@ -144,12 +144,20 @@ class RateLimitConfig(_Section):
     # When the counter store (Redis) fails: True admits the request unchecked (logged, counted in
     # tkr_rate_limit_store_errors_total); False refuses it with 503 and Retry-After.
     fail_open: bool = True
+    # Redis connections of this process's limiter; when all are busy a check waits up to redis_pool_timeout_s for
+    # one, then the request is refused with 429 (limiter_busy), never admitted unchecked.
+    redis_max_connections: int = Field(100, ge=1)
+    redis_pool_timeout_s: float = Field(2.0, gt=0)
 
 
 class CacheConfig(_Section):
     enabled: bool = False
     max_size: int = Field(1000, ge=1)
     ttl_seconds: float = Field(3600.0, gt=0)
+    # Bytes of the stored answers (as JSON), LRU-evicted beyond it; an answer over max_entry_bytes (None: a
+    # sixteenth of max_bytes) is not stored.
+    max_bytes: int = Field(256 * 1024 * 1024, ge=1024)
+    max_entry_bytes: int | None = Field(None, ge=1)
 
 
 class StorageConfig(_Section):

@@ -1,4 +1,9 @@
-"""Response cache for deterministic requests: LRU with a TTL and a size bound, scoped per caller.
+"""Response cache for deterministic requests: LRU with a TTL, bounded in bytes and in entries, scoped per caller.
+
+An entry's size is the length of its value serialized as JSON (what the client receives), measured once when
+it is stored. The least recently used entries are evicted until the stored bytes fit `max_bytes`; a value
+larger than `max_entry_bytes` (by default a sixteenth of the budget) is never stored, so one huge answer
+(a long completion with logprobs runs to megabytes) cannot flush the whole cache.
 
 An entry's key is a SHA-256 digest of everything that decides the response: the endpoint, the model,
 the stream flag, the prompt token ids, every sampling parameter and the caller's key scope. Two
@@ -15,11 +20,31 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from tkr_embed.engine.sampling_params import SamplingParams
 
 Value = TypeVar("Value")
+
+DEFAULT_MAX_BYTES = 256 * 1024 * 1024
+ENTRY_FRACTION = 16  # the largest entry stored: max_bytes // ENTRY_FRACTION
+
+
+def serialized_size(value: Any) -> int:
+    """Bytes of `value` as JSON: pydantic models as they are sent, lists and dataclasses field by field."""
+    if hasattr(value, "model_dump_json"):
+        return len(value.model_dump_json().encode("utf-8"))
+    if isinstance(value, (bytes, bytearray)):
+        return len(value)
+    if isinstance(value, str):
+        return len(value.encode("utf-8", errors="replace"))
+    if isinstance(value, (list, tuple)):
+        return sum(serialized_size(item) for item in value)
+    if isinstance(value, dict):
+        return sum(serialized_size(key) + serialized_size(item) for key, item in value.items())
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return sum(serialized_size(getattr(value, f.name)) for f in dataclasses.fields(value))
+    return len(repr(value))
 
 
 def is_cacheable(params: SamplingParams) -> bool:
@@ -62,6 +87,9 @@ class CacheStats:
     max_size: int
     evictions: int
     expirations: int
+    bytes: int = 0
+    max_bytes: int = DEFAULT_MAX_BYTES
+    too_large: int = 0  # values refused for being larger than max_entry_bytes
 
     @property
     def hit_rate(self) -> float:
@@ -72,25 +100,43 @@ class CacheStats:
 class ResponseCache(Generic[Value]):
     """LRU + TTL map from `cache_key(...)` digests to responses. Safe from threads and from asyncio tasks.
 
-    Operations are O(1) under one lock and never await, so a hit costs microseconds.
+    A lookup is O(1) under one lock and never awaits, so a hit costs microseconds; storing also measures the
+    value (`size_of`, the JSON length by default), outside the lock.
     """
 
     def __init__(
-        self, max_size: int = 1000, ttl_seconds: float = 3600.0, clock: Callable[[], float] = time.monotonic
+        self,
+        max_size: int = 1000,
+        ttl_seconds: float = 3600.0,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        max_entry_bytes: int | None = None,
+        size_of: Callable[[Value], int] = serialized_size,
     ) -> None:
         if max_size < 1:
             raise ValueError("max_size must be at least 1")
         if ttl_seconds <= 0:
             raise ValueError("ttl_seconds must be positive")
+        if max_bytes < 1:
+            raise ValueError("max_bytes must be at least 1")
         self.max_size = max_size
         self.ttl_seconds = ttl_seconds
+        self.max_bytes = max_bytes
+        self.max_entry_bytes = min(
+            max_bytes, max_entry_bytes if max_entry_bytes is not None else max_bytes // ENTRY_FRACTION
+        )
+        self._size_of = size_of
         self._clock = clock
-        self._entries: OrderedDict[str, tuple[float, Value]] = OrderedDict()  # key -> (expires_at, value)
+        # key -> (expires_at, value, size in bytes)
+        self._entries: OrderedDict[str, tuple[float, Value, int]] = OrderedDict()
+        self._bytes = 0
         self._lock = threading.Lock()
         self._hits = 0
         self._misses = 0
         self._evictions = 0
         self._expirations = 0
+        self._too_large = 0
 
     def get(self, key: str) -> Value | None:
         """The cached value (and mark it recently used), or None on a miss or an expired entry."""
@@ -99,9 +145,9 @@ class ResponseCache(Generic[Value]):
             if entry is None:
                 self._misses += 1
                 return None
-            expires_at, value = entry
+            expires_at, value, _ = entry
             if self._clock() >= expires_at:
-                del self._entries[key]
+                self._remove(key)
                 self._expirations += 1
                 self._misses += 1
                 return None
@@ -109,18 +155,38 @@ class ResponseCache(Generic[Value]):
             self._hits += 1
             return value
 
-    def put(self, key: str, value: Value) -> None:
-        """Store a value for `ttl_seconds`, evicting the least recently used entries beyond `max_size`."""
+    def put(self, key: str, value: Value) -> bool:
+        """Store a value for `ttl_seconds`, evicting the least recently used entries until both `max_size` and
+        `max_bytes` hold. A value larger than `max_entry_bytes` is not stored (False)."""
+        size = self._size_of(value)
         with self._lock:
-            self._entries[key] = (self._clock() + self.ttl_seconds, value)
-            self._entries.move_to_end(key)
-            while len(self._entries) > self.max_size:
-                self._entries.popitem(last=False)
+            if size > self.max_entry_bytes:
+                self._too_large += 1
+                self._remove(key)  # a stale smaller answer under the same key would be served otherwise
+                return False
+            self._remove(key)
+            self._entries[key] = (self._clock() + self.ttl_seconds, value, size)
+            self._bytes += size
+            while len(self._entries) > self.max_size or self._bytes > self.max_bytes:
+                oldest = next(iter(self._entries))
+                self._remove(oldest)
                 self._evictions += 1
+            return True
+
+    def _remove(self, key: str) -> None:
+        entry = self._entries.pop(key, None)
+        if entry is not None:
+            self._bytes -= entry[2]
+
+    @property
+    def bytes(self) -> int:
+        with self._lock:
+            return self._bytes
 
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()
+            self._bytes = 0
 
     def __len__(self) -> int:
         with self._lock:
@@ -129,5 +195,13 @@ class ResponseCache(Generic[Value]):
     def stats(self) -> CacheStats:
         with self._lock:
             return CacheStats(
-                self._hits, self._misses, len(self._entries), self.max_size, self._evictions, self._expirations
+                self._hits,
+                self._misses,
+                len(self._entries),
+                self.max_size,
+                self._evictions,
+                self._expirations,
+                bytes=self._bytes,
+                max_bytes=self.max_bytes,
+                too_large=self._too_large,
             )

@@ -57,8 +57,19 @@ class Gateway:
             usage=UsageRecorder(db),
             metrics=ServerMetrics(),
             default_limits=default_limits,
-            limiter=RateLimiter(rate.redis_url or settings.storage.redis_url or "memory://") if rate.enabled else None,
-            cache=ResponseCache(settings.cache.max_size, settings.cache.ttl_seconds)
+            limiter=RateLimiter(
+                rate.redis_url or settings.storage.redis_url or "memory://",
+                max_connections=rate.redis_max_connections,
+                pool_timeout_s=rate.redis_pool_timeout_s,
+            )
+            if rate.enabled
+            else None,
+            cache=ResponseCache(
+                settings.cache.max_size,
+                settings.cache.ttl_seconds,
+                max_bytes=settings.cache.max_bytes,
+                max_entry_bytes=settings.cache.max_entry_bytes,
+            )
             if settings.cache.enabled
             else None,
         )
