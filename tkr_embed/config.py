@@ -72,6 +72,20 @@ class ServerConfig(_Section):
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
     cors_origins: list[str] = Field(default_factory=list)
     graceful_shutdown_s: float = Field(30.0, ge=0)
+    # Admission: what one request may ask for, each violation a 400 naming the field and the limit (the defaults
+    # are protocol/limits.RequestLimits'). Items: /v1/responses input items, chat messages, tools. Sequences:
+    # prompts x n. Request tokens: the sum over sequences of prompt tokens + max_tokens; a request without
+    # max_tokens gets an equal share of it (services/admission.py).
+    max_input_items: int = Field(2048, ge=1)
+    max_prompts: int = Field(64, ge=1)
+    max_sequences: int = Field(128, ge=1)
+    max_prompt_chars: int = Field(1_048_576, ge=1)
+    max_prompt_tokens: int = Field(262_144, ge=1)
+    max_request_tokens: int = Field(1_048_576, ge=1)
+    # Prompts are rendered and tokenized by this many threads, off the event loop; beyond prompt_queue waiting
+    # jobs a request gets 503 with Retry-After.
+    prompt_workers: int = Field(2, ge=1)
+    prompt_queue: int = Field(64, ge=0)
 
 
 class ModelConfig(_Section):

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from openai_harmony import HarmonyEncoding, Message, RenderOptions
+from openai_harmony import HarmonyEncoding, Message, RenderOptions, TextContent
 
+from tkr_embed.harmony.chunked_encode import CHUNK_CHARS, encode_plain
 from tkr_embed.harmony.conversation import build_conversation
 from tkr_embed.harmony.special_tokens import MESSAGE, START, STOP_TOKEN_IDS
 from tkr_embed.harmony.tokenizer import get_encoding
@@ -58,12 +59,28 @@ def _render_message(encoding: HarmonyEncoding, message: Message, options: Render
     would forge a system message. The body (between <|message|> and the closing token) is re-encoded as
     ordinary text whenever it holds a special token; otherwise harmony's tokens are kept unchanged.
     """
+    long_text = _long_text(message)
+    if long_text is not None:
+        # The body is the text encoded as ordinary text (what the re-encoding below yields), in pieces that
+        # never hold the GIL for long; harmony renders only the frame around an empty body.
+        tokens = encoding.render(message.model_copy(update={"content": [TextContent(text="")]}), options)
+        body_start = tokens.index(MESSAGE) + 1
+        return [*tokens[:body_start], *encode_plain(encoding, long_text), tokens[-1]]
     tokens = encoding.render(message, options)
     body_start = tokens.index(MESSAGE) + 1
     body = tokens[body_start:-1]
     if any(token_id >= FIRST_SPECIAL_ID for token_id in body):
         body = encoding.encode(encoding.decode(body), disallowed_special=())
     return [*tokens[:body_start], *body, tokens[-1]]
+
+
+def _long_text(message: Message) -> str | None:
+    """The text of a message whose content is one text longer than a piece of chunked encoding, else None."""
+    if len(message.content) == 1 and isinstance(message.content[0], TextContent):
+        text = message.content[0].text
+        if len(text) > CHUNK_CHARS:
+            return text
+    return None
 
 
 def _forced_prefix(encoding: HarmonyEncoding, choice: ToolChoice) -> list[int]:

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 from openai_harmony import HarmonyEncoding, HarmonyEncodingName, load_harmony_encoding
 
+from tkr_embed.harmony.chunked_encode import encode_plain
 from tkr_embed.harmony.special_tokens import STOP_TOKEN_IDS, VOCAB_SIZE
 from tkr_embed.harmony.vocab import ensure_vocab
 
@@ -34,8 +35,9 @@ class HarmonyTokenizer:
         self.encoding = encoding
 
     def encode(self, text: str) -> list[int]:
-        """Plain text to ids; special-token text such as "<|end|>" is encoded as ordinary text."""
-        return self.encoding.encode(text, disallowed_special=())
+        """Plain text to ids; special-token text such as "<|end|>" is encoded as ordinary text. Long texts are
+        encoded in pieces (chunked_encode.py), so other threads keep running meanwhile."""
+        return encode_plain(self.encoding, text)
 
     def decode(self, token_ids: Sequence[int]) -> str:
         """Ids to text, special tokens rendered as their text; invalid UTF-8 replaced."""

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from tkr_embed.engine.sampling_params import SamplingParams
+from tkr_embed.protocol.limits import check_item_count, request_limits
 from tkr_embed.protocol.text_checks import CheckedRequest
 
 ReasoningLevel = Literal["low", "medium", "high"]
@@ -51,6 +52,11 @@ class NativeMessage(NativeRequest):
 class ChatRequest(NativeGenerationRequest):
     messages: list[NativeMessage] = Field(min_length=1)
     system_prompt: str | None = None
+
+    @field_validator("messages", mode="before")
+    @classmethod
+    def _bounded_count(cls, value: Any) -> Any:
+        return check_item_count(value, request_limits().max_input_items, "messages", "server.max_input_items")
 
 
 class GenerationUsage(BaseModel):

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationInfo, field_validator
 
+from tkr_embed.protocol.limits import check_item_count, request_limits
 from tkr_embed.protocol.openai_common import OpenAIRequest, SamplingRequest, Usage
 
 Role = Literal["system", "developer", "user", "assistant", "tool"]
@@ -74,6 +75,11 @@ class ChatCompletionRequest(SamplingRequest):
     reasoning_effort: ReasoningEffort | None = None
     tools: list[ToolDefinition] | None = None
     tool_choice: Literal["auto", "none", "required"] | NamedToolChoice | None = None
+
+    @field_validator("messages", "tools", mode="before")
+    @classmethod
+    def _bounded_count(cls, value: Any, info: ValidationInfo) -> Any:
+        return check_item_count(value, request_limits().max_input_items, info.field_name, "server.max_input_items")
 
 
 class FunctionCallOut(BaseModel):

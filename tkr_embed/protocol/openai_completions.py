@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, Field, StrictInt
+from pydantic import BaseModel, Field, StrictInt, field_validator
 
+from tkr_embed.protocol.limits import check_item_count, request_limits
 from tkr_embed.protocol.openai_common import SamplingRequest, Usage
 
 
@@ -17,6 +18,14 @@ class CompletionRequest(SamplingRequest):
     echo: bool = False
     # Extension (as vLLM's): run to max_tokens whatever tokens come; load tests use it for a fixed length.
     ignore_eos: bool = False
+
+    @field_validator("prompt", mode="before")
+    @classmethod
+    def _bounded_count(cls, value: Any) -> Any:
+        # A list of texts or of token-id lists is several prompts (a flat list of ids is one).
+        if isinstance(value, list) and value and isinstance(value[0], (str, list)):
+            return check_item_count(value, request_limits().max_prompts, "prompts", "server.max_prompts")
+        return value
 
     def prompts(self) -> list[str | list[int]]:
         """The prompts as a list: a string or a flat list of ids is one prompt."""

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Discriminator, Field, Tag
+from pydantic import BaseModel, Discriminator, Field, Tag, ValidationInfo, field_validator
 
+from tkr_embed.protocol.limits import check_item_count, request_limits
 from tkr_embed.protocol.openai_common import OpenAIRequest
 
 ReasoningEffort = Literal["low", "medium", "high"]
@@ -172,6 +173,12 @@ class ResponsesRequest(OpenAIRequest):
     metadata: dict[str, str] | None = None
     text: TextConfig | None = None
     user: str | None = None
+
+    @field_validator("input", "tools", mode="before")
+    @classmethod
+    def _bounded_count(cls, value: Any, info: ValidationInfo) -> Any:
+        what = "input items" if info.field_name == "input" else "tools"
+        return check_item_count(value, request_limits().max_input_items, what, "server.max_input_items")
 
 
 # -- output ---------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ write into the same account.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -69,6 +69,20 @@ class EngineRequestRecord:
 
 
 @dataclass(frozen=True)
+class RequestCost:
+    """What a prepared request may use, known before it reaches the engine: the engine sequences it
+    starts (prompts x n) and the tokens it may process (its prompt tokens and max_tokens, per sequence)."""
+
+    sequences: int
+    prompt_tokens: int  # summed over the sequences (a prompt run with n=2 counts twice)
+    max_new_tokens: int  # summed over the sequences
+
+    @property
+    def tokens(self) -> int:
+        return self.prompt_tokens + self.max_new_tokens
+
+
+@dataclass(frozen=True)
 class CachedUsage:
     prompt_tokens: int
     completion_tokens: int
@@ -85,6 +99,10 @@ class RequestAccount:
     reasoning_tokens_noted: int = 0
     cache_status: str | None = None  # None: not cacheable; "hit" or "miss"
     cached_usage: CachedUsage | None = None  # the usage a cache hit replayed
+    # Set by the gateway: charges a prepared request's cost to the caller's rate limits before the engine
+    # starts it, raising RateLimitedError (429) when refused. None: nothing to charge (no limits).
+    charge: Callable[[RequestCost], Awaitable[None]] | None = None
+    charged: RequestCost | None = None  # what `charge` accepted (its tokens are not charged again afterwards)
 
     def observe(self, output: RequestOutput) -> None:
         record = self.engine_requests.setdefault(output.request_id, EngineRequestRecord())
@@ -145,6 +163,15 @@ def account_scope(account: RequestAccount) -> Iterator[RequestAccount]:
         yield account
     finally:
         _current.reset(token)
+
+
+async def charge_request(cost: RequestCost) -> None:
+    """Charge `cost` to the current caller's limits (when the gateway asks for it); raises RateLimitedError."""
+    account = _current.get()
+    if account is None or account.charge is None or account.charged is not None:
+        return
+    await account.charge(cost)
+    account.charged = cost
 
 
 def note_reasoning_tokens(count: int) -> None:

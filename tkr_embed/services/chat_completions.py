@@ -23,7 +23,14 @@ from tkr_embed.protocol.openai_chat import (
     ToolCallOut,
 )
 from tkr_embed.protocol.openai_common import CompletionTokensDetails, PromptTokensDetails, Usage
-from tkr_embed.services.accounting import note_reasoning_tokens
+from tkr_embed.services.accounting import RequestCost, note_reasoning_tokens
+from tkr_embed.services.admission import (
+    chat_chars,
+    check_prompt_chars,
+    check_prompt_tokens,
+    check_sequences,
+    default_max_tokens_cap,
+)
 from tkr_embed.services.chat_prompt import harmony_messages, harmony_tool_choice, harmony_tools, render
 from tkr_embed.services.context import ModelContext, new_request_id, unix_now
 from tkr_embed.services.engine_stream import EngineStream
@@ -42,6 +49,11 @@ class PreparedChat:
     stop: list[str]
     top_logprobs: int | None
 
+    @property
+    def cost(self) -> RequestCost:
+        n = self.params.n
+        return RequestCost(n, len(self.rendered.token_ids) * n, (self.params.max_tokens or 0) * n)
+
 
 def usage_of(num_prompt: int, num_completion: int, num_reasoning: int, num_cached: int) -> Usage:
     return Usage(
@@ -58,19 +70,24 @@ class ChatCompletionService:
         self.ctx = ctx
 
     def prepare(self, request: ChatCompletionRequest) -> PreparedChat:
+        """Checks, renders and tokenizes (seconds for a long conversation): call it through `ctx.off_loop`."""
         self.ctx.check_model(request.model)
+        check_sequences(1, request.n)
+        messages = harmony_messages(request.messages)
+        check_prompt_chars(chat_chars(messages), "messages")
         tools = harmony_tools(request.tools)
         tool_choice = harmony_tool_choice(request.tool_choice, tools)
         rendered = render(
-            harmony_messages(request.messages),
+            messages,
             reasoning_effort=request.reasoning_effort or self.ctx.default_reasoning_effort,
             tools=tools,
             tool_choice=tool_choice,
         )
+        check_prompt_tokens(len(rendered.token_ids), "messages")
         param = "max_completion_tokens" if request.max_completion_tokens is not None else "max_tokens"
-        max_tokens = self.ctx.max_tokens_for(
-            len(rendered.token_ids), request.max_completion_tokens or request.max_tokens, param, "messages"
-        )
+        requested = request.max_completion_tokens or request.max_tokens
+        cap = default_max_tokens_cap([len(rendered.token_ids)], request.n, requested, param, "messages")
+        max_tokens = self.ctx.max_tokens_for(len(rendered.token_ids), requested, param, "messages", cap)
         if request.top_logprobs is not None and not request.logprobs:
             raise BadRequestError("top_logprobs needs logprobs to be true", "top_logprobs")
         top_logprobs = (request.top_logprobs or 0) if request.logprobs else None
@@ -88,9 +105,9 @@ class ChatCompletionService:
         )
 
     async def create(self, request: ChatCompletionRequest) -> ChatCompletionResponse:
-        prepared = self.prepare(request)
+        prepared = await self.ctx.off_loop(self.prepare, request)
         return await cached_or_created(
-            self._cache_slot(prepared, stream=False), lambda: self._create(prepared, request.n)
+            self._cache_slot(prepared, stream=False), lambda: self._create(prepared, request.n), prepared.cost
         )
 
     async def _create(self, prepared: PreparedChat, n: int) -> ChatCompletionResponse:
@@ -140,12 +157,13 @@ class ChatCompletionService:
     async def create_stream(self, request: ChatCompletionRequest) -> AsyncIterator[ChatCompletionChunk]:
         """Opens the engine request now (so errors are raised before any byte is sent) and returns
         the chunks to send."""
-        prepared = self.prepare(request)
+        prepared = await self.ctx.off_loop(self.prepare, request)
         include_usage = request.include_usage
         return await cached_or_streamed(
             self._cache_slot(prepared, stream=True, include_usage=include_usage),
             lambda: self._open(prepared),
             lambda stream: self._chunks(prepared, stream, request.n, include_usage),
+            prepared.cost,
         )
 
     async def _chunks(

@@ -8,12 +8,20 @@ from dataclasses import dataclass
 
 from tkr_embed.engine.outputs import FinishReason, TokenLogprob
 from tkr_embed.engine.sampling_params import SamplingParams
+from tkr_embed.protocol.limits import request_limits
 from tkr_embed.protocol.openai_common import PromptTokensDetails, Usage
 from tkr_embed.protocol.openai_completions import (
     CompletionChoice,
     CompletionLogprobs,
     CompletionRequest,
     CompletionResponse,
+)
+from tkr_embed.services.accounting import RequestCost, charge_request
+from tkr_embed.services.admission import (
+    check_prompt_chars,
+    check_prompt_tokens,
+    check_sequences,
+    default_max_tokens_cap,
 )
 from tkr_embed.services.context import ModelContext, new_request_id, unix_now
 from tkr_embed.services.engine_stream import EngineStream
@@ -23,9 +31,6 @@ from tkr_embed.services.logprobs import completion_logprobs
 from tkr_embed.services.response_caching import CacheSlot, cache_slot, cached_or_created, cached_or_streamed
 from tkr_embed.services.stop_strings import stop_list
 from tkr_embed.services.stream_merge import merge_streams
-
-MAX_PROMPTS = 64
-MAX_CHOICES = 128  # prompts × n in one request
 
 
 @dataclass
@@ -38,6 +43,14 @@ class PreparedCompletion:
     top_logprobs: int | None
 
 
+def cost_of(prepared: list[PreparedCompletion]) -> RequestCost:
+    return RequestCost(
+        sum(one.params.n for one in prepared),
+        sum(len(one.prompt_token_ids) * one.params.n for one in prepared),
+        sum((one.params.max_tokens or 0) * one.params.n for one in prepared),
+    )
+
+
 def finish_reason_of(reason: FinishReason | None) -> str | None:
     return None if reason is None else openai_finish_reason(reason.value)
 
@@ -47,30 +60,43 @@ class CompletionService:
         self.ctx = ctx
 
     def prepare(self, request: CompletionRequest) -> list[PreparedCompletion]:
-        """One prepared engine request per prompt; any bad prompt refuses the whole request."""
+        """One prepared engine request per prompt; any bad prompt refuses the whole request. Tokenizes
+        (seconds for megabytes of text): call it through `ctx.off_loop`."""
         self.ctx.check_model(request.model)
         prompts = request.prompts()
         if not prompts:
             raise BadRequestError("prompt must not be empty", "prompt")
-        if len(prompts) > MAX_PROMPTS:
-            raise BadRequestError(f"at most {MAX_PROMPTS} prompts in one request (got {len(prompts)})", "prompt")
-        if len(prompts) * request.n > MAX_CHOICES:
+        max_prompts = request_limits().max_prompts
+        if len(prompts) > max_prompts:
             raise BadRequestError(
-                f"{len(prompts)} prompts × n={request.n} asks for more than {MAX_CHOICES} choices", "n"
+                f"at most {max_prompts} prompts in one request (got {len(prompts)}; the server's max_prompts)",
+                "prompt",
             )
+        check_sequences(len(prompts), request.n)
+        check_prompt_chars(sum(len(prompt) for prompt in prompts if isinstance(prompt, str)), "prompt")
+        params = ["prompt" if len(prompts) == 1 else f"prompt[{index}]" for index in range(len(prompts))]
+        for prompt, param in zip(prompts, params, strict=True):
+            if isinstance(prompt, str) and not prompt:
+                raise BadRequestError("prompt must not be empty", param)
+        ids = [self.ctx.tokenizer.encode(prompt) if isinstance(prompt, str) else list(prompt) for prompt in prompts]
+        check_prompt_tokens(sum(len(prompt_ids) for prompt_ids in ids), "prompt")
+        cap = default_max_tokens_cap([len(i) for i in ids], request.n, request.max_tokens, "max_tokens", "prompt")
         stop = stop_list(request.stop)
         return [
-            self._prepare_one(request, prompt, "prompt" if len(prompts) == 1 else f"prompt[{index}]", stop)
-            for index, prompt in enumerate(prompts)
+            self._prepare_one(request, prompt, prompt_ids, param, stop, cap)
+            for prompt, prompt_ids, param in zip(prompts, ids, params, strict=True)
         ]
 
     def _prepare_one(
-        self, request: CompletionRequest, prompt: str | list[int], param: str, stop: list[str]
+        self,
+        request: CompletionRequest,
+        prompt: str | list[int],
+        prompt_ids: list[int],
+        param: str,
+        stop: list[str],
+        cap: int | None,
     ) -> PreparedCompletion:
-        if isinstance(prompt, str) and not prompt:
-            raise BadRequestError("prompt must not be empty", param)
-        prompt_ids = self.ctx.tokenizer.encode(prompt) if isinstance(prompt, str) else list(prompt)
-        max_tokens = self.ctx.max_tokens_for(len(prompt_ids), request.max_tokens, "max_tokens", param)
+        max_tokens = self.ctx.max_tokens_for(len(prompt_ids), request.max_tokens, "max_tokens", param, cap)
         params = request.sampling_params(max_tokens, request.logprobs, stop=stop)
         params.ignore_eos = request.ignore_eos
         self.ctx.check_prompt(prompt_ids, params, param)
@@ -90,9 +116,10 @@ class CompletionService:
         )
 
     async def create(self, request: CompletionRequest) -> CompletionResponse:
-        prepared = self.prepare(request)
+        prepared = await self.ctx.off_loop(self.prepare, request)
         if len(prepared) > 1:
             # Several prompts: one engine request each, run together (none cached: a cache entry is one prompt's).
+            await charge_request(cost_of(prepared))
             tasks = [asyncio.ensure_future(self._create(one)) for one in prepared]
             try:
                 responses = await asyncio.gather(*tasks)
@@ -100,7 +127,9 @@ class CompletionService:
                 for task in tasks:
                     task.cancel()
             return self._combined(responses, request.n)
-        return await cached_or_created(self._cache_slot(prepared[0], stream=False), lambda: self._create(prepared[0]))
+        return await cached_or_created(
+            self._cache_slot(prepared[0], stream=False), lambda: self._create(prepared[0]), cost_of(prepared)
+        )
 
     def _combined(self, responses: list[CompletionResponse], n: int) -> CompletionResponse:
         """One response of every prompt's choices, numbered prompt-major (prompt p, choice i → p*n + i)."""
@@ -162,14 +191,16 @@ class CompletionService:
         )
 
     async def create_stream(self, request: CompletionRequest) -> AsyncIterator[CompletionResponse]:
-        prepared = self.prepare(request)
+        prepared = await self.ctx.off_loop(self.prepare, request)
         include_usage = request.include_usage
         if len(prepared) > 1:
+            await charge_request(cost_of(prepared))
             return await self._open_merged(prepared, include_usage)
         return await cached_or_streamed(
             self._cache_slot(prepared[0], stream=True, include_usage=include_usage),
             lambda: self._open(prepared[0]),
             lambda stream: self._chunks(prepared[0], stream, include_usage),
+            cost_of(prepared),
         )
 
     async def _open_merged(

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from tkr_embed.engine.client import EngineClient
 from tkr_embed.engine.errors import InvalidRequestError
@@ -12,6 +14,10 @@ from tkr_embed.engine.llm_engine import check_request
 from tkr_embed.engine.sampling_params import SamplingParams
 from tkr_embed.engine.tokenizer import Tokenizer
 from tkr_embed.services.errors import BadRequestError, ModelNotFoundError
+from tkr_embed.services.prompt_pool import PromptPool, prompt_pool
+
+Request = TypeVar("Request")
+Prepared = TypeVar("Prepared")
 
 
 @dataclass(frozen=True)
@@ -21,6 +27,11 @@ class ModelContext:
     model_id: str
     context_length: int
     default_reasoning_effort: str = "medium"
+    pool: PromptPool | None = None  # None: the process's pool (services/prompt_pool.py)
+
+    async def off_loop(self, prepare: Callable[[Request], Prepared], request: Request) -> Prepared:
+        """A service's `prepare` (render, tokenize, checks) on the prompt pool, never on the event loop."""
+        return await (self.pool or prompt_pool()).run(prepare, request)
 
     def check_model(self, requested: str | None) -> None:
         """The OpenAI `model` field: absent, or the id we serve (404 otherwise, as OpenAI answers)."""
@@ -31,8 +42,16 @@ class ModelContext:
                 code="model_not_found",
             )
 
-    def max_tokens_for(self, num_prompt_tokens: int, requested: int | None, param: str, prompt_param: str) -> int:
-        """The completion budget: `requested`, or all the room left; 400 when it cannot fit."""
+    def max_tokens_for(
+        self,
+        num_prompt_tokens: int,
+        requested: int | None,
+        param: str,
+        prompt_param: str,
+        default_cap: int | None = None,
+    ) -> int:
+        """The completion budget: `requested`, or the room left (at most `default_cap`, the request's share of
+        the work bound: services/admission.py); 400 when it cannot fit."""
         if num_prompt_tokens >= self.context_length:
             raise BadRequestError(
                 f"the prompt is {num_prompt_tokens} tokens; the context holds {self.context_length}",
@@ -41,7 +60,7 @@ class ModelContext:
             )
         room = self.context_length - num_prompt_tokens
         if requested is None:
-            return room
+            return room if default_cap is None else min(room, default_cap)
         if requested > room:
             raise BadRequestError(
                 f"{param}={requested} cannot fit: the prompt is {num_prompt_tokens} tokens and the context "

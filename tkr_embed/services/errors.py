@@ -8,6 +8,7 @@ class ServiceError(Exception):
 
     status: int = 400
     error_type: str = "invalid_request_error"
+    headers: dict[str, str] | None = None  # response headers the error comes with (Retry-After...)
 
     def __init__(self, message: str, param: str | None = None, code: str | None = None) -> None:
         super().__init__(message)
@@ -23,6 +24,18 @@ class BadRequestError(ServiceError):
 class ModelNotFoundError(ServiceError):
     status = 404
     error_type = "not_found_error"
+
+
+class RateLimitedError(ServiceError):
+    """The request's full cost (its sequences and tokens, known once it is prepared) exceeds the caller's
+    rate limits; `headers` carries Retry-After and x-ratelimit-*."""
+
+    status = 429
+    error_type = "rate_limit_error"
+
+    def __init__(self, message: str, headers: dict[str, str]) -> None:
+        super().__init__(message, code="rate_limit_exceeded")
+        self.headers = headers
 
 
 class ClientDisconnectedError(Exception):

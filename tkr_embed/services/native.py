@@ -17,7 +17,8 @@ from tkr_embed.protocol.native import (
     StreamDelta,
     StreamEvent,
 )
-from tkr_embed.services.accounting import note_reasoning_tokens
+from tkr_embed.services.accounting import RequestCost, note_reasoning_tokens
+from tkr_embed.services.admission import chat_chars, check_prompt_chars, check_prompt_tokens, default_max_tokens_cap
 from tkr_embed.services.chat_prompt import render
 from tkr_embed.services.context import ModelContext, new_request_id
 from tkr_embed.services.engine_stream import EngineStream
@@ -32,12 +33,17 @@ class PreparedNative:
     params: SamplingParams
     reasoning_level: str
 
+    @property
+    def cost(self) -> RequestCost:
+        return RequestCost(1, len(self.rendered.token_ids), self.params.max_tokens or 0)
+
 
 class NativeService:
     def __init__(self, ctx: ModelContext) -> None:
         self.ctx = ctx
 
     def prepare(self, request: GenerateRequest | ChatRequest) -> PreparedNative:
+        """Checks, renders and tokenizes: call it through `ctx.off_loop`."""
         if isinstance(request, GenerateRequest):
             messages = [ChatMessage(role="user", content=request.text)]
             prompt_param = "text"
@@ -45,8 +51,12 @@ class NativeService:
             messages = [ChatMessage(role="system", content=request.system_prompt)] if request.system_prompt else []
             messages += [ChatMessage(role=m.role, content=m.content, reasoning=m.reasoning) for m in request.messages]
             prompt_param = "messages"
+        check_prompt_chars(chat_chars(messages), prompt_param)
         rendered = render(messages, reasoning_effort=request.reasoning_level)
-        max_tokens = self.ctx.max_tokens_for(len(rendered.token_ids), request.max_tokens, "max_tokens", prompt_param)
+        num_prompt = len(rendered.token_ids)
+        check_prompt_tokens(num_prompt, prompt_param)
+        cap = default_max_tokens_cap([num_prompt], 1, request.max_tokens, "max_tokens", prompt_param)
+        max_tokens = self.ctx.max_tokens_for(num_prompt, request.max_tokens, "max_tokens", prompt_param, cap)
         params = request.sampling_params(max_tokens, list(rendered.stop_token_ids))
         return PreparedNative(new_request_id("gen"), rendered, params, request.reasoning_level)
 
@@ -62,10 +72,10 @@ class NativeService:
 
     async def generate(self, request: GenerateRequest | ChatRequest) -> GenerateResponse:
         started = time.perf_counter()
-        prepared = self.prepare(request)
+        prepared = await self.ctx.off_loop(self.prepare, request)
         endpoint = "/generate" if isinstance(request, GenerateRequest) else "/chat"
         return await cached_or_created(
-            self._cache_slot(prepared, endpoint, stream=False), lambda: self._generate(prepared, started)
+            self._cache_slot(prepared, endpoint, stream=False), lambda: self._generate(prepared, started), prepared.cost
         )
 
     async def _generate(self, prepared: PreparedNative, started: float) -> GenerateResponse:
@@ -95,11 +105,12 @@ class NativeService:
     async def stream(self, request: GenerateRequest | ChatRequest) -> AsyncIterator[StreamEvent]:
         """Opens the engine request now (errors before any byte) and returns one event per update that
         produced answer text (`delta`), reasoning text (`reasoning`) or the finish reason."""
-        prepared = self.prepare(request)
+        prepared = await self.ctx.off_loop(self.prepare, request)
         return await cached_or_streamed(
             self._cache_slot(prepared, "/stream", stream=True),
             lambda: self._open(prepared),
             lambda stream: self._events(prepared, stream),
+            prepared.cost,
         )
 
     async def _events(self, prepared: PreparedNative, stream: EngineStream) -> AsyncIterator[StreamEvent]:

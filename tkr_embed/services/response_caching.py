@@ -15,7 +15,7 @@ from typing import Any, Generic, TypeVar
 
 from tkr_embed.cache.response_cache import ResponseCache, cache_key, is_cacheable
 from tkr_embed.engine.sampling_params import SamplingParams
-from tkr_embed.services.accounting import CachedUsage, RequestAccount, current_account
+from tkr_embed.services.accounting import CachedUsage, RequestAccount, RequestCost, charge_request, current_account
 
 T = TypeVar("T")
 Event = TypeVar("Event")
@@ -94,10 +94,12 @@ async def replay(events: Sequence[Event]) -> AsyncIterator[Event]:
         yield event
 
 
-async def cached_or_created(slot: CacheSlot | None, create: Callable[[], Awaitable[T]]) -> T:
-    """The cached answer on a hit; otherwise what `create()` answers, stored once it is complete."""
+async def cached_or_created(slot: CacheSlot | None, create: Callable[[], Awaitable[T]], cost: RequestCost) -> T:
+    """The cached answer on a hit; otherwise `cost` is charged to the caller's limits and what `create()`
+    answers is returned, stored once it is complete."""
     if slot is not None and (cached := slot.lookup()) is not None:
         return cached
+    await charge_request(cost)
     response = await create()
     if slot is not None:
         slot.store(response)
@@ -108,10 +110,12 @@ async def cached_or_streamed(
     slot: CacheSlot | None,
     open_stream: Callable[[], Awaitable[Opened]],
     events_of: Callable[[Opened], AsyncIterator[Event]],
+    cost: RequestCost,
 ) -> AsyncIterator[Event]:
-    """The cached events replayed on a hit; otherwise the engine request is opened now (so that its
-    errors come before any byte is sent) and its events are returned, recorded for the cache."""
+    """The cached events replayed on a hit; otherwise `cost` is charged and the engine request is opened now
+    (so that its errors come before any byte is sent) and its events are returned, recorded for the cache."""
     if slot is not None and (cached := slot.lookup()) is not None:
         return replay(cached)
+    await charge_request(cost)
     events = events_of(await open_stream())
     return slot.recording(events) if slot is not None else events

@@ -26,7 +26,8 @@ from tkr_embed.protocol.openai_responses import (
     ResponseUsage,
     StreamEvent,
 )
-from tkr_embed.services.accounting import note_reasoning_tokens
+from tkr_embed.services.accounting import RequestCost, note_reasoning_tokens
+from tkr_embed.services.admission import chat_chars, check_prompt_chars, check_prompt_tokens, default_max_tokens_cap
 from tkr_embed.services.chat_prompt import render
 from tkr_embed.services.context import ModelContext, unix_now
 from tkr_embed.services.engine_stream import EngineStream
@@ -44,6 +45,10 @@ class PreparedResponse:
     rendered: RenderedPrompt
     params: SamplingParams
     skeleton: Response  # the response object as of `response.created` (status in_progress)
+
+    @property
+    def cost(self) -> RequestCost:
+        return RequestCost(1, len(self.rendered.token_ids), self.params.max_tokens or 0)
 
 
 @dataclass
@@ -63,20 +68,25 @@ class ResponsesService:
         self.ctx = ctx
 
     def prepare(self, request: ResponsesRequest) -> PreparedResponse:
+        """Checks, renders and tokenizes (seconds for a long input): call it through `ctx.off_loop`."""
         self.ctx.check_model(request.model)
         check_stateless(request)
+        messages = chat_messages(request.input)
+        check_prompt_chars(chat_chars(messages, request.instructions), "input")
         tools, tool_choice = harmony_tools(request)
         effort = (request.reasoning.effort if request.reasoning else None) or self.ctx.default_reasoning_effort
         rendered = render(
-            chat_messages(request.input),
+            messages,
             reasoning_effort=effort,
             tools=tools,
             tool_choice=tool_choice,
             instructions=request.instructions,
         )
-        max_tokens = self.ctx.max_tokens_for(
-            len(rendered.token_ids), request.max_output_tokens, "max_output_tokens", "input"
-        )
+        num_prompt = len(rendered.token_ids)
+        check_prompt_tokens(num_prompt, "input")
+        requested = request.max_output_tokens
+        cap = default_max_tokens_cap([num_prompt], 1, requested, "max_output_tokens", "input")
+        max_tokens = self.ctx.max_tokens_for(num_prompt, requested, "max_output_tokens", "input", cap)
         temperature = 1.0 if request.temperature is None else request.temperature
         top_p = 1.0 if request.top_p is None else request.top_p
         params = SamplingParams(
@@ -114,8 +124,10 @@ class ResponsesService:
         )
 
     async def create(self, request: ResponsesRequest) -> Response:
-        prepared = self.prepare(request)
-        return await cached_or_created(self._cache_slot(prepared, stream=False), lambda: self._create(prepared))
+        prepared = await self.ctx.off_loop(self.prepare, request)
+        return await cached_or_created(
+            self._cache_slot(prepared, stream=False), lambda: self._create(prepared), prepared.cost
+        )
 
     async def _create(self, prepared: PreparedResponse) -> Response:
         run = self._run(prepared)
@@ -129,11 +141,12 @@ class ResponsesService:
     async def create_stream(self, request: ResponsesRequest) -> AsyncIterator[StreamEvent]:
         """Opens the engine request now (errors are raised before any byte is sent) and returns the
         events to send."""
-        prepared = self.prepare(request)
+        prepared = await self.ctx.off_loop(self.prepare, request)
         return await cached_or_streamed(
             self._cache_slot(prepared, stream=True),
             lambda: self._open(prepared),
             lambda stream: self._events(self._run(prepared), stream),
+            prepared.cost,
         )
 
     async def _events(self, run: _Run, stream: EngineStream) -> AsyncIterator[StreamEvent]:
