@@ -72,6 +72,13 @@ class ServerConfig(_Section):
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
     cors_origins: list[str] = Field(default_factory=list)
     graceful_shutdown_s: float = Field(30.0, ge=0)
+    # Connections. A client must send a request's headers within header_timeout_s of connecting (or of the first
+    # byte of a later request on a kept-alive connection), else it gets 408 and is closed: a slow client holds
+    # no connection for long. An idle kept-alive connection is closed after keep_alive_timeout_s. Requests beyond
+    # max_connections open connections (or requests in flight) get 503; None: no cap.
+    header_timeout_s: float = Field(10.0, gt=0)
+    keep_alive_timeout_s: float = Field(5.0, gt=0)
+    max_connections: int | None = Field(1024, ge=1)
     # Admission: what one request may ask for, each violation a 400 naming the field and the limit (the defaults
     # are protocol/limits.RequestLimits'). Items: /v1/responses input items, chat messages, tools. Sequences:
     # prompts x n. Request tokens: the sum over sequences of prompt tokens + max_tokens; a request without

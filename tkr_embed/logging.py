@@ -1,8 +1,9 @@
 """Structured logs: one JSON object a line, the request id on every line, secrets never written.
 
 `configure_logging()` installs one handler on the root logger. Its filter redacts API keys,
-`Authorization` / `X-API-Key` values, `api_key=` query values and registered literal secrets from the
-message, its arguments, extra fields and tracebacks; the formatter scrubs the final line once more.
+`Authorization` / `X-API-Key` values, `api_key=` query values (however percent-encoded: uvicorn's access
+log writes the query string as the client sent it) and registered literal secrets from the message, its
+arguments, extra fields and tracebacks; the formatter scrubs the final line once more.
 Run uvicorn with `log_config=None` so its loggers propagate here.
 """
 
@@ -18,6 +19,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import IO, Any
+from urllib.parse import unquote_plus
 
 REDACTED = "[REDACTED]"
 
@@ -43,6 +45,9 @@ _PATTERNS: tuple[tuple[re.Pattern[str], Any], ...] = (
     # Query and form values: ?api_key=..., &access_token=...
     (re.compile(r"(?i)\b(api_key|api-key|apikey|access_token|secret_key)=[^&\s\"'#]+"), r"\1=" + REDACTED),
 )
+# A query parameter as a URL carries it; its name and value are judged percent-decoded.
+_QUERY_ITEM = re.compile(r"(?P<lead>[?&;])(?P<name>[^=&;\s#\"'?]+)=(?P<value>[^&;\s#\"']*)")
+_SECRET_QUERY_NAMES = frozenset({"api_key", "api-key", "apikey", "access_token", "secret_key", "token", "password"})
 _SECRET_FIELDS = frozenset(
     {
         "authorization",
@@ -77,14 +82,32 @@ def register_secret(value: str | None) -> None:
             _secrets.add(value)
 
 
-def redact(text: str) -> str:
-    """`text` with every key, credential header value and registered secret replaced by [REDACTED]."""
+def _scrub(text: str) -> str:
     with _secrets_lock:
         literals = sorted(_secrets, key=len, reverse=True)
     for literal in literals:
         text = text.replace(literal, REDACTED)
     for pattern, replacement in _PATTERNS:
         text = pattern.sub(replacement, text)
+    return text
+
+
+def _query_item(match: re.Match[str]) -> str:
+    value = match["value"]
+    if unquote_plus(match["name"]).lower() in _SECRET_QUERY_NAMES:
+        return f"{match['lead']}{match['name']}={REDACTED}"
+    if "%" in value or "+" in value:
+        decoded = unquote_plus(value)
+        if _scrub(decoded) != decoded:
+            return f"{match['lead']}{match['name']}={REDACTED}"
+    return match.group(0)
+
+
+def redact(text: str) -> str:
+    """`text` with every key, credential header value and registered secret replaced by [REDACTED]."""
+    text = _scrub(text)
+    if "=" in text:
+        text = _QUERY_ITEM.sub(_query_item, text)
     return text
 
 

@@ -55,6 +55,13 @@ class FakeEngine(EngineClient):
     aborted: list[str] = field(default_factory=list)
     running: set[str] = field(default_factory=set)
     finished_ids: list[str] = field(default_factory=list)
+    is_running: bool = True  # False: the engine is dead, as a crashed engine process is
+    dead_reason: str | None = None
+    restarts: int = 0
+
+    async def restart(self) -> None:
+        self.restarts += 1
+        self.is_running, self.dead_reason = True, None
 
     @property
     def info(self) -> RunnerInfo:

@@ -150,5 +150,6 @@ def test_redact_url_cuts_passwords() -> None:
         redact_url("postgresql+asyncpg://app:s3cret@db:5432/tkr") == "postgresql+asyncpg://app:[REDACTED]@db:5432/tkr"
     )
     assert redact_url("redis://:pw@cache:6379/0") == "redis://:[REDACTED]@cache:6379/0"
+    assert redact_url("redis://:p@ss@w0rd@cache:6379/0") == "redis://:[REDACTED]@cache:6379/0"  # all of it
     assert redact_url("redis://cache:6379/0?password=pw&db=1") == "redis://cache:6379/0?password=[REDACTED]&db=1"
     assert redact_url("sqlite+aiosqlite:////data/tkr-embed.db") == "sqlite+aiosqlite:////data/tkr-embed.db"

@@ -52,7 +52,10 @@ async def start_engine(settings: Settings, tokenizer: Tokenizer) -> LoadedEngine
     engine: EngineClient
     if settings.engine.separate_process and tokenizer is get_tokenizer():
         # the child builds its own harmony tokenizer (the same offline vocabulary)
-        engine = ProcessEngine(ProcessBuild(args, settings.log_level, settings.server.log_format == "json"))
+        engine = ProcessEngine(
+            ProcessBuild(args, settings.log_level, settings.server.log_format == "json"),
+            step_timeout_s=settings.engine.step_timeout_s,
+        )
         await engine.start()
     else:
         engine = AsyncEngine(await asyncio.to_thread(build_engine, args, tokenizer))

@@ -136,7 +136,26 @@ async def _overloaded_handler(request: Request, exc: EngineOverloadedError) -> R
     return error_response(503, exc.message, code="server_overloaded", headers={"Retry-After": retry_after})
 
 
+# What a generation request is told while the server cannot take it, by the server's phase (api/lifecycle.py).
+PHASE_REFUSALS = {
+    "draining": "the server is shutting down; retry after the time in Retry-After (another replica may answer)",
+    "engine_dead": "the engine is not running; retry after the time in Retry-After",
+    "restarting": "the engine is restarting; retry after the time in Retry-After",
+}
+PHASE_RETRY_AFTER_S = 5  # a replica behind the same balancer may answer sooner
+
+
+def phase_refusal(phase: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    """The 503 for a generation request while the server is in `phase` (a key of PHASE_REFUSALS)."""
+    return error_response(
+        503, PHASE_REFUSALS[phase], code=phase, headers={"Retry-After": str(PHASE_RETRY_AFTER_S), **(headers or {})}
+    )
+
+
 async def _dead_handler(request: Request, exc: EngineDeadError) -> Response:
+    phase = str(getattr(getattr(request.app.state, "lifecycle", None), "status", ""))
+    if phase in PHASE_REFUSALS:
+        return phase_refusal(phase)
     return error_response(503, "the engine is not running", code="engine_unavailable", headers={"Retry-After": "5"})
 
 

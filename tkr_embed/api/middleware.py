@@ -1,13 +1,19 @@
-"""Pure ASGI middleware (streaming-safe): X-Request-ID on every response, and a request body limit."""
+"""Pure ASGI middleware (streaming-safe): X-Request-ID on every response (an unexpected error's 500 included),
+and the request body's limits (size, JSON nesting depth)."""
 
 from __future__ import annotations
 
+import logging
 import re
 import uuid
 
+from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from tkr_embed.api.errors import error_body
+from tkr_embed.api.errors import error_body, error_response, is_json_content_type
+from tkr_embed.api.json_depth import MAX_JSON_DEPTH, nests_deeper_than
+
+logger = logging.getLogger("tkr_embed.api")
 
 REQUEST_ID_HEADER = "x-request-id"
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
@@ -33,19 +39,32 @@ class RequestIdMiddleware:
         sent = _header(scope, REQUEST_ID_HEADER.encode())
         request_id = sent if sent and _VALID_REQUEST_ID.match(sent) else uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
+        started = False
 
         async def send_with_id(message: Message) -> None:
+            nonlocal started
             if message["type"] == "http.response.start":
+                started = True
                 headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != REQUEST_ID_HEADER.encode()]
                 headers.append((REQUEST_ID_HEADER.encode(), request_id.encode()))
                 message = {**message, "headers": headers}
             await send(message)
 
-        await self.app(scope, receive, send_with_id)
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception:
+            # An error no handler took reaches Starlette's outermost layer, which answers 500 without passing
+            # through here: answered here instead, the 500 carries the request id like every other response.
+            body = error_body(500, "internal server error")
+            logger.exception("unexpected error %s on %s %s", body.error_id, scope["method"], scope["path"])
+            if started:
+                raise  # the client sees its response cut short; nothing else can be said now
+            await JSONResponse(body.model_dump(), status_code=500)(scope, receive, send_with_id)
 
 
 class BodyLimitMiddleware:
-    """Answer 413 for a body over `max_body_bytes` (declared or streamed), before any handler runs."""
+    """Answer 413 for a body over `max_body_bytes` (declared or streamed), and 400 for a JSON body nested more than
+    MAX_JSON_DEPTH levels deep, before anything parses it."""
 
     def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
         self.app = app
@@ -72,13 +91,22 @@ class BodyLimitMiddleware:
                 return
             if not message.get("more_body", False):
                 break
+        body = b"".join(chunks)
+        content_type = _header(scope, b"content-type")
+        if (content_type is None or is_json_content_type(content_type)) and nests_deeper_than(body):
+            await error_response(
+                400,
+                f"the request body nests arrays and objects more than {MAX_JSON_DEPTH} levels deep",
+                code="json_too_deep",
+            )(scope, receive, send)
+            return
         replayed = False
 
         async def replay() -> Message:
             nonlocal replayed
             if not replayed:
                 replayed = True
-                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+                return {"type": "http.request", "body": body, "more_body": False}
             return await receive()  # after the body: wait for the client to disconnect
 
         await self.app(scope, replay, send)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 from collections.abc import AsyncIterator, Sequence
@@ -14,9 +15,11 @@ from tkr_embed import __version__
 from tkr_embed.api.engine_factory import start_engine
 from tkr_embed.api.errors import install_error_handlers
 from tkr_embed.api.extensions import AppExtension, default_extensions
+from tkr_embed.api.lifecycle import Lifecycle, LifecycleGate, Phase
 from tkr_embed.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from tkr_embed.api.routes import health, native, openai, responses
 from tkr_embed.api.state import ServerState
+from tkr_embed.api.supervisor import supervise_engine
 from tkr_embed.config import ConfigError, Settings, load_settings
 from tkr_embed.engine.client import EngineClient
 from tkr_embed.engine.tokenizer import Tokenizer
@@ -39,6 +42,8 @@ def create_app(
     (the demo checkpoint when no model is configured) and shut down with the app; a given engine
     is started but left to its owner to shut down."""
 
+    lifecycle = Lifecycle()
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         from tkr_embed.harmony.tokenizer import get_tokenizer
@@ -55,6 +60,10 @@ def create_app(
         for extension in extensions:
             await extension.startup(state)
         app.state.server = state
+        lifecycle.serving(running, owns_engine=owns_engine)
+        supervisor = asyncio.create_task(
+            supervise_engine(running, lifecycle, settings.engine), name="engine-supervisor"
+        )
         logger.info(
             "serving %s (context %d tokens)%s",
             state.model_id,
@@ -64,20 +73,27 @@ def create_app(
         try:
             yield
         finally:
+            supervisor.cancel()
+            if lifecycle.phase is Phase.HEALTHY:
+                lifecycle.phase = Phase.DRAINING  # stopping without a drain (no signal): refuse new work
             app.state.server = None
             for extension in reversed(extensions):
                 await extension.shutdown()
-            if owns_engine:
+            if owns_engine and not lifecycle.engine_stopped:
                 await running.shutdown(graceful=True, timeout_s=settings.server.graceful_shutdown_s)
+                lifecycle.engine_stopped = True
 
     app = FastAPI(
         title="tkr-embed",
         version=__version__,
         description="gpt-oss text generation: the original API and an OpenAI-compatible API.",
         lifespan=lifespan,
+        # A redirect to the slash-less path would name the host the client sent (any Host header): 404 instead.
+        redirect_slashes=False,
     )
     app.state.server = None
     app.state.settings = settings
+    app.state.lifecycle = lifecycle
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(native.router)
@@ -96,6 +112,7 @@ def create_app(
             expose_headers=["X-Request-ID", "Retry-After", "X-Cache", *RATE_LIMIT_HEADERS],
         )
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.server.max_body_bytes)
+    app.add_middleware(LifecycleGate, lifecycle=lifecycle)  # before the body is read: refusing costs nothing
     app.add_middleware(RequestIdMiddleware)  # outermost: every response, 413 included, carries the id
     return app
 
@@ -122,13 +139,19 @@ def serve(
     *,
     engine: EngineClient | None = None,
 ) -> int:
-    """Run the server with uvicorn until interrupted; returns the process exit code.
+    """Run the server with uvicorn until a signal (a drain, then 0) or the engine's death (EXIT_ENGINE_DEAD);
+    returns the process exit code.
 
     `engine` replaces the one the settings describe (tests run the real server over a scripted engine)."""
     import uvicorn
 
+    from tkr_embed.api.connections import connection_options
+    from tkr_embed.api.graceful import UVICORN_SHUTDOWN_TIMEOUT_S, DrainingServer, stop_children
+    from tkr_embed.security.secret_strength import refuse_weak_secrets
+
     try:
         settings = load_settings(Path(config_path) if config_path else None)
+        refuse_weak_secrets(settings)
     except ConfigError as exc:
         print(f"tkr-embed: {exc}", file=sys.stderr)
         return 2
@@ -136,7 +159,7 @@ def serve(
     if settings.env == "development" and not settings.auth_required:
         logger.warning("development mode: authentication is OFF (config %s)", settings.config_file)
     app = create_app(settings, engine, extensions=default_extensions(settings))
-    uvicorn.run(
+    config = uvicorn.Config(
         app,
         host=host or settings.server.host,
         port=port or settings.server.port,
@@ -146,9 +169,19 @@ def serve(
         # (its default, 127.0.0.1, would let a local caller claim HTTPS with `trusted_proxies: []`).
         proxy_headers=bool(settings.security.trusted_proxies),
         forwarded_allow_ips=",".join(settings.security.trusted_proxies) or None,
-        timeout_graceful_shutdown=int(settings.server.graceful_shutdown_s),
+        # the drain (DrainingServer) has already given in-flight requests server.graceful_shutdown_s
+        timeout_graceful_shutdown=UVICORN_SHUTDOWN_TIMEOUT_S,
+        **connection_options(settings.server),
     )
-    return 0
+    lifecycle: Lifecycle = app.state.lifecycle
+    server = DrainingServer(config, lifecycle, settings.server.graceful_shutdown_s)
+    try:
+        server.run()
+    finally:
+        stop_children()
+    if lifecycle.exit_code:
+        logger.error("exiting with status %d", lifecycle.exit_code)
+    return lifecycle.exit_code
 
 
 if __name__ == "__main__":

@@ -100,7 +100,8 @@ class MemoryInfo(BaseModel):
 
 
 class HealthResponse(BaseModel):
-    status: Literal["healthy", "starting", "unhealthy"]
+    # healthy (200); starting, draining, engine_dead, restarting (503)
+    status: Literal["healthy", "starting", "draining", "engine_dead", "restarting", "unhealthy"]
     model_loaded: bool
     uptime: float  # seconds since the server started
     memory: MemoryInfo | None

@@ -16,13 +16,19 @@ def has_lone_surrogate(value: Any) -> bool:
     """True when a string anywhere in `value` (lists and dicts walked) holds a surrogate code point.
 
     JSON lets a client write "\\ud800" alone; Python keeps it, and it cannot be encoded as UTF-8,
-    so the tokenizer and the prompt renderer would fail on it later."""
-    if isinstance(value, str):
-        return not value.isascii() and _SURROGATE.search(value) is not None
-    if isinstance(value, (list, tuple)):
-        return any(has_lone_surrogate(item) for item in value)
-    if isinstance(value, dict):
-        return any(has_lone_surrogate(key) or has_lone_surrogate(item) for key, item in value.items())
+    so the tokenizer and the prompt renderer would fail on it later. The walk keeps its own stack: a
+    deeply nested value (a tool's JSON schema) must not exhaust Python's."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            if not item.isascii() and _SURROGATE.search(item) is not None:
+                return True
+        elif isinstance(item, (list, tuple)):
+            pending.extend(item)
+        elif isinstance(item, dict):
+            pending.extend(item.keys())
+            pending.extend(item.values())
     return False
 
 

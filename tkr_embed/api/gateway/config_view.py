@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any
+from urllib.parse import unquote_plus, urlsplit
 
 from tkr_embed.config import Settings
 from tkr_embed.logging import REDACTED
@@ -14,14 +14,34 @@ SECRET_FIELDS: frozenset[tuple[str, str]] = frozenset({("security", "api_key"), 
 URL_FIELDS: frozenset[tuple[str, str]] = frozenset(
     {("storage", "database_url"), ("storage", "redis_url"), ("rate_limit", "redis_url")}
 )
-_URL_PASSWORD = re.compile(r"(?P<head>://[^/@:]*:)[^/@]*@")
-_QUERY_PASSWORD = re.compile(r"(?i)(?P<head>[?&](?:password|pass|pwd|secret|token)=)[^&#]*")
+_SECRET_QUERY_NAMES = frozenset({"password", "pass", "pwd", "secret", "token"})
 
 
 def redact_url(url: str) -> str:
-    """`url` with its password (userinfo or query) replaced by [REDACTED]."""
-    url = _URL_PASSWORD.sub(lambda m: f"{m.group('head')}{REDACTED}@", url)
-    return _QUERY_PASSWORD.sub(lambda m: f"{m.group('head')}{REDACTED}", url)
+    """`url` with its password (userinfo or query) replaced by [REDACTED].
+
+    The userinfo ends at the authority's last `@`, as URL parsers (and so the Redis and database clients) read
+    it: a password holding `@` is hidden whole. Userinfo without a `:` may be a password alone (some Redis
+    clients read it so) and is hidden too."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return REDACTED
+    # Edited in place: rebuilding the URL from its parts would respell it (`sqlite:////data` has an empty host).
+    if "@" in parts.netloc:
+        userinfo, _, host = parts.netloc.rpartition("@")
+        user, colon, _ = userinfo.partition(":")
+        netloc = f"{user}:{REDACTED}@{host}" if colon else f"{REDACTED}@{host}"
+        url = url.replace(f"//{parts.netloc}", f"//{netloc}", 1)
+    if parts.query:
+        query = "&".join(_redact_query_item(item) for item in parts.query.split("&"))
+        url = url.replace(f"?{parts.query}", f"?{query}", 1)
+    return url
+
+
+def _redact_query_item(item: str) -> str:
+    name, equals, _ = item.partition("=")
+    return f"{name}={REDACTED}" if equals and unquote_plus(name).lower() in _SECRET_QUERY_NAMES else item
 
 
 def redacted_settings(settings: Settings) -> dict[str, Any]:

@@ -76,7 +76,7 @@ def _wants_stream(body: bytes) -> bool:
     """The `stream` field as the request models read it: any value but absent/null/false streams."""
     try:
         payload = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # BodyLimitMiddleware bounds the depth; this stays safe without it
         return False  # the route answers 400 before anything runs
     return isinstance(payload, dict) and payload.get("stream") not in (None, False)
 

@@ -7,10 +7,11 @@ import resource
 import sys
 from pathlib import Path
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 
 from tkr_embed import __version__
 from tkr_embed.api.deps import State
+from tkr_embed.api.lifecycle import Lifecycle, Phase
 from tkr_embed.api.state import ServerState
 from tkr_embed.protocol.native import HealthResponse, InfoResponse, MemoryInfo
 
@@ -37,27 +38,36 @@ def resident_memory_bytes() -> int:
     return peak if sys.platform == "darwin" else peak * 1024
 
 
-@router.get("/health", response_model=HealthResponse)
-async def health(request: Request) -> HealthResponse:
+@router.get("/health", response_model=HealthResponse, responses={503: {"model": HealthResponse}})
+async def health(request: Request, response: Response) -> HealthResponse:
+    """200 while the server takes generation requests; 503 while it starts, drains, or its engine is dead or
+    restarting (`status` says which), so a load balancer sends the traffic elsewhere."""
+    lifecycle: Lifecycle = request.app.state.lifecycle
+    status = lifecycle.status
     state: ServerState | None = getattr(request.app.state, "server", None)
+    if status is not Phase.HEALTHY:
+        response.status_code = 503
     if state is None:
         return HealthResponse(
-            status="starting", model_loaded=False, uptime=0.0, memory=None, active_requests=0, waiting_requests=0
+            status=status.value, model_loaded=False, uptime=0.0, memory=None, active_requests=0, waiting_requests=0
         )
-    stats = state.engine.stats()
+    try:
+        stats = state.engine.stats()
+    except RuntimeError:  # no engine process to ask (restarting)
+        stats = None
     memory = MemoryInfo(
         rss_bytes=resident_memory_bytes(),
-        kv_cache_blocks_total=stats.kv_blocks_total,
-        kv_cache_blocks_used=stats.kv_blocks_used,
-        kv_cache_usage=stats.kv_usage,
+        kv_cache_blocks_total=stats.kv_blocks_total if stats else 0,
+        kv_cache_blocks_used=stats.kv_blocks_used if stats else 0,
+        kv_cache_usage=stats.kv_usage if stats else 0.0,
     )
     return HealthResponse(
-        status="healthy",
+        status=status.value,
         model_loaded=True,
         uptime=state.uptime_s,
         memory=memory,
-        active_requests=stats.running + stats.waiting,
-        waiting_requests=stats.waiting,
+        active_requests=stats.running + stats.waiting if stats else 0,
+        waiting_requests=stats.waiting if stats else 0,
     )
 
 

@@ -1,0 +1,133 @@
+"""The real server as its own process (`python -m tkr_embed.api.server`), for tests of what only a process shows:
+signals, exit statuses, child processes, connections. A uniquely named module (not conftest) so that the whole
+suite can import it in one pytest run."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def children(pid: int) -> list[int]:
+    """The live child processes of `pid` (Linux /proc)."""
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            found += [int(child) for child in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return found
+
+
+def command_line(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def is_alive(pid: int) -> bool:
+    """Running (a zombie, exited but not yet reaped, counts as gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return False
+    return fields[0] != "Z"
+
+
+@dataclass
+class ServerProcess:
+    url: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def engine_pid(self) -> int:
+        """The engine's child process (spawned by multiprocessing; not its resource tracker)."""
+        for pid in children(self.pid):
+            line = command_line(pid)
+            if "multiprocessing" in line and "resource_tracker" not in line:
+                return pid
+        raise AssertionError(f"no engine process among {children(self.pid)}")
+
+    def wait_healthy(self, timeout_s: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                if httpx.get(self.url + "/health", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the server did not become healthy:\n{self.log()[-4000:]}")
+            time.sleep(0.1)
+
+    def wait_exit(self, timeout_s: float) -> int:
+        try:
+            return self.process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"the server did not exit within {timeout_s} s:\n{self.log()[-4000:]}") from None
+
+
+def demo_env(demo_model_dir: Path, data_dir: Path, port: int, **settings: str) -> dict[str, str]:
+    """The environment of a development server (no auth) on the demo checkpoint, on CPU; `settings` adds
+    GENERATION_* variables."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GENERATION_")}
+    env.update(
+        {
+            "GENERATION_ENV": "development",
+            "GENERATION_AUTH_ENABLED": "false",
+            "GENERATION_MODEL_PATH": str(demo_model_dir),
+            "GENERATION_DEVICE": "cpu",
+            "GENERATION_PORT": str(port),
+            "GENERATION_DATA_DIR": str(data_dir),
+            "GENERATION_LOG_LEVEL": "info",
+            "GENERATION_ENGINE__KV_CACHE_BLOCKS": "512",
+            "PYTHONPATH": str(REPO_ROOT),
+            **settings,
+        }
+    )
+    return env
+
+
+@contextmanager
+def server_process(workdir: Path, env: dict[str, str], port: int) -> Iterator[ServerProcess]:
+    """`python -m tkr_embed.api.server` in `workdir`; killed (with its children) if the test leaves it running."""
+    log_path = workdir / "server.stderr"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "tkr_embed.api.server"], cwd=workdir, env=env, stdout=log, stderr=log
+        )
+    server = ServerProcess(f"http://127.0.0.1:{port}", process, log_path)
+    try:
+        yield server
+    finally:
+        if process.poll() is None:
+            for pid in children(process.pid):
+                os.kill(pid, signal.SIGKILL)
+            process.kill()
+            process.wait()
