@@ -38,6 +38,12 @@ class PromptPool:
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="prompt-pool")
         self._lock = threading.Lock()
         self._jobs = 0  # running + waiting, until each job's thread is done with it
+        # Start every worker now: the executor otherwise starts one inside a request's submit, which then waits
+        # on the event loop for the new thread to get the GIL from the busy ones.
+        started = threading.Barrier(workers + 1)
+        for _ in range(workers):
+            self._executor.submit(started.wait)
+        started.wait()
 
     @property
     def jobs(self) -> int:
