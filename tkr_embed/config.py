@@ -89,9 +89,9 @@ class ServerConfig(_Section):
     max_prompt_chars: int = Field(1_048_576, ge=1)
     max_prompt_tokens: int = Field(262_144, ge=1)
     max_request_tokens: int = Field(1_048_576, ge=1)
-    # Prompts are rendered and tokenized by this many threads, off the event loop; beyond prompt_queue waiting
-    # jobs a request gets 503 with Retry-After.
-    prompt_workers: int = Field(2, ge=1)
+    # Prompts are rendered and tokenized by this many threads (None: half the CPUs, 1 to 4), off the event loop;
+    # beyond prompt_queue waiting jobs a request gets 503 with Retry-After.
+    prompt_workers: int | None = Field(None, ge=1)
     prompt_queue: int = Field(64, ge=0)
 
 

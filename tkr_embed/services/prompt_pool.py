@@ -4,7 +4,12 @@ Rendering a long conversation or tokenizing megabytes of text takes tens of mill
 the event loop that time would stall `/health` and every stream. The services hand that work here: a
 fixed number of worker threads, and a bounded number of jobs waiting for one. When the queue is full the
 request is refused at once with 503 and Retry-After (EngineOverloadedError), rather than queued without
-bound. The tokenizer releases the GIL while it encodes, so the loop keeps running beside the workers.
+bound. Long texts are encoded in short pieces (harmony/chunked_encode.py), so no worker holds the GIL for long.
+
+The workers still hold the GIL while they run Python. The loop asks for it back after every system call, and
+by default waits up to Python's switch interval (5 ms) each time: a /health answer makes a dozen such calls.
+Building a pool therefore lowers the process's switch interval to GIL_SWITCH_INTERVAL_S (never raising it).
+By default a pool has half the CPUs as workers (1 to 4), so the loop and the engine's pipe keep a core.
 
 A job whose client leaves still runs to its end (a thread cannot be interrupted), but no longer than its
 own bounded input allows, and it keeps its place in the bound meanwhile.
@@ -14,6 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import os
+import sys
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -24,17 +31,23 @@ from tkr_embed.engine.errors import EngineOverloadedError
 P = ParamSpec("P")
 T = TypeVar("T")
 
-DEFAULT_WORKERS = 2
 DEFAULT_QUEUE = 64
 RETRY_AFTER_S = 1.0
+GIL_SWITCH_INTERVAL_S = 0.0005
+
+
+def default_workers() -> int:
+    return max(1, min(4, (os.cpu_count() or 2) // 2))
 
 
 class PromptPool:
-    def __init__(self, workers: int = DEFAULT_WORKERS, queue: int = DEFAULT_QUEUE) -> None:
+    def __init__(self, workers: int | None = None, queue: int = DEFAULT_QUEUE) -> None:
+        workers = default_workers() if workers is None else workers
         if workers < 1 or queue < 0:
             raise ValueError("a prompt pool needs at least one worker and a queue of zero or more")
         self.workers = workers
         self.queue = queue
+        sys.setswitchinterval(min(sys.getswitchinterval(), GIL_SWITCH_INTERVAL_S))
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="prompt-pool")
         self._lock = threading.Lock()
         self._jobs = 0  # running + waiting, until each job's thread is done with it
