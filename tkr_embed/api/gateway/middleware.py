@@ -188,7 +188,7 @@ class GatewayMiddleware:
             return
         exchange.caller = caller
 
-        stream, receive = await self._stream_flag(scope, receive, path)
+        stream, receive = await self._stream_flag(scope, receive, path, caller)
         if stream is None:
             return  # the client left while sending its body
         needed = required_permissions(path.path, stream)
@@ -247,11 +247,17 @@ class GatewayMiddleware:
             return ANONYMOUS
         return caller
 
-    async def _stream_flag(self, scope: Scope, receive: Receive, path: NormalisedPath) -> tuple[bool | None, Receive]:
-        """Whether the request asks to stream (read from the JSON body of generation routes)."""
+    async def _stream_flag(
+        self, scope: Scope, receive: Receive, path: NormalisedPath, caller: KeyInfo
+    ) -> tuple[bool | None, Receive]:
+        """Whether the request asks to stream (read from the JSON body of generation routes), as far as the
+        permission check needs it: for a caller allowed to stream it cannot change the decision, so the body
+        (megabytes, parsed on the event loop) is not read for it."""
         if path.path in STREAM_ONLY_ROUTES:
             return True, receive
         if path.path not in ROUTE_PERMISSIONS or scope["method"] != "POST":
+            return False, receive
+        if caller.allows(Permission.GENERATE_STREAM):
             return False, receive
         buffered = await _buffer_body(receive)
         if buffered is None:
