@@ -119,8 +119,14 @@ def server_process(workdir: Path, env: dict[str, str], port: int) -> Iterator[Se
     """`python -m tkr_embed.api.server` in `workdir`; killed (with its children) if the test leaves it running."""
     log_path = workdir / "server.stderr"
     with log_path.open("wb") as log:
+        # A session of its own, as a service manager starts it: a signal can reach its whole process group.
         process = subprocess.Popen(
-            [sys.executable, "-m", "tkr_embed.api.server"], cwd=workdir, env=env, stdout=log, stderr=log
+            [sys.executable, "-m", "tkr_embed.api.server"],
+            cwd=workdir,
+            env=env,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
         )
     server = ServerProcess(f"http://127.0.0.1:{port}", process, log_path)
     try:

@@ -28,7 +28,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 CYCLES = int(os.environ.get("TKR_DISCONNECT_CYCLES", "135"))
 ORPHAN_TOKENS = 2000  # far more than the engine can decode before the end check: a lost abort shows
 KV_BLOCKS = 512
-DRAIN_S = 15.0  # after the last cycle, until nothing may be left in the engine
+DRAIN_S = 5.0  # after the last cycle, until nothing may be left in the engine
 
 
 @dataclass

@@ -9,6 +9,7 @@ A second signal exits at once.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 import threading
@@ -16,6 +17,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "api"))
 
@@ -68,9 +70,12 @@ def _assert_no_child_left(pids: list[int]) -> None:
     assert not [pid for pid in pids if is_alive(pid)], "child processes outlived the server"
 
 
+@pytest.mark.parametrize("to_group", [False, True], ids=["to-the-server", "to-its-process-group"])
 def test_sigterm_drains_the_stream_to_length_and_done_refuses_new_work_and_exits_0_with_no_child_left(
-    demo_model_dir: Path, tmp_path: Path
+    demo_model_dir: Path, tmp_path: Path, to_group: bool
 ) -> None:
+    """A SIGTERM to the whole process group (systemd's default, `timeout`) reaches the engine process too: it must
+    keep serving the drain as well."""
     port = free_port()
     env = demo_env(demo_model_dir, tmp_path / "data", port, GENERATION_SERVER__GRACEFUL_SHUTDOWN_S=str(GRACE_S))
     with server_process(tmp_path, env, port) as server:
@@ -80,7 +85,10 @@ def test_sigterm_drains_the_stream_to_length_and_done_refuses_new_work_and_exits
         reader = _start_stream(server)
         response_reader = _start_stream(server, "/v1/responses", LONG_RESPONSE)
 
-        server.process.send_signal(signal.SIGTERM)
+        if to_group:
+            os.killpg(server.pid, signal.SIGTERM)
+        else:
+            server.process.send_signal(signal.SIGTERM)
         signalled = time.monotonic()
         time.sleep(0.3)
         health = httpx.get(server.url + "/health", timeout=5)

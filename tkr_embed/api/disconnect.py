@@ -1,4 +1,5 @@
-"""Run a non-streaming handler's work, cancelling it (and so its engine request) if the client leaves."""
+"""Run a handler's work, cancelling it (and so its engine request) if the client leaves: a whole JSON answer, or
+a stream's start, which waits for the engine's first output (a queued request may wait long for it)."""
 
 from __future__ import annotations
 

@@ -38,9 +38,11 @@ class EngineLimits:
 def serve_engine(build: Callable[[], LLMEngine], requests: Connection, events: Connection, step_clock) -> None:
     """The child's main: build the engine, report ready, run the step loop until told to stop.
 
-    `step_clock`: a shared double (multiprocessing.RawValue("d")). Ctrl-C reaches the whole process group:
-    the child ignores it and stops when the server says so."""
+    `step_clock`: a shared double (multiprocessing.RawValue("d")). Ctrl-C, and a SIGTERM sent to the whole process
+    group (systemd, `timeout`, `kill -- -PGID`), reach the child too: it ignores both and stops when the server says
+    so, after the server's drain. A server that dies closes the pipes, which stops the child as well."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     try:
         engine = build()
     except BaseException as exc:  # noqa: BLE001 - reported to the parent, which raises it

@@ -149,8 +149,8 @@ class ProcessEngine(StreamingEngine):
         child.outbox.put(None)
         await asyncio.to_thread(child.process.join, STOP_TIMEOUT_S)
         if child.process.is_alive():
-            logger.warning("the engine process did not stop in %.1fs; terminating it", STOP_TIMEOUT_S)
-            child.process.terminate()
+            logger.warning("the engine process did not stop in %.1fs; killing it", STOP_TIMEOUT_S)
+            child.process.kill()  # it ignores SIGTERM (engine_child.serve_engine)
             await asyncio.to_thread(child.process.join, 5.0)
         if self._streams:  # nothing will answer them any more
             self._fail_all(EngineDeadError("the engine shut down"))

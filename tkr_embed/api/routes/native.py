@@ -29,6 +29,7 @@ async def chat(body: ChatRequest, request: Request, state: State) -> GenerateRes
         200: {"content": {"text/event-stream": {}}, "description": "one `data:` event per delta, then `data: [DONE]`"}
     },
 )
-async def stream(body: GenerateRequest, state: State) -> EventStreamResponse:
+async def stream(body: GenerateRequest, request: Request, state: State) -> EventStreamResponse:
     # Every field of the event is always present (finish_reason: null included), as the original spec shows.
-    return EventStreamResponse(sse_events(await state.native.stream(body), exclude_none=False))
+    events = await cancel_on_disconnect(request, state.native.stream(body))
+    return EventStreamResponse(sse_events(events, exclude_none=False))

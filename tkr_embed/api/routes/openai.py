@@ -33,12 +33,14 @@ async def chat_completions(
     body: ChatCompletionRequest, request: Request, state: State
 ) -> Response | ChatCompletionResponse:
     if body.stream:
-        return EventStreamResponse(sse_events(await state.chat.create_stream(body)))
+        return EventStreamResponse(sse_events(await cancel_on_disconnect(request, state.chat.create_stream(body))))
     return await cancel_on_disconnect(request, state.chat.create(body))
 
 
 @router.post("/completions", response_model=CompletionResponse)
 async def completions(body: CompletionRequest, request: Request, state: State) -> Response | CompletionResponse:
     if body.stream:
-        return EventStreamResponse(sse_events(await state.completions.create_stream(body)))
+        return EventStreamResponse(
+            sse_events(await cancel_on_disconnect(request, state.completions.create_stream(body)))
+        )
     return await cancel_on_disconnect(request, state.completions.create(body))

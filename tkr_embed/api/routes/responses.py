@@ -46,5 +46,5 @@ async def response_events(events: AsyncIterator[StreamEvent]) -> AsyncIterator[b
 async def create_response(body: ResponsesRequest, request: Request, state: State) -> HttpResponse | Response:
     service = ResponsesService(state.context)
     if body.stream:
-        return EventStreamResponse(response_events(await service.create_stream(body)))
+        return EventStreamResponse(response_events(await cancel_on_disconnect(request, service.create_stream(body))))
     return await cancel_on_disconnect(request, service.create(body))
