@@ -124,7 +124,7 @@ async def _validation_handler(request: Request, exc: RequestValidationError) -> 
 
 
 async def _service_handler(request: Request, exc: ServiceError) -> Response:
-    return error_response(exc.status, exc.message, exc.param, exc.code, exc.error_type)
+    return error_response(exc.status, exc.message, exc.param, exc.code, exc.error_type, headers=exc.headers)
 
 
 async def _engine_invalid_handler(request: Request, exc: InvalidRequestError) -> Response:

@@ -22,7 +22,9 @@ from tkr_embed.api.state import ServerState
 from tkr_embed.api.supervisor import supervise_engine
 from tkr_embed.config import ConfigError, Settings, load_settings
 from tkr_embed.engine.client import EngineClient
+from tkr_embed.engine.gc_pauses import freeze_loaded_objects
 from tkr_embed.engine.tokenizer import Tokenizer
+from tkr_embed.services.admission import configure_admission
 
 logger = logging.getLogger("tkr_embed.api")
 RATE_LIMIT_HEADERS = [
@@ -60,6 +62,8 @@ def create_app(
         for extension in extensions:
             await extension.startup(state)
         app.state.server = state
+        configure_admission(settings.server)
+        freeze_loaded_objects()  # what start-up loaded stays out of every later full collection
         lifecycle.serving(running, owns_engine=owns_engine)
         supervisor = asyncio.create_task(
             supervise_engine(running, lifecycle, settings.engine), name="engine-supervisor"

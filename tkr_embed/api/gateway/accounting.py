@@ -48,7 +48,7 @@ async def observe_account(gateway: Gateway, caller: KeyInfo, account: RequestAcc
             gateway.metrics.observe_tokens(prompt, completion, reasoning)
             for record in account.engine_requests.values():
                 _observe_latencies(gateway, record)
-        if charge_tokens and gateway.limiter is not None:
+        if charge_tokens and gateway.limiter is not None and account.charged is None:
             # Tokens per minute are charged once known; the next request sees them.
             await gateway.limiter.record_tokens(caller.id, gateway.limits_for(caller), prompt + completion)
     except Exception:

@@ -35,7 +35,8 @@ from tkr_embed.security.permissions import (
     required_permissions,
 )
 from tkr_embed.security.ratelimit import RateDecision
-from tkr_embed.services.accounting import RequestAccount, account_scope
+from tkr_embed.services.accounting import RequestAccount, RequestCost, account_scope
+from tkr_embed.services.errors import RateLimitedError, ServiceError
 
 logger = logging.getLogger("tkr_embed.gateway")
 
@@ -44,6 +45,12 @@ UNMATCHED_ROUTE = "unmatched"
 SERVER_TIMING_HEADER = b"server-timing"
 STORE_ERROR_LOG_INTERVAL_S = 10.0  # one log line per interval while the rate-limit store is down
 STORE_DOWN_RETRY_AFTER_S = 5
+
+
+class _StoreDownError(ServiceError):
+    status = 503
+    error_type = "server_error"
+    headers = {"Retry-After": "5"}
 
 
 class RateLimitStoreDown(Exception):
@@ -223,6 +230,8 @@ class GatewayMiddleware:
 
         scope["state"]["api_key"] = caller
         account = RequestAccount(scope=caller.id, cache=self.gateway.cache)
+        if decision is not None:
+            account.charge = self._charger(caller)
         extra_headers = decision.headers() if decision is not None else {}
 
         async def send_with_headers(message: Message) -> None:
@@ -282,6 +291,31 @@ class GatewayMiddleware:
             if self.rate_limit_fail_open:
                 return None
             raise RateLimitStoreDown from error
+
+    def _charger(self, caller: KeyInfo):
+        """What the services call once a request is prepared: its full cost charged to the caller's limits."""
+        limiter, limits = self.gateway.limiter, self.gateway.limits_for(caller)
+
+        async def charge(cost: RequestCost) -> None:
+            try:
+                decision = await limiter.charge(caller.id, limits, sequences=cost.sequences, tokens=cost.tokens)
+            except Exception as error:
+                self.gateway.metrics.rate_limit_store_errors.inc()
+                self._log_store_error(error)
+                if self.rate_limit_fail_open:
+                    return
+                raise _StoreDownError(
+                    "rate limits cannot be checked right now; retry after the time in Retry-After",
+                    code="rate_limit_unavailable",
+                ) from error
+            if not decision.allowed:
+                self.gateway.metrics.rate_limit_rejections.inc()
+                raise RateLimitedError(
+                    f"rate limit exceeded ({decision.limited_by}); retry after the time in Retry-After",
+                    decision.headers(),
+                )
+
+        return charge
 
     def _log_store_error(self, error: Exception) -> None:
         now = time.monotonic()
