@@ -35,8 +35,8 @@ from tkr_embed.services.response_caching import CacheSlot, cache_slot, cached_or
 from tkr_embed.services.responses_assembler import ResponseAssembler, new_id
 from tkr_embed.services.responses_input import chat_messages, check_stateless, harmony_tools
 
-# The last stream event per status; an aborted request (server shutdown) ends as failed.
-FINAL_EVENTS = {"completed": "response.completed", "incomplete": "response.incomplete", "cancelled": "response.failed"}
+# The last stream event per status. A request the server stopped (shutdown) ends incomplete: its answer was cut short.
+FINAL_EVENTS = {"completed": "response.completed", "incomplete": "response.incomplete"}
 
 
 @dataclass
@@ -181,10 +181,8 @@ class ResponsesService:
         return events
 
     def _status(self, run: _Run) -> ResponseStatus:
-        if run.finish_reason == FinishReason.LENGTH:
+        if run.finish_reason in (FinishReason.LENGTH, FinishReason.ABORT):
             return "incomplete"
-        if run.finish_reason == FinishReason.ABORT:
-            return "cancelled"
         return "completed"
 
     def _response(self, run: _Run) -> Response:
@@ -202,7 +200,7 @@ class ResponsesService:
                 "status": status,
                 "output": [item.model_copy(deep=True) for item in run.assembler.output],
                 "usage": usage,
-                "incomplete_details": IncompleteDetails(reason="max_output_tokens") if status == "incomplete" else None,
+                "incomplete_details": _incomplete_details(run.finish_reason),
             }
         )
 
@@ -210,3 +208,13 @@ class ResponsesService:
         return await EngineStream.open(
             self.ctx.engine, prepared.response_id, list(prepared.rendered.token_ids), prepared.params
         )
+
+
+def _incomplete_details(finish_reason: FinishReason | None) -> IncompleteDetails | None:
+    """Why a response is incomplete: the token budget is the one reason the spec names; a stop at shutdown
+    gives none."""
+    if finish_reason == FinishReason.LENGTH:
+        return IncompleteDetails(reason="max_output_tokens")
+    if finish_reason == FinishReason.ABORT:
+        return IncompleteDetails()
+    return None
