@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import json
+from collections.abc import AsyncIterator, Iterator
 
 import httpx
 import pytest
@@ -184,3 +185,21 @@ def test_disconnect_aborts_a_stream(base_url, fake, harmony):
         first = next(response.iter_lines())
         assert first.startswith("data: ")
     assert wait_until(lambda: len(fake.submitted) == 1 and fake.aborted == [fake.submitted[0].request_id])
+
+
+@pytest.mark.parametrize("declared", [True, False], ids=["content-length", "chunked"])
+async def test_a_client_still_sending_an_oversized_body_reads_the_413_not_a_reset(base_url, fake, declared):
+    """The OpenAI SDK's async client (httpx) writes the whole body before it reads: a server that answered and
+    closed with the body unread reset the connection, and the client saw a read error instead of the 413."""
+    body = json.dumps({"messages": HELLO, "text": "x" * (8 * MAX_BODY_BYTES)}).encode()
+
+    async def pieces() -> AsyncIterator[bytes]:
+        for start in range(0, len(body), 16 * 1024):
+            yield body[start : start + 16 * 1024]
+
+    async with httpx.AsyncClient(timeout=30) as client:
+        for _ in range(20):
+            content = body if declared else pieces()
+            response = await client.post(base_url + "/v1/chat/completions", content=content)
+            assert_error(response, 413, None)
+    assert fake.submitted == []

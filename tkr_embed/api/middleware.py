@@ -3,6 +3,7 @@ and the request body's limits (size, JSON nesting depth)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import uuid
@@ -62,6 +63,26 @@ class RequestIdMiddleware:
             await JSONResponse(body.model_dump(), status_code=500)(scope, receive, send_with_id)
 
 
+# An oversized body is read and thrown away before the 413, up to this much and this long: a connection closed with
+# the body unread is reset, and a client still writing (the OpenAI SDK's async client) sees the reset instead of the
+# answer. Past either bound the connection is closed as it stands.
+OVERSIZED_DRAIN_BYTES = 64 * 1024 * 1024
+OVERSIZED_DRAIN_S = 10.0
+
+
+async def _drain(receive: Receive) -> None:
+    drained = 0
+    try:
+        async with asyncio.timeout(OVERSIZED_DRAIN_S):
+            while drained <= OVERSIZED_DRAIN_BYTES:
+                message = await receive()
+                if message["type"] == "http.disconnect" or not message.get("more_body", False):
+                    return
+                drained += len(message.get("body", b""))
+    except TimeoutError:
+        return
+
+
 class BodyLimitMiddleware:
     """Answer 413 for a body over `max_body_bytes` (declared or streamed), and 400 for a JSON body nested more than
     MAX_JSON_DEPTH levels deep, before anything parses it."""
@@ -76,6 +97,8 @@ class BodyLimitMiddleware:
             return
         declared = _header(scope, b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
+            if int(declared) <= OVERSIZED_DRAIN_BYTES:
+                await _drain(receive)
             await self._reject(send)
             return
         chunks: list[bytes] = []
@@ -87,6 +110,8 @@ class BodyLimitMiddleware:
             chunks.append(message.get("body", b""))
             size += len(chunks[-1])
             if size > self.max_body_bytes:
+                if message.get("more_body", False):
+                    await _drain(receive)
                 await self._reject(send)
                 return
             if not message.get("more_body", False):
