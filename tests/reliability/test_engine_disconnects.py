@@ -12,7 +12,6 @@ import os
 import random
 import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
@@ -23,7 +22,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(Path(__file__).parents[1] / "api"))
+
+from server_process import demo_env, free_port, server_process  # noqa: E402
+
 # The issue's figure is 1,000 cycles; the default keeps the test to well under a minute on two cores.
 CYCLES = int(os.environ.get("TKR_DISCONNECT_CYCLES", "135"))
 ORPHAN_TOKENS = 2000  # far more than the engine can decode before the end check: a lost abort shows
@@ -39,60 +41,27 @@ class Server:
     model: str
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(demo_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """`python -m tkr_embed.api.server`: the engine in its own process, authentication off (development)."""
     workdir = tmp_path_factory.mktemp("disconnects")
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GENERATION_")}
-    env.update(
-        {
-            "GENERATION_ENV": "development",
-            "GENERATION_AUTH_ENABLED": "false",
-            "GENERATION_MODEL_PATH": str(demo_model_dir),
-            "GENERATION_DEVICE": "cpu",
-            "GENERATION_PORT": str(port),
-            "GENERATION_DATA_DIR": str(workdir / "data"),
-            "GENERATION_LOG_LEVEL": "warning",
-            "GENERATION_SERVER__GRACEFUL_SHUTDOWN_S": "2",
-            "GENERATION_ENGINE__MAX_NUM_SEQS": "8",
-            "GENERATION_ENGINE__MAX_WAITING": "256",
-            "GENERATION_ENGINE__KV_CACHE_BLOCKS": str(KV_BLOCKS),
-            "PYTHONPATH": str(REPO_ROOT),
-        }
+    port = free_port()
+    env = demo_env(
+        demo_model_dir,
+        workdir / "data",
+        port,
+        GENERATION_LOG_LEVEL="warning",
+        GENERATION_SERVER__GRACEFUL_SHUTDOWN_S="2",
+        GENERATION_ENGINE__MAX_NUM_SEQS="8",
+        GENERATION_ENGINE__MAX_WAITING="256",
+        GENERATION_ENGINE__KV_CACHE_BLOCKS=str(KV_BLOCKS),
     )
-    log_path = workdir / "server.stderr"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "tkr_embed.api.server"], cwd=workdir, env=env, stdout=log, stderr=log
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(url + "/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the server did not start:\n{log_path.read_text()[-3000:]}")
-            time.sleep(0.2)
-        model = httpx.get(url + "/v1/models", timeout=10).json()["data"][0]["id"]
-        yield Server(url, "127.0.0.1", port, model)
-    finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    with server_process(workdir, env, port) as process:
+        process.wait_healthy()
+        model = httpx.get(process.url + "/v1/models", timeout=10).json()["data"][0]["id"]
+        yield Server(process.url, "127.0.0.1", port, model)
+        process.process.send_signal(signal.SIGINT)
+        process.wait_exit(60)
 
 
 def _routes(model: str) -> list[tuple[str, dict]]:
