@@ -18,7 +18,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from tkr_embed.cache.response_cache import DEFAULT_MAX_BYTES
 from tkr_embed.engine.args import EngineArgs
+from tkr_embed.protocol.limits import RequestLimits
+from tkr_embed.security.ratelimit import REDIS_MAX_CONNECTIONS, REDIS_POOL_TIMEOUT_S
 
 ENV_PREFIX = "GENERATION_"
 PRODUCTION_CONFIG = "config.yaml"
@@ -57,6 +60,7 @@ class ConfigError(ValueError):
 
 
 _ENGINE_DEFAULTS = EngineArgs(model="")
+_REQUEST_LIMITS = RequestLimits()
 
 
 class _Section(BaseModel):
@@ -83,12 +87,12 @@ class ServerConfig(_Section):
     # are protocol/limits.RequestLimits'). Items: /v1/responses input items, chat messages, tools. Sequences:
     # prompts x n. Request tokens: the sum over sequences of prompt tokens + max_tokens; a request without
     # max_tokens gets an equal share of it (services/admission.py).
-    max_input_items: int = Field(2048, ge=1)
-    max_prompts: int = Field(64, ge=1)
-    max_sequences: int = Field(128, ge=1)
-    max_prompt_chars: int = Field(1_048_576, ge=1)
-    max_prompt_tokens: int = Field(262_144, ge=1)
-    max_request_tokens: int = Field(1_048_576, ge=1)
+    max_input_items: int = Field(_REQUEST_LIMITS.max_input_items, ge=1)
+    max_prompts: int = Field(_REQUEST_LIMITS.max_prompts, ge=1)
+    max_sequences: int = Field(_REQUEST_LIMITS.max_sequences, ge=1)
+    max_prompt_chars: int = Field(_REQUEST_LIMITS.max_prompt_chars, ge=1)
+    max_prompt_tokens: int = Field(_REQUEST_LIMITS.max_prompt_tokens, ge=1)
+    max_request_tokens: int = Field(_REQUEST_LIMITS.max_request_tokens, ge=1)
     # Prompts are rendered and tokenized by this many threads (None: half the CPUs, 1 to 4), off the event loop;
     # beyond prompt_queue waiting jobs a request gets 503 with Retry-After.
     prompt_workers: int | None = Field(None, ge=1)
@@ -167,8 +171,8 @@ class RateLimitConfig(_Section):
     fail_open: bool = True
     # Redis connections of this process's limiter; when all are busy a check waits up to redis_pool_timeout_s for
     # one, then the request is refused with 429 (limiter_busy), never admitted unchecked.
-    redis_max_connections: int = Field(100, ge=1)
-    redis_pool_timeout_s: float = Field(2.0, gt=0)
+    redis_max_connections: int = Field(REDIS_MAX_CONNECTIONS, ge=1)
+    redis_pool_timeout_s: float = Field(REDIS_POOL_TIMEOUT_S, gt=0)
 
 
 class CacheConfig(_Section):
@@ -177,7 +181,7 @@ class CacheConfig(_Section):
     ttl_seconds: float = Field(3600.0, gt=0)
     # Bytes of the stored answers (as JSON), LRU-evicted beyond it; an answer over max_entry_bytes (None: a
     # sixteenth of max_bytes) is not stored.
-    max_bytes: int = Field(256 * 1024 * 1024, ge=1024)
+    max_bytes: int = Field(DEFAULT_MAX_BYTES, ge=1024)
     max_entry_bytes: int | None = Field(None, ge=1)
 
 

@@ -17,6 +17,7 @@ it may not exceed `server.max_request_tokens`:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import fields
 from typing import TYPE_CHECKING
 
 from tkr_embed.harmony.types import ChatMessage
@@ -30,16 +31,8 @@ if TYPE_CHECKING:
 
 def configure_admission(server: ServerConfig) -> PromptPool:
     """Install the settings' request limits and prompt pool for this process (at start-up); returns the pool."""
-    set_request_limits(
-        RequestLimits(
-            max_input_items=server.max_input_items,
-            max_prompts=server.max_prompts,
-            max_sequences=server.max_sequences,
-            max_prompt_chars=server.max_prompt_chars,
-            max_prompt_tokens=server.max_prompt_tokens,
-            max_request_tokens=server.max_request_tokens,
-        )
-    )
+    # The server section names each limit as RequestLimits does.
+    set_request_limits(RequestLimits(**{limit.name: getattr(server, limit.name) for limit in fields(RequestLimits)}))
     pool = PromptPool(workers=server.prompt_workers, queue=server.prompt_queue)
     set_prompt_pool(pool)
     return pool
