@@ -5,10 +5,8 @@ the demo checkpoint, in its own process, so the client's timings are not the ser
 from __future__ import annotations
 
 import json
-import os
 import random
 import string
-import subprocess
 import sys
 import threading
 import time
@@ -19,12 +17,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parents[1]))
+sys.path.insert(0, str(Path(__file__).parents[1] / "api"))
 
-from redis_support import free_port  # noqa: E402
+from server_process import demo_env, free_port, server_process  # noqa: E402
 
 HEALTH_BOUND_S = 0.100
-REPO_ROOT = Path(__file__).resolve().parents[2]
 WARM_UP = {
     "/v1/responses": {"input": "hi", "max_output_tokens": 1},
     "/v1/completions": {"prompt": "hi", "max_tokens": 1},
@@ -33,51 +30,24 @@ WARM_UP = {
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def server(demo_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     tmp = tmp_path_factory.mktemp("admission-loop")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GENERATION_")}
     port = free_port()
-    env.update(
-        {
-            "GENERATION_ENV": "development",
-            "GENERATION_PORT": str(port),
-            "GENERATION_DATA_DIR": str(tmp / "data"),
-            "GENERATION_DEVICE": "cpu",
-            "GENERATION_LOG_LEVEL": "warning",
-            "GENERATION_ENGINE__KV_CACHE_BLOCKS": "256",
-            "GENERATION_ENGINE__MAX_NUM_SEQS": "4",
-            "PYTHONPATH": str(REPO_ROOT),
-            "OMP_NUM_THREADS": "1",
-        }
+    env = demo_env(
+        demo_model_dir,
+        tmp / "data",
+        port,
+        GENERATION_LOG_LEVEL="warning",
+        GENERATION_ENGINE__KV_CACHE_BLOCKS="256",
+        GENERATION_ENGINE__MAX_NUM_SEQS="4",
+        OMP_NUM_THREADS="1",
     )
-    log_path = tmp / "server.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "tkr_embed.api.server"], cwd=tmp, env=env, stdout=log, stderr=subprocess.STDOUT
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                if httpx.get(url + "/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the server did not start:\n{log_path.read_text()[-3000:]}")
-            time.sleep(0.2)
+    with server_process(tmp, env, port) as process:
+        process.wait_healthy(timeout_s=180)
         # One small request of each kind first: the first use of a route builds its validators once.
         for path, body in WARM_UP.items():
-            assert httpx.post(url + path, json=body, timeout=120).status_code == 200
-        yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+            assert httpx.post(process.url + path, json=body, timeout=120).status_code == 200
+        yield process.url
 
 
 def slowest_health_while(url: str, work: Callable[[], list[httpx.Response]]) -> tuple[float, list[httpx.Response]]:
