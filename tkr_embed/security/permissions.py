@@ -50,7 +50,7 @@ def grants(held: Iterable[Permission], needed: Permission) -> bool:
 
 
 # Routes any valid key may read (model list, server info): authentication only, no permission.
-AUTHENTICATED_ROUTES: frozenset[str] = frozenset({"/v1/models", "/info", "/models"})
+AUTHENTICATED_ROUTES: frozenset[str] = frozenset({"/v1/models", "/info", "/models", "/tokenizer_info"})
 # ...and every path under these prefixes (GET /v1/models/{model}).
 AUTHENTICATED_PREFIXES: tuple[str, ...] = ("/v1/models/",)
 ROUTE_PERMISSIONS: dict[str, Permission] = {
@@ -60,6 +60,9 @@ ROUTE_PERMISSIONS: dict[str, Permission] = {
     "/v1/completions": Permission.GENERATE_TEXT,
     "/generate": Permission.GENERATE_TEXT,
     "/stream": Permission.GENERATE_TEXT,
+    # The prompt a generation request would send, without generating: the same key may ask.
+    "/tokenize": Permission.GENERATE_TEXT,
+    "/detokenize": Permission.GENERATE_TEXT,
 }
 STREAM_ONLY_ROUTES: frozenset[str] = frozenset({"/stream"})
 
