@@ -34,7 +34,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--output-len", type=int, default=32)
     parser.add_argument("--max-num-seqs", type=int, default=16)
     parser.add_argument("--num-kv-blocks", type=int, default=256)
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch CPU threads (default: the engine's, engine.cpu_threads)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     return parser.parse_args()
 
@@ -49,6 +51,7 @@ def run_backend(
         quantization=quantization,
         max_num_seqs=args.max_num_seqs,
         num_kv_blocks=args.num_kv_blocks,
+        cpu_threads=args.threads,
     )
     params = SamplingParams(max_tokens=args.output_len, temperature=0.0, ignore_eos=True)
     llm.generate(prompts[:2], SamplingParams(max_tokens=2, temperature=0.0, ignore_eos=True))  # warm-up
@@ -72,7 +75,6 @@ def run_backend(
 
 def main() -> None:
     args = parse_args()
-    torch.set_num_threads(args.threads)
     rng = random.Random(args.seed)
     prompts = [[rng.randrange(1000, 190000) for _ in range(args.input_len)] for _ in range(args.num_prompts)]
     with tempfile.TemporaryDirectory() as scratch:
@@ -97,7 +99,7 @@ def main() -> None:
                 "input_len": args.input_len,
                 "output_len": args.output_len,
                 "max_num_seqs": args.max_num_seqs,
-                "torch_threads": args.threads,
+                "torch_threads": torch.get_num_threads(),
                 "rows": rows,
             },
             indent=1,

@@ -33,14 +33,15 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--max-num-seqs", type=int, default=32)
     parser.add_argument("--max-num-batched-tokens", type=int, default=2048)
     parser.add_argument("--num-kv-blocks", type=int, default=None)
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch CPU threads (default: the engine's, engine.cpu_threads)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     return parser.parse_args()
 
 
 def main() -> None:
     args = parse_args()
-    torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as scratch:
         model = args.model
         if model is None:
@@ -54,6 +55,7 @@ def main() -> None:
             max_num_seqs=args.max_num_seqs,
             max_num_batched_tokens=args.max_num_batched_tokens,
             num_kv_blocks=args.num_kv_blocks,
+            cpu_threads=args.threads,
         )
         rng = random.Random(args.seed)
         vocab = llm.engine.vocab_size
@@ -78,7 +80,7 @@ def main() -> None:
                 "input_len": args.input_len,
                 "output_len": args.output_len,
                 "max_num_seqs": args.max_num_seqs,
-                "threads": args.threads,
+                "threads": torch.get_num_threads(),
                 "elapsed_s": round(elapsed, 3),
                 "output_tokens_per_s": round(output_tokens / elapsed, 1),
                 "total_tokens_per_s": round((output_tokens + args.num_prompts * args.input_len) / elapsed, 1),

@@ -53,14 +53,20 @@ def create_runner(
     """A runner for a checkpoint folder, or random weights of the real shape for 'gpt-oss-20b'/'gpt-oss-120b'.
 
     kwargs go to the runner: block_size, num_kv_blocks, kv_cache_memory_fraction, kv_cache_bytes,
-    max_model_len, max_num_batched_tokens (the largest step, whose activations the KV cache leaves room for).
+    max_model_len, max_num_batched_tokens (the largest step, whose activations the KV cache leaves room for);
+    cpu_threads (torch on the CPU: its intra-op threads, None for `backends.cpu_threads.auto_cpu_threads`).
     """
     choice = resolve_backend_device(device)
+    cpu_threads = kwargs.pop("cpu_threads", None)  # torch's CPU threads; MLX schedules its own
     if choice.backend == "mlx":
         from tkr_embed.backends.mlx.runner import MlxModelRunner
 
         return MlxModelRunner(model_path, device=choice.device, dtype=dtype, quantization=quantization, **kwargs)
     torch_device = choice.device
+    if torch_device == "cpu":
+        from tkr_embed.backends.cpu_threads import configure_cpu_threads
+
+        configure_cpu_threads(cpu_threads)
     quant = resolve_quantization(quantization)
     runner = _build_torch_runner(model_path, torch_device, dtype, quant, kwargs)
     runner.info.extra["quantization_reason"] = TORCH_QUANTIZATION_REASONS[quantization.lower()]

@@ -23,7 +23,8 @@ class EngineArgs:
     `quantization`: auto | q4 | q8 | none | mxfp4. The KV cache holds `num_kv_blocks` blocks, else `kv_cache_bytes`,
     else `kv_cache_memory_fraction` of the free memory. `max_num_batched_tokens_idle=None`: the device's default
     (`backends.device.idle_step_tokens`). `warm_up`: compile the device's kernels for every step size before
-    serving."""
+    serving. `cpu_threads`: torch's intra-op threads on the CPU; None: every usable core but one
+    (`backends.cpu_threads`)."""
 
     model: str
     device: str = "auto"
@@ -41,12 +42,15 @@ class EngineArgs:
     max_model_len: int | None = EngineConfig.max_model_len
     lookahead: bool = EngineConfig.lookahead
     warm_up: bool = True
+    cpu_threads: int | None = None
 
     def __post_init__(self) -> None:
         if not 0 < self.kv_cache_memory_fraction <= 1:
             raise ConfigurationError("kv_cache_memory_fraction must be in (0, 1]", "kv_cache_memory_fraction")
         if self.kv_cache_bytes is not None and self.kv_cache_bytes < 1:
             raise ConfigurationError("kv_cache_bytes must be at least 1", "kv_cache_bytes")
+        if self.cpu_threads is not None and self.cpu_threads < 1:
+            raise ConfigurationError("cpu_threads must be at least 1", "cpu_threads")
         self.engine_config(self.max_num_batched_tokens_idle)  # raises ConfigurationError on a bad schedule setting
 
     def engine_config(self, max_num_batched_tokens_idle: int | None) -> EngineConfig:
@@ -70,4 +74,5 @@ class EngineArgs:
             # the KV cache leaves room for steps of these sizes
             "max_num_batched_tokens": self.max_num_batched_tokens,
             "max_idle_step_tokens": max_num_batched_tokens_idle,
+            "cpu_threads": self.cpu_threads,
         }
