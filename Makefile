@@ -1,6 +1,6 @@
 # Two commands for a fresh Linux or macOS machine:
-#   make serve   set everything up in .venv, then serve (the demo checkpoint when no model is configured)
-#   make test    set everything up in .venv (and a local redis-server), then run the whole test suite
+#   make serve   install the server's runtime packages in .venv, then serve (the demo checkpoint when no model is configured)
+#   make test    install those and the test toolchain in .venv (and a local redis-server), then run the whole test suite
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
@@ -8,30 +8,45 @@ PIP    := $(PY) -m pip
 UNAME_S := $(shell uname -s)
 UNAME_M := $(shell uname -m)
 
-# Every package comes from the platform's lock (scripts/lock.py; `make lock` refreshes it), with its hashes.
+# Every package comes from the platform's lock (scripts/lock.py; `make lock` refreshes it), with its hashes:
+# SERVE_LOCK holds what the server runs on, LOCK adds the test toolchain, with the same pins.
 ifeq ($(UNAME_S),Darwin)
   PLATFORM := macos-$(UNAME_M)
 else
   PLATFORM := linux-$(UNAME_M)
 endif
 LOCK := requirements/lock-$(PLATFORM).txt
+SERVE_LOCK := requirements/serve-$(PLATFORM).txt
 # The Linux lock pins torch's CPU build, which PyTorch publishes on its own index, not on PyPI. pip looks
 # there, unless its own configuration names find-links (where our CI machines keep that wheel on disk).
 PIP_HAS_FIND_LINKS := $(shell $(PYTHON) -m pip config list 2>/dev/null | grep -ci find-links)
 TORCH_FIND_LINKS ?= $(if $(filter linux-%,$(PLATFORM)),$(if $(filter 0,$(PIP_HAS_FIND_LINKS)),https://download.pytorch.org/whl/cpu/torch/))
 
-.PHONY: install check-lock lock serve test services gpu-check gpu-wheels clean
+.PHONY: install install-serve check-lock lock serve test services gpu-check gpu-wheels clean
 
 check-lock:
 	@[ -f $(LOCK) ] || { echo "error: no lock for $(PLATFORM) ($(LOCK)); the locked platforms: $$(ls requirements)" >&2; exit 1; }
 	@$(PYTHON) scripts/lock.py check $(PLATFORM)
 
-$(VENV)/.installed: $(LOCK) pyproject.toml
+PIP_LOCKED := $(PIP) install --require-hashes --no-deps $(if $(TORCH_FIND_LINKS),--find-links $(TORCH_FIND_LINKS))
+
+# The server alone: pip shows each package as it comes (torch, the largest, is a few hundred MB).
+$(VENV)/.installed-serve: $(SERVE_LOCK) pyproject.toml
 	[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
-	$(PIP) install -q --require-hashes --no-deps $(if $(TORCH_FIND_LINKS),--find-links $(TORCH_FIND_LINKS)) -r $(LOCK)
+	@echo "installing the server's $$(grep -c '^[a-z]' $(SERVE_LOCK)) runtime packages from $(SERVE_LOCK) into $(VENV)"
+	$(PIP_LOCKED) --progress-bar on -r $(SERVE_LOCK)
 	$(PIP) install -q --no-deps --no-build-isolation -e .
 	touch $@
 
+# Everything the tests need besides: the full lock is a superset of the serve lock, with the same pins.
+$(VENV)/.installed: $(LOCK) pyproject.toml
+	[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
+	@echo "installing $$(grep -c '^[a-z]' $(LOCK)) packages (the server and the test toolchain) from $(LOCK) into $(VENV)"
+	$(PIP_LOCKED) -q -r $(LOCK)
+	$(PIP) install -q --no-deps --no-build-isolation -e .
+	touch $@ $(VENV)/.installed-serve
+
+install-serve: check-lock $(VENV)/.installed-serve
 install: check-lock $(VENV)/.installed
 
 # Resolve pyproject.toml's dependencies again for every platform, keeping each pin that still fits.
@@ -39,7 +54,7 @@ lock:
 	[ -x $(VENV)/bin/uv ] || { [ -x $(PY) ] || $(PYTHON) -m venv $(VENV); $(PIP) install -q "uv==$$(sed -n 's/^uv==\([^ ]*\).*/\1/p' $(LOCK))"; }
 	$(PY) scripts/lock.py compile --uv $(VENV)/bin/uv
 
-serve: install
+serve: install-serve
 	$(PY) -m tkr_embed.cli serve
 
 # The tests run against real servers: redis-server (shared rate limits) and PostgreSQL (the key store

@@ -59,3 +59,38 @@ def test_every_locked_package_is_pinned_with_hashes() -> None:
         assert any(line.startswith("torch==2.13.0") for line in pins)
     linux = (ROOT / "requirements" / "lock-linux-x86_64.txt").read_text()
     assert "torch==2.13.0+cpu" in linux and "nvidia-" not in linux  # the CPU build, never CUDA's
+
+
+def _pins(lock: Path) -> dict[str, str]:
+    """name -> the requirement block (its pin and hashes) of a lock file."""
+    blocks: dict[str, str] = {}
+    name = None
+    for line in lock.read_text().splitlines():
+        if line and not line.startswith((" ", "#")):
+            name = line.split("==")[0]
+            blocks[name] = line
+        elif name and line.lstrip().startswith("--hash"):
+            blocks[name] += "\n" + line
+    return blocks
+
+
+def test_the_serve_lock_is_the_runtime_part_of_the_full_lock_with_the_same_pins() -> None:
+    for platform in ("linux-x86_64", "macos-arm64"):
+        full = _pins(ROOT / "requirements" / f"lock-{platform}.txt")
+        serve = _pins(ROOT / "requirements" / f"serve-{platform}.txt")
+        assert serve and all(full[name] == block for name, block in serve.items()), platform
+        # what the server runs on and builds its editable install with ...
+        assert {"torch", "fastapi", "uvicorn", "openai-harmony", "safetensors", "setuptools"} <= serve.keys()
+        # ... and none of the test toolchain
+        assert not {"pytest", "transformers", "triton", "lm-eval", "openai", "ruff", "uv"} & serve.keys(), platform
+    assert "mlx" in _pins(ROOT / "requirements" / "serve-macos-arm64.txt")
+    assert "mlx" not in _pins(ROOT / "requirements" / "serve-linux-x86_64.txt")  # the tests' CPU build only
+
+
+def test_a_stale_serve_lock_stops_the_install_too(tmp_path: Path) -> None:
+    tree = _copy_of_the_tree(tmp_path)
+    serve = tree / "requirements" / "serve-linux-x86_64.txt"
+    serve.write_text("# inputs-sha256: 0\n" + serve.read_text().split("\n", 1)[1])
+    result = _check(tree)
+    assert result.returncode == 1
+    assert "since requirements/serve-linux-x86_64.txt was made" in result.stderr
