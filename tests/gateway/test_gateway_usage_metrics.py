@@ -10,6 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 from gateway_support import MASTER_KEY, GatewayServer, gateway_server
+from prometheus_client.parser import text_string_to_metric_families
 
 from tkr_embed.db import Database
 from tkr_embed.security.usage import usage_by_day
@@ -25,9 +26,14 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayServer]:
 
 
 def _metric(text: str, name: str) -> float:
-    match = re.search(rf"^{re.escape(name)} ([0-9.e+-]+)$", text, re.MULTILINE)
-    assert match is not None, name
-    return float(match.group(1))
+    values = [
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name
+    ]
+    assert values, name
+    return sum(values)
 
 
 async def test_concurrent_requests_leave_exact_usage_rows(server: GatewayServer) -> None:
@@ -97,15 +103,16 @@ def test_metrics_are_admin_only_and_fed_by_requests(server: GatewayServer) -> No
     for name in (
         "tkr_num_requests_running",
         "tkr_num_requests_waiting",
-        "tkr_kv_cache_usage_ratio",
+        "tkr_kv_cache_usage_perc",
         "tkr_rate_limit_rejections_total",
         "tkr_request_queue_time_seconds_count",
     ):
         _metric(after, name)
     assert 'route="/v1/chat/completions",status="200"' in after
-    # No per-key label, no key material.
+    # No per-key label, no key material: the model's series carry the served model's name.
     label_names = set(re.findall(r'[{,](\w+)="', after))
-    assert label_names == {"route", "status", "le"}
+    assert label_names == {"model_name", "finished_reason", "route", "status", "le"}
+    assert set(re.findall(r'model_name="([^"]*)"', after)) == {"gpt-oss-fake"}
     assert key not in after and MASTER_KEY not in after
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -56,6 +57,7 @@ class LLMEngine:
         self._requests: dict[str, Request] = {}
         self._seq_ids = itertools.count()
         self.step_times = StepPhaseTimes()
+        self.engine_id = uuid.uuid4().hex
 
     # --- requests -----------------------------------------------------------------------------
 
@@ -155,6 +157,8 @@ class LLMEngine:
             preemptions=counters.preemptions,
             steps=self.step_times.steps,
             step_phase_seconds=dict(self.step_times.seconds),
+            finish_reasons=dict(counters.finish_reasons),
+            engine_id=self.engine_id,
         )
 
     # --- helpers ------------------------------------------------------------------------------

@@ -101,6 +101,9 @@ class EngineStats:
     preemptions: int
     steps: int = 0  # engine steps run
     step_phase_seconds: dict[str, float] = field(default_factory=dict)  # STEP_PHASES -> seconds, summed
+    finish_reasons: dict[str, int] = field(default_factory=dict)  # completions finished, by FinishReason value
+    # Which engine counted: a restarted engine (a new process) counts from zero again under a new id
+    engine_id: str = ""
 
     @property
     def kv_usage(self) -> float:

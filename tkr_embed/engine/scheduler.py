@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from tkr_embed.engine.block_manager import BlockManager
 from tkr_embed.engine.config import EngineConfig
@@ -21,6 +21,10 @@ class SchedulerCounters:
     tokens_decoded: int = 0
     requests_finished: int = 0
     preemptions: int = 0
+    finish_reasons: dict[str, int] = field(default_factory=dict)  # completions finished, by FinishReason value
+
+    def count_finish(self, reason: FinishReason) -> None:
+        self.finish_reasons[reason.value] = self.finish_reasons.get(reason.value, 0) + 1
 
 
 class Scheduler:
@@ -235,6 +239,7 @@ class Scheduler:
             self.counters.tokens_decoded += 1
             updated[request.request_id] = request
             if seq.is_finished:
+                self.counters.count_finish(seq.finish_reason)
                 self._release(seq)
                 self.running.remove(seq)
                 if request.is_finished:
@@ -263,6 +268,7 @@ class Scheduler:
                 self.running.remove(seq)
             self._pending_forks.pop(seq.seq_id, None)
             seq.finish(FinishReason.ABORT)
+            self.counters.count_finish(FinishReason.ABORT)
             self._release(seq)
         request.timings.finished = time.monotonic()
 

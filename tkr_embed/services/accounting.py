@@ -28,6 +28,7 @@ class EngineRequestRecord:
 
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    max_completion_tokens: int = 0  # the longest of its n completions
     cached_prompt_tokens: int = 0
     finished: bool = False
     aborted: bool = False
@@ -39,6 +40,7 @@ class EngineRequestRecord:
     def observe(self, output: RequestOutput, now: float) -> None:
         self.prompt_tokens = output.num_prompt_tokens
         self.completion_tokens = output.num_completion_tokens
+        self.max_completion_tokens = max((len(o.token_ids) for o in output.outputs), default=0)
         self.cached_prompt_tokens = output.num_cached_prompt_tokens
         self.timings = output.timings
         self.finished = output.finished

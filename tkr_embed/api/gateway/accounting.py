@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+from tkr_embed.metrics import RequestObservation
 from tkr_embed.security.gateway import Gateway
 from tkr_embed.security.keys import KeyInfo
 from tkr_embed.services.accounting import EngineRequestRecord, RequestAccount
@@ -11,19 +12,25 @@ from tkr_embed.services.accounting import EngineRequestRecord, RequestAccount
 logger = logging.getLogger("tkr_embed.gateway")
 
 
-def _observe_latencies(gateway: Gateway, record: EngineRequestRecord) -> None:
-    metrics = gateway.metrics
-    arrival = record.arrival
-    if arrival is None:
-        return
-    if record.timings is not None and record.timings.scheduled is not None:
-        metrics.queue_time.observe(max(0.0, record.timings.scheduled - arrival))
-    if record.first_token_at is not None:
-        metrics.time_to_first_token.observe(max(0.0, record.first_token_at - arrival))
-    for gap in record.inter_token_gaps:
-        metrics.inter_token_latency.observe(gap)
-    if record.finished_at is not None:
-        metrics.e2e_latency.observe(max(0.0, record.finished_at - arrival))
+def _between(start: float | None, end: float | None) -> float | None:
+    return None if start is None or end is None else max(0.0, end - start)
+
+
+def _observation(record: EngineRequestRecord) -> RequestObservation:
+    arrival, first_token, finished = record.arrival, record.first_token_at, record.finished_at
+    scheduled = record.timings.scheduled if record.timings is not None else None
+    return RequestObservation(
+        prompt_tokens=record.prompt_tokens,
+        generation_tokens=record.completion_tokens,
+        max_generation_tokens=record.max_completion_tokens,
+        queue_s=_between(arrival, scheduled),
+        time_to_first_token_s=_between(arrival, first_token),
+        prefill_s=_between(scheduled, first_token),
+        decode_s=_between(first_token, finished),
+        inference_s=_between(scheduled, finished),
+        e2e_s=_between(arrival, finished),
+        token_gaps=record.inter_token_gaps,
+    )
 
 
 async def observe_account(gateway: Gateway, caller: KeyInfo, account: RequestAccount, *, charge_tokens: bool) -> None:
@@ -47,7 +54,7 @@ async def observe_account(gateway: Gateway, caller: KeyInfo, account: RequestAcc
             # Engine work only: a cache hit processed nothing.
             gateway.metrics.observe_tokens(prompt, completion, reasoning)
             for record in account.engine_requests.values():
-                _observe_latencies(gateway, record)
+                gateway.metrics.observe_engine_request(_observation(record))
         if charge_tokens and gateway.limiter is not None and account.charged is None:
             # Tokens per minute are charged once known; the next request sees them.
             await gateway.limiter.record_tokens(caller.id, gateway.limits_for(caller), prompt + completion)

@@ -59,6 +59,7 @@ class GatewayExtension:
         app.state.gateway = self.gateway
 
     async def startup(self, state: ServerState) -> None:
+        self.gateway.metrics.bind_model(state.model_id)
         await self.gateway.start()
         settings = self.settings
         if not settings.auth_required:
