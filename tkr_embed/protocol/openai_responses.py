@@ -1,5 +1,5 @@
-"""Wire types of POST /v1/responses (stateless): the request, its input items, the response object
-and the typed stream events.
+"""Wire types of POST /v1/responses (stateless): the request, its input items and the response object (the
+stream events are in `openai_responses_events`).
 
 Union branches are tagged with names holding a dash ("item-message") so that a validation error
 names the field the client wrote (`input[2].call_id`), never a branch.
@@ -11,10 +11,14 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Discriminator, Field, Tag, ValidationInfo, field_validator
 
+from tkr_embed.engine.sampling_params import MAX_TOP_LOGPROBS
 from tkr_embed.protocol.limits import check_item_count, request_limits
+from tkr_embed.protocol.openai_chat import TokenLogprobOut
 from tkr_embed.protocol.openai_common import OpenAIRequest
 
 ReasoningEffort = Literal["low", "medium", "high"]
+ReasoningSummary = Literal["auto", "concise", "detailed"]
+Truncation = Literal["auto", "disabled"]
 ItemStatus = Literal["in_progress", "completed", "incomplete"]
 ResponseStatus = Literal["in_progress", "completed", "incomplete", "cancelled", "failed"]
 
@@ -144,7 +148,7 @@ class FunctionToolChoice(OpenAIRequest):
 
 class ReasoningConfig(OpenAIRequest):
     effort: ReasoningEffort | None = None
-    summary: str | None = None  # accepted; gpt-oss writes no summaries
+    summary: ReasoningSummary | None = None  # accepted and echoed; gpt-oss writes no summaries
 
 
 class TextFormat(OpenAIRequest):
@@ -163,15 +167,27 @@ class ResponsesRequest(OpenAIRequest):
     max_output_tokens: int | None = Field(None, ge=1)
     temperature: float | None = Field(None, ge=0.0, le=2.0)
     top_p: float | None = Field(None, gt=0.0, le=1.0)
+    presence_penalty: float | None = Field(None, ge=-2.0, le=2.0)
+    frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0)
+    # Logprobs come with the output text when `include` names "message.output_text.logprobs" or top_logprobs > 0.
+    top_logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS)
+    include: list[str] | None = None
+    seed: int | None = None  # an extension, as on /v1/chat/completions: a sampled response made reproducible
     tools: list[FunctionTool] | None = None
     tool_choice: Literal["auto", "none", "required"] | FunctionToolChoice | None = None
     parallel_tool_calls: bool | None = None
+    # gpt-oss ends its turn at its first call, so a response holds at most one call: any limit >= 1 holds.
+    max_tool_calls: int | None = Field(None, ge=1)
     stream: bool = False
     store: bool | None = None
     previous_response_id: str | None = None
     background: bool | None = None
     metadata: dict[str, str] | None = None
     text: TextConfig | None = None
+    truncation: Truncation | None = None
+    service_tier: Literal["auto", "default", "flex", "priority"] | None = None  # one tier here: "default"
+    safety_identifier: str | None = None
+    prompt_cache_key: str | None = None  # prefix caching is automatic; the key is echoed
     user: str | None = None
 
     @field_validator("input", "tools", mode="before")
@@ -188,7 +204,7 @@ class OutputText(BaseModel):
     type: Literal["output_text"] = "output_text"
     text: str = ""
     annotations: list[Any] = Field(default_factory=list)
-    logprobs: list[Any] = Field(default_factory=list)
+    logprobs: list[TokenLogprobOut] = Field(default_factory=list)  # filled when the request asked for them
 
 
 class ReasoningText(BaseModel):
@@ -248,123 +264,57 @@ class ResponseUsage(BaseModel):
 
 
 class IncompleteDetails(BaseModel):
-    reason: Literal["max_output_tokens"] | None = None
+    """Why a response is incomplete: its token budget ran out, or the server stopped it (at shutdown)."""
+
+    reason: Literal["max_output_tokens", "interrupted"]
+
+
+class ResponseError(BaseModel):
+    """Why a response failed (status "failed")."""
+
+    code: str
+    message: str
 
 
 class ReasoningEcho(BaseModel):
     effort: ReasoningEffort
-    summary: str | None = None
+    summary: ReasoningSummary | None = None
 
 
 class Response(BaseModel):
+    """The response object, alike in the JSON answer and in every streamed `response.*` event. It holds every
+    field the OpenAI and Open Responses schemas name (null where nothing applies) and echoes the request's
+    settings as they were applied."""
+
     id: str
     object: Literal["response"] = "response"
     created_at: int
+    completed_at: int | None = None  # set once the status is "completed"
     status: ResponseStatus
-    model: str
-    output: list[OutputItem] = Field(default_factory=list)
-    usage: ResponseUsage | None = None
     incomplete_details: IncompleteDetails | None = None
-    error: None = None
+    model: str
+    previous_response_id: None = None
     instructions: str | None = None
-    max_output_tokens: int | None = None
-    temperature: float
-    top_p: float
+    output: list[OutputItem] = Field(default_factory=list)
+    error: ResponseError | None = None
     tools: list[FunctionTool] = Field(default_factory=list)
     tool_choice: Literal["auto", "none", "required"] | FunctionToolChoice = "auto"
+    truncation: Truncation = "disabled"
     parallel_tool_calls: bool = True
+    text: TextConfig = Field(default_factory=TextConfig)
+    top_p: float
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    top_logprobs: int = 0
+    temperature: float
     reasoning: ReasoningEcho
-    previous_response_id: None = None
+    user: str | None = None
+    usage: ResponseUsage | None = None
+    max_output_tokens: int | None = None
+    max_tool_calls: int | None = None
     store: bool = False
     background: bool = False
+    service_tier: Literal["default"] = "default"
     metadata: dict[str, str] = Field(default_factory=dict)
-    text: TextConfig = Field(default_factory=TextConfig)
-    truncation: Literal["disabled"] = "disabled"
-    user: str | None = None
-
-
-# -- stream events (each `event: <type>` / `data: <json>`) ----------------------------------------
-
-
-class StreamEvent(BaseModel):
-    type: str
-    sequence_number: int
-
-
-class ResponseLifecycleEvent(StreamEvent):
-    type: Literal[
-        "response.created", "response.in_progress", "response.completed", "response.incomplete", "response.failed"
-    ]
-    response: Response
-
-
-class OutputItemEvent(StreamEvent):
-    type: Literal["response.output_item.added", "response.output_item.done"]
-    output_index: int
-    item: OutputItem
-
-
-class ContentPartEvent(StreamEvent):
-    type: Literal["response.content_part.added", "response.content_part.done"]
-    item_id: str
-    output_index: int
-    content_index: int
-    part: Annotated[OutputText | ReasoningText, Field(discriminator="type")]
-
-
-class OutputTextDeltaEvent(StreamEvent):
-    type: Literal["response.output_text.delta"] = "response.output_text.delta"
-    item_id: str
-    output_index: int
-    content_index: int
-    delta: str
-    logprobs: list[Any] = Field(default_factory=list)
-
-
-class OutputTextDoneEvent(StreamEvent):
-    type: Literal["response.output_text.done"] = "response.output_text.done"
-    item_id: str
-    output_index: int
-    content_index: int
-    text: str
-    logprobs: list[Any] = Field(default_factory=list)
-
-
-class ReasoningTextDeltaEvent(StreamEvent):
-    type: Literal["response.reasoning_text.delta"] = "response.reasoning_text.delta"
-    item_id: str
-    output_index: int
-    content_index: int
-    delta: str
-
-
-class ReasoningTextDoneEvent(StreamEvent):
-    type: Literal["response.reasoning_text.done"] = "response.reasoning_text.done"
-    item_id: str
-    output_index: int
-    content_index: int
-    text: str
-
-
-class FunctionCallArgumentsDeltaEvent(StreamEvent):
-    type: Literal["response.function_call_arguments.delta"] = "response.function_call_arguments.delta"
-    item_id: str
-    output_index: int
-    delta: str
-
-
-class FunctionCallArgumentsDoneEvent(StreamEvent):
-    type: Literal["response.function_call_arguments.done"] = "response.function_call_arguments.done"
-    item_id: str
-    output_index: int
-    name: str
-    arguments: str
-
-
-class ErrorEvent(StreamEvent):
-    """An error after the stream started (the HTTP status was already sent)."""
-
-    type: Literal["error"] = "error"
-    code: str | None = None
-    message: str
-    param: str | None = None
+    safety_identifier: str | None = None
+    prompt_cache_key: str | None = None

@@ -6,21 +6,24 @@ import uuid
 from dataclasses import dataclass, field
 
 from tkr_embed.harmony.events import ContentDelta, ParserEvent, ReasoningDelta, ToolCallDelta
+from tkr_embed.protocol.openai_chat import TokenLogprobOut
 from tkr_embed.protocol.openai_responses import (
+    FunctionCallOutput,
+    MessageOutput,
+    OutputText,
+    ReasoningOutput,
+    ReasoningText,
+    ResponseStatus,
+)
+from tkr_embed.protocol.openai_responses_events import (
     ContentPartEvent,
     FunctionCallArgumentsDeltaEvent,
     FunctionCallArgumentsDoneEvent,
-    FunctionCallOutput,
-    MessageOutput,
     OutputItemEvent,
-    OutputText,
     OutputTextDeltaEvent,
     OutputTextDoneEvent,
-    ReasoningOutput,
-    ReasoningText,
     ReasoningTextDeltaEvent,
     ReasoningTextDoneEvent,
-    ResponseStatus,
     StreamEvent,
 )
 
@@ -49,8 +52,8 @@ class ResponseAssembler:
         self._sequence += 1
         return self._sequence - 1
 
-    def feed(self, events: list[ParserEvent]) -> list[StreamEvent]:
-        """The events of one generated token."""
+    def feed(self, events: list[ParserEvent], logprob: TokenLogprobOut | None = None) -> list[StreamEvent]:
+        """The events of one generated token; `logprob` (when asked for) is the token's, given to the text it wrote."""
         stream: list[StreamEvent] = []
         if any(isinstance(event, ReasoningDelta) for event in events):
             self.num_reasoning_tokens += 1
@@ -58,7 +61,8 @@ class ResponseAssembler:
             if isinstance(event, ReasoningDelta):
                 stream += self._reasoning(event.text)
             elif isinstance(event, ContentDelta):
-                stream += self._content(event.text)
+                stream += self._content(event.text, logprob)
+                logprob = None  # one token, counted once
             elif isinstance(event, ToolCallDelta):
                 stream += self._tool_call(event)
         return stream
@@ -86,14 +90,16 @@ class ResponseAssembler:
         )
         return stream
 
-    def _content(self, text: str) -> list[StreamEvent]:
+    def _content(self, text: str, logprob: TokenLogprobOut | None) -> list[StreamEvent]:
         stream: list[StreamEvent] = []
         item = self._open
         if not isinstance(item, MessageOutput):
             stream += self._close("completed")
             item = MessageOutput(id=new_id("msg"), content=[OutputText()])
             stream += self._add(item)
+        logprobs = [logprob] if logprob is not None else []
         item.content[0].text += text
+        item.content[0].logprobs += logprobs
         stream.append(
             OutputTextDeltaEvent(
                 sequence_number=self.next_sequence(),
@@ -101,6 +107,7 @@ class ResponseAssembler:
                 output_index=self._index,
                 content_index=0,
                 delta=text,
+                logprobs=logprobs,
             )
         )
         return stream
@@ -171,6 +178,7 @@ class ResponseAssembler:
                     output_index=index,
                     content_index=0,
                     text=item.content[0].text,
+                    logprobs=list(item.content[0].logprobs),
                 )
             )
             stream.append(self._part_event("response.content_part.done", item))
@@ -201,5 +209,5 @@ class ResponseAssembler:
             item_id=item.id,
             output_index=self.output.index(item),
             content_index=0,
-            part=item.content[0].model_copy(),
+            part=item.content[0].model_copy(deep=True),
         )

@@ -12,15 +12,17 @@ from tkr_embed.api.disconnect import cancel_on_disconnect
 from tkr_embed.api.errors import route_errors
 from tkr_embed.api.sse import EventStreamResponse, event_json
 from tkr_embed.engine.errors import EngineError
-from tkr_embed.protocol.openai_responses import ErrorEvent, Response, ResponsesRequest, StreamEvent
+from tkr_embed.protocol.openai_responses import Response, ResponsesRequest
+from tkr_embed.protocol.openai_responses_events import StreamEvent
 from tkr_embed.services.errors import ServiceError
-from tkr_embed.services.responses import ResponsesService
+from tkr_embed.services.responses import ResponsesService, error_event
 
 router = APIRouter(prefix="/v1", tags=["openai"], responses=route_errors(400, 404, 413, 503))
 
 
 def sse_event(event: StreamEvent) -> bytes:
-    return f"event: {event.type}\ndata: ".encode() + event_json(event) + b"\n\n"
+    # Null fields are written: the Open Responses schema requires keys such as `completed_at` even when null.
+    return f"event: {event.type}\ndata: ".encode() + event_json(event, exclude_none=False) + b"\n\n"
 
 
 async def response_events(events: AsyncIterator[StreamEvent]) -> AsyncIterator[bytes]:
@@ -32,10 +34,7 @@ async def response_events(events: AsyncIterator[StreamEvent]) -> AsyncIterator[b
             sequence_number = event.sequence_number + 1
             yield sse_event(event)
     except (EngineError, ServiceError) as exc:
-        code = "engine_unavailable" if isinstance(exc, EngineError) else getattr(exc, "code", None)
-        yield sse_event(
-            ErrorEvent(sequence_number=sequence_number, message=str(exc), code=code, param=getattr(exc, "param", None))
-        )
+        yield sse_event(error_event(exc, sequence_number))
 
 
 @router.post(
