@@ -6,11 +6,20 @@ import argparse
 import sys
 from pathlib import Path
 
+from tkr_embed import __version__
+from tkr_embed.config import ConfigError
+from tkr_embed.serve_args import add_serve_arguments, settings_overrides
+
 
 def _cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        overrides = settings_overrides(args)
+    except ConfigError as exc:
+        print(f"tkr-embed: {exc}", file=sys.stderr)
+        return 2
     from tkr_embed.api.server import serve
 
-    return serve(host=args.host, port=args.port, config_path=args.config)
+    return serve(config_path=args.config, overrides=overrides)
 
 
 def _cmd_demo_model(args: argparse.Namespace) -> int:
@@ -35,12 +44,18 @@ def _cmd_keys(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tkr-embed", description="gpt-oss text-generation server")
+    parser.add_argument("--version", action="version", version=__version__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    serve = sub.add_parser("serve", help="run the HTTP server")
-    serve.add_argument("--host", default=None, help="bind address (default: config / GENERATION_HOST)")
-    serve.add_argument("--port", type=int, default=None, help="port (default: config / GENERATION_PORT, 8008)")
-    serve.add_argument("--config", default=None, help="YAML config file (default: picked by GENERATION_ENV)")
+    serve = sub.add_parser(
+        "serve",
+        help="run the HTTP server",
+        usage="tkr-embed serve [MODEL] [options]  (--help lists every option)",
+        description="Run the HTTP server. Settings: defaults < YAML file < GENERATION_* environment < these flags.",
+        allow_abbrev=False,  # with a flag per setting, a shortened flag would too easily name another one
+    )
+    serve.add_argument("--version", action="version", version=__version__)
+    add_serve_arguments(serve)
     serve.set_defaults(func=_cmd_serve)
 
     demo = sub.add_parser("demo-model", help="write a tiny gpt-oss checkpoint with random weights")

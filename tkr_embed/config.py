@@ -1,9 +1,9 @@
-"""Settings: defaults < YAML (config.dev.yaml or config.yaml) < GENERATION_* environment.
+"""Settings: defaults < YAML (config.dev.yaml or config.yaml) < GENERATION_* environment < command-line flags.
 
 Which YAML file: an explicit path wins; else `GENERATION_ENV=production` picks `config.yaml`,
 `development` picks `config.dev.yaml`; unset, `config.dev.yaml` is used when present, then
 `config.yaml`. Unknown keys (in YAML or as GENERATION_* variables) and bad values are refused with
-a `ConfigError` naming the key.
+a `ConfigError` naming the key. The flags of `tkr-embed serve` (tkr_embed/serve_args.py) arrive as `overrides`.
 """
 
 from __future__ import annotations
@@ -97,11 +97,15 @@ class ServerConfig(_Section):
     # beyond prompt_queue waiting jobs a request gets 503 with Retry-After.
     prompt_workers: int | None = Field(None, ge=1)
     prompt_queue: int = Field(64, ge=0)
+    # Every this many seconds while the engine works (or just worked), one log line: prompt and generation
+    # tokens/s, running and waiting requests, KV cache use (api/stats_log.py). 0: never.
+    log_stats_interval_s: float = Field(10.0, ge=0)
 
 
 class ModelConfig(_Section):
     path: str | None = None  # None: serve the demo checkpoint in <data_dir>/demo-model
     name: str | None = None  # the id clients see; default: the folder name
+    aliases: list[str] = Field(default_factory=list)  # more names a request's `model` may give; answers say `name`
     quantization: Literal["auto", "q4", "q8", "none", "mxfp4"] = "auto"
     device: Literal["auto", "cpu", "gpu", "cuda", "mlx"] = "auto"
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
@@ -401,10 +405,13 @@ def load_settings(
     *,
     environ: Mapping[str, str] | None = None,
     search_dir: str | Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
 ) -> Settings:
-    """Build the settings: defaults < YAML < GENERATION_* environment. Raises ConfigError."""
+    """Build the settings: defaults < YAML < GENERATION_* environment < `overrides` (the command line's flags, as
+    {section: {field: value}}, plus "env" to pick the file as GENERATION_ENV does). Raises ConfigError."""
     environ = os.environ if environ is None else environ
-    env_name = environ.get(ENV_PREFIX + "ENV") or None
+    overrides = dict(overrides or {})
+    env_name = overrides.pop("env", None) or environ.get(ENV_PREFIX + "ENV") or None
     if config_path is not None:
         path: Path | None = Path(config_path)
         if not path.is_file():
@@ -416,7 +423,7 @@ def load_settings(
         # The file decides when GENERATION_ENV is unset: config.dev.yaml says development.
         env_name = file_data.get("env") or _env_of_file(path)
     env_data = _EnvSource(Settings, environ)()
-    merged = _merge(file_data, env_data)
+    merged = _merge(_merge(file_data, env_data), overrides)
     if env_name is not None:
         merged["env"] = env_name
     merged["config_file"] = str(path) if path is not None else None

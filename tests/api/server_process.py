@@ -87,13 +87,16 @@ def demo_env(demo_model_dir: Path, data_dir: Path, port: int, **settings: str) -
 
 
 @contextmanager
-def server_process(workdir: Path, env: dict[str, str], port: int) -> Iterator[ServerProcess]:
-    """`python -m tkr_embed.api.server` in `workdir`; killed (with its children) if the test leaves it running."""
+def server_process(
+    workdir: Path, env: dict[str, str], port: int, command: list[str] | None = None
+) -> Iterator[ServerProcess]:
+    """`python -m tkr_embed.api.server` (or `command`, e.g. `tkr-embed serve` with flags) in `workdir`; killed
+    (with its children) if the test leaves it running."""
     log_path = workdir / "server.stderr"
     with log_path.open("wb") as log:
         # A session of its own, as a service manager starts it: a signal can reach its whole process group.
         process = subprocess.Popen(
-            [sys.executable, "-m", "tkr_embed.api.server"],
+            command or [sys.executable, "-m", "tkr_embed.api.server"],
             cwd=workdir,
             env=env,
             stdout=log,

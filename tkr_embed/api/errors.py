@@ -138,6 +138,7 @@ async def _overloaded_handler(request: Request, exc: EngineOverloadedError) -> R
 
 # What a generation request is told while the server cannot take it, by the server's phase (api/lifecycle.py).
 PHASE_REFUSALS = {
+    "starting": "the model is still loading; retry after the time in Retry-After",
     "draining": "the server is shutting down; retry after the time in Retry-After (another replica may answer)",
     "engine_dead": "the engine is not running; retry after the time in Retry-After",
     "restarting": "the engine is restarting; retry after the time in Retry-After",

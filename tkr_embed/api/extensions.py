@@ -2,8 +2,8 @@
 
 An extension is installed by `create_app` after the core routers and before the outermost
 middleware (request id, body limit), so its middleware sees a request id and its errors carry one.
-`startup` runs once the engine is up (the extension may keep the ServerState, e.g. for engine
-stats); `shutdown` runs before the engine stops.
+`open` runs before the engine starts (requests arrive while the model loads); `startup` runs once the engine is
+up (the extension may keep the ServerState, e.g. for engine stats); `shutdown` runs before the engine stops.
 """
 
 from __future__ import annotations
@@ -20,8 +20,11 @@ class AppExtension(Protocol):
     def install(self, app: FastAPI, settings: Settings) -> None:
         """Add middleware, routers (e.g. admin, /metrics, /v1/responses) and exception handlers."""
 
+    async def open(self) -> None:
+        """Open what requests need even while the model loads (database, redis)."""
+
     async def startup(self, state: ServerState) -> None:
-        """Open what the extension needs (database, redis) once the engine is running."""
+        """Start what needs the running engine (its ServerState)."""
 
     async def shutdown(self) -> None:
         """Close what startup opened."""

@@ -1,7 +1,7 @@
 """Where the server is in its life, as /health reports it, and the gate that refuses new generation requests
-while the server cannot serve them (draining, engine dead or restarting) with 503 and Retry-After.
+while the server cannot serve them (starting, draining, engine dead or restarting) with 503 and Retry-After.
 
-The phases: `starting` (the lifespan is building the engine), `healthy`, `draining` (a first SIGTERM/SIGINT:
+The phases: `starting` (the port is bound and the engine loads), `healthy`, `draining` (a first SIGTERM/SIGINT:
 in-flight requests finish, new ones are refused), `engine_dead` (the engine is not running) and `restarting`
 (the supervisor is starting a new engine, `engine.on_failure: restart`).
 """
@@ -25,6 +25,9 @@ logger = logging.getLogger("tkr_embed.api")
 
 # The exit status when the engine died and `engine.on_failure` is `exit` (or its restarts ran out).
 EXIT_ENGINE_DEAD = 1
+# The exit status when the server could not start: the port is taken, or the model failed to load (uvicorn's own
+# status for a failed start-up).
+EXIT_START_FAILED = 3
 # Once the engine has ended every request (finished or aborted), how long their responses get to write
 # their last events.
 FLUSH_TIMEOUT_S = 5.0

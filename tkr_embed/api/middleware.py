@@ -1,11 +1,12 @@
-"""Pure ASGI middleware (streaming-safe): X-Request-ID on every response (an unexpected error's 500 included),
-and the request body's limits (size, JSON nesting depth)."""
+"""Pure ASGI middleware (streaming-safe): X-Request-ID on every response (an unexpected error's 500 included) and
+one log line per request, and the request body's limits (size, JSON nesting depth)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import re
+import time
 import uuid
 
 from starlette.responses import JSONResponse
@@ -13,10 +14,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tkr_embed.api.errors import error_body, error_response, is_json_content_type
 from tkr_embed.api.json_depth import MAX_JSON_DEPTH, nests_deeper_than
+from tkr_embed.logging import request_context
 
 logger = logging.getLogger("tkr_embed.api")
+access_logger = logging.getLogger("tkr_embed.access")
 
 REQUEST_ID_HEADER = "x-request-id"
+KEY_ID_STATE = "key_id"  # scope["state"] key where the gateway notes the caller's key id, for the log line
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
 
@@ -28,7 +32,10 @@ def _header(scope: Scope, name: bytes) -> str | None:
 
 
 class RequestIdMiddleware:
-    """Echo the client's X-Request-ID (when well formed) or make one; stored in scope["state"]."""
+    """Echo the client's X-Request-ID (when well formed) or make one; stored in scope["state"], and on every log
+    line written while the request runs. When it ends, the request's one log line (`tkr_embed.access`): method,
+    path (never the query, which may hold a key), status, duration and the caller's key id; a request refused
+    before any route (413, 503 while starting) included."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -41,26 +48,52 @@ class RequestIdMiddleware:
         request_id = sent if sent and _VALID_REQUEST_ID.match(sent) else uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
         started = False
+        status: int | None = None
+        began = time.perf_counter()
 
         async def send_with_id(message: Message) -> None:
-            nonlocal started
+            nonlocal started, status
             if message["type"] == "http.response.start":
                 started = True
+                status = message["status"]
                 headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != REQUEST_ID_HEADER.encode()]
                 headers.append((REQUEST_ID_HEADER.encode(), request_id.encode()))
                 message = {**message, "headers": headers}
             await send(message)
 
-        try:
-            await self.app(scope, receive, send_with_id)
-        except Exception:
-            # An error no handler took reaches Starlette's outermost layer, which answers 500 without passing
-            # through here: answered here instead, the 500 carries the request id like every other response.
-            body = error_body(500, "internal server error")
-            logger.exception("unexpected error %s on %s %s", body.error_id, scope["method"], scope["path"])
-            if started:
-                raise  # the client sees its response cut short; nothing else can be said now
-            await JSONResponse(body.model_dump(), status_code=500)(scope, receive, send_with_id)
+        with request_context(request_id):
+            try:
+                await self.app(scope, receive, send_with_id)
+            except Exception:
+                # An error no handler took reaches Starlette's outermost layer, which answers 500 without passing
+                # through here: answered here instead, the 500 carries the request id like every other response.
+                body = error_body(500, "internal server error")
+                logger.exception("unexpected error %s on %s %s", body.error_id, scope["method"], scope["path"])
+                if started:
+                    raise  # the client sees its response cut short; nothing else can be said now
+                await JSONResponse(body.model_dump(), status_code=500)(scope, receive, send_with_id)
+            finally:
+                _log_request(scope, status, time.perf_counter() - began)
+
+
+def _log_request(scope: Scope, status: int | None, duration_s: float) -> None:
+    route = scope.get("route")
+    duration_ms = round(duration_s * 1000, 3)
+    access_logger.info(
+        "%s %s %s %.1f ms",
+        scope["method"],
+        scope["path"],
+        status if status is not None else "(no response: the client left)",
+        duration_ms,
+        extra={
+            "method": scope["method"],
+            "path": scope["path"],
+            "route": getattr(route, "path", None),
+            "status": status,
+            "key_id": scope["state"].get(KEY_ID_STATE),
+            "duration_ms": duration_ms,
+        },
+    )
 
 
 # An oversized body is read and thrown away before the 413, up to this much and this long: a connection closed with

@@ -2,29 +2,26 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
+import socket
 import sys
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI
 
 from tkr_embed import __version__
-from tkr_embed.api.engine_factory import start_engine
+from tkr_embed.api.docs_pages import install_docs
 from tkr_embed.api.errors import install_error_handlers
 from tkr_embed.api.extensions import AppExtension, default_extensions
-from tkr_embed.api.lifecycle import Lifecycle, LifecycleGate, Phase
+from tkr_embed.api.lifecycle import EXIT_START_FAILED, Lifecycle, LifecycleGate
 from tkr_embed.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
-from tkr_embed.api.routes import health, native, openai, responses
-from tkr_embed.api.state import ServerState
-from tkr_embed.api.supervisor import supervise_engine
+from tkr_embed.api.routes import health, native, openai, responses, tokenize
+from tkr_embed.api.startup import ServerLifespan
 from tkr_embed.config import ConfigError, Settings, load_settings
 from tkr_embed.engine.client import EngineClient
-from tkr_embed.engine.gc_pauses import freeze_loaded_objects
 from tkr_embed.engine.tokenizer import Tokenizer
-from tkr_embed.services.admission import configure_admission
 
 logger = logging.getLogger("tkr_embed.api")
 RATE_LIMIT_HEADERS = [
@@ -39,54 +36,23 @@ def create_app(
     tokenizer: Tokenizer | None = None,
     extensions: Sequence[AppExtension] = (),
     model_path: str | None = None,
+    start_in_background: bool = False,
 ) -> FastAPI:
     """The whole HTTP server. With `engine=None` the engine is built from the settings at startup
     (the demo checkpoint when no model is configured) and shut down with the app; a given engine
-    is started but left to its owner to shut down."""
+    is started but left to its owner to shut down. `start_in_background`: the app serves (/health says
+    `starting`) while the engine starts, as `serve()` runs it (api/startup.py)."""
 
     lifecycle = Lifecycle()
-
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        from tkr_embed.harmony.tokenizer import get_tokenizer
-
-        tok = tokenizer or get_tokenizer()
-        owns_engine = engine is None
-        if engine is None:
-            loaded = await start_engine(settings, tok)
-            running, path, is_demo = loaded.engine, loaded.model_path, loaded.is_demo
-        else:
-            running, path, is_demo = engine, model_path, False
-        await running.start()
-        state = ServerState(settings=settings, engine=running, tokenizer=tok, model_path=path, is_demo=is_demo)
-        for extension in extensions:
-            await extension.startup(state)
-        app.state.server = state
-        configure_admission(settings.server)
-        freeze_loaded_objects()  # what start-up loaded stays out of every later full collection
-        lifecycle.serving(running, owns_engine=owns_engine)
-        supervisor = asyncio.create_task(
-            supervise_engine(running, lifecycle, settings.engine), name="engine-supervisor"
-        )
-        logger.info(
-            "serving %s (context %d tokens)%s",
-            state.model_id,
-            state.context.context_length,
-            " — DEMO checkpoint, random weights" if is_demo else "",
-        )
-        try:
-            yield
-        finally:
-            supervisor.cancel()
-            if lifecycle.phase is Phase.HEALTHY:
-                lifecycle.phase = Phase.DRAINING  # stopping without a drain (no signal): refuse new work
-            app.state.server = None
-            for extension in reversed(extensions):
-                await extension.shutdown()
-            if owns_engine and not lifecycle.engine_stopped:
-                await running.shutdown(graceful=True, timeout_s=settings.server.graceful_shutdown_s)
-                lifecycle.engine_stopped = True
-
+    lifespan = ServerLifespan(
+        settings,
+        lifecycle,
+        engine=engine,
+        tokenizer=tokenizer,
+        extensions=extensions,
+        model_path=model_path,
+        in_background=start_in_background,
+    )
     app = FastAPI(
         title="tkr-embed",
         version=__version__,
@@ -94,15 +60,20 @@ def create_app(
         lifespan=lifespan,
         # A redirect to the slash-less path would name the host the client sent (any Host header): 404 instead.
         redirect_slashes=False,
+        # Served from the package (api/docs_pages.py), not FastAPI's CDN pages: they work without internet.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.server = None
     app.state.settings = settings
     app.state.lifecycle = lifecycle
     install_error_handlers(app)
+    install_docs(app)
     app.include_router(health.router)
     app.include_router(native.router)
     app.include_router(openai.router)
     app.include_router(responses.router)
+    app.include_router(tokenize.router)
     for extension in extensions:
         extension.install(app, settings)
     if settings.server.cors_origins:
@@ -136,16 +107,35 @@ def configure_logging(settings: Settings) -> None:
         logging.getLogger(name).setLevel(library_level)
 
 
+def listen(host: str, port: int) -> socket.socket:
+    """The server's listening socket, bound before anything is loaded, so a taken port is reported at once.
+    Raises OSError."""
+    family, kind, protocol, _, address = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    listener = socket.socket(family, kind, protocol)
+    try:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a port in TIME_WAIT only is free
+        listener.bind(address)
+    except OSError:
+        listener.close()
+        raise
+    return listener
+
+
 def serve(
     host: str | None = None,
     port: int | None = None,
     config_path: str | None = None,
     *,
     engine: EngineClient | None = None,
+    overrides: Mapping[str, Any] | None = None,
 ) -> int:
-    """Run the server with uvicorn until a signal (a drain, then 0) or the engine's death (EXIT_ENGINE_DEAD);
-    returns the process exit code.
+    """Run the server with uvicorn until a signal (a drain, then 0), the engine's death (EXIT_ENGINE_DEAD) or a
+    failed start (EXIT_START_FAILED: the port taken, the model not loaded); returns the process exit code.
 
+    The port is bound first; the engine then loads behind it while /health answers `starting`. `overrides` are
+    the command line's settings (`tkr-embed serve`'s flags), above the environment; `host` and `port` above them.
     `engine` replaces the one the settings describe (tests run the real server over a scripted engine)."""
     import uvicorn
 
@@ -153,22 +143,41 @@ def serve(
     from tkr_embed.api.graceful import UVICORN_SHUTDOWN_TIMEOUT_S, DrainingServer, stop_children
     from tkr_embed.security.secret_strength import refuse_weak_secrets
 
+    overrides = {key: dict(value) if isinstance(value, Mapping) else value for key, value in (overrides or {}).items()}
+    for name, value in (("host", host), ("port", port)):
+        if value is not None:
+            overrides.setdefault("server", {})[name] = value
     try:
-        settings = load_settings(Path(config_path) if config_path else None)
+        settings = load_settings(Path(config_path) if config_path else None, overrides=overrides)
         refuse_weak_secrets(settings)
     except ConfigError as exc:
         print(f"tkr-embed: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings)
+    host, port = settings.server.host, settings.server.port
+    try:
+        listener = listen(host, port)
+    except OSError as exc:
+        logger.critical(
+            "cannot listen on %s:%d: %s; is another server running there? Choose another port with --port or "
+            "GENERATION_PORT. Exiting with status %d before loading the model",
+            host,
+            port,
+            exc.strerror or exc,
+            EXIT_START_FAILED,
+        )
+        return EXIT_START_FAILED
     if settings.env == "development" and not settings.auth_required:
         logger.warning("development mode: authentication is OFF (config %s)", settings.config_file)
-    app = create_app(settings, engine, extensions=default_extensions(settings))
+    app = create_app(settings, engine, extensions=default_extensions(settings), start_in_background=True)
     config = uvicorn.Config(
         app,
-        host=host or settings.server.host,
-        port=port or settings.server.port,
+        host=host,
+        port=port,
         log_level=settings.log_level,
-        log_config=None,  # our handler (JSON, redaction) receives uvicorn's lines, access log included
+        log_config=None,  # our handler (JSON, redaction) receives uvicorn's own lines
+        # Each request is logged once, by RequestIdMiddleware (with its request id and key), not also by uvicorn.
+        access_log=False,
         # uvicorn believes X-Forwarded-* only from the same peers as the gateway's HTTPS check does
         # (its default, 127.0.0.1, would let a local caller claim HTTPS with `trusted_proxies: []`).
         proxy_headers=bool(settings.security.trusted_proxies),
@@ -179,9 +188,11 @@ def serve(
     )
     lifecycle: Lifecycle = app.state.lifecycle
     server = DrainingServer(config, lifecycle, settings.server.graceful_shutdown_s)
+    logger.info("listening on http://%s:%d; /health answers 503 starting until the model is loaded", host, port)
     try:
-        server.run()
+        server.run(sockets=[listener])
     finally:
+        listener.close()
         stop_children()
     if lifecycle.exit_code:
         logger.error("exiting with status %d", lifecycle.exit_code)

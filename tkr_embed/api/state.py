@@ -39,6 +39,7 @@ class ServerState:
             model_id=self.settings.model.name or info.model_name,
             context_length=context_length,
             default_reasoning_effort=self.settings.model.default_reasoning_effort,
+            aliases=tuple(self.settings.model.aliases),
         )
         self.chat = ChatCompletionService(self.context)
         self.completions = CompletionService(self.context)

@@ -24,20 +24,27 @@ Prepared = TypeVar("Prepared")
 class ModelContext:
     engine: EngineClient
     tokenizer: Tokenizer
-    model_id: str
+    model_id: str  # the name answers carry
     context_length: int
     default_reasoning_effort: str = "medium"
     pool: PromptPool | None = None  # None: the process's pool (services/prompt_pool.py)
+    aliases: tuple[str, ...] = ()  # more names a request may give as `model` (`--served-model-name A B`)
+
+    @property
+    def served_names(self) -> tuple[str, ...]:
+        """Every name a request may give as `model`, the one answers carry first."""
+        return (self.model_id, *(alias for alias in self.aliases if alias != self.model_id))
 
     async def off_loop(self, prepare: Callable[[Request], Prepared], request: Request) -> Prepared:
         """A service's `prepare` (render, tokenize, checks) on the prompt pool, never on the event loop."""
         return await (self.pool or prompt_pool()).run(prepare, request)
 
     def check_model(self, requested: str | None) -> None:
-        """The OpenAI `model` field: absent, or the id we serve (404 otherwise, as OpenAI answers)."""
-        if requested and requested != self.model_id:
+        """The OpenAI `model` field: absent, or a name we serve (404 otherwise, as OpenAI answers)."""
+        if requested and requested not in self.served_names:
+            served = ", ".join(repr(name) for name in self.served_names)
             raise ModelNotFoundError(
-                f"the model {requested!r} does not exist; this server serves {self.model_id!r}",
+                f"the model {requested!r} does not exist; this server serves {served}",
                 "model",
                 code="model_not_found",
             )

@@ -58,9 +58,11 @@ class GatewayExtension:
         )
         app.state.gateway = self.gateway
 
+    async def open(self) -> None:
+        await self.gateway.start()  # keys are checked, and can be managed, while the model loads
+
     async def startup(self, state: ServerState) -> None:
         self.gateway.metrics.bind_model(state.model_id)
-        await self.gateway.start()
         settings = self.settings
         if not settings.auth_required:
             logger.warning(

@@ -1,5 +1,5 @@
 """The gateway in front of every route: who calls (key), may they (permissions), how often (rate
-limits), and what it cost (usage, metrics, one log line).
+limits), and what it cost (usage, metrics; the caller's key id for the request's log line, api/middleware.py).
 
 Pure ASGI, so streaming bodies pass through untouched. Order of the checks: public paths pass;
 then authentication (401), permissions on the normalised path (403), rate limits (429). The
@@ -23,6 +23,7 @@ from tkr_embed.api.errors import error_response
 from tkr_embed.api.gateway.accounting import observe_account
 from tkr_embed.api.gateway.paths import HEALTH_PATH, METRICS_PATH, NormalisedPath, normalise_path
 from tkr_embed.api.gateway.transport import TransportPolicy
+from tkr_embed.api.middleware import KEY_ID_STATE
 from tkr_embed.logging import request_context
 from tkr_embed.security.credentials import extract_api_key
 from tkr_embed.security.gateway import Gateway
@@ -149,7 +150,6 @@ class GatewayMiddleware:
         state = scope.setdefault("state", {})
         request_id = state.get("request_id") or uuid.uuid4().hex
         exchange = _Exchange()
-        started = time.monotonic()
         timer = time.perf_counter()
 
         async def tracking_send(message: Message) -> None:
@@ -162,7 +162,7 @@ class GatewayMiddleware:
             try:
                 await self._handle(scope, receive, tracking_send, exchange)
             finally:
-                self._log(scope, exchange, time.monotonic() - started)
+                self._count(scope, exchange)
 
     async def _handle(self, scope: Scope, receive: Receive, send: Send, exchange: _Exchange) -> None:
         path = normalise_path(_route_path(scope))
@@ -194,6 +194,7 @@ class GatewayMiddleware:
             await error_response(401, message, code=code, headers={"WWW-Authenticate": "Bearer"})(scope, receive, send)
             return
         exchange.caller = caller
+        scope["state"][KEY_ID_STATE] = caller.id
 
         stream, receive = await self._stream_flag(scope, receive, path, caller)
         if stream is None:
@@ -331,20 +332,5 @@ class GatewayMiddleware:
             self.rate_limit_fail_open,
         )
 
-    def _log(self, scope: Scope, exchange: _Exchange, duration_s: float) -> None:
-        route = _route_template(scope)
-        self.gateway.metrics.observe_request(route, exchange.status)
-        logger.info(
-            "%s %s %d",
-            scope["method"],
-            scope["path"],
-            exchange.status,
-            extra={
-                "method": scope["method"],
-                "path": scope["path"],
-                "route": route,
-                "status": exchange.status,
-                "key_id": exchange.caller.id if exchange.caller is not None else None,
-                "duration_ms": round(duration_s * 1000, 3),
-            },
-        )
+    def _count(self, scope: Scope, exchange: _Exchange) -> None:
+        self.gateway.metrics.observe_request(_route_template(scope), exchange.status)

@@ -14,6 +14,8 @@ from urllib.parse import unquote
 
 HEALTH_PATH = "/health"  # reachable over plain HTTP even with security.require_https (load-balancer probes)
 PUBLIC_PATHS: frozenset[str] = frozenset({HEALTH_PATH, "/docs", "/docs/oauth2-redirect", "/openapi.json", "/redoc"})
+# The scripts, styles and icon of the public documentation pages (api/docs_pages.py): public as the pages are.
+DOCS_ASSETS_PATH = "/docs/assets"
 METRICS_PATH = "/metrics"
 _SLASHES = re.compile(r"/{2,}")
 _MAX_DECODE_ROUNDS = 4
@@ -26,7 +28,9 @@ class NormalisedPath:
 
     @property
     def is_public(self) -> bool:
-        return not self.has_dot_segments and self.path in PUBLIC_PATHS
+        if self.has_dot_segments:
+            return False
+        return self.path in PUBLIC_PATHS or self.path.startswith(DOCS_ASSETS_PATH + "/")
 
 
 def normalise_path(raw: str) -> NormalisedPath:

@@ -9,6 +9,7 @@ from tkr_embed.api.deps import State
 from tkr_embed.api.disconnect import cancel_on_disconnect
 from tkr_embed.api.errors import route_errors
 from tkr_embed.api.sse import EventStreamResponse, sse_events
+from tkr_embed.api.state import ServerState
 from tkr_embed.protocol.openai_chat import ChatCompletionRequest, ChatCompletionResponse
 from tkr_embed.protocol.openai_common import ModelCard, ModelList
 from tkr_embed.protocol.openai_completions import CompletionRequest, CompletionResponse
@@ -16,16 +17,20 @@ from tkr_embed.protocol.openai_completions import CompletionRequest, CompletionR
 router = APIRouter(prefix="/v1", tags=["openai"], responses=route_errors(400, 404, 413, 503))
 
 
+def _card(state: ServerState, name: str) -> ModelCard:
+    return ModelCard(id=name, created=int(state.started_at_unix), max_model_len=state.context.context_length)
+
+
 @router.get("/models", response_model=ModelList)
 async def list_models(state: State) -> ModelList:
-    card = ModelCard(id=state.model_id, created=int(state.started_at_unix), max_model_len=state.context.context_length)
-    return ModelList(data=[card])
+    """Every name the model is served under (as vLLM lists them), the one answers carry first."""
+    return ModelList(data=[_card(state, name) for name in state.context.served_names])
 
 
 @router.get("/models/{model_id:path}", response_model=ModelCard)
 async def get_model(model_id: str, state: State) -> ModelCard:
     state.context.check_model(model_id)
-    return ModelCard(id=state.model_id, created=int(state.started_at_unix), max_model_len=state.context.context_length)
+    return _card(state, model_id)
 
 
 @router.post("/chat/completions", response_model=ChatCompletionResponse)
