@@ -99,3 +99,44 @@ def test_logprobs_match_log_softmax_of_raw_logits() -> None:
     assert no_logprobs[0].logprob is None and no_logprobs[0].top_logprobs is None
     zero = Sampler()(logits[:1], [entry(SamplingParams(temperature=0.0, logprobs=0))])[0]
     assert zero.top_logprobs == [] and zero.logprob is not None
+
+
+def test_allowed_token_ids_confine_every_kind_of_sampling() -> None:
+    logits = logits_rows(3, seed=5)
+    allowed = (3, 17, 29)
+    sampler = Sampler()
+    for params in (
+        SamplingParams(temperature=0.0),
+        SamplingParams(temperature=1.0),
+        SamplingParams(temperature=1.0, seed=8),
+        SamplingParams(temperature=2.0, top_k=2, top_p=0.5, min_p=0.1, repetition_penalty=1.5, presence_penalty=1.0),
+    ):
+        rows = [BatchEntry(i, [1], 0, [0], True, params, (3,), (17,), allowed_token_ids=allowed) for i in range(3)]
+        draws = {t.token_id for _ in range(40) for t in sampler(logits, rows)}
+        assert draws <= set(allowed)
+    # Greedy takes the best allowed id; an unconstrained row beside it keeps its own argmax.
+    greedy = SamplingParams(temperature=0.0)
+    picks = sampler(logits[:2], [entry(greedy, 0), BatchEntry(1, [1], 0, [0], True, greedy, allowed_token_ids=allowed)])
+    assert picks[0].token_id == int(logits[0].argmax())
+    assert picks[1].token_id == max(allowed, key=lambda i: float(logits[1, i]))
+    # Sampling draws from the distribution renormalised over the allowed ids: uniform over them for flat logits.
+    rows = [
+        BatchEntry(i, [1], 0, [0], True, SamplingParams(temperature=1.0), allowed_token_ids=allowed) for i in range(600)
+    ]
+    flat = [t.token_id for t in sampler(torch.zeros(600, VOCAB), rows)]
+    assert set(flat) == set(allowed) and all(flat.count(i) > 150 for i in allowed)
+
+
+def test_a_constrained_seeded_row_is_reproducible_and_ignores_the_batch() -> None:
+    logits = logits_rows(4, seed=6)
+    params = SamplingParams(temperature=1.0, seed=42, logprobs=2)
+    allowed = tuple(range(0, VOCAB, 3))
+    constrained = BatchEntry(2, [1], 0, [0], True, params, (), (1, 2), allowed_token_ids=allowed)
+    sampler = Sampler()
+    alone = sampler(logits[2:3], [constrained])[0]
+    mixed = [entry(SamplingParams(temperature=1.0), i) for i in range(4)]
+    mixed[2] = constrained
+    beside = sampler(logits, mixed)[2]
+    assert alone.token_id == beside.token_id and alone.token_id in allowed
+    # Logprobs stay those of the raw logits: the constraint changes the pick, not the model's scores.
+    assert abs(alone.logprob - float(torch.log_softmax(logits[2], -1)[alone.token_id])) < 1e-5

@@ -140,6 +140,21 @@ def test_plain_text_without_a_header_is_content():
     assert parser.feed(tokens("Hello")[0]) == [ContentDelta("Hello")]
 
 
+def test_header_text_never_becomes_answer_text():
+    # A header longer than the bytes the parser keeps is still a header, however it ends.
+    _, result = run(tokens("<|channel|>commentary to=functions" + "_x" * 200 + "<|end|>"))
+    assert result == ParsedOutput("", "", [])
+    # A recipient that starts the stream is a header even when a stop token cuts it.
+    _, result = run(tokens(" to=functions.lookup<|call|>"))
+    assert result == ParsedOutput("", "", [])
+    # <|channel|> inside a body opens the next message's header.
+    _, result = run(tokens("<|channel|>final<|message|>Hi.<|channel|>analysis<|message|>Hmm.<|end|>"))
+    assert result == ParsedOutput("Hmm.", "Hi.", [])
+    # Text that only begins like a recipient is the answer.
+    _, result = run(tokens("to be, or not") + [200002])
+    assert result == ParsedOutput("", "to be, or not", [])
+
+
 def test_multibyte_characters_split_across_tokens_are_held_back():
     parrot = tokens("🦜")
     assert len(parrot) == 3
@@ -214,3 +229,59 @@ def test_agrees_with_harmonys_own_parser_on_a_well_formed_answer():
     assert [(f"functions.{c.name}", c.arguments) for c in result.tool_calls] == [
         (m.recipient, m.content[0].text) for m in reference if m.recipient
     ]
+
+
+BODY_WORDS = (
+    "The",
+    " answer",
+    " is",
+    " 42",
+    ".",
+    " Ünïcödé",
+    " 日本語",
+    " 🦜",
+    " to=functions.get_weather",
+    " <|channel|>",
+)
+BODY_WORDS += (" analysis", "\n", '{"city": "Paris"}', " commentary", " final")
+
+
+def _body(rng: random.Random) -> list[int]:
+    """Message text as plain tokens: header words and special-token text in a body are text, nothing more."""
+    return get_encoding().encode(
+        "".join(rng.choice(BODY_WORDS) for _ in range(rng.randint(1, 12))), disallowed_special=()
+    )
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_agrees_with_harmonys_own_parser_on_random_well_formed_completions(seed):
+    from openai_harmony import Role
+
+    rng = random.Random(seed)
+    headers = ["<|channel|>analysis", "<|channel|>commentary"]
+    messages = [rng.choice(headers) for _ in range(rng.randint(0, 3))]
+    name = rng.choice(("get_weather", "lookup", "a-b_2"))
+    last = rng.choice(
+        [
+            "<|channel|>final",
+            f"<|channel|>commentary to=functions.{name} <|constrain|>json",
+            f" to=functions.{name}<|channel|>commentary <|constrain|>json",
+            f"<|channel|>commentary to=functions.{name}",
+        ]
+    )
+    completion: list[int] = []
+    for index, header in enumerate([*messages, last]):
+        if index:
+            completion += tokens("<|start|>assistant")
+        closing = "<|end|>" if index < len(messages) else ("<|call|>" if "functions" in header else "<|return|>")
+        completion += tokens(header + "<|message|>") + _body(rng) + tokens(closing)
+    reference = get_encoding().parse_messages_from_completion_tokens(completion, Role.ASSISTANT)
+    events, result = run(completion)
+    assert result.reasoning == "".join(m.content[0].text for m in reference if m.channel == "analysis")
+    assert result.content == "".join(
+        m.content[0].text for m in reference if m.channel != "analysis" and not m.recipient
+    )
+    assert [(f"functions.{c.name}", c.arguments) for c in result.tool_calls] == [
+        (m.recipient, m.content[0].text) for m in reference if m.recipient
+    ]
+    assert_deltas_add_up(events, result)

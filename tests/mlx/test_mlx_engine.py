@@ -1,14 +1,20 @@
-"""The real engine on the MLX runner: same tokens as the torch backend, prefix caching, seeds, logprobs."""
+"""The real engine on the MLX runner: same tokens as the torch backend, prefix caching, seeds, logprobs,
+constraints."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import mlx.core as mx
+import numpy as np
 import pytest
 import torch
 
 from tkr_embed import LLM, SamplingParams
+from tkr_embed.backends.mlx.sampler import MlxSampler
 from tkr_embed.engine.outputs import FinishReason
+from tkr_embed.engine.runner import BatchEntry
+from tkr_embed.harmony.recipient_constraint import OneOfTokenSequences
 
 torch.set_num_threads(2)
 PROMPTS = [
@@ -67,3 +73,30 @@ def test_prefix_cache_hit_gives_the_same_answer(mlx_llm: LLM) -> None:
     second = mlx_llm.generate(prompt, params)[0]
     assert second.num_cached_prompt_tokens == 32  # two full blocks of 16 reused
     assert second.token_ids == first.token_ids
+
+
+def test_a_constraint_confines_both_backends_alike(mlx_llm: LLM, torch_llm: LLM) -> None:
+    sequences = ((775, 170154, 220), (76043, 200008))  # ".get_weather " and ".lookup<|message|>"
+    for params in (
+        SamplingParams(temperature=0.0, max_tokens=6, ignore_eos=True, constraint=OneOfTokenSequences(sequences)),
+        SamplingParams(
+            temperature=1.0, seed=5, max_tokens=6, ignore_eos=True, constraint=OneOfTokenSequences(sequences)
+        ),
+    ):
+        ours = mlx_llm.generate(PROMPTS, params)
+        reference = torch_llm.generate(PROMPTS, params)
+        assert [r.token_ids for r in ours] == [r.token_ids for r in reference]
+        for result in ours:
+            assert any(tuple(result.token_ids[: len(s)]) == s for s in sequences), result.token_ids
+
+
+def test_the_mlx_sampler_masks_plain_greedy_rows_too() -> None:
+    logits = np.random.default_rng(0).standard_normal((2, 64)).astype(np.float32)
+    greedy = SamplingParams(temperature=0.0)
+    entries = [
+        BatchEntry(0, [1], 0, [0], True, greedy),
+        BatchEntry(1, [1], 0, [0], True, greedy, allowed_token_ids=(5, 9, 40)),
+    ]
+    picks = MlxSampler()(mx.array(logits), entries)
+    assert picks[0].token_id == int(logits[0].argmax())
+    assert picks[1].token_id == max((5, 9, 40), key=lambda i: logits[1, i])

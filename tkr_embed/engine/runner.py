@@ -33,6 +33,7 @@ class BatchEntry:
     sampling: SamplingParams | None = None  # required when sample is True
     prompt_token_ids: tuple[int, ...] = ()  # for the repetition penalty
     output_token_ids: tuple[int, ...] = ()  # tokens generated so far (penalties; seeded RNG step)
+    allowed_token_ids: tuple[int, ...] | None = None  # the only ids the sampled token may take (None: any)
 
     @property
     def is_prefill(self) -> bool:
@@ -91,7 +92,8 @@ class ModelRunner(ABC):
         """Run one forward over every entry's tokens, write their KV, and sample.
 
         Returns one SampledToken per entry with `sample=True`, in entry order. A seeded entry's
-        token depends only on (seed, len(output_token_ids), its logits): never on the batch.
+        token depends only on (seed, len(output_token_ids), its logits): never on the batch. An entry
+        with `allowed_token_ids` samples one of them, drawn from its logits renormalised over them.
         """
 
     def launch(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from tkr_embed.engine.constraints import TokenConstraint
 from tkr_embed.engine.errors import InvalidRequestError
 
 MAX_TOP_LOGPROBS = 20
@@ -34,6 +35,7 @@ class SamplingParams:
     stop_token_ids: list[int] = field(default_factory=list)
     stop: list[str] = field(default_factory=list)
     include_stop_str_in_output: bool = False
+    constraint: TokenConstraint | None = None  # which tokens may come next (engine/constraints.py); None: any
 
     def __post_init__(self) -> None:
         self.validate()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import Enum
 
+from tkr_embed.engine.constraints import ConstraintState
 from tkr_embed.engine.detokenizer import IncrementalDetokenizer
 from tkr_embed.engine.outputs import (
     CompletionOutput,
@@ -50,9 +51,13 @@ class Sequence:
     new_text: str = ""
     new_logprobs: list[TokenLogprob] = field(default_factory=list)
     prompt_tuple: tuple[int, ...] = field(init=False)
+    # this completion's progress through `sampling.constraint`; None when unconstrained or free from now on
+    constraint_state: ConstraintState | None = field(init=False)
 
     def __post_init__(self) -> None:
         self.prompt_tuple = tuple(self.all_token_ids[: self.num_prompt_tokens])
+        constraint = self.sampling.constraint
+        self.constraint_state = constraint.start() if constraint is not None else None
 
     @property
     def num_tokens(self) -> int:
@@ -78,11 +83,24 @@ class Sequence:
     def text(self) -> str:
         return self.detokenizer.text if self.detokenizer is not None else ""
 
+    def allowed_token_ids(self) -> tuple[int, ...] | None:
+        """The ids this completion's next token may take under its constraint; None: any."""
+        state = self.constraint_state
+        if state is None:
+            return None
+        allowed = state.allowed_token_ids()
+        if allowed is None:
+            self.constraint_state = None  # a constraint that lets everything through does so for good
+            return None
+        return tuple(allowed)
+
     def append_token(self, sampled: SampledToken, eos_token_ids: tuple[int, ...], max_model_len: int) -> None:
         """Add a sampled token and decide whether this completion is done."""
         token_id = sampled.token_id
         self.all_token_ids.append(token_id)
         self.new_token_ids.append(token_id)
+        if self.constraint_state is not None:
+            self.constraint_state.advance(token_id)
         if self.sampling.logprobs is not None and sampled.logprob is not None:
             self.new_logprobs.append(TokenLogprob(token_id, sampled.logprob, list(sampled.top_logprobs or [])))
         if not self.sampling.ignore_eos and token_id in eos_token_ids:

@@ -13,8 +13,11 @@ from dataclasses import dataclass
 
 FUNCTIONS_PREFIX = "functions."
 _RECIPIENT = re.compile(r"(?:^|\s)to=(\S+)")
-# What may precede <|channel|> when the stream itself starts a message: nothing, or a recipient.
-_IMPLICIT_ROLE_TEXT = re.compile(r"\s*(?:t|to|to=\S*\s*)?")
+# Text the stream may start a message with (after the prompt's `<|start|>assistant`) that is still undecided:
+# nothing, or the start of " to=" (a recipient, as harmony renders history). Any other text is plain content.
+_UNDECIDED_ROLE_TEXT = re.compile(r"\s*(?:t|to)?")
+# ... and text that makes it a header: a recipient, whatever follows until <|message|>.
+_RECIPIENT_START = re.compile(r"\s*to=")
 
 
 class BodyKind(enum.Enum):
@@ -31,9 +34,14 @@ class HeaderInfo:
     function_name: str | None = None
 
 
-def could_be_implicit_header(role_text: str) -> bool:
-    """Whether text written before any <|channel|> can still be the start of an assistant header."""
-    return _IMPLICIT_ROLE_TEXT.fullmatch(role_text) is not None
+def is_undecided_role_text(role_text: str) -> bool:
+    """Whether text the stream started a message with may be a header or plain text: only later tokens tell."""
+    return _UNDECIDED_ROLE_TEXT.fullmatch(role_text) is not None
+
+
+def starts_with_recipient(role_text: str) -> bool:
+    """Whether text the stream started a message with is a header's recipient (` to=functions.f`)."""
+    return _RECIPIENT_START.match(role_text) is not None
 
 
 def read_header(role_text: str, channel_text: str, implicit_role: bool) -> HeaderInfo:

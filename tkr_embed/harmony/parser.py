@@ -4,6 +4,11 @@ Fed one generated token at a time (after `<|start|>assistant` and any forced pre
 stream into reasoning (analysis channel), content (final channel, preambles, plain text) and tool calls
 (commentary to=functions.NAME). It never raises: a random-weight model or a model that keeps talking
 after its final answer gives the best reading of what it wrote, never an error.
+
+Header text (role, recipient, channel, content type) is never reported as reasoning, content or arguments,
+whatever the tokens: once text is known to belong to a header (after <|start|>, <|channel|> or
+<|constrain|>, or a ` to=` recipient) it stays header until <|message|> or the message's end, however long.
+Only text that starts a message without any of these (plain text with no header) is content.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from dataclasses import dataclass, field
 
 from tkr_embed.harmony import special_tokens as special
 from tkr_embed.harmony.events import ContentDelta, ParsedOutput, ParserEvent, ReasoningDelta, ToolCallDelta
-from tkr_embed.harmony.header import BodyKind, HeaderInfo, could_be_implicit_header, read_header
+from tkr_embed.harmony.header import BodyKind, HeaderInfo, is_undecided_role_text, read_header, starts_with_recipient
 from tkr_embed.harmony.tokenizer import HarmonyTokenizer, get_tokenizer
 from tkr_embed.harmony.types import ToolCall
 
@@ -28,7 +33,7 @@ __all__ = [
     "ToolCallDelta",
 ]
 
-# A header longer than this is not a header: the model is writing plain text.
+# The header bytes kept (enough for any role, recipient and channel): a longer header is read from its start.
 MAX_HEADER_BYTES = 256
 
 
@@ -53,6 +58,19 @@ class _Header:
     def in_role_section(self) -> bool:
         return self._current is self.role_bytes
 
+    @property
+    def is_header(self) -> bool:
+        """Whether this can only be a header: opened by <|start|>, past <|channel|> or <|constrain|>, or
+        begun with a recipient. Otherwise the stream started a message with text that may be plain content."""
+        return not self.implicit_role or not self.in_role_section or starts_with_recipient(_text(self.role_bytes))
+
+    @property
+    def is_plain_text(self) -> bool:
+        """Text the stream started a message with that no header starts with (or too much of it)."""
+        if self.is_header:
+            return False
+        return self.size > MAX_HEADER_BYTES or not is_undecided_role_text(_text(self.role_bytes))
+
     def start_channel(self) -> None:
         self._current = self.channel_bytes
 
@@ -60,6 +78,8 @@ class _Header:
         self._current = self.constrain_bytes
 
     def append(self, data: bytes) -> None:
+        if self.is_header:  # bounded: what lies past the limit is never read
+            data = data[: max(0, MAX_HEADER_BYTES - self.size)]
         self._current.extend(data)
 
     @property
@@ -136,16 +156,21 @@ class HarmonyStreamParser:
             return events
         if token_id in (special.END, special.RETURN, special.CALL):
             return self._end_message(token_id)
-        if token_id == special.CHANNEL:
-            if self._phase is _Phase.BETWEEN:
+        if token_id in (special.CHANNEL, special.CONSTRAIN):
+            # Header sections: one inside a body (or between messages) starts a new header there, so that
+            # its text is never read as the body's.
+            events = []
+            if self._phase is not _Phase.HEADER:
+                events = self._close_body(finished_final=False)
                 self._open_header(implicit_role=True)
-            if self._phase is _Phase.HEADER:
+            if token_id == special.CHANNEL:
                 self._header.start_channel()
-        elif token_id == special.CONSTRAIN and self._phase is _Phase.HEADER:
-            self._header.start_constrain()
-        elif token_id == special.MESSAGE and self._phase is _Phase.HEADER:
+            else:
+                self._header.start_constrain()
+            return events
+        if token_id == special.MESSAGE and self._phase is _Phase.HEADER:
             return self._open_body(self._header.info())
-        # Any other special token (reserved ids, <|endoftext|>, a stray marker) carries no text.
+        # Any other special token (reserved ids, <|endoftext|>, a stray <|message|>) carries no text.
         return []
 
     # -- header --------------------------------------------------------------------------------
@@ -158,10 +183,7 @@ class HarmonyStreamParser:
     def _header_text(self, data: bytes) -> list[ParserEvent]:
         header = self._header
         header.append(data)
-        looks_like_text = (
-            header.implicit_role and header.in_role_section and not could_be_implicit_header(_text(header.role_bytes))
-        )
-        if not looks_like_text and header.size <= MAX_HEADER_BYTES:
+        if not header.is_plain_text:
             return []
         # Not a header after all: everything so far is plain answer text.
         events = self._open_body(HeaderInfo(BodyKind.CONTENT, None))
@@ -208,8 +230,8 @@ class HarmonyStreamParser:
         return events
 
     def _end_message(self, token_id: int) -> list[ParserEvent]:
-        if self._phase is _Phase.HEADER and self._header.implicit_role and not self._header.channel_bytes:
-            # A stop right after plain text that was still being read as a header start.
+        if self._phase is _Phase.HEADER and not self._header.is_header:
+            # A stop right after plain text that was still being read as a possible header start ("t", "to").
             events = self._open_body(HeaderInfo(BodyKind.CONTENT, None))
             events += self._body_text(self._header.all_bytes())
         else:

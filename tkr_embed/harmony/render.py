@@ -1,4 +1,5 @@
-"""Render a chat request into harmony prompt tokens, with tool choice enforced by a forced prefix."""
+"""Render a chat request into harmony prompt tokens, with tool choice enforced by a forced prefix (and, for
+"required", a decode-time constraint on the recipient)."""
 
 from __future__ import annotations
 
@@ -6,8 +7,10 @@ from dataclasses import dataclass
 
 from openai_harmony import HarmonyEncoding, Message, RenderOptions, TextContent
 
+from tkr_embed.engine.constraints import TokenConstraint
 from tkr_embed.harmony.chunked_encode import CHUNK_CHARS, encode_plain
 from tkr_embed.harmony.conversation import build_conversation
+from tkr_embed.harmony.recipient_constraint import recipient_constraint
 from tkr_embed.harmony.special_tokens import MESSAGE, START, STOP_TOKEN_IDS
 from tkr_embed.harmony.tokenizer import get_encoding
 from tkr_embed.harmony.types import ChatMessage, FunctionTool, ReasoningEffort, ToolChoice
@@ -21,12 +24,14 @@ class RenderedPrompt:
 
     `token_ids` is the whole prompt and ends with `forced_prefix`: assistant tokens we wrote after
     `<|start|>assistant` to enforce a tool choice (empty normally). A stream parser must be primed with
-    `forced_prefix`. `stop_token_ids` are <|return|> and <|call|>.
+    `forced_prefix`. `stop_token_ids` are <|return|> and <|call|>. `constraint` (SamplingParams.constraint)
+    restricts what the model writes after the forced prefix: for "required", the recipient to a declared function.
     """
 
     token_ids: list[int]
     forced_prefix: list[int]
     stop_token_ids: list[int]
+    constraint: TokenConstraint | None = None
 
 
 def render_chat(
@@ -49,7 +54,10 @@ def render_chat(
     # Plain text: no special-token check, which would build a regex over every special token per call (~1 ms).
     token_ids.extend(encoding.encode("assistant", disallowed_special=()))
     forced_prefix = _forced_prefix(encoding, choice)
-    return RenderedPrompt(token_ids + forced_prefix, forced_prefix, list(STOP_TOKEN_IDS))
+    constraint = None
+    if choice.mode == "required":
+        constraint = recipient_constraint(encoding, [tool.name for tool in conversation.offered_tools])
+    return RenderedPrompt(token_ids + forced_prefix, forced_prefix, list(STOP_TOKEN_IDS), constraint)
 
 
 def _render_message(encoding: HarmonyEncoding, message: Message, options: RenderOptions) -> list[int]:
@@ -88,7 +96,8 @@ def _forced_prefix(encoding: HarmonyEncoding, choice: ToolChoice) -> list[int]:
 
     This is the header layout gpt-oss itself writes for calls (`<|channel|>commentary to=functions.NAME
     <|constrain|>json<|message|>`). For "required" the prefix stops after "functions": the model then
-    writes ".NAME" as the tokens it would have used anyway (".get", "_weather"...).
+    writes ".NAME" as the tokens it would have used anyway (".get", "_weather"...), constrained to a declared
+    NAME by `recipient_constraint`.
     """
     if choice.mode == "required":
         return encoding.encode("<|channel|>commentary to=functions", allowed_special={"<|channel|>"})

@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from tkr_embed.engine.constraints import TokenConstraint
 from tkr_embed.engine.sampling_params import SamplingParams
 from tkr_embed.protocol.text_checks import CheckedRequest
 
@@ -48,8 +49,10 @@ class SamplingRequest(OpenAIRequest):
         logprobs: int | None,
         stop: list[str] | None = None,
         stop_token_ids: list[int] | None = None,
+        constraint: TokenConstraint | None = None,
     ) -> SamplingParams:
-        """The engine parameters; `stop` strings only where the engine matches them (not under harmony)."""
+        """The engine parameters; `stop` strings only where the engine matches them (not under harmony);
+        `constraint` from the rendered prompt (tool_choice)."""
         return SamplingParams(
             n=self.n,
             max_tokens=max_tokens,
@@ -64,6 +67,7 @@ class SamplingRequest(OpenAIRequest):
             logprobs=logprobs,
             stop=list(stop or []),
             stop_token_ids=list(stop_token_ids or []),
+            constraint=constraint,
         )
 
 

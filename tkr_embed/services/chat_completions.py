@@ -91,7 +91,9 @@ class ChatCompletionService:
         if request.top_logprobs is not None and not request.logprobs:
             raise BadRequestError("top_logprobs needs logprobs to be true", "top_logprobs")
         top_logprobs = (request.top_logprobs or 0) if request.logprobs else None
-        params = request.sampling_params(max_tokens, top_logprobs, stop_token_ids=list(rendered.stop_token_ids))
+        params = request.sampling_params(
+            max_tokens, top_logprobs, stop_token_ids=list(rendered.stop_token_ids), constraint=rendered.constraint
+        )
         return PreparedChat(new_request_id("chatcmpl"), rendered, params, stop_list(request.stop), top_logprobs)
 
     def _cache_slot(self, prepared: PreparedChat, stream: bool, include_usage: bool = False) -> CacheSlot | None:

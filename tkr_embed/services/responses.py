@@ -110,6 +110,7 @@ class ResponsesService:
             seed=request.seed,
             logprobs=_logprobs(request),
             stop_token_ids=list(rendered.stop_token_ids),
+            constraint=rendered.constraint,
         )
         response_id = new_id("resp")
         return PreparedResponse(response_id, rendered, params, self._echo(request, response_id, effort, params))

@@ -1,10 +1,10 @@
 """Sampling for the MLX runner, with the torch backend's exact semantics.
 
-Plain greedy rows (no penalties, no logprobs) take their argmax on the device, so only the token
-ids cross to the host. Any other batch hands its logits [S, V] to the shared torch Sampler on the
-CPU: the same penalties, top-k/top-p/min-p, logprobs and, above all, the same seeded RNG, so a
-seeded request draws the same token from the same logits on both backends. (On unified memory the
-copy of S x V floats costs little next to the forward pass.)
+Plain greedy rows (no penalties, no logprobs, no constraint) take their argmax on the device, so only
+the token ids cross to the host. Any other batch hands its logits [S, V] to the shared torch Sampler on
+the CPU: the same penalties, constraint masks, top-k/top-p/min-p, logprobs and, above all, the same
+seeded RNG, so a seeded request draws the same token from the same logits on both backends. (On unified
+memory the copy of S x V floats costs little next to the forward pass.)
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ def _is_plain_greedy(entry: BatchEntry) -> bool:
         and params.repetition_penalty == 1.0
         and params.presence_penalty == 0.0
         and params.frequency_penalty == 0.0
+        and entry.allowed_token_ids is None
     )
 
 

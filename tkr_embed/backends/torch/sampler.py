@@ -1,4 +1,4 @@
-"""Batched sampling over logits [S, V]: penalties, temperature, top-k/top-p/min-p, seeds, logprobs."""
+"""Batched sampling over logits [S, V]: penalties, constraints, temperature, top-k/top-p/min-p, seeds, logprobs."""
 
 from __future__ import annotations
 
@@ -54,6 +54,7 @@ class Sampler:
         assert all(p is not None for p in params), "every sampled entry carries SamplingParams"
         raw_logprobs = torch.log_softmax(logits, dim=-1) if any(p.logprobs is not None for p in params) else None
         logits = self._apply_penalties(logits, entries)
+        logits = self._apply_constraints(logits, entries)
 
         greedy_ids = logits.argmax(dim=-1)  # [S]
         if all(p.is_greedy for p in params):
@@ -86,6 +87,17 @@ class Sampler:
             frequency = torch.tensor([p.frequency_penalty for p in params], device=device)[:, None]
             logits = logits - frequency * counts - presence * (counts > 0).float()
         return logits
+
+    def _apply_constraints(self, logits: torch.Tensor, entries: Sequence[BatchEntry]) -> torch.Tensor:
+        """-inf for every id outside a row's `allowed_token_ids`: greedy takes the best allowed id, and
+        sampling draws from the row's distribution renormalised over the allowed ids."""
+        allowed = [e.allowed_token_ids for e in entries]
+        if all(ids is None for ids in allowed):
+            return logits
+        device = logits.device
+        listed = _token_mask([ids or () for ids in allowed], logits.shape[1], device) > 0  # [S, V]
+        unconstrained = torch.tensor([ids is None for ids in allowed], device=device)[:, None]  # [S, 1]
+        return logits.masked_fill(~(listed | unconstrained), float("-inf"))
 
     def _sample_random(self, logits: torch.Tensor, entries: Sequence[BatchEntry]) -> torch.Tensor:
         params = [e.sampling for e in entries]

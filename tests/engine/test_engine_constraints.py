@@ -1,0 +1,128 @@
+"""A request's TokenConstraint decides which ids each of its completions may sample, whatever the sampling and
+however the engine runs it: lookahead, n > 1, preemption, the engine in its own process."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from engine_fakes import FollowingToyRunner, ToyBuild, ToyRunner, ToyTokenizer, run_all, toy_logits
+
+from tkr_embed.engine.config import EngineConfig
+from tkr_embed.engine.engine_process import ProcessEngine
+from tkr_embed.engine.llm_engine import LLMEngine
+from tkr_embed.engine.sampling_params import SamplingParams
+from tkr_embed.harmony.recipient_constraint import OneOfTokenSequences
+
+PROMPT = [1, 2, 3]
+# Ids the toy model seldom prefers: an unconstrained step would rarely land in them by chance.
+STEPS = ((40, 41), (50,), (44, 45, 46), (47, 48))
+
+
+@dataclass(frozen=True)
+class FirstTokens:
+    """Token i (i < len(steps)) must be one of steps[i]; then anything."""
+
+    steps: tuple[tuple[int, ...], ...] = STEPS
+
+    def start(self) -> _FirstTokensState:
+        return _FirstTokensState(self.steps)
+
+
+class _FirstTokensState:
+    def __init__(self, steps: tuple[tuple[int, ...], ...]) -> None:
+        self.steps = steps
+        self.generated: list[int] = []
+
+    def allowed_token_ids(self) -> tuple[int, ...] | None:
+        position = len(self.generated)
+        return self.steps[position] if position < len(self.steps) else None
+
+    def advance(self, token_id: int) -> None:
+        self.generated.append(token_id)
+
+
+def _completions(finals: dict, request_id: str = "a") -> list[list[int]]:
+    return [list(c.token_ids) for c in finals[request_id].outputs]
+
+
+def _assert_follows(tokens: list[int], steps=STEPS) -> None:
+    assert len(tokens) > len(steps)
+    assert all(token in allowed for token, allowed in zip(tokens, steps, strict=False)), tokens
+
+
+def test_every_completion_samples_only_allowed_ids_then_anything():
+    unconstrained = SamplingParams(max_tokens=10, temperature=0.0, ignore_eos=True)
+    free = _completions(run_all(LLMEngine(ToyRunner(), ToyTokenizer(), EngineConfig()), {"a": (PROMPT, unconstrained)}))
+    assert not all(token in allowed for token, allowed in zip(free[0], STEPS, strict=False))  # the constraint matters
+    for params in (
+        SamplingParams(max_tokens=10, temperature=0.0, ignore_eos=True, constraint=FirstTokens()),
+        SamplingParams(max_tokens=10, temperature=1.0, seed=3, ignore_eos=True, constraint=FirstTokens(), n=3),
+        SamplingParams(
+            max_tokens=10, temperature=0.7, top_k=5, top_p=0.9, n=4, ignore_eos=True, constraint=FirstTokens()
+        ),
+    ):
+        finals = run_all(LLMEngine(ToyRunner(), ToyTokenizer(), EngineConfig()), {"a": (PROMPT, params)})
+        assert len(_completions(finals)) == params.n
+        for tokens in _completions(finals):
+            _assert_follows(tokens)
+
+
+def test_greedy_picks_the_best_allowed_id_and_seeds_reproduce():
+    greedy = SamplingParams(max_tokens=6, temperature=0.0, ignore_eos=True, constraint=FirstTokens())
+    tokens = _completions(run_all(LLMEngine(ToyRunner(), ToyTokenizer(), EngineConfig()), {"a": (PROMPT, greedy)}))[0]
+    context = list(PROMPT)
+    for token, allowed in zip(tokens, STEPS, strict=False):
+        logits = toy_logits(context)
+        assert token == max(allowed, key=lambda i: logits[i].item())
+        context.append(token)
+    seeded = SamplingParams(max_tokens=12, temperature=1.0, seed=9, ignore_eos=True, constraint=FirstTokens(), n=2)
+    runs = [
+        _completions(run_all(LLMEngine(ToyRunner(), ToyTokenizer(), EngineConfig()), {"a": (PROMPT, seeded)}))
+        for _ in range(2)
+    ]
+    assert runs[0] == runs[1]
+
+
+def test_lookahead_waits_until_the_constraint_lets_everything_through():
+    free = SamplingParams(max_tokens=24, temperature=0.0, ignore_eos=True)
+    baseline = FollowingToyRunner()
+    run_all(LLMEngine(baseline, ToyTokenizer(), EngineConfig()), {"a": (PROMPT, free)})
+    params = SamplingParams(max_tokens=24, temperature=0.0, ignore_eos=True, constraint=FirstTokens())
+    ordinary = _completions(run_all(LLMEngine(ToyRunner(), ToyTokenizer(), EngineConfig()), {"a": (PROMPT, params)}))
+    runner = FollowingToyRunner()
+    ahead = _completions(run_all(LLMEngine(runner, ToyTokenizer(), EngineConfig()), {"a": (PROMPT, params)}))
+    assert ahead == ordinary
+    _assert_follows(ahead[0])
+    # The first token comes from the prefill; the steps of tokens 3 to 5 are planned while the token before is
+    # still constrained, so they wait for the host; every later step goes ahead as without a constraint.
+    assert runner.followed == baseline.followed - (len(STEPS) - 1) > 0
+
+
+def test_a_preempted_completion_keeps_its_place_in_the_constraint():
+    # Few blocks: four sequences cannot all grow, so some are preempted and recomputed mid-way.
+    params = SamplingParams(max_tokens=20, temperature=0.0, ignore_eos=True, constraint=FirstTokens())
+    requests = {f"r{i}": ([1 + i, 2, 3, 4, 5, 6, 7], params) for i in range(4)}
+    roomy = run_all(LLMEngine(ToyRunner(), ToyTokenizer(), EngineConfig()), requests)
+    engine = LLMEngine(ToyRunner(num_kv_blocks=16), ToyTokenizer(), EngineConfig())
+    tight = run_all(engine, requests)
+    assert engine.scheduler.counters.preemptions > 0
+    for request_id in requests:
+        assert _completions(tight, request_id) == _completions(roomy, request_id)
+        _assert_follows(_completions(tight, request_id)[0])
+
+
+async def test_the_constraint_crosses_to_the_engine_process():
+    # The server's own constraint class, pickled into the child with the request.
+    sequences = ((40, 50, 44), (40, 50, 45, 47), (41, 52))
+    params = SamplingParams(
+        max_tokens=8, temperature=1.0, seed=1, n=4, ignore_eos=True, constraint=OneOfTokenSequences(sequences)
+    )
+    engine = ProcessEngine(ToyBuild())
+    try:
+        outputs = [output async for output in engine.generate("a", PROMPT, params)]
+    finally:
+        await engine.shutdown()
+    for completion in outputs[-1].outputs:
+        tokens = list(completion.token_ids)
+        assert any(tuple(tokens[: len(sequence)]) == sequence for sequence in sequences), tokens
+        assert len(tokens) == 8
