@@ -54,6 +54,7 @@ def test_every_engine_setting_of_the_server_reaches_engine_args(tmp_path) -> Non
             "max_model_len": 4096,
             "lookahead": False,
             "warm_up": False,
+            "cpu_threads": 3,
         },
         storage={"data_dir": str(tmp_path)},
     )
@@ -74,6 +75,7 @@ def test_every_engine_setting_of_the_server_reaches_engine_args(tmp_path) -> Non
         max_model_len=4096,
         lookahead=False,
         warm_up=False,
+        cpu_threads=3,
     )
     # every EngineArgs field but the model's is set from the settings: none keeps a default of its own
     assert all(

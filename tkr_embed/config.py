@@ -130,6 +130,9 @@ class EngineSettings(_Section):
     lookahead: bool = _ENGINE_DEFAULTS.lookahead  # launch the next decode step before this one's tokens are read
     # GPU: run a step of each size class once before serving, so no request waits for a kernel compile
     warm_up: bool = _ENGINE_DEFAULTS.warm_up
+    # torch's intra-op threads on the CPU; None: every usable core but one, which the HTTP side keeps
+    # (tkr_embed/backends/cpu_threads.py says why)
+    cpu_threads: int | None = Field(_ENGINE_DEFAULTS.cpu_threads, ge=1)
     # The engine's step loop in a child process of its own (the server's harmony tokenizer only): it then
     # shares no GIL with the HTTP layer. Off: a thread of the server process (gil_switch_interval_ms applies).
     separate_process: bool = True
@@ -332,6 +335,7 @@ class Settings(BaseSettings):
             max_model_len=engine.max_model_len,
             lookahead=engine.lookahead,
             warm_up=engine.warm_up,
+            cpu_threads=engine.cpu_threads,
         )
 
     @property
