@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU figures of BENCHMARKS.md, on the GPU machine from the repository root, with .whl/ (the server's
 # packages as wheels) carried; torch, triton, transformers and numpy are the machine's own.
-#   PART=tests|engine|server|peers|120b|all bash bench/gpu.sh      (default: all, in that order)
+#   PART=tests|engine|sweep|server|peers|120b|all bash bench/gpu.sh      (default: all, in that order)
 # JSON and logs go to $OUT (default /tmp/tkr-out); each part prints its summary lines.
 set -u
 OUT=${OUT:-/tmp/tkr-out}; mkdir -p "$OUT"
@@ -14,13 +14,19 @@ summary() {  # FILE LABEL: one line a run of a `tkr-embed bench` JSON
   python3 - "$1" "$2" <<'EOF' || tail -5 "${1%.json}.err"
 import json, sys
 report, label = json.load(open(sys.argv[1])), sys.argv[2]
+runner = report["runner"]
 print(label, report.get("card"), "step tokens", report["max_num_batched_tokens"],
-      "idle", report["max_num_batched_tokens_idle"], "KV GiB", report["runner"].get("kv_cache_gib"),
-      "peak GiB", report.get("max_memory_allocated_gib"))
+      "idle", report["max_num_batched_tokens_idle"], "max_num_seqs", report.get("max_num_seqs"),
+      "KV GiB", runner.get("kv_cache_gib"), "peak GiB", report.get("max_memory_allocated_gib"))
+sizes = runner.get("cuda_graph_batch_sizes") or []
+print(label, "ready after", report.get("ready_s"), "s;", len(sizes), "decode graphs up to", max(sizes, default=None),
+      "captured in", runner.get("cuda_graph_capture_s"), "s, holding", runner.get("cuda_graph_gib"), "GiB of",
+      runner.get("cuda_graph_budget_gib"), "GiB set aside")
 ms = lambda value: None if value is None else round(value, 3)
 for run in report["runs"]:
-    print(label, run["name"], f"{run['output_tok_s']:.1f} tok/s", "TTFT p50", ms(run["ttft_ms"]["p50"]), "ms",
-          "ITL p50", ms(run["itl_ms"]["p50"]), "ms")
+    print(label, run["name"], run["streams"], f"{run['output_tok_s']:.1f} tok/s", "TTFT p50/p99",
+          ms(run["ttft_ms"]["p50"]), ms(run["ttft_ms"]["p99"]), "ms", "ITL p50/p99", ms(run["itl_ms"]["p50"]),
+          ms(run["itl_ms"]["p99"]), "ms", "wall", round(run["seconds"], 2), "s")
 EOF
 }
 
@@ -34,6 +40,13 @@ engine() {  # the offline engine, 20b shape: batch 1, 64 streams x (1,024 + 256)
   timeout 200 python3 -m tkr_embed.cli bench --model gpt-oss-20b --device cuda --streams 64 --prompt-len 1024 \
     --output-len 256 --long-prompt-len 1000 --warmup-streams > "$OUT/engine.json" 2> "$OUT/engine.err"
   summary "$OUT/engine.json" engine
+}
+
+sweep() {  # the offline engine at each width in turn on one engine (max_num_seqs the widest), 1,024 + 256 a stream
+  timeout ${SWEEP_TIMEOUT:-300} python3 -m tkr_embed.cli bench --model gpt-oss-20b --device cuda \
+    --streams ${WIDTHS:-1 16 64 128 256} --prompt-len 1024 --output-len 256 --long-prompt-len 1000 --warmup-streams \
+    > "$OUT/sweep.json" 2> "$OUT/sweep.err"
+  summary "$OUT/sweep.json" sweep
 }
 
 server() {  # the HTTP server under the load generator, the same shape
@@ -58,9 +71,10 @@ gpt_oss_120b() {  # does gpt-oss-120b fit the card (peak memory, KV cache); its 
 case "${PART:-all}" in
   tests) tests ;;
   engine) engine ;;
+  sweep) sweep ;;
   server) server ;;
   peers) peers ;;
   120b) gpt_oss_120b ;;
-  all) tests; engine; server; peers; gpt_oss_120b ;;
-  *) echo "PART must be tests, engine, server, peers, 120b or all" >&2; exit 2 ;;
+  all) tests; engine; sweep; server; peers; gpt_oss_120b ;;
+  *) echo "PART must be tests, engine, sweep, server, peers, 120b or all" >&2; exit 2 ;;
 esac

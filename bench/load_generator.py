@@ -5,9 +5,13 @@
     # the offline engine's shape (`tkr-embed bench`): token-id prompts on /v1/completions, no early stop
     python bench/load_generator.py --endpoint completions --prompt-tokens 1024 --ignore-eos \
         --concurrency 64 --requests 64 --max-tokens 256
+    # a concurrency sweep: each width in turn, each sending as many requests as its width, all at once
+    python bench/load_generator.py --endpoint completions --prompt-tokens 1024 --ignore-eos \
+        --concurrency 1 16 64 128 256 --requests-per-stream 1 --max-tokens 256
 
 Prints one JSON object: TTFT, inter-token latency and end-to-end latency percentiles (ms) and the
-aggregate output tokens/s. Each streamed chunk with text counts as one token unless the server
+aggregate output tokens/s; with several widths, the shared settings and `sweep`, one such object per width
+(each width's prompts are drawn afresh, so no width reuses another's prefix cache). Each streamed chunk with text counts as one token unless the server
 reports usage at the end of the stream (a token that decodes to no text yet, e.g. part of a UTF-8
 character, sends no chunk: its gap is folded into the next one).
 """
@@ -121,12 +125,12 @@ async def _one_request(client: httpx.AsyncClient, args: argparse.Namespace, prom
     return timing
 
 
-def make_prompts(args: argparse.Namespace) -> list[str | list[int]]:
-    rng = random.Random(args.seed)
+def make_prompts(args: argparse.Namespace, count: int, seed: int | str) -> list[str | list[int]]:
+    rng = random.Random(seed)
     words = ["alpha", "river", "stone", "cloud", "paper", "engine", "orbit", "garden", "signal", "harbor"]
     if args.prompt_tokens:  # random ids below the special tokens, as `tkr-embed bench` draws them
-        return [[rng.randrange(PLAIN_VOCAB) for _ in range(args.prompt_tokens)] for _ in range(args.requests)]
-    return [" ".join(rng.choice(words) for _ in range(args.prompt_words)) for _ in range(args.requests)]
+        return [[rng.randrange(PLAIN_VOCAB) for _ in range(args.prompt_tokens)] for _ in range(count)]
+    return [" ".join(rng.choice(words) for _ in range(args.prompt_words)) for _ in range(count)]
 
 
 async def _drive(
@@ -160,33 +164,45 @@ def _drive_in_process(job: tuple[argparse.Namespace, list[str | list[int]], int,
 
 
 async def run_load(args: argparse.Namespace) -> dict:
-    prompts = make_prompts(args)
-    if args.processes <= 1:
-        timings, start = await _drive(args, prompts, args.concurrency)
-        wall = time.perf_counter() - start
-    else:
-        # One Python process parsing every stream's chunks can become the bottleneck at high concurrency:
-        # split the requests and the concurrency over processes that all start at the same instant
-        # (perf_counter is the system-wide monotonic clock, so their timestamps compare).
-        shares = [prompts[i :: args.processes] for i in range(args.processes)]
-        concurrency = max(1, args.concurrency // args.processes)
-        start = time.perf_counter() + 3.0
-        with multiprocessing.get_context("spawn").Pool(args.processes) as pool:
-            parts = pool.map(_drive_in_process, [(args, share, concurrency, start) for share in shares])
-        timings = [RequestTiming(**t) for part in parts for t in part]
-        wall = max((t.end for t in timings if t.end is not None), default=start) - start
+    """One width: its report. Several: the shared settings and a `sweep` of one report per width, in turn."""
+    widths = args.concurrency
+    if len(widths) == 1:
+        return {"url": args.url, **_settings(args), **await _run_width(args, widths[0], args.seed)}
+    sweep = [await _run_width(args, width, f"{args.seed}-{width}") for width in widths]
+    return {"url": args.url, **_settings(args), "sweep": sweep}
+
+
+def _settings(args: argparse.Namespace) -> dict:
     return {
-        "url": args.url,
-        "started_at": start,
         "endpoint": args.endpoint,
-        "concurrency": args.concurrency,
         "processes": args.processes,
         "prompt_words": None if args.prompt_tokens else args.prompt_words,
         "prompt_tokens": args.prompt_tokens,
         "max_tokens": args.max_tokens,
         "ignore_eos": args.ignore_eos,
-        **summarize(timings, wall),
     }
+
+
+async def _run_width(args: argparse.Namespace, concurrency: int, seed: int | str) -> dict:
+    """Send one width's requests with at most `concurrency` in flight; -> its timings summarized."""
+    requests = args.requests_per_stream * concurrency if args.requests_per_stream else args.requests
+    prompts = make_prompts(args, requests, seed)
+    processes = min(args.processes, concurrency)
+    if processes <= 1:
+        timings, start = await _drive(args, prompts, concurrency)
+        wall = time.perf_counter() - start
+    else:
+        # One Python process parsing every stream's chunks can become the bottleneck at high concurrency:
+        # split the requests and the concurrency over processes that all start at the same instant
+        # (perf_counter is the system-wide monotonic clock, so their timestamps compare).
+        shares = [prompts[i::processes] for i in range(processes)]
+        share_concurrency = max(1, concurrency // processes)
+        start = time.perf_counter() + 3.0
+        with multiprocessing.get_context("spawn").Pool(processes) as pool:
+            parts = pool.map(_drive_in_process, [(args, share, share_concurrency, start) for share in shares])
+        timings = [RequestTiming(**t) for part in parts for t in part]
+        wall = max((t.end for t in timings if t.end is not None), default=start) - start
+    return {"started_at": start, "concurrency": concurrency, **summarize(timings, wall)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -194,14 +210,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--url", default="http://127.0.0.1:8008")
     parser.add_argument("--api-key", default=None)
     parser.add_argument("--model", default="gpt-oss-20b")
-    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument(
+        "--concurrency", type=int, nargs="+", default=[8], help="requests in flight; several: a sweep, in turn"
+    )
     parser.add_argument(
         "--processes",
         type=int,
         default=1,
         help="client processes sharing the load (one process parsing 64 streams can be the limit)",
     )
-    parser.add_argument("--requests", type=int, default=32)
+    parser.add_argument("--requests", type=int, default=32, help="requests sent at each width")
+    parser.add_argument(
+        "--requests-per-stream",
+        type=int,
+        default=None,
+        help="instead of --requests: this many requests per stream of each width (1: the width, all at once)",
+    )
     parser.add_argument("--endpoint", choices=("chat", "completions"), default="chat")
     parser.add_argument("--prompt-words", type=int, default=200)
     parser.add_argument(

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
 
 import pytest
+
+from tkr_embed.bench_args import add_bench_arguments
+from tkr_embed.bench_cli import bench_args
 
 
 def _bench(*options: str) -> dict:
@@ -49,3 +53,26 @@ def test_the_bench_reports_its_runs_and_the_step_budgets(options, budget, idle) 
     assert list(runs) == ["decode_batch1", "parallel_streams", "long_prompt_ttft"]
     assert [runs[name]["output_tokens"] for name in runs] == [4, 12, 1]
     assert runs["parallel_streams"]["output_tok_s"] > 0 and runs["long_prompt_ttft"]["ttft_ms"]["p50"] > 0
+
+
+def test_several_widths_run_in_turn_on_one_engine_and_each_gets_a_sweep_row() -> None:
+    """`--streams 1 3 2`: one engine runs each width in the order given; each width is a parallel_streams run and a
+    sweep row with its own output tokens, and the build time is reported."""
+    report = _bench("--streams", "1", "3", "2")
+    assert report["max_num_seqs"] == 64 and report["ready_s"] > 0
+    names = [run["name"] for run in report["runs"]]
+    assert names == ["decode_batch1", "parallel_streams", "parallel_streams", "parallel_streams", "long_prompt_ttft"]
+    assert [(row["streams"], row["output_tok_s"] > 0) for row in report["sweep"]] == [(1, True), (3, True), (2, True)]
+    assert [run["output_tokens"] for run in report["runs"][1:4]] == [4, 12, 8]
+    assert all(row["itl_ms"]["p50"] > 0 and row["ttft_ms"]["p99"] > 0 for row in report["sweep"])
+
+
+@pytest.mark.parametrize(
+    ("argv", "max_num_seqs"),
+    [([], 64), (["--streams", "1", "16", "256", "128"], 256), (["--streams", "300", "--max-num-seqs", "100"], 100)],
+)
+def test_the_engine_runs_the_widest_width_at_once_unless_told(argv: list[str], max_num_seqs: int) -> None:
+    """max_num_seqs: the largest width (never below the engine's default of 64), or --max-num-seqs."""
+    parser = argparse.ArgumentParser()
+    add_bench_arguments(parser)
+    assert bench_args(parser.parse_args(argv), "m").max_num_seqs == max_num_seqs

@@ -5,6 +5,13 @@ from __future__ import annotations
 import argparse
 
 
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive integer")
+    return value
+
+
 def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model",
@@ -12,7 +19,19 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
         help="checkpoint folder (default: a tiny demo checkpoint written to a temporary folder)",
     )
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | mlx")
-    parser.add_argument("--streams", type=int, default=8, help="parallel streams of the throughput run")
+    parser.add_argument(
+        "--streams",
+        type=positive_int,
+        nargs="+",
+        default=[8],
+        help="parallel streams of the throughput run; several widths run in turn on one engine (a sweep)",
+    )
+    parser.add_argument(
+        "--max-num-seqs",
+        type=positive_int,
+        default=None,
+        help="sequences the engine runs at once (default: the largest --streams width, at least the engine's default)",
+    )
     parser.add_argument("--prompt-len", type=int, default=128, help="prompt tokens of the decode runs")
     parser.add_argument("--output-len", type=int, default=64, help="new tokens per stream")
     parser.add_argument("--long-prompt-len", type=int, default=1000, help="prompt tokens of the prefill run")

@@ -1,11 +1,14 @@
 """`tkr-embed bench`: offline engine benchmark; prints one JSON object.
 
-Three runs through the engine the server builds (`tkr_embed.builder`) and the step loop the server runs
+Runs through the engine the server builds (`tkr_embed.builder`) and the step loop the server runs
 (`engine/step_loop.py`, as `LLM.generate` runs it), greedy, `ignore_eos`, random
-prompt token ids: batch-1 decode, N parallel streams, and the prefill of one long prompt (time to its
+prompt token ids: batch-1 decode, N parallel streams (once per width given: a concurrency sweep on one
+engine, whose max_num_seqs is the largest width or the engine's default, whichever is larger), and the prefill of one long prompt (time to its
 first token). Each run reports the time to first token, the inter-token gaps and the end-to-end time of
 its requests (nearest-rank percentiles, ms), measured where the engine's step hands the tokens out:
-the same points the HTTP load generator (`bench/load_generator.py`) measures behind the server.
+the same points the HTTP load generator (`bench/load_generator.py`) measures behind the server. The
+report's `sweep` holds one row per width, and `ready_s` the time the engine took to build (weights, KV
+cache, CUDA graphs, kernel warm-up).
 """
 
 from __future__ import annotations
@@ -92,6 +95,17 @@ def _timed_generate(engine, name: str, prompts: list[list[int]], output_len: int
     )
 
 
+def sweep_row(run: RunResult) -> dict[str, object]:
+    """One width of the sweep: output tok/s, wall time, TTFT and ITL percentiles (ms)."""
+    return {
+        "streams": run.streams,
+        "output_tok_s": round(run.output_tok_s, 1),
+        "seconds": round(run.seconds, 3),
+        "ttft_ms": run.ttft_ms,
+        "itl_ms": run.itl_ms,
+    }
+
+
 class TokenIdTokenizer:
     """The tokenizer of a benchmark whose prompts are token ids: decodes every token to no text.
 
@@ -115,7 +129,11 @@ class TokenIdTokenizer:
 
 def bench_args(args: argparse.Namespace, model: str) -> EngineArgs:
     """The engine the server would build for `model`, with the step budgets given on the command line."""
-    options = {"lookahead": args.lookahead, "max_num_batched_tokens_idle": args.max_num_batched_tokens_idle}
+    options = {
+        "lookahead": args.lookahead,
+        "max_num_batched_tokens_idle": args.max_num_batched_tokens_idle,
+        "max_num_seqs": args.max_num_seqs or max(*args.streams, EngineArgs.max_num_seqs),
+    }
     if args.max_num_batched_tokens is not None:
         options["max_num_batched_tokens"] = args.max_num_batched_tokens
     return EngineArgs(model=model, device=args.device, **options)
@@ -132,7 +150,9 @@ def run_bench(args: argparse.Namespace) -> int:
 
             model = str(write_demo_checkpoint(Path(scratch), seed=args.seed))
         engine_args = bench_args(args, model)
+        began = time.perf_counter()
         engine = build_engine(engine_args, TokenIdTokenizer())
+        ready_s = time.perf_counter() - began
         info = engine.runner.info
         vocab = min(info.vocab_size, 200_000)  # stay below the special tokens
 
@@ -143,23 +163,26 @@ def run_bench(args: argparse.Namespace) -> int:
         if args.warmup_streams:
             # the timed runs' shapes once (new prompts: nothing for the prefix cache), so they compile no
             # kernels, as a server that has served a while: one prompt alone (its prefill), then the streams
+            # of the widest width
             _timed_generate(engine, "warmup_prompt", [prompt(args.prompt_len)], 2)
-            _timed_generate(engine, "warmup_streams", [prompt(args.prompt_len) for _ in range(args.streams)], 2)
-        runs = [
-            _timed_generate(engine, "decode_batch1", [prompt(args.prompt_len)], args.output_len),
-            _timed_generate(
-                engine, "parallel_streams", [prompt(args.prompt_len) for _ in range(args.streams)], args.output_len
-            ),
-            _timed_generate(engine, "long_prompt_ttft", [prompt(args.long_prompt_len)], 1),
-        ]
+            widest = [prompt(args.prompt_len) for _ in range(max(args.streams))]
+            _timed_generate(engine, "warmup_streams", widest, 2)
+        runs = [_timed_generate(engine, "decode_batch1", [prompt(args.prompt_len)], args.output_len)]
+        for width in args.streams:
+            prompts = [prompt(args.prompt_len) for _ in range(width)]
+            runs.append(_timed_generate(engine, "parallel_streams", prompts, args.output_len))
+        runs.append(_timed_generate(engine, "long_prompt_ttft", [prompt(args.long_prompt_len)], 1))
     config = engine.config
     report = {
         "model": args.model or "demo",
         "device": args.device,
         "max_num_batched_tokens": config.max_num_batched_tokens,
         "max_num_batched_tokens_idle": config.max_num_batched_tokens_idle,
+        "max_num_seqs": config.max_num_seqs,
+        "ready_s": round(ready_s, 2),
         "runner": {"device": info.device, "dtype": info.dtype, "num_kv_blocks": info.num_kv_blocks, **info.extra},
         "runs": [asdict(run) for run in runs],
+        "sweep": [sweep_row(run) for run in runs if run.name == "parallel_streams"],
     }
     if info.device.startswith("cuda"):
         import torch

@@ -128,3 +128,29 @@ def test_load_generator_percentiles_and_summary():
     assert summary["output_tok_s"] == 6.0
     assert round(summary["ttft_ms"]["p50"], 6) == 100.0
     assert [round(v, 6) for v in (summary["itl_ms"]["p50"], summary["itl_ms"]["p99"])] == [100.0, 200.0]
+
+
+def test_load_generator_sweeps_the_widths_in_turn_with_fresh_prompts_and_a_row_each(capsys, monkeypatch):
+    """`--concurrency 1 4 2 --requests-per-stream 2`: each width in the order given, with at most its width in
+    flight, 2 requests per stream, prompts no other width sent (no prefix-cache help), one JSON row per width."""
+    lg = _load_generator()
+    sent = []
+
+    async def fake_drive(args, prompts, concurrency, start_at=None):
+        sent.append((concurrency, prompts))
+        timings = [lg.RequestTiming(start=0.0, first_token=0.1, end=0.3, token_times=[0.1, 0.3], output_tokens=2)]
+        return timings * len(prompts), 0.0
+
+    monkeypatch.setattr(lg, "_drive", fake_drive)
+    argv = ["--endpoint", "completions", "--prompt-tokens", "8", "--ignore-eos", "--max-tokens", "2"]
+    assert lg.main([*argv, "--concurrency", "1", "4", "2", "--requests-per-stream", "2"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert [(width, len(prompts)) for width, prompts in sent] == [(1, 2), (4, 8), (2, 4)]
+    all_prompts = [tuple(prompt) for _, prompts in sent for prompt in prompts]
+    assert len(set(all_prompts)) == len(all_prompts) == 14
+    rows = [(row["concurrency"], row["requests"], row["output_tokens"]) for row in report["sweep"]]
+    assert rows == [(1, 2, 4), (4, 8, 16), (2, 4, 8)]
+    assert report["prompt_tokens"] == 8 and all(row["itl_ms"]["p50"] > 0 for row in report["sweep"])
+    assert lg.main([*argv, "--concurrency", "3", "--requests", "5"]) == 0  # one width: the report as before
+    single = json.loads(capsys.readouterr().out)
+    assert "sweep" not in single and (single["concurrency"], single["requests"], single["output_tokens"]) == (3, 5, 10)

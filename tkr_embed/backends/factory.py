@@ -54,11 +54,13 @@ def create_runner(
 
     kwargs go to the runner: block_size, num_kv_blocks, kv_cache_memory_fraction, kv_cache_bytes,
     max_model_len, max_num_batched_tokens (the largest step, whose activations the KV cache leaves room for);
+    max_decode_batch (torch: the largest decode batch captured as a CUDA graph, the engine's max_num_seqs);
     cpu_threads (torch on the CPU: its intra-op threads, None for `backends.cpu_threads.auto_cpu_threads`).
     """
     choice = resolve_backend_device(device)
     cpu_threads = kwargs.pop("cpu_threads", None)  # torch's CPU threads; MLX schedules its own
     if choice.backend == "mlx":
+        kwargs.pop("max_decode_batch", None)  # MLX captures no graphs
         from tkr_embed.backends.mlx.runner import MlxModelRunner
 
         return MlxModelRunner(model_path, device=choice.device, dtype=dtype, quantization=quantization, **kwargs)

@@ -44,6 +44,16 @@ def step_activation_bytes(
     return (moe + num_tokens * per_token) * itemsize + scratch_bytes
 
 
+def decode_graph_bytes(
+    *, max_batch: int, vocab_size: int, max_blocks_per_seq: int, step_bytes: int, itemsize: int = 2
+) -> int:
+    """An estimate of the device memory the decode graphs hold, for graphs that share their output and block
+    tables (`backends/torch/cuda_decode.py`): the float32 logits and block tables of the largest batch, and the
+    graphs' pool, which holds the largest step's activations (`step_bytes`) and its logits in the model dtype."""
+    logits = max_batch * vocab_size * (4 + itemsize)
+    return logits + max_batch * max_blocks_per_seq * 4 + step_bytes
+
+
 def device_kv_cache_bytes(
     *, free_bytes: int, fraction: float, reserve_bytes: int, step_bytes: int, other_bytes: int = 0
 ) -> int:

@@ -74,5 +74,6 @@ class EngineArgs:
             # the KV cache leaves room for steps of these sizes
             "max_num_batched_tokens": self.max_num_batched_tokens,
             "max_idle_step_tokens": max_num_batched_tokens_idle,
+            "max_decode_batch": self.max_num_seqs,  # the largest decode batch the CUDA graphs capture
             "cpu_threads": self.cpu_threads,
         }

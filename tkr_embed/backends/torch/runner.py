@@ -96,13 +96,15 @@ class TorchModelRunner(ModelRunner):
         cuda_graph_batch_sizes: Sequence[int] | None = None,
         max_num_batched_tokens: int | None = None,
         max_idle_step_tokens: int | None = None,
+        max_decode_batch: int | None = None,
     ) -> None:
         """block_size: tokens a KV block holds; num_kv_blocks, else kv_cache_bytes, else kv_cache_memory_fraction
         of the free memory: the cache; max_model_len: the context (default the model's); cuda_graph_batch_sizes:
         the decode batches captured (() none; default cuda_decode's); max_num_batched_tokens: the engine's step
         budget, which the CUDA cache leaves room for; max_idle_step_tokens: a larger step the engine would take when
         nothing decodes, left room for only while that costs little cache (kv_budget.blocks_with_step_room)
-        (`info.max_step_tokens` says which)."""
+        (`info.max_step_tokens` says which); max_decode_batch: the engine's max_num_seqs, the largest decode batch
+        captured when cuda_graph_batch_sizes is None (cuda_decode.decode_graph_batch_sizes)."""
         if block_size < 1:
             raise ValueError("block_size must be at least 1")
         self.model = model
@@ -115,6 +117,11 @@ class TorchModelRunner(ModelRunner):
         context_len = min(max_model_len or self.config.max_position_embeddings, self.config.max_position_embeddings)
         step_tokens = max_num_batched_tokens or DEFAULT_MAX_STEP_TOKENS
         max_step_tokens = max(step_tokens, max_idle_step_tokens or 0)
+        self._graph_sizes: tuple[int, ...] = ()
+        if self.device.type == "cuda" and cuda_graph_batch_sizes != ():
+            from tkr_embed.backends.torch.cuda_decode import decode_graph_batch_sizes
+
+            self._graph_sizes = tuple(cuda_graph_batch_sizes or decode_graph_batch_sizes(max_decode_batch))
         if num_kv_blocks is None:
             num_kv_blocks, max_step_tokens = blocks_with_step_room(
                 lambda tokens: self._blocks_from_budget(kv_cache_bytes, kv_cache_memory_fraction, context_len, tokens),
@@ -138,8 +145,8 @@ class TorchModelRunner(ModelRunner):
         self._token_buffers: list[torch.Tensor] = []
         self._token_turn = 0
         self.decode_graphs = None
-        if on_cuda and cuda_graph_batch_sizes != ():
-            from tkr_embed.backends.torch.cuda_decode import DEFAULT_GRAPH_BATCH_SIZES, CudaDecodeGraphs
+        if self._graph_sizes:
+            from tkr_embed.backends.torch.cuda_decode import CudaDecodeGraphs
 
             self.decode_graphs = CudaDecodeGraphs(
                 model,
@@ -147,7 +154,7 @@ class TorchModelRunner(ModelRunner):
                 block_size=block_size,
                 scratch_block=num_kv_blocks,
                 max_blocks_per_seq=-(-context_len // block_size),
-                batch_sizes=cuda_graph_batch_sizes or DEFAULT_GRAPH_BATCH_SIZES,
+                batch_sizes=self._graph_sizes,
             )
         self._info = RunnerInfo(
             model_name=model_name,
@@ -164,7 +171,7 @@ class TorchModelRunner(ModelRunner):
         if on_cuda:
             free_bytes, _ = torch.cuda.mem_get_info(self.device)
             self._info.extra.update(
-                cuda_graph_batch_sizes=self.decode_graphs.batch_sizes if self.decode_graphs else [],
+                **(self.decode_graphs.summary() if self.decode_graphs else {"cuda_graph_batch_sizes": []}),
                 kv_cache_gib=round(num_kv_blocks * self._bytes_per_block() / 2**30, 2),
                 free_gib_after_setup=round(free_bytes / 2**30, 2),
             )
@@ -183,6 +190,7 @@ class TorchModelRunner(ModelRunner):
     ) -> int:
         if kv_cache_bytes is None:
             if self.device.type == "cuda":
+                from tkr_embed.backends.torch.cuda_decode import graph_memory_estimate
                 from tkr_embed.backends.torch.kernels.mxfp4_moe_prefill import CHUNK_TOKENS, SCRATCH_BYTES
 
                 # weights are loaded; graphs are captured after the cache, so their memory is reserved here;
@@ -206,8 +214,13 @@ class TorchModelRunner(ModelRunner):
                     fraction=fraction,
                     reserve_bytes=CUDA_ACTIVATION_RESERVE,
                     step_bytes=step_bytes,
-                    other_bytes=2 * 64 * config.vocab_size * 4,
-                )  # the graphs' logits
+                    other_bytes=graph_memory_estimate(
+                        config,
+                        self._graph_sizes,
+                        max_blocks_per_seq=-(-context_len // self.block_size),
+                        itemsize=self.dtype.itemsize,
+                    ),
+                )
             else:
                 kv_cache_bytes = host_kv_cache_bytes(
                     context_len=context_len, block_size=self.block_size, bytes_per_block=self._bytes_per_block()

@@ -176,6 +176,8 @@ class GptOssForCausalLM(nn.Module):
         return x
 
     @torch.inference_mode()
-    def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        """[N, hidden] -> [N, vocab] float32."""
-        return F.linear(hidden, self.lm_head.weight).float()
+    def compute_logits(self, hidden: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """[N, hidden] -> [N, vocab] float32, written into `out` [N, vocab] float32 when given (the decode graphs
+        of every batch size share one output buffer)."""
+        logits = F.linear(hidden, self.lm_head.weight)  # [N, V] in the model dtype
+        return logits.float() if out is None else out.copy_(logits)
