@@ -34,6 +34,8 @@ class GenerationResult:
     prompt_token_ids: list[int]
     outputs: list[CompletionResult]
     num_cached_prompt_tokens: int = 0
+    # with SamplingParams.prompt_logprobs: one per prompt token, None for the first (RequestOutput's)
+    prompt_logprobs: list[TokenLogprob | None] | None = None
 
     @property
     def token_ids(self) -> list[int]:
@@ -102,8 +104,11 @@ class LLM:
             requests.append(AddRequest(f"offline-{next(self._request_ids)}", token_ids, prompt_params, arrival))
         finals: dict[str, RequestOutput] = {}
         logprobs: dict[tuple[str, int], list[TokenLogprob]] = {}
+        prompt_logprobs: dict[str, list[TokenLogprob | None]] = {}
 
         def collect(output: RequestOutput) -> None:
+            if output.prompt_logprobs is not None:
+                prompt_logprobs[output.request_id] = output.prompt_logprobs
             for completion in output.outputs:
                 if completion.new_logprobs is not None:
                     logprobs.setdefault((output.request_id, completion.index), []).extend(completion.new_logprobs)
@@ -111,11 +116,17 @@ class LLM:
                 finals[output.request_id] = output
 
         run_to_completion(self.engine, requests, collect)
-        return [self._result(finals[request.request_id], logprobs, request.params) for request in requests]
+        return [
+            self._result(finals[request.request_id], logprobs, request.params, prompt_logprobs.get(request.request_id))
+            for request in requests
+        ]
 
     @staticmethod
     def _result(
-        output: RequestOutput, logprobs: dict[tuple[str, int], list[TokenLogprob]], params: SamplingParams
+        output: RequestOutput,
+        logprobs: dict[tuple[str, int], list[TokenLogprob]],
+        params: SamplingParams,
+        prompt_logprobs: list[TokenLogprob | None] | None,
     ) -> GenerationResult:
         completions = [
             CompletionResult(
@@ -127,7 +138,7 @@ class LLM:
             )
             for c in output.outputs
         ]
-        return GenerationResult(output.prompt_token_ids, completions, output.num_cached_prompt_tokens)
+        return GenerationResult(output.prompt_token_ids, completions, output.num_cached_prompt_tokens, prompt_logprobs)
 
 
 def _harmony_tokenizer() -> Tokenizer:

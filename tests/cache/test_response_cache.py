@@ -9,6 +9,7 @@ import pytest
 
 from tkr_embed.cache.response_cache import ResponseCache, cache_key, is_cacheable
 from tkr_embed.engine.sampling_params import SamplingParams
+from tkr_embed.harmony.recipient_constraint import OneOfTokenSequences
 
 PROMPT = [200006, 17360, 200008, 12194, 200007]
 GREEDY = SamplingParams(temperature=0.0, max_tokens=16)
@@ -66,10 +67,12 @@ def test_every_input_changes_the_key() -> None:
             "frequency_penalty": 0.5,
             "seed": 1,
             "logprobs": 2,
+            "prompt_logprobs": 1,
             "ignore_eos": True,
             "stop_token_ids": [1],
             "stop": ["x"],
             "include_stop_str_in_output": True,
+            "constraint": OneOfTokenSequences(((1, 2),)),
         }[field.name]
         variants.append(key_for(params=dataclasses.replace(GREEDY, **{field.name: changed})))
     assert len(set(variants)) == len(variants) and base not in variants

@@ -10,11 +10,12 @@ from dataclasses import dataclass
 
 import torch
 
+from tkr_embed.backends.torch.prompt_logprobs import PromptScores
 from tkr_embed.backends.torch.sampler import Sampler
 from tkr_embed.engine.config import EngineConfig
 from tkr_embed.engine.llm_engine import LLMEngine
 from tkr_embed.engine.outputs import RequestOutput
-from tkr_embed.engine.runner import ModelRunner, RunnerInfo, SampledToken, ScheduledBatch
+from tkr_embed.engine.runner import BatchEntry, ModelRunner, PromptLogprobs, RunnerInfo, SampledToken, ScheduledBatch
 from tkr_embed.engine.sampling_params import SamplingParams
 from tkr_embed.engine.step_loop import AddRequest, run_to_completion
 
@@ -67,14 +68,14 @@ class ToyRunner(ModelRunner):
     def info(self) -> RunnerInfo:
         return self._info
 
-    def execute(self, batch: ScheduledBatch) -> list[SampledToken]:
+    def execute(self, batch: ScheduledBatch) -> list[SampledToken | PromptLogprobs]:
         if self.step_delay_s:
             time.sleep(self.step_delay_s)
         if self.hang_on_token is not None and any(self.hang_on_token in e.token_ids for e in batch.entries):
             threading.Event().wait()
         self.batches.append(batch)
         block_size = self._info.block_size
-        logits_rows, sample_entries = [], []
+        logits_rows, sample_entries, scored = [], [], []
         for entry in batch.entries:
             end = entry.start_pos + len(entry.token_ids)
             if len(entry.block_table) * block_size < end:
@@ -83,7 +84,7 @@ class ToyRunner(ModelRunner):
                 pos = entry.start_pos + offset
                 self.slots[entry.block_table[pos // block_size] * block_size + pos % block_size] = (pos, token)
             self.num_tokens_computed += len(entry.token_ids)
-            if not entry.sample:
+            if not entry.sample and entry.prompt_logprobs is None:
                 continue
             context = []
             for pos in range(end):
@@ -91,14 +92,25 @@ class ToyRunner(ModelRunner):
                 if slot is None or slot[0] != pos:
                     raise KVCacheError(f"position {pos} not in its slot")
                 context.append(slot[1])
+            if entry.prompt_logprobs is not None:
+                scored += self._score_prompt(entry, context)
+            if not entry.sample:
+                continue
             logits = toy_logits(context)
             if self.eos_logit is not None:
                 logits[EOS_ID] = self.eos_logit
             logits_rows.append(logits)
             sample_entries.append(entry)
-        if not sample_entries:
-            return []
-        return self.sampler(torch.stack(logits_rows), sample_entries)
+        sampled = self.sampler(torch.stack(logits_rows), sample_entries) if sample_entries else []
+        return sampled + scored
+
+    def _score_prompt(self, entry: BatchEntry, context: list[int]) -> list[PromptLogprobs]:
+        """Each position's toy logits (from the context read back), scored as the real runners score them."""
+
+        def row_logits(begin: int, end: int) -> torch.Tensor:  # rows of the entry's chunk
+            return torch.stack([toy_logits(context[: entry.start_pos + row + 1]) for row in range(begin, end)])
+
+        return PromptScores([entry], [len(entry.token_ids)], row_logits, VOCAB_SIZE, "cpu").results()
 
     def release(self, seq_id: int) -> None:
         self.released.append(seq_id)

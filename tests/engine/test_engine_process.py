@@ -95,6 +95,52 @@ def test_outputs_match_the_engine_in_this_process(demo_path):
     assert exitcode == 0
 
 
+def test_prompt_logprobs_cross_the_pipe_once_and_max_tokens_zero_ends_empty(demo_path):
+    scoring = {
+        "score": ([1000 + 7 * i for i in range(40)], SamplingParams(max_tokens=0, prompt_logprobs=2)),
+        "score_then_generate": (
+            [2000 + 3 * i for i in range(25)],
+            SamplingParams(max_tokens=3, temperature=0.0, ignore_eos=True, prompt_logprobs=1),
+        ),
+    }
+
+    async def updates_of(engine) -> dict[str, list]:
+        async def one(request_id, prompt, params):
+            return [update async for update in engine.generate(request_id, prompt, params)]
+
+        results = await asyncio.gather(*(one(rid, prompt, params) for rid, (prompt, params) in scoring.items()))
+        return dict(zip(scoring, results, strict=True))
+
+    async def both():
+        child = ProcessEngine(_builder(demo_path, max_num_batched_tokens=16))
+        try:
+            in_child = await updates_of(child)
+        finally:
+            await child.shutdown()
+        local = AsyncEngine(_builder(demo_path, max_num_batched_tokens=16)())
+        try:
+            in_process = await updates_of(local)
+        finally:
+            await local.shutdown()
+        return in_child, in_process
+
+    in_child, in_process = asyncio.run(both())
+    for request_id, (prompt, _) in scoring.items():
+        carrying = [
+            [u.prompt_logprobs for u in updates if u.prompt_logprobs is not None]
+            for updates in (in_child[request_id], in_process[request_id])
+        ]
+        assert [len(c) for c in carrying] == [1, 1]
+        child_scores, local_scores = carrying[0][0], carrying[1][0]
+        assert child_scores[0] is None and [lp.token_id for lp in child_scores[1:]] == prompt[1:]
+        for mine, theirs in zip(child_scores[1:], local_scores[1:], strict=True):
+            assert mine.logprob == pytest.approx(theirs.logprob, abs=1e-4)
+            assert [t for t, _ in mine.top_logprobs] == [t for t, _ in theirs.top_logprobs]
+    final = in_child["score"][-1]
+    assert final.finished and [(c.token_ids, c.finish_reason.value) for c in final.outputs] == [([], "length")]
+    assert len(in_child["score_then_generate"][-1].outputs[0].token_ids) == 3
+
+
 def test_bad_requests_are_refused_before_reaching_the_child(demo_path):
     async def run():
         engine = ProcessEngine(_builder(demo_path))

@@ -100,3 +100,16 @@ def test_the_mlx_sampler_masks_plain_greedy_rows_too() -> None:
     picks = MlxSampler()(mx.array(logits), entries)
     assert picks[0].token_id == int(logits[0].argmax())
     assert picks[1].token_id == max((5, 9, 40), key=lambda i: logits[1, i])
+
+
+def test_prompt_logprobs_agree_with_torch_across_chunks(mlx_llm: LLM, torch_llm: LLM) -> None:
+    prompts = [*PROMPTS, list(range(3000, 3070))]  # 70 tokens: three chunks of at most 32
+    params = SamplingParams(max_tokens=0, prompt_logprobs=2)
+    ours = mlx_llm.generate(prompts, params)
+    reference = torch_llm.generate(prompts, params)
+    for prompt, mine, theirs in zip(prompts, ours, reference, strict=True):
+        assert (mine.token_ids, mine.finish_reason) == ([], FinishReason.LENGTH)
+        assert mine.prompt_logprobs[0] is None and [lp.token_id for lp in mine.prompt_logprobs[1:]] == prompt[1:]
+        for a, b in zip(mine.prompt_logprobs[1:], theirs.prompt_logprobs[1:], strict=True):
+            assert abs(a.logprob - b.logprob) <= 1e-4
+            assert [t for t, _ in a.top_logprobs] == [t for t, _ in b.top_logprobs]

@@ -80,10 +80,13 @@ class BlockManager:
 
     # --- allocation ---------------------------------------------------------------------------
 
-    def allocate(self, seq: Sequence) -> int:
-        """Give a sequence without blocks its cached prefix; return the number of cached tokens."""
+    def allocate(self, seq: Sequence, reuse_prefix: bool = True) -> int:
+        """Give a sequence without blocks its cached prefix; return the number of cached tokens.
+
+        reuse_prefix=False: start with no block, so every position is computed (a sequence that must see its
+        prompt's logits); the blocks it fills are still published for others."""
         assert not seq.block_table, "allocate() is for sequences holding no blocks"
-        match = self.match_prefix(seq.all_token_ids)
+        match = self.match_prefix(seq.all_token_ids) if reuse_prefix else PrefixMatch()
         for block_id in match.block_ids:
             self._take(block_id)
         seq.block_table = list(match.block_ids)

@@ -75,6 +75,7 @@ def wire(output):
         finished=output.finished,
         num_cached_prompt_tokens=output.num_cached_prompt_tokens,
         timings=output.timings,
+        prompt_logprobs=output.prompt_logprobs,  # in one update only
         outputs=[
             CompletionOutput(
                 index=c.index,

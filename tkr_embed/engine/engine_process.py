@@ -9,9 +9,9 @@ talks to this process over two pipes. A sender thread writes requests and aborts
 made, so the event loop never blocks on a full pipe while the child computes a step; a reader thread posts
 the child's outputs to the event loop.
 
-Updates carry only deltas (new token ids and text, finish, logprobs): the prompt and the cumulative
-token ids and text are kept here per request and put back into each RequestOutput, which then
-reads as the in-process engine's.
+Updates carry only deltas (new token ids and text, finish, logprobs, the prompt logprobs once): the
+prompt and the cumulative token ids and text are kept here per request and put back into each
+RequestOutput, which then reads as the in-process engine's.
 
 Supervision: the reader sees the events pipe close the moment the child dies (SIGKILL included), and it
 kills a child whose step makes no progress for `step_timeout_s` (the child's step clock, in shared

@@ -48,7 +48,12 @@ class RequestTimings:
 
 @dataclass
 class RequestOutput:
-    """One update of a request's stream; the last one has `finished=True`."""
+    """One update of a request's stream; the last one has `finished=True`.
+
+    `prompt_logprobs` (asked for with `SamplingParams.prompt_logprobs`) comes once, in the request's first
+    update: one entry per prompt token, None for the first (nothing predicts it), else the token's logprob
+    given the tokens before it and the top alternatives at its position. None in every other update.
+    """
 
     request_id: str
     prompt_token_ids: list[int]
@@ -56,6 +61,7 @@ class RequestOutput:
     finished: bool
     num_cached_prompt_tokens: int
     timings: RequestTimings
+    prompt_logprobs: list[TokenLogprob | None] | None = None
 
     @property
     def num_prompt_tokens(self) -> int:

@@ -2,9 +2,9 @@
 
 The engine schedules; a runner computes. A runner owns the model weights and the paged KV cache
 (`num_kv_blocks` blocks of `block_size` token slots each, shared by every layer) and, for one
-scheduled batch, runs one forward pass over all its tokens and samples one token for every entry
-that asks for it. Backends: `tkr_embed.backends.torch` (CPU reference, CUDA) and
-`tkr_embed.backends.mlx`.
+scheduled batch, runs one forward pass over all its tokens, samples one token for every entry
+that asks for it and scores the prompt tokens of every entry that asks for prompt logprobs.
+Backends: `tkr_embed.backends.torch` (CPU reference, CUDA) and `tkr_embed.backends.mlx`.
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ class BatchEntry:
     Invariants: `len(token_ids) >= 1`; the tokens sit at positions
     `start_pos .. start_pos + len(token_ids) - 1`; `block_table` covers at least
     `start_pos + len(token_ids)` slots; the KV of positions `< start_pos` is already in the cache.
+    `prompt_logprobs` is set only on a prefill chunk whose positions predict prompt tokens
+    (`prompt_logprob_targets` is not empty), and `prompt_token_ids` then holds the whole prompt.
     """
 
     seq_id: int
@@ -31,9 +33,18 @@ class BatchEntry:
     block_table: list[int]  # KV block ids, in order; slot of position p = block_table[p // B] * B + p % B
     sample: bool  # True on decode and on the last prefill chunk: sample one token
     sampling: SamplingParams | None = None  # required when sample is True
-    prompt_token_ids: tuple[int, ...] = ()  # for the repetition penalty
+    prompt_token_ids: tuple[int, ...] = ()  # for the repetition penalty and the prompt logprobs' targets
     output_token_ids: tuple[int, ...] = ()  # tokens generated so far (penalties; seeded RNG step)
     allowed_token_ids: tuple[int, ...] | None = None  # the only ids the sampled token may take (None: any)
+    prompt_logprobs: int | None = None  # score the prompt tokens this chunk predicts, with the top k
+
+    @property
+    def prompt_logprob_targets(self) -> tuple[int, ...]:
+        """The prompt tokens this chunk's positions predict (position p's logits score token p + 1): the
+        chunk's last position scores the next chunk's first token; the prompt's last position scores none."""
+        if self.prompt_logprobs is None:
+            return ()
+        return self.prompt_token_ids[self.start_pos + 1 : self.start_pos + len(self.token_ids) + 1]
 
     @property
     def is_prefill(self) -> bool:
@@ -59,6 +70,17 @@ class SampledToken:
     token_id: int
     logprob: float | None = None  # log-softmax of the chosen token (raw logits)
     top_logprobs: list[tuple[int, float]] | None = None  # (token id, logprob), best first
+
+
+@dataclass(frozen=True)
+class PromptLogprobs:
+    """The scores of the prompt tokens one entry predicts (its `prompt_logprob_targets`), in order: the
+    first is the token at position `first_pos` (the entry's `start_pos + 1`). Log-softmax of raw logits."""
+
+    seq_id: int
+    first_pos: int
+    token_logprobs: list[float]  # each target token's logprob
+    top_logprobs: list[list[tuple[int, float]]]  # per target: the top k (token id, logprob), best first
 
 
 @dataclass(frozen=True)
@@ -88,11 +110,12 @@ class ModelRunner(ABC):
         """Model and cache facts; `num_kv_blocks` is fixed once the runner is built."""
 
     @abstractmethod
-    def execute(self, batch: ScheduledBatch) -> list[SampledToken]:
+    def execute(self, batch: ScheduledBatch) -> list[SampledToken | PromptLogprobs]:
         """Run one forward over every entry's tokens, write their KV, and sample.
 
-        Returns one SampledToken per entry with `sample=True`, in entry order. A seeded entry's
-        token depends only on (seed, len(output_token_ids), its logits): never on the batch. An entry
+        Returns one SampledToken per entry with `sample=True`, in entry order, then one PromptLogprobs
+        per entry with `prompt_logprobs` set, in entry order. A seeded entry's token depends only on
+        (seed, len(output_token_ids), its logits): never on the batch. An entry
         with `allowed_token_ids` samples one of them, drawn from its logits renormalised over them.
         """
 

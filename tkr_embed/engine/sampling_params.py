@@ -16,8 +16,11 @@ class SamplingParams:
 
     `max_tokens=None` means "until the context is full". `top_k <= 0` disables top-k.
     `logprobs=None` returns no logprobs; `logprobs=k` returns the chosen token's logprob and the
-    top k alternatives (k may be 0). `seed` makes the request reproducible whatever else is batched
-    with it. `stop` strings are matched on the decoded text and never emitted.
+    top k alternatives (k may be 0). `prompt_logprobs=k` returns, for every prompt token after the
+    first, its logprob given the tokens before it and the top k alternatives at its position.
+    `max_tokens=0` prefills the prompt (scoring it when asked) and finishes with no token generated.
+    `seed` makes the request reproducible whatever else is batched with it. `stop` strings are matched
+    on the decoded text and never emitted.
     """
 
     n: int = 1
@@ -31,6 +34,7 @@ class SamplingParams:
     frequency_penalty: float = 0.0
     seed: int | None = None
     logprobs: int | None = None
+    prompt_logprobs: int | None = None
     ignore_eos: bool = False
     stop_token_ids: list[int] = field(default_factory=list)
     stop: list[str] = field(default_factory=list)
@@ -53,8 +57,8 @@ class SamplingParams:
         """Raise InvalidRequestError (naming the field) for any value that cannot be served."""
         if not isinstance(self.n, int) or not 1 <= self.n <= 128:
             raise InvalidRequestError("n must be an integer between 1 and 128", "n")
-        if self.max_tokens is not None and (not isinstance(self.max_tokens, int) or self.max_tokens < 1):
-            raise InvalidRequestError("max_tokens must be a positive integer", "max_tokens")
+        if self.max_tokens is not None and (not isinstance(self.max_tokens, int) or self.max_tokens < 0):
+            raise InvalidRequestError("max_tokens must be a non-negative integer", "max_tokens")
         if not 0.0 <= self.temperature <= 100.0:
             raise InvalidRequestError("temperature must be between 0 and 100", "temperature")
         if not 0.0 < self.top_p <= 1.0:
@@ -71,6 +75,12 @@ class SamplingParams:
             raise InvalidRequestError("frequency_penalty must be between -2 and 2", "frequency_penalty")
         if self.logprobs is not None and not 0 <= self.logprobs <= MAX_TOP_LOGPROBS:
             raise InvalidRequestError(f"logprobs must be between 0 and {MAX_TOP_LOGPROBS}", "logprobs")
+        if self.prompt_logprobs is not None and (
+            not isinstance(self.prompt_logprobs, int) or not 0 <= self.prompt_logprobs <= MAX_TOP_LOGPROBS
+        ):
+            raise InvalidRequestError(
+                f"prompt_logprobs must be an integer between 0 and {MAX_TOP_LOGPROBS}", "prompt_logprobs"
+            )
         if self.seed is not None and not isinstance(self.seed, int):
             raise InvalidRequestError("seed must be an integer", "seed")
         if any(not isinstance(s, str) or not s for s in self.stop):

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from tkr_embed.engine.block_manager import BlockManager
 from tkr_embed.engine.config import EngineConfig
 from tkr_embed.engine.outputs import FinishReason
-from tkr_embed.engine.runner import BatchEntry, SampledToken, ScheduledBatch
+from tkr_embed.engine.runner import BatchEntry, PromptLogprobs, SampledToken, ScheduledBatch
 from tkr_embed.engine.sequence import Request, Sequence, SequenceStatus
 
 
@@ -36,7 +36,8 @@ class Scheduler:
     running sequence needs a block and none is free, the newest running sequence is preempted: its
     blocks are freed and it goes back to the front of the waiting queue to be recomputed later.
     Sibling completions (n > 1) wait until the first one has prefilled the prompt, then share its
-    full prompt blocks.
+    full prompt blocks. A request that asks for prompt logprobs computes its whole prompt (no cached
+    prefix), as the cached positions' logits were never kept.
     """
 
     def __init__(
@@ -173,8 +174,9 @@ class Scheduler:
         """Give a waiting sequence its cached prefix; the size of its first chunk, or None if no room."""
         fresh = not seq.block_table
         num_cached = 0
+        reuse_prefix = not seq.wants_prompt_logprobs
         if fresh:
-            num_cached = self.block_manager.allocate(seq)
+            num_cached = self.block_manager.allocate(seq, reuse_prefix)
         num_new = min(seq.num_tokens - seq.num_computed_tokens, budget)
         if not self.block_manager.can_append(seq, num_new):
             if fresh:
@@ -184,13 +186,17 @@ class Scheduler:
         if request.timings.scheduled is None:  # first admission of the request
             request.timings.scheduled = time.monotonic()
             request.num_cached_prompt_tokens = num_cached
-            self.counters.prefix_cache_queries += seq.num_prompt_tokens
-            self.counters.prefix_cache_hits += request.num_cached_prompt_tokens
+            if reuse_prefix:  # the prefix cache was looked up
+                self.counters.prefix_cache_queries += seq.num_prompt_tokens
+                self.counters.prefix_cache_hits += request.num_cached_prompt_tokens
         return num_new
 
     def _entry(self, seq: Sequence, num_new: int) -> BatchEntry:
         start = seq.num_computed_tokens
-        sample = start + num_new == seq.num_tokens
+        # max_tokens=0: the prompt is computed (and scored) but nothing is sampled
+        sample = start + num_new == seq.num_tokens and seq.sampling.max_tokens != 0
+        scores_prompt = seq.wants_prompt_logprobs and start < seq.num_prompt_tokens - 1
+        penalised = sample and seq.sampling.repetition_penalty != 1.0
         return BatchEntry(
             seq_id=seq.seq_id,
             token_ids=seq.all_token_ids[start : start + num_new],
@@ -198,9 +204,10 @@ class Scheduler:
             block_table=list(seq.block_table),
             sample=sample,
             sampling=seq.sampling if sample else None,
-            prompt_token_ids=seq.prompt_tuple if sample and seq.sampling.repetition_penalty != 1.0 else (),
+            prompt_token_ids=seq.prompt_tuple if penalised or scores_prompt else (),
             output_token_ids=tuple(seq.output_token_ids) if sample else (),
             allowed_token_ids=seq.allowed_token_ids() if sample else None,
+            prompt_logprobs=seq.sampling.prompt_logprobs if scores_prompt else None,
         )
 
     def _newest_running(self, exclude: set[int]) -> Sequence | None:
@@ -219,9 +226,11 @@ class Scheduler:
 
     # --- after the step -----------------------------------------------------------------------
 
-    def postprocess(self, batch: ScheduledBatch, sampled: list[SampledToken]) -> list[Request]:
-        """Account the computed tokens, append sampled ones, finish sequences; the updated requests."""
-        sampled_by_seq = {token.seq_id: token for token in sampled}
+    def postprocess(self, batch: ScheduledBatch, sampled: list[SampledToken | PromptLogprobs]) -> list[Request]:
+        """Account the computed tokens, keep prompt scores, append sampled tokens, finish sequences; the
+        updated requests."""
+        sampled_by_seq = {token.seq_id: token for token in sampled if isinstance(token, SampledToken)}
+        scored_by_seq = {scored.seq_id: scored for scored in sampled if isinstance(scored, PromptLogprobs)}
         updated: dict[str, Request] = {}
         now = time.monotonic()
         for entry in batch.entries:
@@ -232,14 +241,22 @@ class Scheduler:
             self.counters.prompt_tokens_prefilled += max(0, min(seq.num_prompt_tokens, start + num_new) - start)
             seq.num_computed_tokens = start + num_new
             self.block_manager.commit(seq)
-            if not entry.sample:
-                continue
             request = seq.request
-            if request.timings.first_token is None:
-                request.timings.first_token = now
-            self._fork_siblings(seq)
-            seq.append_token(sampled_by_seq[seq.seq_id], self.eos_token_ids, self.max_model_len)
-            self.counters.tokens_decoded += 1
+            if entry.prompt_logprobs is not None:
+                request.record_prompt_logprobs(scored_by_seq[seq.seq_id])
+            if seq.wants_prompt_logprobs and seq.num_computed_tokens >= seq.num_prompt_tokens:
+                request.finish_prompt_scoring()
+            if entry.sample:
+                if request.timings.first_token is None:
+                    request.timings.first_token = now
+                self._fork_siblings(seq)
+                seq.append_token(sampled_by_seq[seq.seq_id], self.eos_token_ids, self.max_model_len)
+                self.counters.tokens_decoded += 1
+            elif seq.sampling.max_tokens == 0 and seq.num_computed_tokens == seq.num_tokens:
+                self._fork_siblings(seq)  # each sibling computes its last prompt token, then ends the same way
+                seq.finish(FinishReason.LENGTH)
+            else:
+                continue
             updated[request.request_id] = request
             if seq.is_finished:
                 self.counters.count_finish(seq.finish_reason)

@@ -14,7 +14,7 @@ from tkr_embed.engine.outputs import (
     RequestTimings,
     TokenLogprob,
 )
-from tkr_embed.engine.runner import SampledToken
+from tkr_embed.engine.runner import PromptLogprobs, SampledToken
 from tkr_embed.engine.sampling_params import SamplingParams
 
 
@@ -78,6 +78,11 @@ class Sequence:
     @property
     def is_finished(self) -> bool:
         return self.status is SequenceStatus.FINISHED
+
+    @property
+    def wants_prompt_logprobs(self) -> bool:
+        """This sequence's prefill scores the prompt: the request's first completion, until it has."""
+        return self.index == 0 and self.request.wants_prompt_logprobs
 
     @property
     def text(self) -> str:
@@ -153,13 +158,38 @@ class Request:
     timings: RequestTimings
     seqs: list[Sequence] = field(default_factory=list)
     num_cached_prompt_tokens: int = 0
+    # filled by position while the first completion prefills; a recomputed chunk overwrites its positions
+    prompt_logprobs: list[TokenLogprob | None] | None = None
+    prompt_scored: bool = False  # every prompt position computed (prompt_logprobs complete)
+    prompt_logprobs_sent: bool = False
 
     @property
     def is_finished(self) -> bool:
         return all(seq.is_finished for seq in self.seqs)
 
+    @property
+    def wants_prompt_logprobs(self) -> bool:
+        return self.params.prompt_logprobs is not None and not self.prompt_scored
+
+    def record_prompt_logprobs(self, scored: PromptLogprobs) -> None:
+        """Keep one chunk's prompt-token scores at their positions."""
+        if self.prompt_logprobs is None:
+            self.prompt_logprobs = [None] * len(self.prompt_token_ids)
+        for offset, (logprob, top) in enumerate(zip(scored.token_logprobs, scored.top_logprobs, strict=True)):
+            pos = scored.first_pos + offset
+            self.prompt_logprobs[pos] = TokenLogprob(self.prompt_token_ids[pos], logprob, top)
+
+    def finish_prompt_scoring(self) -> None:
+        """The first completion computed the whole prompt: its scores are complete, to be sent once."""
+        if self.prompt_logprobs is None:
+            self.prompt_logprobs = [None] * len(self.prompt_token_ids)  # a one-token prompt scores nothing
+        self.prompt_scored = True
+
     def take_output(self) -> RequestOutput:
         """One stream update covering every completion (deltas empty where nothing changed)."""
+        prompt_logprobs = None
+        if self.prompt_scored and not self.prompt_logprobs_sent:
+            prompt_logprobs, self.prompt_logprobs_sent = self.prompt_logprobs, True
         return RequestOutput(
             request_id=self.request_id,
             prompt_token_ids=self.prompt_token_ids,
@@ -167,4 +197,5 @@ class Request:
             finished=self.is_finished,
             num_cached_prompt_tokens=self.num_cached_prompt_tokens,
             timings=self.timings,
+            prompt_logprobs=prompt_logprobs,
         )

@@ -7,14 +7,16 @@ from typing import Any
 
 import mlx.core as mx
 import numpy as np
+import torch
 
 from tkr_embed.backends.device import DeviceUnavailableError, QuantizationChoice, resolve_quantization
 from tkr_embed.backends.kv_budget import host_kv_cache_bytes, kv_bytes_per_block
 from tkr_embed.backends.mlx.attention import PagedKVCache, build_metadata
 from tkr_embed.backends.mlx.loader import load_mlx_model
 from tkr_embed.backends.mlx.sampler import MlxSampler
+from tkr_embed.backends.torch.prompt_logprobs import PromptScores
 from tkr_embed.engine.args import DEFAULT_KV_CACHE_MEMORY_FRACTION
-from tkr_embed.engine.runner import ModelRunner, RunnerInfo, SampledToken, ScheduledBatch
+from tkr_embed.engine.runner import ModelRunner, PromptLogprobs, RunnerInfo, SampledToken, ScheduledBatch
 
 _DTYPES = {
     "bfloat16": mx.bfloat16,
@@ -153,15 +155,34 @@ class MlxModelRunner(ModelRunner):
     def info(self) -> RunnerInfo:
         return self._info
 
-    def execute(self, batch: ScheduledBatch) -> list[SampledToken]:
+    def execute(self, batch: ScheduledBatch) -> list[SampledToken | PromptLogprobs]:
         if not batch.entries:
             return []
-        logits = self.logits_for(batch)  # [S, V] float32
+        logits, hidden = self._forward(batch)  # [S, V] float32, [T, hidden]
         sample_entries = [e for e in batch.entries if e.sample]
-        return self.sampler(logits, sample_entries) if sample_entries else []
+        results: list[SampledToken | PromptLogprobs] = self.sampler(logits, sample_entries) if sample_entries else []
+        if any(e.prompt_logprobs is not None for e in batch.entries):
+            results += self._prompt_scores(batch, hidden).results()
+        return results
+
+    def _prompt_scores(self, batch: ScheduledBatch, hidden: mx.array) -> PromptScores:
+        """The prompt scores of the entries that ask for them, from `hidden` [T, hidden] (the torch runner's
+        arithmetic on the host: the same log-softmax and top-k ordering)."""
+        ends = np.cumsum([len(e.token_ids) for e in batch.entries]).tolist()
+
+        def row_logits(begin: int, end: int) -> torch.Tensor:
+            logits = self.model.compute_logits(hidden[begin:end])  # [rows, V] float32
+            return torch.from_numpy(np.array(logits, copy=True))
+
+        return PromptScores(batch.entries, ends, row_logits, self.config.vocab_size, "cpu")
 
     def logits_for(self, batch: ScheduledBatch) -> mx.array:
         """One forward over the batch (writing its KV): logits [S, V] of the entries that sample."""
+        return self._forward(batch)[0]
+
+    def _forward(self, batch: ScheduledBatch) -> tuple[mx.array, mx.array]:
+        """One forward over the batch (writing its KV): logits [S, V] float32 of the entries that sample, and
+        the hidden states [T, hidden] of every token."""
         token_ids: list[int] = []
         positions: list[int] = []
         last_rows: list[int] = []  # row of each sampled entry's last token in the flat batch
@@ -180,8 +201,8 @@ class MlxModelRunner(ModelRunner):
         hidden = self.model.forward(input_ids, position_ids, self.cache, metadata)  # [T, hidden]
         rows = mx.array(np.asarray(last_rows, dtype=np.int32))  # [S]
         logits = self.model.compute_logits(hidden[rows])  # [S, V] float32
-        mx.eval(logits, self.cache.arrays())  # one evaluation a step keeps the lazy graph short
-        return logits
+        mx.eval(logits, hidden, self.cache.arrays())  # one evaluation a step keeps the lazy graph short
+        return logits, hidden
 
     def shutdown(self) -> None:
         self.cache = None

@@ -18,9 +18,17 @@ from tkr_embed.backends.kv_budget import (
     step_activation_bytes,
 )
 from tkr_embed.backends.torch.attention import allocate_kv_cache, build_attention_metadata
+from tkr_embed.backends.torch.prompt_logprobs import PromptScores
 from tkr_embed.backends.torch.sampler import Sampler, SampleTensors
 from tkr_embed.engine.args import DEFAULT_KV_CACHE_MEMORY_FRACTION
-from tkr_embed.engine.runner import BatchEntry, ModelRunner, RunnerInfo, SampledToken, ScheduledBatch
+from tkr_embed.engine.runner import (
+    BatchEntry,
+    ModelRunner,
+    PromptLogprobs,
+    RunnerInfo,
+    SampledToken,
+    ScheduledBatch,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -252,7 +260,7 @@ class TorchModelRunner(ModelRunner):
         return len(counts)
 
     @torch.inference_mode()
-    def execute(self, batch: ScheduledBatch) -> list[SampledToken]:
+    def execute(self, batch: ScheduledBatch) -> list[SampledToken | PromptLogprobs]:
         return self.launch(batch)()
 
     def launch(self, batch: ScheduledBatch, previous: Callable[[], list[SampledToken]] | None = None) -> _Launched:
@@ -264,12 +272,16 @@ class TorchModelRunner(ModelRunner):
         ):
             raise ValueError("launch(previous=...) takes one decode token per entry of the previous launch")
         sample_entries = [e for e in batch.entries if e.sample]
-        token_source = previous.token_ids if previous is not None else None
-        logits = self.logits(batch, token_source=token_source)  # [S, V] float32
+        scores = None
+        if any(e.prompt_logprobs is not None for e in batch.entries):  # prefill: never a graph, never a follower
+            logits, scores = self._logits_and_prompt_scores(batch)
+        else:
+            token_source = previous.token_ids if previous is not None else None
+            logits = self.logits(batch, token_source=token_source)  # [S, V] float32
         if logits is None:
-            return _Launched(sample_entries, None, None, self.sampler)
+            return _Launched(sample_entries, None, None, self.sampler, scores)
         sampled = self.sampler.sample(logits, sample_entries)
-        return _Launched(sample_entries, sampled, self._next_token_buffer(len(sample_entries)), self.sampler)
+        return _Launched(sample_entries, sampled, self._next_token_buffer(len(sample_entries)), self.sampler, scores)
 
     def _next_token_buffer(self, rows: int) -> torch.Tensor | None:
         """CUDA: a pinned int64 buffer for a step's token ids, three used in turn (a step's is read before
@@ -299,11 +311,40 @@ class TorchModelRunner(ModelRunner):
             return None
         if use_graphs and self.decode_graphs is not None and self.decode_graphs.fits(entries):
             return self.decode_graphs.logits(entries, token_source)
+        hidden, ends = self._forward_eager(entries, token_source)  # [T, D]
+        return self._sampled_logits(hidden, entries, ends)
+
+    @torch.inference_mode()
+    def _logits_and_prompt_scores(self, batch: ScheduledBatch) -> tuple[torch.Tensor | None, PromptScores]:
+        """One eager forward; -> the sampled entries' logits [S, V] float32 and the prompt scores of the
+        entries that ask for them, from the hidden states of every position."""
+        hidden, ends = self._forward_eager(batch.entries, None)  # [T, D]
+        scores = PromptScores(
+            batch.entries,
+            ends,
+            lambda begin, end: self.model.compute_logits(hidden[begin:end]),  # [rows, V] float32
+            self.config.vocab_size,
+            self.device,
+        )
+        return self._sampled_logits(hidden, batch.entries, ends), scores
+
+    def _sampled_logits(
+        self, hidden: torch.Tensor, entries: Sequence[BatchEntry], ends: list[int]
+    ) -> torch.Tensor | None:
+        """The logits [S, V] float32 of each sampled entry's last row of `hidden` [T, D] (None if none samples)."""
+        last_rows = [end - 1 for end, e in zip(ends, entries, strict=True) if e.sample]
+        if not last_rows:
+            return None
+        rows = torch.tensor(last_rows, dtype=torch.int64, device=self.device)  # [S]
+        return self.model.compute_logits(hidden.index_select(0, rows))  # [S, V] float32
+
+    def _forward_eager(
+        self, entries: Sequence[BatchEntry], token_source: torch.Tensor | None
+    ) -> tuple[torch.Tensor, list[int]]:
+        """The forward over every token of the batch, writing their KV; -> the hidden states [T, D] and each
+        entry's end row."""
         lengths = [len(e.token_ids) for e in entries]
         ends = list(itertools.accumulate(lengths))
-        last_rows = [
-            end - 1 for end, e in zip(ends, entries, strict=False) if e.sample
-        ]  # each sampled entry's last token's row
         metadata = build_attention_metadata(
             [(e.start_pos, n, e.block_table) for e, n in zip(entries, lengths, strict=False)],
             self.block_size,
@@ -320,11 +361,7 @@ class TorchModelRunner(ModelRunner):
         first_rows = np.array(ends, dtype=np.int64) - lengths
         shift = np.repeat(np.array([e.start_pos for e in entries], dtype=np.int64) - first_rows, lengths)
         position_ids = torch.from_numpy(np.arange(ends[-1], dtype=np.int64) + shift).to(self.device)
-        hidden = self.model(input_ids, position_ids, self.kv_caches, metadata)  # [T, D]
-        if not last_rows:
-            return None
-        rows = torch.tensor(last_rows, dtype=torch.int64, device=self.device)  # [S]
-        return self.model.compute_logits(hidden.index_select(0, rows))  # [S, V] float32
+        return self.model(input_ids, position_ids, self.kv_caches, metadata), ends  # [T, D]
 
     def shutdown(self) -> None:
         self.decode_graphs = None
@@ -335,24 +372,36 @@ class TorchModelRunner(ModelRunner):
 
 
 class _Launched:
-    """A step queued by TorchModelRunner.launch: calling it reads the sampled tokens on the host.
+    """A step queued by TorchModelRunner.launch: calling it reads the sampled tokens (then the prompt scores,
+    if any) on the host.
 
     The samples' copy to the host is queued with the step, so reading them waits for this step only,
-    not for a lookahead step queued after it."""
+    not for a lookahead step queued after it. A step with prompt scores is a prefill, which no lookahead
+    step follows: reading them directly waits for nothing else."""
 
-    def __init__(self, entries, sampled: SampleTensors | None, token_buffer: torch.Tensor | None, sampler: Sampler):
+    def __init__(
+        self,
+        entries,
+        sampled: SampleTensors | None,
+        token_buffer: torch.Tensor | None,
+        sampler: Sampler,
+        prompt_scores: PromptScores | None = None,
+    ):
         self.entries = entries
+        self._prompt_scores = prompt_scores
         self.token_ids = sampled.token_ids if sampled is not None else None  # [S] on the device
         self._host, self._ready = sampled.copy_to_host(token_buffer) if sampled is not None else (None, None)
         self._sampler = sampler
-        self._result: list[SampledToken] | None = None
+        self._result: list[SampledToken | PromptLogprobs] | None = None
 
-    def __call__(self) -> list[SampledToken]:
+    def __call__(self) -> list[SampledToken | PromptLogprobs]:
         if self._result is None:
-            if self._host is None:
-                self._result = []
-            else:
+            result: list[SampledToken | PromptLogprobs] = []
+            if self._host is not None:
                 if self._ready is not None:
                     self._ready.synchronize()
-                self._result = self._sampler.results(self.entries, self._host)
+                result += self._sampler.results(self.entries, self._host)
+            if self._prompt_scores is not None:
+                result += self._prompt_scores.results()
+            self._result = result
         return self._result
