@@ -23,6 +23,17 @@ from tkr_embed.engine.sampling_params import SamplingParams
 STOP_TOKENS = (200002, 200012)
 
 
+def prompt_scores(prompt: list[int], top_k: int | None) -> list[TokenLogprob | None] | None:
+    """The fake's prompt logprobs: none for the first token; token i scores -i/10, and the id after it is always
+    the better alternative (-0.05)."""
+    if top_k is None:
+        return None
+    return [None] + [
+        TokenLogprob(token, -position / 10, [(token + 1, -0.05), (token, -position / 10)][:top_k])
+        for position, token in enumerate(prompt[1:], start=1)
+    ]
+
+
 @dataclass
 class SubmittedRequest:
     request_id: str
@@ -98,7 +109,14 @@ class FakeEngine(EngineClient):
         script = list(self.script(prompt, params))
         produced: list[list[int]] = [[] for _ in range(params.n)]
         done = [False] * params.n
+        prompt_logprobs = prompt_scores(prompt, params.prompt_logprobs)
         try:
+            if params.max_tokens == 0:  # the prompt scored, nothing generated
+                done = [True] * params.n
+                outputs = [CompletionOutput(i, [], [], "", "", FinishReason.LENGTH) for i in range(params.n)]
+                yield RequestOutput(request_id, list(prompt), outputs, True, 0, timings, prompt_logprobs)
+                self.finished_ids.append(request_id)
+                return
             step = 0
             while not all(done):
                 if request_id in self.aborted:
@@ -137,7 +155,8 @@ class FakeEngine(EngineClient):
                     )
                 step += 1
                 await asyncio.sleep(0)
-                yield RequestOutput(request_id, list(prompt), outputs, all(done), 0, timings)
+                yield RequestOutput(request_id, list(prompt), outputs, all(done), 0, timings, prompt_logprobs)
+                prompt_logprobs = None  # they come with the first update only
             self.finished_ids.append(request_id)
         finally:
             # The contract: a consumer that stops iterating (aclose, cancellation) aborts the request.

@@ -76,7 +76,10 @@ def test_completions_are_raw_text(base_url, fake, tokenizer):
     assert fake.submitted[0].prompt_token_ids == tokenizer.encode("Once upon a time")
     choice = response.choices[0]
     assert choice.text.startswith("Once upon a time and then some")
-    assert choice.logprobs.token_logprobs[0] == -0.5
+    # The echoed prompt's tokens come first (the first one has no logprob), then the generated ones.
+    num_prompt = len(tokenizer.encode("Once upon a time"))
+    assert choice.logprobs.token_logprobs[0] is None
+    assert choice.logprobs.token_logprobs[num_prompt] == -0.5
     assert response.usage.prompt_tokens == len(tokenizer.encode("Once upon a time"))
 
 

@@ -13,7 +13,8 @@ from tkr_embed.protocol.openai_common import SamplingRequest, Usage
 class CompletionRequest(SamplingRequest):
     # One prompt (text or token ids) or a list of them; each gets n choices, numbered prompt-major.
     prompt: str | list[StrictInt] | list[str] | list[list[StrictInt]] = Field(union_mode="left_to_right")
-    max_tokens: int | None = Field(16, ge=1)
+    # 0 (with echo) scores the prompt without generating; without echo it is refused by the service.
+    max_tokens: int | None = Field(16, ge=0)
     logprobs: int | None = Field(None, ge=0, le=20)
     echo: bool = False
     # Extension (as vLLM's): run to max_tokens whatever tokens come; load tests use it for a fixed length.

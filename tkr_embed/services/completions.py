@@ -63,6 +63,11 @@ class CompletionService:
         """One prepared engine request per prompt; any bad prompt refuses the whole request. Tokenizes
         (seconds for megabytes of text): call it through `ctx.off_loop`."""
         self.ctx.check_model(request.model)
+        if request.max_tokens == 0 and not request.echo:
+            # vLLM refuses it too: nothing would be generated and nothing returned.
+            raise BadRequestError(
+                "max_tokens 0 generates nothing: it is accepted only with echo true, to score the prompt", "max_tokens"
+            )
         prompts = request.prompts()
         if not prompts:
             raise BadRequestError("prompt must not be empty", "prompt")
@@ -99,6 +104,8 @@ class CompletionService:
         max_tokens = self.ctx.max_tokens_for(len(prompt_ids), request.max_tokens, "max_tokens", param, cap)
         params = request.sampling_params(max_tokens, request.logprobs, stop=stop)
         params.ignore_eos = request.ignore_eos
+        # The echoed prompt comes with its tokens' logprobs when logprobs are asked for (as OpenAI and vLLM answer).
+        params.prompt_logprobs = request.logprobs if request.echo else None
         self.ctx.check_prompt(prompt_ids, params, param)
         prompt_text = prompt if isinstance(prompt, str) else self.ctx.tokenizer.decode(prompt_ids)
         return PreparedCompletion(
@@ -164,9 +171,11 @@ class CompletionService:
         logprobs: list[list[TokenLogprob]] = [[] for _ in range(n)]
         finish: list[str | None] = [None] * n
         num_completion = num_cached = 0
+        prompt_logprobs: list[TokenLogprob | None] | None = None
         async with await self._open(prepared) as stream:
             async for update in stream:
                 num_cached = update.num_cached_prompt_tokens
+                prompt_logprobs = prompt_logprobs or update.prompt_logprobs
                 for output in update.outputs:
                     texts[output.index] = output.text
                     logprobs[output.index].extend(output.new_logprobs or [])
@@ -177,7 +186,7 @@ class CompletionService:
             CompletionChoice(
                 index=i,
                 text=prefix + texts[i],
-                logprobs=self._logprobs(prepared, logprobs[i], len(prefix)),
+                logprobs=self._logprobs(prepared, logprobs[i], len(prefix), prepared.echo, prompt_logprobs),
                 finish_reason=finish[i] or "stop",
             )
             for i in range(n)
@@ -255,10 +264,24 @@ class CompletionService:
                 id=prepared.request_id, created=created, model=self.ctx.model_id, choices=choices, usage=usage
             )
 
-        if prepared.echo:
-            yield chunk([CompletionChoice(index=i, text=prepared.prompt_text) for i in range(prepared.params.n)])
+        def echo(prompt_logprobs: list[TokenLogprob | None] | None) -> CompletionResponse:
+            logprobs = self._logprobs(prepared, [], 0, echoed=True, prompt_logprobs=prompt_logprobs)
+            return chunk(
+                [
+                    CompletionChoice(index=i, text=prepared.prompt_text, logprobs=logprobs)
+                    for i in range(prepared.params.n)
+                ]
+            )
+
+        echo_pending = prepared.echo
+        if echo_pending and prepared.top_logprobs is None:
+            yield echo(None)
+            echo_pending = False
         async with stream:
             async for update in stream:
+                if echo_pending:  # the prompt's logprobs come with the engine's first update
+                    yield echo(update.prompt_logprobs)
+                    echo_pending = False
                 num_completion = update.num_completion_tokens
                 num_cached = update.num_cached_prompt_tokens
                 choices = []
@@ -289,11 +312,29 @@ class CompletionService:
         )
 
     def _logprobs(
-        self, prepared: PreparedCompletion, logprobs: list[TokenLogprob], offset: int
+        self,
+        prepared: PreparedCompletion,
+        generated: list[TokenLogprob],
+        offset: int,
+        echoed: bool = False,
+        prompt_logprobs: list[TokenLogprob | None] | None = None,
     ) -> CompletionLogprobs | None:
+        """The generated tokens' logprobs from `offset` in the choice's text; `echoed`: after the prompt's (from 0),
+        null for its first token, and for every token of a request stopped before its prompt was scored."""
         if prepared.top_logprobs is None:
             return None
-        return completion_logprobs(self.ctx.tokenizer, logprobs, prepared.top_logprobs, offset)
+        tokenizer, top_k = self.ctx.tokenizer, prepared.top_logprobs
+        result = completion_logprobs(tokenizer, [entry.token_id for entry in generated], generated, top_k, offset)
+        if not echoed:
+            return result
+        prompt_ids = prepared.prompt_token_ids
+        prompt = completion_logprobs(tokenizer, prompt_ids, prompt_logprobs or [None] * len(prompt_ids), top_k, 0)
+        return CompletionLogprobs(
+            tokens=prompt.tokens + result.tokens,
+            token_logprobs=prompt.token_logprobs + result.token_logprobs,
+            top_logprobs=prompt.top_logprobs + result.top_logprobs,
+            text_offset=prompt.text_offset + result.text_offset,
+        )
 
     async def _open(self, prepared: PreparedCompletion) -> EngineStream:
         return await EngineStream.open(self.ctx.engine, prepared.request_id, prepared.prompt_token_ids, prepared.params)
