@@ -16,7 +16,7 @@ for threads in "${@:-auto 1 2}"; do
     for streams in 1 8; do
       "$PY" bench/load_generator.py --url "$URL" --model demo-model --endpoint completions --prompt-tokens 64 \
         --ignore-eos --concurrency $streams --requests $((streams * 2)) --max-tokens 64 --seed 1 > "$DATA/load.json"
-      "$PY" -c "import json,sys; d=json.load(open(sys.argv[1])); print(f'threads {sys.argv[2]} ({sys.argv[3]}) streams {sys.argv[4]}: {d[\"output_tok_s\"]:.1f} output tok/s, ITL p50 {d[\"itl_ms\"][\"p50\"]:.1f} ms, errors {len(d[\"errors\"])}')" \
+      "$PY" -c "import json,sys; d=json.load(open(sys.argv[1])); print(f'threads {sys.argv[2]} ({sys.argv[3]}) streams {sys.argv[4]}: {d[\"output_tok_s\"]:.1f} output tok/s, ITL p50 {d[\"itl_ms\"][\"p50\"]:.1f} p99 {d[\"itl_ms\"][\"p99\"]:.1f} ms, TTFT p50 {d[\"ttft_ms\"][\"p50\"]:.0f} ms, errors {len(d[\"errors\"])}')" \
         "$DATA/load.json" "$t" "$used" $streams
     done
     kill $server; wait $server 2>/dev/null
