@@ -3,9 +3,9 @@
 Left to its default, torch starts one OpenMP thread per core. The server is never alone on those cores: its
 HTTP process (and, with the engine in a thread, its event loop) parses, tokenizes and streams beside the engine.
 An OpenMP team whose threads do not all get a core waits at every op's barrier for the one that was descheduled,
-and a decode step is hundreds of small ops. On a 2-core machine the demo model then decoded 6 to 10 times slower
-with 2 threads than with 1 (BENCHMARKS.md, "CPU threads"). So the engine takes every usable core but one, and
-at least one.
+and a decode step is hundreds of small ops. On a 2-core machine the demo server decoded 6 to 13 times slower with
+2 threads than with 1 once other work ran beside it, and only 7 to 18% faster with the machine to itself
+(BENCHMARKS.md, "CPU threads"). So the engine takes every usable core but one, and at least one.
 """
 
 from __future__ import annotations
