@@ -83,6 +83,7 @@ gpu-check:
 # The server's runtime packages as wheels for the GPU machine (Python 3.12, no internet there; it has its own
 # torch, Triton, numpy and transformers), pinned and hashed as the Linux lock pins them: carry .whl/ with a run.
 gpu-wheels:
+	mkdir -p .whl
 	$(PYTHON) scripts/lock.py wheels .whl/requirements.txt
 	$(PYTHON) -m pip download -q --require-hashes --no-deps --only-binary=:all: --python-version 3.12 \
 	  --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
