@@ -69,8 +69,11 @@ class FakeEngine(EngineClient):
     is_running: bool = True  # False: the engine is dead, as a crashed engine process is
     dead_reason: str | None = None
     restarts: int = 0
+    hold_restart: bool = False  # a test sets it to look at the server while a restart is under way
 
     async def restart(self) -> None:
+        while self.hold_restart:
+            await asyncio.sleep(0.01)
         self.restarts += 1
         self.is_running, self.dead_reason = True, None
 

@@ -62,8 +62,10 @@ def test_a_dead_engine_is_503_engine_dead_at_once_and_the_server_asks_to_exit_1(
 
 def test_with_restart_the_server_is_healthy_again(restarting) -> None:
     url, engine, app = restarting
+    engine.hold_restart = True  # else the supervisor may have restarted it before the first look
     engine.is_running, engine.dead_reason = False, "killed"
     assert httpx.get(url + "/health").status_code == 503
+    engine.hold_restart = False
     _wait_for(lambda: engine.restarts == 1)
     _wait_for(lambda: httpx.get(url + "/health").status_code == 200)
     assert httpx.post(url + "/v1/chat/completions", json=CHAT).status_code == 200
