@@ -326,3 +326,31 @@ def test_lookahead_decode_on_cuda_gives_the_tokens_of_ordinary_steps(demo_model_
         )  # graphed
     assert results[True] == results[False]
     assert sum(followed) >= 40
+
+
+def test_a_graphed_decode_step_samples_only_allowed_ids(demo_model_dir):
+    """The sampler runs after the graph's replay, on its logits: a row's allowed ids confine its token there too,
+    and the rows beside it keep their own picks."""
+    from tkr_embed.backends.torch.runner import TorchModelRunner
+    from tkr_embed.engine.runner import BatchEntry, ScheduledBatch
+    from tkr_embed.engine.sampling_params import SamplingParams
+
+    gpu = TorchModelRunner(demo_model_dir, device="cuda", num_kv_blocks=128, cuda_graph_batch_sizes=(1, 4))
+    driver = Driver(gpu, 3, 64)
+    driver.step(_prompts(3, 20, seed=4))
+    allowed = (11, 2024, 170154)
+    greedy, seeded = SamplingParams(temperature=0.0), SamplingParams(temperature=1.0, seed=3)
+    rows = [(greedy, None), (greedy, allowed), (seeded, allowed)]
+    entries = [
+        BatchEntry(seq, [5], driver.lengths[seq], driver.tables[seq], True, params, allowed_token_ids=ids)
+        for seq, (params, ids) in enumerate(rows)
+    ]
+    batch = ScheduledBatch(entries)
+    assert gpu.decode_graphs is not None and gpu.decode_graphs.fits(entries)
+    logits = gpu.logits(batch).float().cpu()  # [3, V]; the step writes the same KV again below
+    tokens = [t.token_id for t in gpu.execute(batch)]
+    assert tokens[0] == int(logits[0].argmax())
+    assert tokens[1] == max(allowed, key=lambda i: float(logits[1, i]))
+    assert tokens[2] in allowed
+    again = gpu.logits(batch).float().cpu()  # the graph's own output was not masked in place
+    assert torch.isfinite(again).all() and _rel(again, logits) < 1e-3
