@@ -53,10 +53,19 @@ def test_a_quiet_engine_is_quiet_and_a_running_one_is_not() -> None:
 
 
 def test_a_restarted_engine_counts_from_zero() -> None:
-    before = replace(IDLE, tokens_decoded=10_000, prompt_tokens_prefilled=5_000)
-    after = replace(IDLE, running=1, tokens_decoded=40, prompt_tokens_prefilled=20)
+    before = replace(IDLE, tokens_decoded=10_000, prompt_tokens_prefilled=5_000, engine_id="first")
+    after = replace(IDLE, running=1, tokens_decoded=40, prompt_tokens_prefilled=20, engine_id="second")
     stats = interval_stats(before, after, 2.0)
     assert (stats.generation_tokens_per_s, stats.prompt_tokens_per_s) == (20.0, 10.0)
+    # the same without ids: the counts fell, so the engine started again
+    stats = interval_stats(replace(before, engine_id=""), replace(after, engine_id=""), 2.0)
+    assert (stats.generation_tokens_per_s, stats.prompt_tokens_per_s) == (20.0, 10.0)
+
+
+def test_a_restarted_engine_that_already_passed_the_old_counts_still_counts_from_zero() -> None:
+    before = replace(IDLE, tokens_decoded=100, engine_id="first")
+    after = replace(IDLE, running=1, tokens_decoded=300, engine_id="second")
+    assert interval_stats(before, after, 2.0).generation_tokens_per_s == 150.0
 
 
 class CountingEngine:

@@ -40,11 +40,13 @@ class IntervalStats:
 
 
 def interval_stats(before: EngineStats, after: EngineStats, elapsed_s: float) -> IntervalStats:
-    """The interval from `before` to `after`. A restarted engine counts from zero again: its counts then fall
-    below `before`'s, and the interval counts what the new engine did."""
+    """The interval from `before` to `after`. A restarted engine (a new `engine_id`, as the metrics tell it) counts
+    from zero again, so the interval counts what the new engine did; so does a count that fell, for an engine that
+    reports no id."""
+    restarted = after.engine_id != before.engine_id
 
     def grown(now: int, then: int) -> int:
-        return now - then if now >= then else now
+        return now if restarted or now < then else now - then
 
     elapsed_s = max(elapsed_s, 1e-9)
     queries = grown(after.prefix_cache_queries, before.prefix_cache_queries)
