@@ -44,6 +44,22 @@ def step_activation_bytes(
     return (moe + num_tokens * per_token) * itemsize + scratch_bytes
 
 
+def model_step_activation_bytes(config, *, num_tokens: int, itemsize: int = 2, **kwargs) -> int:
+    """`step_activation_bytes` for a model config's shape (a GptOssConfig, read by attribute); `kwargs`:
+    `moe_tokens`, `scratch_bytes`."""
+    return step_activation_bytes(
+        num_tokens=num_tokens,
+        hidden_size=config.hidden_size,
+        intermediate_size=config.intermediate_size,
+        experts_per_token=config.num_experts_per_tok,
+        num_heads=config.num_attention_heads,
+        num_kv_heads=config.num_key_value_heads,
+        head_dim=config.head_dim,
+        itemsize=itemsize,
+        **kwargs,
+    )
+
+
 def decode_graph_bytes(
     *, max_batch: int, vocab_size: int, max_blocks_per_seq: int, step_bytes: int, itemsize: int = 2
 ) -> int:

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from tkr_embed.backends.kv_budget import decode_graph_bytes, step_activation_bytes
+from tkr_embed.backends.kv_budget import decode_graph_bytes, model_step_activation_bytes
 from tkr_embed.backends.torch.attention import AttentionMetadata
 from tkr_embed.backends.torch.cuda_graphs import CudaGraphSteps
 from tkr_embed.engine.runner import BatchEntry
@@ -52,16 +52,7 @@ def graph_memory_estimate(config, batch_sizes: Sequence[int], *, max_blocks_per_
     if not batch_sizes:
         return 0
     max_batch = max(batch_sizes)
-    step_bytes = step_activation_bytes(
-        num_tokens=max_batch,
-        hidden_size=config.hidden_size,
-        intermediate_size=config.intermediate_size,
-        experts_per_token=config.num_experts_per_tok,
-        num_heads=config.num_attention_heads,
-        num_kv_heads=config.num_key_value_heads,
-        head_dim=config.head_dim,
-        itemsize=itemsize,
-    )
+    step_bytes = model_step_activation_bytes(config, num_tokens=max_batch, itemsize=itemsize)
     return decode_graph_bytes(
         max_batch=max_batch,
         vocab_size=config.vocab_size,

@@ -15,7 +15,7 @@ from tkr_embed.backends.kv_budget import (
     device_kv_cache_bytes,
     host_kv_cache_bytes,
     kv_bytes_per_block,
-    step_activation_bytes,
+    model_step_activation_bytes,
 )
 from tkr_embed.backends.torch.attention import allocate_kv_cache, build_attention_metadata
 from tkr_embed.backends.torch.prompt_logprobs import PromptScores
@@ -205,14 +205,9 @@ class TorchModelRunner(ModelRunner):
                 # the largest step (the engine's max_num_batched_tokens) must still fit beside the cache
                 free_bytes, _ = torch.cuda.mem_get_info(self.device)
                 config = self.config
-                step_bytes = step_activation_bytes(
+                step_bytes = model_step_activation_bytes(
+                    config,
                     num_tokens=step_tokens,
-                    hidden_size=config.hidden_size,
-                    intermediate_size=config.intermediate_size,
-                    experts_per_token=config.num_experts_per_tok,
-                    num_heads=config.num_attention_heads,
-                    num_kv_heads=config.num_key_value_heads,
-                    head_dim=config.head_dim,
                     itemsize=torch.empty((), dtype=self.dtype).element_size(),
                     moe_tokens=CHUNK_TOKENS,
                     scratch_bytes=SCRATCH_BYTES,
