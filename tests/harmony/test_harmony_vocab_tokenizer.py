@@ -67,6 +67,8 @@ def test_special_token_ids_match_the_encoding():
         "<|return|>": special_tokens.RETURN,
         "<|call|>": special_tokens.CALL,
         "<|constrain|>": special_tokens.CONSTRAIN,
+        "<|startoftext|>": special_tokens.STARTOFTEXT,
+        "<|endoftext|>": special_tokens.ENDOFTEXT,
     }
     for text, token_id in expected.items():
         assert encoding.encode(text, allowed_special="all") == [token_id]

@@ -11,11 +11,11 @@ from tkr_embed.engine.constraints import TokenConstraint
 from tkr_embed.harmony.chunked_encode import CHUNK_CHARS, encode_plain
 from tkr_embed.harmony.conversation import build_conversation
 from tkr_embed.harmony.recipient_constraint import recipient_constraint
-from tkr_embed.harmony.special_tokens import MESSAGE, START, STOP_TOKEN_IDS
+from tkr_embed.harmony.special_tokens import MESSAGE, START, STARTOFTEXT, STOP_TOKEN_IDS
 from tkr_embed.harmony.tokenizer import get_encoding
 from tkr_embed.harmony.types import ChatMessage, FunctionTool, ReasoningEffort, ToolChoice
 
-FIRST_SPECIAL_ID = 199998  # every id from here to the end of the vocabulary is a special token
+FIRST_SPECIAL_ID = STARTOFTEXT  # every id from here to the end of the vocabulary is a special token
 
 
 @dataclass

@@ -9,6 +9,8 @@ END = 200007  # <|end|>      ends a message, more may follow
 RETURN = 200002  # <|return|>   ends the assistant's final answer (stop token)
 CALL = 200012  # <|call|>     ends a tool call (stop token)
 CONSTRAIN = 200003  # <|constrain|> the content type of a tool call follows (e.g. json)
+STARTOFTEXT = 199998  # <|startoftext|> the checkpoint's bos token, and the first special id
+ENDOFTEXT = 199999  # <|endoftext|>   the checkpoint's pad token
 
 STOP_TOKEN_IDS: tuple[int, ...] = (RETURN, CALL)
 VOCAB_SIZE = 201088  # the model's embedding rows; ids 199998..201087 are special or reserved

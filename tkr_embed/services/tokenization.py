@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 
 from tkr_embed.engine.tokenizer import Tokenizer
-from tkr_embed.harmony.special_tokens import RETURN, START
+from tkr_embed.harmony.special_tokens import ENDOFTEXT, RETURN, START, STARTOFTEXT
 from tkr_embed.protocol.tokenize import (
     DetokenizeRequest,
     DetokenizeResponse,
@@ -24,10 +24,6 @@ from tkr_embed.services.admission import chat_chars, check_prompt_chars, check_p
 from tkr_embed.services.chat_prompt import harmony_messages, harmony_tool_choice, harmony_tools, render
 from tkr_embed.services.context import ModelContext
 from tkr_embed.services.errors import BadRequestError
-
-# gpt-oss's tokenizer_config.json names these as its bos and pad tokens (eos is <|return|>).
-START_OF_TEXT = 199998
-END_OF_TEXT = 199999
 
 
 @functools.cache
@@ -96,9 +92,9 @@ class TokenizationService:
             tokenizer_class=type(tokenizer).__name__,
             model_max_length=self.ctx.context_length,
             vocab_size=tokenizer.vocab_size,
-            bos_token=tokenizer.decode([START_OF_TEXT]),
+            bos_token=tokenizer.decode([STARTOFTEXT]),
             eos_token=tokenizer.decode([RETURN]),
-            pad_token=tokenizer.decode([END_OF_TEXT]),
+            pad_token=tokenizer.decode([ENDOFTEXT]),
         )
 
     def _render(self, request: TokenizeChatRequest) -> list[int]:
