@@ -73,6 +73,7 @@ def _effective(settings: Settings, key: str) -> str:
         "storage.database_url": lambda: "SQLite in the data folder" if value is None else f"`{value}`",
         "storage.redis_url": lambda: "unset: in memory" if value is None else f"`{value}`",
         "engine.cpu_threads": lambda: "all usable cores but one" if value is None else f"`{value}`",
+        "engine.max_num_seqs": lambda: "256 on CUDA, else 64" if value is None else f"`{value}`",
     }
     if key in special:
         return special[key]()

@@ -69,10 +69,16 @@ def test_several_widths_run_in_turn_on_one_engine_and_each_gets_a_sweep_row() ->
 
 @pytest.mark.parametrize(
     ("argv", "max_num_seqs"),
-    [([], 64), (["--streams", "1", "16", "256", "128"], 256), (["--streams", "300", "--max-num-seqs", "100"], 100)],
+    [
+        ([], None),
+        (["--streams", "1", "64"], None),
+        (["--streams", "1", "16", "256", "128"], 256),
+        (["--streams", "300", "--max-num-seqs", "100"], 100),
+    ],
 )
-def test_the_engine_runs_the_widest_width_at_once_unless_told(argv: list[str], max_num_seqs: int) -> None:
-    """max_num_seqs: the largest width (never below the engine's default of 64), or --max-num-seqs."""
+def test_the_engine_runs_the_widest_width_at_once_unless_told(argv: list[str], max_num_seqs: int | None) -> None:
+    """max_num_seqs: the largest width where the device's default (64 on this CPU) would not run it at once, else
+    the device's default (None), or --max-num-seqs."""
     parser = argparse.ArgumentParser()
     add_bench_arguments(parser)
     assert bench_args(parser.parse_args(argv), "m").max_num_seqs == max_num_seqs

@@ -152,3 +152,18 @@ def test_the_offline_llm_takes_engine_args_and_refuses_unknown_ones(demo_path) -
     assert results[0].token_ids == results[1].token_ids == results[2].token_ids
     with pytest.raises(TypeError, match="max_num_seq"):
         LLM(demo_path, device="cpu", max_num_seq=2)
+
+
+def test_a_device_default_max_num_seqs_is_lowered_to_what_the_kv_cache_holds(demo_path) -> None:
+    """The CUDA default of 256 running sequences stands where the KV cache gives each 1,024 tokens; a smaller cache
+    lowers it (never below the engine's 64); a configured max_num_seqs is never changed."""
+    from tkr_embed.builder import fit_max_num_seqs
+
+    small = build_engine(EngineArgs(model=demo_path, device="cpu", num_kv_blocks=64, warm_up=False))  # 1,024 tokens
+    assert small.config.max_num_seqs == 64  # the CPU's default
+    assert fit_max_num_seqs(256, small.runner) == 64
+    roomy = build_engine(EngineArgs(model=demo_path, device="cpu", num_kv_blocks=8192, warm_up=False))  # 131,072
+    assert fit_max_num_seqs(256, roomy.runner) == 128
+    assert fit_max_num_seqs(100, roomy.runner) == 100
+    told = build_engine(EngineArgs(model=demo_path, device="cpu", num_kv_blocks=64, max_num_seqs=200, warm_up=False))
+    assert told.config.max_num_seqs == 200

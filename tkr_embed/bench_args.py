@@ -30,7 +30,7 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-num-seqs",
         type=positive_int,
         default=None,
-        help="sequences the engine runs at once (default: the largest --streams width, at least the engine's default)",
+        help="sequences the engine runs at once (default: the device's default, or the largest --streams width if wider)",
     )
     parser.add_argument("--prompt-len", type=int, default=128, help="prompt tokens of the decode runs")
     parser.add_argument("--output-len", type=int, default=64, help="new tokens per stream")

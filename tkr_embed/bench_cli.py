@@ -3,8 +3,8 @@
 Runs through the engine the server builds (`tkr_embed.builder`) and the step loop the server runs
 (`engine/step_loop.py`, as `LLM.generate` runs it), greedy, `ignore_eos`, random
 prompt token ids: batch-1 decode, N parallel streams (once per width given: a concurrency sweep on one
-engine, whose max_num_seqs is the largest width or the engine's default, whichever is larger), and the prefill of one long prompt (time to its
-first token). Each run reports the time to first token, the inter-token gaps and the end-to-end time of
+engine, whose max_num_seqs is the largest width or the device's default, whichever is larger), and the prefill of
+one long prompt (time to its first token). Each run reports the time to first token, the inter-token gaps and the end-to-end time of
 its requests (nearest-rank percentiles, ms), measured where the engine's step hands the tokens out:
 the same points the HTTP load generator (`bench/load_generator.py`) measures behind the server. The
 report's `sweep` holds one row per width, and `ready_s` the time the engine took to build (weights, KV
@@ -127,12 +127,20 @@ class TokenIdTokenizer:
         return b""
 
 
+def _widest_above_default(args: argparse.Namespace) -> int | None:
+    """The widest width when the device's default max_num_seqs would not run it at once, else None (the default)."""
+    from tkr_embed.backends.device import default_max_num_seqs
+
+    widest = max(args.streams)
+    return widest if widest > default_max_num_seqs(args.device, None) else None
+
+
 def bench_args(args: argparse.Namespace, model: str) -> EngineArgs:
     """The engine the server would build for `model`, with the step budgets given on the command line."""
     options = {
         "lookahead": args.lookahead,
         "max_num_batched_tokens_idle": args.max_num_batched_tokens_idle,
-        "max_num_seqs": args.max_num_seqs or max(*args.streams, EngineArgs.max_num_seqs),
+        "max_num_seqs": args.max_num_seqs or _widest_above_default(args),
     }
     if args.max_num_batched_tokens is not None:
         options["max_num_batched_tokens"] = args.max_num_batched_tokens

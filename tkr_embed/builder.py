@@ -21,14 +21,17 @@ logger = logging.getLogger(__name__)
 
 def build_engine(args: EngineArgs, tokenizer: Tokenizer | None = None) -> LLMEngine:
     """Load the model the args name and build the engine around it. `tokenizer` None: the harmony tokenizer."""
-    from tkr_embed.backends.device import idle_step_tokens
+    from tkr_embed.backends.device import default_max_num_seqs, idle_step_tokens
     from tkr_embed.backends.factory import create_runner
     from tkr_embed.engine.gc_pauses import freeze_loaded_objects
 
-    # The idle step budget depends on the device, which only the backends can probe.
+    # The idle step budget and the default max_num_seqs depend on the device, which only the backends can probe.
     idle = idle_step_tokens(args.device, args.max_num_batched_tokens, args.max_num_batched_tokens_idle)
-    config = args.engine_config(idle)
-    runner = create_runner(args.model, **args.runner_options(idle))
+    max_num_seqs = default_max_num_seqs(args.device, args.max_num_seqs)
+    runner = create_runner(args.model, **args.runner_options(idle, max_num_seqs))
+    if args.max_num_seqs is None:
+        max_num_seqs = fit_max_num_seqs(max_num_seqs, runner)
+    config = args.engine_config(idle, max_num_seqs)
     if args.warm_up:
         warm_up(runner, config.within(runner.info.max_step_tokens).largest_step_tokens)
     if tokenizer is None:
@@ -38,6 +41,25 @@ def build_engine(args: EngineArgs, tokenizer: Tokenizer | None = None) -> LLMEng
     engine = LLMEngine(runner, tokenizer, config)
     freeze_loaded_objects()
     return engine
+
+
+def fit_max_num_seqs(default: int, runner: ModelRunner) -> int:
+    """The device's default max_num_seqs, lowered where the runner's KV cache is small (logged)."""
+    from tkr_embed.backends.kv_budget import kv_sized_max_num_seqs
+    from tkr_embed.engine.config import EngineConfig
+
+    info = runner.info
+    fitted = kv_sized_max_num_seqs(
+        default, kv_tokens=info.num_kv_blocks * info.block_size, floor=EngineConfig.max_num_seqs
+    )
+    if fitted < default:
+        logger.info(
+            "max_num_seqs %d (not %d): the KV cache holds %d tokens (engine.max_num_seqs sets it)",
+            fitted,
+            default,
+            info.num_kv_blocks * info.block_size,
+        )
+    return fitted
 
 
 def warm_up(runner: ModelRunner, max_step_tokens: int) -> None:

@@ -116,7 +116,9 @@ class EngineSettings(_Section):
     """The `engine` section: EngineArgs (tkr_embed/engine/args.py) under the names of the YAML file, with its
     defaults, and how the server runs the engine's loop."""
 
-    max_num_seqs: int = Field(_ENGINE_DEFAULTS.max_num_seqs, ge=1)
+    # sequences running at once; None: 256 on CUDA (fewer where the KV cache is small), else 64
+    # (backends/device.default_max_num_seqs)
+    max_num_seqs: int | None = Field(_ENGINE_DEFAULTS.max_num_seqs, ge=1)
     max_num_batched_tokens: int = Field(_ENGINE_DEFAULTS.max_num_batched_tokens, ge=16)
     # a step in which no sequence decodes (no stream waits on it) may take this many tokens; None: 4 x
     # max_num_batched_tokens on CUDA, else the same as max_num_batched_tokens (backends/device.idle_step_tokens)

@@ -11,6 +11,7 @@ from tkr_embed.backends.kv_budget import (
     device_kv_cache_bytes,
     host_kv_cache_bytes,
     kv_bytes_per_block,
+    kv_sized_max_num_seqs,
     step_activation_bytes,
 )
 
@@ -106,3 +107,11 @@ def test_a_step_without_decodes_gets_room_only_where_it_costs_little_cache() -> 
     assert blocks_with_step_room(small, 8192, 32_768) == (small(8192), 8192)
     assert blocks_with_step_room(small, 8192, 9000) == (small(9000), 9000)  # a little larger: it fits
     assert blocks_with_step_room(small, 8192, None) == (small(8192), 8192)
+
+
+def test_a_default_max_num_seqs_leaves_each_sequence_1024_tokens_of_cache_but_not_below_the_floor() -> None:
+    # the 20b on an 80 GB card: ~1.1 M tokens of KV keep the CUDA default of 256
+    assert kv_sized_max_num_seqs(256, kv_tokens=1_100_000, floor=64) == 256
+    assert kv_sized_max_num_seqs(256, kv_tokens=150_000, floor=64) == 146
+    assert kv_sized_max_num_seqs(256, kv_tokens=20_000, floor=64) == 64  # never below the engine's default
+    assert kv_sized_max_num_seqs(32, kv_tokens=1_000, floor=64) == 32  # a default below the floor is not raised

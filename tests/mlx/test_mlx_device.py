@@ -12,6 +12,7 @@ from tkr_embed.backends.device import (
     DeviceProbe,
     DeviceUnavailableError,
     QuantizationError,
+    default_max_num_seqs,
     idle_step_tokens,
     resolve_device,
     resolve_quantization,
@@ -122,3 +123,17 @@ def test_a_step_without_decodes_may_be_four_times_larger_on_cuda_only() -> None:
     assert idle_step_tokens("auto", 8192, 12288, LINUX_CPU) == 12288
     with pytest.raises(DeviceUnavailableError):
         idle_step_tokens("cuda", 8192, None, LINUX_CPU)
+
+
+def test_cuda_runs_256_sequences_at_once_by_default_and_a_setting_stands() -> None:
+    """engine.max_num_seqs unset: 256 where the torch backend runs on CUDA (the builder may lower it for a small KV
+    cache), the engine's 64 on the CPU and MLX; set, it stands on every device."""
+    assert default_max_num_seqs("auto", None, LINUX_CUDA) == 256
+    assert default_max_num_seqs("cuda:1", None, LINUX_CUDA) == 256
+    assert default_max_num_seqs("cpu", None, LINUX_CUDA) == 64
+    assert default_max_num_seqs("auto", None, LINUX_CPU) == 64
+    assert default_max_num_seqs("auto", None, MAC) == 64
+    assert default_max_num_seqs("auto", 512, LINUX_CUDA) == 512
+    assert default_max_num_seqs("auto", 8, LINUX_CPU) == 8
+    with pytest.raises(DeviceUnavailableError):
+        default_max_num_seqs("cuda", None, LINUX_CPU)

@@ -18,6 +18,8 @@ import platform
 from dataclasses import dataclass
 from typing import Literal
 
+from tkr_embed.engine.config import EngineConfig
+
 Backend = Literal["torch", "mlx"]
 GIB = 1 << 30
 Q8_MIN_MEMORY = 32 * GIB  # auto: q8 with 32 GB or more ...
@@ -140,6 +142,21 @@ def idle_step_tokens(
         return configured
     choice = resolve_device(device, probe)
     return CUDA_IDLE_STEP_FACTOR * max_num_batched_tokens if choice.device.startswith("cuda") else None
+
+
+# CUDA: the decode step of the 20b reads every expert's weights whatever the batch, so a wider batch costs little
+# more a step and gives many more tokens; 256 running sequences need ~13 GB of KV at 1,024 tokens each.
+CUDA_MAX_NUM_SEQS = 256
+
+
+def default_max_num_seqs(device: str, configured: int | None, probe: DeviceProbe | None = None) -> int:
+    """EngineConfig.max_num_seqs for a device setting: the configured value, else CUDA_MAX_NUM_SEQS where the torch
+    backend runs on CUDA (the builder lowers it where the KV cache is small: kv_budget.kv_sized_max_num_seqs), else
+    EngineConfig's default (CPU and MLX steps grow slower with the batch, so they gain less from a wide one)."""
+    if configured is not None:
+        return configured
+    choice = resolve_device(device, probe)
+    return CUDA_MAX_NUM_SEQS if choice.device.startswith("cuda") else EngineConfig.max_num_seqs
 
 
 def total_memory_bytes() -> int:

@@ -6,11 +6,19 @@ from collections.abc import Callable
 
 CPU_KV_CACHE_BYTES = 1 << 30  # default KV budget without an accelerator: 1 GiB ...
 CPU_KV_CACHE_MAX_SEQS = 64  # ... but no more than 64 full-length sequences need
+# a default max_num_seqs is lowered until each running sequence has this much KV cache to grow into
+KV_TOKENS_PER_DEFAULT_SEQ = 1024
 
 
 def kv_bytes_per_block(*, num_layers: int, num_kv_heads: int, head_dim: int, block_size: int, itemsize: int) -> int:
     """K and V of `block_size` tokens across every layer."""
     return num_layers * block_size * 2 * num_kv_heads * head_dim * itemsize
+
+
+def kv_sized_max_num_seqs(default: int, *, kv_tokens: int, floor: int) -> int:
+    """A device's default max_num_seqs, lowered so that each running sequence has KV_TOKENS_PER_DEFAULT_SEQ tokens
+    of cache (fewer would preempt sequences all the time), but never below `floor` (the engine's default)."""
+    return max(min(default, floor), min(default, kv_tokens // KV_TOKENS_PER_DEFAULT_SEQ))
 
 
 def host_kv_cache_bytes(*, context_len: int, block_size: int, bytes_per_block: int) -> int:

@@ -22,15 +22,16 @@ class EngineArgs:
     of the real shape (benchmarks). `device`: auto | cpu | cuda | gpu | mlx. `dtype`: None for the device's default.
     `quantization`: auto | q4 | q8 | none | mxfp4. The KV cache holds `num_kv_blocks` blocks, else `kv_cache_bytes`,
     else `kv_cache_memory_fraction` of the free memory. `max_num_batched_tokens_idle=None`: the device's default
-    (`backends.device.idle_step_tokens`). `warm_up`: compile the device's kernels for every step size before
-    serving. `cpu_threads`: torch's intra-op threads on the CPU; None: every usable core but one
+    (`backends.device.idle_step_tokens`). `max_num_seqs=None`: the device's default
+    (`backends.device.default_max_num_seqs`: 256 on CUDA, lowered where the KV cache is small; elsewhere
+    EngineConfig's). `warm_up`: compile the device's kernels for every step size before serving. `cpu_threads`: torch's intra-op threads on the CPU; None: every usable core but one
     (`backends.cpu_threads`)."""
 
     model: str
     device: str = "auto"
     dtype: Any = None
     quantization: str = "auto"
-    max_num_seqs: int = EngineConfig.max_num_seqs
+    max_num_seqs: int | None = None
     max_num_batched_tokens: int = EngineConfig.max_num_batched_tokens
     max_num_batched_tokens_idle: int | None = EngineConfig.max_num_batched_tokens_idle
     max_waiting: int = EngineConfig.max_waiting
@@ -53,14 +54,25 @@ class EngineArgs:
             raise ConfigurationError("cpu_threads must be at least 1", "cpu_threads")
         self.engine_config(self.max_num_batched_tokens_idle)  # raises ConfigurationError on a bad schedule setting
 
-    def engine_config(self, max_num_batched_tokens_idle: int | None) -> EngineConfig:
-        """The scheduling part, with the idle step budget resolved for the device (the builder resolves it)."""
-        names = {f.name for f in fields(EngineConfig)} - {"max_num_batched_tokens_idle"}
+    def engine_config(self, max_num_batched_tokens_idle: int | None, max_num_seqs: int | None = None) -> EngineConfig:
+        """The scheduling part, with the idle step budget and max_num_seqs resolved for the device (the builder
+        resolves them; None: this field's value, else EngineConfig's)."""
+        names = {f.name for f in fields(EngineConfig)} - {"max_num_batched_tokens_idle", "max_num_seqs"}
         return EngineConfig(
-            **{name: getattr(self, name) for name in names}, max_num_batched_tokens_idle=max_num_batched_tokens_idle
+            **{name: getattr(self, name) for name in names},
+            max_num_batched_tokens_idle=max_num_batched_tokens_idle,
+            max_num_seqs=self._max_num_seqs(max_num_seqs),
         )
 
-    def runner_options(self, max_num_batched_tokens_idle: int | None) -> dict[str, Any]:
+    def _max_num_seqs(self, resolved: int | None) -> int:
+        for value in (resolved, self.max_num_seqs):
+            if value is not None:
+                return value
+        return EngineConfig.max_num_seqs
+
+    def runner_options(
+        self, max_num_batched_tokens_idle: int | None, max_num_seqs: int | None = None
+    ) -> dict[str, Any]:
         """The runner factory's keyword arguments (`backends.factory.create_runner`)."""
         return {
             "device": self.device,
@@ -74,6 +86,7 @@ class EngineArgs:
             # the KV cache leaves room for steps of these sizes
             "max_num_batched_tokens": self.max_num_batched_tokens,
             "max_idle_step_tokens": max_num_batched_tokens_idle,
-            "max_decode_batch": self.max_num_seqs,  # the largest decode batch the CUDA graphs capture
+            # the largest decode batch the CUDA graphs capture
+            "max_decode_batch": self._max_num_seqs(max_num_seqs),
             "cpu_threads": self.cpu_threads,
         }
