@@ -49,6 +49,7 @@ MORE_KEYS = (
     "engine.max_num_batched_tokens",
     "engine.max_waiting",
     "engine.cpu_threads",
+    "storage.responses_retention_days",
 )
 MORE_MEANINGS = {
     "server.log_format": "`json` or `text`",
@@ -56,6 +57,7 @@ MORE_MEANINGS = {
     "engine.max_num_batched_tokens": "tokens an engine step computes while streams decode",
     "engine.max_waiting": "queued requests; beyond, 503 with `Retry-After`",
     "engine.cpu_threads": "torch's threads on the CPU",
+    "storage.responses_retention_days": "days a stored `/v1/responses` answer is kept before the purge",
 }
 
 
@@ -74,6 +76,7 @@ def _effective(settings: Settings, key: str) -> str:
         "storage.redis_url": lambda: "unset: in memory" if value is None else f"`{value}`",
         "engine.cpu_threads": lambda: "all usable cores but one" if value is None else f"`{value}`",
         "engine.max_num_seqs": lambda: "256 on CUDA, else 64" if value is None else f"`{value}`",
+        "storage.responses_retention_days": lambda: "unset: until deleted" if value is None else f"`{value}`",
     }
     if key in special:
         return special[key]()

@@ -1,4 +1,4 @@
-"""`tkr-embed` command line: serve | demo-model | bench | keys."""
+"""`tkr-embed` command line: serve | demo-model | bench | keys | responses."""
 
 from __future__ import annotations
 
@@ -42,6 +42,12 @@ def _cmd_keys(args: argparse.Namespace) -> int:
     return run_keys(args)
 
 
+def _cmd_responses(args: argparse.Namespace) -> int:
+    from tkr_embed.storage.cli import run_responses
+
+    return run_responses(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tkr-embed", description="gpt-oss text-generation server")
     parser.add_argument("--version", action="version", version=__version__)
@@ -75,6 +81,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_keys_arguments(keys)
     keys.set_defaults(func=_cmd_keys)
+
+    responses = sub.add_parser("responses", help="manage stored /v1/responses answers in the server's database")
+    from tkr_embed.storage.cli import add_responses_arguments
+
+    add_responses_arguments(responses)
+    responses.set_defaults(func=_cmd_responses)
     return parser
 
 

@@ -198,6 +198,8 @@ class StorageConfig(_Section):
     data_dir: str = "./data"
     database_url: str | None = None  # None: SQLite in data_dir
     redis_url: str | None = None
+    # Days a stored /v1/responses answer is kept (counted from its creation), then purged; None: kept until deleted.
+    responses_retention_days: float | None = Field(30.0, gt=0)
 
 
 class _EnvSource(PydanticBaseSettingsSource):

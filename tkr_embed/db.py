@@ -1,12 +1,13 @@
 """The server's SQL database: URL resolution, async engine (SQLite WAL or PostgreSQL), table creation.
 
-Keys and usage live here so that several stateless replicas can share them (PostgreSQL), while a
+Keys, usage and stored responses live here so that several stateless replicas can share them (PostgreSQL), while a
 single server needs nothing but a file in the data folder (SQLite, WAL, busy timeout).
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib
 import os
 from pathlib import Path
 
@@ -22,6 +23,8 @@ DATABASE_URL_ENV = "GENERATION_DATABASE_URL"
 DEFAULT_DATA_DIR = "./data"
 DATABASE_FILE_NAME = "tkr-embed.db"
 SQLITE_BUSY_TIMEOUT_MS = 5000
+# Every module that defines tables: the one list of what the schema holds.
+TABLE_MODULES = ("tkr_embed.security.models", "tkr_embed.storage.models")
 
 
 class Base(DeclarativeBase):
@@ -91,9 +94,8 @@ class Database:
 
     async def start(self) -> None:
         """Create every table that does not exist yet (idempotent, safe for several processes)."""
-        # Import the table modules so their classes are registered on Base.metadata.
-        from tkr_embed.security import models  # noqa: F401
-
+        for module in TABLE_MODULES:  # their classes register themselves on Base.metadata
+            importlib.import_module(module)
         # Replicas starting together race between "does the table exist?" and CREATE TABLE (and,
         # on SQLite, on upgrading a read snapshot to a write lock): the loser retries, and then
         # finds the tables the winner made.

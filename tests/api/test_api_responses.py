@@ -225,8 +225,7 @@ def test_stream_incomplete_ends_with_response_incomplete(base_url, fake, harmony
 @pytest.mark.parametrize(
     ("body", "param"),
     [
-        ({"input": "Hi", "previous_response_id": "resp_1"}, "previous_response_id"),
-        ({"input": "Hi", "store": True}, "store"),
+        ({"input": "Hi", "store": True}, "store"),  # this app runs without the gateway's database
         ({"input": []}, "input"),
         ({"input": [{"role": "robot", "content": "Hi"}]}, "input[0].role"),
         ({"input": [{"role": "user", "content": [{"type": "input_image", "image_url": "x"}]}]}, "input[0].content[0]"),
@@ -262,6 +261,19 @@ def test_bad_requests_name_the_field(base_url, fake, body, param):
 def test_unknown_model_is_404(base_url, fake):
     response = post(base_url, {"model": "gpt-4o", "input": "Hi"})
     assert response.status_code == 404 and response.json()["error"]["param"] == "model"
+
+
+def test_without_a_database_nothing_is_stored_and_no_id_is_found(base_url, fake, harmony):
+    """This app runs without the gateway, so without a database: `store` (default true) stores nothing and says so."""
+    fake.script = lambda prompt, params: harmony(REASONED)
+    answer = post(base_url, {"input": "Hi"}).json()
+    assert answer["store"] is False
+    for method, path in [("GET", f"/v1/responses/{answer['id']}"), ("DELETE", f"/v1/responses/{answer['id']}")]:
+        missing = httpx.request(method, base_url + path, timeout=30)
+        assert missing.status_code == 404 and missing.json()["error"]["code"] == "response_not_found"
+    continued = post(base_url, {"input": "Hi", "previous_response_id": answer["id"]})
+    assert continued.status_code == 404 and continued.json()["error"]["param"] == "previous_response_id"
+    assert len(fake.submitted) == 1
 
 
 def test_full_queue_is_503_before_the_stream_starts(base_url, fake):

@@ -86,7 +86,8 @@ def test_inputs_and_tools_a_text_only_stateless_server_lacks_are_a_clear_400(cas
 
 
 def test_function_call_round_trip(base_url, fake, harmony, tokenizer):
-    """The case sends the call's output with previous_response_id; stateless, the history is sent back instead."""
+    """The case sends the call's output with previous_response_id; without a database (this app has no gateway) the
+    history is sent back instead (tests/gateway/test_gateway_stored_responses.py continues by id)."""
     fake.script = lambda prompt, params: harmony(CALL)
     first = post(
         base_url,
@@ -106,11 +107,6 @@ def test_function_call_round_trip(base_url, fake, harmony, tokenizer):
     check_case(Case("function-call-roundtrip", {}), second)
     assert second["output"][-1]["content"][0]["text"] == "It is 64 degrees and clear."
     assert "64 degrees and clear<|end|>" in tokenizer.decode(fake.submitted[1].prompt_token_ids)
-
-
-@pytest.mark.skip(reason="issue 23 stores responses; this server is stateless and refuses previous_response_id (400)")
-def test_previous_response_id():
-    """The case continues a stored response by its id."""
 
 
 ECHOED = {

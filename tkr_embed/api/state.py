@@ -12,6 +12,8 @@ from tkr_embed.services.chat_completions import ChatCompletionService
 from tkr_embed.services.completions import CompletionService
 from tkr_embed.services.context import ModelContext
 from tkr_embed.services.native import NativeService
+from tkr_embed.services.responses_memory import ResponseMemory
+from tkr_embed.storage.responses import ResponseStore
 
 
 @dataclass
@@ -25,6 +27,8 @@ class ServerState:
     chat: ChatCompletionService = field(init=False)
     completions: CompletionService = field(init=False)
     native: NativeService = field(init=False)
+    # Set by the extension that owns the database (the gateway); None: responses are not stored.
+    response_store: ResponseStore | None = None
     started_at: float = field(default_factory=time.monotonic)
     started_at_unix: float = field(default_factory=time.time)
 
@@ -44,6 +48,10 @@ class ServerState:
         self.chat = ChatCompletionService(self.context)
         self.completions = CompletionService(self.context)
         self.native = NativeService(self.context)
+
+    @property
+    def response_memory(self) -> ResponseMemory:
+        return ResponseMemory(self.response_store)
 
     @property
     def model_id(self) -> str:

@@ -293,7 +293,7 @@ class Response(BaseModel):
     status: ResponseStatus
     incomplete_details: IncompleteDetails | None = None
     model: str
-    previous_response_id: None = None
+    previous_response_id: str | None = None
     instructions: str | None = None
     output: list[OutputItem] = Field(default_factory=list)
     error: ResponseError | None = None
@@ -312,7 +312,7 @@ class Response(BaseModel):
     usage: ResponseUsage | None = None
     max_output_tokens: int | None = None
     max_tool_calls: int | None = None
-    store: bool = False
+    store: bool = False  # whether this response was stored (GET /v1/responses/{id} answers it)
     background: bool = False
     service_tier: Literal["default"] = "default"
     metadata: dict[str, str] = Field(default_factory=dict)

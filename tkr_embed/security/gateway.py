@@ -14,6 +14,7 @@ from tkr_embed.security.keys import Authenticator, KeyInfo
 from tkr_embed.security.ratelimit import RateLimiter, RateLimits
 from tkr_embed.security.store import KeyStore
 from tkr_embed.security.usage import UsageRecorder
+from tkr_embed.storage.responses import ResponseStore
 
 if TYPE_CHECKING:
     from tkr_embed.config import Settings
@@ -21,7 +22,7 @@ if TYPE_CHECKING:
 
 @dataclass
 class Gateway:
-    """Keys, rate limits, usage, response cache and metrics of one server process.
+    """Keys, rate limits, usage, response cache, stored responses and metrics of one server process.
 
     `limiter` is None when rate limiting is off and `cache` None when the response cache is off.
     """
@@ -30,6 +31,7 @@ class Gateway:
     keys: KeyStore
     authenticator: Authenticator
     usage: UsageRecorder
+    responses: ResponseStore
     metrics: ServerMetrics
     default_limits: RateLimits
     limiter: RateLimiter | None = None
@@ -55,6 +57,7 @@ class Gateway:
             keys=keys,
             authenticator=Authenticator(keys, hasher, master_key=settings.security.api_key),
             usage=UsageRecorder(db),
+            responses=ResponseStore(db, retention_days=settings.storage.responses_retention_days),
             metrics=ServerMetrics(),
             default_limits=default_limits,
             limiter=RateLimiter(
@@ -81,9 +84,11 @@ class Gateway:
     async def start(self) -> None:
         await self.db.start()
         await self.usage.start()
+        await self.responses.start()
 
     async def close(self) -> None:
         await self.usage.close()
+        await self.responses.close()
         if self.limiter is not None:
             await self.limiter.close()
         await self.db.close()

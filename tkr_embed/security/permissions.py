@@ -64,6 +64,9 @@ ROUTE_PERMISSIONS: dict[str, Permission] = {
     "/tokenize": Permission.GENERATE_TEXT,
     "/detokenize": Permission.GENERATE_TEXT,
 }
+# ...and every path under these prefixes: a stored response is read, listed and deleted with the key that may
+# create it (GET/DELETE /v1/responses/{id}, GET /v1/responses/{id}/input_items).
+PREFIX_PERMISSIONS: tuple[tuple[str, Permission], ...] = (("/v1/responses/", Permission.GENERATE_CHAT),)
 STREAM_ONLY_ROUTES: frozenset[str] = frozenset({"/stream"})
 
 
@@ -76,6 +79,8 @@ def required_permissions(route: str, stream: bool = False) -> frozenset[Permissi
     if route in AUTHENTICATED_ROUTES or route.startswith(AUTHENTICATED_PREFIXES):
         return frozenset()
     base = ROUTE_PERMISSIONS.get(route)
+    if base is None:
+        base = next((permission for prefix, permission in PREFIX_PERMISSIONS if route.startswith(prefix)), None)
     if base is None:
         return frozenset({Permission.ADMIN})
     if stream or route in STREAM_ONLY_ROUTES:

@@ -1,14 +1,17 @@
-"""POST /v1/responses (stateless): input items → harmony prompt → engine → output items or stream events.
+"""POST /v1/responses: input items (after a stored response's, with previous_response_id) → harmony prompt → engine
+→ output items or stream events, stored when the request asks (the default).
 
 One `ResponseAssembler` turns the harmony parser's events into output items and the typed stream
 events that build them, so the JSON answer and the stream always agree. The input conversion is in
-`responses_input`, the assembler in `responses_assembler`.
+`responses_input`, the assembler in `responses_assembler`, storing and continuing in `responses_memory`.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from dataclasses import dataclass, field
+from functools import partial
 
 from tkr_embed.engine.errors import EngineError
 from tkr_embed.engine.outputs import FinishReason, RequestOutput, TokenLogprob
@@ -46,9 +49,12 @@ from tkr_embed.services.logprobs import chat_logprobs
 from tkr_embed.services.response_caching import CacheSlot, cache_slot, cached_or_created, cached_or_streamed
 from tkr_embed.services.responses_assembler import ResponseAssembler, new_id
 from tkr_embed.services.responses_input import chat_messages, check_stateless, harmony_tools
+from tkr_embed.services.responses_memory import Continuation, ResponseMemory
 
 # The last stream event per status. A request the server stopped (shutdown) ends incomplete: its answer was cut short.
 FINAL_EVENTS = {"completed": "response.completed", "incomplete": "response.incomplete"}
+# The events that end a stream, each carrying the response as it is stored.
+TERMINAL_EVENTS = frozenset({*FINAL_EVENTS.values(), "response.failed"})
 # The `include` value that asks for the answer's token logprobs.
 LOGPROBS_INCLUDE = "message.output_text.logprobs"
 
@@ -59,6 +65,7 @@ class PreparedResponse:
     rendered: RenderedPrompt
     params: SamplingParams
     skeleton: Response  # the response object as of `response.created` (status in_progress)
+    continuation: Continuation
 
     @property
     def cost(self) -> RequestCost:
@@ -75,17 +82,19 @@ class _Run:
     num_output_tokens: int = 0
     num_cached: int = 0
     finish_reason: FinishReason | None = None
+    ended: bool = False  # its last event (completed, incomplete or failed) was sent
 
 
 class ResponsesService:
-    def __init__(self, ctx: ModelContext) -> None:
+    def __init__(self, ctx: ModelContext, memory: ResponseMemory | None = None) -> None:
         self.ctx = ctx
+        self.memory = memory or ResponseMemory(None)
 
-    def prepare(self, request: ResponsesRequest) -> PreparedResponse:
+    def prepare(self, request: ResponsesRequest, continuation: Continuation) -> PreparedResponse:
         """Checks, renders and tokenizes (seconds for a long input): call it through `ctx.off_loop`."""
         self.ctx.check_model(request.model)
         check_stateless(request)
-        messages = chat_messages(request.input)
+        messages = chat_messages(request.input, continuation.history_items())
         check_prompt_chars(chat_chars(messages, request.instructions), "input")
         tools, tool_choice = harmony_tools(request)
         effort = (request.reasoning.effort if request.reasoning else None) or self.ctx.default_reasoning_effort
@@ -113,10 +122,16 @@ class ResponsesService:
             constraint=rendered.constraint,
         )
         response_id = new_id("resp")
-        return PreparedResponse(response_id, rendered, params, self._echo(request, response_id, effort, params))
+        skeleton = self._echo(request, response_id, effort, params, continuation)
+        return PreparedResponse(response_id, rendered, params, skeleton, continuation)
 
     def _echo(
-        self, request: ResponsesRequest, response_id: str, effort: ReasoningEffort, params: SamplingParams
+        self,
+        request: ResponsesRequest,
+        response_id: str,
+        effort: ReasoningEffort,
+        params: SamplingParams,
+        continuation: Continuation,
     ) -> Response:
         """The response object before any output: the request's settings as they are applied."""
         return Response(
@@ -142,6 +157,8 @@ class ResponsesService:
             metadata=request.metadata or {},
             safety_identifier=request.safety_identifier,
             prompt_cache_key=request.prompt_cache_key,
+            previous_response_id=request.previous_response_id,
+            store=continuation.store,
         )
 
     def _cache_slot(self, prepared: PreparedResponse, stream: bool) -> CacheSlot | None:
@@ -157,10 +174,13 @@ class ResponsesService:
         )
 
     async def create(self, request: ResponsesRequest) -> Response:
-        prepared = await self.ctx.off_loop(self.prepare, request)
-        return await cached_or_created(
+        continuation = await self.memory.continuation(request)
+        prepared = await self.ctx.off_loop(partial(self.prepare, continuation=continuation), request)
+        response = await cached_or_created(
             self._cache_slot(prepared, stream=False), lambda: self._create(prepared), prepared.cost
         )
+        await self.memory.remember(continuation, response)
+        return response
 
     async def _create(self, prepared: PreparedResponse) -> Response:
         run = self._run(prepared)
@@ -175,15 +195,39 @@ class ResponsesService:
     async def create_stream(self, request: ResponsesRequest) -> AsyncIterator[StreamEvent]:
         """Opens the engine request now (errors are raised before any byte is sent) and returns the
         events to send."""
-        prepared = await self.ctx.off_loop(self.prepare, request)
-        return await cached_or_streamed(
+        continuation = await self.memory.continuation(request)
+        prepared = await self.ctx.off_loop(partial(self.prepare, continuation=continuation), request)
+        events = await cached_or_streamed(
             self._cache_slot(prepared, stream=True),
             lambda: self._open(prepared),
             lambda stream: self._events(self._run(prepared), stream),
             prepared.cost,
         )
+        return self._remembered(events, continuation)
+
+    async def _remembered(
+        self, events: AsyncIterator[StreamEvent], continuation: Continuation
+    ) -> AsyncIterator[StreamEvent]:
+        """The events, with the response stored before its last event is sent (replayed from the cache too)."""
+        async with aclosing(events):
+            async for event in events:
+                if isinstance(event, ResponseLifecycleEvent) and event.type in TERMINAL_EVENTS:
+                    await self.memory.remember(continuation, event.response)
+                yield event
 
     async def _events(self, run: _Run, stream: EngineStream) -> AsyncIterator[StreamEvent]:
+        events = self._generated_events(run, stream)
+        try:
+            async with aclosing(events):
+                async for event in events:
+                    run.ended = run.ended or event.type in TERMINAL_EVENTS
+                    yield event
+        finally:
+            if not run.ended:  # the client left: what was written is kept, incomplete
+                run.assembler.finish("incomplete")
+                self.memory.remember_soon(run.prepared.continuation, self._response(run, "incomplete"))
+
+    async def _generated_events(self, run: _Run, stream: EngineStream) -> AsyncIterator[StreamEvent]:
         assembler = run.assembler
         for kind in ("response.created", "response.in_progress"):
             yield self._lifecycle(kind, run, "in_progress")

@@ -1,4 +1,4 @@
-"""/v1/responses input → harmony: input items as chat messages, tools and tool choice, stateless checks."""
+"""/v1/responses input → harmony: input items as chat messages, tools and tool choice, unsupported fields."""
 
 from __future__ import annotations
 
@@ -18,17 +18,19 @@ from tkr_embed.protocol.openai_responses import (
 from tkr_embed.services.errors import BadRequestError
 
 
-def chat_messages(items: str | Sequence[InputItem]) -> list[ChatMessage]:
-    """Input items as harmony chat messages. Consecutive assistant items (reasoning, a message,
-    function calls) form one assistant turn; a function_call_output must answer an earlier call."""
+def chat_messages(items: str | Sequence[InputItem], history: Sequence[InputItem] = ()) -> list[ChatMessage]:
+    """Input items as harmony chat messages, after the `history` they continue (a stored response's). Consecutive
+    assistant items (reasoning, a message, function calls) form one assistant turn; a function_call_output must
+    answer an earlier call."""
     if isinstance(items, str):
-        return [ChatMessage(role="user", content=items)]
+        items = [MessageItem(role="user", content=items)]
     if not items:
         raise BadRequestError("input must hold at least one item", "input")
     messages: list[ChatMessage] = []
     turn: ChatMessage | None = None  # the assistant turn being gathered
     call_names: dict[str, str] = {}
-    for index, item in enumerate(items):
+    numbered = [*((None, item) for item in history), *enumerate(items)]
+    for index, item in numbered:
         if isinstance(item, ReasoningItemIn):
             if turn is None or turn.content is not None or turn.tool_calls:
                 turn = _new_turn(messages)
@@ -36,7 +38,7 @@ def chat_messages(items: str | Sequence[InputItem]) -> list[ChatMessage]:
         elif isinstance(item, FunctionCallItem):
             if not FUNCTION_NAME_PATTERN.fullmatch(item.name):
                 raise BadRequestError(
-                    "a function name must be 1 to 64 letters, digits, underscores or dashes", f"input[{index}].name"
+                    "a function name must be 1 to 64 letters, digits, underscores or dashes", _param(index, "name")
                 )
             turn = turn or _new_turn(messages)
             turn.tool_calls.append(ToolCall(id=item.call_id, name=item.name, arguments=item.arguments))
@@ -50,8 +52,9 @@ def chat_messages(items: str | Sequence[InputItem]) -> list[ChatMessage]:
             if item.call_id not in call_names:
                 raise BadRequestError(
                     f"function_call_output answers call_id {item.call_id!r}, which no earlier function_call "
-                    "item made (this server is stateless: send the function_call items back in input)",
-                    f"input[{index}].call_id",
+                    "item made (send the function_call items back in input, or continue the response that made "
+                    "the call with previous_response_id)",
+                    _param(index, "call_id"),
                 )
             messages.append(
                 ChatMessage(role="tool", content=item.text(), tool_call_id=item.call_id, name=call_names[item.call_id])
@@ -60,6 +63,11 @@ def chat_messages(items: str | Sequence[InputItem]) -> list[ChatMessage]:
             turn = None
             messages.append(ChatMessage(role=item.role, content=item.text()))
     return messages
+
+
+def _param(index: int | None, name: str) -> str:
+    """The field an error names: an input item's, or previous_response_id for an item of the history."""
+    return "previous_response_id" if index is None else f"input[{index}].{name}"
 
 
 def _new_turn(messages: list[ChatMessage]) -> ChatMessage:
@@ -86,13 +94,5 @@ def harmony_tools(request: ResponsesRequest) -> tuple[list[FunctionTool] | None,
 
 
 def check_stateless(request: ResponsesRequest) -> None:
-    if request.previous_response_id is not None:
-        raise BadRequestError(
-            "previous_response_id is not supported: this server stores no responses; send the earlier "
-            "output items back in input",
-            "previous_response_id",
-        )
-    if request.store:
-        raise BadRequestError("store=true is not supported: this server stores no responses", "store")
     if request.background:
         raise BadRequestError("background=true is not supported", "background")

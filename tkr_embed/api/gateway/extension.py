@@ -33,7 +33,7 @@ def _limiter_storage(settings: Settings) -> str:
 
 
 class GatewayExtension:
-    """Keys, scopes, rate limits, usage, response cache, admin API and /metrics for one app.
+    """Keys, scopes, rate limits, usage, response cache, stored responses, admin API and /metrics for one app.
 
     `gateway` may be given (tests); by default it is built from the settings when installed.
     """
@@ -63,6 +63,7 @@ class GatewayExtension:
 
     async def startup(self, state: ServerState) -> None:
         self.gateway.metrics.bind_model(state.model_id)
+        state.response_store = self.gateway.responses
         settings = self.settings
         if not settings.auth_required:
             logger.warning(
