@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from tkr_embed.backends.torch.sampler import Sampler
+from tkr_embed.engine.constraints import PendingMask
 from tkr_embed.engine.runner import BatchEntry
 from tkr_embed.engine.sampling_params import SamplingParams
 
@@ -111,17 +112,24 @@ def test_allowed_token_ids_confine_every_kind_of_sampling() -> None:
         SamplingParams(temperature=1.0, seed=8),
         SamplingParams(temperature=2.0, top_k=2, top_p=0.5, min_p=0.1, repetition_penalty=1.5, presence_penalty=1.0),
     ):
-        rows = [BatchEntry(i, [1], 0, [0], True, params, (3,), (17,), allowed_token_ids=allowed) for i in range(3)]
+        rows = [
+            BatchEntry(i, [1], 0, [0], True, params, (3,), (17,), allowed_tokens=PendingMask.of_ids(allowed))
+            for i in range(3)
+        ]
         draws = {t.token_id for _ in range(40) for t in sampler(logits, rows)}
         assert draws <= set(allowed)
     # Greedy takes the best allowed id; an unconstrained row beside it keeps its own argmax.
     greedy = SamplingParams(temperature=0.0)
-    picks = sampler(logits[:2], [entry(greedy, 0), BatchEntry(1, [1], 0, [0], True, greedy, allowed_token_ids=allowed)])
+    picks = sampler(
+        logits[:2],
+        [entry(greedy, 0), BatchEntry(1, [1], 0, [0], True, greedy, allowed_tokens=PendingMask.of_ids(allowed))],
+    )
     assert picks[0].token_id == int(logits[0].argmax())
     assert picks[1].token_id == max(allowed, key=lambda i: float(logits[1, i]))
     # Sampling draws from the distribution renormalised over the allowed ids: uniform over them for flat logits.
     rows = [
-        BatchEntry(i, [1], 0, [0], True, SamplingParams(temperature=1.0), allowed_token_ids=allowed) for i in range(600)
+        BatchEntry(i, [1], 0, [0], True, SamplingParams(temperature=1.0), allowed_tokens=PendingMask.of_ids(allowed))
+        for i in range(600)
     ]
     flat = [t.token_id for t in sampler(torch.zeros(600, VOCAB), rows)]
     assert set(flat) == set(allowed) and all(flat.count(i) > 150 for i in allowed)
@@ -131,7 +139,7 @@ def test_a_constrained_seeded_row_is_reproducible_and_ignores_the_batch() -> Non
     logits = logits_rows(4, seed=6)
     params = SamplingParams(temperature=1.0, seed=42, logprobs=2)
     allowed = tuple(range(0, VOCAB, 3))
-    constrained = BatchEntry(2, [1], 0, [0], True, params, (), (1, 2), allowed_token_ids=allowed)
+    constrained = BatchEntry(2, [1], 0, [0], True, params, (), (1, 2), allowed_tokens=PendingMask.of_ids(allowed))
     sampler = Sampler()
     alone = sampler(logits[2:3], [constrained])[0]
     mixed = [entry(SamplingParams(temperature=1.0), i) for i in range(4)]
@@ -140,3 +148,39 @@ def test_a_constrained_seeded_row_is_reproducible_and_ignores_the_batch() -> Non
     assert alone.token_id == beside.token_id and alone.token_id in allowed
     # Logprobs stay those of the raw logits: the constraint changes the pick, not the model's scores.
     assert abs(alone.logprob - float(torch.log_softmax(logits[2], -1)[alone.token_id])) < 1e-5
+
+
+class _WordsState:
+    def __init__(self, words) -> None:
+        self.words = words
+
+    def allowed_tokens(self):
+        return self.words
+
+
+def test_a_packed_bitmask_confines_a_row_as_its_ids_would() -> None:
+    import numpy as np
+
+    logits = logits_rows(3, seed=9)
+    allowed = (0, 31, 32, VOCAB - 1)  # word edges, bit 31 (an int32 word's sign bit), the last id
+    words = np.zeros(-(-VOCAB // 32), dtype=np.int32)
+    for token_id in allowed:
+        words.view(np.uint32)[token_id >> 5] |= np.uint32(1 << (token_id & 31))
+    greedy = SamplingParams(temperature=0.0)
+    rows = [
+        entry(greedy, 0),
+        BatchEntry(1, [1], 0, [0], True, greedy, allowed_tokens=PendingMask(_WordsState(words))),
+        BatchEntry(2, [1], 0, [0], True, greedy, allowed_tokens=PendingMask.of_ids(allowed)),
+    ]
+    picks = [t.token_id for t in Sampler()(logits, rows)]
+    assert picks[0] == int(logits[0].argmax())
+    assert picks[1] == max(allowed, key=lambda i: float(logits[1, i]))
+    assert picks[2] == max(allowed, key=lambda i: float(logits[2, i]))
+    flat_rows = [
+        BatchEntry(
+            i, [1], 0, [0], True, SamplingParams(temperature=1.0), allowed_tokens=PendingMask(_WordsState(words))
+        )
+        for i in range(400)
+    ]
+    draws = [t.token_id for t in Sampler()(torch.zeros(400, VOCAB), flat_rows)]
+    assert set(draws) == set(allowed)

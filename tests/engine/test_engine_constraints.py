@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from engine_fakes import FollowingToyRunner, ToyBuild, ToyRunner, ToyTokenizer, run_all, toy_logits
 
 from tkr_embed.engine.config import EngineConfig
+from tkr_embed.engine.constraints import FREE_FOREVER
 from tkr_embed.engine.engine_process import ProcessEngine
 from tkr_embed.engine.llm_engine import LLMEngine
 from tkr_embed.engine.sampling_params import SamplingParams
@@ -33,9 +34,12 @@ class _FirstTokensState:
         self.steps = steps
         self.generated: list[int] = []
 
-    def allowed_token_ids(self) -> tuple[int, ...] | None:
+    def free_tokens_ahead(self) -> int:
         position = len(self.generated)
-        return self.steps[position] if position < len(self.steps) else None
+        return FREE_FOREVER if position >= len(self.steps) else 0
+
+    def allowed_tokens(self) -> tuple[int, ...]:
+        return self.steps[len(self.generated)]
 
     def advance(self, token_id: int) -> None:
         self.generated.append(token_id)

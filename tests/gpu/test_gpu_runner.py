@@ -332,6 +332,7 @@ def test_a_graphed_decode_step_samples_only_allowed_ids(demo_model_dir):
     """The sampler runs after the graph's replay, on its logits: a row's allowed ids confine its token there too,
     and the rows beside it keep their own picks."""
     from tkr_embed.backends.torch.runner import TorchModelRunner
+    from tkr_embed.engine.constraints import PendingMask
     from tkr_embed.engine.runner import BatchEntry, ScheduledBatch
     from tkr_embed.engine.sampling_params import SamplingParams
 
@@ -342,7 +343,15 @@ def test_a_graphed_decode_step_samples_only_allowed_ids(demo_model_dir):
     greedy, seeded = SamplingParams(temperature=0.0), SamplingParams(temperature=1.0, seed=3)
     rows = [(greedy, None), (greedy, allowed), (seeded, allowed)]
     entries = [
-        BatchEntry(seq, [5], driver.lengths[seq], driver.tables[seq], True, params, allowed_token_ids=ids)
+        BatchEntry(
+            seq,
+            [5],
+            driver.lengths[seq],
+            driver.tables[seq],
+            True,
+            params,
+            allowed_tokens=PendingMask.of_ids(ids) if ids else None,
+        )
         for seq, (params, ids) in enumerate(rows)
     ]
     batch = ScheduledBatch(entries)
@@ -353,4 +362,61 @@ def test_a_graphed_decode_step_samples_only_allowed_ids(demo_model_dir):
     assert tokens[1] == max(allowed, key=lambda i: float(logits[1, i]))
     assert tokens[2] in allowed
     again = gpu.logits(batch).float().cpu()  # the graph's own output was not masked in place
+    assert torch.isfinite(again).all() and _rel(again, logits) < 1e-3
+
+
+class _BitmaskState:
+    """A constraint state whose mask is a packed bitmask (as a grammar's is), counting how often it is asked."""
+
+    def __init__(self, allowed_ids, vocab_size: int) -> None:
+        import numpy as np
+
+        self.words = np.zeros(-(-vocab_size // 32), dtype=np.int32)
+        for token_id in allowed_ids:
+            self.words.view(np.uint32)[token_id >> 5] |= np.uint32(1 << (token_id & 31))
+        self.asked = 0
+
+    def allowed_tokens(self):
+        self.asked += 1
+        return self.words
+
+
+def test_a_graphed_decode_step_samples_only_the_ids_of_a_packed_bitmask(demo_model_dir):
+    """A grammar's mask arrives as packed 32-bit words (bit 31 included: the sign bit of an int32 word) and is
+    unpacked on the device after the graph's replay; the rows beside it keep their own picks, the graph's output
+    stays unmasked, and each row's mask is computed once per step."""
+    from tkr_embed.backends.torch.runner import TorchModelRunner
+    from tkr_embed.engine.constraints import PendingMask
+    from tkr_embed.engine.runner import BatchEntry, ScheduledBatch
+    from tkr_embed.engine.sampling_params import SamplingParams
+
+    gpu = TorchModelRunner(demo_model_dir, device="cuda", num_kv_blocks=128, cuda_graph_batch_sizes=(1, 4))
+    vocab = gpu.info.vocab_size
+    driver = Driver(gpu, 4, 64)
+    driver.step(_prompts(4, 20, seed=7))
+    allowed = (31, 63, 64, 2024, 170154, vocab - 1)  # the first and last bits of words, and the last id
+    states = [_BitmaskState(allowed, vocab) for _ in range(2)]
+    greedy, seeded = SamplingParams(temperature=0.0), SamplingParams(temperature=1.0, seed=11)
+    rows = [(greedy, None), (greedy, states[0]), (seeded, states[1]), (seeded, None)]
+    entries = [
+        BatchEntry(
+            seq,
+            [5],
+            driver.lengths[seq],
+            driver.tables[seq],
+            True,
+            params,
+            allowed_tokens=PendingMask(state) if state is not None else None,
+        )
+        for seq, (params, state) in enumerate(rows)
+    ]
+    batch = ScheduledBatch(entries)
+    assert gpu.decode_graphs is not None and gpu.decode_graphs.fits(entries)
+    logits = gpu.logits(batch).float().cpu()  # [4, V]
+    tokens = [t.token_id for t in gpu.execute(batch)]
+    assert tokens[0] == int(logits[0].argmax())
+    assert tokens[1] == max(allowed, key=lambda i: float(logits[1, i]))
+    assert tokens[2] in allowed
+    assert [state.asked for state in states] == [1, 1]
+    again = gpu.logits(batch).float().cpu()
     assert torch.isfinite(again).all() and _rel(again, logits) < 1e-3

@@ -7,6 +7,7 @@ import json
 import pickle
 import random
 
+from tkr_embed.engine.constraints import FREE_FOREVER
 from tkr_embed.harmony import special_tokens as special
 from tkr_embed.harmony.parser import HarmonyStreamParser
 from tkr_embed.harmony.recipient_constraint import OneOfTokenSequences, recipient_constraint
@@ -25,26 +26,26 @@ def test_the_allowed_ids_at_each_step_spell_a_declared_name_then_a_header_tail()
     [get, weather] = ids(".get_weather")  # ".get", "_weather"
     [lookup] = ids(".lookup")
     state = recipient_constraint(get_encoding(), ["get_weather", "get", "lookup"]).start()
-    assert state.allowed_token_ids() == sorted([get, lookup])
+    assert state.allowed_tokens() == sorted([get, lookup])
     state.advance(get)
     # ".get" is a name of its own and the start of ".get_weather": a tail or "_weather" may follow.
-    assert state.allowed_token_ids() == sorted([weather, ids(" ")[0], special.MESSAGE])
+    assert state.allowed_tokens() == sorted([weather, ids(" ")[0], special.MESSAGE])
     for token_id in ids("_weather <|constrain|>json"):
         state.advance(token_id)
-    assert state.allowed_token_ids() == [special.MESSAGE]
+    assert state.allowed_tokens() == [special.MESSAGE]
     state.advance(special.MESSAGE)
     # The header is complete: the arguments are free, and stay free whatever comes.
-    assert state.allowed_token_ids() is None
+    assert state.free_tokens_ahead() == FREE_FOREVER
     state.advance(ids("{")[0])
-    assert state.allowed_token_ids() is None
+    assert state.free_tokens_ahead() == FREE_FOREVER
 
 
 def test_message_right_after_the_name_ends_the_constraint_too():
     state = recipient_constraint(get_encoding(), ["lookup"]).start()
     for token_id in ids(".lookup<|message|>"):
-        assert token_id in state.allowed_token_ids()
+        assert token_id in state.allowed_tokens()
         state.advance(token_id)
-    assert state.allowed_token_ids() is None
+    assert state.free_tokens_ahead() == FREE_FOREVER
 
 
 def test_only_required_gets_a_constraint_and_it_names_the_offered_tools():
@@ -73,8 +74,8 @@ def test_any_walk_the_constraint_allows_parses_as_a_call_to_a_declared_tool():
     for _ in range(300):
         state = prompt.constraint.start()
         generated = []
-        while (allowed := state.allowed_token_ids()) is not None:
-            generated.append(rng.choice(allowed))
+        while state.free_tokens_ahead() == 0:
+            generated.append(rng.choice(state.allowed_tokens()))
             state.advance(generated[-1])
         parser = HarmonyStreamParser(prompt.forced_prefix)
         for token_id in [*generated, *ids('{"x": 1}'), special.CALL]:
@@ -89,6 +90,6 @@ def test_any_walk_the_constraint_allows_parses_as_a_call_to_a_declared_tool():
 def test_a_stray_id_frees_the_rest_instead_of_allowing_nothing():
     state = OneOfTokenSequences(((1, 2, 3), (1, 4))).start()
     state.advance(1)
-    assert state.allowed_token_ids() == [2, 4]
+    assert state.allowed_tokens() == [2, 4]
     state.advance(99)  # never sampled under the mask; the engine must never be left with no allowed id
-    assert state.allowed_token_ids() is None
+    assert state.free_tokens_ahead() == FREE_FOREVER

@@ -12,6 +12,7 @@ import torch
 
 from tkr_embed import LLM, SamplingParams
 from tkr_embed.backends.mlx.sampler import MlxSampler
+from tkr_embed.engine.constraints import PendingMask
 from tkr_embed.engine.outputs import FinishReason
 from tkr_embed.engine.runner import BatchEntry
 from tkr_embed.harmony.recipient_constraint import OneOfTokenSequences
@@ -95,7 +96,7 @@ def test_the_mlx_sampler_masks_plain_greedy_rows_too() -> None:
     greedy = SamplingParams(temperature=0.0)
     entries = [
         BatchEntry(0, [1], 0, [0], True, greedy),
-        BatchEntry(1, [1], 0, [0], True, greedy, allowed_token_ids=(5, 9, 40)),
+        BatchEntry(1, [1], 0, [0], True, greedy, allowed_tokens=PendingMask.of_ids((5, 9, 40))),
     ]
     picks = MlxSampler()(mx.array(logits), entries)
     assert picks[0].token_id == int(logits[0].argmax())

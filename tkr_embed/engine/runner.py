@@ -13,6 +13,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from tkr_embed.engine.constraints import PendingMask
 from tkr_embed.engine.sampling_params import SamplingParams
 
 
@@ -35,7 +36,7 @@ class BatchEntry:
     sampling: SamplingParams | None = None  # required when sample is True
     prompt_token_ids: tuple[int, ...] = ()  # for the repetition penalty and the prompt logprobs' targets
     output_token_ids: tuple[int, ...] = ()  # tokens generated so far (penalties; seeded RNG step)
-    allowed_token_ids: tuple[int, ...] | None = None  # the only ids the sampled token may take (None: any)
+    allowed_tokens: PendingMask | None = None  # the only ids the sampled token may take (None: any)
     prompt_logprobs: int | None = None  # score the prompt tokens this chunk predicts, with the top k
 
     @property
@@ -116,7 +117,7 @@ class ModelRunner(ABC):
         Returns one SampledToken per entry with `sample=True`, in entry order, then one PromptLogprobs
         per entry with `prompt_logprobs` set, in entry order. A seeded entry's token depends only on
         (seed, len(output_token_ids), its logits): never on the batch. An entry
-        with `allowed_token_ids` samples one of them, drawn from its logits renormalised over them.
+        with `allowed_tokens` samples one of them (resolved after the forward is queued), drawn from its logits renormalised over them.
         """
 
     def launch(

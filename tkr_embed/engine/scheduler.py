@@ -119,8 +119,8 @@ class Scheduler:
         position on, their input tokens left to the runner (it takes `batch`'s samples on the device).
 
         Only for a batch of every running sequence, each decoding one token with sampling that needs
-        no history on the host (no penalties, no seed, no constraint still restricting its tokens),
-        nothing that could be admitted waiting (the
+        no history on the host (no penalties, no seed, no constraint that may restrict either of the two
+        tokens), nothing that could be admitted waiting (the
         queue may be full while `max_num_seqs` sequences run), and free blocks for all. A sequence that finishes with `batch`'s token computes one token for nothing;
         its blocks may be freed before that step ends, but the KV it writes lies past its computed
         tokens (in no full, shareable block) and every later step runs after it on the device.
@@ -148,7 +148,7 @@ class Scheduler:
                 or params.repetition_penalty != 1.0
                 or params.presence_penalty != 0.0
                 or params.frequency_penalty != 0.0
-                or seq.allowed_token_ids() is not None  # free now, so free for the step after too
+                or seq.free_tokens_ahead() < 2  # this step's token and the lookahead's, whatever they are
             ):
                 return None
             blocks_needed += self.block_manager.num_blocks_needed(seq, 2)
@@ -206,7 +206,7 @@ class Scheduler:
             sampling=seq.sampling if sample else None,
             prompt_token_ids=seq.prompt_tuple if penalised or scores_prompt else (),
             output_token_ids=tuple(seq.output_token_ids) if sample else (),
-            allowed_token_ids=seq.allowed_token_ids() if sample else None,
+            allowed_tokens=seq.pending_mask() if sample else None,
             prompt_logprobs=seq.sampling.prompt_logprobs if scores_prompt else None,
         )
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import Enum
 
-from tkr_embed.engine.constraints import ConstraintState
+from tkr_embed.engine.constraints import FREE_FOREVER, ConstraintState, PendingMask
 from tkr_embed.engine.detokenizer import IncrementalDetokenizer
 from tkr_embed.engine.outputs import (
     CompletionOutput,
@@ -88,16 +88,21 @@ class Sequence:
     def text(self) -> str:
         return self.detokenizer.text if self.detokenizer is not None else ""
 
-    def allowed_token_ids(self) -> tuple[int, ...] | None:
-        """The ids this completion's next token may take under its constraint; None: any."""
+    def free_tokens_ahead(self) -> int:
+        """How many of the next tokens are free under this completion's constraint (FREE_FOREVER: no constraint)."""
         state = self.constraint_state
         if state is None:
+            return FREE_FOREVER
+        free = state.free_tokens_ahead()
+        if free >= FREE_FOREVER:
+            self.constraint_state = None  # a constraint that lets everything through for good is dropped
+        return free
+
+    def pending_mask(self) -> PendingMask | None:
+        """The next token's allowed ids, to be resolved by the sampler; None when the next token is free."""
+        if self.free_tokens_ahead() > 0:
             return None
-        allowed = state.allowed_token_ids()
-        if allowed is None:
-            self.constraint_state = None  # a constraint that lets everything through does so for good
-            return None
-        return tuple(allowed)
+        return PendingMask(self.constraint_state)
 
     def append_token(self, sampled: SampledToken, eos_token_ids: tuple[int, ...], max_model_len: int) -> None:
         """Add a sampled token and decide whether this completion is done."""

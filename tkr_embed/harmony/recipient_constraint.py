@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from openai_harmony import HarmonyEncoding
 
+from tkr_embed.engine.constraints import FREE_FOREVER
 from tkr_embed.harmony.special_tokens import MESSAGE
 
 # What harmony allows between a recipient and the body, in the order gpt-oss prefers: a JSON content type, or none.
@@ -41,9 +42,11 @@ class _SequencesState:
         self._live = sequences
         self._position = 0
 
-    def allowed_token_ids(self) -> list[int] | None:
-        if self._live is None:
-            return None
+    def free_tokens_ahead(self) -> int:
+        return FREE_FOREVER if self._live is None else 0
+
+    def allowed_tokens(self) -> list[int]:
+        assert self._live is not None, "asked only while the state restricts"
         return sorted({sequence[self._position] for sequence in self._live})
 
     def advance(self, token_id: int) -> None:

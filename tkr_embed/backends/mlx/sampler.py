@@ -28,7 +28,7 @@ def _is_plain_greedy(entry: BatchEntry) -> bool:
         and params.repetition_penalty == 1.0
         and params.presence_penalty == 0.0
         and params.frequency_penalty == 0.0
-        and entry.allowed_token_ids is None
+        and entry.allowed_tokens is None
     )
 
 

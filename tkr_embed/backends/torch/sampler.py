@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from tkr_embed.engine.runner import BatchEntry, SampledToken
@@ -34,6 +35,31 @@ def _token_mask(rows: Sequence[Sequence[int]], vocab_size: int, device: torch.de
     index = torch.tensor(padded, dtype=torch.long, device=device)  # [S, L]
     counts.scatter_add_(1, index, torch.ones_like(index, dtype=torch.float32))
     return counts[:, :vocab_size]
+
+
+def packed_masks(allowed: Sequence[tuple[int, ...] | np.ndarray | None], vocab_size: int) -> np.ndarray:
+    """One row of packed uint32 words per entry [S, ceil(V / 32)]: a row's allowed ids (a tuple of ids or an
+    already packed bitmask, cut or zero-padded to the vocabulary), every id for a row without a mask (None)."""
+    num_words = -(-vocab_size // 32)
+    words = np.zeros((len(allowed), num_words), dtype=np.uint32)
+    for row, mask in enumerate(allowed):
+        if mask is None:
+            words[row] = 0xFFFFFFFF
+        elif isinstance(mask, np.ndarray):
+            width = min(num_words, mask.shape[0])
+            words[row, :width] = mask[:width]
+        else:
+            ids = np.asarray(mask, dtype=np.int64)
+            ids = ids[(ids >= 0) & (ids < vocab_size)]
+            np.bitwise_or.at(words[row], ids >> 5, (np.uint32(1) << (ids & 31).astype(np.uint32)))
+    return words
+
+
+def unpack_bitmask(packed: torch.Tensor, vocab_size: int) -> torch.Tensor:
+    """[S, W] int32 words -> [S, V] bool, bit i % 32 of word i // 32 for id i."""
+    shifts = torch.arange(32, device=packed.device, dtype=torch.int32)  # [32]
+    bits = (packed.unsqueeze(-1) >> shifts) & 1  # [S, W, 32]
+    return bits.reshape(packed.shape[0], -1)[:, :vocab_size].bool()
 
 
 class Sampler:
@@ -89,15 +115,24 @@ class Sampler:
         return logits
 
     def _apply_constraints(self, logits: torch.Tensor, entries: Sequence[BatchEntry]) -> torch.Tensor:
-        """-inf for every id outside a row's `allowed_token_ids`: greedy takes the best allowed id, and
-        sampling draws from the row's distribution renormalised over the allowed ids."""
-        allowed = [e.allowed_token_ids for e in entries]
-        if all(ids is None for ids in allowed):
+        """-inf for every id outside a row's `allowed_tokens`: greedy takes the best allowed id, and
+        sampling draws from the row's distribution renormalised over the allowed ids.
+
+        The masks are resolved here, after the forward was queued, so a grammar's mask is computed on the CPU
+        while the device runs the forward; then one packed [S, ceil(V / 32)] copy goes to the device and is
+        unpacked there. The logits are masked out of place (a CUDA graph's output buffer stays as it is)."""
+        pending = [e.allowed_tokens for e in entries]
+        if all(mask is None for mask in pending):
             return logits
+        words = packed_masks([mask.resolve() if mask is not None else None for mask in pending], logits.shape[1])
         device = logits.device
-        listed = _token_mask([ids or () for ids in allowed], logits.shape[1], device) > 0  # [S, V]
-        unconstrained = torch.tensor([ids is None for ids in allowed], device=device)[:, None]  # [S, 1]
-        return logits.masked_fill(~(listed | unconstrained), float("-inf"))
+        packed = torch.from_numpy(words.view(np.int32))  # [S, W]
+        if device.type == "cuda":
+            packed = packed.pin_memory().to(device, non_blocking=True)
+        else:
+            packed = packed.to(device)
+        allowed = unpack_bitmask(packed, logits.shape[1])  # [S, V] bool
+        return logits.masked_fill(~allowed, float("-inf"))
 
     def _sample_random(self, logits: torch.Tensor, entries: Sequence[BatchEntry]) -> torch.Tensor:
         params = [e.sampling for e in entries]
