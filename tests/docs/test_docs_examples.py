@@ -111,6 +111,9 @@ def test_python_responses(server):
     assert lines_starting(out, "function_call:")[0].startswith("get_weather")
     assert len(lines_starting(out, "answer after the tool:")) == 1
     assert re.search(r"usage: \d+ in, [1-4] out, \d+ reasoning", out)
+    assert len(lines_starting(out, "continued:")) == 1
+    assert lines_starting(out, "its own input items:") == ["['message']"]
+    assert lines_starting(out, "stored:")[0] in ("completed", "incomplete")
 
 
 def test_python_native_chat(server):

@@ -1,4 +1,4 @@
-"""Wire types of POST /v1/responses (stateless): the request, its input items and the response object (the
+"""Wire types of POST /v1/responses: the request, its input items and the response object (the
 stream events are in `openai_responses_events`).
 
 Union branches are tagged with names holding a dash ("item-message") so that a validation error
@@ -122,7 +122,7 @@ InputItem = Annotated[
         _by_type("item", default="message"),
         custom_error_type="invalid_input_item",
         custom_error_message="an input item must be of type message, function_call, function_call_output or "
-        "reasoning (this server is stateless: items cannot be referenced by id)",
+        "reasoning (items cannot be referenced by id: send the item itself, or continue with previous_response_id)",
     ),
 ]
 ResponseInput = Annotated[

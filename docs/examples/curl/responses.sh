@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# POST /v1/responses (stateless), once as JSON and once streamed as typed events.
+# POST /v1/responses, once as JSON and once streamed as typed events.
 set -euo pipefail
 BASE_URL="${BASE_URL:-http://127.0.0.1:8008}"
 API_KEY="${API_KEY:-}"

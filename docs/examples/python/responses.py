@@ -1,5 +1,5 @@
-"""The Responses API through the OpenAI SDK (stateless): reasoning and message items, then a function call
-round trip where the earlier output items are sent back as input.
+"""The Responses API through the OpenAI SDK: reasoning and message items, a function call round trip where the
+earlier output items are sent back as input, then a stored response continued by its id.
 
     BASE_URL=http://127.0.0.1:8008 API_KEY=... python docs/examples/python/responses.py
 """
@@ -38,8 +38,8 @@ print(
     "reasoning",
 )
 
-# Function tools use the Responses API's flat shape. The server stores nothing: to continue, send the
-# earlier output items (reasoning and function_call) back, followed by a function_call_output per call.
+# Function tools use the Responses API's flat shape. One way to continue: send the earlier output items
+# (reasoning and function_call) back, followed by a function_call_output per call.
 tools = [
     {
         "type": "function",
@@ -64,3 +64,13 @@ for call in calls:
     history.append({"type": "function_call_output", "call_id": call.call_id, "output": json.dumps(result)})
 second = client.responses.create(model=model, input=history, tools=tools, max_output_tokens=MAX_TOKENS)
 print("answer after the tool:", second.output_text)
+
+# The other way: the server stored each response (store defaults to true), so the next turn names the one it
+# continues and sends only what is new. The prompt holds the whole conversation (see usage.input_tokens).
+followup = client.responses.create(
+    model=model, previous_response_id=second.id, input="And in Rome?", tools=tools, max_output_tokens=MAX_TOKENS
+)
+print("continued:", followup.output_text, f"({followup.usage.input_tokens} input tokens)")
+print("its own input items:", [item.type for item in client.responses.input_items.list(followup.id)])
+print("stored:", client.responses.retrieve(followup.id).status)
+client.responses.delete(followup.id)
