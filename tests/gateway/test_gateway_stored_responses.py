@@ -282,3 +282,19 @@ def test_stored_responses_outlive_a_restart(tmp_path: Path) -> None:
         master = openai.OpenAI(base_url=second_run.url + "/v1", api_key=MASTER_KEY, max_retries=0)
         with pytest.raises(openai.NotFoundError):  # the master key is a caller of its own, not every tenant
             master.responses.retrieve(second.id)
+
+
+def test_a_response_cache_hit_is_the_stored_response_it_replays(tmp_path: Path) -> None:
+    with gateway_server(tmp_path, cache={"enabled": True}) as running:
+        running.engine.script = lambda prompt, params: harmony(ANSWER)
+        key = running.create_key("cached")["api_key"]
+        body = {"input": "cache me", "temperature": 0}
+        headers = {"X-API-Key": key}
+        first, second = (httpx.post(running.url + "/v1/responses", json=body, headers=headers) for _ in range(2))
+        assert (first.headers["x-cache"], second.headers["x-cache"]) == ("miss", "hit")
+        assert second.json() == first.json() and len(running.engine.submitted) == 1
+        streamed = [sdk(running, key).responses.create(**body, stream=True) for _ in range(2)]
+        finals = [list(events)[-1].response for events in streamed]
+        assert finals[0].id == finals[1].id != first.json()["id"]
+        assert sorted(row[0] for row in stored_rows(tmp_path)) == sorted([first.json()["id"], finals[0].id])
+        assert sdk(running, key).responses.retrieve(finals[1].id).model_dump() == finals[0].model_dump()
