@@ -73,6 +73,9 @@ def test_replicas_share_stored_responses(replicas: list[Replica]) -> None:
     for attempt in (lambda: stranger.responses.retrieve(first.id), lambda: stranger.responses.delete(first.id)):
         with pytest.raises(openai.NotFoundError):
             attempt()
+    for odd_id in ("resp_%00", "resp_" + "0" * 300):  # no id the database could choke on reaches it
+        answer = httpx.get(f"{a.url}/v1/responses/{odd_id}", headers={"X-API-Key": key_a}, timeout=30)
+        assert answer.status_code == 404 and answer.json()["error"]["code"] == "response_not_found"
     on_b.responses.delete(first.id)
     with pytest.raises(openai.NotFoundError):
         on_a.responses.retrieve(first.id)

@@ -10,6 +10,7 @@ and a deleted one answer the same 404.
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -48,6 +49,9 @@ from tkr_embed.storage.responses import ResponseStore, StoredResponse
 
 ANONYMOUS_OWNER = "anonymous"  # the owner when no key identifies the caller (auth off), as the gateway names it
 DEFAULT_LIST_LIMIT = 20
+# The ids this server gives (resp_ and 32 hex digits) fit it; anything else is found nowhere, without a query
+# (a NUL or an overlong id is no value a database column compares against).
+RESPONSE_ID_PATTERN = re.compile(r"[A-Za-z0-9_\-]{1,64}")
 MAX_LIST_LIMIT = 100
 
 _HISTORY = TypeAdapter(list[InputItem])
@@ -168,7 +172,11 @@ class ResponseMemory:
         return Response.model_validate(stored.response)
 
     async def delete(self, response_id: str) -> ResponseDeleted:
-        if self.store is None or not await self.store.delete(response_id, request_owner()):
+        if (
+            self.store is None
+            or not RESPONSE_ID_PATTERN.fullmatch(response_id)
+            or not await self.store.delete(response_id, request_owner())
+        ):
             raise ResponseNotFoundError(response_id)
         return ResponseDeleted(id=response_id)
 
@@ -205,7 +213,9 @@ class ResponseMemory:
         )
 
     async def _find(self, response_id: str, owner: str, param: str | None = None) -> StoredResponse:
-        stored = await self.store.get(response_id, owner) if self.store is not None else None
+        stored = None
+        if self.store is not None and RESPONSE_ID_PATTERN.fullmatch(response_id):
+            stored = await self.store.get(response_id, owner)
         if stored is None:
             raise ResponseNotFoundError(response_id, param)
         return stored
