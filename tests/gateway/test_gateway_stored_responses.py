@@ -2,7 +2,8 @@
 `store` keeps a response, `previous_response_id` continues it (the engine receives the first turn in its prompt,
 with harmony's rule on reasoning), retrieve / input_items / delete read and remove it; another key's id is a 404
 exactly like an unknown one; `store: false` keeps nothing; a stream is stored when it ends, or incomplete when the
-client leaves; stored responses outlive a restart."""
+client leaves; a response-cache hit is the response it replays; with auth off one anonymous owner holds them all;
+stored responses outlive a restart."""
 
 from __future__ import annotations
 
@@ -298,3 +299,15 @@ def test_a_response_cache_hit_is_the_stored_response_it_replays(tmp_path: Path) 
         assert finals[0].id == finals[1].id != first.json()["id"]
         assert sorted(row[0] for row in stored_rows(tmp_path)) == sorted([first.json()["id"], finals[0].id])
         assert sdk(running, key).responses.retrieve(finals[1].id).model_dump() == finals[0].model_dump()
+
+
+def test_with_auth_off_responses_belong_to_one_anonymous_owner(tmp_path: Path) -> None:
+    with gateway_server(tmp_path, env="development", security={"auth_enabled": False}) as running:
+        running.engine.script = lambda prompt, params: harmony(ANSWER)
+        client = sdk(running, "unused")
+        first = client.responses.create(input="no keys here")
+        second = client.responses.create(previous_response_id=first.id, input="still none")
+        assert client.responses.retrieve(second.id).previous_response_id == first.id
+        assert sorted(stored_rows(tmp_path)) == sorted(
+            [(first.id, "anonymous", "completed"), (second.id, "anonymous", "completed")]
+        )
