@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 from openai_harmony import HarmonyEncoding, Message, RenderOptions, TextContent
@@ -12,8 +13,9 @@ from tkr_embed.harmony.chunked_encode import CHUNK_CHARS, encode_plain
 from tkr_embed.harmony.conversation import build_conversation
 from tkr_embed.harmony.recipient_constraint import recipient_constraint
 from tkr_embed.harmony.special_tokens import MESSAGE, START, STARTOFTEXT, STOP_TOKEN_IDS
+from tkr_embed.harmony.structured_constraint import structured_constraint, with_reasoning_budget
 from tkr_embed.harmony.tokenizer import get_encoding
-from tkr_embed.harmony.types import ChatMessage, FunctionTool, ReasoningEffort, ToolChoice
+from tkr_embed.harmony.types import ChatMessage, FunctionTool, ReasoningEffort, ResponseFormat, ToolChoice
 
 FIRST_SPECIAL_ID = STARTOFTEXT  # every id from here to the end of the vocabulary is a special token
 
@@ -25,13 +27,18 @@ class RenderedPrompt:
     `token_ids` is the whole prompt and ends with `forced_prefix`: assistant tokens we wrote after
     `<|start|>assistant` to enforce a tool choice (empty normally). A stream parser must be primed with
     `forced_prefix`. `stop_token_ids` are <|return|> and <|call|>. `constraint` (SamplingParams.constraint)
-    restricts what the model writes after the forced prefix: for "required", the recipient to a declared function.
+    restricts what the model writes after the forced prefix: for "required", the recipient to a declared function;
+    with a response format or strict (or forced) tool arguments, the JSON they follow (structured_constraint.py).
     """
 
     token_ids: list[int]
     forced_prefix: list[int]
     stop_token_ids: list[int]
     constraint: TokenConstraint | None = None
+
+    def constraint_for(self, max_tokens: int | None) -> TokenConstraint | None:
+        """The constraint for a request of `max_tokens`: a structured one reserves half of it for the answer."""
+        return with_reasoning_budget(self.constraint, max_tokens)
 
 
 def render_chat(
@@ -41,9 +48,12 @@ def render_chat(
     tools: list[FunctionTool] | None = None,
     tool_choice: ToolChoice | None = None,
     instructions: str | None = None,
+    response_format: ResponseFormat | None = None,
 ) -> RenderedPrompt:
     """Render a chat for the assistant's next turn; raises HarmonyRenderError naming the bad field."""
     choice = tool_choice or ToolChoice(mode="auto")
+    if response_format is not None:
+        instructions = "\n\n".join(part for part in (instructions, response_format_section(response_format)) if part)
     conversation = build_conversation(messages, reasoning_effort, tools or [], choice, instructions)
     encoding = get_encoding()
     options = RenderOptions(conversation_has_function_tools=bool(conversation.offered_tools))
@@ -54,10 +64,41 @@ def render_chat(
     # Plain text: no special-token check, which would build a regex over every special token per call (~1 ms).
     token_ids.extend(encoding.encode("assistant", disallowed_special=()))
     forced_prefix = _forced_prefix(encoding, choice)
-    constraint = None
-    if choice.mode == "required":
-        constraint = recipient_constraint(encoding, [tool.name for tool in conversation.offered_tools])
+    constraint = _constraint(encoding, conversation.offered_tools, choice, response_format)
     return RenderedPrompt(token_ids + forced_prefix, forced_prefix, list(STOP_TOKEN_IDS), constraint)
+
+
+def response_format_section(response_format: ResponseFormat) -> str:
+    """The developer message's `# Response Formats` section, as the harmony format lays it out: the format's
+    name as a heading, its description as a `//` comment, then its JSON schema on one line."""
+    lines = ["# Response Formats", "", f"## {response_format.name}", ""]
+    if response_format.description:
+        lines.extend(f"// {line}" for line in response_format.description.splitlines())
+    schema = response_format.schema if response_format.schema is not None else {"type": "object"}
+    lines.append(json.dumps(schema, separators=(",", ":")))
+    return "\n".join(lines)
+
+
+def _constraint(
+    encoding: HarmonyEncoding,
+    offered_tools: list[FunctionTool],
+    choice: ToolChoice,
+    response_format: ResponseFormat | None,
+) -> TokenConstraint | None:
+    """A structured constraint when the answer or some call's arguments follow a grammar; the recipient
+    constraint alone for "required" without any; else none."""
+    final_grammar = response_format.grammar if response_format is not None else None
+    if final_grammar is None and not any(tool.arguments_grammar for tool in offered_tools):
+        if choice.mode == "required":
+            return recipient_constraint(encoding, [tool.name for tool in offered_tools])
+        return None
+    return structured_constraint(
+        encoding,
+        final_grammar=final_grammar,
+        tool_grammars=[(tool.name, tool.arguments_grammar) for tool in offered_tools],
+        forced=choice.mode if choice.mode in ("required", "function") else None,
+        forced_name=choice.function_name,
+    )
 
 
 def _render_message(encoding: HarmonyEncoding, message: Message, options: RenderOptions) -> list[int]:

@@ -12,6 +12,7 @@ __all__ = [
     "FunctionTool",
     "HarmonyRenderError",
     "ReasoningEffort",
+    "ResponseFormat",
     "ToolCall",
     "ToolChoice",
 ]
@@ -35,6 +36,19 @@ class FunctionTool:
     name: str
     description: str | None = None
     parameters: dict | None = None
+    # the grammar (tkr_embed.structured) its arguments follow when the call is strict or forced; None: free
+    arguments_grammar: str | None = None
+
+
+@dataclass
+class ResponseFormat:
+    """The final answer's format: JSON following `grammar` (tkr_embed.structured), shown to the model in the
+    developer message's `# Response Formats` section as `name`, `description` and `schema` (None: any object)."""
+
+    name: str
+    grammar: str
+    schema: dict | None = None
+    description: str | None = None
 
 
 @dataclass

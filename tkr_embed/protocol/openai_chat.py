@@ -7,7 +7,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, ValidationInfo, field_validator
 
 from tkr_embed.protocol.limits import check_item_count, request_limits
-from tkr_embed.protocol.openai_common import OpenAIRequest, SamplingRequest, Usage
+from tkr_embed.protocol.openai_common import OpenAIRequest, SamplingRequest, Usage, not_honoured
+from tkr_embed.protocol.openai_structured import ResponseFormat
 
 Role = Literal["system", "developer", "user", "assistant", "tool"]
 ReasoningEffort = Literal["low", "medium", "high"]
@@ -50,6 +51,7 @@ class FunctionDefinition(OpenAIRequest):
     name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_\-.]+$")
     description: str | None = None
     parameters: dict[str, Any] | None = None
+    strict: bool | None = None  # true: the arguments follow `parameters` (a grammar holds them to it)
 
 
 class ToolDefinition(OpenAIRequest):
@@ -75,6 +77,57 @@ class ChatCompletionRequest(SamplingRequest):
     reasoning_effort: ReasoningEffort | None = None
     tools: list[ToolDefinition] | None = None
     tool_choice: Literal["auto", "none", "required"] | NamedToolChoice | None = None
+    response_format: ResponseFormat | None = None
+    # gpt-oss ends its turn at each call (<|call|> stops the response), so there is never more than one call:
+    # false is always honoured, and true allows what the model does.
+    parallel_tool_calls: bool | None = None
+    # accepted, no effect on the answer
+    prompt_cache_key: str | None = None  # the prefix cache is automatic
+    safety_identifier: str | None = None
+    store: bool | None = None
+    # refused unless absent or neutral: honouring them would change the answer, and we cannot
+    prediction: dict[str, Any] | None = None
+    modalities: list[str] | None = None
+    audio: dict[str, Any] | None = None
+    functions: list[dict[str, Any]] | None = None
+    function_call: str | dict[str, Any] | None = None
+    web_search_options: dict[str, Any] | None = None
+    verbosity: Literal["low", "medium", "high"] | None = None
+
+    @field_validator("store")
+    @classmethod
+    def _not_stored(cls, value: bool | None) -> bool | None:
+        if value:
+            raise not_honoured("chat completions are not stored here; leave store out or send false")
+        return value
+
+    @field_validator("prediction", "audio", "web_search_options")
+    @classmethod
+    def _unsupported_option(cls, value: Any, info: ValidationInfo) -> Any:
+        if value is not None:
+            raise not_honoured(f"{info.field_name} is not supported by this server; leave it out")
+        return value
+
+    @field_validator("functions", "function_call")
+    @classmethod
+    def _legacy_functions(cls, value: Any) -> Any:
+        if value is not None:
+            raise not_honoured("the legacy functions API is not supported; use tools and tool_choice")
+        return value
+
+    @field_validator("modalities")
+    @classmethod
+    def _text_only(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and set(value) - {"text"}:
+            raise not_honoured('only the "text" modality is supported')
+        return value
+
+    @field_validator("verbosity")
+    @classmethod
+    def _default_verbosity(cls, value: str | None) -> str | None:
+        if value not in (None, "medium"):
+            raise not_honoured("gpt-oss has no verbosity setting; leave it out or send medium")
+        return value
 
     @field_validator("messages", "tools", mode="before")
     @classmethod

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic_core import PydanticCustomError
 
 from tkr_embed.engine.constraints import TokenConstraint
 from tkr_embed.engine.sampling_params import SamplingParams
@@ -20,8 +21,21 @@ class StreamOptions(OpenAIRequest):
     include_usage: bool = False
 
 
+def not_honoured(reason: str) -> PydanticCustomError:
+    """A field we would have to ignore: a 400 naming it (the handler prefixes the field's name)."""
+    return PydanticCustomError("not_honoured", reason)
+
+
 class SamplingRequest(OpenAIRequest):
-    """The fields /v1/completions and /v1/chat/completions share, and their conversion to engine parameters."""
+    """The fields /v1/completions and /v1/chat/completions share, and their conversion to engine parameters.
+
+    No field is dropped in silence: every field of OpenAI's request is declared, those that would change the
+    answer are honoured or refused unless neutral, the harmless ones (user, metadata, service_tier,
+    prompt_cache_key, safety_identifier) are accepted, and a field OpenAI does not have is a 400 (a typo must
+    not pass for a setting). docs/API.md lists which is which.
+    """
+
+    model_config = ConfigDict(extra="forbid")
 
     model: str | None = None
     temperature: float = Field(1.0, ge=0.0, le=2.0)
@@ -37,6 +51,16 @@ class SamplingRequest(OpenAIRequest):
     frequency_penalty: float = Field(0.0, ge=-2.0, le=2.0)
     repetition_penalty: float = Field(1.0, gt=0.0, le=10.0)
     user: str | None = None
+    metadata: dict[str, str] | None = None
+    service_tier: str | None = None
+    logit_bias: dict[str, float] | None = None
+
+    @field_validator("logit_bias")
+    @classmethod
+    def _no_logit_bias(cls, value: dict[str, float] | None) -> dict[str, float] | None:
+        if value:
+            raise not_honoured("token biases are not applied; leave logit_bias out (or send {})")
+        return value
 
     @property
     def include_usage(self) -> bool:

@@ -7,7 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, StrictInt, field_validator
 
 from tkr_embed.protocol.limits import check_item_count, request_limits
-from tkr_embed.protocol.openai_common import SamplingRequest, Usage
+from tkr_embed.protocol.openai_common import SamplingRequest, Usage, not_honoured
 
 
 class CompletionRequest(SamplingRequest):
@@ -19,6 +19,23 @@ class CompletionRequest(SamplingRequest):
     echo: bool = False
     # Extension (as vLLM's): run to max_tokens whatever tokens come; load tests use it for a fixed length.
     ignore_eos: bool = False
+    # refused unless neutral: honouring them would change the answer, and we cannot
+    best_of: int | None = Field(None, ge=1)
+    suffix: str | None = None
+
+    @field_validator("best_of")
+    @classmethod
+    def _no_best_of(cls, value: int | None) -> int | None:
+        if value is not None and value > 1:
+            raise not_honoured("best_of above 1 is not supported; ask for n completions instead")
+        return value
+
+    @field_validator("suffix")
+    @classmethod
+    def _no_suffix(cls, value: str | None) -> str | None:
+        if value:
+            raise not_honoured("text after the insertion point (suffix) is not supported")
+        return value
 
     @field_validator("prompt", mode="before")
     @classmethod

@@ -39,6 +39,7 @@ from tkr_embed.services.harmony_decode import ChoiceDelta, HarmonyDecoder, opena
 from tkr_embed.services.logprobs import chat_logprobs
 from tkr_embed.services.response_caching import CacheSlot, cache_slot, cached_or_created, cached_or_streamed
 from tkr_embed.services.stop_strings import stop_list
+from tkr_embed.services.structured_output import answer_format, constrained_tools
 
 
 @dataclass
@@ -77,11 +78,14 @@ class ChatCompletionService:
         check_prompt_chars(chat_chars(messages), "messages")
         tools = harmony_tools(request.tools)
         tool_choice = harmony_tool_choice(request.tool_choice, tools)
+        strict = [bool(tool.function.strict) for tool in request.tools or []]
+        tools = constrained_tools(tools, strict, tool_choice, lambda i: f"tools[{i}].function.parameters")
         rendered = render(
             messages,
             reasoning_effort=request.reasoning_effort or self.ctx.default_reasoning_effort,
             tools=tools,
             tool_choice=tool_choice,
+            response_format=answer_format(request.response_format, "response_format"),
         )
         check_prompt_tokens(len(rendered.token_ids), "messages")
         param = "max_completion_tokens" if request.max_completion_tokens is not None else "max_tokens"
@@ -92,7 +96,10 @@ class ChatCompletionService:
             raise BadRequestError("top_logprobs needs logprobs to be true", "top_logprobs")
         top_logprobs = (request.top_logprobs or 0) if request.logprobs else None
         params = request.sampling_params(
-            max_tokens, top_logprobs, stop_token_ids=list(rendered.stop_token_ids), constraint=rendered.constraint
+            max_tokens,
+            top_logprobs,
+            stop_token_ids=list(rendered.stop_token_ids),
+            constraint=rendered.constraint_for(max_tokens),
         )
         return PreparedChat(new_request_id("chatcmpl"), rendered, params, stop_list(request.stop), top_logprobs)
 

@@ -5,7 +5,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from tkr_embed.harmony.render import RenderedPrompt, render_chat
-from tkr_embed.harmony.types import ChatMessage, FunctionTool, HarmonyRenderError, ToolCall, ToolChoice
+from tkr_embed.harmony.types import (
+    ChatMessage,
+    FunctionTool,
+    HarmonyRenderError,
+    ResponseFormat,
+    ToolCall,
+    ToolChoice,
+)
 from tkr_embed.protocol.openai_chat import ChatMessageIn, NamedToolChoice, ToolDefinition
 from tkr_embed.services.errors import BadRequestError
 
@@ -62,11 +69,17 @@ def render(
     tools: list[FunctionTool] | None = None,
     tool_choice: ToolChoice | None = None,
     instructions: str | None = None,
+    response_format: ResponseFormat | None = None,
 ) -> RenderedPrompt:
     """Render a harmony prompt; a message the renderer refuses becomes a 400 naming the field."""
     try:
         return render_chat(
-            messages, reasoning_effort=reasoning_effort, tools=tools, tool_choice=tool_choice, instructions=instructions
+            messages,
+            reasoning_effort=reasoning_effort,
+            tools=tools,
+            tool_choice=tool_choice,
+            instructions=instructions,
+            response_format=response_format,
         )
     except HarmonyRenderError as exc:
         raise BadRequestError(exc.message, exc.param) from None
