@@ -130,3 +130,62 @@ async def test_the_constraint_crosses_to_the_engine_process():
         tokens = list(completion.token_ids)
         assert any(tuple(tokens[: len(sequence)]) == sequence for sequence in sequences), tokens
         assert len(tokens) == 8
+
+
+@dataclass(frozen=True)
+class FreeInTheMiddle:
+    """Token 0 in (40, 41); tokens 1 .. free_run free (a reasoning-like stretch); then the last restricted tokens
+    (as packed bitmasks, as a grammar gives them) must each be 47 or 48; then anything."""
+
+    free_run: int = 12
+    tail: int = 3
+
+    def start(self) -> _FreeInTheMiddleState:
+        return _FreeInTheMiddleState(self)
+
+
+class _FreeInTheMiddleState:
+    def __init__(self, spec: FreeInTheMiddle) -> None:
+        self.spec = spec
+        self.count = 0
+
+    def free_tokens_ahead(self) -> int:
+        first_tail = 1 + self.spec.free_run
+        if self.count >= first_tail + self.spec.tail:
+            return FREE_FOREVER
+        if self.count == 0 or self.count >= first_tail:
+            return 0
+        return first_tail - self.count
+
+    def allowed_tokens(self):
+        import numpy as np
+
+        if self.count == 0:
+            return (40, 41)
+        words = np.zeros(4, dtype=np.uint32)  # the toy vocabulary fits in 128 ids
+        for token_id in (47, 48):
+            words[token_id >> 5] |= np.uint32(1 << (token_id & 31))
+        return words
+
+    def advance(self, token_id: int) -> None:
+        self.count += 1
+
+
+def test_lookahead_runs_through_a_free_stretch_and_stops_before_the_restricted_tokens():
+    spec = FreeInTheMiddle()
+    params = SamplingParams(max_tokens=24, temperature=0.0, ignore_eos=True, constraint=spec)
+    ordinary = _completions(run_all(LLMEngine(ToyRunner(), ToyTokenizer(), EngineConfig()), {"a": (PROMPT, params)}))
+    runner = FollowingToyRunner()
+    ahead = _completions(run_all(LLMEngine(runner, ToyTokenizer(), EngineConfig()), {"a": (PROMPT, params)}))
+    assert ahead == ordinary
+    tokens = ahead[0]
+    tail = tokens[1 + spec.free_run : 1 + spec.free_run + spec.tail]
+    assert tokens[0] in (40, 41) and all(token in (47, 48) for token in tail), tokens
+    assert any(token not in (47, 48) for token in tokens[1 : 1 + spec.free_run])  # the stretch was free
+    baseline = FollowingToyRunner()
+    free = SamplingParams(max_tokens=24, temperature=0.0, ignore_eos=True)
+    run_all(LLMEngine(baseline, ToyTokenizer(), EngineConfig()), {"a": (PROMPT, free)})
+    # Lookahead is lost only around the restricted tokens: the steps whose token, or the token before, is
+    # restricted (token 1 after token 0, the last free token before the tail, and the tail's steps).
+    assert 0 < baseline.followed - runner.followed <= 2 + spec.tail + 1
+    assert runner.followed >= spec.free_run - 3

@@ -78,9 +78,11 @@ class Sampler:
         device = logits.device
         params = [e.sampling for e in entries]
         assert all(p is not None for p in params), "every sampled entry carries SamplingParams"
+        allowed = self._allowed_masks(entries, logits.shape[1], device)  # first: nothing before it waits for the device
         raw_logprobs = torch.log_softmax(logits, dim=-1) if any(p.logprobs is not None for p in params) else None
         logits = self._apply_penalties(logits, entries)
-        logits = self._apply_constraints(logits, entries)
+        if allowed is not None:
+            logits = logits.masked_fill(~allowed, float("-inf"))  # out of place: a graph's output stays as it was
 
         greedy_ids = logits.argmax(dim=-1)  # [S]
         if all(p.is_greedy for p in params):
@@ -114,25 +116,26 @@ class Sampler:
             logits = logits - frequency * counts - presence * (counts > 0).float()
         return logits
 
-    def _apply_constraints(self, logits: torch.Tensor, entries: Sequence[BatchEntry]) -> torch.Tensor:
-        """-inf for every id outside a row's `allowed_tokens`: greedy takes the best allowed id, and
-        sampling draws from the row's distribution renormalised over the allowed ids.
+    def _allowed_masks(
+        self, entries: Sequence[BatchEntry], vocab_size: int, device: torch.device
+    ) -> torch.Tensor | None:
+        """Each row's allowed ids as [S, V] bool on the device (None when no row is constrained): -inf goes to every
+        other id, so greedy takes the best allowed id and sampling draws from the row's distribution renormalised
+        over them.
 
-        The masks are resolved here, after the forward was queued, so a grammar's mask is computed on the CPU
-        while the device runs the forward; then one packed [S, ceil(V / 32)] copy goes to the device and is
-        unpacked there. The logits are masked out of place (a CUDA graph's output buffer stays as it is)."""
+        The masks are resolved here, after the forward was queued and before anything that waits for the device,
+        so a grammar's mask is computed on the CPU while the device runs the forward; then one packed
+        [S, ceil(V / 32)] copy goes to the device (pinned, non-blocking) and is unpacked there."""
         pending = [e.allowed_tokens for e in entries]
         if all(mask is None for mask in pending):
-            return logits
-        words = packed_masks([mask.resolve() if mask is not None else None for mask in pending], logits.shape[1])
-        device = logits.device
+            return None
+        words = packed_masks([mask.resolve() if mask is not None else None for mask in pending], vocab_size)
         packed = torch.from_numpy(words.view(np.int32))  # [S, W]
         if device.type == "cuda":
             packed = packed.pin_memory().to(device, non_blocking=True)
         else:
             packed = packed.to(device)
-        allowed = unpack_bitmask(packed, logits.shape[1])  # [S, V] bool
-        return logits.masked_fill(~allowed, float("-inf"))
+        return unpack_bitmask(packed, vocab_size)  # [S, V] bool
 
     def _sample_random(self, logits: torch.Tensor, entries: Sequence[BatchEntry]) -> torch.Tensor:
         params = [e.sampling for e in entries]
