@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU figures of BENCHMARKS.md, on the GPU machine from the repository root, with .whl/ (the server's
 # packages as wheels) carried; torch, triton, transformers and numpy are the machine's own.
-#   PART=tests|engine|sweep|server|peers|120b|all bash bench/gpu.sh      (default: all, in that order)
+#   PART=tests|engine|sweep|server|peers|llamacpp|hf|120b|all bash bench/gpu.sh      (default: all, in that order)
 # JSON and logs go to $OUT (default /tmp/tkr-out); each part prints its summary lines.
 set -u
 OUT=${OUT:-/tmp/tkr-out}; mkdir -p "$OUT"
@@ -53,8 +53,12 @@ server() {  # the HTTP server under the load generator, the same shape
   bash bench/gpu_serve_load.sh "$OUT"
 }
 
-peers() {  # transformers' generate, 20b shape, bf16; a process a batch size: one out of memory spares the rest
-  for batch in 1 8 64; do
+llamacpp() {  # llama.cpp's llama-bench and llama-batched-bench at our sweep's widths (carry .peers: bench/README.md)
+  bash bench/gpu_peers_llamacpp.sh "$OUT"
+}
+
+hf() {  # transformers' generate, 20b shape, bf16; a process a batch size: one out of memory spares the rest
+  for batch in ${HF_BATCHES:-1 64}; do
     timeout 300 python3 bench/gpu_hf_generate.py --batch $batch --prompt 1024 --new 256 \
       > "$OUT/hf_$batch.json" 2> "$OUT/hf_$batch.err" || { tail -2 "$OUT/hf_$batch.err"; continue; }
     python3 -c "import json,sys; d=json.load(open(sys.argv[1]))
@@ -73,8 +77,10 @@ case "${PART:-all}" in
   engine) engine ;;
   sweep) sweep ;;
   server) server ;;
-  peers) peers ;;
+  peers) llamacpp; hf ;;
+  llamacpp) llamacpp ;;
+  hf) hf ;;
   120b) gpt_oss_120b ;;
-  all) tests; engine; sweep; server; peers; gpt_oss_120b ;;
-  *) echo "PART must be tests, engine, sweep, server, peers, 120b or all" >&2; exit 2 ;;
+  all) tests; engine; sweep; server; llamacpp; hf; gpt_oss_120b ;;
+  *) echo "PART must be tests, engine, sweep, server, peers, llamacpp, hf, 120b or all" >&2; exit 2 ;;
 esac

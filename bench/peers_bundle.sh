@@ -9,7 +9,9 @@ set -euo pipefail
 VERSION=${LLAMA_CPP_PYTHON:-0.3.36}
 PYTHON=${PYTHON:-.venv/bin/python}
 DEST=.peers
-grep -qxF "/$DEST/" .git/info/exclude 2>/dev/null || echo "/$DEST/" >> .git/info/exclude
+for ignored in "/$DEST/" /.peers-work/; do  # the bundle; the device script's build and GGUF
+  grep -qxF "$ignored" .git/info/exclude 2>/dev/null || echo "$ignored" >> .git/info/exclude
+done
 mkdir -p "$DEST"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT

@@ -1,15 +1,16 @@
 """A GGUF of gpt-oss's shape with random weights, for llama.cpp's benchmark tools (bench/gpu_peers_llamacpp.sh).
 
-    python bench/random_gguf.py --shape 20b OUT.gguf     # ~13 GB: MXFP4 experts, bf16 attention and embeddings
-    python bench/random_gguf.py --shape tiny OUT.gguf    # 2 layers, ~60 MB (the vocabulary rows dominate)
+    python bench/random_gguf.py --shape 20b OUT.gguf     # 12.1 GB: MXFP4 experts, Q8_0 attention and embeddings
+    python bench/random_gguf.py --shape tiny OUT.gguf    # 2 layers, 34 MiB (the vocabulary rows dominate)
 
 The tensors and keys are those llama.cpp's `gpt-oss` loader reads, in the types its converter writes for the Hub
 checkpoint: experts MXFP4 (GGML type 39, blocks of 32 values in 17 bytes), 1-D tensors, biases and the router F32,
-the other matrices bf16. The tokenizer is the real one: the o200k vocabulary and its
-BPE merges (from the offline copy tkr_embed loads), the harmony special tokens, bos/eos/pad ids; llama.cpp
-refuses a model whose vocabulary it cannot build. Values are random but bounded (|w| < 0.1 or so), so activations
-stay finite and expert routing stays spread, as a benchmark needs; the text the model would write is noise.
-Writes tensor by tensor: memory holds one tensor at a time (the largest, the embedding, 1.2 GB at 20b).
+the other matrices Q8_0 as in the GGUF llama.cpp's authors publish for gpt-oss-20b (`--dense-type bf16`: the Hub
+checkpoint's own bf16, as our engine keeps them). The tokenizer is the real one: the o200k vocabulary and its BPE
+merges (from the offline copy tkr_embed loads), the harmony special tokens, bos/eos/pad ids; llama.cpp refuses a
+model whose vocabulary it cannot build. Values are random but bounded (|w| < 0.1), so activations stay finite and
+expert routing stays spread, as a benchmark needs; the text the model would write is noise.
+Writes tensor by tensor: memory holds one tensor at a time (the largest, the embedding: 0.6 GB at 20b in Q8_0).
 Needs the `gguf` package (llama.cpp's gguf-py: `PYTHONPATH=<llama.cpp>/gguf-py`).
 """
 
@@ -37,7 +38,10 @@ except ModuleNotFoundError:  # pragma: no cover - the message is the point
     sys.exit("random_gguf.py needs the gguf package: PYTHONPATH=<llama.cpp source>/gguf-py, or pip install gguf")
 
 ARCH = "gpt-oss"
-MXFP4_BLOCK, MXFP4_BLOCK_BYTES = 32, 17  # 32 values: one E8M0 scale byte, then 16 bytes of FP4 (E2M1) pairs
+BLOCK = 32  # values a block of MXFP4 and of Q8_0
+MXFP4_BLOCK_BYTES = 17  # one E8M0 scale byte, then 16 bytes of FP4 (E2M1) pairs
+Q8_0_BLOCK_BYTES = 34  # one f16 scale, then 32 int8
+DENSE_TYPES = {"q8_0": gguf.GGMLQuantizationType.Q8_0, "bf16": gguf.GGMLQuantizationType.BF16}
 SHAPES = {
     "20b": GptOssConfig.gpt_oss_20b(),
     "120b": GptOssConfig.gpt_oss_120b(),
@@ -81,14 +85,14 @@ class TensorSpec:
     @property
     def byte_shape(self) -> tuple[int, ...]:
         """The shape the writer takes for quantized data: bytes along the last axis."""
-        if self.ggml_type != gguf.GGMLQuantizationType.MXFP4:
+        if self.ggml_type not in (gguf.GGMLQuantizationType.MXFP4, gguf.GGMLQuantizationType.Q8_0):
             return self.shape
-        return (*self.shape[:-1], self.shape[-1] // MXFP4_BLOCK * MXFP4_BLOCK_BYTES)
+        return (*self.shape[:-1], self.shape[-1] // BLOCK * gguf.GGML_QUANT_SIZES[self.ggml_type][1])
 
 
-def tensor_specs(config: GptOssConfig) -> list[TensorSpec]:
+def tensor_specs(config: GptOssConfig, dense: gguf.GGMLQuantizationType) -> list[TensorSpec]:
     """Every tensor llama.cpp's gpt-oss loader asks for, named and shaped as it creates them."""
-    F32, MXFP4, dense = gguf.GGMLQuantizationType.F32, gguf.GGMLQuantizationType.MXFP4, gguf.GGMLQuantizationType.BF16
+    F32, MXFP4 = gguf.GGMLQuantizationType.F32, gguf.GGMLQuantizationType.MXFP4
     T = gguf.MODEL_TENSOR
 
     def name(tensor: gguf.MODEL_TENSOR, suffix: str, bid: int | None = None) -> str:
@@ -136,6 +140,10 @@ def random_data(spec: TensorSpec, rng: np.random.Generator) -> np.ndarray:
     if spec.ggml_type == gguf.GGMLQuantizationType.MXFP4:
         blocks = raw.reshape(-1, MXFP4_BLOCK_BYTES)
         blocks[:, 0] = 118 + (blocks[:, 0] & 3)  # E8M0 scales 2^-9..2^-6: FP4 values (|v| <= 6) stay below 0.1
+        return raw.reshape(spec.byte_shape)
+    if spec.ggml_type == gguf.GGMLQuantizationType.Q8_0:
+        blocks = raw.reshape(-1, Q8_0_BLOCK_BYTES)
+        blocks[:, 1] = 3 << 2  # the f16 scale's high byte: exponent field 3, so 2^-12 and up; |int8 * scale| < 0.04
         return raw.reshape(spec.byte_shape)
     if spec.ggml_type == BF16:  # sign, exponent 2^-7, random mantissa: |w| in [2^-7, 2^-6)
         return ((raw.view(np.uint16) & 0x807F) | (120 << 7)).reshape(spec.shape)
@@ -238,17 +246,17 @@ def add_hparams(writer: gguf.GGUFWriter, config: GptOssConfig, shape: str) -> No
     writer.add_rope_scaling_yarn_beta_slow(yarn["beta_slow"])
 
 
-def write_gguf(path: Path, shape: str, seed: int = 0) -> int:
+def write_gguf(path: Path, shape: str, dense: str = "q8_0", seed: int = 0) -> int:
     """Write the file; return its size in bytes."""
     config = SHAPES[shape]
-    specs = tensor_specs(config)
+    specs = tensor_specs(config, DENSE_TYPES[dense])
     writer = gguf.GGUFWriter(path, ARCH)
     add_hparams(writer, config, shape)
     add_tokenizer(writer, config.vocab_size)
     for spec in specs:
-        dtype = np.uint8 if spec.ggml_type == gguf.GGMLQuantizationType.MXFP4 else np.uint16
-        if spec.ggml_type == gguf.GGMLQuantizationType.F32:
-            dtype = np.float32
+        dtype = {gguf.GGMLQuantizationType.F32: np.float32, gguf.GGMLQuantizationType.BF16: np.uint16}.get(
+            spec.ggml_type, np.uint8
+        )
         writer.add_tensor_info(spec.name, spec.byte_shape, np.dtype(dtype), spec.nbytes, raw_dtype=spec.ggml_type)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
@@ -264,10 +272,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("out", type=Path, help="the .gguf file to write")
     parser.add_argument("--shape", choices=sorted(SHAPES), default="20b")
+    parser.add_argument("--dense-type", choices=sorted(DENSE_TYPES), default="q8_0", help="attention, embeddings")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     started = time.perf_counter()
-    size = write_gguf(args.out, args.shape, args.seed)
+    size = write_gguf(args.out, args.shape, args.dense_type, args.seed)
     print(f"{args.out}: {size / 2**30:.2f} GiB, {args.shape} shape, in {time.perf_counter() - started:.1f} s")
     return 0
 

@@ -20,20 +20,20 @@ Q = gguf.GGMLQuantizationType
 # hidden 64, 4 query heads and 2 KV heads of 64, 4 experts of width 64, the o200k vocabulary of 201,088 rows
 VOCAB = 201088
 GLOBAL_TENSORS = {
-    "token_embd.weight": ([64, VOCAB], Q.BF16),
+    "token_embd.weight": ([64, VOCAB], Q.Q8_0),
     "output_norm.weight": ([64], Q.F32),
-    "output.weight": ([64, VOCAB], Q.BF16),
+    "output.weight": ([64, VOCAB], Q.Q8_0),
 }
 LAYER_TENSORS = {
     "attn_norm.weight": ([64], Q.F32),
     "post_attention_norm.weight": ([64], Q.F32),
-    "attn_q.weight": ([64, 256], Q.BF16),
+    "attn_q.weight": ([64, 256], Q.Q8_0),
     "attn_q.bias": ([256], Q.F32),
-    "attn_k.weight": ([64, 128], Q.BF16),
+    "attn_k.weight": ([64, 128], Q.Q8_0),
     "attn_k.bias": ([128], Q.F32),
-    "attn_v.weight": ([64, 128], Q.BF16),
+    "attn_v.weight": ([64, 128], Q.Q8_0),
     "attn_v.bias": ([128], Q.F32),
-    "attn_output.weight": ([256, 64], Q.BF16),
+    "attn_output.weight": ([256, 64], Q.Q8_0),
     "attn_output.bias": ([64], Q.F32),
     "attn_sinks.weight": ([4], Q.F32),
     "ffn_gate_inp.weight": ([64, 4], Q.F32),
@@ -103,12 +103,21 @@ def test_weights_are_small_and_finite(reader: gguf.GGUFReader) -> None:
     tensors = {tensor.name: tensor for tensor in reader.tensors}
     experts = np.asarray(tensors["blk.1.ffn_down_exps.weight"].data).reshape(-1, 17)
     assert set(np.unique(experts[:, 0])) <= {118, 119, 120, 121}  # E8M0 scales 2^-9 .. 2^-6
-    bf16 = np.asarray(tensors["blk.0.attn_q.weight"].data).view(np.uint16).astype(np.uint32) << 16
-    magnitudes = np.abs(bf16.view(np.float32))
-    assert magnitudes.min() >= 2**-7 and magnitudes.max() < 2**-6
+    q8_0 = np.asarray(tensors["blk.0.attn_q.weight"].data).reshape(-1, 34)
+    scales = q8_0[:, :2].copy().view(np.float16).astype(np.float32)
+    assert scales.min() >= 2**-12 and scales.max() < 2**-11  # times int8: |w| < 2^-4
     assert np.all(np.asarray(tensors["output_norm.weight"].data) == 1.0)
     biases = np.asarray(tensors["blk.0.ffn_gate_exps.bias"].data)
     assert np.all(np.isfinite(biases)) and np.abs(biases).max() < 2**-6
+
+
+def test_bf16_matrices_are_small_and_finite() -> None:
+    module = load_bench_module("random_gguf")
+    spec = module.TensorSpec("blk.0.attn_q.weight", (256, 64), Q.BF16, "random")
+    bits = module.random_data(spec, np.random.default_rng(0))
+    assert bits.shape == (256, 64) and bits.nbytes == spec.nbytes
+    magnitudes = np.abs((bits.astype(np.uint32) << 16).view(np.float32))
+    assert magnitudes.min() >= 2**-7 and magnitudes.max() < 2**-6
 
 
 def test_the_vocabulary_is_o200k_harmony(reader: gguf.GGUFReader, vocab: tuple[list[str], list[str]]) -> None:
