@@ -23,7 +23,7 @@ BUDGET=${BUDGET:-540}
 CPU=${CPU:-0}
 JOBS=${JOBS:-$(nproc)}
 PYTHON=${PYTHON:-python3}
-BUNDLE=.peers/llama.cpp.tar.xz
+BUNDLE=.peers/llama.cpp.tar.gz
 mkdir -p "$OUT" "$WORK/logs"
 WORK=$(cd "$WORK" && pwd)
 LOGS=$WORK/logs
@@ -44,12 +44,47 @@ fail() {  # MESSAGE [LOG]: say what failed, with the end of its log
   exit 1
 }
 
+# A toolkit assembled from NVIDIA's pip wheels may lack cuBLAS, which llama.cpp links, and the driver library may have
+# no unversioned name to link against. Then cuBLAS comes from the pip wheel PyTorch uses (nvidia/cu13: its headers
+# only, beside the toolkit's own), and libcuda.so from the driver's libcuda.so.1; with no driver library at all,
+# llama.cpp's pool does without the driver's virtual memory (GGML_CUDA_NO_VMM).
+cuda_libraries() {
+  local toolkit links=$WORK/cuda-links found header library driver dir
+  toolkit=$(dirname "$(dirname "$(readlink -f "$(command -v nvcc)")")")
+  rm -rf "$links"; mkdir -p "$links/include"
+  backend+=(-DCMAKE_LIBRARY_PATH="$links")
+  if [[ ! -f $toolkit/include/cublas_v2.h ]]; then
+    found=$("$PYTHON" -c 'import nvidia; print(*nvidia.__path__)' 2> /dev/null)
+    header=$( (find $found -name cublas_v2.h 2> /dev/null) | head -1)
+    [[ -n $header ]] || fail "no cuBLAS: neither in the CUDA toolkit ($toolkit) nor in a pip nvidia package"
+    ln -s "$(dirname "$header")"/cublas*.h "$links/include/"
+    for library in cublas cublasLt; do
+      found=$(find "$(dirname "$(dirname "$header")")" -name "lib$library.so.[0-9]*" | sort | head -1)
+      ln -s "$found" "$links/lib$library.so"
+    done
+    backend+=(-DCMAKE_CUDA_FLAGS="-I$links/include" -DCMAKE_CXX_FLAGS="-I$links/include")
+    export LD_LIBRARY_PATH=$(dirname "$found")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+    echo "llamacpp cuBLAS from $(dirname "$(dirname "$header")")"
+  fi
+  if ! compgen -G "$toolkit/lib*/stubs/libcuda.so" > /dev/null && ! ldconfig -p | grep -q 'libcuda\.so '; then
+    driver=$(ldconfig -p | awk '/libcuda\.so\.1 /{print $NF; exit}')
+    for dir in ${LD_LIBRARY_PATH//:/ } /usr/local/nvidia/lib64 /usr/lib/x86_64-linux-gnu /usr/lib64; do
+      [[ -z $driver && -e $dir/libcuda.so.1 ]] && driver=$dir/libcuda.so.1
+    done
+    if [[ -n $driver ]]; then
+      ln -s "$driver" "$links/libcuda.so"
+    else
+      backend+=(-DGGML_CUDA_NO_VMM=ON); echo "llamacpp no libcuda.so.1 found: built with GGML_CUDA_NO_VMM"
+    fi
+  fi
+}
+
 [[ -f $BUNDLE ]] || fail "$BUNDLE is missing: run bash bench/peers_bundle.sh here and carry .peers"
 
 # unpack (skipped when the same commit is already there)
-commit=$(tar -xJOf "$BUNDLE" llama.cpp/LLAMA_CPP_COMMIT)
+commit=$(tar -xzOf "$BUNDLE" llama.cpp/LLAMA_CPP_COMMIT)
 if [[ $(cat "$WORK/llama.cpp/LLAMA_CPP_COMMIT" 2>/dev/null) != "$commit" ]]; then
-  rm -rf "$WORK/llama.cpp" && tar -xJf "$BUNDLE" -C "$WORK" || fail "cannot unpack $BUNDLE"
+  rm -rf "$WORK/llama.cpp" && tar -xzf "$BUNDLE" -C "$WORK" || fail "cannot unpack $BUNDLE"
 fi
 phase_done unpack
 
@@ -69,6 +104,7 @@ if [[ $CPU == 1 ]]; then
 else
   build=$WORK/build-cuda; backend=(-DGGML_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90)
   command -v nvcc > /dev/null || export PATH=$PATH:/usr/local/cuda/bin
+  cuda_libraries
 fi
 cmake -S "$WORK/llama.cpp" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release "${backend[@]}" \
   -DLLAMA_BUILD_COMMIT="${commit:0:7}" -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF \
