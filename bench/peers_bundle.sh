@@ -2,7 +2,7 @@
 # The llama.cpp source that bench/gpu_peers_llamacpp.sh builds on the GPU machine, which has no internet: run here,
 # from the repository root. Downloads the pinned llama-cpp-python sdist (it vendors llama.cpp), keeps what CMake and
 # the two benchmark tools (llama-bench, llama-batched-bench) need, plus gguf-py for bench/random_gguf.py, and writes
-#   .peers/llama.cpp.tar.xz    (a few MB: the sdist is 77 MB, over what a device call carries)
+#   .peers/llama.cpp.tar.gz    (a few MB: the sdist is 77 MB, over what a device call carries)
 #   .peers/llama.cpp.version   (the llama-cpp-python version and the llama.cpp commit inside it)
 # Usage: bash bench/peers_bundle.sh            (LLAMA_CPP_PYTHON=0.3.36 by default)
 set -euo pipefail
@@ -37,6 +37,6 @@ done
 args=(--anchored)  # a pattern names a path from the top: "models" must not take src/models with it
 for path in "${excludes[@]}"; do args+=("--exclude=llama.cpp/$path"); done
 args+=(--exclude='llama.cpp/convert_*.py' --exclude='llama.cpp/tools/mtmd/*.mp4')
-tar -C "$work/llama_cpp_python-$VERSION/vendor" "${args[@]}" -cJf "$DEST/llama.cpp.tar.xz" llama.cpp
+tar -C "$work/llama_cpp_python-$VERSION/vendor" "${args[@]}" -czf "$DEST/llama.cpp.tar.gz" llama.cpp
 printf 'llama-cpp-python %s\nllama.cpp %s\n' "$VERSION" "$commit" > "$DEST/llama.cpp.version"
-echo "$DEST/llama.cpp.tar.xz: $(du -h "$DEST/llama.cpp.tar.xz" | cut -f1), llama-cpp-python $VERSION, llama.cpp $commit"
+echo "$DEST/llama.cpp.tar.gz: $(du -h "$DEST/llama.cpp.tar.gz" | cut -f1), llama-cpp-python $VERSION, llama.cpp $commit"
