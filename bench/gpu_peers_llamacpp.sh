@@ -9,7 +9,7 @@
 # Environment: WIDTHS ("1 16 64 128 256"), PROMPT (1024), NEW (256), SHAPE (20b | tiny), KVU (0: a KV buffer per
 # stream, llama.cpp's high-throughput layout for independent sequences; 1: one unified buffer, llama-server's default),
 # CPU (1: a CPU-only build, to check the script where there is no GPU), JOBS (all cores), WORK (.peers-work: the
-# source, build, GGUF and logs; a second call on a still-warm machine reuses them), BUDGET (540: seconds from the
+# source, build, GGUF and logs; a second call on a still-warm machine reuses them), BUDGET (520: seconds from the
 # start after which llama-batched-bench is stopped, inside a device call's 10 minutes).
 set -u
 OUT=${1:-${OUT:-/tmp/tkr-out}}
@@ -19,7 +19,7 @@ PROMPT=${PROMPT:-1024}
 NEW=${NEW:-256}
 SHAPE=${SHAPE:-20b}
 KVU=${KVU:-0}
-BUDGET=${BUDGET:-540}
+BUDGET=${BUDGET:-520}
 CPU=${CPU:-0}
 JOBS=${JOBS:-$(nproc)}
 PYTHON=${PYTHON:-python3}
