@@ -68,7 +68,8 @@ cuda_libraries() {
   fi
   if ! compgen -G "$toolkit/lib*/stubs/libcuda.so" > /dev/null && ! ldconfig -p | grep -q 'libcuda\.so '; then
     driver=$(ldconfig -p | awk '/libcuda\.so\.1 /{print $NF; exit}')
-    for dir in ${LD_LIBRARY_PATH//:/ } /usr/local/nvidia/lib64 /usr/lib/x86_64-linux-gnu /usr/lib64; do
+    dir=${LD_LIBRARY_PATH:-}
+    for dir in ${dir//:/ } /usr/local/nvidia/lib64 /usr/lib/x86_64-linux-gnu /usr/lib64; do
       [[ -z $driver && -e $dir/libcuda.so.1 ]] && driver=$dir/libcuda.so.1
     done
     if [[ -n $driver ]]; then
