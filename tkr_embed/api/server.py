@@ -12,6 +12,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from tkr_embed import __version__
+from tkr_embed.api.console import install_console
 from tkr_embed.api.docs_pages import install_docs
 from tkr_embed.api.errors import install_error_handlers
 from tkr_embed.api.extensions import AppExtension, default_extensions
@@ -69,6 +70,7 @@ def create_app(
     app.state.lifecycle = lifecycle
     install_error_handlers(app)
     install_docs(app)
+    install_console(app)
     app.include_router(health.router)
     app.include_router(native.router)
     app.include_router(openai.router)

@@ -13,9 +13,15 @@ from dataclasses import dataclass
 from urllib.parse import unquote
 
 HEALTH_PATH = "/health"  # reachable over plain HTTP even with security.require_https (load-balancer probes)
-PUBLIC_PATHS: frozenset[str] = frozenset({HEALTH_PATH, "/docs", "/docs/oauth2-redirect", "/openapi.json", "/redoc"})
+# The web console (api/console/): the page and its assets hold no secret; its API calls carry the admin key.
+CONSOLE_PATH = "/console"
+CONSOLE_ASSETS_PATH = "/console/assets"
+PUBLIC_PATHS: frozenset[str] = frozenset(
+    {HEALTH_PATH, "/docs", "/docs/oauth2-redirect", "/openapi.json", "/redoc", CONSOLE_PATH}
+)
 # The scripts, styles and icon of the public documentation pages (api/docs_pages.py): public as the pages are.
 DOCS_ASSETS_PATH = "/docs/assets"
+PUBLIC_ASSET_PREFIXES = (DOCS_ASSETS_PATH + "/", CONSOLE_ASSETS_PATH + "/")
 METRICS_PATH = "/metrics"
 _SLASHES = re.compile(r"/{2,}")
 _MAX_DECODE_ROUNDS = 4
@@ -30,7 +36,7 @@ class NormalisedPath:
     def is_public(self) -> bool:
         if self.has_dot_segments:
             return False
-        return self.path in PUBLIC_PATHS or self.path.startswith(DOCS_ASSETS_PATH + "/")
+        return self.path in PUBLIC_PATHS or self.path.startswith(PUBLIC_ASSET_PREFIXES)
 
 
 def normalise_path(raw: str) -> NormalisedPath:

@@ -1,0 +1,177 @@
+"""The Server and Playground pages in Debian's Chromium, and the console on a phone, in dark mode and by keyboard."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from console_support import PHONE, console_page, shoot, sign_in
+from gateway_support import MASTER_KEY, SECRET_KEY, GatewayServer
+
+WEATHER_TOOL = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "The weather in a city",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+        },
+    }
+]
+TOOL_CALL = (
+    "<|channel|>analysis<|message|>need weather<|end|><|start|>assistant<|channel|>commentary to=functions.get_weather"
+    ' <|constrain|>json<|message|>{"city": "Paris"}<|call|>'
+)
+
+
+def test_the_server_page_shows_the_engine_the_model_the_redacted_config_and_the_audit_log(
+    browser, server: GatewayServer, screenshots: Path
+) -> None:
+    with console_page(browser, server.url) as page:
+        sign_in(page)
+        page.get_by_role("link", name="Server").click()
+        assert page.locator("#engine-running").inner_text() == "0"
+        assert page.locator("#engine-waiting").inner_text() == "0"
+        assert page.locator("#model-name").inner_text() == "gpt-oss-fake"
+        page.get_by_role("button", name="Show the configuration").click()
+        config = page.locator("#config-view")
+        config.wait_for()
+        shown = json.loads(config.inner_text())
+        assert shown["security"]["api_key"] == "[REDACTED]"
+        assert MASTER_KEY not in config.inner_text() and SECRET_KEY not in config.inner_text()
+        # Reading the configuration is an admin action of its own in the audit log.
+        page.locator("#audit-table tbody tr[data-action='config.viewed']").first.wait_for()
+        shoot(page, screenshots, "server")
+
+
+def test_the_playground_streams_the_answer_with_the_reasoning_apart(
+    browser, server: GatewayServer, screenshots: Path
+) -> None:
+    with console_page(browser, server.url) as page:
+        sign_in(page)
+        page.get_by_role("link", name="Playground").click()
+        page.get_by_label("Reasoning effort", exact=True).select_option("low")
+        page.get_by_label("Message", exact=True).fill("Say hello")
+        page.get_by_role("button", name="Send").click()
+        reply = page.locator(".turn.assistant").last
+        reply.locator(".answer-text").filter(has_text="Hello there").wait_for()
+        assert reply.locator(".answer-text").inner_text() == "Hello there"
+        reasoning = reply.locator("details.reasoning")
+        assert reasoning.locator(".reasoning-text").text_content() == "think think"
+        assert not reasoning.locator(".reasoning-text").is_visible()
+        assert reasoning.get_attribute("open") is None  # collapsed until opened
+        reasoning.locator("summary").click()
+        assert reasoning.locator(".reasoning-text").is_visible()
+        assert reasoning.locator(".reasoning-text").inner_text() == "think think"
+        assert "completion" in reply.locator(".meta").inner_text()
+        # The engine got the effort chosen, rendered into the harmony system message.
+        assert "Reasoning: low" in server.engine.decode(server.engine.submitted[-1].prompt_token_ids)
+        curl = page.locator("#code-curl").inner_text()
+        assert '"reasoning_effort": "low"' in curl and "$TKR_API_KEY" in curl and MASTER_KEY not in curl
+        python = page.locator("#code-python").inner_text()
+        assert 'reasoning_effort="low"' in python and '"content": "Say hello"' in python
+        shoot(page, screenshots, "playground")
+
+
+def test_the_playground_shows_the_tool_calls_made(browser, server: GatewayServer, screenshots: Path) -> None:
+    tool_call = server.engine.decode  # the fake engine answers with a tool call for this test only
+    encoded = __import__("tkr_embed.harmony.tokenizer", fromlist=["get_tokenizer"]).get_tokenizer()
+    answer = server.engine.script
+    server.engine.script = lambda prompt, params: encoded.encoding.encode(TOOL_CALL, allowed_special="all")
+    try:
+        with console_page(browser, server.url) as page:
+            sign_in(page)
+            page.get_by_role("link", name="Playground").click()
+            page.get_by_label("Tools (JSON array of function definitions, optional)").fill("[not json")
+            assert "not valid JSON" in page.locator("#chat-tools-error").inner_text()
+            page.get_by_label("Tools (JSON array of function definitions, optional)").fill(json.dumps(WEATHER_TOOL))
+            page.get_by_label("Message", exact=True).fill("Weather in Paris?")
+            page.get_by_role("button", name="Send").click()
+            call = page.locator(".turn.assistant .tool-call").first
+            call.wait_for()
+            assert call.inner_text() == 'get_weather({"city": "Paris"})'
+            assert "get_weather" in page.locator("#code-python").inner_text()
+            shoot(page, screenshots, "playground-tools")
+    finally:
+        server.engine.script = answer
+    assert tool_call is not None
+
+
+def test_on_a_phone_nothing_is_wider_than_the_screen(browser, server: GatewayServer, screenshots: Path) -> None:
+    with console_page(browser, server.url, viewport=PHONE, is_mobile=True, has_touch=True) as page:
+        sign_in(page)
+        for name in ("Keys", "Usage", "Server", "Playground"):
+            page.get_by_role("link", name=name).click()
+            page.get_by_role("heading", level=1).filter(visible=True).first.wait_for()
+            page.wait_for_timeout(200)
+            overflow = page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
+            assert overflow <= 0, f"{name} is {overflow}px wider than the phone's screen"
+            shoot(page, screenshots, f"phone-{name.lower()}")
+
+
+def test_dark_mode_follows_the_browser(browser, server: GatewayServer, screenshots: Path) -> None:
+    with console_page(browser, server.url, color_scheme="dark") as page:
+        sign_in(page)
+        background = page.evaluate("getComputedStyle(document.body).backgroundColor")
+        text = page.evaluate("getComputedStyle(document.body).color")
+        assert luminance(background) < 0.05 < 0.6 < luminance(text), (background, text)
+        shoot(page, screenshots, "dark-keys")
+    with console_page(browser, server.url, color_scheme="light") as page:
+        assert luminance(page.evaluate("getComputedStyle(document.body).backgroundColor")) > 0.8
+
+
+def test_the_console_works_by_keyboard_alone_with_a_visible_focus(
+    browser, server: GatewayServer, screenshots: Path
+) -> None:
+    with console_page(browser, server.url) as page:
+        page.keyboard.press("Tab")  # the skip link comes first
+        assert page.evaluate("document.activeElement.textContent") == "Skip to content"
+        page.keyboard.press("Tab")
+        assert page.evaluate("document.activeElement.id") == "signin-key"
+        page.keyboard.type(MASTER_KEY)
+        page.keyboard.press("Enter")
+        page.get_by_role("heading", name="API keys").wait_for()
+        # Focus moves to the page's content after each page change: back (Shift+Tab) into the navigation.
+        tab_to(page, "Usage", "Shift+Tab")
+        focused_outline = page.evaluate("getComputedStyle(document.activeElement).outlineWidth")
+        assert focused_outline not in ("", "0px"), focused_outline
+        shoot(page, screenshots, "keyboard-focus")
+        page.keyboard.press("Enter")
+        page.get_by_role("heading", name="Usage").wait_for()
+        assert page.locator("#nav a[aria-current='page']").inner_text() == "Usage"
+        # Back to Keys, open the create form and make a key, all by keyboard.
+        tab_to(page, "Keys", "Shift+Tab")
+        page.keyboard.press("Enter")
+        page.get_by_role("heading", name="API keys").wait_for()
+        tab_to(page, "Create a key", "Tab")
+        page.keyboard.press("Enter")
+        page.keyboard.press("Tab")
+        assert page.evaluate("document.activeElement.id") == "create-name"
+        page.keyboard.type("keyboard-key")
+        page.keyboard.press("Enter")
+        page.locator("#secret-value").wait_for()
+        assert page.evaluate("document.activeElement.id") == "secret-panel"
+        row = page.locator("#keys-table tbody tr", has_text="keyboard-key")
+        tab_to(page, "Revoke", "Tab")
+        page.keyboard.press("Enter")
+        dialog = page.get_by_role("dialog")
+        assert dialog.is_visible()
+        page.keyboard.press("Escape")  # a dialog closes with Escape and revokes nothing
+        assert not dialog.is_visible()
+        assert row.locator(".key-status").inner_text() == "active"
+
+
+def tab_to(page, text: str, key: str) -> None:
+    """Press `key` (Tab or Shift+Tab) until the focused element's text is `text`."""
+    for _ in range(30):
+        page.keyboard.press(key)
+        if page.evaluate("document.activeElement.textContent.trim()") == text:
+            return
+    raise AssertionError(f"{key} never reached {text!r}")
+
+
+def luminance(css_colour: str) -> float:
+    """Relative luminance (WCAG) of an `rgb(r, g, b)` colour."""
+    channels = [int(part) / 255 for part in css_colour[css_colour.index("(") + 1 : -1].split(",")[:3]]
+    linear = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
+    return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
