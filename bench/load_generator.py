@@ -27,6 +27,7 @@ import random
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import httpx
 
@@ -90,6 +91,11 @@ def request_body(args: argparse.Namespace, prompt: str | list[int]) -> tuple[str
             body["ignore_eos"] = True
         return "/v1/completions", body
     body["messages"] = [{"role": "user", "content": prompt}]
+    if args.json_schema is not None:
+        body["response_format"] = {
+            "type": "json_schema",
+            "json_schema": {"name": "bench", "schema": args.json_schema, "strict": True},
+        }
     return "/v1/chat/completions", body
 
 
@@ -180,6 +186,7 @@ def _settings(args: argparse.Namespace) -> dict:
         "prompt_tokens": args.prompt_tokens,
         "max_tokens": args.max_tokens,
         "ignore_eos": args.ignore_eos,
+        "json_schema": args.json_schema_file,
     }
 
 
@@ -240,9 +247,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--timeout", type=float, default=600.0)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--json-schema",
+        dest="json_schema_file",
+        default=None,
+        help="a JSON schema file: every request asks for an answer that follows it (chat only)",
+    )
     args = parser.parse_args(argv)
     if (args.prompt_tokens or args.ignore_eos) and args.endpoint != "completions":
         parser.error("--prompt-tokens and --ignore-eos need --endpoint completions")
+    if args.json_schema_file is not None and args.endpoint != "chat":
+        parser.error("--json-schema needs --endpoint chat")
+    args.json_schema = json.loads(Path(args.json_schema_file).read_text()) if args.json_schema_file else None
     print(json.dumps(asyncio.run(run_load(args)), indent=1))
     return 0
 

@@ -247,7 +247,8 @@ def test_stream_incomplete_ends_with_response_incomplete(base_url, fake, harmony
         ({"input": "Hi", "tool_choice": "required"}, "tool_choice"),
         ({"input": "Hi", "reasoning": {"effort": "extreme"}}, "reasoning.effort"),
         ({"input": "Hi", "max_output_tokens": 4096}, "max_output_tokens"),
-        ({"input": "Hi", "text": {"format": {"type": "json_schema"}}}, "text.format.type"),
+        ({"input": "Hi", "text": {"format": {"type": "json_schema"}}}, "text.format.name"),
+        ({"input": "Hi", "text": {"format": {"type": "xml"}}}, "text.format"),
     ],
 )
 def test_bad_requests_name_the_field(base_url, fake, body, param):

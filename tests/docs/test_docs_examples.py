@@ -6,6 +6,7 @@ wired in, an example that forgot to send API_KEY fails here.
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import re
@@ -70,6 +71,7 @@ EXECUTED = (
     "python/tools.py",
     "python/responses.py",
     "python/native_chat.py",
+    "python/structured.py",
     "streaming/openai_stream.py",
     "streaming/responses_stream.py",
     "streaming/raw_sse.py",
@@ -114,6 +116,14 @@ def test_python_responses(server):
     assert len(lines_starting(out, "continued:")) == 1
     assert lines_starting(out, "its own input items:") == ["['message']"]
     assert lines_starting(out, "stored:")[0] in ("completed", "incomplete")
+
+
+def test_python_structured_output(server):
+    out = run(server, example("python/structured.py"))
+    # Random weights reason at random; the budget leaves the JSON room, and it always parses.
+    assert lines_starting(out, "finish_reason:") == ["stop"]
+    answer = ast.literal_eval(lines_starting(out, "answer:")[0])
+    assert set(answer) == {"colours", "confident"} and set(answer["colours"]) <= {"red", "yellow", "blue", "green"}
 
 
 def test_python_native_chat(server):

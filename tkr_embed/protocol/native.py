@@ -6,6 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from tkr_embed.engine.constraints import TokenConstraint
 from tkr_embed.engine.sampling_params import SamplingParams
 from tkr_embed.protocol.limits import check_item_count, request_limits
 from tkr_embed.protocol.text_checks import CheckedRequest
@@ -27,8 +28,12 @@ class NativeGenerationRequest(NativeRequest):
     repetition_penalty: float = Field(1.0, gt=0.0, le=10.0)
     reasoning_level: ReasoningLevel = "medium"
     seed: int | None = None
+    # the answer (`text`) is JSON that follows this schema; the reasoning stays free
+    json_schema: dict[str, Any] | None = None
 
-    def sampling_params(self, max_tokens: int | None, stop_token_ids: list[int]) -> SamplingParams:
+    def sampling_params(
+        self, max_tokens: int | None, stop_token_ids: list[int], constraint: TokenConstraint | None = None
+    ) -> SamplingParams:
         return SamplingParams(
             max_tokens=max_tokens,
             temperature=self.temperature,
@@ -36,6 +41,7 @@ class NativeGenerationRequest(NativeRequest):
             repetition_penalty=self.repetition_penalty,
             seed=self.seed,
             stop_token_ids=list(stop_token_ids),
+            constraint=constraint,
         )
 
 

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Discriminator, Field, Tag, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationInfo, field_validator
 
 from tkr_embed.engine.sampling_params import MAX_TOP_LOGPROBS
 from tkr_embed.protocol.limits import check_item_count, request_limits
 from tkr_embed.protocol.openai_chat import TokenLogprobOut
-from tkr_embed.protocol.openai_common import OpenAIRequest
+from tkr_embed.protocol.openai_common import OpenAIRequest, not_honoured
+from tkr_embed.protocol.openai_structured import ResponseFormatText, TextFormat
 
 ReasoningEffort = Literal["low", "medium", "high"]
 ReasoningSummary = Literal["auto", "concise", "detailed"]
@@ -151,15 +152,22 @@ class ReasoningConfig(OpenAIRequest):
     summary: ReasoningSummary | None = None  # accepted and echoed; gpt-oss writes no summaries
 
 
-class TextFormat(OpenAIRequest):
-    type: Literal["text"] = "text"
-
-
 class TextConfig(OpenAIRequest):
-    format: TextFormat = Field(default_factory=TextFormat)
+    format: TextFormat = Field(default_factory=lambda: ResponseFormatText(type="text"))
+    verbosity: Literal["low", "medium", "high"] | None = Field(None, exclude_if=lambda value: value is None)
+
+    @field_validator("verbosity")
+    @classmethod
+    def _default_verbosity(cls, value: str | None) -> str | None:
+        if value not in (None, "medium"):
+            raise not_honoured("gpt-oss has no verbosity setting; leave it out or send medium")
+        return value
 
 
 class ResponsesRequest(OpenAIRequest):
+    # every field of OpenAI's request is declared; any other is a 400 naming it (docs/API.md)
+    model_config = ConfigDict(extra="forbid")
+
     model: str | None = None
     input: ResponseInput
     instructions: str | None = None

@@ -24,6 +24,9 @@ from tkr_embed.services.context import ModelContext, new_request_id
 from tkr_embed.services.engine_stream import EngineStream
 from tkr_embed.services.harmony_decode import HarmonyDecoder
 from tkr_embed.services.response_caching import CacheSlot, cache_slot, cached_or_created, cached_or_streamed
+from tkr_embed.services.structured_output import json_format
+
+NATIVE_FORMAT_NAME = "answer"  # the name the developer message gives a `json_schema` format
 
 
 @dataclass
@@ -52,12 +55,15 @@ class NativeService:
             messages += [ChatMessage(role=m.role, content=m.content, reasoning=m.reasoning) for m in request.messages]
             prompt_param = "messages"
         check_prompt_chars(chat_chars(messages), prompt_param)
-        rendered = render(messages, reasoning_effort=request.reasoning_level)
+        answer_format = None
+        if request.json_schema is not None:
+            answer_format = json_format(NATIVE_FORMAT_NAME, request.json_schema, None, "json_schema")
+        rendered = render(messages, reasoning_effort=request.reasoning_level, response_format=answer_format)
         num_prompt = len(rendered.token_ids)
         check_prompt_tokens(num_prompt, prompt_param)
         cap = default_max_tokens_cap([num_prompt], 1, request.max_tokens, "max_tokens", prompt_param)
         max_tokens = self.ctx.max_tokens_for(num_prompt, request.max_tokens, "max_tokens", prompt_param, cap)
-        params = request.sampling_params(max_tokens, list(rendered.stop_token_ids))
+        params = request.sampling_params(max_tokens, list(rendered.stop_token_ids), rendered.constraint_for(max_tokens))
         return PreparedNative(new_request_id("gen"), rendered, params, request.reasoning_level)
 
     def _cache_slot(self, prepared: PreparedNative, endpoint: str, stream: bool) -> CacheSlot | None:

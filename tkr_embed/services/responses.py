@@ -50,6 +50,7 @@ from tkr_embed.services.response_caching import CacheSlot, cache_slot, cached_or
 from tkr_embed.services.responses_assembler import ResponseAssembler, new_id
 from tkr_embed.services.responses_input import chat_messages, check_stateless, harmony_tools
 from tkr_embed.services.responses_memory import Continuation, ResponseMemory
+from tkr_embed.services.structured_output import answer_format, constrained_tools
 
 # The last stream event per status. A request the server stopped (shutdown) ends incomplete: its answer was cut short.
 FINAL_EVENTS = {"completed": "response.completed", "incomplete": "response.incomplete"}
@@ -97,6 +98,9 @@ class ResponsesService:
         messages = chat_messages(request.input, continuation.history_items())
         check_prompt_chars(chat_chars(messages, request.instructions), "input")
         tools, tool_choice = harmony_tools(request)
+        strict = [bool(tool.strict) for tool in request.tools or []]
+        tools = constrained_tools(tools, strict, tool_choice, lambda i: f"tools[{i}].parameters")
+        text_format = request.text.format if request.text is not None else None
         effort = (request.reasoning.effort if request.reasoning else None) or self.ctx.default_reasoning_effort
         rendered = render(
             messages,
@@ -104,6 +108,7 @@ class ResponsesService:
             tools=tools,
             tool_choice=tool_choice,
             instructions=request.instructions,
+            response_format=answer_format(text_format, "text.format"),
         )
         num_prompt = len(rendered.token_ids)
         check_prompt_tokens(num_prompt, "input")
@@ -119,7 +124,7 @@ class ResponsesService:
             seed=request.seed,
             logprobs=_logprobs(request),
             stop_token_ids=list(rendered.stop_token_ids),
-            constraint=rendered.constraint,
+            constraint=rendered.constraint_for(max_tokens),
         )
         response_id = new_id("resp")
         skeleton = self._echo(request, response_id, effort, params, continuation)

@@ -7,7 +7,11 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from tkr_embed.harmony.types import FunctionTool, ResponseFormat, ToolChoice
-from tkr_embed.protocol.openai_structured import ResponseFormatJsonObject, ResponseFormatJsonSchema
+from tkr_embed.protocol.openai_structured import (
+    ResponseFormatJsonObject,
+    ResponseFormatJsonSchema,
+    TextFormatJsonSchema,
+)
 from tkr_embed.services.errors import BadRequestError
 from tkr_embed.structured.schema import ANY_OBJECT_SCHEMA, UnsupportedSchemaError, compile_schema
 
@@ -20,8 +24,12 @@ def answer_format(response_format: object, param: str) -> ResponseFormat | None:
     if isinstance(response_format, ResponseFormatJsonObject):
         return json_format(JSON_OBJECT_FORMAT_NAME, None, None, param)
     if isinstance(response_format, ResponseFormatJsonSchema):
-        spec = response_format.json_schema
+        spec = response_format.spec
         return json_format(spec.name, spec.json_schema, spec.description, f"{param}.json_schema.schema")
+    if isinstance(response_format, TextFormatJsonSchema):
+        return json_format(
+            response_format.name, response_format.json_schema, response_format.description, f"{param}.schema"
+        )
     return None
 
 
