@@ -1,4 +1,4 @@
-"""`tkr-embed` command line: serve | demo-model | bench | keys | responses."""
+"""`tkr-embed` command line: serve | demo-model | bench | keys | responses | db."""
 
 from __future__ import annotations
 
@@ -40,6 +40,12 @@ def _cmd_keys(args: argparse.Namespace) -> int:
     from tkr_embed.security.cli import run_keys
 
     return run_keys(args)
+
+
+def _cmd_db(args: argparse.Namespace) -> int:
+    from tkr_embed.migrations.cli import run_db
+
+    return run_db(args)
 
 
 def _cmd_responses(args: argparse.Namespace) -> int:
@@ -87,6 +93,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_responses_arguments(responses)
     responses.set_defaults(func=_cmd_responses)
+
+    db = sub.add_parser("db", help="the schema of the server's database: upgrade it, or show its revision")
+    from tkr_embed.migrations.cli import add_db_arguments
+
+    add_db_arguments(db)
+    db.set_defaults(func=_cmd_db)
     return parser
 
 

@@ -1,4 +1,5 @@
-"""The server's SQL database: URL resolution, async engine (SQLite WAL or PostgreSQL), table creation.
+"""The server's SQL database: URL resolution, async engine (SQLite WAL or PostgreSQL), the schema brought up to
+date at start-up by the migrations (tkr_embed/migrations).
 
 Keys, usage and stored responses live here so that several stateless replicas can share them (PostgreSQL), while a
 single server needs nothing but a file in the data folder (SQLite, WAL, busy timeout).
@@ -6,17 +7,13 @@ single server needs nothing but a file in the data folder (SQLite, WAL, busy tim
 
 from __future__ import annotations
 
-import asyncio
 import importlib
 import os
 from pathlib import Path
 
 from sqlalchemy import event
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase
-
-CREATE_TABLES_ATTEMPTS = 5
 
 DATA_DIR_ENV = "GENERATION_DATA_DIR"
 DATABASE_URL_ENV = "GENERATION_DATABASE_URL"
@@ -56,7 +53,14 @@ def resolve_database_url(database_url: str | None = None, data_dir: str | Path |
     return url
 
 
-def _sqlite_file(url: str) -> Path | None:
+def import_table_modules() -> None:
+    """Import every module that defines tables: their classes register themselves on Base.metadata."""
+    for module in TABLE_MODULES:
+        importlib.import_module(module)
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The database file of an SQLite URL; None for another database or one in memory."""
     prefix = "sqlite+aiosqlite:///"
     if not url.startswith(prefix) or ":memory:" in url:
         return None
@@ -72,13 +76,13 @@ def _enable_sqlite_pragmas(dbapi_connection, _record) -> None:  # noqa: ANN001 (
 
 
 class Database:
-    """One async engine and its session factory; `await start()` creates the tables."""
+    """One async engine and its session factory; `await start()` creates or upgrades the tables."""
 
     def __init__(self, url: str) -> None:
         self.url = url
-        sqlite_file = _sqlite_file(url)
-        if sqlite_file is not None:
-            sqlite_file.parent.mkdir(parents=True, exist_ok=True)
+        database_file = sqlite_file(url)
+        if database_file is not None:
+            database_file.parent.mkdir(parents=True, exist_ok=True)
         self.engine: AsyncEngine = create_async_engine(url, pool_pre_ping=not url.startswith("sqlite"))
         if url.startswith("sqlite"):
             event.listen(self.engine.sync_engine, "connect", _enable_sqlite_pragmas)
@@ -93,21 +97,11 @@ class Database:
         return self.engine.dialect.name
 
     async def start(self) -> None:
-        """Create every table that does not exist yet (idempotent, safe for several processes)."""
-        for module in TABLE_MODULES:  # their classes register themselves on Base.metadata
-            importlib.import_module(module)
-        # Replicas starting together race between "does the table exist?" and CREATE TABLE (and,
-        # on SQLite, on upgrading a read snapshot to a write lock): the loser retries, and then
-        # finds the tables the winner made.
-        for attempt in range(CREATE_TABLES_ATTEMPTS):
-            try:
-                async with self.engine.begin() as connection:
-                    await connection.run_sync(Base.metadata.create_all)
-                return
-            except DBAPIError:
-                if attempt == CREATE_TABLES_ATTEMPTS - 1:
-                    raise
-                await asyncio.sleep(0.05 * (attempt + 1))
+        """Bring the schema to the newest revision (idempotent, safe for several processes starting at once)."""
+        from tkr_embed.migrations import upgrade  # Alembic is needed only here
+
+        import_table_modules()
+        await upgrade(self)
 
     async def close(self) -> None:
         await self.engine.dispose()

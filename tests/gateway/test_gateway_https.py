@@ -33,9 +33,9 @@ def _app(tmp_path: Path, **security: object) -> object:
 
 
 async def _status(
-    app: object, peer: str, headers: dict[str, str] | None = None, scheme: str = "http", path: str = "/admin/config"
+    app: object, peer: str, headers: dict[str, str] | None = None, scheme: str = "http", path: str = "/metrics"
 ) -> httpx.Response:
-    # /admin/config answers the master key without the database: only the transport decides here.
+    # /metrics answers the master key without the database (the app is not started): only the transport decides.
     transport = httpx.ASGITransport(app=app, client=(peer, 50000))
     async with httpx.AsyncClient(transport=transport, base_url=f"{scheme}://tkr.test") as client:
         return await client.get(path, headers={**ADMIN, **(headers or {})})

@@ -26,6 +26,7 @@ ERROR_TYPES = {
     404: "not_found_error",
     405: "invalid_request_error",
     413: "invalid_request_error",
+    409: "invalid_request_error",
     415: "invalid_request_error",
     422: "invalid_request_error",
     429: "rate_limit_error",
@@ -33,7 +34,7 @@ ERROR_TYPES = {
 CLIENT_CLOSED_REQUEST = 499
 # The error statuses a route may document, each with the one error body every handler below returns.
 ROUTE_ERRORS: dict[int, dict[str, Any]] = {
-    status: {"model": ErrorResponse} for status in (400, 401, 403, 404, 413, 503)
+    status: {"model": ErrorResponse} for status in (400, 401, 403, 404, 409, 413, 503)
 }
 # What FastAPI says when the body could not be read as JSON for a reason other than a syntax error
 # (invalid UTF-8, nesting too deep for the parser).

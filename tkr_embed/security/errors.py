@@ -18,3 +18,11 @@ class KeyNotFoundError(LookupError):
     def __init__(self, key_id: str) -> None:
         super().__init__(f"no API key with id {key_id!r}")
         self.key_id = key_id
+
+
+class KeyRevokedError(LookupError):
+    """The API key was revoked: it can no longer be changed nor rotated (HTTP 409)."""
+
+    def __init__(self, key_id: str) -> None:
+        super().__init__(f"the API key {key_id!r} is revoked and cannot be changed")
+        self.key_id = key_id

@@ -5,10 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from redis.asyncio import Redis
+
 from tkr_embed.cache.response_cache import ResponseCache
 from tkr_embed.db import Database, resolve_database_url
 from tkr_embed.logging import register_secret
 from tkr_embed.metrics import ServerMetrics
+from tkr_embed.security.audit import AuditLog
+from tkr_embed.security.budgets import BudgetLedger
 from tkr_embed.security.hashing import KeyHasher, load_server_secret
 from tkr_embed.security.keys import Authenticator, KeyInfo
 from tkr_embed.security.ratelimit import RateLimiter, RateLimits
@@ -22,9 +26,10 @@ if TYPE_CHECKING:
 
 @dataclass
 class Gateway:
-    """Keys, rate limits, usage, response cache, stored responses and metrics of one server process.
+    """Keys, rate limits, usage, budgets, audit log, response cache, stored responses and metrics of one process.
 
-    `limiter` is None when rate limiting is off and `cache` None when the response cache is off.
+    `limiter` is None when rate limiting is off and `cache` None when the response cache is off. `budgets` and
+    `audit` are built from `db` and `usage` when not given (budgets then count without shared counters).
     """
 
     db: Database
@@ -36,6 +41,14 @@ class Gateway:
     default_limits: RateLimits
     limiter: RateLimiter | None = None
     cache: ResponseCache[Any] | None = None
+    budgets: BudgetLedger | None = None
+    audit: AuditLog | None = None
+
+    def __post_init__(self) -> None:
+        if self.budgets is None:
+            self.budgets = BudgetLedger(self.db, self.usage)
+        if self.audit is None:
+            self.audit = AuditLog(self.db)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Gateway:
@@ -52,11 +65,14 @@ class Gateway:
             requests_per_day=rate.requests_per_day,
             tokens_per_minute=rate.tokens_per_minute,
         )
+        usage = UsageRecorder(db)
+        redis_url = rate.redis_url or settings.storage.redis_url
         return cls(
             db=db,
             keys=keys,
             authenticator=Authenticator(keys, hasher, master_key=settings.security.api_key),
-            usage=UsageRecorder(db),
+            usage=usage,
+            budgets=BudgetLedger(db, usage, Redis.from_url(redis_url) if redis_url else None),
             responses=ResponseStore(db, retention_days=settings.storage.responses_retention_days),
             metrics=ServerMetrics(),
             default_limits=default_limits,
@@ -91,4 +107,5 @@ class Gateway:
         await self.responses.close()
         if self.limiter is not None:
             await self.limiter.close()
+        await self.budgets.close()
         await self.db.close()

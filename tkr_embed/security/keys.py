@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from tkr_embed.security.hashing import KeyHasher, constant_time_equals, looks_like_api_key
 from tkr_embed.security.permissions import ALL_PERMISSIONS, Permission, grants
+from tkr_embed.security.policy import KeyBudgets, ReasoningPolicy
 
 if TYPE_CHECKING:
     from tkr_embed.security.store import KeyStore
@@ -49,6 +50,10 @@ class KeyInfo:
     revoked_at: datetime | None = None
     last_used_at: datetime | None = None
     limits: KeyLimits = field(default_factory=KeyLimits)
+    budgets: KeyBudgets = field(default_factory=KeyBudgets)
+    reasoning: ReasoningPolicy = field(default_factory=ReasoningPolicy)
+    previous_hint: str | None = None  # the secret replaced by the last rotation, while it is still accepted
+    previous_expires_at: datetime | None = None
 
     @property
     def is_master(self) -> bool:
@@ -123,7 +128,11 @@ class Authenticator:
         stored = await self._store.find_by_digest(digest)
         if stored is None or not self._hasher.matches(raw_key, stored.key_hash):
             return None
-        if not stored.info.is_active(self._clock()):
+        now = self._clock()
+        if not stored.info.is_active(now):
             logger.info("refused an inactive API key", extra={"key_id": stored.info.id})
+            return None
+        if stored.accepted_until is not None and now >= stored.accepted_until:
+            logger.info("refused a rotated-out API key secret", extra={"key_id": stored.info.id})
             return None
         return stored.info

@@ -1,4 +1,4 @@
-"""SQL tables of the gateway: API keys (hashes only) and daily usage per key."""
+"""SQL tables of the gateway: API keys (hashes only), daily usage per key and the audit log of admin actions."""
 
 from __future__ import annotations
 
@@ -31,6 +31,14 @@ class ApiKeyRow(Base):
     limit_requests_per_hour: Mapped[int | None] = mapped_column(Integer, nullable=True)
     limit_requests_per_day: Mapped[int | None] = mapped_column(Integer, nullable=True)
     limit_tokens_per_minute: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # Token budgets and reasoning policy as JSON (tkr_embed/security/policy.py); NULL: none.
+    budgets: Mapped[str | None] = mapped_column(Text, nullable=True)
+    reasoning_policy: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # The secret replaced by the last rotation, still accepted until previous_expires_at.
+    previous_key_hash: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    previous_display_prefix: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    previous_last_four: Mapped[str | None] = mapped_column(String(4), nullable=True)
+    previous_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 class UsageDailyRow(Base):
@@ -45,3 +53,20 @@ class UsageDailyRow(Base):
     completion_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
     reasoning_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
     cache_hits: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class AuditEntryRow(Base):
+    """One admin action: who (key id, "master"), when, from where, what, on what, and the fields it changed.
+
+    `changes` is JSON: {field: {"from": old, "to": new}}. It never holds a secret nor a hash.
+    """
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    actor: Mapped[str] = mapped_column(String(64))
+    client: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    action: Mapped[str] = mapped_column(String(32))
+    target: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    changes: Mapped[str] = mapped_column(Text)

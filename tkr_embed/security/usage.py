@@ -125,6 +125,7 @@ class UsageRecorder:
         self._max_batch = max_batch
         self._clock = clock
         self._buffer: list[UsageEvent] = []
+        self._writing: list[UsageEvent] = []  # the batch a flush is writing, until its transaction commits
         self._wake = asyncio.Event()
         self._flush_lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
@@ -134,6 +135,10 @@ class UsageRecorder:
     @property
     def pending(self) -> int:
         return len(self._buffer)
+
+    def unwritten(self) -> list[UsageEvent]:
+        """Every recorded event not yet committed to the database (budgets add them to the stored rows)."""
+        return [*self._writing, *self._buffer]
 
     def record(
         self,
@@ -171,13 +176,18 @@ class UsageRecorder:
             events, self._buffer = self._buffer, []
             if not events:
                 return 0
+            self._writing = events
             try:
-                async with self._db.sessions() as session, session.begin():
-                    await _write(session, self._db.dialect, events)
+                async with self._db.sessions() as session:
+                    async with session.begin():
+                        await _write(session, self._db.dialect, events)
+                    self._writing = []  # committed: the stored rows count them now
             except asyncio.CancelledError:
+                self._writing = []
                 self._buffer[:0] = events  # the transaction rolled back: nothing was counted
                 raise
             except Exception:
+                self._writing = []
                 self.flush_failures += 1
                 self._buffer[:0] = events  # keep them for the next flush: totals stay exact
                 logger.exception("usage flush failed; %d records kept for the next attempt", len(events))
@@ -203,9 +213,11 @@ async def usage_totals(db: Database, key_id: str | None = None) -> dict[str, Usa
     return {row[0]: UsageTotals(*(int(value or 0) for value in row[1:])) for row in rows}
 
 
-async def usage_by_day(db: Database, key_id: str) -> list[DailyUsage]:
-    """One row per UTC day on which the key was used, oldest first."""
+async def usage_by_day(db: Database, key_id: str, since: date | None = None) -> list[DailyUsage]:
+    """One row per UTC day on which the key was used (from `since` on, if given), oldest first."""
     query = select(UsageDailyRow).where(UsageDailyRow.key_id == key_id).order_by(UsageDailyRow.day)
+    if since is not None:
+        query = query.where(UsageDailyRow.day >= since)
     async with db.sessions() as session:
         rows = (await session.scalars(query)).all()
     return [DailyUsage(row.key_id, row.day, UsageTotals(*(getattr(row, name) for name in _COUNTERS))) for row in rows]

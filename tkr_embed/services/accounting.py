@@ -105,6 +105,8 @@ class RequestAccount:
     # starts it, raising RateLimitedError (429) when refused. None: nothing to charge (no limits).
     charge: Callable[[RequestCost], Awaitable[None]] | None = None
     charged: RequestCost | None = None  # what `charge` accepted (its tokens are not charged again afterwards)
+    # Set by the gateway from the caller's reasoning policy: the analysis channel ends after this many tokens.
+    max_reasoning_tokens: int | None = None
 
     def observe(self, output: RequestOutput) -> None:
         record = self.engine_requests.setdefault(output.request_id, EngineRequestRecord())
@@ -180,3 +182,9 @@ def note_reasoning_tokens(count: int) -> None:
     account = _current.get()
     if account is not None:
         account.note_reasoning_tokens(count)
+
+
+def reasoning_token_cap() -> int | None:
+    """The current caller's cap on reasoning tokens per completion, if its key has one."""
+    account = _current.get()
+    return account.max_reasoning_tokens if account is not None else None

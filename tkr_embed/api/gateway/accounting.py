@@ -1,4 +1,5 @@
-"""After a request: usage per key (buffered, written in batches), engine metrics, token rate windows."""
+"""After a request: usage per key (buffered, written in batches; budget counters), engine metrics, token rate
+windows."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import logging
 
 from tkr_embed.metrics import RequestObservation
 from tkr_embed.security.gateway import Gateway
-from tkr_embed.security.keys import KeyInfo
+from tkr_embed.security.keys import KeyInfo, utcnow
 from tkr_embed.services.accounting import EngineRequestRecord, RequestAccount
 
 logger = logging.getLogger("tkr_embed.gateway")
@@ -48,6 +49,8 @@ async def observe_account(gateway: Gateway, caller: KeyInfo, account: RequestAcc
             reasoning_tokens=reasoning,
             cache_hit=account.cache_hit,
         )
+        # The shared budget counters count it once, here, as the usage rows will (budgets.py).
+        await gateway.budgets.add(caller.id, utcnow(), prompt, completion, reasoning)
         if account.cache_hit:
             gateway.metrics.response_cache_hits.inc()
         else:

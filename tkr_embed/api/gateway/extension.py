@@ -14,7 +14,7 @@ from tkr_embed.api.gateway.middleware import GatewayMiddleware
 from tkr_embed.api.gateway.transport import TransportPolicy
 from tkr_embed.api.state import ServerState
 from tkr_embed.config import Settings
-from tkr_embed.security.errors import GatewayInputError, KeyNotFoundError
+from tkr_embed.security.errors import GatewayInputError, KeyNotFoundError, KeyRevokedError
 from tkr_embed.security.gateway import Gateway
 
 logger = logging.getLogger("tkr_embed.gateway")
@@ -26,6 +26,10 @@ async def _input_error(request: Request, exc: GatewayInputError) -> Response:
 
 async def _key_not_found(request: Request, exc: KeyNotFoundError) -> Response:
     return error_response(404, str(exc), "key_id", code="key_not_found")
+
+
+async def _key_revoked(request: Request, exc: KeyRevokedError) -> Response:
+    return error_response(409, str(exc), "key_id", code="key_revoked")
 
 
 def _limiter_storage(settings: Settings) -> str:
@@ -43,18 +47,21 @@ class GatewayExtension:
         self.gateway = gateway or Gateway.from_settings(settings)
 
     def install(self, app: FastAPI, settings: Settings) -> None:
-        app.include_router(admin_router(self.gateway, _limiter_storage(settings)))
+        transport = TransportPolicy.of(settings.security.trusted_proxies)
+        app.include_router(admin_router(self.gateway, _limiter_storage(settings), transport))
         app.include_router(metrics_router(self.gateway))
         app.add_exception_handler(GatewayInputError, _input_error)
         app.add_exception_handler(KeyNotFoundError, _key_not_found)
+        app.add_exception_handler(KeyRevokedError, _key_revoked)
         app.add_middleware(
             GatewayMiddleware,
             gateway=self.gateway,
             auth_required=settings.auth_required,
             metrics_public=settings.security.metrics_public,
             require_https=settings.security.require_https,
-            transport=TransportPolicy.of(settings.security.trusted_proxies),
+            transport=transport,
             rate_limit_fail_open=settings.rate_limit.fail_open,
+            default_reasoning_effort=settings.model.default_reasoning_effort,
         )
         app.state.gateway = self.gateway
 

@@ -1,8 +1,10 @@
 """The gateway in front of every route: who calls (key), may they (permissions), how often (rate
-limits), and what it cost (usage, metrics; the caller's key id for the request's log line, api/middleware.py).
+limits, budgets, reasoning policy), and what it cost (usage, metrics; the caller's key id for the request's log
+line, api/middleware.py).
 
 Pure ASGI, so streaming bodies pass through untouched. Order of the checks: public paths pass;
-then authentication (401), permissions on the normalised path (403), rate limits (429). The
+then authentication (401), permissions on the normalised path (403), token budgets (429 budget_exceeded), the
+key's reasoning policy (the effort stepped down in the body, or 403), rate limits (429). The
 decision never reads the Host header or the raw spelling of the path. Usage is recorded and metrics
 observed after the response, from the request's `RequestAccount` (filled by the services); the usage
 write itself happens later, in batches, off the request path.
@@ -15,16 +17,21 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from starlette.datastructures import Headers, QueryParams
+from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from tkr_embed.api.errors import error_response
+from tkr_embed.api.errors import error_body, error_response
 from tkr_embed.api.gateway.accounting import observe_account
 from tkr_embed.api.gateway.paths import HEALTH_PATH, METRICS_PATH, NormalisedPath, normalise_path
+from tkr_embed.api.gateway.policy_schemas import BudgetExceededView
+from tkr_embed.api.gateway.reasoning_effort import EFFORT_FIELDS, apply_policy, param_name
 from tkr_embed.api.gateway.transport import TransportPolicy
 from tkr_embed.api.middleware import KEY_ID_STATE
 from tkr_embed.logging import request_context
+from tkr_embed.security.budgets import BudgetExceeded
 from tkr_embed.security.credentials import extract_api_key
 from tkr_embed.security.gateway import Gateway
 from tkr_embed.security.keys import KeyInfo
@@ -35,6 +42,7 @@ from tkr_embed.security.permissions import (
     Permission,
     required_permissions,
 )
+from tkr_embed.security.policy import EffortDecision, EffortNotAllowed
 from tkr_embed.security.ratelimit import RateDecision
 from tkr_embed.services.accounting import RequestAccount, RequestCost, account_scope
 from tkr_embed.services.errors import RateLimitedError, ServiceError
@@ -46,6 +54,8 @@ UNMATCHED_ROUTE = "unmatched"
 SERVER_TIMING_HEADER = b"server-timing"
 STORE_ERROR_LOG_INTERVAL_S = 10.0  # one log line per interval while the rate-limit store is down
 STORE_DOWN_RETRY_AFTER_S = 5
+# Routes whose requests run the engine, and so spend a key's token budgets.
+BUDGETED_ROUTES = frozenset({*EFFORT_FIELDS, "/v1/completions"})
 
 
 class _StoreDownError(ServiceError):
@@ -101,6 +111,11 @@ async def _buffer_body(receive: Receive) -> tuple[bytes, Receive] | None:
         if not message.get("more_body", False):
             break
     body = b"".join(chunks)
+    return body, _replay(body, receive)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A `receive` that gives `body` whole, then whatever `receive` gives (the disconnect)."""
     replayed = False
 
     async def replay() -> Message:
@@ -110,7 +125,21 @@ async def _buffer_body(receive: Receive) -> tuple[bytes, Receive] | None:
             return {"type": "http.request", "body": body, "more_body": False}
         return await receive()
 
-    return body, replay
+    return replay
+
+
+def _set_content_length(scope: Scope, length: int) -> None:
+    headers = [(name, value) for name, value in scope["headers"] if name.lower() != b"content-length"]
+    scope["headers"] = [*headers, (b"content-length", str(length).encode())]
+
+
+def _budget_response(spent: BudgetExceeded) -> JSONResponse:
+    """429 budget_exceeded in the OpenAI error shape, with the spent budget and when it resets."""
+    retry_after = max(1, int((spent.resets_at - datetime.now(UTC)).total_seconds()) + 1)
+    body = error_body(429, spent.message, code="budget_exceeded").model_dump()
+    body["budget"] = BudgetExceededView.of(spent).model_dump(mode="json")
+    resets = spent.resets_at.isoformat().replace("+00:00", "Z")
+    return JSONResponse(body, status_code=429, headers={"Retry-After": str(retry_after), "X-Budget-Reset": resets})
 
 
 def _server_timing(started: float) -> tuple[bytes, bytes]:
@@ -128,6 +157,7 @@ class GatewayMiddleware:
         require_https: bool = False,
         transport: TransportPolicy | None = None,
         rate_limit_fail_open: bool = True,
+        default_reasoning_effort: str = "medium",
     ) -> None:
         self.app = app
         self.gateway = gateway
@@ -136,6 +166,7 @@ class GatewayMiddleware:
         self.require_https = require_https
         self.transport = transport or TransportPolicy()
         self.rate_limit_fail_open = rate_limit_fail_open
+        self.default_reasoning_effort = default_reasoning_effort
         self._store_error_logged_at: float | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -209,6 +240,29 @@ class GatewayMiddleware:
             )(scope, receive, send)
             return
 
+        generates = scope["method"] == "POST" and path.path in BUDGETED_ROUTES
+        if generates:
+            spent = await self._spent_budget(caller)
+            if spent is not None:
+                await _budget_response(spent)(scope, receive, send)
+                return
+        effort: EffortDecision | None = None
+        if generates and caller.reasoning.allowed_efforts is not None:
+            buffered = await _buffer_body(receive)
+            if buffered is None:
+                return
+            try:
+                outcome = apply_policy(path.path, buffered[0], caller.reasoning, self.default_reasoning_effort)
+            except EffortNotAllowed as refusal:
+                await error_response(403, str(refusal), param_name(path.path), code="reasoning_effort_not_allowed")(
+                    scope, receive, send
+                )
+                return
+            effort = outcome.decision
+            receive = _replay(outcome.body, receive)
+            if outcome.body is not buffered[0]:
+                _set_content_length(scope, len(outcome.body))
+
         try:
             decision = await self._rate_limit(caller, needed)
         except RateLimitStoreDown:
@@ -230,12 +284,28 @@ class GatewayMiddleware:
             return
 
         scope["state"]["api_key"] = caller
-        account = RequestAccount(scope=caller.id, cache=self.gateway.cache)
+        account = RequestAccount(
+            scope=caller.id, cache=self.gateway.cache, max_reasoning_tokens=caller.reasoning.max_reasoning_tokens
+        )
         if decision is not None:
             account.charge = self._charger(caller)
         extra_headers = decision.headers() if decision is not None else {}
+        if effort is not None and effort.stepped_down:
+            extra_headers["X-Reasoning-Effort-Applied"] = effort.applied
+            extra_headers["X-Reasoning-Effort-Requested"] = effort.requested
+
+        observed = False
+
+        async def observe() -> None:
+            nonlocal observed
+            if not observed:
+                observed = True
+                await observe_account(self.gateway, caller, account, charge_tokens=decision is not None)
 
         async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                # Counted before the client sees the end: its next request finds this one in the budgets.
+                await observe()
             if message["type"] == "http.response.start":
                 headers = list(message.get("headers", []))
                 headers += [(name.encode(), value.encode()) for name, value in extra_headers.items()]
@@ -248,7 +318,7 @@ class GatewayMiddleware:
             with account_scope(account):
                 await self.app(scope, receive, send_with_headers)
         finally:
-            await observe_account(self.gateway, caller, account, charge_tokens=decision is not None)
+            await observe()
 
     async def _authenticate(self, scope: Scope) -> KeyInfo | None:
         raw_key = extract_api_key(Headers(scope=scope), QueryParams(scope.get("query_string", b"")))
@@ -274,6 +344,16 @@ class GatewayMiddleware:
             return None, receive
         body, replay = buffered
         return _wants_stream(body), replay
+
+    async def _spent_budget(self, caller: KeyInfo) -> BudgetExceeded | None:
+        """The caller's spent budget, if any. A failure to read the usage admits the request (logged)."""
+        if not caller.budgets.is_set:
+            return None
+        try:
+            return await self.gateway.budgets.check(caller)
+        except Exception:
+            logger.exception("budgets of key %s could not be checked; the request is admitted", caller.id)
+            return None
 
     async def _rate_limit(self, caller: KeyInfo, needed: frozenset[Permission]) -> RateDecision | None:
         """The limiter's decision, or None when unlimited: limits off, the master key, admin routes.

@@ -1,4 +1,5 @@
-"""Wire types of the admin API (/admin/api-keys, /admin/stats, /admin/config)."""
+"""Wire types of the admin API (/admin/api-keys, /admin/stats, /admin/config); budgets, policy, usage and the
+audit log are in policy_schemas.py."""
 
 from __future__ import annotations
 
@@ -7,9 +8,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from tkr_embed.api.gateway.policy_schemas import BudgetsBody, ReasoningPolicyBody, RotationView
 from tkr_embed.cache.response_cache import CacheStats
 from tkr_embed.engine.outputs import EngineStats
 from tkr_embed.security.keys import CreatedKey, KeyInfo, KeyLimits
+from tkr_embed.security.store import KeyUpdate
 
 
 class KeyLimitsBody(BaseModel):
@@ -38,6 +41,35 @@ class CreateKeyRequest(BaseModel):
     permissions: list[str] | None = None  # default: generate:text, generate:chat, generate:stream
     expires_in_days: int | None = Field(None, ge=1, le=3650)
     limits: KeyLimitsBody | None = None
+    budgets: BudgetsBody | None = None
+    reasoning: ReasoningPolicyBody | None = None
+
+
+class UpdateKeyRequest(BaseModel):
+    """PATCH: a field given replaces the stored value whole; left out, it is unchanged; null clears it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(None, min_length=1, max_length=200)
+    permissions: list[str] | None = None
+    limits: KeyLimitsBody | None = None
+    budgets: BudgetsBody | None = None
+    reasoning: ReasoningPolicyBody | None = None
+
+    def to_update(self) -> KeyUpdate:
+        given = self.model_fields_set
+        limits, budgets, reasoning = (
+            self.limits or KeyLimitsBody(),
+            self.budgets or BudgetsBody(),
+            self.reasoning or ReasoningPolicyBody(),
+        )
+        return KeyUpdate(
+            name=self.name,
+            permissions=self.permissions,
+            limits=limits.to_limits() if "limits" in given else None,
+            budgets=budgets.to_budgets() if "budgets" in given else None,
+            reasoning=reasoning.to_policy() if "reasoning" in given else None,
+        )
 
 
 class KeyView(BaseModel):
@@ -53,48 +85,41 @@ class KeyView(BaseModel):
     last_used_at: datetime | None
     active: bool
     limits: KeyLimitsBody
+    budgets: BudgetsBody
+    reasoning: ReasoningPolicyBody
+    rotation: RotationView | None
 
     @classmethod
     def of(cls, info: KeyInfo, now: datetime) -> KeyView:
-        return cls(
-            id=info.id,
-            name=info.name,
-            key_hint=info.hint,
-            permissions=info.permission_names,
-            created_at=info.created_at,
-            expires_at=info.expires_at,
-            revoked_at=info.revoked_at,
-            last_used_at=info.last_used_at,
-            active=info.is_active(now),
-            limits=KeyLimitsBody.of(info.limits),
-        )
+        return cls(**_view_fields(info, now))
 
 
-class CreatedKeyResponse(BaseModel):
-    """The answer to POST /admin/api-keys: the only time `api_key` is ever shown."""
+def _view_fields(info: KeyInfo, now: datetime) -> dict[str, Any]:
+    return {
+        "id": info.id,
+        "name": info.name,
+        "key_hint": info.hint,
+        "permissions": info.permission_names,
+        "created_at": info.created_at,
+        "expires_at": info.expires_at,
+        "revoked_at": info.revoked_at,
+        "last_used_at": info.last_used_at,
+        "active": info.is_active(now),
+        "limits": KeyLimitsBody.of(info.limits),
+        "budgets": BudgetsBody.of(info.budgets),
+        "reasoning": ReasoningPolicyBody.of(info.reasoning),
+        "rotation": RotationView.of(info, now),
+    }
 
-    id: str
-    name: str
+
+class CreatedKeyResponse(KeyView):
+    """The answer to POST /admin/api-keys and to a rotation: the only time `api_key` is ever shown."""
+
     api_key: str
-    key_hint: str
-    permissions: list[str]
-    created_at: datetime | None
-    expires_at: datetime | None
-    limits: KeyLimitsBody
 
     @classmethod
-    def of(cls, created: CreatedKey) -> CreatedKeyResponse:
-        info = created.info
-        return cls(
-            id=info.id,
-            name=info.name,
-            api_key=created.api_key,
-            key_hint=info.hint,
-            permissions=info.permission_names,
-            created_at=info.created_at,
-            expires_at=info.expires_at,
-            limits=KeyLimitsBody.of(info.limits),
-        )
+    def of(cls, created: CreatedKey, now: datetime) -> CreatedKeyResponse:
+        return cls(api_key=created.api_key, **_view_fields(created.info, now))
 
 
 class KeyList(BaseModel):

@@ -16,6 +16,7 @@ from starlette.types import Scope
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 SECURE_SCHEMES = frozenset({"https", "wss"})
+FORWARDED_FOR_HEADER = b"x-forwarded-for"
 FORWARDED_PROTO_HEADER = b"x-forwarded-proto"
 
 
@@ -32,7 +33,7 @@ def parse_trusted_proxies(entries: Iterable[str]) -> tuple[Network, ...]:
 
 @dataclass(frozen=True)
 class TransportPolicy:
-    """Decides whether a request counts as HTTPS."""
+    """Decides whether a request counts as HTTPS, and which address it comes from."""
 
     trusted_proxies: tuple[Network, ...] = ()
 
@@ -58,6 +59,17 @@ class TransportPolicy:
             return False
         last_hop = forwarded.split(",")[-1].strip().lower()
         return last_hop in SECURE_SCHEMES
+
+    def client_address(self, scope: Scope) -> str | None:
+        """The caller's address: the last X-Forwarded-For hop when the peer is a trusted proxy, else the peer."""
+        client = scope.get("client")
+        peer = client[0] if client else None
+        forwarded = _last_header(scope, FORWARDED_FOR_HEADER)
+        if forwarded is not None and self.is_trusted_peer(scope):
+            last_hop = forwarded.split(",")[-1].strip()
+            if last_hop:
+                return last_hop[:64]
+        return peer
 
 
 def _last_header(scope: Scope, name: bytes) -> str | None:
