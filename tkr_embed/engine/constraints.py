@@ -32,7 +32,9 @@ class ConstraintState(Protocol):
         """How many of the next tokens may be any id whatever they turn out to be: 0 when the next token is
         restricted, FREE_FOREVER when no token will ever be restricted again.
 
-        Invariant: after `advance`, the count is at least the count before minus one.
+        The engine plans a lookahead step on this count, before the token before it is known. A state whose
+        next restriction depends on a token it cannot foresee (harmony: only `<|start|>` may follow `<|end|>`)
+        either counts that token as restricted or, if it counts it free, accepts whatever token comes there.
         """
 
     def allowed_tokens(self) -> Sequence[int] | np.ndarray:
