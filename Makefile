@@ -58,10 +58,12 @@ serve: install-serve
 	$(PY) -m tkr_embed.cli serve
 
 # The tests run against real servers: redis-server (shared rate limits) and PostgreSQL (the key store
-# on a database URL). Install them from the OS packages when missing.
+# on a database URL), and drive the web console in Chromium (tests/console). Install them from the OS packages
+# when missing; on macOS the console tests use Google Chrome or Chromium where installed, and skip otherwise.
 services:
 	@need=""; command -v redis-server >/dev/null 2>&1 || need="$$need redis-server"; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 || need="$$need postgresql"; \
+	[ "$(UNAME_S)" = Darwin ] || command -v chromium >/dev/null 2>&1 || need="$$need chromium"; \
 	if [ -n "$$need" ]; then \
 	  if command -v apt-get >/dev/null 2>&1; then \
 	    SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \

@@ -17,7 +17,13 @@ sys.path.insert(0, str(Path(__file__).parent.parent / "gateway"))
 
 from gateway_support import GatewayServer, gateway_server  # noqa: E402
 
-CHROMIUM_PATHS = ("/usr/bin/chromium", "/usr/bin/chromium-browser")
+# Debian's chromium (make services installs it); on macOS, a Chrome or Chromium the user has installed.
+CHROMIUM_PATHS = (
+    "/usr/bin/chromium",
+    "/usr/bin/chromium-browser",
+    "/Applications/Chromium.app/Contents/MacOS/Chromium",
+    "/Applications/Google Chrome.app/Contents/MacOS/Google Chrome",
+)
 SCREENSHOTS = pytest.StashKey[Path]()
 
 
@@ -45,9 +51,9 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
 def browser() -> Iterator[object]:
     executable = chromium_path()
     if executable is None:
-        if os.environ.get("TKR_TEST_SERVICES_REQUIRED"):
+        if os.environ.get("TKR_TEST_SERVICES_REQUIRED") and sys.platform != "darwin":
             pytest.fail("chromium is not installed (make services installs it)")
-        pytest.skip("chromium is not installed (make services installs it)")
+        pytest.skip("no Chromium or Google Chrome found (on Linux, make services installs chromium)")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
