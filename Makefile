@@ -88,7 +88,7 @@ gpu-wheels:
 	mkdir -p .whl
 	$(PYTHON) scripts/lock.py wheels .whl/requirements.txt
 	$(PYTHON) -m pip download -q --require-hashes --no-deps --only-binary=:all: --python-version 3.12 \
-	  --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
+	  --implementation cp --platform manylinux_2_31_x86_64 --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
 	  --platform manylinux2014_x86_64 -d .whl -r .whl/requirements.txt
 
 clean:
