@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 
@@ -13,7 +14,7 @@ from tkr_embed.harmony.chunked_encode import CHUNK_CHARS, encode_plain
 from tkr_embed.harmony.conversation import build_conversation
 from tkr_embed.harmony.recipient_constraint import recipient_constraint
 from tkr_embed.harmony.special_tokens import MESSAGE, START, STARTOFTEXT, STOP_TOKEN_IDS
-from tkr_embed.harmony.structured_constraint import structured_constraint, with_reasoning_budget
+from tkr_embed.harmony.structured_constraint import HarmonyConstraint, structured_constraint, with_reasoning_budget
 from tkr_embed.harmony.tokenizer import get_encoding
 from tkr_embed.harmony.types import ChatMessage, FunctionTool, ReasoningEffort, ResponseFormat, ToolChoice
 
@@ -35,10 +36,33 @@ class RenderedPrompt:
     forced_prefix: list[int]
     stop_token_ids: list[int]
     constraint: TokenConstraint | None = None
+    # What a reasoning cap needs to build a harmony constraint where the request has none of its own.
+    tool_names: tuple[str, ...] = ()
+    tool_choice: ToolChoice | None = None
 
-    def constraint_for(self, max_tokens: int | None) -> TokenConstraint | None:
-        """The constraint for a request of `max_tokens`: a structured one reserves half of it for the answer."""
-        return with_reasoning_budget(self.constraint, max_tokens)
+    def constraint_for(self, max_tokens: int | None, max_reasoning_tokens: int | None = None) -> TokenConstraint | None:
+        """The constraint for a request of `max_tokens`: a structured one reserves half of it for the answer.
+
+        With `max_reasoning_tokens` (a key's cap), the analysis channel ends after that many tokens and the
+        final answer opens (free, or under the request's grammar): the structured constraint's reasoning budget,
+        over a constraint that leaves every body free when the request has none.
+        """
+        constraint = with_reasoning_budget(self.constraint, max_tokens)
+        if max_reasoning_tokens is None:
+            return constraint
+        if not isinstance(constraint, HarmonyConstraint):
+            choice = self.tool_choice or ToolChoice(mode="auto")
+            constraint = structured_constraint(
+                get_encoding(),
+                final_grammar=None,
+                tool_grammars=[(name, None) for name in self.tool_names],
+                forced=choice.mode if choice.mode in ("required", "function") else None,
+                forced_name=choice.function_name,
+            )
+        budget = constraint.reasoning_budget
+        return dataclasses.replace(
+            constraint, reasoning_budget=max_reasoning_tokens if budget is None else min(budget, max_reasoning_tokens)
+        )
 
 
 def render_chat(
@@ -65,7 +89,14 @@ def render_chat(
     token_ids.extend(encoding.encode("assistant", disallowed_special=()))
     forced_prefix = _forced_prefix(encoding, choice)
     constraint = _constraint(encoding, conversation.offered_tools, choice, response_format)
-    return RenderedPrompt(token_ids + forced_prefix, forced_prefix, list(STOP_TOKEN_IDS), constraint)
+    return RenderedPrompt(
+        token_ids + forced_prefix,
+        forced_prefix,
+        list(STOP_TOKEN_IDS),
+        constraint,
+        tool_names=tuple(tool.name for tool in conversation.offered_tools),
+        tool_choice=choice,
+    )
 
 
 def response_format_section(response_format: ResponseFormat) -> str:

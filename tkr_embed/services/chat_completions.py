@@ -23,7 +23,7 @@ from tkr_embed.protocol.openai_chat import (
     ToolCallOut,
 )
 from tkr_embed.protocol.openai_common import CompletionTokensDetails, PromptTokensDetails, Usage
-from tkr_embed.services.accounting import RequestCost, note_reasoning_tokens
+from tkr_embed.services.accounting import RequestCost, note_reasoning_tokens, reasoning_token_cap
 from tkr_embed.services.admission import (
     chat_chars,
     check_prompt_chars,
@@ -99,7 +99,7 @@ class ChatCompletionService:
             max_tokens,
             top_logprobs,
             stop_token_ids=list(rendered.stop_token_ids),
-            constraint=rendered.constraint_for(max_tokens),
+            constraint=rendered.constraint_for(max_tokens, reasoning_token_cap()),
         )
         return PreparedChat(new_request_id("chatcmpl"), rendered, params, stop_list(request.stop), top_logprobs)
 

@@ -17,7 +17,7 @@ from tkr_embed.protocol.native import (
     StreamDelta,
     StreamEvent,
 )
-from tkr_embed.services.accounting import RequestCost, note_reasoning_tokens
+from tkr_embed.services.accounting import RequestCost, note_reasoning_tokens, reasoning_token_cap
 from tkr_embed.services.admission import chat_chars, check_prompt_chars, check_prompt_tokens, default_max_tokens_cap
 from tkr_embed.services.chat_prompt import render
 from tkr_embed.services.context import ModelContext, new_request_id
@@ -63,7 +63,9 @@ class NativeService:
         check_prompt_tokens(num_prompt, prompt_param)
         cap = default_max_tokens_cap([num_prompt], 1, request.max_tokens, "max_tokens", prompt_param)
         max_tokens = self.ctx.max_tokens_for(num_prompt, request.max_tokens, "max_tokens", prompt_param, cap)
-        params = request.sampling_params(max_tokens, list(rendered.stop_token_ids), rendered.constraint_for(max_tokens))
+        params = request.sampling_params(
+            max_tokens, list(rendered.stop_token_ids), rendered.constraint_for(max_tokens, reasoning_token_cap())
+        )
         return PreparedNative(new_request_id("gen"), rendered, params, request.reasoning_level)
 
     def _cache_slot(self, prepared: PreparedNative, endpoint: str, stream: bool) -> CacheSlot | None:

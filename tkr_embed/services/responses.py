@@ -39,7 +39,7 @@ from tkr_embed.protocol.openai_responses_events import (
     StreamErrorDetail,
     StreamEvent,
 )
-from tkr_embed.services.accounting import RequestCost, note_reasoning_tokens
+from tkr_embed.services.accounting import RequestCost, note_reasoning_tokens, reasoning_token_cap
 from tkr_embed.services.admission import chat_chars, check_prompt_chars, check_prompt_tokens, default_max_tokens_cap
 from tkr_embed.services.chat_prompt import render
 from tkr_embed.services.context import ModelContext, unix_now
@@ -124,7 +124,7 @@ class ResponsesService:
             seed=request.seed,
             logprobs=_logprobs(request),
             stop_token_ids=list(rendered.stop_token_ids),
-            constraint=rendered.constraint_for(max_tokens),
+            constraint=rendered.constraint_for(max_tokens, reasoning_token_cap()),
         )
         response_id = new_id("resp")
         skeleton = self._echo(request, response_id, effort, params, continuation)
