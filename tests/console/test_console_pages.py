@@ -7,6 +7,9 @@ from pathlib import Path
 
 from console_support import PHONE, console_page, shoot, sign_in
 from gateway_support import MASTER_KEY, SECRET_KEY, GatewayServer
+from playwright.sync_api import expect
+
+from tkr_embed.harmony.tokenizer import get_tokenizer
 
 WEATHER_TOOL = [
     {
@@ -63,7 +66,7 @@ def test_the_playground_streams_the_answer_with_the_reasoning_apart(
         reasoning.locator("summary").click()
         assert reasoning.locator(".reasoning-text").is_visible()
         assert reasoning.locator(".reasoning-text").inner_text() == "think think"
-        assert "completion" in reply.locator(".meta").inner_text()
+        expect(reply.locator(".meta")).to_contain_text("completion")
         # The engine got the effort chosen, rendered into the harmony system message.
         assert "Reasoning: low" in server.engine.decode(server.engine.submitted[-1].prompt_token_ids)
         curl = page.locator("#code-curl").inner_text()
@@ -74,10 +77,10 @@ def test_the_playground_streams_the_answer_with_the_reasoning_apart(
 
 
 def test_the_playground_shows_the_tool_calls_made(browser, server: GatewayServer, screenshots: Path) -> None:
-    tool_call = server.engine.decode  # the fake engine answers with a tool call for this test only
-    encoded = __import__("tkr_embed.harmony.tokenizer", fromlist=["get_tokenizer"]).get_tokenizer()
+    # The fake engine answers with a tool call for this test only.
+    tool_call = get_tokenizer().encoding.encode(TOOL_CALL, allowed_special="all")
     answer = server.engine.script
-    server.engine.script = lambda prompt, params: encoded.encoding.encode(TOOL_CALL, allowed_special="all")
+    server.engine.script = lambda prompt, params: tool_call
     try:
         with console_page(browser, server.url) as page:
             sign_in(page)
@@ -88,13 +91,11 @@ def test_the_playground_shows_the_tool_calls_made(browser, server: GatewayServer
             page.get_by_label("Message", exact=True).fill("Weather in Paris?")
             page.get_by_role("button", name="Send").click()
             call = page.locator(".turn.assistant .tool-call").first
-            call.wait_for()
-            assert call.inner_text() == 'get_weather({"city": "Paris"})'
+            expect(call).to_have_text('get_weather({"city": "Paris"})')
             assert "get_weather" in page.locator("#code-python").inner_text()
             shoot(page, screenshots, "playground-tools")
     finally:
         server.engine.script = answer
-    assert tool_call is not None
 
 
 def test_on_a_phone_nothing_is_wider_than_the_screen(browser, server: GatewayServer, screenshots: Path) -> None:
@@ -110,8 +111,10 @@ def test_on_a_phone_nothing_is_wider_than_the_screen(browser, server: GatewaySer
 
 
 def test_dark_mode_follows_the_browser(browser, server: GatewayServer, screenshots: Path) -> None:
+    server.create_key("dark-mode-tenant")
     with console_page(browser, server.url, color_scheme="dark") as page:
         sign_in(page)
+        page.locator("#keys-table tbody tr", has_text="dark-mode-tenant").wait_for()
         background = page.evaluate("getComputedStyle(document.body).backgroundColor")
         text = page.evaluate("getComputedStyle(document.body).color")
         assert luminance(background) < 0.05 < 0.6 < luminance(text), (background, text)
@@ -152,20 +155,21 @@ def test_the_console_works_by_keyboard_alone_with_a_visible_focus(
         page.locator("#secret-value").wait_for()
         assert page.evaluate("document.activeElement.id") == "secret-panel"
         row = page.locator("#keys-table tbody tr", has_text="keyboard-key")
-        tab_to(page, "Revoke", "Tab")
+        tab_to(page, "Revoke keyboard-key", "Tab")
         page.keyboard.press("Enter")
         dialog = page.get_by_role("dialog")
-        assert dialog.is_visible()
+        assert dialog.is_visible() and "Revoke keyboard-key" in dialog.inner_text()
         page.keyboard.press("Escape")  # a dialog closes with Escape and revokes nothing
         assert not dialog.is_visible()
         assert row.locator(".key-status").inner_text() == "active"
 
 
 def tab_to(page, text: str, key: str) -> None:
-    """Press `key` (Tab or Shift+Tab) until the focused element's text is `text`."""
+    """Press `key` (Tab or Shift+Tab) until the focused element's accessible name (label or text) is `text`."""
     for _ in range(30):
         page.keyboard.press(key)
-        if page.evaluate("document.activeElement.textContent.trim()") == text:
+        focused = "(document.activeElement.getAttribute('aria-label') || document.activeElement.textContent).trim()"
+        if page.evaluate(focused) == text:
             return
     raise AssertionError(f"{key} never reached {text!r}")
 

@@ -24,7 +24,9 @@ function showPage(name) {
   }
 }
 
-async function route() {
+// focus: move the keyboard focus to the page shown (after a navigation), before its data loads, so that a load
+// finishing later never pulls the focus away from where the user has moved it since.
+async function route({ focus = false } = {}) {
   if (!session.key) {
     showPage("signin");
     $("#nav").hidden = true;
@@ -35,6 +37,7 @@ async function route() {
   $("#sign-out").hidden = false;
   const name = PAGES.includes(window.location.hash.slice(1)) ? window.location.hash.slice(1) : "keys";
   showPage(name);
+  if (focus) $("#main").focus();
   document.title = `${name[0].toUpperCase()}${name.slice(1)} · tkr-embed console`;
   if (name !== "server") stopServerPage();
   try {
@@ -66,8 +69,7 @@ async function signIn(event) {
   session.key = key;
   $("#signin-key").value = "";
   setStatus("Signed in");
-  await route();
-  $("#main").focus();
+  await route({ focus: true });
 }
 
 function signOut(message) {
@@ -88,7 +90,7 @@ function start() {
   $("#sign-out").addEventListener("click", () => signOut());
   window.addEventListener("hashchange", () => {
     setStatus("");
-    route().then(() => $("#main").focus());
+    route({ focus: true });
   });
   route();
 }

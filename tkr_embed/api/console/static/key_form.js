@@ -9,7 +9,7 @@ const LIMITS = [
   ["requests_per_day", "Requests / day"], ["tokens_per_minute", "Tokens / minute"],
 ];
 const BUDGET_KINDS = [["prompt", "Prompt"], ["completion", "Completion"], ["reasoning", "Reasoning"], ["total", "Total"]];
-const PERIODS = [["day", "Tokens per UTC day"], ["month", "Tokens per UTC month"]];
+const PERIODS = [["day", "tokens per UTC day"], ["month", "tokens per UTC month"]];
 const EFFORTS = ["low", "medium", "high"];
 
 function numberField(id, label, value) {
@@ -39,7 +39,7 @@ export function keyFields(prefix, key) {
   parts.push(
     h("fieldset", {}, h("legend", {}, "Rate limits (empty: the server's)"),
       h("div", { class: "fields" }, LIMITS.map(([field, label]) => numberField(`${prefix}-limit-${field}`, label, limits[field])))),
-    ...PERIODS.map(([period, legend]) => h("fieldset", {}, h("legend", {}, `Budget: ${legend.toLowerCase()} (empty: none)`),
+    ...PERIODS.map(([period, legend]) => h("fieldset", {}, h("legend", {}, `Budget: ${legend} (empty: none)`),
       h("div", { class: "fields" }, BUDGET_KINDS.map(([kind, label]) =>
         numberField(`${prefix}-budget-${period}-${kind}`, label, budgets[period] ? budgets[period][kind] : null))))),
     h("fieldset", {}, h("legend", {}, "Reasoning policy"),

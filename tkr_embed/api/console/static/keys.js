@@ -42,7 +42,8 @@ export async function loadKeys() {
   const includeRevoked = $("#show-revoked").checked;
   const list = await api.get(`/admin/api-keys?include_revoked=${includeRevoked}`);
   keys = list.data;
-  $("#keys-table tbody").replaceChildren(...keys.map(keyRow));
+  const empty = h("tr", {}, h("td", { colspan: 6, class: "note" }, "No keys yet: create one above."));
+  $("#keys-table tbody").replaceChildren(...(keys.length ? keys.map(keyRow) : [empty]));
   return keys;
 }
 
