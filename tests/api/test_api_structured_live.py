@@ -252,7 +252,9 @@ def _post(server: ServerProcess, body: dict) -> httpx.Response:
             "tools[0].function.parameters",
             "colour",
         ),
-        ({"logit_bias": {"100": 5}}, "logit_bias", "not applied"),
+        ({"logit_bias": {"the": 5}}, "logit_bias", "token ids"),
+        ({"logit_bias": {"100": 500}}, "logit_bias", "between -100 and 100"),
+        ({"logit_bias": {"999999": 1}}, "logit_bias", "201088"),
         ({"prediction": {"type": "content", "content": "x"}}, "prediction", "not supported"),
         ({"functions": [{"name": "f"}]}, "functions", "tools"),
         ({"store": True}, "store", "not stored"),
@@ -264,7 +266,9 @@ def _post(server: ServerProcess, body: dict) -> httpx.Response:
         "not",
         "look-around",
         "strict-tool-format",
-        "logit_bias",
+        "bias-key",
+        "bias-value",
+        "bias-id",
         "prediction",
         "functions",
         "store",
@@ -273,7 +277,7 @@ def _post(server: ServerProcess, body: dict) -> httpx.Response:
         "typo",
     ],
 )
-def test_what_would_be_ignored_is_a_400_naming_the_field(server, model, body, param, words):
+def test_what_would_be_ignored_or_is_wrong_is_a_400_naming_the_field(server, model, body, param, words):
     response = _post(server, {"model": model, "messages": _messages(0), "max_tokens": 4, **body})
     assert response.status_code == 400, response.text
     error = response.json()["error"]
@@ -353,3 +357,16 @@ def test_the_load_generator_asks_for_the_schema_it_is_given(server, model, tmp_p
     report = json.loads(capsys.readouterr().out)
     assert report["json_schema"] == str(schema_file)
     assert report["succeeded"] == 4 and report["errors"] == []
+
+
+def test_logit_bias_bans_and_forces_tokens(server, model):
+    apple, pear = 30366, 44632  # " apple", " pear"
+
+    def complete(bias: dict[str, float], **sampling) -> str:
+        body = {"model": model, "prompt": [1000, 2000, 3000], "max_tokens": 6, "ignore_eos": True, "logit_bias": bias}
+        response = httpx.post(server.url + "/v1/completions", json={**body, **sampling}, timeout=60)
+        return response.json()["choices"][0]["text"]
+
+    assert complete({str(apple): 100, str(pear): 90}, temperature=0.0) == " apple" * 6
+    assert complete({str(apple): -100, str(pear): 90}, temperature=1.0, seed=3) == " pear" * 6  # banned
+    assert " apple" not in complete({str(apple): -100}, temperature=1.0, seed=4)

@@ -184,3 +184,19 @@ def test_a_packed_bitmask_confines_a_row_as_its_ids_would() -> None:
     ]
     draws = [t.token_id for t in Sampler()(torch.zeros(400, VOCAB), flat_rows)]
     assert set(draws) == set(allowed)
+
+
+def test_logit_bias_shifts_the_choice_but_not_the_logprobs() -> None:
+    logits = logits_rows(2, seed=12)
+    best = int(logits[0].argmax())
+    target = int(logits[0].argmin())
+    greedy = SamplingParams(temperature=0.0, logprobs=0, logit_bias=((best, -100.0),))
+    forced = SamplingParams(temperature=1.0, logprobs=0, logit_bias=((target, 100.0),))
+    rows = [BatchEntry(0, [1], 0, [0], True, greedy), BatchEntry(1, [1], 0, [0], True, forced)]
+    banned, pushed = Sampler()(torch.stack([logits[0], logits[0]]), rows)
+    assert banned.token_id == int(logits[0].topk(2).indices[1])  # the best id is banned: the second best wins
+    assert pushed.token_id == target  # +100 outweighs any logit of this model
+    raw = torch.log_softmax(logits[0], -1)
+    assert abs(pushed.logprob - float(raw[target])) < 1e-5  # the model's own score, not the biased one
+    plain = Sampler()(logits[:1], [BatchEntry(0, [1], 0, [0], True, SamplingParams(temperature=0.0))])[0]
+    assert plain.token_id == best  # without a bias, the best id as before

@@ -73,6 +73,7 @@ def test_every_input_changes_the_key() -> None:
             "stop": ["x"],
             "include_stop_str_in_output": True,
             "constraint": OneOfTokenSequences(((1, 2),)),
+            "logit_bias": ((5, -100.0),),
         }[field.name]
         variants.append(key_for(params=dataclasses.replace(GREEDY, **{field.name: changed})))
     assert len(set(variants)) == len(variants) and base not in variants

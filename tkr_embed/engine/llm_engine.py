@@ -197,5 +197,7 @@ def check_request(
             f"length of {max_model_len} tokens",
             "max_tokens",
         )
+    if any(token_id >= vocab_size for token_id, _ in params.logit_bias):
+        raise InvalidRequestError(f"logit_bias token ids must be in [0, {vocab_size})", "logit_bias")
     if params.stop and not has_tokenizer:
         raise InvalidRequestError("stop strings need a tokenizer", "stop")

@@ -8,6 +8,7 @@ from tkr_embed.engine.constraints import TokenConstraint
 from tkr_embed.engine.errors import InvalidRequestError
 
 MAX_TOP_LOGPROBS = 20
+MAX_LOGIT_BIAS = 300  # token ids a request may bias, as OpenAI allows
 
 
 @dataclass
@@ -20,7 +21,8 @@ class SamplingParams:
     first, its logprob given the tokens before it and the top k alternatives at its position.
     `max_tokens=0` prefills the prompt (scoring it when asked) and finishes with no token generated.
     `seed` makes the request reproducible whatever else is batched with it. `stop` strings are matched
-    on the decoded text and never emitted.
+    on the decoded text and never emitted. `logit_bias` adds (token id, bias) to the logits before any other
+    choice (OpenAI's meaning: -100 bans a token, +100 all but forces it); logprobs stay those of the model.
     """
 
     n: int = 1
@@ -40,6 +42,7 @@ class SamplingParams:
     stop: list[str] = field(default_factory=list)
     include_stop_str_in_output: bool = False
     constraint: TokenConstraint | None = None  # which tokens may come next (engine/constraints.py); None: any
+    logit_bias: tuple[tuple[int, float], ...] = ()  # (token id, bias in [-100, 100]), ids distinct
 
     def __post_init__(self) -> None:
         self.validate()
@@ -83,6 +86,13 @@ class SamplingParams:
             )
         if self.seed is not None and not isinstance(self.seed, int):
             raise InvalidRequestError("seed must be an integer", "seed")
+        if len(self.logit_bias) > MAX_LOGIT_BIAS or any(
+            not isinstance(token_id, int) or token_id < 0 or not -100.0 <= bias <= 100.0
+            for token_id, bias in self.logit_bias
+        ):
+            raise InvalidRequestError(
+                f"logit_bias maps at most {MAX_LOGIT_BIAS} token ids to biases between -100 and 100", "logit_bias"
+            )
         if any(not isinstance(s, str) or not s for s in self.stop):
             raise InvalidRequestError("stop must be non-empty strings", "stop")
         if len(self.stop) > 16:

@@ -57,10 +57,15 @@ class SamplingRequest(OpenAIRequest):
 
     @field_validator("logit_bias")
     @classmethod
-    def _no_logit_bias(cls, value: dict[str, float] | None) -> dict[str, float] | None:
-        if value:
-            raise not_honoured("token biases are not applied; leave logit_bias out (or send {})")
+    def _token_id_keys(cls, value: dict[str, float] | None) -> dict[str, float] | None:
+        if value and not all(key.isdigit() for key in value):
+            raise not_honoured("logit_bias maps token ids (decimal strings, as the tokenizer numbers them) to biases")
         return value
+
+    @property
+    def logit_bias_pairs(self) -> tuple[tuple[int, float], ...]:
+        """`logit_bias` as the engine takes it: (token id, bias), by id."""
+        return tuple(sorted((int(key), float(bias)) for key, bias in (self.logit_bias or {}).items()))
 
     @property
     def include_usage(self) -> bool:
@@ -92,6 +97,7 @@ class SamplingRequest(OpenAIRequest):
             stop=list(stop or []),
             stop_token_ids=list(stop_token_ids or []),
             constraint=constraint,
+            logit_bias=self.logit_bias_pairs,
         )
 
 

@@ -1,6 +1,6 @@
 """Sampling for the MLX runner, with the torch backend's exact semantics.
 
-Plain greedy rows (no penalties, no logprobs, no constraint) take their argmax on the device, so only
+Plain greedy rows (no penalties, no logit bias, no logprobs, no constraint) take their argmax on the device, so only
 the token ids cross to the host. Any other batch hands its logits [S, V] to the shared torch Sampler on
 the CPU: the same penalties, constraint masks, top-k/top-p/min-p, logprobs and, above all, the same
 seeded RNG, so a seeded request draws the same token from the same logits on both backends. (On unified
@@ -29,6 +29,7 @@ def _is_plain_greedy(entry: BatchEntry) -> bool:
         and params.presence_penalty == 0.0
         and params.frequency_penalty == 0.0
         and entry.allowed_tokens is None
+        and not params.logit_bias
     )
 
 

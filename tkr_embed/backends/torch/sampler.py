@@ -81,6 +81,7 @@ class Sampler:
         allowed = self._allowed_masks(entries, logits.shape[1], device)  # first: nothing before it waits for the device
         raw_logprobs = torch.log_softmax(logits, dim=-1) if any(p.logprobs is not None for p in params) else None
         logits = self._apply_penalties(logits, entries)
+        logits = self._apply_logit_bias(logits, entries)
         if allowed is not None:
             logits = logits.masked_fill(~allowed, float("-inf"))  # out of place: a graph's output stays as it was
 
@@ -115,6 +116,20 @@ class Sampler:
             frequency = torch.tensor([p.frequency_penalty for p in params], device=device)[:, None]
             logits = logits - frequency * counts - presence * (counts > 0).float()
         return logits
+
+    def _apply_logit_bias(self, logits: torch.Tensor, entries: Sequence[BatchEntry]) -> torch.Tensor:
+        """Each row's `logit_bias` added to its logits (out of place)."""
+        biases = [e.sampling.logit_bias for e in entries]
+        if not any(biases):
+            return logits
+        rows = [row for row, bias in enumerate(biases) for _ in bias]
+        ids = [token_id for bias in biases for token_id, _ in bias]
+        values = [value for bias in biases for _, value in bias]
+        added = torch.zeros_like(logits)  # [S, V]
+        added[torch.tensor(rows, device=logits.device), torch.tensor(ids, device=logits.device)] = torch.tensor(
+            values, dtype=logits.dtype, device=logits.device
+        )
+        return logits + added
 
     def _allowed_masks(
         self, entries: Sequence[BatchEntry], vocab_size: int, device: torch.device
