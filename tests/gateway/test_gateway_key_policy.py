@@ -175,6 +175,22 @@ def test_an_effort_above_the_policy_is_stepped_down_with_headers_or_refused(
         assert default.headers["x-reasoning-effort-applied"] == "low" and "Reasoning: low" in prompts[-1]
         allowed = _chat(server, created["api_key"], reasoning_effort="low")
         assert allowed.status_code == 200 and "x-reasoning-effort-applied" not in allowed.headers
+        responses = httpx.post(
+            server.url + "/v1/responses",
+            headers={"X-API-Key": created["api_key"]},
+            json={"input": "hi", "reasoning": {"effort": "medium"}, "max_output_tokens": 16},
+        )
+        assert responses.status_code == 200 and responses.headers["x-reasoning-effort-applied"] == "low"
+        assert responses.json()["reasoning"]["effort"] == "low" and "Reasoning: low" in prompts[-1]
+        with httpx.stream(
+            "POST",
+            server.url + "/v1/chat/completions",
+            headers={"X-API-Key": created["api_key"]},
+            json={**CHAT, "reasoning_effort": "high", "stream": True},
+        ) as streamed:
+            assert streamed.status_code == 200 and streamed.headers["x-reasoning-effort-applied"] == "low"
+            assert b"data: [DONE]" in b"".join(streamed.iter_bytes())
+        assert "Reasoning: low" in prompts[-1]
 
         native = httpx.post(
             server.url + "/chat",
