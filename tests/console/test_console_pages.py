@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import openai
 from console_support import PHONE, console_page, shoot, sign_in
 from gateway_support import MASTER_KEY, SECRET_KEY, GatewayServer
 from playwright.sync_api import expect
@@ -33,8 +34,21 @@ def test_the_server_page_shows_the_engine_the_model_the_redacted_config_and_the_
     with console_page(browser, server.url) as page:
         sign_in(page)
         page.get_by_role("link", name="Server").click()
-        assert page.locator("#engine-running").inner_text() == "0"
+        expect(page.locator("#engine-running")).to_have_text("0")
         assert page.locator("#engine-waiting").inner_text() == "0"
+        # A request held open in the engine shows as running on the next poll, and goes when it ends.
+        server.engine.hang_after = 1
+        client = openai.OpenAI(base_url=f"{server.url}/v1", api_key=MASTER_KEY, max_retries=0)
+        stream = client.chat.completions.create(
+            model="gpt-oss-fake", messages=[{"role": "user", "content": "hi"}], stream=True
+        )
+        try:
+            next(iter(stream))
+            expect(page.locator("#engine-running")).to_have_text("1")
+        finally:
+            stream.close()
+            server.engine.hang_after = None
+        expect(page.locator("#engine-running")).to_have_text("0")
         assert page.locator("#model-name").inner_text() == "gpt-oss-fake"
         page.get_by_role("button", name="Show the configuration").click()
         config = page.locator("#config-view")
@@ -74,6 +88,23 @@ def test_the_playground_streams_the_answer_with_the_reasoning_apart(
         python = page.locator("#code-python").inner_text()
         assert 'reasoning_effort="low"' in python and '"content": "Say hello"' in python
         shoot(page, screenshots, "playground")
+
+
+def test_the_playground_runs_with_a_pasted_key_and_shows_its_effort_stepped_down(
+    browser, server: GatewayServer
+) -> None:
+    limited = server.create_key("low-only", reasoning={"allowed_efforts": ["low"], "above": "step_down"})
+    with console_page(browser, server.url) as page:
+        sign_in(page)
+        page.get_by_role("link", name="Playground").click()
+        page.get_by_label("API key for the request").fill(limited["api_key"])
+        page.get_by_label("Reasoning effort", exact=True).select_option("high")
+        page.get_by_label("Message", exact=True).fill("Say hello")
+        page.get_by_role("button", name="Send").click()
+        reply = page.locator(".turn.assistant").last
+        expect(reply.locator(".meta")).to_contain_text("effort stepped down to low")
+        assert "Reasoning: low" in server.engine.decode(server.engine.submitted[-1].prompt_token_ids)
+        assert limited["api_key"] not in page.locator("#code-curl").inner_text()
 
 
 def test_the_playground_shows_the_tool_calls_made(browser, server: GatewayServer, screenshots: Path) -> None:
