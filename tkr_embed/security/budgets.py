@@ -4,7 +4,8 @@ What a key has used in a period is the larger of two counts that never include a
 - the stored rows (`usage_daily`, the durable record) plus this process's usage not yet written to them
   (the recorder's buffer and the batch being written);
 - with Redis, the key's counters for the period (`tkr:budget:<key>:<period>`), which every replica increments
-  by each request's tokens once, when the request ends (`add`), at the moment it is buffered for the database.
+  by each request's tokens once, when the request ends (`add`), at the moment it is buffered for the database
+  (for keys with a budget: a key given one later is bounded by its stored rows until its counters catch up).
 Each count is a lower bound of the truth; with Redis, the counters are exact across replicas whose usage is not
 yet written. When Redis is down, or its counters were lost, the stored rows still bound the use from below.
 """

@@ -49,8 +49,10 @@ async def observe_account(gateway: Gateway, caller: KeyInfo, account: RequestAcc
             reasoning_tokens=reasoning,
             cache_hit=account.cache_hit,
         )
-        # The shared budget counters count it once, here, as the usage rows will (budgets.py).
-        await gateway.budgets.add(caller.id, utcnow(), prompt, completion, reasoning)
+        if caller.budgets.is_set:
+            # The shared budget counters count it once, here, as the usage rows will (budgets.py). A key without
+            # budgets skips the round trip: if it gets one later, its stored rows bound its use until then.
+            await gateway.budgets.add(caller.id, utcnow(), prompt, completion, reasoning)
         if account.cache_hit:
             gateway.metrics.response_cache_hits.inc()
         else:
