@@ -47,7 +47,9 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
         terminalreporter.write_line(f"console screenshots: {folder}")
 
 
-@pytest.fixture(scope="session")
+# Per module: Playwright's sync API runs an event loop of its own, closed with it before the asyncio tests of
+# other folders run.
+@pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
     executable = chromium_path()
     if executable is None:
