@@ -210,3 +210,51 @@ def luminance(css_colour: str) -> float:
     channels = [int(part) / 255 for part in css_colour[css_colour.index("(") + 1 : -1].split(",")[:3]]
     linear = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
     return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+
+
+CONTRAST_SCRIPT = """
+(selectors) => {
+  const rgb = (css) => css.match(/[\\d.]+/g).map(Number);
+  const background = (element) => {
+    for (let node = element; node; node = node.parentElement) {
+      const colour = rgb(getComputedStyle(node).backgroundColor);
+      if (colour.length < 4 || colour[3] > 0) return colour.slice(0, 3);
+    }
+    return [255, 255, 255];
+  };
+  const luminance = ([r, g, b]) => {
+    const linear = [r, g, b].map((c) => c / 255).map((c) => (c <= 0.03928 ? c / 12.92 : ((c + 0.055) / 1.055) ** 2.4));
+    return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2];
+  };
+  return selectors.map((selector) => {
+    const element = document.querySelector(selector);
+    const [a, b] = [luminance(rgb(getComputedStyle(element).color).slice(0, 3)), luminance(background(element))];
+    return [selector, (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05)];
+  });
+}
+"""
+# Text of every kind the pages show: body text, muted notes, the current page's link, buttons, errors, code.
+CONTRAST_SELECTORS = [
+    "h1:not([hidden] *)",
+    "#status",
+    "#nav a[aria-current='page']",
+    "#nav a:not([aria-current])",
+    "#sign-out",
+    "#keys-reload",
+    "#create-key summary",
+    "#keys-table th",
+    "#keys-table .note",
+    "#keys-table .badge.ok",
+]
+
+
+def test_text_has_enough_contrast_in_light_and_dark_mode(browser, server: GatewayServer) -> None:
+    server.create_key("contrast-tenant")
+    for scheme in ("light", "dark"):
+        with console_page(browser, server.url, color_scheme=scheme) as page:
+            sign_in(page)
+            page.locator("#keys-table tbody tr", has_text="contrast-tenant").wait_for()
+            page.locator("#status").evaluate("element => { element.textContent = 'status text'; }")
+            ratios = dict(page.evaluate(CONTRAST_SCRIPT, CONTRAST_SELECTORS))
+            low = {selector: round(ratio, 2) for selector, ratio in ratios.items() if ratio < 4.5}
+            assert low == {}, f"{scheme}: below WCAG AA's 4.5:1: {low}"
