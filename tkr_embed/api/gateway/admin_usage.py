@@ -26,6 +26,7 @@ MAX_USAGE_DAYS = 366
 def add_usage_routes(router: APIRouter, gateway: Gateway) -> None:
     @router.get("/usage", response_model=UsageList)
     async def usage(key_id: str | None = None, days: int = Query(30, ge=1, le=MAX_USAGE_DAYS)) -> UsageList:
+        await gateway.usage.flush()  # this replica's buffered usage is in the rows the answer reads
         since = (utcnow() - timedelta(days=days - 1)).date()
         if key_id is not None:
             keys = {key_id: await gateway.keys.get(key_id)}
