@@ -11,9 +11,11 @@ import os
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
 from redis_support import free_port
 
 DB_USER = "tkr"
@@ -95,3 +97,19 @@ def start_postgres() -> PostgresCluster:
         shutil.rmtree(folder, ignore_errors=True)
         raise RuntimeError(f"PostgreSQL did not start: {error.stderr.decode(errors='replace')}\n{log}") from error
     return PostgresCluster(folder, port, pg_ctl)
+
+
+def postgres_cluster_url() -> Iterator[str]:
+    """The body of a module's `postgres_url` fixture: a cluster's URL for the module, stopped after. Without the
+    binaries or asyncpg the tests skip, except under `make test` (TKR_TEST_SERVICES_REQUIRED), which installs
+    PostgreSQL: there they fail."""
+    try:
+        import asyncpg  # noqa: F401
+
+        cluster = start_postgres()
+    except (ImportError, PostgresUnavailable) as missing:
+        if os.environ.get("TKR_TEST_SERVICES_REQUIRED") == "1":
+            pytest.fail(f"PostgreSQL tests cannot run: {missing}")
+        pytest.skip(str(missing))
+    yield cluster.url
+    cluster.stop()

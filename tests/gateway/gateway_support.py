@@ -156,3 +156,19 @@ def start_replica(tmp: Path, name: str, env_overrides: dict[str, str]) -> Replic
     )
     port, log_path = free_port(), tmp / f"{name}.stderr"
     return Replica(f"http://127.0.0.1:{port}", launch(port, env, tmp, log_path), log_path, env, tmp)
+
+
+@contextmanager
+def running_replicas(folders: list[Path], env_overrides: dict[str, str]) -> Iterator[list[Replica]]:
+    """One replica per folder (named a, b, ...; replicas given one folder share its SQLite database), each healthy
+    before the body runs, all stopped after it."""
+    started: list[Replica] = []
+    try:
+        for name, folder in zip("abcdefgh", folders, strict=False):
+            started.append(start_replica(folder, name, env_overrides))
+        for replica in started:
+            replica.wait_healthy()
+        yield started
+    finally:
+        for replica in started:
+            replica.stop()

@@ -4,7 +4,6 @@ counted once (in usage_daily, in the Redis counters and in the budget the admin 
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -12,8 +11,8 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 import redis
-from gateway_support import MASTER_KEY, Replica, start_replica
-from postgres_support import PostgresUnavailable, start_postgres
+from gateway_support import MASTER_KEY, Replica, running_replicas
+from postgres_support import postgres_cluster_url
 
 ADMIN = {"Authorization": f"Bearer {MASTER_KEY}"}
 BODY = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 16}
@@ -22,17 +21,7 @@ ALLOWED_REQUESTS = 4
 
 @pytest.fixture(scope="module")
 def postgres_url() -> Iterator[str]:
-    # `make test` installs PostgreSQL and sets TKR_TEST_SERVICES_REQUIRED: there a missing server fails.
-    try:
-        import asyncpg  # noqa: F401
-
-        cluster = start_postgres()
-    except (ImportError, PostgresUnavailable) as missing:
-        if os.environ.get("TKR_TEST_SERVICES_REQUIRED") == "1":
-            pytest.fail(f"PostgreSQL tests cannot run: {missing}")
-        pytest.skip(str(missing))
-    yield cluster.url
-    cluster.stop()
+    yield from postgres_cluster_url()
 
 
 @pytest.fixture(scope="module")
@@ -42,14 +31,8 @@ def replicas(tmp_path_factory: pytest.TempPathFactory, postgres_url: str, redis_
         "GENERATION_REDIS_URL": redis_url,
         "GENERATION_RATE_LIMIT_ENABLED": "false",
     }
-    started = [start_replica(tmp_path_factory.mktemp(f"budget-{name}"), name, env) for name in ("a", "b")]
-    try:
-        for replica in started:
-            replica.wait_healthy()
+    with running_replicas([tmp_path_factory.mktemp(f"budget-{name}") for name in "ab"], env) as started:
         yield started
-    finally:
-        for replica in started:
-            replica.stop()
 
 
 def _chat(replica: Replica, key: str) -> httpx.Response:

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from gateway_support import MASTER_KEY, SECRET_KEY, Replica, start_replica
+from gateway_support import MASTER_KEY, SECRET_KEY, Replica, running_replicas
 
 LIMIT = 5
 
@@ -17,14 +17,8 @@ LIMIT = 5
 @pytest.fixture(scope="module")
 def replicas(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[list[Replica]]:
     tmp = tmp_path_factory.mktemp("replicas")
-    started = [start_replica(tmp, name, {"GENERATION_REDIS_URL": redis_url}) for name in ("a", "b")]
-    try:
-        for replica in started:
-            replica.wait_healthy()
+    with running_replicas([tmp, tmp], {"GENERATION_REDIS_URL": redis_url}) as started:
         yield started
-    finally:
-        for replica in started:
-            replica.stop()
 
 
 def test_request_n_plus_1_is_refused_across_replicas(replicas: list[Replica]) -> None:

@@ -3,14 +3,13 @@ replica is continued, read, listed and deleted through the other, and stays its 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 import httpx
 import openai
 import pytest
-from gateway_support import MASTER_KEY, Replica, start_replica
-from postgres_support import PostgresUnavailable, start_postgres
+from gateway_support import MASTER_KEY, Replica, running_replicas
+from postgres_support import postgres_cluster_url
 
 from tkr_embed.harmony.render import render_chat
 from tkr_embed.harmony.types import ChatMessage
@@ -18,30 +17,14 @@ from tkr_embed.harmony.types import ChatMessage
 
 @pytest.fixture(scope="module")
 def postgres_url() -> Iterator[str]:
-    # `make test` installs PostgreSQL and sets TKR_TEST_SERVICES_REQUIRED: there a missing server fails.
-    try:
-        import asyncpg  # noqa: F401
-
-        cluster = start_postgres()
-    except (ImportError, PostgresUnavailable) as missing:
-        if os.environ.get("TKR_TEST_SERVICES_REQUIRED") == "1":
-            pytest.fail(f"PostgreSQL tests cannot run: {missing}")
-        pytest.skip(str(missing))
-    yield cluster.url
-    cluster.stop()
+    yield from postgres_cluster_url()
 
 
 @pytest.fixture(scope="module")
 def replicas(tmp_path_factory: pytest.TempPathFactory, postgres_url: str) -> Iterator[list[Replica]]:
     env = {"GENERATION_DATABASE_URL": postgres_url, "GENERATION_RATE_LIMIT_ENABLED": "false"}
-    started = [start_replica(tmp_path_factory.mktemp(f"pg-replica-{name}"), name, env) for name in ("a", "b")]
-    try:
-        for replica in started:
-            replica.wait_healthy()
+    with running_replicas([tmp_path_factory.mktemp(f"pg-replica-{name}") for name in "ab"], env) as started:
         yield started
-    finally:
-        for replica in started:
-            replica.stop()
 
 
 def test_replicas_share_stored_responses(replicas: list[Replica]) -> None:

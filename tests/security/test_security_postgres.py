@@ -4,12 +4,11 @@ path of `storage.database_url`): hashes only, revocation, exact totals from two 
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
-from postgres_support import PostgresUnavailable, start_postgres
+from postgres_support import postgres_cluster_url
 from sqlalchemy import text
 
 from tkr_embed.db import Database, resolve_database_url
@@ -21,18 +20,7 @@ from tkr_embed.security.usage import UsageRecorder, UsageTotals, usage_by_day, u
 
 @pytest.fixture(scope="module")
 def postgres_url() -> Iterator[str]:
-    # `make test` installs PostgreSQL and sets TKR_TEST_SERVICES_REQUIRED: there a missing server fails.
-    required = os.environ.get("TKR_TEST_SERVICES_REQUIRED") == "1"
-    try:
-        import asyncpg  # noqa: F401
-
-        cluster = start_postgres()
-    except (ImportError, PostgresUnavailable) as missing:
-        if required:
-            pytest.fail(f"PostgreSQL tests cannot run: {missing}")
-        pytest.skip(str(missing))
-    yield cluster.url
-    cluster.stop()
+    yield from postgres_cluster_url()
 
 
 @pytest.fixture
