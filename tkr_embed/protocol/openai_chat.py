@@ -7,7 +7,13 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, ValidationInfo, field_validator
 
 from tkr_embed.protocol.limits import check_item_count, request_limits
-from tkr_embed.protocol.openai_common import OpenAIRequest, SamplingRequest, Usage, not_honoured
+from tkr_embed.protocol.openai_common import (
+    OpenAIRequest,
+    SamplingRequest,
+    Usage,
+    medium_verbosity_only,
+    not_honoured,
+)
 from tkr_embed.protocol.openai_structured import ResponseFormat
 
 Role = Literal["system", "developer", "user", "assistant", "tool"]
@@ -125,9 +131,7 @@ class ChatCompletionRequest(SamplingRequest):
     @field_validator("verbosity")
     @classmethod
     def _default_verbosity(cls, value: str | None) -> str | None:
-        if value not in (None, "medium"):
-            raise not_honoured("gpt-oss has no verbosity setting; leave it out or send medium")
-        return value
+        return medium_verbosity_only(value)
 
     @field_validator("messages", "tools", mode="before")
     @classmethod

@@ -26,6 +26,13 @@ def not_honoured(reason: str) -> PydanticCustomError:
     return PydanticCustomError("not_honoured", reason)
 
 
+def medium_verbosity_only(value: str | None) -> str | None:
+    """`verbosity` (chat, and the Responses API's `text`): gpt-oss has one, so only its own value passes."""
+    if value not in (None, "medium"):
+        raise not_honoured("gpt-oss has no verbosity setting; leave it out or send medium")
+    return value
+
+
 class SamplingRequest(OpenAIRequest):
     """The fields /v1/completions and /v1/chat/completions share, and their conversion to engine parameters.
 

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, Validatio
 from tkr_embed.engine.sampling_params import MAX_TOP_LOGPROBS
 from tkr_embed.protocol.limits import check_item_count, request_limits
 from tkr_embed.protocol.openai_chat import TokenLogprobOut
-from tkr_embed.protocol.openai_common import OpenAIRequest, not_honoured
+from tkr_embed.protocol.openai_common import OpenAIRequest, medium_verbosity_only
 from tkr_embed.protocol.openai_structured import ResponseFormatText, TextFormat
 
 ReasoningEffort = Literal["low", "medium", "high"]
@@ -159,9 +159,7 @@ class TextConfig(OpenAIRequest):
     @field_validator("verbosity")
     @classmethod
     def _default_verbosity(cls, value: str | None) -> str | None:
-        if value not in (None, "medium"):
-            raise not_honoured("gpt-oss has no verbosity setting; leave it out or send medium")
-        return value
+        return medium_verbosity_only(value)
 
 
 class ResponsesRequest(OpenAIRequest):

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from tkr_embed.db import Database
 from tkr_embed.security.errors import GatewayInputError, KeyNotFoundError, KeyRevokedError
@@ -50,6 +51,16 @@ def _aware(moment: datetime | None) -> datetime | None:
     if moment is None or moment.tzinfo is not None:
         return moment
     return moment.replace(tzinfo=UTC)
+
+
+async def _live_row_for_update(session: AsyncSession, key_id: str) -> ApiKeyRow:
+    """The key's row, locked for this transaction; an unknown or revoked key raises."""
+    row = await session.get(ApiKeyRow, key_id, with_for_update=True)
+    if row is None:
+        raise KeyNotFoundError(key_id)
+    if row.revoked_at is not None:
+        raise KeyRevokedError(key_id)
+    return row
 
 
 def _row_to_info(row: ApiKeyRow) -> KeyInfo:
@@ -178,11 +189,7 @@ class KeyStore:
         if change.limits is not None:
             _check_limits(change.limits)
         async with self._db.sessions() as session, session.begin():
-            row = await session.get(ApiKeyRow, key_id, with_for_update=True)
-            if row is None:
-                raise KeyNotFoundError(key_id)
-            if row.revoked_at is not None:
-                raise KeyRevokedError(key_id)
+            row = await _live_row_for_update(session, key_id)
             before = _row_to_info(row)
             if name is not None:
                 row.name = name
@@ -212,11 +219,7 @@ class KeyStore:
         display_prefix, last_four = display_parts(api_key)
         now = self._clock()
         async with self._db.sessions() as session, session.begin():
-            row = await session.get(ApiKeyRow, key_id, with_for_update=True)
-            if row is None:
-                raise KeyNotFoundError(key_id)
-            if row.revoked_at is not None:
-                raise KeyRevokedError(key_id)
+            row = await _live_row_for_update(session, key_id)
             before = _row_to_info(row)
             old_digests = (row.key_hash, row.previous_key_hash)
             if grace_period_s > 0:
