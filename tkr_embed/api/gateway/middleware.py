@@ -12,7 +12,6 @@ write itself happens later, in batches, off the request path.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 import uuid
@@ -28,6 +27,7 @@ from tkr_embed.api.gateway.accounting import observe_account
 from tkr_embed.api.gateway.paths import HEALTH_PATH, METRICS_PATH, NormalisedPath, normalise_path
 from tkr_embed.api.gateway.policy_schemas import BudgetExceededView
 from tkr_embed.api.gateway.reasoning_effort import EFFORT_FIELDS, apply_policy, param_name
+from tkr_embed.api.gateway.request_body import buffer_body, replay, set_content_length, wants_stream
 from tkr_embed.api.gateway.transport import TransportPolicy
 from tkr_embed.api.middleware import KEY_ID_STATE
 from tkr_embed.logging import request_context
@@ -88,49 +88,6 @@ def _route_path(scope: Scope) -> str:
     if root_path and path.startswith(root_path):
         return path[len(root_path) :]
     return path
-
-
-def _wants_stream(body: bytes) -> bool:
-    """The `stream` field as the request models read it: any value but absent/null/false streams."""
-    try:
-        payload = json.loads(body)
-    except (ValueError, RecursionError):  # BodyLimitMiddleware bounds the depth; this stays safe without it
-        return False  # the route answers 400 before anything runs
-    return isinstance(payload, dict) and payload.get("stream") not in (None, False)
-
-
-async def _buffer_body(receive: Receive) -> tuple[bytes, Receive] | None:
-    """Read the whole body (BodyLimitMiddleware bounds it) and a `receive` that replays it; None if
-    the client left."""
-    chunks: list[bytes] = []
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return None
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body", False):
-            break
-    body = b"".join(chunks)
-    return body, _replay(body, receive)
-
-
-def _replay(body: bytes, receive: Receive) -> Receive:
-    """A `receive` that gives `body` whole, then whatever `receive` gives (the disconnect)."""
-    replayed = False
-
-    async def replay() -> Message:
-        nonlocal replayed
-        if not replayed:
-            replayed = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()
-
-    return replay
-
-
-def _set_content_length(scope: Scope, length: int) -> None:
-    headers = [(name, value) for name, value in scope["headers"] if name.lower() != b"content-length"]
-    scope["headers"] = [*headers, (b"content-length", str(length).encode())]
 
 
 def _budget_response(spent: BudgetExceeded) -> JSONResponse:
@@ -248,7 +205,7 @@ class GatewayMiddleware:
                 return
         effort: EffortDecision | None = None
         if generates and caller.reasoning.allowed_efforts is not None:
-            buffered = await _buffer_body(receive)
+            buffered = await buffer_body(receive)
             if buffered is None:
                 return
             try:
@@ -259,9 +216,9 @@ class GatewayMiddleware:
                 )
                 return
             effort = outcome.decision
-            receive = _replay(outcome.body, receive)
+            receive = replay(outcome.body, receive)
             if outcome.body is not buffered[0]:
-                _set_content_length(scope, len(outcome.body))
+                set_content_length(scope, len(outcome.body))
 
         try:
             decision = await self._rate_limit(caller, needed)
@@ -339,11 +296,11 @@ class GatewayMiddleware:
             return False, receive
         if caller.allows(Permission.GENERATE_STREAM):
             return False, receive
-        buffered = await _buffer_body(receive)
+        buffered = await buffer_body(receive)
         if buffered is None:
             return None, receive
-        body, replay = buffered
-        return _wants_stream(body), replay
+        body, replaying = buffered
+        return wants_stream(body), replaying
 
     async def _spent_budget(self, caller: KeyInfo) -> BudgetExceeded | None:
         """The caller's spent budget, if any. A failure to read the usage admits the request (logged)."""
