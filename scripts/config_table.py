@@ -11,7 +11,8 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from tkr_embed.config import FLAT_ENV_NAMES, Settings, load_settings
+from tkr_embed.config import Settings, load_settings
+from tkr_embed.config_sources import FLAT_ENV_NAMES
 
 ROOT = Path(__file__).resolve().parent.parent
 BEGIN = "<!-- config-table: begin (scripts/config_table.py) -->"

@@ -23,7 +23,8 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from pydantic.fields import FieldInfo
 
-from tkr_embed.config import ENV_PREFIX, FLAT_ENV_NAMES, ConfigError, Settings
+from tkr_embed.config import Settings
+from tkr_embed.config_sources import ENV_PREFIX, FLAT_ENV_NAMES, ConfigError
 
 SETTING_DEST = "setting:"  # the argparse dest of a setting's flag: "setting:engine.max_num_seqs"
 # Settings flags that also answer to vLLM's name for them.
