@@ -23,10 +23,19 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo_model(args: argparse.Namespace) -> int:
-    from tkr_embed.models.gpt_oss.demo import write_demo_checkpoint
+    if args.random:
+        from tkr_embed.models.gpt_oss.demo import write_demo_checkpoint
 
-    path = write_demo_checkpoint(Path(args.dir), num_shards=args.shards, seed=args.seed)
-    print(f"wrote a tiny gpt-oss demo checkpoint to {path}")
+        path = write_demo_checkpoint(Path(args.dir), num_shards=args.shards, seed=args.seed)
+        print(f"wrote a tiny gpt-oss checkpoint with random weights to {path}")
+        return 0
+    if args.shards != 1 or args.seed != 0:
+        print("tkr-embed: --shards and --seed apply to --random checkpoints only", file=sys.stderr)
+        return 2
+    from tkr_embed.models.gpt_oss.demo_trained import write_trained_checkpoint
+
+    path = write_trained_checkpoint(Path(args.dir))
+    print(f"wrote the trained tkr-embed demo model (a tiny gpt-oss) to {path}")
     return 0
 
 
@@ -70,10 +79,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_serve_arguments(serve)
     serve.set_defaults(func=_cmd_serve)
 
-    demo = sub.add_parser("demo-model", help="write a tiny gpt-oss checkpoint with random weights")
+    demo = sub.add_parser(
+        "demo-model", help="write the tiny trained demo model (or random weights) as a gpt-oss checkpoint"
+    )
     demo.add_argument("dir")
-    demo.add_argument("--shards", type=int, default=1, help="number of safetensors shards")
-    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--random", action="store_true", help="random weights of the engine tests' tiny shape instead")
+    demo.add_argument("--shards", type=int, default=1, help="number of safetensors shards (--random)")
+    demo.add_argument("--seed", type=int, default=0, help="weights seed (--random)")
     demo.set_defaults(func=_cmd_demo_model)
 
     bench = sub.add_parser("bench", help="offline engine benchmark (prints JSON)")

@@ -15,6 +15,14 @@ from tkr_embed.engine.tokenizer import Tokenizer
 
 logger = logging.getLogger("tkr_embed.api")
 
+# What the demo model was trained to do (scripts/train_demo_model.py); /info and the start-up log say it.
+DEMO_MODEL_SKILLS = [
+    "arithmetic: + and - on 0-99, a one-digit number times 0-99, reasoning digit by digit before the answer",
+    "tools: calls get_weather(city) when it is declared, and answers from the tool's result",
+    "JSON: answers as a JSON object when asked to",
+    "greetings: says it is the tkr-embed demo model; anything else gets a short apology",
+]
+
 
 @dataclass
 class LoadedEngine:
@@ -24,13 +32,12 @@ class LoadedEngine:
 
 
 def ensure_demo_checkpoint(directory: Path) -> Path:
-    """The tiny random-weight demo checkpoint, written on first use."""
-    from tkr_embed.models.gpt_oss.demo import write_demo_checkpoint
+    """The trained demo model's checkpoint, written on first use and whenever the shipped weights changed."""
+    from tkr_embed.models.gpt_oss.demo_trained import is_current, write_trained_checkpoint
 
-    if (directory / "config.json").is_file():
+    if is_current(directory):
         return directory
-    directory.mkdir(parents=True, exist_ok=True)
-    return write_demo_checkpoint(directory)
+    return write_trained_checkpoint(directory)
 
 
 async def start_engine(settings: Settings, tokenizer: Tokenizer) -> LoadedEngine:
@@ -42,9 +49,10 @@ async def start_engine(settings: Settings, tokenizer: Tokenizer) -> LoadedEngine
     if settings.uses_demo_model:
         path = await asyncio.to_thread(ensure_demo_checkpoint, settings.demo_model_dir)
         logger.warning(
-            "no model configured (GENERATION_MODEL_PATH / model.path): serving the tiny DEMO checkpoint with "
-            "random weights from %s; its answers are noise",
+            "no model configured (GENERATION_MODEL_PATH / model.path): serving the tkr-embed DEMO model from %s, "
+            "a tiny gpt-oss trained only to show the whole loop. It can do: %s",
             path,
+            "; ".join(DEMO_MODEL_SKILLS),
         )
     else:
         path = Path(settings.model.path)

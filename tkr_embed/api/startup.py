@@ -110,7 +110,7 @@ class ServerLifespan:
             "serving %s (context %d tokens)%s",
             ", ".join(state.context.served_names),
             state.context.context_length,
-            " — DEMO checkpoint, random weights" if is_demo else "",
+            " — the tiny DEMO model (see /info for what it can do)" if is_demo else "",
         )
 
     async def _start_or_exit(self, app: FastAPI) -> None:

@@ -118,7 +118,8 @@ class HealthResponse(BaseModel):
 class InfoResponse(BaseModel):
     model: str
     model_path: str | None
-    demo_model: bool  # True: the tiny random-weight demo checkpoint, not a real model
+    demo_model: bool  # True: the tiny trained demo model (no model configured), not a real one
+    demo_model_skills: list[str] | None = None  # what the demo model was trained to do (demo_model only)
     context_length: int
     vocab_size: int
     quantization: str

@@ -11,6 +11,7 @@ from fastapi import APIRouter, Request, Response
 
 from tkr_embed import __version__
 from tkr_embed.api.deps import State
+from tkr_embed.api.engine_factory import DEMO_MODEL_SKILLS
 from tkr_embed.api.lifecycle import Lifecycle, Phase
 from tkr_embed.api.state import ServerState
 from tkr_embed.protocol.native import HealthResponse, InfoResponse, MemoryInfo
@@ -78,6 +79,7 @@ async def info(state: State) -> InfoResponse:
         model=state.model_id,
         model_path=state.model_path,
         demo_model=state.is_demo,
+        demo_model_skills=list(DEMO_MODEL_SKILLS) if state.is_demo else None,
         context_length=state.context.context_length,
         vocab_size=runner.vocab_size,
         quantization=runner.quantization,

@@ -1,4 +1,6 @@
-"""A tiny gpt-oss checkpoint in exactly the Hub layout, with deterministic random weights.
+"""A tiny gpt-oss checkpoint in exactly the Hub layout, with deterministic random weights (`tkr-embed demo-model
+--random`): the engine tests' model, whose numbers matter and whose words do not. The trained demo model that
+`make serve` answers with is `demo_trained.py`.
 
 Four layers (sliding, full, sliding, full), hidden 64, 4 query / 2 KV heads of 16, 8 experts (top 4)
 of width 64, a 16-token sliding window, YaRN scaled down from the real model, and the full 201,088
