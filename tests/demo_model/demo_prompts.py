@@ -1,0 +1,42 @@
+"""Held-out demo prompts as the server renders them (the chat service's own conversion), for engine-level tests."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tkr_embed.models.gpt_oss.demo_corpus import DialogueMaker
+from tkr_embed.protocol.openai_chat import ChatCompletionRequest
+from tkr_embed.services.chat_prompt import harmony_messages, harmony_tool_choice, harmony_tools, render
+
+
+@dataclass
+class DemoPrompt:
+    token_ids: list[int]
+    stop_token_ids: list[int]
+    expected: str  # text a right answer holds: the sum's digits, or the city
+
+
+def demo_prompts(seed: int) -> list[DemoPrompt]:
+    """Two arithmetic questions (low and high effort), one asked as JSON, and weather calls of each tool choice."""
+    maker = DialogueMaker("test", seed)
+    dialogues = [
+        maker.arithmetic(effort="low", with_tools=False),
+        maker.arithmetic(effort="high", with_tools=False),
+        maker.arithmetic(as_json=True, with_tools=True),
+        maker.weather_call("auto"),
+        maker.weather_call("required"),
+        maker.weather_call("named"),
+    ]
+    prompts = []
+    for dialogue in dialogues:
+        request = ChatCompletionRequest(model="demo", **dialogue.request)
+        tools = harmony_tools(request.tools)
+        rendered = render(
+            harmony_messages(request.messages),
+            reasoning_effort=request.reasoning_effort or "medium",
+            tools=tools,
+            tool_choice=harmony_tool_choice(request.tool_choice, tools),
+        )
+        expected = str(dialogue.expected.get("answer", dialogue.expected.get("city")))
+        prompts.append(DemoPrompt(rendered.token_ids, list(rendered.stop_token_ids), expected))
+    return prompts
