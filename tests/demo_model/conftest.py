@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TypeVar
 
 import openai
 import pytest
@@ -15,18 +13,12 @@ from openai.types.chat import ChatCompletion
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "api"))
 
+from demo_prompts import CONCURRENCY, MAX_TOKENS, Ask  # noqa: E402
 from live_server import live_server  # noqa: E402
 
 from tkr_embed.api.server import create_app  # noqa: E402
 from tkr_embed.config import Settings  # noqa: E402
 from tkr_embed.models.gpt_oss.demo_corpus import Dialogue  # noqa: E402
-
-HELD_OUT_SEED = 1  # any seed of the test split is held out; the training script reports on seed 0
-CONCURRENCY = 32
-
-MAX_TOKENS = 400
-T = TypeVar("T")
-R = TypeVar("R")
 
 
 @pytest.fixture(scope="package")
@@ -51,9 +43,6 @@ def model_id(client: openai.OpenAI) -> str:
     return client.models.list().data[0].id
 
 
-Ask = Callable[..., ChatCompletion]
-
-
 @pytest.fixture(scope="package")
 def ask(client: openai.OpenAI, model_id: str) -> Ask:
     """ask(dialogue, **overrides): the dialogue's request, greedy, through the SDK."""
@@ -63,9 +52,3 @@ def ask(client: openai.OpenAI, model_id: str) -> Ask:
         return client.chat.completions.create(model=model_id, temperature=0, max_tokens=MAX_TOKENS, **request)
 
     return send
-
-
-def in_parallel(work: Callable[[T], R], items: list[T]) -> list[R]:
-    """`work` on every item, as many at a time as the server batches (results in the items' order)."""
-    with ThreadPoolExecutor(CONCURRENCY) as pool:
-        return list(pool.map(work, items))

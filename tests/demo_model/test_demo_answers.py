@@ -13,7 +13,7 @@ import re
 import httpx
 import openai
 import pytest
-from conftest import HELD_OUT_SEED, Ask, in_parallel
+from demo_prompts import HELD_OUT_SEED, Ask, in_parallel
 from openai.types.chat import ChatCompletion
 
 from tkr_embed.models.gpt_oss.demo_corpus import (

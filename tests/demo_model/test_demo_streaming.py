@@ -7,7 +7,7 @@ import json
 import httpx
 import openai
 import pytest
-from conftest import HELD_OUT_SEED, MAX_TOKENS
+from demo_prompts import HELD_OUT_SEED, MAX_TOKENS
 
 from tkr_embed.models.gpt_oss.demo_corpus import Dialogue, DialogueMaker
 
