@@ -1,8 +1,9 @@
 """JSON schema -> grammar text (llguidance's JSON form), checked, with a cache of compiled schemas.
 
 Compiling and checking needs no tokenizer, so the HTTP layer does it before a request reaches the engine and a
-schema the grammar engine cannot honour becomes a 400 that names the feature. Whitespace between JSON tokens is
-not allowed (`{"a":1,"b":[2]}`): the answer stays as short as the data and a model cannot pad it forever.
+schema the grammar engine cannot honour becomes a 400 that names the feature. Between JSON tokens at most one
+space is allowed: both `{"a":1,"b":[2]}` and `{"a": 1, "b": [2]}` (what `json.dumps` writes, and what a model may
+have learned) pass, while a model still cannot pad the answer forever.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import llguidance
 
 # A JSON object of any shape (`response_format: {"type": "json_object"}`).
 ANY_OBJECT_SCHEMA: dict = {"type": "object"}
-_OPTIONS = {"whitespace_flexible": False}
+_OPTIONS = {"whitespace_flexible": True, "whitespace_pattern": "[ ]?"}
 _CACHE_SIZE = 512
 
 
