@@ -112,3 +112,13 @@ def server_process(
                 os.kill(pid, signal.SIGKILL)
             process.kill()
             process.wait()
+
+
+@contextmanager
+def healthy_demo_server(demo_model_dir: Path, workdir: Path, **settings: str) -> Iterator[ServerProcess]:
+    """The server on the demo checkpoint, in `workdir` on a free port (`settings`: GENERATION_* variables), healthy
+    before the body runs."""
+    port = free_port()
+    with server_process(workdir, demo_env(demo_model_dir, workdir / "data", port, **settings), port) as running:
+        running.wait_healthy()
+        yield running

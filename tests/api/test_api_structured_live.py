@@ -17,7 +17,7 @@ import httpx
 import jsonschema
 import openai
 import pytest
-from server_process import ServerProcess, demo_env, free_port, server_process
+from server_process import ServerProcess, healthy_demo_server
 
 MAX_TOKENS = 160
 SCHEMA = {
@@ -62,10 +62,7 @@ def _messages(index: int) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def server(demo_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    workdir = tmp_path_factory.mktemp("structured")
-    port = free_port()
-    with server_process(workdir, demo_env(demo_model_dir, workdir / "data", port), port) as running:
-        running.wait_healthy()
+    with healthy_demo_server(demo_model_dir, tmp_path_factory.mktemp("structured")) as running:
         yield running
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import openai
 import pytest
-from server_process import ServerProcess, demo_env, free_port, server_process
+from server_process import ServerProcess, healthy_demo_server
 
 MAX_TOKENS = 8  # the longest declared recipient's header is 6 tokens: the arguments start within the budget
 HEADER_TEXT = re.compile(r"to=|functions\.|<\||commentary|assistant")
@@ -40,10 +40,7 @@ def _responses_tools(tools: list[dict]) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def server(demo_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    workdir = tmp_path_factory.mktemp("tool-choice")
-    port = free_port()
-    with server_process(workdir, demo_env(demo_model_dir, workdir / "data", port), port) as running:
-        running.wait_healthy()
+    with healthy_demo_server(demo_model_dir, tmp_path_factory.mktemp("tool-choice")) as running:
         yield running
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from server_process import ServerProcess, demo_env, free_port, server_process
+from server_process import ServerProcess, healthy_demo_server
 
 from tkr_embed import LLM
 from tkr_embed.engine.outputs import TokenLogprob
@@ -61,10 +61,7 @@ def context_of(question: str) -> str:
 
 @pytest.fixture(scope="module")
 def server(demo_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    workdir = tmp_path_factory.mktemp("lm-eval-server")
-    port = free_port()
-    with server_process(workdir, demo_env(demo_model_dir, workdir / "data", port), port) as running:
-        running.wait_healthy()
+    with healthy_demo_server(demo_model_dir, tmp_path_factory.mktemp("lm-eval-server")) as running:
         yield running
 
 

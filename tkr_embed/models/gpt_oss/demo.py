@@ -20,6 +20,16 @@ from tkr_embed.models.gpt_oss.checkpoint import INDEX_FILE, SINGLE_FILE, tensor_
 from tkr_embed.models.gpt_oss.config import GptOssConfig
 from tkr_embed.models.gpt_oss.mxfp4 import random_mxfp4
 
+# gpt-oss's YaRN rope scaling, over a 128-token original context: the demo checkpoints' (random and trained) own
+DEMO_ROPE_SCALING = {
+    "rope_type": "yarn",
+    "factor": 32.0,
+    "beta_fast": 32.0,
+    "beta_slow": 1.0,
+    "truncate": False,
+    "original_max_position_embeddings": 128,
+}
+
 DEMO_CONFIG = GptOssConfig(
     vocab_size=201088,
     hidden_size=64,
@@ -32,14 +42,7 @@ DEMO_CONFIG = GptOssConfig(
     intermediate_size=64,
     sliding_window=16,
     rope_theta=150000.0,
-    rope_scaling={
-        "rope_type": "yarn",
-        "factor": 32.0,
-        "beta_fast": 32.0,
-        "beta_slow": 1.0,
-        "truncate": False,
-        "original_max_position_embeddings": 128,
-    },
+    rope_scaling=dict(DEMO_ROPE_SCALING),
     max_position_embeddings=4096,
 )
 

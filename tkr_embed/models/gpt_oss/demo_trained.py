@@ -23,6 +23,7 @@ from safetensors.torch import save_file
 
 from tkr_embed.models.gpt_oss.checkpoint import SINGLE_FILE
 from tkr_embed.models.gpt_oss.config import GptOssConfig
+from tkr_embed.models.gpt_oss.demo import DEMO_ROPE_SCALING
 
 WEIGHTS_FILE = "demo_weights.safetensors"
 DIGEST_FILE = "demo_weights.sha256"  # in a written checkpoint: which shipped weights it was expanded from
@@ -41,14 +42,7 @@ TRAINED_CONFIG = GptOssConfig(
     intermediate_size=128,
     sliding_window=32,
     rope_theta=150000.0,
-    rope_scaling={
-        "rope_type": "yarn",
-        "factor": 32.0,
-        "beta_fast": 32.0,
-        "beta_slow": 1.0,
-        "truncate": False,
-        "original_max_position_embeddings": 128,
-    },
+    rope_scaling=dict(DEMO_ROPE_SCALING),
     max_position_embeddings=4096,
 )
 
