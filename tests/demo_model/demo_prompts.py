@@ -5,19 +5,20 @@ from __future__ import annotations
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TypeVar
-
-from openai.types.chat import ChatCompletion
+from typing import TYPE_CHECKING, TypeVar
 
 from tkr_embed.models.gpt_oss.demo_corpus import DialogueMaker
 from tkr_embed.protocol.openai_chat import ChatCompletionRequest
 from tkr_embed.services.chat_prompt import harmony_messages, harmony_tool_choice, harmony_tools, render
 
+if TYPE_CHECKING:  # the GPU machine, which runs the GPU test through this module, has no openai package
+    from openai.types.chat import ChatCompletion
+
 HELD_OUT_SEED = 1  # any seed of the test split is held out; the training script reports on seed 0
 CONCURRENCY = 32  # requests at a time, as many as the test server batches
 MAX_TOKENS = 400
 
-Ask = Callable[..., ChatCompletion]  # ask(dialogue, **overrides): the dialogue's request, greedy, through the SDK
+Ask = Callable[..., "ChatCompletion"]  # ask(dialogue, **overrides): the dialogue's request, greedy, through the SDK
 T = TypeVar("T")
 R = TypeVar("R")
 
