@@ -126,7 +126,8 @@ def test_each_request_is_logged_once(server: ServerProcess) -> None:
 
 def test_a_stats_line_reports_the_running_load(server: ServerProcess) -> None:
     def complete() -> None:
-        body = {"prompt": "Once upon a time", "max_tokens": 48, "temperature": 0, "ignore_eos": True}
+        # 3 x 256 tokens span several of the 1 s stats intervals at the demo model's CPU speed (48 fit in one)
+        body = {"prompt": "Once upon a time", "max_tokens": 256, "temperature": 0, "ignore_eos": True}
         httpx.post(server.url + "/v1/completions", headers=AUTH, json=body, timeout=300)
 
     started = time.time()
