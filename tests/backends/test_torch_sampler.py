@@ -154,6 +154,9 @@ class _WordsState:
     def __init__(self, words) -> None:
         self.words = words
 
+    def free_tokens_ahead(self) -> int:
+        return 0
+
     def allowed_tokens(self):
         return self.words
 

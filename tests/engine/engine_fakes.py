@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import threading
 import time
 from collections.abc import Sequence
@@ -119,7 +120,8 @@ class ToyRunner(ModelRunner):
 class FollowingToyRunner(ToyRunner):
     """A ToyRunner that can launch a decode step before the previous one's tokens are read (lookahead):
     it computes at launch, in launch order, as a device queue would, taking each entry's input token
-    from the previous launch's samples (its own token ids are placeholders)."""
+    from the previous launch's samples (its own token ids are placeholders). A following step with masks
+    is computed only when it is read or followed, as ModelRunner.launch says."""
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -136,6 +138,8 @@ class FollowingToyRunner(ToyRunner):
                 [dataclasses.replace(e, token_ids=[t.token_id]) for e, t in zip(batch.entries, tokens, strict=False)]
             )
             self.followed += 1
+        if previous is not None and any(e.allowed_tokens is not None for e in batch.entries):
+            return functools.cache(lambda: self.execute(batch))
         sampled = self.execute(batch)
         return lambda: sampled
 

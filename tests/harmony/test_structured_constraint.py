@@ -9,8 +9,8 @@ import pickle
 import random
 
 import jsonschema
-import numpy as np
 import pytest
+from mask_ids import allowed_ids
 
 from tkr_embed.engine.constraints import FREE_FOREVER
 from tkr_embed.harmony import special_tokens as special
@@ -41,12 +41,6 @@ SCHEMA = {
 TEXT_IDS = get_encoding().encode(" the quick brown fox jumps over a lazy dog, 42 times!", disallowed_special=())
 
 
-def allowed_ids(allowed) -> list[int]:
-    if isinstance(allowed, np.ndarray):
-        return np.nonzero(np.unpackbits(allowed.view(np.uint8), bitorder="little"))[0].tolist()
-    return list(allowed)
-
-
 def walk(constraint, rng: random.Random, max_tokens: int = 400, end_chance: float = 0.05) -> list[int]:
     """What a model might write: free tokens are text (now and then <|end|>), restricted ones a random pick."""
     state = constraint.start()
@@ -58,7 +52,7 @@ def walk(constraint, rng: random.Random, max_tokens: int = 400, end_chance: floa
         if free > 0:
             token = special.END if rng.random() < end_chance else rng.choice(TEXT_IDS)
         else:
-            ids = allowed_ids(state.allowed_tokens())
+            ids = allowed_ids(state)
             assert ids, "the constraint always allows something"
             # prefer short tokens sometimes so strings and arrays end, as a model would
             token = rng.choice(ids)
@@ -96,7 +90,7 @@ def test_the_reasoning_budget_ends_the_analysis_and_opens_the_final_answer():
     constraint = with_reasoning_budget(render_chat(HI, response_format=rf).constraint, 20)
     state = constraint.start()
     for token in get_encoding().encode("<|channel|>analysis<|message|>", allowed_special="all"):
-        assert token in allowed_ids(state.allowed_tokens())
+        assert token in allowed_ids(state)
         state.advance(token)
     free_counts = []
     for _ in range(10):  # half of max_tokens 20
@@ -105,9 +99,9 @@ def test_the_reasoning_budget_ends_the_analysis_and_opens_the_final_answer():
     assert free_counts == [2] * 9 + [1]  # the lookahead stops one token before the forced end
     forced = get_encoding().encode("<|end|><|start|>assistant<|channel|>final<|message|>", allowed_special="all")
     for token in forced:
-        assert state.free_tokens_ahead() == 0 and allowed_ids(state.allowed_tokens()) == [token]
+        assert state.free_tokens_ahead() == 0 and allowed_ids(state) == [token]
         state.advance(token)
-    opening = {get_encoding().decode([token]) for token in allowed_ids(state.allowed_tokens())}
+    opening = {get_encoding().decode([token]) for token in allowed_ids(state)}
     assert '{"' in opening and all(text.startswith("{") for text in opening)  # the answer opens the object
 
 

@@ -9,6 +9,7 @@ import jsonschema
 import numpy as np
 import pytest
 
+from tkr_embed.engine.constraints import PendingMask, resolve_masks
 from tkr_embed.harmony import special_tokens as special
 from tkr_embed.harmony.tokenizer import get_encoding
 from tkr_embed.structured.matcher import NUM_MASK_WORDS, GrammarMatcher
@@ -74,3 +75,38 @@ def test_a_refused_token_leaves_only_the_end_token():
     matcher = GrammarMatcher(compile_schema(SCHEMA).grammar, special.CALL)
     matcher.advance(get_encoding().encode("]", disallowed_special=())[0])
     assert ids_of(matcher.mask()) == [special.CALL]
+
+
+def test_a_steps_masks_filled_together_are_each_matchers_own():
+    """Rows filled in one parallel call (any order, an errored matcher among them) equal each matcher's mask
+    computed alone, and a free row between them is left to the engine."""
+    encoding = get_encoding()
+    grammar = compile_schema({"type": "object", "properties": {"s": {"type": "string"}}, "required": ["s"]}).grammar
+    prefixes = ['{"s": "', '{"s": "abc', "{", '{"s": "x"', '{"s": "x"}', "]"]
+    matchers = []
+    for prefix in prefixes:
+        matcher = GrammarMatcher(grammar, special.CALL if len(matchers) % 2 else special.RETURN)
+        for token in encoding.encode(prefix, disallowed_special=()):
+            matcher.advance(token)
+        matchers.append(matcher)
+    alone = [ids_of(matcher.mask()) for matcher in matchers]
+    assert alone[-1] == [special.CALL]  # "]" errored the last matcher
+    assert alone[4] == [special.RETURN]  # its object is closed
+    assert len(alone[0]) > 100_000  # inside a string: most of the vocabulary
+    pending = [PendingMask(_Fill(matcher)) for matcher in reversed(matchers)]
+    pending.insert(2, None)
+    words = resolve_masks(pending, special.VOCAB_SIZE)
+    together = [ids_of(row) for row in np.delete(words, 2, axis=0)]
+    assert together == alone[::-1]
+    assert words[2].all() and words[2].dtype == np.uint32 and (words[2] == 0xFFFFFFFF).all()
+
+
+class _Fill:
+    def __init__(self, matcher: GrammarMatcher) -> None:
+        self.matcher = matcher
+
+    def free_tokens_ahead(self) -> int:
+        return 0
+
+    def allowed_tokens(self):
+        return self.matcher.mask_fill()

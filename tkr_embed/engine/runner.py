@@ -132,7 +132,10 @@ class ModelRunner(ABC):
         whose entries are this batch's sequences in the same order, one token each. Each entry's
         input token is then that step's sampled token, taken on the device; `batch`'s own token
         ids are placeholders. The engine launches such a step before the previous one's tokens
-        reach the host, so the device never waits for the host between decode steps.
+        reach the host, so the device never waits for the host between decode steps. Its entries'
+        `allowed_tokens` may depend on those tokens: the runner resolves them (and samples) only when the
+        returned callable is called or the launch is passed on as a `previous`, by which time the engine
+        has postprocessed the previous step.
         """
         if previous is not None:
             raise ValueError(f"{type(self).__name__} cannot take its input tokens from a previous launch")

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from tkr_embed.engine.block_manager import BlockManager
 from tkr_embed.engine.config import EngineConfig
+from tkr_embed.engine.constraints import PendingMask
 from tkr_embed.engine.outputs import FinishReason
 from tkr_embed.engine.runner import BatchEntry, PromptLogprobs, SampledToken, ScheduledBatch
 from tkr_embed.engine.sequence import Request, Sequence, SequenceStatus
@@ -119,11 +120,13 @@ class Scheduler:
         position on, their input tokens left to the runner (it takes `batch`'s samples on the device).
 
         Only for a batch of every running sequence, each decoding one token with sampling that needs
-        no history on the host (no penalties, no seed, no constraint that may restrict either of the two
-        tokens), nothing that could be admitted waiting (the
-        queue may be full while `max_num_seqs` sequences run), and free blocks for all. A sequence that finishes with `batch`'s token computes one token for nothing;
-        its blocks may be freed before that step ends, but the KV it writes lies past its computed
-        tokens (in no full, shareable block) and every later step runs after it on the device.
+        no history on the host (no penalties, no seed), nothing that could be admitted waiting (the
+        queue may be full while `max_num_seqs` sequences run), and free blocks for all. A sequence whose
+        constraint may restrict the lookahead's token gets a PendingMask, which the runner resolves only once
+        `batch`'s token was postprocessed (`ModelRunner.launch`). A sequence that finishes with `batch`'s
+        token computes one token for nothing; its blocks may be freed before that step ends, but the KV it
+        writes lies past its computed tokens (in no full, shareable block) and every later step runs after it
+        on the device.
         None when the batch does not qualify.
         """
         admissible = self.waiting and len(self.running) < self.config.max_num_seqs
@@ -148,7 +151,6 @@ class Scheduler:
                 or params.repetition_penalty != 1.0
                 or params.presence_penalty != 0.0
                 or params.frequency_penalty != 0.0
-                or seq.free_tokens_ahead() < 2  # this step's token and the lookahead's, whatever they are
             ):
                 return None
             blocks_needed += self.block_manager.num_blocks_needed(seq, 2)
@@ -166,6 +168,8 @@ class Scheduler:
                     block_table=list(seq.block_table),
                     sample=True,
                     sampling=seq.sampling,
+                    # free for this step's token and the lookahead's, whatever they are: no mask
+                    allowed_tokens=PendingMask(seq.constraint_state) if seq.free_tokens_ahead() < 2 else None,
                 )
             )
         return ScheduledBatch(entries)

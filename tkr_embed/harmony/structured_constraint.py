@@ -22,10 +22,9 @@ import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import numpy as np
 from openai_harmony import HarmonyEncoding
 
-from tkr_embed.engine.constraints import FREE_FOREVER, TokenConstraint
+from tkr_embed.engine.constraints import FREE_FOREVER, MaskFill, TokenConstraint
 from tkr_embed.harmony.special_tokens import CALL, END, RETURN, START
 from tkr_embed.structured.matcher import GrammarMatcher
 
@@ -151,9 +150,9 @@ class _HarmonyState:
             return 2 if budget is None else min(2, budget - self._analysis_tokens)
         return 0  # a header, the <|start|> after <|end|>, or a grammar body
 
-    def allowed_tokens(self) -> list[int] | np.ndarray:
+    def allowed_tokens(self) -> list[int] | MaskFill:
         if self._matcher is not None:
-            return self._matcher.mask()
+            return self._matcher.mask_fill()
         if self._after_end:
             return [START]
         return sorted({header[self._position] for header, _ in self._headers})

@@ -259,9 +259,10 @@ class TorchModelRunner(ModelRunner):
         return self.launch(batch)()
 
     def launch(self, batch: ScheduledBatch, previous: Callable[[], list[SampledToken]] | None = None) -> _Launched:
-        """The forward and the sampling are queued on the device now; the returned callable reads the
-        tokens (the step's one host sync). With `previous` (see ModelRunner.launch) the input tokens
-        are that launch's samples, copied on the device."""
+        """The forward is queued on the device now, and the sampling with it unless the step follows `previous`
+        and has masks (they wait for the previous step's tokens: ModelRunner.launch); the returned callable
+        reads the tokens (the step's one host sync). With `previous` the input tokens are that launch's
+        samples, copied on the device."""
         if previous is not None and not (
             isinstance(previous, _Launched) and self.can_follow(batch) and len(batch.entries) == len(previous.entries)
         ):
@@ -271,12 +272,17 @@ class TorchModelRunner(ModelRunner):
         if any(e.prompt_logprobs is not None for e in batch.entries):  # prefill: never a graph, never a follower
             logits, scores = self._logits_and_prompt_scores(batch)
         else:
-            token_source = previous.token_ids if previous is not None else None
+            token_source = None
+            if previous is not None:
+                previous.sample()  # queued before this forward, which reads its tokens
+                token_source = previous.token_ids
             logits = self.logits(batch, token_source=token_source)  # [S, V] float32
         if logits is None:
             return _Launched(sample_entries, None, None, self.sampler, scores)
-        sampled = self.sampler.sample(logits, sample_entries)
-        return _Launched(sample_entries, sampled, self._next_token_buffer(len(sample_entries)), self.sampler, scores)
+        launched = _Launched(sample_entries, logits, self._next_token_buffer(len(sample_entries)), self.sampler, scores)
+        if previous is None or all(e.allowed_tokens is None for e in sample_entries):
+            launched.sample()
+        return launched
 
     def _next_token_buffer(self, rows: int) -> torch.Tensor | None:
         """CUDA: a pinned int64 buffer for a step's token ids, three used in turn (a step's is read before
@@ -370,27 +376,42 @@ class _Launched:
     """A step queued by TorchModelRunner.launch: calling it reads the sampled tokens (then the prompt scores,
     if any) on the host.
 
-    The samples' copy to the host is queued with the step, so reading them waits for this step only,
-    not for a lookahead step queued after it. A step with prompt scores is a prefill, which no lookahead
-    step follows: reading them directly waits for nothing else."""
+    Its sampling is queued by `sample`: at launch, or for a lookahead step with masks once the step before it
+    was postprocessed (when it is read or followed). The samples' copy to the host is queued with them, so
+    reading them waits for this step only, not for a lookahead step queued after it. A step with prompt
+    scores is a prefill, which no lookahead step follows: reading them directly waits for nothing else."""
 
     def __init__(
         self,
         entries,
-        sampled: SampleTensors | None,
+        logits: torch.Tensor | None,
         token_buffer: torch.Tensor | None,
         sampler: Sampler,
         prompt_scores: PromptScores | None = None,
     ):
         self.entries = entries
+        self._logits = logits  # [S, V] float32 until sampled
+        self._token_buffer = token_buffer
         self._prompt_scores = prompt_scores
-        self.token_ids = sampled.token_ids if sampled is not None else None  # [S] on the device
-        self._host, self._ready = sampled.copy_to_host(token_buffer) if sampled is not None else (None, None)
         self._sampler = sampler
+        self.token_ids: torch.Tensor | None = None  # [S] on the device, once sampled
+        self._host: SampleTensors | None = None
+        self._ready: torch.cuda.Event | None = None
         self._result: list[SampledToken | PromptLogprobs] | None = None
+
+    def sample(self) -> None:
+        """Queue the sampling (resolving the masks) and the copy of its tokens to the host, once."""
+        if self._logits is None:
+            return
+        with torch.inference_mode():
+            sampled = self._sampler.sample(self._logits, self.entries)
+        self._logits = None
+        self.token_ids = sampled.token_ids
+        self._host, self._ready = sampled.copy_to_host(self._token_buffer)
 
     def __call__(self) -> list[SampledToken | PromptLogprobs]:
         if self._result is None:
+            self.sample()
             result: list[SampledToken | PromptLogprobs] = []
             if self._host is not None:
                 if self._ready is not None:

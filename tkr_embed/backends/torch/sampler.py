@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from tkr_embed.engine.constraints import resolve_masks
 from tkr_embed.engine.runner import BatchEntry, SampledToken
 
 _MASK_64 = (1 << 64) - 1
@@ -35,24 +36,6 @@ def _token_mask(rows: Sequence[Sequence[int]], vocab_size: int, device: torch.de
     index = torch.tensor(padded, dtype=torch.long, device=device)  # [S, L]
     counts.scatter_add_(1, index, torch.ones_like(index, dtype=torch.float32))
     return counts[:, :vocab_size]
-
-
-def packed_masks(allowed: Sequence[tuple[int, ...] | np.ndarray | None], vocab_size: int) -> np.ndarray:
-    """One row of packed uint32 words per entry [S, ceil(V / 32)]: a row's allowed ids (a tuple of ids or an
-    already packed bitmask, cut or zero-padded to the vocabulary), every id for a row without a mask (None)."""
-    num_words = -(-vocab_size // 32)
-    words = np.zeros((len(allowed), num_words), dtype=np.uint32)
-    for row, mask in enumerate(allowed):
-        if mask is None:
-            words[row] = 0xFFFFFFFF
-        elif isinstance(mask, np.ndarray):
-            width = min(num_words, mask.shape[0])
-            words[row, :width] = mask[:width]
-        else:
-            ids = np.asarray(mask, dtype=np.int64)
-            ids = ids[(ids >= 0) & (ids < vocab_size)]
-            np.bitwise_or.at(words[row], ids >> 5, (np.uint32(1) << (ids & 31).astype(np.uint32)))
-    return words
 
 
 def unpack_bitmask(packed: torch.Tensor, vocab_size: int) -> torch.Tensor:
@@ -141,10 +124,11 @@ class Sampler:
         The masks are resolved here, after the forward was queued and before anything that waits for the device,
         so a grammar's mask is computed on the CPU while the device runs the forward; then one packed
         [S, ceil(V / 32)] copy goes to the device (pinned, non-blocking) and is unpacked there."""
-        pending = [e.allowed_tokens for e in entries]
-        if all(mask is None for mask in pending):
+        if all(e.allowed_tokens is None for e in entries):
             return None
-        words = packed_masks([mask.resolve() if mask is not None else None for mask in pending], vocab_size)
+        words = resolve_masks([e.allowed_tokens for e in entries], vocab_size)
+        if words is None:  # every restriction was lifted by the tokens before this one
+            return None
         packed = torch.from_numpy(words.view(np.int32))  # [S, W]
         if device.type == "cuda":
             packed = packed.pin_memory().to(device, non_blocking=True)
