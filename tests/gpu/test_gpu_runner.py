@@ -297,9 +297,36 @@ def test_programmatic_dependent_launch_changes_no_bit_of_the_decode(demo_model_d
         assert torch.equal(with_pdl, without)
 
 
-def test_lookahead_decode_on_cuda_gives_the_tokens_of_ordinary_steps(demo_model_dir, monkeypatch):
+class _AbovePrevious:
+    """Each token must lie in the 1,000 ids above the token before it (modulo the vocabulary): every mask depends
+    on the token sampled just before."""
+
+    def __init__(self, vocab_size: int) -> None:
+        self.vocab_size = vocab_size
+
+    def start(self):
+        return _AbovePreviousState(self.vocab_size)
+
+
+class _AbovePreviousState:
+    def __init__(self, vocab_size: int) -> None:
+        self.vocab_size, self.last = vocab_size, 0
+
+    def free_tokens_ahead(self) -> int:
+        return 0
+
+    def allowed_tokens(self):
+        return [(self.last + step) % self.vocab_size for step in range(1, 1001)]
+
+    def advance(self, token_id: int) -> None:
+        self.last = token_id
+
+
+@pytest.mark.parametrize("constrained", [False, True])
+def test_lookahead_decode_on_cuda_gives_the_tokens_of_ordinary_steps(demo_model_dir, monkeypatch, constrained):
     """Decode steps launched before the previous step's tokens reach the host take them on the device
-    (graphed and eager); the greedy tokens equal those of ordinary steps."""
+    (graphed and eager); the greedy tokens equal those of ordinary steps. Under a constraint whose every mask
+    depends on the token before, the steps still go ahead: each step's sampling waits for that token."""
     from tkr_embed.backends.torch.runner import TorchModelRunner
     from tkr_embed.bench_cli import TokenIdTokenizer
     from tkr_embed.engine.sampling_params import SamplingParams
@@ -314,7 +341,8 @@ def test_lookahead_decode_on_cuda_gives_the_tokens_of_ordinary_steps(demo_model_
         followed.append(previous is not None)
         return launch(self, batch, previous)
 
-    params = SamplingParams(max_tokens=24, temperature=0.0, ignore_eos=True)
+    constraint = _AbovePrevious(gpu.info.vocab_size) if constrained else None
+    params = SamplingParams(max_tokens=24, temperature=0.0, ignore_eos=True, constraint=constraint)
     prompts = _prompts(3, 30, seed=8)  # 3 sequences: eager steps (graphs hold at most 2)
     results = {}
     for lookahead in (False, True):
@@ -326,6 +354,12 @@ def test_lookahead_decode_on_cuda_gives_the_tokens_of_ordinary_steps(demo_model_
         )  # graphed
     assert results[True] == results[False]
     assert sum(followed) >= 40
+    if constrained:
+        for tokens in results[True][0] + results[True][1]:
+            steps = [
+                (after - before) % gpu.info.vocab_size for before, after in zip([0, *tokens], tokens, strict=False)
+            ]
+            assert all(1 <= step <= 1000 for step in steps), tokens
 
 
 def test_a_graphed_decode_step_samples_only_allowed_ids(demo_model_dir):
@@ -375,6 +409,9 @@ class _BitmaskState:
         for token_id in allowed_ids:
             self.words.view(np.uint32)[token_id >> 5] |= np.uint32(1 << (token_id & 31))
         self.asked = 0
+
+    def free_tokens_ahead(self) -> int:
+        return 0
 
     def allowed_tokens(self):
         self.asked += 1
