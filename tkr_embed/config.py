@@ -9,6 +9,7 @@ a `ConfigError` naming the key. The flags of `tkr-embed serve` (tkr_embed/serve_
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -312,3 +313,13 @@ def load_settings(
         return Settings(**merged)
     except ValidationError as exc:
         raise ConfigError(_describe(exc)) from None
+
+
+def settings_for_command(config_path: str | Path | None) -> Settings | None:
+    """A command's settings (`tkr-embed db`, `tkr-embed responses`); None once a ConfigError was printed on stderr,
+    for the command to exit with status 2."""
+    try:
+        return load_settings(config_path)
+    except ConfigError as error:
+        print(f"tkr-embed: {error}", file=sys.stderr)
+        return None

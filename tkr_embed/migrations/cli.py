@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
 
 
 def add_db_arguments(parser: argparse.ArgumentParser) -> None:
@@ -36,12 +35,10 @@ async def _run(database_url: str | None, command: str) -> str:
 
 def run_db(args: argparse.Namespace) -> int:
     """Entry point of `tkr-embed db ...`; returns the process exit code."""
-    from tkr_embed.config import ConfigError, load_settings
+    from tkr_embed.config import settings_for_command
 
-    try:
-        settings = load_settings(args.config)
-    except ConfigError as error:
-        print(f"tkr-embed: {error}", file=sys.stderr)
+    settings = settings_for_command(args.config)
+    if settings is None:
         return 2
     print(asyncio.run(_run(settings.database_url, args.db_command)))
     return 0

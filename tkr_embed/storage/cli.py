@@ -41,12 +41,10 @@ async def _purge(database_url: str, older_than_days: float) -> int:
 
 def run_responses(args: argparse.Namespace) -> int:
     """Entry point of `tkr-embed responses ...`; returns the process exit code."""
-    from tkr_embed.config import ConfigError, load_settings
+    from tkr_embed.config import settings_for_command
 
-    try:
-        settings = load_settings(args.config)
-    except ConfigError as error:
-        print(f"tkr-embed: {error}", file=sys.stderr)
+    settings = settings_for_command(args.config)
+    if settings is None:
         return 2
     days = args.older_than_days or settings.storage.responses_retention_days
     if days is None:
