@@ -174,3 +174,11 @@ async def test_postgres_replicas_starting_at_once_upgrade_one_database_once(
     fresh_postgres_url: str, hasher: KeyHasher
 ) -> None:
     await _replicas_upgrade_once(resolve_database_url(fresh_postgres_url), hasher)
+
+
+def test_the_db_and_responses_commands_refuse_a_missing_settings_file(tmp_path, capsys):
+    missing = str(tmp_path / "absent.yaml")
+    for argv in (["db", "current", "--config", missing], ["responses", "purge", "--config", missing]):
+        assert main(argv) == 2
+        error = capsys.readouterr().err
+        assert error.startswith("tkr-embed: ") and "absent.yaml" in error, error
