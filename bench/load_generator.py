@@ -8,9 +8,14 @@
     # a concurrency sweep: each width in turn, each sending as many requests as its width, all at once
     python bench/load_generator.py --endpoint completions --prompt-tokens 1024 --ignore-eos \
         --concurrency 1 16 64 128 256 --requests-per-stream 1 --max-tokens 256
+    # a schema's cost at equal work: the same prompts without it, each cut to the length its schema answer had
+    python bench/load_generator.py --concurrency 64 --requests-per-stream 2 --max-tokens 512 \
+        --json-schema bench/schemas/order.json > schema.json
+    python bench/load_generator.py --concurrency 64 --requests-per-stream 2 --max-tokens 512 \
+        --max-tokens-each schema.json > free.json
 
 Prints one JSON object: TTFT, inter-token latency and end-to-end latency percentiles (ms) and the
-aggregate output tokens/s; with several widths, the shared settings and `sweep`, one such object per width
+aggregate output tokens/s, and each request's output tokens in prompt order (`output_tokens_each`); with several widths, the shared settings and `sweep`, one such object per width
 (each width's prompts are drawn afresh, so no width reuses another's prefix cache). Each streamed chunk with text counts as one token unless the server
 reports usage at the end of the stream (a token that decodes to no text yet, e.g. part of a UTF-8
 character, sends no chunk: its gap is folded into the next one).
@@ -42,6 +47,7 @@ class RequestTiming:
     token_times: list[float] = field(default_factory=list)
     output_tokens: int = 0
     error: str | None = None
+    index: int = -1  # the prompt's place in the width's prompts
 
 
 def percentiles(values: list[float], points: tuple[int, ...] = (50, 90, 99)) -> dict[str, float | None]:
@@ -73,14 +79,20 @@ def summarize(timings: list[RequestTiming], wall_seconds: float) -> dict:
         "ttft_ms": percentiles(ttft),
         "itl_ms": percentiles(itl),
         "e2e_ms": percentiles(e2e),
+        "output_tokens_each": [t.output_tokens if t.error is None else None for t in sorted(timings, key=_index)],
     }
 
 
-def request_body(args: argparse.Namespace, prompt: str | list[int]) -> tuple[str, dict]:
-    """The route and JSON body of one streamed, greedy request."""
+def _index(timing: RequestTiming) -> int:
+    return timing.index
+
+
+def request_body(args: argparse.Namespace, prompt: str | list[int], index: int = 0) -> tuple[str, dict]:
+    """The route and JSON body of the `index`-th streamed, greedy request."""
+    lengths = args.max_tokens_each
     body = {
         "model": args.model,
-        "max_tokens": args.max_tokens,
+        "max_tokens": lengths[index] if lengths and lengths[index] else args.max_tokens,
         "temperature": 0.0,
         "stream": True,
         "stream_options": {"include_usage": True},
@@ -104,9 +116,11 @@ def _has_text(choice: dict) -> bool:
     return bool(choice.get("text") or delta.get("content") or delta.get("reasoning_content") or delta.get("reasoning"))
 
 
-async def _one_request(client: httpx.AsyncClient, args: argparse.Namespace, prompt: str | list[int]) -> RequestTiming:
-    route, body = request_body(args, prompt)
-    timing = RequestTiming(start=time.perf_counter())
+async def _one_request(
+    client: httpx.AsyncClient, args: argparse.Namespace, index: int, prompt: str | list[int]
+) -> RequestTiming:
+    route, body = request_body(args, prompt, index)
+    timing = RequestTiming(start=time.perf_counter(), index=index)
     try:
         async with client.stream("POST", route, json=body) as response:
             if response.status_code != 200:
@@ -140,9 +154,12 @@ def make_prompts(args: argparse.Namespace, count: int, seed: int | str) -> list[
 
 
 async def _drive(
-    args: argparse.Namespace, prompts: list[str | list[int]], concurrency: int, start_at: float | None = None
+    args: argparse.Namespace,
+    prompts: list[tuple[int, str | list[int]]],
+    concurrency: int,
+    start_at: float | None = None,
 ) -> tuple[list[RequestTiming], float]:
-    """Send the prompts with at most `concurrency` in flight; optionally wait until `start_at` first.
+    """Send the (index, prompt) pairs with at most `concurrency` in flight; optionally wait until `start_at` first.
 
     -> the timings and the moment the first request went out."""
     headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}
@@ -150,9 +167,9 @@ async def _drive(
     semaphore = asyncio.Semaphore(concurrency)
     async with httpx.AsyncClient(base_url=args.url, headers=headers, timeout=args.timeout, limits=limits) as client:
 
-        async def bounded(prompt: str | list[int]) -> RequestTiming:
+        async def bounded(index: int, prompt: str | list[int]) -> RequestTiming:
             async with semaphore:
-                return await _one_request(client, args, prompt)
+                return await _one_request(client, args, index, prompt)
 
         # The first request of a fresh client pays its own setup (~15 ms of lazy imports and
         # connection pool set-up in httpx): spend it on /health, outside the timings.
@@ -160,10 +177,10 @@ async def _drive(
         if start_at is not None:
             await asyncio.sleep(max(0.0, start_at - time.perf_counter()))
         started = time.perf_counter()
-        return list(await asyncio.gather(*(bounded(p) for p in prompts))), started
+        return list(await asyncio.gather(*(bounded(i, p) for i, p in prompts))), started
 
 
-def _drive_in_process(job: tuple[argparse.Namespace, list[str | list[int]], int, float]) -> list[dict]:
+def _drive_in_process(job: tuple[argparse.Namespace, list[tuple[int, str | list[int]]], int, float]) -> list[dict]:
     args, prompts, concurrency, start_at = job
     timings, _ = asyncio.run(_drive(args, prompts, concurrency, start_at))
     return [dataclasses.asdict(t) for t in timings]
@@ -193,7 +210,9 @@ def _settings(args: argparse.Namespace) -> dict:
 async def _run_width(args: argparse.Namespace, concurrency: int, seed: int | str) -> dict:
     """Send one width's requests with at most `concurrency` in flight; -> its timings summarized."""
     requests = args.requests_per_stream * concurrency if args.requests_per_stream else args.requests
-    prompts = make_prompts(args, requests, seed)
+    prompts = list(enumerate(make_prompts(args, requests, seed)))
+    if args.max_tokens_each is not None and len(args.max_tokens_each) != requests:
+        raise SystemExit(f"--max-tokens-each gives {len(args.max_tokens_each)} lengths for {requests} requests")
     processes = min(args.processes, concurrency)
     if processes <= 1:
         timings, start = await _drive(args, prompts, concurrency)
@@ -253,12 +272,22 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="a JSON schema file: every request asks for an answer that follows it (chat only)",
     )
+    parser.add_argument(
+        "--max-tokens-each",
+        dest="max_tokens_each_file",
+        default=None,
+        help="a report of this script (one width, same seed and requests): each request's max_tokens becomes the "
+        "output length its request had there (a schema's cost at equal work)",
+    )
     args = parser.parse_args(argv)
     if (args.prompt_tokens or args.ignore_eos) and args.endpoint != "completions":
         parser.error("--prompt-tokens and --ignore-eos need --endpoint completions")
     if args.json_schema_file is not None and args.endpoint != "chat":
         parser.error("--json-schema needs --endpoint chat")
     args.json_schema = json.loads(Path(args.json_schema_file).read_text()) if args.json_schema_file else None
+    args.max_tokens_each = None
+    if args.max_tokens_each_file:
+        args.max_tokens_each = json.loads(Path(args.max_tokens_each_file).read_text())["output_tokens_each"]
     print(json.dumps(asyncio.run(run_load(args)), indent=1))
     return 0
 

@@ -149,8 +149,9 @@ def test_full_queue_answers_503(demo_server):
     wait_for_queue(url, running=0, waiting=0)  # the aborted stream left nothing behind
 
 
-def test_load_generator_drives_the_live_server(demo_server, capsys):
-    """bench/load_generator.py against the real server: every request streams exactly max_tokens tokens."""
+def test_load_generator_drives_the_live_server(demo_server, capsys, tmp_path):
+    """bench/load_generator.py against the real server: every request streams exactly max_tokens tokens, or the
+    length another report gave it (--max-tokens-each)."""
     import json
 
     from bench_support import load_bench_module
@@ -179,8 +180,14 @@ def test_load_generator_drives_the_live_server(demo_server, capsys):
     )
     report = json.loads(capsys.readouterr().out)
     assert code == 0 and report["errors"] == [] and report["succeeded"] == 2
-    assert report["output_tokens"] == 6
+    assert report["output_tokens"] == 6 and report["output_tokens_each"] == [3, 3]
     assert report["ttft_ms"]["p50"] > 0 and report["ttft_ms"]["p50"] <= report["e2e_ms"]["p50"]
+    lengths = tmp_path / "lengths.json"
+    lengths.write_text(json.dumps({"output_tokens_each": [2, 5, 4]}))
+    argv = ["--url", url, "--model", model, "--endpoint", "completions", "--prompt-tokens", "12", "--ignore-eos"]
+    code = module.main([*argv, "--concurrency", "1", "--requests", "3", "--max-tokens-each", str(lengths)])
+    report = json.loads(capsys.readouterr().out)
+    assert code == 0 and report["output_tokens_each"] == [2, 5, 4]
 
 
 def test_engine_step_phases_reach_metrics(tmp_path):
