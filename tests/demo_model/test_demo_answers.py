@@ -66,17 +66,24 @@ def test_arithmetic_reasoning_comes_apart_from_the_answer(arithmetic) -> None:
         assert reasoning not in content and "Ones:" not in content and "<|" not in content
 
 
-# The shipped weights had 30 CPU minutes of training (docs/DEMO_MODEL.md); they answer 36 of these 200 right.
-UNDERTRAINED = "the CPU-trained weights fall short of 95% here (a GPU training run is due)"
+# The shipped weights had 85 CPU minutes of training (docs/DEMO_MODEL.md) and fall short of the targets below in
+# places. Each check fails below the floor those weights reach (less a margin for other CPUs' rounding), so a
+# regression of the model, the parser or the constraint shows; between the floor and the target it is an xfail
+# that names the count.
+UNDERTRAINED = "the shipped weights fall short of the target here (a longer GPU training run is due)"
 
 
-@pytest.mark.xfail(strict=True, reason=UNDERTRAINED)
+def check_rate(right: int, count: int, target: float, floor: int) -> None:
+    assert right >= floor, f"{right} of {count} right, below the shipped weights' {floor}"
+    if right < target * count:
+        pytest.xfail(f"{UNDERTRAINED}: {right} of {count} right, target {target:.0%}")
+
+
 def test_arithmetic_answers_are_right(arithmetic) -> None:
     right = sum(last_number(r.choices[0].message.content or "") == d.expected["answer"] for d, r in arithmetic)
-    assert right >= 0.95 * NUM_ARITHMETIC, f"{right} of {NUM_ARITHMETIC} right"
+    check_rate(right, NUM_ARITHMETIC, 0.95, floor=150)  # 159 with the shipped weights
 
 
-@pytest.mark.xfail(strict=True, reason=UNDERTRAINED)
 def test_answers_as_json_when_asked(ask: Ask, maker: DialogueMaker) -> None:
     dialogues = [maker.arithmetic(as_json=True, with_tools=False) for _ in range(NUM_JSON)]
     responses = in_parallel(lambda d: ask(d), dialogues)
@@ -85,7 +92,7 @@ def test_answers_as_json_when_asked(ask: Ask, maker: DialogueMaker) -> None:
         parsed = json.loads(response.choices[0].message.content)
         assert isinstance(parsed, dict)
         right += parsed.get("answer") == dialogue.expected["answer"]
-    assert right >= 0.9 * NUM_JSON, f"{right} of {NUM_JSON} right"
+    check_rate(right, NUM_JSON, 0.9, floor=40)  # 43 with the shipped weights
 
 
 # With tool_choice required or named, the structured-outputs constraint holds the arguments to the tool's schema;
@@ -96,9 +103,9 @@ def test_answers_as_json_when_asked(ask: Ask, maker: DialogueMaker) -> None:
     [
         "auto",
         # forced, the model writes the call at once, without the analysis that repeats the city first: the
-        # CPU-trained weights copy it right 85% of the time (constrained or not)
-        pytest.param("required", marks=pytest.mark.xfail(strict=True, reason=UNDERTRAINED)),
-        pytest.param("named", marks=pytest.mark.xfail(strict=True, reason=UNDERTRAINED)),
+        # shipped weights copy it right 62 and 60 times of 66
+        "required",
+        "named",
     ],
 )
 def test_weather_questions_call_get_weather_with_the_city(ask: Ask, maker: DialogueMaker, tool_choice: str) -> None:
@@ -113,7 +120,8 @@ def test_weather_questions_call_get_weather_with_the_city(ask: Ask, maker: Dialo
         assert call.name == "get_weather"
         arguments = json.loads(call.arguments)
         right += arguments == {"city": dialogue.expected["city"]}
-    assert right >= 0.95 * count, f"{right} of {count} right"
+    floor = {"auto": -(-95 * count // 100), "required": 58, "named": 56}[tool_choice]
+    check_rate(right, count, 0.95, floor=floor)
 
 
 def test_the_answer_after_a_tool_result_carries_the_result(ask: Ask, maker: DialogueMaker) -> None:
