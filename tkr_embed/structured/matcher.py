@@ -5,9 +5,9 @@ tokens the model uses (about a second), on the engine process's first use. Each 
 from the grammar text (under a millisecond): copies of one compiled matcher would share its lexer state, which
 serialises the parallel fill (64 copies on 16 cores: 7.8 ms a step, against 2.0 ms for matchers of their own).
 
-A mask inside a JSON string weighs up most of the vocabulary (a fraction of a millisecond); a step of many
-sequences has them all filled at once by the grammar engine's thread pool (`GRAMMAR_FILLER`), which runs
-without the GIL while the forward runs on the device.
+A mask inside a JSON string allows most of the vocabulary and takes a fraction of a millisecond; a step of many
+sequences has them all filled in one call to the grammar engine's native thread pool (`GRAMMAR_FILLER`), while
+the forward runs on the device.
 """
 
 from __future__ import annotations
