@@ -146,8 +146,9 @@ def test_load_generator_sweeps_the_widths_in_turn_with_fresh_prompts_and_a_row_e
     assert lg.main([*argv, "--concurrency", "1", "4", "2", "--requests-per-stream", "2"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert [(width, len(prompts)) for width, prompts in sent] == [(1, 2), (4, 8), (2, 4)]
-    all_prompts = [tuple(prompt) for _, prompts in sent for prompt in prompts]
+    all_prompts = [tuple(prompt) for _, prompts in sent for _, prompt in prompts]
     assert len(set(all_prompts)) == len(all_prompts) == 14
+    assert [[index for index, _ in prompts] for _, prompts in sent] == [[0, 1], list(range(8)), list(range(4))]
     rows = [(row["concurrency"], row["requests"], row["output_tokens"]) for row in report["sweep"]]
     assert rows == [(1, 2, 4), (4, 8, 16), (2, 4, 8)]
     assert report["prompt_tokens"] == 8 and all(row["itl_ms"]["p50"] > 0 for row in report["sweep"])
