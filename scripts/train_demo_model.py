@@ -45,16 +45,9 @@ def _render_dialogue(dialogue, encoding) -> tuple[list[int], list[int]]:
     """(prompt ids as the server renders the request, the reply ids the model should write after it)."""
     from tkr_embed.harmony.special_tokens import CALL, CHANNEL, END, MESSAGE, RETURN, START
     from tkr_embed.protocol.openai_chat import ChatCompletionRequest
-    from tkr_embed.services.chat_prompt import harmony_messages, harmony_tool_choice, harmony_tools, render
+    from tkr_embed.services.chat_prompt import render_request
 
-    request = ChatCompletionRequest(model="demo", **dialogue.request)
-    tools = harmony_tools(request.tools)
-    rendered = render(
-        harmony_messages(request.messages),
-        reasoning_effort=request.reasoning_effort or "medium",
-        tools=tools,
-        tool_choice=harmony_tool_choice(request.tool_choice, tools),
-    )
+    rendered = render_request(ChatCompletionRequest(model="demo", **dialogue.request))
 
     def plain(text: str) -> list[int]:
         return encoding.encode(text, disallowed_special=())

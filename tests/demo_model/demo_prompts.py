@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from tkr_embed.models.gpt_oss.demo_corpus import DialogueMaker
 from tkr_embed.protocol.openai_chat import ChatCompletionRequest
-from tkr_embed.services.chat_prompt import harmony_messages, harmony_tool_choice, harmony_tools, render
+from tkr_embed.services.chat_prompt import render_request
 
 if TYPE_CHECKING:  # the GPU machine, which runs the GPU test through this module, has no openai package
     from openai.types.chat import ChatCompletion
@@ -49,14 +49,7 @@ def demo_prompts(seed: int) -> list[DemoPrompt]:
     ]
     prompts = []
     for dialogue in dialogues:
-        request = ChatCompletionRequest(model="demo", **dialogue.request)
-        tools = harmony_tools(request.tools)
-        rendered = render(
-            harmony_messages(request.messages),
-            reasoning_effort=request.reasoning_effort or "medium",
-            tools=tools,
-            tool_choice=harmony_tool_choice(request.tool_choice, tools),
-        )
+        rendered = render_request(ChatCompletionRequest(model="demo", **dialogue.request))
         expected = str(dialogue.expected.get("answer", dialogue.expected.get("city")))
         prompts.append(DemoPrompt(rendered.token_ids, list(rendered.stop_token_ids), expected))
     return prompts

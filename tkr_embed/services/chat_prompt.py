@@ -13,7 +13,7 @@ from tkr_embed.harmony.types import (
     ToolCall,
     ToolChoice,
 )
-from tkr_embed.protocol.openai_chat import ChatMessageIn, NamedToolChoice, ToolDefinition
+from tkr_embed.protocol.openai_chat import ChatCompletionRequest, ChatMessageIn, NamedToolChoice, ToolDefinition
 from tkr_embed.services.errors import BadRequestError
 
 
@@ -83,3 +83,15 @@ def render(
         )
     except HarmonyRenderError as exc:
         raise BadRequestError(exc.message, exc.param) from None
+
+
+def render_request(request: ChatCompletionRequest, default_reasoning_effort: str = "medium") -> RenderedPrompt:
+    """A chat request's prompt as the server renders one that asks for no response format or strict tools (the demo
+    model's training corpus and its tests render their dialogues so)."""
+    tools = harmony_tools(request.tools)
+    return render(
+        harmony_messages(request.messages),
+        reasoning_effort=request.reasoning_effort or default_reasoning_effort,
+        tools=tools,
+        tool_choice=harmony_tool_choice(request.tool_choice, tools),
+    )
