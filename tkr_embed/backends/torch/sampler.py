@@ -124,10 +124,8 @@ class Sampler:
         The masks are resolved here, after the forward was queued and before anything that waits for the device,
         so a grammar's mask is computed on the CPU while the device runs the forward; then one packed
         [S, ceil(V / 32)] copy goes to the device (pinned, non-blocking) and is unpacked there."""
-        if all(e.allowed_tokens is None for e in entries):
-            return None
         words = resolve_masks([e.allowed_tokens for e in entries], vocab_size)
-        if words is None:  # every restriction was lifted by the tokens before this one
+        if words is None:  # no row restricted (or every restriction lifted by the tokens before this one)
             return None
         packed = torch.from_numpy(words.view(np.int32))  # [S, W]
         if device.type == "cuda":
