@@ -99,6 +99,10 @@ def test_a_steps_masks_filled_together_are_each_matchers_own():
     together = [ids_of(row) for row in np.delete(words, 2, axis=0)]
     assert together == alone[::-1]
     assert words[2].all() and words[2].dtype == np.uint32 and (words[2] == 0xFFFFFFFF).all()
+    # into a buffer the sampler reuses (page-locked on CUDA): what it held before is gone
+    reused = np.full_like(words, 0x5A5A5A5A)
+    assert resolve_masks(pending, special.VOCAB_SIZE, out=reused) is reused
+    assert (reused == words).all()
 
 
 class _Fill:

@@ -108,14 +108,22 @@ class PendingMask:
         return mask
 
 
-def resolve_masks(pending: Sequence[PendingMask | None], vocab_size: int) -> np.ndarray | None:
+def resolve_masks(
+    pending: Sequence[PendingMask | None], vocab_size: int, out: np.ndarray | None = None
+) -> np.ndarray | None:
     """Every row's allowed ids as packed uint32 words [S, ceil(V / 32)] (all set for a free row), None when no row
-    is restricted. Rows that a `MaskFiller` writes are filled by one call per filler."""
+    is restricted. Rows that a `MaskFiller` writes are filled by one call per filler. `out`: uint32 words of that
+    shape to write into (page-locked memory the device copies from), else new ones."""
     allowed = [mask.allowed() if mask is not None else None for mask in pending]
     if all(mask is None for mask in allowed):
         return None
     num_words = -(-vocab_size // 32)
-    words = np.zeros((len(allowed), num_words), dtype=np.uint32)
+    if out is None:
+        words = np.zeros((len(allowed), num_words), dtype=np.uint32)
+    else:
+        assert out.shape == (len(allowed), num_words) and out.dtype == np.uint32
+        words = out
+        words.fill(0)
     fills: dict[int, tuple[MaskFiller, list[tuple[object, int]]]] = {}
     for row, mask in enumerate(allowed):
         if mask is None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -173,10 +173,12 @@ class CudaDecodeGraphs:
             len(e.token_ids) == 1 and e.sample and len(e.block_table) <= self.max_blocks_per_seq for e in entries
         )
 
-    def logits(self, entries: Sequence[BatchEntry], token_source: torch.Tensor | None = None) -> torch.Tensor:
+    def logits(
+        self, entries: Sequence[BatchEntry], token_source: Callable[[], torch.Tensor] | None = None
+    ) -> torch.Tensor:
         """Replay the decode step for `entries` (all single-token); -> [n, V] float32, valid until the next
-        step is queued. token_source [n]: the input tokens on the device (copied after the host inputs),
-        instead of the entries'."""
+        step is queued. token_source: gives the input tokens [n] on the device instead of the entries' (called
+        once the host inputs are staged: what it queues runs before their copy into the graph)."""
         count = len(entries)
         padded = self._graphs.padded_size(count)
         buffers = self._graphs.static_inputs(count)
@@ -198,9 +200,10 @@ class CudaDecodeGraphs:
             scalars[2, count:] = self.scratch_block * bs
             lengths[count:padded] = 1
             table_rows[count:] = self.scratch_block
+        token_ids = token_source() if token_source is not None else None
         packed.copy_(scalars_host, non_blocking=True)
-        if token_source is not None:
-            buffers["token_ids"][:count].copy_(token_source)
+        if token_ids is not None:
+            buffers["token_ids"][:count].copy_(token_ids)
         buffers["block_tables"][:, :width].copy_(tables_host[: padded * width].view(padded, width), non_blocking=True)
         return self._graphs.replay(count)  # [n, V]
 

@@ -19,7 +19,7 @@ from tkr_embed.backends.kv_budget import (
 )
 from tkr_embed.backends.torch.attention import allocate_kv_cache, build_attention_metadata
 from tkr_embed.backends.torch.prompt_logprobs import PromptScores
-from tkr_embed.backends.torch.sampler import Sampler, SampleTensors
+from tkr_embed.backends.torch.sampler import MaskJob, Sampler, SampleTensors
 from tkr_embed.engine.args import DEFAULT_KV_CACHE_MEMORY_FRACTION
 from tkr_embed.engine.runner import (
     BatchEntry,
@@ -274,8 +274,8 @@ class TorchModelRunner(ModelRunner):
         else:
             token_source = None
             if previous is not None:
-                previous.sample()  # queued before this forward, which reads its tokens
-                token_source = previous.token_ids
+                previous.start_masks()  # resolved off-thread while this forward's inputs are staged
+                token_source = previous.sampled_token_ids  # its sampling is queued before this forward
             logits = self.logits(batch, token_source=token_source)  # [S, V] float32
         if logits is None:
             return _Launched(sample_entries, None, None, self.sampler, scores)
@@ -299,13 +299,17 @@ class TorchModelRunner(ModelRunner):
 
     @torch.inference_mode()
     def logits(
-        self, batch: ScheduledBatch, *, use_graphs: bool = True, token_source: torch.Tensor | None = None
+        self,
+        batch: ScheduledBatch,
+        *,
+        use_graphs: bool = True,
+        token_source: Callable[[], torch.Tensor] | None = None,
     ) -> torch.Tensor | None:
         """Run the forward and return the float32 logits [S, V] of the sampled entries (None if none).
 
         On CUDA a decode-only batch replays a captured graph unless use_graphs is False.
-        token_source [S] (one-token entries only): the input tokens, on the device, instead of the
-        entries' token ids.
+        token_source (one-token entries only): gives the input tokens [S] on the device, instead of the
+        entries' token ids; it is called once the forward's other inputs are staged, just before it is queued.
         """
         entries = batch.entries
         if not entries:
@@ -340,7 +344,7 @@ class TorchModelRunner(ModelRunner):
         return self.model.compute_logits(hidden.index_select(0, rows))  # [S, V] float32
 
     def _forward_eager(
-        self, entries: Sequence[BatchEntry], token_source: torch.Tensor | None
+        self, entries: Sequence[BatchEntry], token_source: Callable[[], torch.Tensor] | None
     ) -> tuple[torch.Tensor, list[int]]:
         """The forward over every token of the batch, writing their KV; -> the hidden states [T, D] and each
         entry's end row."""
@@ -353,7 +357,7 @@ class TorchModelRunner(ModelRunner):
         )
         # the flat batch's token ids and positions [T] built by numpy (prefill chunks hold thousands of tokens)
         if token_source is not None:
-            input_ids = token_source.to(dtype=torch.int64, device=self.device)  # one per entry
+            input_ids = token_source().to(dtype=torch.int64, device=self.device)  # one per entry
         else:
             input_ids = torch.from_numpy(
                 np.fromiter(itertools.chain.from_iterable(e.token_ids for e in entries), dtype=np.int64, count=ends[-1])
@@ -395,19 +399,31 @@ class _Launched:
         self._prompt_scores = prompt_scores
         self._sampler = sampler
         self.token_ids: torch.Tensor | None = None  # [S] on the device, once sampled
+        self._masks: MaskJob | None = None
         self._host: SampleTensors | None = None
         self._ready: torch.cuda.Event | None = None
         self._result: list[SampledToken | PromptLogprobs] | None = None
+
+    def start_masks(self) -> None:
+        """Begin resolving the masks of the sampling to come (`Sampler.start_masks`)."""
+        if self._logits is not None and self._masks is None:
+            self._masks = self._sampler.start_masks(self.entries, self._logits.shape[1], self._logits.device)
 
     def sample(self) -> None:
         """Queue the sampling (resolving the masks) and the copy of its tokens to the host, once."""
         if self._logits is None:
             return
         with torch.inference_mode():
-            sampled = self._sampler.sample(self._logits, self.entries)
-        self._logits = None
+            sampled = self._sampler.sample(self._logits, self.entries, self._masks)
+        self._logits, self._masks = None, None
         self.token_ids = sampled.token_ids
         self._host, self._ready = sampled.copy_to_host(self._token_buffer)
+
+    def sampled_token_ids(self) -> torch.Tensor:
+        """The sampled token ids [S] on the device, the sampling queued now if it was not yet."""
+        self.sample()
+        assert self.token_ids is not None
+        return self.token_ids
 
     def __call__(self) -> list[SampledToken | PromptLogprobs]:
         if self._result is None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -45,6 +46,46 @@ def unpack_bitmask(packed: torch.Tensor, vocab_size: int) -> torch.Tensor:
     return bits.reshape(packed.shape[0], -1)[:, :vocab_size].bool()
 
 
+@dataclass
+class MaskJob:
+    """A step's masks being resolved into page-locked `staging` (int32 [S, W]); `words` gives them, None when no
+    row turned out restricted."""
+
+    staging: torch.Tensor
+    words: Future
+
+
+class _PinnedRing:
+    """Page-locked host buffers for the packed masks, used in turn. Fresh page-locked memory each step costs
+    milliseconds of host time on the step's critical path; a buffer is written again only once the device has
+    copied it (its event)."""
+
+    SIZE = 3
+
+    def __init__(self) -> None:
+        self._buffers: list[torch.Tensor] = []
+        self._events: list[torch.cuda.Event | None] = []
+        self._turn = 0
+
+    def take(self, rows: int, words: int) -> torch.Tensor:
+        """An int32 [rows, words] view of the next buffer, safe to write."""
+        if not self._buffers or self._buffers[0].shape[1] != words or self._buffers[0].shape[0] < rows:
+            capacity = max(rows, 64)
+            self._buffers = [torch.empty(capacity, words, dtype=torch.int32, pin_memory=True) for _ in range(self.SIZE)]
+            self._events = [None] * self.SIZE
+        self._turn = (self._turn + 1) % self.SIZE
+        event = self._events[self._turn]
+        if event is not None:
+            event.synchronize()
+        return self._buffers[self._turn][:rows]
+
+    def copied(self) -> None:
+        """The taken buffer's copy to the device is queued: record when it is done."""
+        event = torch.cuda.Event()
+        event.record()
+        self._events[self._turn] = event
+
+
 class Sampler:
     """Picks one token per row of logits, honouring each row's SamplingParams.
 
@@ -52,16 +93,39 @@ class Sampler:
     has generated, never on the other rows of the batch. The only host transfer is the result.
     """
 
+    def __init__(self) -> None:
+        self._mask_staging = _PinnedRing()
+        self._mask_worker: ThreadPoolExecutor | None = None
+
+    def start_masks(self, entries: Sequence[BatchEntry], vocab_size: int, device: torch.device) -> MaskJob | None:
+        """CUDA: begin resolving the rows' masks on a worker thread (a grammar engine fills them without the GIL),
+        so the host can stage the next forward's inputs meanwhile; `sample(..., masks=job)` takes the result.
+        None when no row has a mask or off CUDA (there they are resolved inline)."""
+        pending = [e.allowed_tokens for e in entries]
+        if device.type != "cuda" or all(mask is None for mask in pending):
+            return None
+        if self._mask_worker is None:
+            self._mask_worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sampler-masks")
+        staging = self._mask_staging.take(len(entries), -(-vocab_size // 32))
+        words = staging.numpy().view(np.uint32)
+        return MaskJob(staging, self._mask_worker.submit(resolve_masks, pending, vocab_size, words))
+
     def __call__(self, logits: torch.Tensor, entries: Sequence[BatchEntry]) -> list[SampledToken]:
         # logits: [S, V] float32, one row per entry with sample=True
         return self.results(entries, self.sample(logits, entries))
 
-    def sample(self, logits: torch.Tensor, entries: Sequence[BatchEntry]) -> SampleTensors:
-        """Queue the sampling (and the logprobs asked for) on the device."""
+    def sample(
+        self, logits: torch.Tensor, entries: Sequence[BatchEntry], masks: MaskJob | None = None
+    ) -> SampleTensors:
+        """Queue the sampling (and the logprobs asked for) on the device. `masks`: the rows' masks begun by
+        `start_masks`."""
         device = logits.device
         params = [e.sampling for e in entries]
         assert all(p is not None for p in params), "every sampled entry carries SamplingParams"
-        allowed = self._allowed_masks(entries, logits.shape[1], device)  # first: nothing before it waits for the device
+        # first: nothing before it waits for the device
+        allowed = self._allowed_masks(
+            entries, logits.shape[1], device, masks or self.start_masks(entries, logits.shape[1], device)
+        )
         raw_logprobs = torch.log_softmax(logits, dim=-1) if any(p.logprobs is not None for p in params) else None
         logits = self._apply_penalties(logits, entries)
         logits = self._apply_logit_bias(logits, entries)
@@ -115,7 +179,7 @@ class Sampler:
         return logits + added
 
     def _allowed_masks(
-        self, entries: Sequence[BatchEntry], vocab_size: int, device: torch.device
+        self, entries: Sequence[BatchEntry], vocab_size: int, device: torch.device, job: MaskJob | None
     ) -> torch.Tensor | None:
         """Each row's allowed ids as [S, V] bool on the device (None when no row is constrained): -inf goes to every
         other id, so greedy takes the best allowed id and sampling draws from the row's distribution renormalised
@@ -123,16 +187,16 @@ class Sampler:
 
         The masks are resolved here, after the forward was queued and before anything that waits for the device,
         so a grammar's mask is computed on the CPU while the device runs the forward; then one packed
-        [S, ceil(V / 32)] copy goes to the device (pinned, non-blocking) and is unpacked there."""
-        words = resolve_masks([e.allowed_tokens for e in entries], vocab_size)
-        if words is None:  # no row restricted (or every restriction lifted by the tokens before this one)
-            return None
-        packed = torch.from_numpy(words.view(np.int32))  # [S, W]
-        if device.type == "cuda":
-            packed = packed.pin_memory().to(device, non_blocking=True)
-        else:
-            packed = packed.to(device)
-        return unpack_bitmask(packed, vocab_size)  # [S, V] bool
+        [S, ceil(V / 32)] copy goes to the device (page-locked, non-blocking) and is unpacked there."""
+        if job is not None:  # CUDA
+            if job.words.result() is None:  # every restriction lifted by the tokens before this one
+                return None
+            packed = job.staging.to(device, non_blocking=True)  # [S, W]
+            self._mask_staging.copied()
+            return unpack_bitmask(packed, vocab_size)  # [S, V] bool
+        pending = [e.allowed_tokens for e in entries]
+        words = None if device.type == "cuda" else resolve_masks(pending, vocab_size)
+        return None if words is None else unpack_bitmask(torch.from_numpy(words.view(np.int32)), vocab_size)
 
     def _sample_random(self, logits: torch.Tensor, entries: Sequence[BatchEntry]) -> torch.Tensor:
         params = [e.sampling for e in entries]
