@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import random
+import zlib
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -149,8 +150,11 @@ class Dialogue:
 
 
 def is_held_out(op: str, a: int, b: int) -> bool:
-    """About one operand pair in ten, never trained on: the test split asks only these."""
-    return (a * 131 + b * 71 + "+-*".index(op) * 17) % 10 == 3
+    """About one operand pair in ten, never trained on: the test split asks only these.
+
+    A hash of the whole pair: a rule of the ones digits alone (any sum of multiples mod 10) would set aside whole
+    digit facts, every pair whose ones are 7 and 9 say, and the model would never see the step `17-9=8` it needs."""
+    return zlib.crc32(f"{op}{a},{b}".encode()) % 10 == 3
 
 
 def arithmetic_reasoning(op: str, a: int, b: int, effort: str) -> tuple[str, int]:
