@@ -185,18 +185,20 @@ class Sampler:
         other id, so greedy takes the best allowed id and sampling draws from the row's distribution renormalised
         over them.
 
-        The masks are resolved here, after the forward was queued and before anything that waits for the device,
-        so a grammar's mask is computed on the CPU while the device runs the forward; then one packed
-        [S, ceil(V / 32)] copy goes to the device (page-locked, non-blocking) and is unpacked there."""
-        if job is not None:  # CUDA
-            if job.words.result() is None:  # every restriction lifted by the tokens before this one
+        The masks are resolved after the forward was queued and before anything that waits for the device (on
+        CUDA by `start_masks`, on its worker thread), so a grammar's mask is computed on the CPU while the device
+        runs the forward; then one packed [S, ceil(V / 32)] copy goes to the device (page-locked, non-blocking)
+        and is unpacked there."""
+        if job is None:
+            if device.type == "cuda":  # start_masks found no row with a mask
                 return None
-            packed = job.staging.to(device, non_blocking=True)  # [S, W]
-            self._mask_staging.copied()
-            return unpack_bitmask(packed, vocab_size)  # [S, V] bool
-        pending = [e.allowed_tokens for e in entries]
-        words = None if device.type == "cuda" else resolve_masks(pending, vocab_size)
-        return None if words is None else unpack_bitmask(torch.from_numpy(words.view(np.int32)), vocab_size)
+            words = resolve_masks([e.allowed_tokens for e in entries], vocab_size)
+            return None if words is None else unpack_bitmask(torch.from_numpy(words.view(np.int32)), vocab_size)
+        if job.words.result() is None:  # every restriction lifted by the tokens before this one
+            return None
+        packed = job.staging.to(device, non_blocking=True)  # [S, W]
+        self._mask_staging.copied()
+        return unpack_bitmask(packed, vocab_size)  # [S, V] bool
 
     def _sample_random(self, logits: torch.Tensor, entries: Sequence[BatchEntry]) -> torch.Tensor:
         params = [e.sampling for e in entries]
