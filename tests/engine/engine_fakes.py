@@ -144,6 +144,20 @@ class FollowingToyRunner(ToyRunner):
         return lambda: sampled
 
 
+class EarlyMasksToyRunner(FollowingToyRunner):
+    """A FollowingToyRunner that resolves a following step's masks (and computes it) as soon as the engine says
+    the step before was taken (`previous_taken`), as the CUDA runner begins them then."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.taken_early = 0  # launches computed at previous_taken
+
+    def previous_taken(self, launch) -> None:
+        if isinstance(launch, functools._lru_cache_wrapper) and launch.cache_info().currsize == 0:
+            self.taken_early += 1
+            launch()
+
+
 class GatedToyRunner(ToyRunner):
     """A ToyRunner whose steps can be held on the device: while the test holds one (`hold_next_step`), what it
     sends reaches the loop with that step in flight; `let_go` lets it finish."""

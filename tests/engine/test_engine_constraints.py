@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from engine_fakes import FollowingToyRunner, ToyBuild, ToyRunner, ToyTokenizer, run_all, toy_logits
+from engine_fakes import EarlyMasksToyRunner, FollowingToyRunner, ToyBuild, ToyRunner, ToyTokenizer, run_all, toy_logits
 
 from tkr_embed.engine.config import EngineConfig
 from tkr_embed.engine.constraints import FREE_FOREVER
@@ -100,6 +100,21 @@ def test_lookahead_goes_on_through_restricted_tokens_with_masks_that_saw_the_tok
     # Each step is planned before the token before it is known, as without a constraint; its mask (which depends
     # on how many tokens were taken) is resolved only once that token was, or the tokens would differ.
     assert runner.followed == baseline.followed > 0
+
+
+def test_masks_resolved_as_soon_as_the_engine_says_the_token_before_was_taken_are_the_masks_of_the_ordinary_engine():
+    params = SamplingParams(max_tokens=24, temperature=0.0, ignore_eos=True, constraint=FirstTokens(), n=3)
+    requests = {"a": (PROMPT, params), "b": ([7, *PROMPT], params)}
+    ordinary = run_all(LLMEngine(ToyRunner(), ToyTokenizer(), EngineConfig()), requests)
+    runner = EarlyMasksToyRunner()
+    early = run_all(LLMEngine(runner, ToyTokenizer(), EngineConfig()), requests)
+    # Resolved early: the lookahead steps of tokens 2 to len(STEPS), each planned while the token before it was
+    # unknown and the constraint still restricted (token 0 comes from the prefill, token 1 follows nothing).
+    assert runner.taken_early == len(STEPS) - 1
+    for request_id in requests:
+        assert _completions(early, request_id) == _completions(ordinary, request_id)
+        for tokens in _completions(early, request_id):
+            _assert_follows(tokens)
 
 
 def test_a_preempted_completion_keeps_its_place_in_the_constraint():

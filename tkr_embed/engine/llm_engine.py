@@ -141,6 +141,11 @@ class LLMEngine:
         self._release_runner_state()
         return outputs
 
+    def previous_taken(self, step: LaunchedStep) -> None:
+        """`step` is a lookahead step whose previous step was just postprocessed: let the runner begin resolving
+        its masks (`ModelRunner.previous_taken`)."""
+        self.runner.previous_taken(step.finish)
+
     def stats(self) -> EngineStats:
         counters = self.scheduler.counters
         return EngineStats(

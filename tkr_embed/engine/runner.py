@@ -142,6 +142,11 @@ class ModelRunner(ABC):
         sampled = self.execute(batch)
         return lambda: sampled
 
+    def previous_taken(self, launch: Callable[[], list[SampledToken]]) -> None:
+        """The engine postprocessed the step before `launch` (a lookahead launch): its sequences' constraint states
+        took those tokens, so `launch`'s masks may be resolved from now on, while the host plans and stages the
+        next step. Default: nothing (they are resolved when the launch is read or followed)."""
+
     def can_follow(self, batch: ScheduledBatch) -> bool:
         """True if the step after `batch` (its sequences, one token each) may be launched with
         `previous=` `batch`'s launch. Default: False."""

@@ -143,6 +143,8 @@ class StepLoop:
                 pending += self._apply(port.take())
                 with self.lock:
                     pending += engine.postprocess(inflight.batch, sampled)
+                    if following is not None:  # its masks now resolve while the next step is planned and staged
+                        engine.previous_taken(following)
                     engine.step_times.record(
                         schedule=inflight.schedule_s,
                         launch=inflight.launch_s,

@@ -284,6 +284,10 @@ class TorchModelRunner(ModelRunner):
             launched.sample()
         return launched
 
+    def previous_taken(self, launch: Callable[[], list[SampledToken]]) -> None:
+        if isinstance(launch, _Launched):
+            launch.start_masks()  # on the sampler's worker thread, until this launch is followed or read
+
     def _next_token_buffer(self, rows: int) -> torch.Tensor | None:
         """CUDA: a pinned int64 buffer for a step's token ids, three used in turn (a step's is read before
         the step two launches later is queued: at most a step and its lookahead are in flight)."""
