@@ -2,7 +2,7 @@
 
 On a GPU the kernels dequantize with PTX (checked by tests/gpu); here the same kernels run their
 integer dequantization, in-kernel routing (the expert-major decode kernel ranks its own pairs),
-both tile orientations and the RMSNorm that sums the per-pair results.
+both tile orientations and the RMSNorm that sums the per-pair results; and constrained sampling's mask kernel.
 """
 
 from __future__ import annotations
@@ -104,3 +104,12 @@ def test_every_moe_kernel_reads_experts_in_16_row_tiles_as_in_checkpoint_order()
     ]
     assert all(r.get("bytes_moved", True) for r in results), results
     assert all(r["equal"] for r in results), results
+
+
+def test_the_mask_kernel_equals_the_unpacked_mask_under_the_interpreter():
+    """Constrained sampling's one-pass mask: -inf exactly where the packed bit is clear, the logits untouched."""
+    results = _interpreted("token_mask_cases.py", timeout=300)
+    assert [r["vocab"] for r in results] == [4160, 1005]
+    for result in results:
+        assert result["equal"] and result["untouched"], result
+        assert result["single"] == [[result["vocab"] - 1], [3 * 32 + 31]], result

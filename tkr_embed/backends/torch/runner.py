@@ -240,6 +240,7 @@ class TorchModelRunner(ModelRunner):
         first KV blocks (see warm_up.py). CPU: nothing is compiled on first use."""
         if self.device.type != "cuda":
             return 0
+        from tkr_embed.backends.torch.kernels.token_mask import masked_logits
         from tkr_embed.backends.torch.warm_up import warm_up_token_counts
 
         capacity = min(self._info.num_kv_blocks * self.block_size, self._info.max_model_len)
@@ -251,6 +252,11 @@ class TorchModelRunner(ModelRunner):
                     [BatchEntry(seq_id=-1, token_ids=[0] * count, start_pos=0, block_table=blocks, sample=False)]
                 )
             )
+        vocab = self._info.vocab_size  # the constrained steps' mask kernel, at the shapes it will meet
+        masked_logits(
+            torch.zeros(1, vocab, device=self.device),
+            torch.zeros(1, -(-vocab // 32), dtype=torch.int32, device=self.device),
+        )
         torch.cuda.synchronize(self.device)
         return len(counts)
 

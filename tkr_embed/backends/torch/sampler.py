@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from tkr_embed.backends.torch.dispatch import use_kernels
 from tkr_embed.engine.constraints import resolve_masks
 from tkr_embed.engine.runner import BatchEntry, SampledToken
 
@@ -44,6 +45,16 @@ def unpack_bitmask(packed: torch.Tensor, vocab_size: int) -> torch.Tensor:
     shifts = torch.arange(32, device=packed.device, dtype=torch.int32)  # [32]
     bits = (packed.unsqueeze(-1) >> shifts) & 1  # [S, W, 32]
     return bits.reshape(packed.shape[0], -1)[:, :vocab_size].bool()
+
+
+def _masked(logits: torch.Tensor, words: torch.Tensor) -> torch.Tensor:
+    """-inf at every id the packed `words` do not allow, out of place (a decode graph's output stays as it was):
+    one kernel on CUDA, the unpacked bool mask elsewhere."""
+    if use_kernels(logits) and logits.dtype == torch.float32:
+        from tkr_embed.backends.torch.kernels.token_mask import masked_logits
+
+        return masked_logits(logits, words)
+    return logits.masked_fill(~unpack_bitmask(words, logits.shape[1]), float("-inf"))
 
 
 @dataclass
@@ -123,14 +134,14 @@ class Sampler:
         params = [e.sampling for e in entries]
         assert all(p is not None for p in params), "every sampled entry carries SamplingParams"
         # first: nothing before it waits for the device
-        allowed = self._allowed_masks(
+        allowed = self._allowed_words(
             entries, logits.shape[1], device, masks or self.start_masks(entries, logits.shape[1], device)
         )
         raw_logprobs = torch.log_softmax(logits, dim=-1) if any(p.logprobs is not None for p in params) else None
         logits = self._apply_penalties(logits, entries)
         logits = self._apply_logit_bias(logits, entries)
         if allowed is not None:
-            logits = logits.masked_fill(~allowed, float("-inf"))  # out of place: a graph's output stays as it was
+            logits = _masked(logits, allowed)
 
         greedy_ids = logits.argmax(dim=-1)  # [S]
         if all(p.is_greedy for p in params):
@@ -178,27 +189,26 @@ class Sampler:
         )
         return logits + added
 
-    def _allowed_masks(
+    def _allowed_words(
         self, entries: Sequence[BatchEntry], vocab_size: int, device: torch.device, job: MaskJob | None
     ) -> torch.Tensor | None:
-        """Each row's allowed ids as [S, V] bool on the device (None when no row is constrained): -inf goes to every
-        other id, so greedy takes the best allowed id and sampling draws from the row's distribution renormalised
-        over them.
+        """Each row's allowed ids as packed int32 words [S, ceil(V / 32)] on the device (None when no row is
+        constrained): -inf goes to every other id (`_masked`), so greedy takes the best allowed id and sampling
+        draws from the row's distribution renormalised over them.
 
         The masks are resolved after the forward was queued and before anything that waits for the device (on
         CUDA by `start_masks`, on its worker thread), so a grammar's mask is computed on the CPU while the device
-        runs the forward; then one packed [S, ceil(V / 32)] copy goes to the device (page-locked, non-blocking)
-        and is unpacked there."""
+        runs the forward; then the packed words go to the device in one copy (page-locked, non-blocking)."""
         if job is None:
             if device.type == "cuda":  # start_masks found no row with a mask
                 return None
             words = resolve_masks([e.allowed_tokens for e in entries], vocab_size)
-            return None if words is None else unpack_bitmask(torch.from_numpy(words.view(np.int32)), vocab_size)
+            return None if words is None else torch.from_numpy(words.view(np.int32))
         if job.words.result() is None:  # every restriction lifted by the tokens before this one
             return None
         packed = job.staging.to(device, non_blocking=True)  # [S, W]
         self._mask_staging.copied()
-        return unpack_bitmask(packed, vocab_size)  # [S, V] bool
+        return packed
 
     def _sample_random(self, logits: torch.Tensor, entries: Sequence[BatchEntry]) -> torch.Tensor:
         params = [e.sampling for e in entries]

@@ -7,7 +7,8 @@ count (the MoE dispatch in `kernels/mxfp4_moe.py`), so one eager forward of a se
 below compiles them all: the matrix-vector experts, the expert-major decode kernels (which serve where
 the MMA ones may not), the MMA experts, the grouped experts in 64- and 128-row blocks, and the prefill
 path (experts dequantized once) at the largest step; every forward also meets the prefill attention
-of both layer kinds. The decode step's kernels are compiled when its CUDA graphs are captured. The
+of both layer kinds. The decode step's kernels are compiled when its CUDA graphs are captured, and the
+constrained steps' mask kernel (`token_mask.py`) on one row at the vocabulary's width. The
 largest step also leaves its activation blocks in the caching allocator.
 """
 
