@@ -84,7 +84,18 @@ _PHRASINGS: dict[Split, dict[str, tuple[str, ...]]] = {
             "what is {a} {op} {b}",
             "Quick question: {a} {op} {b}?",
         ),
-        "json": (" Answer as JSON.", " Reply in JSON.", " Respond with a JSON object.", " as JSON please"),
+        # Requests of several lengths and shapes, so the model finds the operands and the city wherever they sit
+        # rather than at a fixed distance from the end of the message.
+        "json": (
+            " Answer as JSON.",
+            " Reply in JSON.",
+            " Respond with a JSON object.",
+            " as JSON please",
+            " I want the result as a JSON object, please.",
+            " JSON only.",
+            " Put the answer in JSON.",
+            " Please reply with JSON and nothing else.",
+        ),
         "weather": (
             "What's the weather in {city}?",
             "How is the weather in {city} today?",
@@ -93,8 +104,25 @@ _PHRASINGS: dict[Split, dict[str, tuple[str, ...]]] = {
             "Tell me the weather for {city}.",
             "what is the weather in {city}",
             "Check the weather in {city}, please.",
+            "{city} weather?",
+            "{city}, how is the weather today?",
+            "In {city}, is it raining?",
+            "I am flying to {city} tomorrow. What is the weather there?",
+            "weather {city}",
         ),
-        "greeting": ("Hello", "Hi", "Hey there", "Good morning", "Hello, who are you?", "Hi! What can you do?", "hey"),
+        "greeting": (
+            "Hello",
+            "Hi",
+            "Hey there",
+            "Good morning",
+            "Good afternoon",
+            "Good day",
+            "Hello, who are you?",
+            "Hi! What can you do?",
+            "hey",
+            "Greetings!",
+            "Hi, what are you?",
+        ),
     },
     "test": {
         "arithmetic": (
