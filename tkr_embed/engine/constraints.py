@@ -28,6 +28,11 @@ import numpy as np
 FREE_FOREVER = 1 << 62
 
 
+def mask_words(vocab_size: int) -> int:
+    """The int32 words of one row of a packed bitmask over `vocab_size` ids."""
+    return -(-vocab_size // 32)
+
+
 class MaskFiller(Protocol):
     """Writes many sequences' masks into one packed bitmask at once (a grammar engine, in parallel)."""
 
@@ -117,7 +122,7 @@ def resolve_masks(
     allowed = [mask.allowed() if mask is not None else None for mask in pending]
     if all(mask is None for mask in allowed):
         return None
-    num_words = -(-vocab_size // 32)
+    num_words = mask_words(vocab_size)
     if out is None:
         words = np.zeros((len(allowed), num_words), dtype=np.uint32)
     else:

@@ -21,7 +21,7 @@ import llguidance
 import llguidance.numpy
 import numpy as np
 
-from tkr_embed.engine.constraints import MaskFill
+from tkr_embed.engine.constraints import MaskFill, mask_words
 from tkr_embed.harmony.special_tokens import RETURN, STARTOFTEXT, VOCAB_SIZE
 from tkr_embed.harmony.tokenizer import get_encoding
 from tkr_embed.harmony.vocab import ensure_vocab
@@ -38,7 +38,7 @@ _O200K_PATTERN = "|".join(
         r"\s+",
     ]
 )
-NUM_MASK_WORDS = -(-VOCAB_SIZE // 32)
+NUM_MASK_WORDS = mask_words(VOCAB_SIZE)
 
 
 @functools.cache

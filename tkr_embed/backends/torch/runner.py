@@ -21,6 +21,7 @@ from tkr_embed.backends.torch.attention import allocate_kv_cache, build_attentio
 from tkr_embed.backends.torch.prompt_logprobs import PromptScores
 from tkr_embed.backends.torch.sampler import MaskJob, Sampler, SampleTensors
 from tkr_embed.engine.args import DEFAULT_KV_CACHE_MEMORY_FRACTION
+from tkr_embed.engine.constraints import mask_words
 from tkr_embed.engine.runner import (
     BatchEntry,
     ModelRunner,
@@ -255,7 +256,7 @@ class TorchModelRunner(ModelRunner):
         vocab = self._info.vocab_size  # the constrained steps' mask kernel, at the shapes it will meet
         masked_logits(
             torch.zeros(1, vocab, device=self.device),
-            torch.zeros(1, -(-vocab // 32), dtype=torch.int32, device=self.device),
+            torch.zeros(1, mask_words(vocab), dtype=torch.int32, device=self.device),
         )
         torch.cuda.synchronize(self.device)
         return len(counts)

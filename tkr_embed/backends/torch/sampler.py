@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from tkr_embed.backends.torch.dispatch import use_kernels
-from tkr_embed.engine.constraints import resolve_masks
+from tkr_embed.engine.constraints import mask_words, resolve_masks
 from tkr_embed.engine.runner import BatchEntry, SampledToken
 
 _MASK_64 = (1 << 64) - 1
@@ -117,7 +117,7 @@ class Sampler:
             return None
         if self._mask_worker is None:
             self._mask_worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sampler-masks")
-        staging = self._mask_staging.take(len(entries), -(-vocab_size // 32))
+        staging = self._mask_staging.take(len(entries), mask_words(vocab_size))
         words = staging.numpy().view(np.uint32)
         return MaskJob(staging, self._mask_worker.submit(resolve_masks, pending, vocab_size, words))
 

@@ -12,6 +12,8 @@ import torch
 import triton
 import triton.language as tl
 
+from tkr_embed.engine.constraints import mask_words
+
 BLOCK = 4096  # ids a program masks
 
 
@@ -32,7 +34,7 @@ def masked_logits(logits: torch.Tensor, words: torch.Tensor) -> torch.Tensor:
     """logits [S, V] (CUDA, float32); words int32 [S, ceil(V / 32)], bit `i % 32` of word `i // 32` set for an
     allowed id `i` -> a new [S, V] with -inf at every id not allowed."""
     assert logits.dim() == 2 and words.dim() == 2 and words.dtype == torch.int32
-    assert words.shape == (logits.shape[0], -(-logits.shape[1] // 32)) and logits.stride(1) == 1 == words.stride(1)
+    assert words.shape == (logits.shape[0], mask_words(logits.shape[1])) and logits.stride(1) == 1 == words.stride(1)
     out = torch.empty_like(logits)
     rows, vocab = logits.shape
     if rows:
