@@ -12,6 +12,7 @@ import torch
 
 from tkr_embed.backends.torch.kernels.moe_weights import MoeWeights
 from tkr_embed.backends.torch.kernels.mxfp4_reference import random_mxfp4, route_topk
+from tkr_embed.engine.constraints import mask_words
 
 
 @dataclass
@@ -87,6 +88,32 @@ def make_attention_case(
     return AttentionCase(
         kv.to(torch.bfloat16), tables.to(device), torch.tensor(seq_lens, dtype=torch.int32, device=device), sinks
     )
+
+
+@dataclass
+class MaskCase:
+    graph_output: torch.Tensor  # [S + 1, V] fp32: a padded graph output
+    logits: torch.Tensor  # [S, V]: its first rows
+    words: torch.Tensor  # [S, ceil(V / 32)] int32 packed bitmask
+    single: dict[int, int]  # row -> the one id it allows
+
+
+def make_mask_case(rows: int, vocab: int, *, seed: int = 5, device: str = "cuda") -> MaskCase:
+    """Random logits and bitmask words, except row 1 (only the last id, the vocabulary's last bit), row 2 (only
+    id 3 * 32 + 31, a word's sign bit) and, with `rows` > 3, row 3 (every id)."""
+    gen = torch.Generator(device=device).manual_seed(seed)
+    graph_output = torch.randn(rows + 1, vocab, generator=gen, device=device)
+    words = torch.randint(
+        -(2**31), 2**31 - 1, (rows, mask_words(vocab)), generator=gen, device=device, dtype=torch.int32
+    )
+    single = {1: vocab - 1, 2: 3 * 32 + 31}
+    for row, token_id in single.items():
+        words[row] = 0
+        bit = token_id % 32
+        words[row, token_id // 32] = -(2**31) if bit == 31 else 1 << bit  # bit 31 is the int32's sign
+    if rows > 3:
+        words[3] = -1
+    return MaskCase(graph_output, graph_output[:rows], words, single)
 
 
 def relative_error(out: torch.Tensor, ref: torch.Tensor) -> float:
