@@ -82,3 +82,18 @@ def test_the_engine_runs_the_widest_width_at_once_unless_told(argv: list[str], m
     parser = argparse.ArgumentParser()
     add_bench_arguments(parser)
     assert bench_args(parser.parse_args(argv), "m").max_num_seqs == max_num_seqs
+
+
+def test_a_json_schema_adds_a_structured_run_and_its_free_twin_of_equal_lengths(tmp_path) -> None:
+    """`--json-schema`: the widest width's prompts (twice over) answered under the schema, then without it, each cut
+    to its structured answer's length: the same tokens per request, so the report's slowdown is the schema's cost.
+    A structured answer ends when its JSON is complete, before max_tokens."""
+    schema = tmp_path / "schema.json"
+    schema.write_text(json.dumps({"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}))
+    report = _bench("--json-schema", str(schema), "--structured-max-tokens", "200")
+    runs = {run["name"]: run for run in report["runs"]}
+    structured, free = runs["structured"], runs["structured_free"]
+    assert len(structured["output_lens"]) == 6
+    assert structured["output_lens"] == free["output_lens"] and structured["output_tokens"] == free["output_tokens"]
+    assert min(structured["output_lens"]) >= 1 and any(length < 200 for length in structured["output_lens"])
+    assert report["structured_slowdown"] == round(1 - structured["output_tok_s"] / free["output_tok_s"], 4)

@@ -59,4 +59,20 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_false",
         help="launch each decode step only after the previous step's tokens are read",
     )
+    parser.add_argument(
+        "--json-schema",
+        default=None,
+        metavar="FILE",
+        help="also run the widest width's streams with their final answers held to this JSON schema, then the same "
+        "prompts without it, each cut to its structured answer's length (structured_slowdown in the report)",
+    )
+    parser.add_argument(
+        "--structured-max-tokens", type=positive_int, default=512, help="max_tokens of a --json-schema request"
+    )
+    parser.add_argument(
+        "--structured-rounds",
+        type=positive_int,
+        default=2,
+        help="requests per stream in the --json-schema runs (all submitted at once, run max_num_seqs at a time)",
+    )
     parser.add_argument("--seed", type=int, default=0)

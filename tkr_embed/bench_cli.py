@@ -21,8 +21,12 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tkr_embed.engine.args import EngineArgs
+
+if TYPE_CHECKING:
+    from tkr_embed.engine.sampling_params import SamplingParams
 
 
 @dataclass(frozen=True)
@@ -37,6 +41,8 @@ class RunResult:
     itl_ms: dict[str, float | None] = field(default_factory=dict)
     e2e_ms: dict[str, float | None] = field(default_factory=dict)
     step_phase_ms: dict[str, float] = field(default_factory=dict)  # engine time a step, by phase (means)
+    steps: int = 0  # engine steps the run took
+    output_lens: list[int] = field(default_factory=list)  # new tokens of each request, in prompt order
 
 
 def percentiles(values: list[float], points: tuple[int, ...] = (50, 90, 99)) -> dict[str, float | None]:
@@ -49,17 +55,23 @@ def percentiles(values: list[float], points: tuple[int, ...] = (50, 90, 99)) -> 
     return result
 
 
-def _timed_generate(engine, name: str, prompts: list[list[int]], output_len: int) -> RunResult:
+def _timed_generate(engine, name: str, prompts: list[list[int]], output_len: int | list[SamplingParams]) -> RunResult:
     """Submit every prompt at once and run the step loop until all finish; time each request's tokens where the
-    loop delivers them, as it delivers them to the server's streams."""
+    loop delivers them, as it delivers them to the server's streams. `output_len`: new tokens of every request
+    (greedy, `ignore_eos`), or each request's own sampling parameters."""
     from tkr_embed import SamplingParams
     from tkr_embed.engine.step_loop import AddRequest, run_to_completion
 
-    params = SamplingParams(temperature=0.0, max_tokens=output_len, ignore_eos=True)
+    if isinstance(output_len, int):
+        output_len = [SamplingParams(temperature=0.0, max_tokens=output_len, ignore_eos=True)] * len(prompts)
     start = time.perf_counter()
     arrival = time.monotonic()
-    requests = [AddRequest(f"bench-{name}-{index}", prompt, params, arrival) for index, prompt in enumerate(prompts)]
+    requests = [
+        AddRequest(f"bench-{name}-{index}", prompt, params, arrival)
+        for index, (prompt, params) in enumerate(zip(prompts, output_len, strict=True))
+    ]
     token_times: dict[str, list[float]] = {request.request_id: [] for request in requests}
+    lengths: dict[str, int] = dict.fromkeys(token_times, 0)
     end_times: dict[str, float] = {}
     produced = 0
     steps_before, phases_before = engine.step_times.steps, dict(engine.step_times.seconds)
@@ -70,6 +82,7 @@ def _timed_generate(engine, name: str, prompts: list[list[int]], output_len: int
         new_tokens = sum(len(completion.new_token_ids) for completion in output.outputs)
         if new_tokens:
             produced += new_tokens
+            lengths[output.request_id] += new_tokens
             token_times[output.request_id].append(now)
         if output.finished:
             end_times[output.request_id] = now
@@ -92,7 +105,32 @@ def _timed_generate(engine, name: str, prompts: list[list[int]], output_len: int
         percentiles(itl),
         percentiles(e2e),
         phases,
+        steps,
+        list(lengths.values()),
     )
+
+
+def _structured_pair(engine, prompts: list[list[int]], schema: object, max_tokens: int) -> list[RunResult]:
+    """The prompts answered under `schema` as the server holds a chat answer to it (the reasoning free, the final
+    answer to the schema's grammar, ending when the JSON is complete), then the same prompts without it, each cut
+    to the length its structured answer had: equal work, so the two runs' output tok/s compare the constraint's
+    cost alone."""
+    from tkr_embed import SamplingParams
+    from tkr_embed.harmony.special_tokens import START
+    from tkr_embed.harmony.structured_constraint import structured_constraint, with_reasoning_budget
+    from tkr_embed.harmony.tokenizer import get_encoding
+    from tkr_embed.structured.schema import compile_schema
+
+    encoding = get_encoding()
+    constraint = structured_constraint(encoding, final_grammar=compile_schema(schema).grammar, tool_grammars=())
+    params = SamplingParams(
+        temperature=0.0, max_tokens=max_tokens, constraint=with_reasoning_budget(constraint, max_tokens)
+    )
+    assistant = [START, *encoding.encode("assistant")]  # where a rendered chat prompt ends
+    prompts = [prompt + assistant for prompt in prompts]
+    structured = _timed_generate(engine, "structured", prompts, [params] * len(prompts))
+    free = [SamplingParams(temperature=0.0, max_tokens=length, ignore_eos=True) for length in structured.output_lens]
+    return [structured, _timed_generate(engine, "structured_free", prompts, free)]
 
 
 def sweep_row(run: RunResult) -> dict[str, object]:
@@ -180,6 +218,10 @@ def run_bench(args: argparse.Namespace) -> int:
             prompts = [prompt(args.prompt_len) for _ in range(width)]
             runs.append(_timed_generate(engine, "parallel_streams", prompts, args.output_len))
         runs.append(_timed_generate(engine, "long_prompt_ttft", [prompt(args.long_prompt_len)], 1))
+        if args.json_schema is not None:
+            schema = json.loads(Path(args.json_schema).read_text())
+            prompts = [prompt(args.prompt_len) for _ in range(max(args.streams) * args.structured_rounds)]
+            runs += _structured_pair(engine, prompts, schema, args.structured_max_tokens)
     config = engine.config
     report = {
         "model": args.model or "demo",
@@ -192,6 +234,11 @@ def run_bench(args: argparse.Namespace) -> int:
         "runs": [asdict(run) for run in runs],
         "sweep": [sweep_row(run) for run in runs if run.name == "parallel_streams"],
     }
+    named = {run.name: run for run in runs}
+    if "structured" in named:  # how much slower the same tokens came under the schema
+        report["structured_slowdown"] = round(
+            1 - named["structured"].output_tok_s / named["structured_free"].output_tok_s, 4
+        )
     if info.device.startswith("cuda"):
         import torch
 
