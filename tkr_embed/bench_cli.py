@@ -19,7 +19,7 @@ import json
 import random
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -126,8 +126,10 @@ def _structured_pair(engine, prompts: list[list[int]], schema: object, max_token
     params = SamplingParams(
         temperature=0.0, max_tokens=max_tokens, constraint=with_reasoning_budget(constraint, max_tokens)
     )
-    assistant = [START, *encoding.encode("assistant")]  # where a rendered chat prompt ends
+    assistant = [START, *encoding.encode("assistant", disallowed_special=())]  # where a rendered chat prompt ends
     prompts = [prompt + assistant for prompt in prompts]
+    # once untimed, as a server that has served a grammar: the grammar engine's tokenizer and the masked sampling
+    _timed_generate(engine, "structured_warmup", prompts[:1], [replace(params, max_tokens=8)])
     structured = _timed_generate(engine, "structured", prompts, [params] * len(prompts))
     free = [SamplingParams(temperature=0.0, max_tokens=length, ignore_eos=True) for length in structured.output_lens]
     return [structured, _timed_generate(engine, "structured_free", prompts, free)]

@@ -25,6 +25,10 @@ def build_engine(args: EngineArgs, tokenizer: Tokenizer | None = None) -> LLMEng
     from tkr_embed.backends.factory import create_runner
     from tkr_embed.engine.gc_pauses import freeze_loaded_objects
 
+    if tokenizer is None:  # harmony requests, which may carry grammars: their tokenizer builds beside the model
+        from tkr_embed.structured.matcher import prepare_grammar_tokenizer
+
+        prepare_grammar_tokenizer()
     # The idle step budget and the default max_num_seqs depend on the device, which only the backends can probe.
     idle = idle_step_tokens(args.device, args.max_num_batched_tokens, args.max_num_batched_tokens_idle)
     max_num_seqs = default_max_num_seqs(args.device, args.max_num_seqs)

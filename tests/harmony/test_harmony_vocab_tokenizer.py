@@ -9,7 +9,7 @@ import os
 import pytest
 
 from tkr_embed.harmony import special_tokens
-from tkr_embed.harmony.tokenizer import HarmonyTokenizer, get_encoding, get_tokenizer
+from tkr_embed.harmony.tokenizer import HarmonyTokenizer, encode_with_specials, get_encoding, get_tokenizer
 from tkr_embed.harmony.vocab import (
     VOCAB_FILE_NAME,
     VOCAB_SHA256,
@@ -108,3 +108,17 @@ def test_decode_renders_specials_and_replaces_invalid_utf8():
 def test_decode_refuses_ids_outside_the_vocabulary():
     with pytest.raises(ValueError, match="201088"):
         get_tokenizer().decode([201088])
+
+
+def test_a_header_encodes_its_allowed_specials_as_tokens_and_any_other_as_text() -> None:
+    """encode_with_specials gives openai-harmony's ids for a header, and special-token text it was not told to
+    allow stays ordinary text (where harmony's own check would raise)."""
+    encoding = get_encoding()
+    header = "<|start|>assistant<|channel|>commentary to=functions.get_weather <|constrain|>json<|message|>"
+    allowed = {"<|start|>", "<|channel|>", "<|constrain|>", "<|message|>"}
+    assert encode_with_specials(encoding, header, allowed) == encoding.encode(header, allowed_special=allowed)
+    assert encode_with_specials(encoding, header, allowed)[0] == special_tokens.START
+    text = "<|channel|>final<|end|>"
+    ids = encode_with_specials(encoding, text, {"<|channel|>"})
+    assert ids[0] == special_tokens.CHANNEL and special_tokens.END not in ids
+    assert encoding.decode(ids) == text

@@ -4,6 +4,8 @@ the tokens that keep a body valid, and its end token once the JSON is complete."
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import jsonschema
 import numpy as np
@@ -114,3 +116,25 @@ class _Fill:
 
     def allowed_tokens(self):
         return self.matcher.mask_fill()
+
+
+def test_the_harmony_engine_builds_the_grammar_tokenizer_beside_the_model() -> None:
+    """Building an engine for harmony requests starts the grammar tokenizer's build on its own thread, so the first
+    grammar never stalls a step for it: in a fresh process it is ready without any grammar being asked for."""
+    script = """
+import time
+from tkr_embed.builder import build_engine
+from tkr_embed.engine.args import EngineArgs
+from tkr_embed.models.gpt_oss.demo import write_demo_checkpoint
+from tkr_embed.structured.matcher import _build_grammar_tokenizer
+import sys, tempfile, pathlib
+folder = write_demo_checkpoint(pathlib.Path(tempfile.mkdtemp()), seed=0)
+build_engine(EngineArgs(model=str(folder), device="cpu"))
+deadline = time.monotonic() + 60
+while _build_grammar_tokenizer.cache_info().currsize == 0 and time.monotonic() < deadline:
+    time.sleep(0.05)
+print(_build_grammar_tokenizer.cache_info().currsize, _build_grammar_tokenizer.cache_info().misses)
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["1", "1"]

@@ -15,6 +15,7 @@ from openai_harmony import HarmonyEncoding
 
 from tkr_embed.engine.constraints import FREE_FOREVER
 from tkr_embed.harmony.special_tokens import MESSAGE
+from tkr_embed.harmony.tokenizer import encode_with_specials
 
 # What harmony allows between a recipient and the body, in the order gpt-oss prefers: a JSON content type, or none.
 HEADER_TAILS = (" <|constrain|>json<|message|>", "<|message|>")
@@ -61,7 +62,7 @@ class _SequencesState:
 
 def recipient_constraint(encoding: HarmonyEncoding, function_names: Iterable[str]) -> OneOfTokenSequences:
     """After `to=functions`: `.NAME` of a declared function, then a header tail, as token ids."""
-    tails = [encoding.encode(tail, allowed_special={"<|constrain|>", "<|message|>"}) for tail in HEADER_TAILS]
+    tails = [encode_with_specials(encoding, tail, {"<|constrain|>", "<|message|>"}) for tail in HEADER_TAILS]
     assert all(tail[-1] == MESSAGE for tail in tails), "every tail ends the header, so no sequence prefixes another"
     sequences = {
         (*encoding.encode(f".{name}", disallowed_special=()), *tail) for name in function_names for tail in tails

@@ -15,7 +15,7 @@ from tkr_embed.harmony.conversation import build_conversation
 from tkr_embed.harmony.recipient_constraint import recipient_constraint
 from tkr_embed.harmony.special_tokens import MESSAGE, START, STARTOFTEXT, STOP_TOKEN_IDS
 from tkr_embed.harmony.structured_constraint import HarmonyConstraint, structured_constraint, with_reasoning_budget
-from tkr_embed.harmony.tokenizer import get_encoding
+from tkr_embed.harmony.tokenizer import encode_with_specials, get_encoding
 from tkr_embed.harmony.types import ChatMessage, FunctionTool, ReasoningEffort, ResponseFormat, ToolChoice
 
 FIRST_SPECIAL_ID = STARTOFTEXT  # every id from here to the end of the vocabulary is a special token
@@ -172,8 +172,8 @@ def _forced_prefix(encoding: HarmonyEncoding, choice: ToolChoice) -> list[int]:
     NAME by `recipient_constraint`.
     """
     if choice.mode == "required":
-        return encoding.encode("<|channel|>commentary to=functions", allowed_special={"<|channel|>"})
+        return encode_with_specials(encoding, "<|channel|>commentary to=functions", {"<|channel|>"})
     if choice.mode == "function":
         header = f"<|channel|>commentary to=functions.{choice.function_name} <|constrain|>json<|message|>"
-        return encoding.encode(header, allowed_special={"<|channel|>", "<|constrain|>", "<|message|>"})
+        return encode_with_specials(encoding, header, {"<|channel|>", "<|constrain|>", "<|message|>"})
     return []

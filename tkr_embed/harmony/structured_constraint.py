@@ -26,6 +26,7 @@ from openai_harmony import HarmonyEncoding
 
 from tkr_embed.engine.constraints import FREE_FOREVER, MaskFill, TokenConstraint
 from tkr_embed.harmony.special_tokens import CALL, END, RETURN, START
+from tkr_embed.harmony.tokenizer import encode_with_specials
 from tkr_embed.structured.matcher import GrammarMatcher
 
 ANALYSIS = -1  # a body target: the reasoning, free (within the budget)
@@ -99,7 +100,7 @@ def structured_constraint(
             tool_bodies[name] = len(grammars) - 1
 
     def ids(text: str) -> tuple[int, ...]:
-        return tuple(encoding.encode(text, allowed_special=_SPECIALS))
+        return tuple(encode_with_specials(encoding, text, _SPECIALS))
 
     tails = (" <|constrain|>json<|message|>", "<|message|>")
     options: list[tuple[str, int]] = [

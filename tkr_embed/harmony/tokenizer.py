@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
+from collections.abc import Set as AbstractSet
 
 from openai_harmony import HarmonyEncoding, HarmonyEncodingName, load_harmony_encoding
 
@@ -17,6 +18,13 @@ def get_encoding() -> HarmonyEncoding:
     """The gpt-oss harmony encoding, built from the checked offline vocabulary (cached)."""
     ensure_vocab()
     return load_harmony_encoding(HarmonyEncodingName.HARMONY_GPT_OSS)
+
+
+def encode_with_specials(encoding: HarmonyEncoding, text: str, specials: AbstractSet[str]) -> list[int]:
+    """`text` with the special-token strings in `specials` encoded as those tokens, any other as ordinary text
+    (callers pass text they wrote: harmony headers around validated names). Passing no disallowed set skips
+    openai-harmony's check for them, a regex over every special token built anew each call (milliseconds)."""
+    return encoding.encode(text, allowed_special=specials, disallowed_special=())
 
 
 @functools.cache
