@@ -13,6 +13,9 @@
         --json-schema bench/schemas/order.json > schema.json
     python bench/load_generator.py --concurrency 64 --requests-per-stream 2 --max-tokens 512 \
         --max-tokens-each schema.json > free.json
+    # ... the free twin with prompts as long (the schema shown in a system message, no constraint)
+    python bench/load_generator.py --concurrency 64 --requests-per-stream 2 --max-tokens 512 \
+        --max-tokens-each schema.json --schema-in-prompt bench/schemas/order.json > free_long.json
 
 Prints one JSON object: TTFT, inter-token latency and end-to-end latency percentiles (ms) and the
 aggregate output tokens/s, and each request's output tokens in prompt order (`output_tokens_each`); with several widths, the shared settings and `sweep`, one such object per width
@@ -103,6 +106,8 @@ def request_body(args: argparse.Namespace, prompt: str | list[int], index: int =
             body["ignore_eos"] = True
         return "/v1/completions", body
     body["messages"] = [{"role": "user", "content": prompt}]
+    if args.schema_text is not None:  # the schema as the server shows it to the model, but no constraint
+        body["messages"].insert(0, {"role": "system", "content": args.schema_text})
     if args.json_schema is not None:
         body["response_format"] = {
             "type": "json_schema",
@@ -273,6 +278,13 @@ def main(argv: list[str] | None = None) -> int:
         help="a JSON schema file: every request asks for an answer that follows it (chat only)",
     )
     parser.add_argument(
+        "--schema-in-prompt",
+        dest="schema_in_prompt_file",
+        default=None,
+        help="a JSON schema file: every request's system message shows it as a response format section, with no "
+        "response_format (chat only): prompts as long as --json-schema's, without the constraint",
+    )
+    parser.add_argument(
         "--max-tokens-each",
         dest="max_tokens_each_file",
         default=None,
@@ -285,6 +297,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.json_schema_file is not None and args.endpoint != "chat":
         parser.error("--json-schema needs --endpoint chat")
     args.json_schema = json.loads(Path(args.json_schema_file).read_text()) if args.json_schema_file else None
+    args.schema_text = None
+    if args.schema_in_prompt_file is not None:
+        if args.endpoint != "chat":
+            parser.error("--schema-in-prompt needs --endpoint chat")
+        shown = json.dumps(json.loads(Path(args.schema_in_prompt_file).read_text()), separators=(",", ":"))
+        args.schema_text = f"# Response Formats\n\n## bench\n\n{shown}"
     args.max_tokens_each = None
     if args.max_tokens_each_file:
         args.max_tokens_each = json.loads(Path(args.max_tokens_each_file).read_text())["output_tokens_each"]
