@@ -132,7 +132,16 @@ class LLMEngine:
         finish = self.runner.launch(batch, previous=previous.finish) if previous else self.runner.launch(batch)
         return LaunchedStep(batch, finish, schedule_s, time.perf_counter() - begin)
 
-    def postprocess(self, batch: ScheduledBatch, sampled: list[SampledToken]) -> list[RequestOutput]:
+    def postprocess(
+        self, batch: ScheduledBatch, sampled: list[SampledToken], following: LaunchedStep | None = None
+    ) -> list[RequestOutput]:
+        """Take a step's tokens; -> the updated requests' outputs. `following`: the lookahead step launched after
+        `batch`, whose masks depend on these tokens. The constraint states take them first and the runner may begin
+        resolving those masks (`ModelRunner.previous_taken`), so a grammar fills them while the rest of the step's
+        bookkeeping, the planning and the staging of the next step go on."""
+        if following is not None:
+            self.scheduler.advance_constraints(batch, sampled)
+            self.runner.previous_taken(following.finish)
         outputs = []
         for request in self.scheduler.postprocess(batch, sampled):
             outputs.append(request.take_output())
@@ -140,11 +149,6 @@ class LLMEngine:
                 del self._requests[request.request_id]
         self._release_runner_state()
         return outputs
-
-    def previous_taken(self, step: LaunchedStep) -> None:
-        """`step` is a lookahead step whose previous step was just postprocessed: let the runner begin resolving
-        its masks (`ModelRunner.previous_taken`)."""
-        self.runner.previous_taken(step.finish)
 
     def stats(self) -> EngineStats:
         counters = self.scheduler.counters

@@ -143,9 +143,9 @@ class ModelRunner(ABC):
         return lambda: sampled
 
     def previous_taken(self, launch: Callable[[], list[SampledToken]]) -> None:
-        """The engine postprocessed the step before `launch` (a lookahead launch): its sequences' constraint states
-        took those tokens, so `launch`'s masks may be resolved from now on, while the host plans and stages the
-        next step. Default: nothing (they are resolved when the launch is read or followed)."""
+        """The constraint states of `launch`'s sequences (a lookahead launch) took the tokens of the step before it,
+        so `launch`'s masks may be resolved from now on, while the engine finishes postprocessing that step and plans
+        and stages the next. Default: nothing (they are resolved when the launch is read or followed)."""
 
     def can_follow(self, batch: ScheduledBatch) -> bool:
         """True if the step after `batch` (its sequences, one token each) may be launched with

@@ -230,6 +230,15 @@ class Scheduler:
 
     # --- after the step -----------------------------------------------------------------------
 
+    def advance_constraints(self, batch: ScheduledBatch, sampled: list[SampledToken | PromptLogprobs]) -> None:
+        """Let the constraint states of the batch's running sequences take their sampled tokens now, ahead of the
+        rest of `postprocess` (which then does not give them again)."""
+        for token in sampled:
+            if isinstance(token, SampledToken):
+                seq = self._seqs.get(token.seq_id)
+                if seq is not None and seq.status is SequenceStatus.RUNNING:
+                    seq.advance_constraint(token.token_id)
+
     def postprocess(self, batch: ScheduledBatch, sampled: list[SampledToken | PromptLogprobs]) -> list[Request]:
         """Account the computed tokens, keep prompt scores, append sampled tokens, finish sequences; the
         updated requests."""

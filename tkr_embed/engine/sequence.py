@@ -53,6 +53,7 @@ class Sequence:
     prompt_tuple: tuple[int, ...] = field(init=False)
     # this completion's progress through `sampling.constraint`; None when unconstrained or free from now on
     constraint_state: ConstraintState | None = field(init=False)
+    _constraint_ahead: bool = field(default=False, init=False)  # the state took the token append_token adds next
 
     def __post_init__(self) -> None:
         self.prompt_tuple = tuple(self.all_token_ids[: self.num_prompt_tokens])
@@ -104,12 +105,21 @@ class Sequence:
             return None
         return PendingMask(self.constraint_state)
 
+    def advance_constraint(self, token_id: int) -> None:
+        """Let the constraint state take the token `append_token` is about to add (ahead of the rest of the step's
+        bookkeeping, so the next mask can be resolved meanwhile); `append_token` then does not give it again."""
+        if self.constraint_state is not None and not self._constraint_ahead:
+            self.constraint_state.advance(token_id)
+            self._constraint_ahead = True
+
     def append_token(self, sampled: SampledToken, eos_token_ids: tuple[int, ...], max_model_len: int) -> None:
         """Add a sampled token and decide whether this completion is done."""
         token_id = sampled.token_id
         self.all_token_ids.append(token_id)
         self.new_token_ids.append(token_id)
-        if self.constraint_state is not None:
+        if self._constraint_ahead:
+            self._constraint_ahead = False
+        elif self.constraint_state is not None:
             self.constraint_state.advance(token_id)
         if self.sampling.logprobs is not None and sampled.logprob is not None:
             self.new_logprobs.append(TokenLogprob(token_id, sampled.logprob, list(sampled.top_logprobs or [])))

@@ -142,9 +142,7 @@ class StepLoop:
                 # here too, so that an abort right behind it finds it (and a request never outlives its abort).
                 pending += self._apply(port.take())
                 with self.lock:
-                    pending += engine.postprocess(inflight.batch, sampled)
-                    if following is not None:  # its masks now resolve while the next step is planned and staged
-                        engine.previous_taken(following)
+                    pending += engine.postprocess(inflight.batch, sampled, following)
                     engine.step_times.record(
                         schedule=inflight.schedule_s,
                         launch=inflight.launch_s,
