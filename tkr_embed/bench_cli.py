@@ -128,8 +128,10 @@ def _structured_pair(engine, prompts: list[list[int]], schema: object, max_token
     )
     assistant = [START, *encoding.encode("assistant", disallowed_special=())]  # where a rendered chat prompt ends
     prompts = [prompt + assistant for prompt in prompts]
-    # once untimed, as a server that has served a grammar: the grammar engine's tokenizer and the masked sampling
-    _timed_generate(engine, "structured_warmup", prompts[:1], [replace(params, max_tokens=8)])
+    # Once untimed, as a server that has served a grammar: a short reasoning budget opens the answer's grammar
+    # within a few tokens (the grammar engine's tokenizer is built, the masked sampling compiled).
+    short = replace(params, max_tokens=32, constraint=with_reasoning_budget(constraint, 16))
+    _timed_generate(engine, "structured_warmup", prompts[:1], [short])
     structured = _timed_generate(engine, "structured", prompts, [params] * len(prompts))
     free = [SamplingParams(temperature=0.0, max_tokens=length, ignore_eos=True) for length in structured.output_lens]
     return [structured, _timed_generate(engine, "structured_free", prompts, free)]
