@@ -1,10 +1,10 @@
 """One sequence's walk through a grammar: token masks as packed bitmasks, and the tokens it takes.
 
 The grammar engine's tokenizer is built once per process from the same o200k vocabulary and harmony special
-tokens the model uses (about a second), on a thread of its own while the engine builds (`prepare_grammar_tokenizer`).
-Each sequence compiles its own matcher
-from the grammar text (under a millisecond): copies of one compiled matcher would share its lexer state, which
-serialises the parallel fill (64 copies on 16 cores: 7.8 ms a step, against 2.0 ms for matchers of their own).
+tokens the model uses (about a second), on a thread of its own while the engine builds
+(`prepare_grammar_tokenizer`). Each sequence compiles its own matcher from the grammar text (under a millisecond):
+copies of one compiled matcher would share its lexer state, which serialises the parallel fill (64 copies on 16
+cores: 7.8 ms a step, against 2.0 ms for matchers of their own).
 
 A mask inside a JSON string allows most of the vocabulary and takes a fraction of a millisecond; a step of many
 sequences has them all filled in one call to the grammar engine's native thread pool (`GRAMMAR_FILLER`), while
