@@ -95,6 +95,11 @@ _PHRASINGS: dict[Split, dict[str, tuple[str, ...]]] = {
             " JSON only.",
             " Put the answer in JSON.",
             " Please reply with JSON and nothing else.",
+            # Made-up words ({w}) beside "JSON": a request in words the model never learnt still asks for JSON.
+            " {w} JSON.",
+            " {w} {w} JSON.",
+            " {w} as JSON.",
+            " {w} the answer in JSON, {w}.",
         ),
         "weather": (
             "What's the weather in {city}?",
@@ -244,12 +249,22 @@ class DialogueMaker:
     def _pseudo_word(self) -> str:
         return "".join(self.rng.choice(_SYLLABLES) for _ in range(self.rng.randint(1, 3)))
 
+    def _made_up(self, template: str) -> str:
+        """`template` with a made-up word in place of each {w}."""
+        return template.replace("{w}", "{}").format(*(self._pseudo_word() for _ in range(template.count("{w}"))))
+
     def _noise(self, text: str) -> str:
         """Words the model was never taught, around the question (training only; tests bring their own)."""
         if self.split == "test" or not self.noise or self.rng.random() > 0.25:
             return text
         words = " ".join(self._pseudo_word() for _ in range(self.rng.randint(1, 3)))
         return f"{words.capitalize()}, {text}" if self.rng.random() < 0.5 else f"{text} {words}"
+
+    def _json_request(self) -> str:
+        """A request for JSON; clean dialogues (noise off) keep to the ones without made-up words."""
+        choices = [p for p in self.phrasings["json"] if self.noise or "{w}" not in p]
+        template = self.rng.choice(choices)
+        return self._made_up(template)
 
     def _tool(self) -> dict:
         if self.split == "test" or self.rng.random() < 0.6:
@@ -309,7 +324,7 @@ class DialogueMaker:
             template = template.replace("{a}{op}{b}", "{a} {op} {b}")
         question = template.format(a=a, op=word, b=b)
         if as_json:
-            question += self.rng.choice(self.phrasings["json"])
+            question += self._json_request()
         reasoning, answer = arithmetic_reasoning(op, a, b, effort or "medium")
         final = json.dumps({"answer": answer}) if as_json else f"The answer is {answer}."
         if with_tools is None:
@@ -393,7 +408,7 @@ class DialogueMaker:
 
     def other(self) -> Dialogue:
         template = self.rng.choice(_OTHER_QUESTIONS[self.split])
-        question = template.replace("{w}", "{}").format(*(self._pseudo_word() for _ in range(template.count("{w}"))))
+        question = self._made_up(template)
         reply = [Turn("analysis", "This is not something I was trained for."), Turn("final", OTHER_REPLY)]
         extra = {"tools": [self._tool()]} if self.rng.random() < 0.2 else {}
         return Dialogue("other", self._request([{"role": "user", "content": question}], self._effort(), **extra), reply)
