@@ -97,7 +97,9 @@ def test_chat_stream_with_usage(client):
 
 def test_completions_and_native_generate(client, demo_server):
     model = client.models.list().data[0].id
-    completion = client.completions.create(model=model, prompt="The sky is", max_tokens=4, temperature=0, seed=1)
+    completion = client.completions.create(
+        model=model, prompt="The sky is", max_tokens=4, temperature=0, seed=1, extra_body={"ignore_eos": True}
+    )
     assert completion.usage.completion_tokens == 4 and completion.choices[0].finish_reason == "length"
     generated = httpx.post(
         demo_server[0] + "/generate", json={"text": "Hi", "max_tokens": 4, "temperature": 0}, timeout=120
@@ -127,10 +129,10 @@ def wait_for_queue(url: str, running: int, waiting: int, timeout_s: float = 120.
 def test_full_queue_answers_503(demo_server):
     # max_num_seqs=1, max_waiting=1: one long stream holds the only running slot, one request waits,
     # and the next is refused. Each step waits for the engine's own counts, so a slow machine cannot
-    # reorder them. The demo model does not stop early on "Count" (4,086 tokens greedily).
+    # reorder them. `ignore_eos` keeps each request to its max_tokens whatever the demo model would say.
     url = demo_server[0]
-    long_body = {"prompt": "Count", "max_tokens": 4000, "temperature": 0, "stream": True}
-    short_body = {"prompt": "Count", "max_tokens": 3, "temperature": 0}
+    long_body = {"prompt": "Count", "max_tokens": 4000, "temperature": 0, "stream": True, "ignore_eos": True}
+    short_body = {"prompt": "Count", "max_tokens": 3, "temperature": 0, "ignore_eos": True}
     with httpx.Client(base_url=url, timeout=120) as streaming, concurrent.futures.ThreadPoolExecutor(1) as pool:
         with streaming.stream("POST", "/v1/completions", json=long_body) as running:
             assert running.status_code == 200
