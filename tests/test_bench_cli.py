@@ -97,3 +97,16 @@ def test_a_json_schema_adds_a_structured_run_and_its_free_twin_of_equal_lengths(
     assert structured["output_lens"] == free["output_lens"] and structured["output_tokens"] == free["output_tokens"]
     assert min(structured["output_lens"]) >= 1 and any(length < 200 for length in structured["output_lens"])
     assert report["structured_slowdown"] == round(1 - structured["output_tok_s"] / free["output_tok_s"], 4)
+
+
+def test_a_json_schema_the_grammar_engine_cannot_enforce_ends_the_bench_before_it_builds(tmp_path) -> None:
+    schema = tmp_path / "schema.json"
+    schema.write_text(json.dumps({"type": "string", "pattern": "(?<=x)a"}))
+    done = subprocess.run(
+        [sys.executable, "-m", "tkr_embed.cli", "bench", "--device", "cpu", "--json-schema", str(schema)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 1 and done.stdout == ""
+    assert f"--json-schema {schema}:" in done.stderr and "look-around" in done.stderr

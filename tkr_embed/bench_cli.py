@@ -189,8 +189,23 @@ def bench_args(args: argparse.Namespace, model: str) -> EngineArgs:
     return EngineArgs(model=model, device=args.device, **options)
 
 
+def _read_schema(path: str) -> object:
+    """The --json-schema file's schema, checked before the engine is built: a schema the grammar engine cannot
+    enforce ends the command with its words."""
+    from tkr_embed.structured.schema import UnsupportedSchemaError, compile_schema
+
+    try:
+        schema = json.loads(Path(path).read_text())
+        compile_schema(schema)
+    except (OSError, ValueError, UnsupportedSchemaError) as exc:
+        raise SystemExit(f"--json-schema {path}: {exc}") from None
+    return schema
+
+
 def run_bench(args: argparse.Namespace) -> int:
     from tkr_embed.builder import build_engine
+
+    schema = _read_schema(args.json_schema) if args.json_schema is not None else None
 
     rng = random.Random(args.seed)
     with tempfile.TemporaryDirectory() as scratch:
@@ -222,8 +237,7 @@ def run_bench(args: argparse.Namespace) -> int:
             prompts = [prompt(args.prompt_len) for _ in range(width)]
             runs.append(_timed_generate(engine, "parallel_streams", prompts, args.output_len))
         runs.append(_timed_generate(engine, "long_prompt_ttft", [prompt(args.long_prompt_len)], 1))
-        if args.json_schema is not None:
-            schema = json.loads(Path(args.json_schema).read_text())
+        if schema is not None:
             prompts = [prompt(args.prompt_len) for _ in range(max(args.streams) * args.structured_rounds)]
             runs += _structured_pair(engine, prompts, schema, args.structured_max_tokens)
     config = engine.config
