@@ -106,7 +106,7 @@ def request_body(args: argparse.Namespace, prompt: str | list[int], index: int =
             body["ignore_eos"] = True
         return "/v1/completions", body
     body["messages"] = [{"role": "user", "content": prompt}]
-    if args.schema_text is not None:  # the schema as the server shows it to the model, but no constraint
+    if args.schema_text is not None:  # the schema as the server shows it (render.response_format_section), unasked
         body["messages"].insert(0, {"role": "system", "content": args.schema_text})
     if args.json_schema is not None:
         body["response_format"] = {

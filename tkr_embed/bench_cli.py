@@ -55,20 +55,20 @@ def percentiles(values: list[float], points: tuple[int, ...] = (50, 90, 99)) -> 
     return result
 
 
-def _timed_generate(engine, name: str, prompts: list[list[int]], output_len: int | list[SamplingParams]) -> RunResult:
+def _timed_generate(engine, name: str, prompts: list[list[int]], params: int | list[SamplingParams]) -> RunResult:
     """Submit every prompt at once and run the step loop until all finish; time each request's tokens where the
-    loop delivers them, as it delivers them to the server's streams. `output_len`: new tokens of every request
+    loop delivers them, as it delivers them to the server's streams. `params`: new tokens of every request
     (greedy, `ignore_eos`), or each request's own sampling parameters."""
     from tkr_embed import SamplingParams
     from tkr_embed.engine.step_loop import AddRequest, run_to_completion
 
-    if isinstance(output_len, int):
-        output_len = [SamplingParams(temperature=0.0, max_tokens=output_len, ignore_eos=True)] * len(prompts)
+    if isinstance(params, int):
+        params = [SamplingParams(temperature=0.0, max_tokens=params, ignore_eos=True)] * len(prompts)
     start = time.perf_counter()
     arrival = time.monotonic()
     requests = [
-        AddRequest(f"bench-{name}-{index}", prompt, params, arrival)
-        for index, (prompt, params) in enumerate(zip(prompts, output_len, strict=True))
+        AddRequest(f"bench-{name}-{index}", prompt, own, arrival)
+        for index, (prompt, own) in enumerate(zip(prompts, params, strict=True))
     ]
     token_times: dict[str, list[float]] = {request.request_id: [] for request in requests}
     lengths: dict[str, int] = dict.fromkeys(token_times, 0)
@@ -110,19 +110,18 @@ def _timed_generate(engine, name: str, prompts: list[list[int]], output_len: int
     )
 
 
-def _structured_pair(engine, prompts: list[list[int]], schema: object, max_tokens: int) -> list[RunResult]:
-    """The prompts answered under `schema` as the server holds a chat answer to it (the reasoning free, the final
-    answer to the schema's grammar, ending when the JSON is complete), then the same prompts without it, each cut
+def _structured_pair(engine, prompts: list[list[int]], grammar: str, max_tokens: int) -> list[RunResult]:
+    """The prompts answered under a schema's `grammar` as the server holds a chat answer to it (the reasoning free,
+    the final answer to the grammar, ending when the JSON is complete), then the same prompts without it, each cut
     to the length its structured answer had: equal work, so the two runs' output tok/s compare the constraint's
     cost alone."""
     from tkr_embed import SamplingParams
     from tkr_embed.harmony.special_tokens import START
     from tkr_embed.harmony.structured_constraint import structured_constraint, with_reasoning_budget
     from tkr_embed.harmony.tokenizer import get_encoding
-    from tkr_embed.structured.schema import compile_schema
 
     encoding = get_encoding()
-    constraint = structured_constraint(encoding, final_grammar=compile_schema(schema).grammar, tool_grammars=())
+    constraint = structured_constraint(encoding, final_grammar=grammar, tool_grammars=())
     params = SamplingParams(
         temperature=0.0, max_tokens=max_tokens, constraint=with_reasoning_budget(constraint, max_tokens)
     )
@@ -189,23 +188,21 @@ def bench_args(args: argparse.Namespace, model: str) -> EngineArgs:
     return EngineArgs(model=model, device=args.device, **options)
 
 
-def _read_schema(path: str) -> object:
-    """The --json-schema file's schema, checked before the engine is built: a schema the grammar engine cannot
-    enforce ends the command with its words."""
+def _read_schema_grammar(path: str) -> str:
+    """The grammar of the --json-schema file's schema, compiled before the engine is built: a schema the grammar
+    engine cannot enforce ends the command with its words."""
     from tkr_embed.structured.schema import UnsupportedSchemaError, compile_schema
 
     try:
-        schema = json.loads(Path(path).read_text())
-        compile_schema(schema)
+        return compile_schema(json.loads(Path(path).read_text())).grammar
     except (OSError, ValueError, UnsupportedSchemaError) as exc:
         raise SystemExit(f"--json-schema {path}: {exc}") from None
-    return schema
 
 
 def run_bench(args: argparse.Namespace) -> int:
     from tkr_embed.builder import build_engine
 
-    schema = _read_schema(args.json_schema) if args.json_schema is not None else None
+    grammar = _read_schema_grammar(args.json_schema) if args.json_schema is not None else None
 
     rng = random.Random(args.seed)
     with tempfile.TemporaryDirectory() as scratch:
@@ -237,9 +234,9 @@ def run_bench(args: argparse.Namespace) -> int:
             prompts = [prompt(args.prompt_len) for _ in range(width)]
             runs.append(_timed_generate(engine, "parallel_streams", prompts, args.output_len))
         runs.append(_timed_generate(engine, "long_prompt_ttft", [prompt(args.long_prompt_len)], 1))
-        if schema is not None:
+        if grammar is not None:
             prompts = [prompt(args.prompt_len) for _ in range(max(args.streams) * args.structured_rounds)]
-            runs += _structured_pair(engine, prompts, schema, args.structured_max_tokens)
+            runs += _structured_pair(engine, prompts, grammar, args.structured_max_tokens)
     config = engine.config
     report = {
         "model": args.model or "demo",
