@@ -7,6 +7,7 @@ import json
 
 from mask_ids import allowed_ids
 
+from tkr_embed.engine.constraints import advance_states
 from tkr_embed.harmony import special_tokens as special
 from tkr_embed.harmony.render import render_chat
 from tkr_embed.harmony.structured_constraint import HarmonyConstraint
@@ -90,7 +91,7 @@ def test_with_a_json_schema_the_smaller_of_the_cap_and_half_max_tokens_applies_a
     body = ids('{"ok":true}')
     for token in body:
         assert token in allowed_ids(state)
-        state.advance(token)
+        advance_states([(state, token)])
     assert allowed_ids(state) == [special.RETURN]
     assert json.loads(ENCODING.decode(body)) == {"ok": True}
 

@@ -12,7 +12,7 @@ import jsonschema
 import pytest
 from mask_ids import allowed_ids
 
-from tkr_embed.engine.constraints import FREE_FOREVER
+from tkr_embed.engine.constraints import FREE_FOREVER, advance_states
 from tkr_embed.harmony import special_tokens as special
 from tkr_embed.harmony.parser import HarmonyStreamParser
 from tkr_embed.harmony.render import render_chat
@@ -57,7 +57,7 @@ def walk(constraint, rng: random.Random, max_tokens: int = 400, end_chance: floa
             # prefer short tokens sometimes so strings and arrays end, as a model would
             token = rng.choice(ids)
         generated.append(token)
-        state.advance(token)
+        advance_states([(state, token)])
         if token in special.STOP_TOKEN_IDS:
             break
     return generated

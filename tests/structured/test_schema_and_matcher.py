@@ -11,10 +11,10 @@ import jsonschema
 import numpy as np
 import pytest
 
-from tkr_embed.engine.constraints import PendingMask, resolve_masks
+from tkr_embed.engine.constraints import PendingMask, advance_states, resolve_masks
 from tkr_embed.harmony import special_tokens as special
 from tkr_embed.harmony.tokenizer import get_encoding
-from tkr_embed.structured.matcher import NUM_MASK_WORDS, GrammarMatcher
+from tkr_embed.structured.matcher import GRAMMAR_FILLER, NUM_MASK_WORDS, PARALLEL_ADVANCE_MIN, GrammarMatcher
 from tkr_embed.structured.schema import UnsupportedSchemaError, compile_schema
 
 SCHEMA = {
@@ -69,13 +69,13 @@ def test_a_walk_of_allowed_tokens_is_valid_json_and_ends_with_the_end_token(end_
                 assert allowed == [end_token]  # the object is closed: nothing else may follow
                 break
             tokens.append(token)
-            matcher.advance(token)
+            advance_states([(matcher, token)])
         jsonschema.validate(json.loads(encoding.decode(tokens)), SCHEMA)
 
 
 def test_a_refused_token_leaves_only_the_end_token():
     matcher = GrammarMatcher(compile_schema(SCHEMA).grammar, special.CALL)
-    matcher.advance(get_encoding().encode("]", disallowed_special=())[0])
+    advance_states([(matcher, get_encoding().encode("]", disallowed_special=())[0])])
     assert ids_of(matcher.mask()) == [special.CALL]
 
 
@@ -89,7 +89,7 @@ def test_a_steps_masks_filled_together_are_each_matchers_own():
     for prefix in prefixes:
         matcher = GrammarMatcher(grammar, special.CALL if len(matchers) % 2 else special.RETURN)
         for token in encoding.encode(prefix, disallowed_special=()):
-            matcher.advance(token)
+            advance_states([(matcher, token)])
         matchers.append(matcher)
     alone = [ids_of(matcher.mask()) for matcher in matchers]
     assert alone[-1] == [special.CALL]  # "]" errored the last matcher
@@ -138,3 +138,67 @@ print(_build_grammar_tokenizer.cache_info().currsize, _build_grammar_tokenizer.c
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split() == ["1", "1"]
+
+
+NESTED = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string", "maxLength": 8},
+        "owner": {
+            "type": "object",
+            "properties": {"age": {"type": "integer"}, "tags": {"type": "array", "items": {"enum": ["a", "b"]}}},
+            "required": ["age", "tags"],
+        },
+        "ok": {"type": "boolean"},
+    },
+    "required": ["name", "owner", "ok"],
+}
+
+
+class _CountingPool:
+    """The grammar engine's thread pool, counting the parallel advances it is given."""
+
+    def __init__(self, pool) -> None:
+        self.pool = pool
+        self.parallel_advances = 0
+
+    def consume_token_par(self, jobs):
+        self.parallel_advances += 1
+        return self.pool.consume_token_par(jobs)
+
+
+def test_a_steps_tokens_taken_together_leave_each_matcher_as_taking_them_alone(monkeypatch):
+    """Matchers whose tokens are taken in one parallel call (a refused one among them) mask as matchers that took
+    the same tokens one by one; the refused one allows only its end token."""
+    grammar = compile_schema(NESTED).grammar
+    pool = _CountingPool(GRAMMAR_FILLER._pool())
+    monkeypatch.setattr(GRAMMAR_FILLER, "_pool", lambda: pool)
+    # Each matcher begins with a prefix (into the nested object and its array; the grammar orders the properties
+    # by name), then takes random allowed tokens.
+    body = '{"name": "ab", "ok": true, "owner": {"age": 12, "tags": ["a", "b"'
+    prefixes = [body[:cut] for cut in (0, 1, 11, 22, 36, 46, 56, 60, 62, len(body))]
+    script = [get_encoding().encode(prefix, disallowed_special=()) for prefix in prefixes]
+    end_tokens = [special.CALL if index % 2 else special.RETURN for index in range(10)]
+    together = [GrammarMatcher(grammar, end_token) for end_token in end_tokens]
+    alone = [GrammarMatcher(grammar, end_token) for end_token in end_tokens]
+    rng = np.random.default_rng(7)
+    for step in range(30):
+        pairs = []
+        for index, matcher in enumerate(alone):
+            allowed = [token for token in ids_of(matcher.mask()) if token != matcher.end_token]
+            if not allowed:
+                continue
+            if (step, index) == (9, 3):
+                pairs.append((index, min(set(range(special.STARTOFTEXT)) - set(allowed))))
+            elif step < len(script[index]):
+                pairs.append((index, script[index][step]))
+            else:
+                pairs.append((index, int(rng.choice(allowed))))
+        assert len(pairs) >= PARALLEL_ADVANCE_MIN
+        advance_states([(together[index], token) for index, token in pairs])
+        for index, token in pairs:
+            advance_states([(alone[index], token)])
+        assert [ids_of(matcher.mask()) for matcher in together] == [ids_of(matcher.mask()) for matcher in alone]
+    assert [matcher._matcher.is_error() for matcher in together] == [index == 3 for index in range(10)]
+    assert ids_of(together[3].mask()) == [special.CALL]
+    assert pool.parallel_advances == 30  # the one-by-one matchers never reached the pool

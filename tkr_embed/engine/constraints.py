@@ -12,13 +12,15 @@ whoever builds it.
 A lookahead decode step is planned and its forward queued before the previous step's token is known. For a
 sequence whose token may be restricted there, the runner holds the step's sampling back until that token was
 taken by the state (the engine postprocessed the previous step): the mask always sees every token before it.
+The states take the previous step's tokens in one call (`advance_states`), so a grammar engine takes them all in
+parallel (`DeferredAdvance`), as it fills the masks.
 `free_tokens_ahead` says how far the state is free whatever the tokens turn out to be; a sequence free for both
 tokens needs no mask at all.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -50,6 +52,21 @@ class MaskFill:
     job: object
 
 
+class BatchAdvancer(Protocol):
+    """Makes many sequences' states take their tokens at once (a grammar engine, in parallel)."""
+
+    def advance_all(self, jobs: Sequence[object]) -> None:
+        """Each job's state takes that job's token, in one call."""
+
+
+@dataclass(frozen=True)
+class DeferredAdvance:
+    """Work a state's `advance` hands back: `advancer` takes the token (`job`) with the step's other such work."""
+
+    advancer: BatchAdvancer
+    job: object
+
+
 class ConstraintState(Protocol):
     """One sequence's progress through a constraint."""
 
@@ -62,8 +79,10 @@ class ConstraintState(Protocol):
         packed bitmask (uint32 or int32 words, bit `i % 32` of word `i // 32` set for an allowed id `i`; ids past
         its end are not allowed), or a `MaskFill` that writes it. Never empty."""
 
-    def advance(self, token_id: int) -> None:
-        """Take the token the sequence generated (one the state allowed, when it restricted it)."""
+    def advance(self, token_id: int) -> DeferredAdvance | None:
+        """Take the token the sequence generated (one the state allowed, when it restricted it), or hand back a
+        `DeferredAdvance` that takes it: until that is done the state must not be asked anything. Called through
+        `advance_states`, which does that before it returns."""
 
 
 class TokenConstraint(Protocol):
@@ -76,6 +95,18 @@ class TokenConstraint(Protocol):
 
     def start(self) -> ConstraintState:
         """A fresh state, before the sequence's first generated token."""
+
+
+def advance_states(pairs: Iterable[tuple[ConstraintState, int]]) -> None:
+    """Each state takes its token; the tokens states deferred are taken by one `advance_all` call per advancer,
+    in the pairs' order, before this returns."""
+    deferred: dict[int, tuple[BatchAdvancer, list[object]]] = {}
+    for state, token_id in pairs:
+        work = state.advance(token_id)
+        if work is not None:
+            deferred.setdefault(id(work.advancer), (work.advancer, []))[1].append(work.job)
+    for advancer, jobs in deferred.values():
+        advancer.advance_all(jobs)
 
 
 class PendingMask:

@@ -135,12 +135,13 @@ class LLMEngine:
     def postprocess(
         self, batch: ScheduledBatch, sampled: list[SampledToken], following: LaunchedStep | None = None
     ) -> list[RequestOutput]:
-        """Take a step's tokens; -> the updated requests' outputs. `following`: the lookahead step launched after
-        `batch`, whose masks depend on these tokens. The constraint states take them first and the runner may begin
-        resolving those masks (`ModelRunner.previous_taken`), so a grammar fills them while the rest of the step's
-        bookkeeping, the planning and the staging of the next step go on."""
+        """Take a step's tokens; -> the updated requests' outputs. The constraint states take them first, all in one
+        call (a grammar engine takes them in parallel). `following`: the lookahead step launched after `batch`, whose
+        masks depend on these tokens: the runner may then begin resolving those masks (`ModelRunner.previous_taken`),
+        so a grammar fills them while the rest of the step's bookkeeping, the planning and the staging of the next
+        step go on."""
+        self.scheduler.advance_constraints(batch, sampled)
         if following is not None:
-            self.scheduler.advance_constraints(batch, sampled)
             self.runner.previous_taken(following.finish)
         outputs = []
         for request in self.scheduler.postprocess(batch, sampled):

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from tkr_embed.engine.block_manager import BlockManager
 from tkr_embed.engine.config import EngineConfig
-from tkr_embed.engine.constraints import PendingMask
+from tkr_embed.engine.constraints import ConstraintState, PendingMask, advance_states
 from tkr_embed.engine.outputs import FinishReason
 from tkr_embed.engine.runner import BatchEntry, PromptLogprobs, SampledToken, ScheduledBatch
 from tkr_embed.engine.sequence import Request, Sequence, SequenceStatus
@@ -231,13 +231,22 @@ class Scheduler:
     # --- after the step -----------------------------------------------------------------------
 
     def advance_constraints(self, batch: ScheduledBatch, sampled: list[SampledToken | PromptLogprobs]) -> None:
-        """Let the constraint states of the batch's running sequences take their sampled tokens now, ahead of the
-        rest of `postprocess` (which then does not give them again)."""
+        """Let the constraint states of the batch's running sequences take their sampled tokens now, all in one
+        `advance_states` call (a grammar engine takes them in parallel), ahead of the rest of `postprocess` (which
+        then does not give them again)."""
+        ahead: list[Sequence] = []
+        pairs: list[tuple[ConstraintState, int]] = []
         for token in sampled:
-            if isinstance(token, SampledToken):
-                seq = self._seqs.get(token.seq_id)
-                if seq is not None and seq.status is SequenceStatus.RUNNING:
-                    seq.advance_constraint(token.token_id)
+            seq = self._seqs.get(token.seq_id) if isinstance(token, SampledToken) else None
+            if seq is None or seq.status is not SequenceStatus.RUNNING:
+                continue
+            pair = seq.constraint_advance(token.token_id)
+            if pair is not None:
+                pairs.append(pair)
+                ahead.append(seq)
+        advance_states(pairs)
+        for seq in ahead:
+            seq.mark_constraint_ahead()
 
     def postprocess(self, batch: ScheduledBatch, sampled: list[SampledToken | PromptLogprobs]) -> list[Request]:
         """Account the computed tokens, keep prompt scores, append sampled tokens, finish sequences; the

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import Enum
 
-from tkr_embed.engine.constraints import FREE_FOREVER, ConstraintState, PendingMask
+from tkr_embed.engine.constraints import FREE_FOREVER, ConstraintState, PendingMask, advance_states
 from tkr_embed.engine.detokenizer import IncrementalDetokenizer
 from tkr_embed.engine.outputs import (
     CompletionOutput,
@@ -105,12 +105,17 @@ class Sequence:
             return None
         return PendingMask(self.constraint_state)
 
-    def advance_constraint(self, token_id: int) -> None:
-        """Let the constraint state take the token `append_token` is about to add (ahead of the rest of the step's
-        bookkeeping, so the next mask can be resolved meanwhile); `append_token` then does not give it again."""
-        if self.constraint_state is not None and not self._constraint_ahead:
-            self.constraint_state.advance(token_id)
-            self._constraint_ahead = True
+    def constraint_advance(self, token_id: int) -> tuple[ConstraintState, int] | None:
+        """The constraint state and the token `append_token` is about to add, for the state to take ahead of the
+        rest of the step's bookkeeping (so the next mask can be resolved meanwhile) with the step's other states
+        (`advance_states`); None when there is no state or it took the token already."""
+        if self.constraint_state is None or self._constraint_ahead:
+            return None
+        return self.constraint_state, token_id
+
+    def mark_constraint_ahead(self) -> None:
+        """The state took `constraint_advance`'s token: `append_token` does not give it again."""
+        self._constraint_ahead = True
 
     def append_token(self, sampled: SampledToken, eos_token_ids: tuple[int, ...], max_model_len: int) -> None:
         """Add a sampled token and decide whether this completion is done."""
@@ -120,7 +125,7 @@ class Sequence:
         if self._constraint_ahead:
             self._constraint_ahead = False
         elif self.constraint_state is not None:
-            self.constraint_state.advance(token_id)
+            advance_states([(self.constraint_state, token_id)])
         if self.sampling.logprobs is not None and sampled.logprob is not None:
             self.new_logprobs.append(TokenLogprob(token_id, sampled.logprob, list(sampled.top_logprobs or [])))
         if not self.sampling.ignore_eos and token_id in eos_token_ids:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from openai_harmony import HarmonyEncoding
 
-from tkr_embed.engine.constraints import FREE_FOREVER, MaskFill, TokenConstraint
+from tkr_embed.engine.constraints import FREE_FOREVER, DeferredAdvance, MaskFill, TokenConstraint
 from tkr_embed.harmony.special_tokens import CALL, END, RETURN, START
 from tkr_embed.harmony.tokenizer import encode_with_specials
 from tkr_embed.structured.matcher import GrammarMatcher
@@ -158,20 +158,20 @@ class _HarmonyState:
             return [START]
         return sorted({header[self._position] for header, _ in self._headers})
 
-    def advance(self, token_id: int) -> None:
+    def advance(self, token_id: int) -> DeferredAdvance | None:
+        """Take the token; in a grammar body, hand back the grammar's part (`GrammarMatcher.advance`)."""
         if self._done:
-            return
+            return None
         if self._after_end:
             self._after_end = False
             start_written = token_id == START
             self._enter_header(self._constraint.next_headers, 1 if start_written else 0)
-            return
+            return None
         if self._matcher is not None:
             if token_id == self._matcher.end_token:
                 self._finish()
-            else:
-                self._matcher.advance(token_id)
-            return
+                return None
+            return self._matcher.advance(token_id)
         if self._body is not None:  # a free body
             if token_id == END:
                 self._body, self._after_end = None, True
@@ -180,7 +180,7 @@ class _HarmonyState:
                 budget = self._constraint.reasoning_budget
                 if budget is not None and self._analysis_tokens >= budget:
                     self._enter_header((self._constraint.budget_exit,), 0)
-            return
+            return None
         position = self._position
         live = tuple(header for header in self._headers if header[0][position] == token_id)
         self._position = position + 1
@@ -191,6 +191,7 @@ class _HarmonyState:
             self._headers = live
         else:
             self._finish()  # an id outside every header (never sampled under the mask): free from here on
+        return None
 
     def _enter_header(self, headers: tuple[Header, ...], position: int) -> None:
         self._body, self._matcher = None, None

@@ -8,7 +8,8 @@ cores: 7.8 ms a step, against 2.0 ms for matchers of their own).
 
 A mask inside a JSON string allows most of the vocabulary and takes a fraction of a millisecond; a step of many
 sequences has them all filled in one call to the grammar engine's native thread pool (`GRAMMAR_FILLER`), while
-the forward runs on the device.
+the forward runs on the device. The step's sampled tokens are taken the same way, all matchers in one call
+(`GrammarMatcher.advance` hands its token to `GRAMMAR_FILLER` through `advance_states`).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import llguidance
 import llguidance.numpy
 import numpy as np
 
-from tkr_embed.engine.constraints import MaskFill, mask_words
+from tkr_embed.engine.constraints import DeferredAdvance, MaskFill, mask_words
 from tkr_embed.harmony.special_tokens import RETURN, STARTOFTEXT, VOCAB_SIZE
 from tkr_embed.harmony.tokenizer import get_encoding
 from tkr_embed.harmony.vocab import ensure_vocab
@@ -40,6 +41,9 @@ _O200K_PATTERN = "|".join(
     ]
 )
 NUM_MASK_WORDS = mask_words(VOCAB_SIZE)
+# Fewer tokens than this are taken one by one: a matcher takes a token in a few µs (about 10 on average), and
+# waking the grammar engine's thread pool and waiting for it costs tens of µs, more than it saves on so few.
+PARALLEL_ADVANCE_MIN = 4
 
 
 _TOKENIZER_LOCK = threading.Lock()
@@ -95,13 +99,17 @@ class GrammarMatcher:
         GRAMMAR_FILLER.fill([(self, 0)], words)
         return words[0]
 
-    def advance(self, token_id: int) -> None:
-        if token_id != self.end_token:
-            self._matcher.consume_token(token_id)
+    def advance(self, token_id: int) -> DeferredAdvance | None:
+        """The token for `GRAMMAR_FILLER` to take with the step's other grammar tokens (`advance_states`); None for
+        the end token, which the grammar does not take."""
+        if token_id == self.end_token:
+            return None
+        return DeferredAdvance(GRAMMAR_FILLER, (self._matcher, token_id))
 
 
 class GrammarFiller:
-    """Fills the masks of many GrammarMatchers into one bitmask, in parallel (a `MaskFiller`)."""
+    """Fills the masks of many GrammarMatchers into one bitmask, and makes many take their tokens, in parallel on
+    the grammar engine's thread pool (a `MaskFiller` and a `BatchAdvancer`)."""
 
     def __init__(self) -> None:
         self._executor: llguidance.LLExecutor | None = None
@@ -126,6 +134,15 @@ class GrammarFiller:
         for matcher, row in jobs:
             assert isinstance(matcher, GrammarMatcher)
             _finish_row(words[row], matcher)
+
+    def advance_all(self, jobs: Sequence[object]) -> None:
+        """Each (grammar engine matcher, token) job's matcher takes its token; a refused token leaves it in its
+        error state."""
+        if len(jobs) < PARALLEL_ADVANCE_MIN:
+            for matcher, token_id in jobs:
+                matcher.consume_token(token_id)
+        else:
+            self._pool().consume_token_par(list(jobs))
 
     def _pool(self) -> llguidance.LLExecutor:
         with self._lock:
