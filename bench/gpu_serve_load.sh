@@ -8,7 +8,7 @@
 # config.dev.yaml, whose max_num_seqs of 16 runs 64 streams in four waves.
 # Usage: bash bench/gpu_serve_load.sh OUT_DIR   (PYTHONPATH must reach tkr_embed and the server's packages)
 # SERVER_CMD replaces the server's command line (default: python3 -X faulthandler -m tkr_embed.api.server),
-# e.g. "python3 bench/step_trace.py OUT/trace.json -- -m tkr_embed.api.server" to record its steps.
+# e.g. "python3 bench/step_trace.py OUT/trace -- -m tkr_embed.api.server" to record its engine's steps.
 set -u
 OUT=$1; PORT=${PORT:-8011}; URL=http://127.0.0.1:$PORT; STREAMS=${STREAMS:-64}
 GENERATION_MODEL_PATH=${MODEL_PATH:-gpt-oss-20b} GENERATION_AUTH_ENABLED=false GENERATION_RATE_LIMIT_ENABLED=false \

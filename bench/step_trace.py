@@ -1,22 +1,30 @@
-"""Run a script or module with the engine's steps recorded: when each step's tokens reached the host and
-what the step held, and when each request was added. Written as JSON to TRACE_FILE at exit.
+"""Run a script or module with the engine's steps recorded: when each step's tokens reached the host, how long
+its postprocess took and what the step held, and when each request was added.
 
-    python bench/step_trace.py /tmp/trace.json -- -m tkr_embed.cli bench --model gpt-oss-20b --device cuda ...
-    python bench/step_trace.py /tmp/trace.json -- -m tkr_embed.api.server     # SIGTERM ends it and writes
-    python bench/step_trace.py --summary /tmp/trace.json [load.json ...]       # the waves of a trace
+    python bench/step_trace.py /tmp/trace -- -m tkr_embed.cli bench --model gpt-oss-20b --device cuda ...
+    python bench/step_trace.py /tmp/trace -- -m tkr_embed.api.server
+    python bench/step_trace.py --summary /tmp/trace [--min-wave N] [load.json ...]    # the waves of a trace
 
-A step is one `LLMEngine.postprocess` call: {t (s, perf_counter), tokens, prefill (tokens of prefill
-chunks), decodes (one-token entries), entries}. `--summary` splits the trace into waves (requests added
-within 50 ms of each other) and prints, per wave of at least 8 requests: over how long its requests reached
-the AsyncEngine and were added, the steps until its last request finished, the prefill steps' sizes and
-intervals; given the load generator's JSON files (their `started_at`), the time from the client's start to
-the first request's arrival.
+Every process that runs an engine appends JSON lines to TRACE.<pid>.jsonl: this one, and the server's engine
+process, a fresh interpreter that keeps none of this one's patches and records through the hook this script puts
+on its PYTHONPATH (`step_trace_hook/sitecustomize.py`). A step: {"step": t, "pp": seconds, "tokens", "prefill"
+(tokens of prefill chunks), "decodes" (one-token entries), "entries"}, t when `LLMEngine.postprocess` began (its
+tokens had reached the host; perf_counter, one clock for every process on Linux); an added request: {"add": t,
+"arrival": t}. Lines are written in batches and when the process ends.
+
+`--summary` reads every process's file and splits the steps into waves (requests added within 50 ms of each
+other). Per wave of at least 8 requests (`--min-wave`): over how long its requests reached the engine and were added, its
+prefill steps, its decode steps (p50 and p90 of their intervals, how many took over 8 ms, the postprocess p50);
+given the load generator's JSON files (their `started_at`), the time from the client's start to the first
+request's arrival.
 """
 
 from __future__ import annotations
 
 import atexit
 import json
+import multiprocessing.util
+import os
 import signal
 import sys
 import time
@@ -27,44 +35,54 @@ sys.path[:0] = [str(BENCH.parent), str(BENCH)]  # tkr_embed and with_patch.py wi
 
 from with_patch import run_target  # noqa: E402
 
+HOOK = BENCH / "step_trace_hook"
+FLUSH_EVERY = 256  # lines kept before they are appended to the file
+SLOW_STEP_MS = 8.0
 
-def record(path: str) -> None:
+
+def record(prefix: str) -> None:
+    """Record this process's engine steps and added requests into `prefix`.<pid>.jsonl."""
     from tkr_embed.engine.llm_engine import LLMEngine
 
-    steps: list[dict] = []
-    adds: list[float] = []
-    arrivals: list[float] = []
+    path = Path(f"{prefix}.{os.getpid()}.jsonl")
+    lines: list[str] = []
+
+    def flush() -> None:
+        if lines:
+            with path.open("a") as file:
+                file.write("".join(lines))
+            lines.clear()
+
     postprocess, add_request = LLMEngine.postprocess, LLMEngine.add_request
 
-    def traced_postprocess(self, batch, sampled):
-        prefill = sum(len(e.token_ids) for e in batch.entries if e.is_prefill)
-        steps.append(
-            {
-                "t": time.perf_counter(),
-                "tokens": batch.num_tokens,
-                "prefill": prefill,
-                "decodes": sum(1 for e in batch.entries if not e.is_prefill),
-                "entries": len(batch.entries),
-            }
-        )
-        return postprocess(self, batch, sampled)
+    def traced_postprocess(self, batch, sampled, *args, **kwargs):
+        begin = time.perf_counter()
+        outputs = postprocess(self, batch, sampled, *args, **kwargs)
+        step = {
+            "step": begin,
+            "pp": time.perf_counter() - begin,
+            "tokens": batch.num_tokens,
+            "prefill": sum(len(e.token_ids) for e in batch.entries if e.is_prefill),
+            "decodes": sum(1 for e in batch.entries if not e.is_prefill),
+            "entries": len(batch.entries),
+        }
+        lines.append(json.dumps(step) + "\n")
+        if len(lines) >= FLUSH_EVERY:
+            flush()
+        return outputs
 
     def traced_add(self, request_id, prompt_token_ids, params, arrival=None):
-        adds.append(time.perf_counter())
-        if arrival is not None:  # AsyncEngine.generate's time.monotonic(): perf_counter's clock on Linux
-            arrivals.append(arrival)
+        # arrival: AsyncEngine.generate's time.monotonic(), perf_counter's clock on Linux
+        lines.append(json.dumps({"add": time.perf_counter(), "arrival": arrival}) + "\n")
         return add_request(self, request_id, prompt_token_ids, params, arrival)
 
     LLMEngine.postprocess, LLMEngine.add_request = traced_postprocess, traced_add
-
-    def dump() -> None:
-        Path(path).write_text(json.dumps({"adds": adds, "arrivals": arrivals, "steps": steps}))
-
-    atexit.register(dump)
+    atexit.register(flush)
+    multiprocessing.util.Finalize(None, flush, exitpriority=0)  # a multiprocessing child ends without atexit
     previous = signal.getsignal(signal.SIGTERM)
 
     def on_term(signum, frame):
-        dump()
+        flush()
         if callable(previous):
             previous(signum, frame)
         else:
@@ -73,9 +91,36 @@ def record(path: str) -> None:
     signal.signal(signal.SIGTERM, on_term)
 
 
-def summary(path: str, client_starts: list[float]) -> None:
-    trace = json.loads(Path(path).read_text())
-    adds, steps, arrivals = trace["adds"], trace["steps"], trace.get("arrivals", [])
+def trace_children(prefix: str) -> None:
+    """Processes started from here (the server's engine process) record into `prefix` too."""
+    os.environ["TKR_STEP_TRACE"] = prefix
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        [str(HOOK), str(BENCH), str(BENCH.parent), *filter(None, [os.environ.get("PYTHONPATH")])]
+    )
+
+
+def load(prefix: str) -> tuple[list[dict], list[dict]]:
+    """(steps, added requests) of every process that recorded into `prefix`, in time order."""
+    records = []
+    for path in Path(prefix).parent.glob(f"{Path(prefix).name}.*.jsonl"):
+        records += [json.loads(line) for line in path.read_text().splitlines() if line]
+    steps = sorted((r for r in records if "step" in r), key=lambda r: r["step"])
+    adds = sorted((r for r in records if "add" in r), key=lambda r: r["add"])
+    return steps, adds
+
+
+def percentile(values: list[float], share: float) -> float | None:
+    return sorted(values)[int(share * (len(values) - 1))] if values else None
+
+
+def ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1e3, 3)
+
+
+def summary(prefix: str, client_starts: list[float], min_wave: int = 8) -> None:
+    steps, added = load(prefix)
+    adds = [a["add"] for a in added]
+    arrivals = [a["arrival"] for a in added if a["arrival"] is not None]
     waves: list[list[float]] = []
     for t in adds:
         if waves and t - waves[-1][-1] < 0.05:
@@ -83,60 +128,60 @@ def summary(path: str, client_starts: list[float]) -> None:
         else:
             waves.append([t])
     for wave in waves:
-        if len(wave) < 8:
+        if len(wave) < min_wave:
             continue
         start = wave[0]
         later = [w[0] for w in waves if w[0] > start]
         end = later[0] if later else float("inf")
-        mine = [s for s in steps if start <= s["t"] < end]
+        mine = [s for s in steps if start <= s["step"] < end]
         if not mine:
             continue
-        # the wave ends at its last step with tokens (later steps belong to nothing)
         prefill = [s for s in mine if s["prefill"]]
         intervals, last = [], start
         for s in mine:
             if s["prefill"]:
-                intervals.append(round((s["t"] - last) * 1e3, 1))
-            last = s["t"]
-        decode_only = [s for s in mine if not s["prefill"]]
+                intervals.append(round((s["step"] - last) * 1e3, 1))
+            last = s["step"]
+        # a decode step's time: from the step before it (neither holding prefill) to it
+        decodes = [(a, b) for a, b in zip(mine, mine[1:], strict=False) if not a["prefill"] and not b["prefill"]]
+        gaps = [b["step"] - a["step"] for a, b in decodes]
         mine_arrivals = [a for a in arrivals if start - 1.0 <= a <= wave[-1]]
         client = [c for c in client_starts if start - 2.0 <= c <= start]
-        gaps = [b["t"] - a["t"] for a, b in zip(mine, mine[1:], strict=False) if not b["prefill"] and not a["prefill"]]
-        print(
-            json.dumps(
-                {
-                    "requests": len(wave),
-                    "added_over_ms": round((wave[-1] - start) * 1e3, 1),
-                    "arrived_over_ms": round((max(mine_arrivals) - min(mine_arrivals)) * 1e3, 1)
-                    if mine_arrivals
-                    else None,
-                    "first_arrival_to_first_add_ms": round((start - min(mine_arrivals)) * 1e3, 1)
-                    if mine_arrivals
-                    else None,
-                    "client_start_to_first_arrival_ms": round((min(mine_arrivals) - client[-1]) * 1e3, 1)
-                    if mine_arrivals and client
-                    else None,
-                    "wall_ms": round((mine[-1]["t"] - start) * 1e3, 1),
-                    "steps": len(mine),
-                    "prefill_steps": [(s["prefill"], s["decodes"]) for s in prefill],
-                    "prefill_step_ms": intervals,
-                    "prefill_done_ms": round((prefill[-1]["t"] - start) * 1e3, 1) if prefill else None,
-                    "decode_steps": len(decode_only),
-                    "decode_step_ms_p50": round(sorted(gaps)[len(gaps) // 2] * 1e3, 3) if gaps else None,
-                    "decode_ms_total": round(sum(gaps) * 1e3, 1),
-                }
-            )
-        )
+        first_arrival = min(mine_arrivals) if mine_arrivals else None
+        row = {
+            "requests": len(wave),
+            "added_over_ms": ms(wave[-1] - start),
+            "arrived_over_ms": ms(max(mine_arrivals) - first_arrival) if mine_arrivals else None,
+            "first_arrival_to_first_add_ms": ms(start - first_arrival) if mine_arrivals else None,
+            "client_start_to_first_arrival_ms": ms(first_arrival - client[-1]) if mine_arrivals and client else None,
+            "wall_ms": ms(mine[-1]["step"] - start),
+            "steps": len(mine),
+            "prefill_steps": [(s["prefill"], s["decodes"]) for s in prefill],
+            "prefill_step_ms": intervals,
+            "prefill_done_ms": ms(prefill[-1]["step"] - start) if prefill else None,
+            "decode_steps": len(gaps),
+            "decode_step_ms_p50": ms(percentile(gaps, 0.5)),
+            "decode_step_ms_p90": ms(percentile(gaps, 0.9)),
+            "decode_steps_over_8_ms": sum(gap * 1e3 > SLOW_STEP_MS for gap in gaps),
+            "decode_postprocess_ms_p50": ms(percentile([b["pp"] for _, b in decodes], 0.5)),
+            "decode_ms_total": ms(sum(gaps)),
+        }
+        print(json.dumps(row))
 
 
 def main(argv: list[str]) -> None:
-    if argv[:1] == ["--summary"]:  # --summary TRACE [LOAD_JSON ...]: the load generator's started_at
-        summary(argv[1], sorted(json.loads(Path(f).read_text()).get("started_at", 0.0) for f in argv[2:]))
+    if argv[:1] == ["--summary"]:  # --summary TRACE [--min-wave N] [LOAD_JSON ...]: the load generator's started_at
+        rest, min_wave = argv[2:], 8
+        if rest[:1] == ["--min-wave"]:
+            rest, min_wave = rest[2:], int(rest[1])
+        starts = sorted(json.loads(Path(f).read_text()).get("started_at", 0.0) for f in rest)
+        summary(argv[1], starts, min_wave)
         return
-    path, separator, *target = argv
+    prefix, separator, *target = argv
     if separator != "--" or not target:
         raise SystemExit(__doc__)
-    record(path)
+    record(prefix)
+    trace_children(prefix)
     run_target(target)
 
 
