@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU figures of BENCHMARKS.md, on the GPU machine from the repository root, with .whl/ (the server's
 # packages as wheels) carried; torch, triton, transformers and numpy are the machine's own.
-#   PART=tests|engine|sweep|server|peers|llamacpp|hf|120b|all bash bench/gpu.sh      (default: all, in that order)
+#   PART=tests|engine|sweep|long|server|peers|llamacpp|hf|120b|all bash bench/gpu.sh   (default: all, in that order)
 # JSON and logs go to $OUT (default /tmp/tkr-out); each part prints its summary lines.
 set -u
 OUT=${OUT:-/tmp/tkr-out}; mkdir -p "$OUT"
@@ -49,6 +49,12 @@ sweep() {  # the offline engine at each width in turn on one engine (max_num_seq
   summary "$OUT/sweep.json" sweep
 }
 
+long_outputs() {  # TensorRT-LLM's published shape, 1,024 + 1,024 a stream, on the offline engine (LONG_WIDTHS: 256)
+  timeout ${LONG_TIMEOUT:-300} python3 -m tkr_embed.cli bench --model gpt-oss-20b --device cuda \
+    --streams ${LONG_WIDTHS:-256} --prompt-len 1024 --output-len 1024 > "$OUT/long.json" 2> "$OUT/long.err"
+  summary "$OUT/long.json" long
+}
+
 server() {  # the HTTP server under the load generator, the same shape
   bash bench/gpu_serve_load.sh "$OUT"
 }
@@ -76,11 +82,12 @@ case "${PART:-all}" in
   tests) tests ;;
   engine) engine ;;
   sweep) sweep ;;
+  long) long_outputs ;;
   server) server ;;
   peers) llamacpp; hf ;;
   llamacpp) llamacpp ;;
   hf) hf ;;
   120b) gpt_oss_120b ;;
-  all) tests; engine; sweep; server; llamacpp; hf; gpt_oss_120b ;;
-  *) echo "PART must be tests, engine, sweep, server, peers, llamacpp, hf, 120b or all" >&2; exit 2 ;;
+  all) tests; engine; sweep; long_outputs; server; llamacpp; hf; gpt_oss_120b ;;
+  *) echo "PART must be tests, engine, sweep, long, server, peers, llamacpp, hf, 120b or all" >&2; exit 2 ;;
 esac
