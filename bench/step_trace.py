@@ -35,6 +35,8 @@ sys.path[:0] = [str(BENCH.parent), str(BENCH)]  # tkr_embed and with_patch.py wi
 
 from with_patch import run_target  # noqa: E402
 
+from tkr_embed.bench_cli import percentiles  # noqa: E402
+
 HOOK = BENCH / "step_trace_hook"
 FLUSH_EVERY = 256  # lines kept before they are appended to the file
 SLOW_STEP_MS = 8.0
@@ -109,10 +111,6 @@ def load(prefix: str) -> tuple[list[dict], list[dict]]:
     return steps, adds
 
 
-def percentile(values: list[float], share: float) -> float | None:
-    return sorted(values)[int(share * (len(values) - 1))] if values else None
-
-
 def ms(seconds: float | None) -> float | None:
     return None if seconds is None else round(seconds * 1e3, 3)
 
@@ -145,6 +143,7 @@ def summary(prefix: str, client_starts: list[float], min_wave: int = 8) -> None:
         # a decode step's time: from the step before it (neither holding prefill) to it
         decodes = [(a, b) for a, b in zip(mine, mine[1:], strict=False) if not a["prefill"] and not b["prefill"]]
         gaps = [b["step"] - a["step"] for a, b in decodes]
+        step_times = percentiles(gaps, (50, 90))
         mine_arrivals = [a for a in arrivals if start - 1.0 <= a <= wave[-1]]
         client = [c for c in client_starts if start - 2.0 <= c <= start]
         first_arrival = min(mine_arrivals) if mine_arrivals else None
@@ -160,10 +159,10 @@ def summary(prefix: str, client_starts: list[float], min_wave: int = 8) -> None:
             "prefill_step_ms": intervals,
             "prefill_done_ms": ms(prefill[-1]["step"] - start) if prefill else None,
             "decode_steps": len(gaps),
-            "decode_step_ms_p50": ms(percentile(gaps, 0.5)),
-            "decode_step_ms_p90": ms(percentile(gaps, 0.9)),
+            "decode_step_ms_p50": ms(step_times["p50"]),
+            "decode_step_ms_p90": ms(step_times["p90"]),
             "decode_steps_over_8_ms": sum(gap * 1e3 > SLOW_STEP_MS for gap in gaps),
-            "decode_postprocess_ms_p50": ms(percentile([b["pp"] for _, b in decodes], 0.5)),
+            "decode_postprocess_ms_p50": ms(percentiles([b["pp"] for _, b in decodes], (50,))["p50"]),
             "decode_ms_total": ms(sum(gaps)),
         }
         print(json.dumps(row))
