@@ -2,7 +2,8 @@
 # The GPU figures of BENCHMARKS.md, on the GPU machine from the repository root, with .whl/ (the server's
 # packages as wheels) carried; torch, triton, transformers and numpy are the machine's own.
 #   PART=tests|engine|sweep|long|server|peers|llamacpp|hf|120b|all bash bench/gpu.sh   (default: all, in that order)
-# JSON and logs go to $OUT (default /tmp/tkr-out); each part prints its summary lines.
+# JSON and logs go to $OUT (default /tmp/tkr-out); each part prints its summary lines. TEMPERATURE=1.0 samples the
+# sweep's decode runs instead of taking the greedy token.
 set -u
 OUT=${OUT:-/tmp/tkr-out}; mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
@@ -45,7 +46,7 @@ engine() {  # the offline engine, 20b shape: batch 1, 64 streams x (1,024 + 256)
 sweep() {  # the offline engine at each width in turn on one engine (max_num_seqs the widest), 1,024 + 256 a stream
   timeout ${SWEEP_TIMEOUT:-300} python3 -m tkr_embed.cli bench --model gpt-oss-20b --device cuda \
     --streams ${WIDTHS:-1 16 64 128 256} --prompt-len 1024 --output-len 256 --long-prompt-len 1000 --warmup-streams \
-    > "$OUT/sweep.json" 2> "$OUT/sweep.err"
+    --temperature "${TEMPERATURE:-0}" > "$OUT/sweep.json" 2> "$OUT/sweep.err"
   summary "$OUT/sweep.json" sweep
 }
 

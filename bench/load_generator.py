@@ -91,12 +91,12 @@ def _index(timing: RequestTiming) -> int:
 
 
 def request_body(args: argparse.Namespace, prompt: str | list[int], index: int = 0) -> tuple[str, dict]:
-    """The route and JSON body of the `index`-th streamed, greedy request."""
+    """The route and JSON body of the `index`-th streamed request (greedy unless --temperature)."""
     lengths = args.max_tokens_each
     body = {
         "model": args.model,
         "max_tokens": lengths[index] if lengths and lengths[index] else args.max_tokens,
-        "temperature": 0.0,
+        "temperature": args.temperature,
         "stream": True,
         "stream_options": {"include_usage": True},
     }
@@ -269,6 +269,9 @@ def main(argv: list[str] | None = None) -> int:
         "--ignore-eos", action="store_true", help="ask the server to run every request to max_tokens (completions only)"
     )
     parser.add_argument("--max-tokens", type=int, default=128)
+    parser.add_argument(
+        "--temperature", type=float, default=0.0, help="every request's temperature (default 0: greedy)"
+    )
     parser.add_argument("--timeout", type=float, default=600.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(

@@ -75,4 +75,11 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
         default=2,
         help="requests per stream in the --json-schema runs (all submitted at once, run max_num_seqs at a time)",
     )
+    parser.add_argument(
+        "--temperature",
+        type=float,
+        default=0.0,
+        help="temperature of the decode runs (default 0: greedy; 1.0 is what a chat client sends unless told)",
+    )
+    parser.add_argument("--top-p", type=float, default=1.0, help="top_p of the decode runs")
     parser.add_argument("--seed", type=int, default=0)

@@ -200,6 +200,7 @@ def _read_schema_grammar(path: str) -> str:
 
 
 def run_bench(args: argparse.Namespace) -> int:
+    from tkr_embed import SamplingParams
     from tkr_embed.builder import build_engine
 
     grammar = _read_schema_grammar(args.json_schema) if args.json_schema is not None else None
@@ -229,10 +230,17 @@ def run_bench(args: argparse.Namespace) -> int:
             _timed_generate(engine, "warmup_prompt", [prompt(args.prompt_len)], 2)
             widest = [prompt(args.prompt_len) for _ in range(max(args.streams))]
             _timed_generate(engine, "warmup_streams", widest, 2)
-        runs = [_timed_generate(engine, "decode_batch1", [prompt(args.prompt_len)], args.output_len)]
+
+        def decode_params(width: int) -> list[SamplingParams]:
+            own = SamplingParams(
+                temperature=args.temperature, top_p=args.top_p, max_tokens=args.output_len, ignore_eos=True
+            )
+            return [own] * width
+
+        runs = [_timed_generate(engine, "decode_batch1", [prompt(args.prompt_len)], decode_params(1))]
         for width in args.streams:
             prompts = [prompt(args.prompt_len) for _ in range(width)]
-            runs.append(_timed_generate(engine, "parallel_streams", prompts, args.output_len))
+            runs.append(_timed_generate(engine, "parallel_streams", prompts, decode_params(width)))
         runs.append(_timed_generate(engine, "long_prompt_ttft", [prompt(args.long_prompt_len)], 1))
         if grammar is not None:
             prompts = [prompt(args.prompt_len) for _ in range(max(args.streams) * args.structured_rounds)]
@@ -244,6 +252,8 @@ def run_bench(args: argparse.Namespace) -> int:
         "max_num_batched_tokens": config.max_num_batched_tokens,
         "max_num_batched_tokens_idle": config.max_num_batched_tokens_idle,
         "max_num_seqs": config.max_num_seqs,
+        "temperature": args.temperature,
+        "top_p": args.top_p,
         "ready_s": round(ready_s, 2),
         "runner": {"device": info.device, "dtype": info.dtype, "num_kv_blocks": info.num_kv_blocks, **info.extra},
         "runs": [asdict(run) for run in runs],
