@@ -120,3 +120,30 @@ def test_unpacked_bits_are_the_ids_bits(vocab: int) -> None:
     ids = torch.arange(vocab)
     expected = ((words.long()[:, ids // 32] >> (ids % 32)) & 1).bool()  # bit i % 32 of word i // 32
     assert torch.equal(mask, expected)
+
+
+def test_masks_applied_at_the_argmax_pick_what_masked_logits_pick(monkeypatch) -> None:
+    """On the CPU the masks wait for the argmax (only rows whose best id they refuse are masked): every greedy and
+    seeded pick equals the one from logits masked first, whether the row's best id is allowed or not."""
+    from tkr_embed.backends.torch import sampler as sampler_module
+    from tkr_embed.engine.constraints import PendingMask
+
+    vocab, rows = 3000, 24
+    logits = torch.randn(rows, vocab, generator=torch.Generator().manual_seed(7)) * 3  # [S, V]
+    entries = []
+    for row in range(rows):
+        best = int(logits[row].argmax())
+        allowed = set(range(row % 5, vocab, 7))
+        if row % 2:  # half the rows allow their best id, half refuse it
+            allowed.add(best)
+        else:
+            allowed.discard(best)
+        params = SamplingParams(temperature=0.0) if row % 3 == 0 else SamplingParams(temperature=1.3, seed=row)
+        entries.append(BatchEntry(row, [1], 0, [0], True, params, allowed_tokens=PendingMask.of_ids(tuple(allowed))))
+    deferred = [t.token_id for t in Sampler()(logits, entries)]
+    monkeypatch.setattr(sampler_module, "_argmax_can_mask", lambda *_: False)
+    masked_first = [t.token_id for t in Sampler()(logits, entries)]
+    assert deferred == masked_first
+    for row, token_id in enumerate(deferred):
+        assert (token_id - row % 5) % 7 == 0 or (row % 2 and token_id == int(logits[row].argmax()))
+    assert all(deferred[row] != int(logits[row].argmax()) for row in range(0, rows, 6))  # greedy, best refused

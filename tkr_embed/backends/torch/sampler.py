@@ -62,12 +62,32 @@ def _masked(logits: torch.Tensor, words: torch.Tensor) -> torch.Tensor:
     return logits.masked_fill(~unpack_bitmask(words, logits.shape[1]), float("-inf"))
 
 
-def argmax_rows(values: torch.Tensor) -> torch.Tensor:
-    """The first index of each row's largest value [S] (NaN counts as largest, as torch's argmax has it). A float32
-    CPU tensor goes through numpy, whose argmax is about ten times faster there."""
-    if values.device.type == "cpu" and values.dtype == torch.float32:
-        return torch.from_numpy(values.numpy().argmax(axis=1))
-    return values.argmax(dim=-1)
+def argmax_rows(values: torch.Tensor, allowed: torch.Tensor | None = None) -> torch.Tensor:
+    """The first index of each row's largest value [S] (NaN counts as largest, as torch's argmax has it), among
+    the ids the packed `allowed` words [S, W] allow when given. A float32 CPU tensor goes through numpy, whose
+    argmax is about ten times faster there; there a row's best id stands when its mask allows it, and only the
+    other rows are masked, one at a time, instead of writing a masked copy of every row."""
+    if values.device.type != "cpu" or values.dtype != torch.float32:
+        return (values if allowed is None else _masked(values, allowed)).argmax(dim=-1)
+    array = values.numpy()
+    ids = array.argmax(axis=1)
+    if allowed is not None:
+        words = allowed.numpy().view(np.uint32)
+        refused = ((words[np.arange(len(ids)), ids >> 5] >> (ids & 31).astype(np.uint32)) & 1) == 0
+        for row in np.flatnonzero(refused):
+            mask = np.unpackbits(words[row].view(np.uint8), count=array.shape[1], bitorder="little").view(bool)
+            ids[row] = np.where(mask, array[row], -np.inf).argmax()
+    return torch.from_numpy(ids)
+
+
+def _argmax_can_mask(logits: torch.Tensor, params: Sequence[SamplingParams]) -> bool:
+    """Whether the masks may wait for the argmaxes (`argmax_rows`): on the CPU, when no row truncates its
+    distribution, whose top_k, top_p and min_p must read the masked probabilities."""
+    return (
+        logits.device.type == "cpu"
+        and logits.dtype == torch.float32
+        and not any(0 < p.top_k < logits.shape[1] or p.top_p < 1.0 or p.min_p > 0.0 for p in params if not p.is_greedy)
+    )
 
 
 def truncated(scaled: torch.Tensor, params: Sequence[SamplingParams]) -> torch.Tensor:
@@ -208,17 +228,21 @@ class Sampler:
         raw_logprobs = torch.log_softmax(logits, dim=-1) if any(p.logprobs is not None for p in params) else None
         logits = self._apply_penalties(logits, entries)
         logits = self._apply_logit_bias(logits, entries)
+        deferred = None  # the masks, when only the argmaxes need them
         if allowed is not None:
-            logits = _masked(logits, allowed)
+            if _argmax_can_mask(logits, params):
+                deferred = allowed
+            else:
+                logits = _masked(logits, allowed)
 
-        greedy_ids = argmax_rows(logits)  # [S]
+        greedy_ids = argmax_rows(logits, deferred)  # [S]
         if all(p.is_greedy for p in params):
             token_ids = greedy_ids
         else:
             token_ids = torch.where(
                 torch.tensor([p.is_greedy for p in params], device=device),
                 greedy_ids,
-                self._sample_random(logits, entries),
+                self._sample_random(logits, entries, deferred),
             )
         if raw_logprobs is None:
             return SampleTensors(token_ids)
@@ -278,7 +302,9 @@ class Sampler:
         self._mask_staging.copied()
         return packed
 
-    def _sample_random(self, logits: torch.Tensor, entries: Sequence[BatchEntry]) -> torch.Tensor:
+    def _sample_random(
+        self, logits: torch.Tensor, entries: Sequence[BatchEntry], allowed: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Each row's draw from softmax(logits / T) over the ids `truncated` leaves, by the Gumbel-max trick:
         argmax(logits / T + G) with G = -log(-log U), U uniform, draws from that distribution. It reads the
         vocabulary a few times and sorts nothing (no top_p): a twentieth of a sorted draw's time on the CPU."""
@@ -296,7 +322,7 @@ class Sampler:
                 generator = torch.Generator(device=device)
                 generator.manual_seed(step_seed(seed, len(entry.output_token_ids)))
                 noise[row].uniform_(generator=generator)
-        return argmax_rows(noise.log_().neg_().log_().neg_().add_(scaled))  # [S]
+        return argmax_rows(noise.log_().neg_().log_().neg_().add_(scaled), allowed)  # [S]
 
     def results(self, entries: Sequence[BatchEntry], sampled: SampleTensors) -> list[SampledToken]:
         """The sampled tokens as host values (reading device tensors waits for them)."""

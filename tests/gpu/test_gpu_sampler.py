@@ -1,0 +1,59 @@
+"""The sort-free draw on the GPU: the same ids kept as on the CPU (there, checked against the definitions), draws
+that follow the truncated softmax, and seeded rows that ignore the batch."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from tkr_embed.backends.torch.sampler import Sampler, truncated
+from tkr_embed.engine.runner import BatchEntry
+from tkr_embed.engine.sampling_params import SamplingParams
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
+]
+
+CASES = [
+    SamplingParams(temperature=1.0, top_k=50),
+    SamplingParams(temperature=1.0, top_p=0.9),
+    SamplingParams(temperature=1.0, min_p=0.1),
+    SamplingParams(temperature=1.0, top_k=400, top_p=0.7, min_p=0.02),
+]
+
+
+@pytest.mark.parametrize("spread", [0.5, 6.0])
+def test_the_gpu_keeps_the_ids_the_cpu_keeps(spread: float) -> None:
+    logits = (torch.randn(len(CASES) + 1, 201_088, generator=torch.Generator().manual_seed(3)) * spread).round()
+    params = [*CASES, SamplingParams(temperature=1.0)]
+    on_cpu = truncated(logits, params)
+    on_gpu = truncated(logits.cuda(), params).cpu()
+    assert torch.equal(torch.isfinite(on_gpu), torch.isfinite(on_cpu))
+
+
+@pytest.mark.parametrize("params", [SamplingParams(temperature=0.8), SamplingParams(temperature=1.0, top_p=0.75)])
+def test_gpu_draws_follow_the_truncated_softmax(params: SamplingParams) -> None:
+    torch.manual_seed(0)
+    logits = torch.tensor([2.0, 1.5, 1.0, 0.2, -0.5, -1.0, -3.0])
+    draws = 40_000
+    entries = [BatchEntry(i, [1], 0, [0], True, params) for i in range(draws)]
+    tokens = [t.token_id for t in Sampler()(logits.cuda().expand(draws, -1).contiguous(), entries)]
+    kept = torch.isfinite(truncated((logits / params.temperature)[None], [params])[0])
+    probs = torch.softmax((logits / params.temperature).masked_fill(~kept, float("-inf")), -1)
+    counts = torch.bincount(torch.tensor(tokens), minlength=len(logits))
+    for token_id, p in enumerate(probs.tolist()):
+        sigma = math.sqrt(draws * p * (1 - p))
+        assert abs(int(counts[token_id]) - draws * p) <= 5 * sigma + 1, (token_id, int(counts[token_id]), draws * p)
+
+
+def test_a_seeded_gpu_row_ignores_the_batch() -> None:
+    logits = torch.randn(6, 201_088, generator=torch.Generator().manual_seed(4)).cuda()
+    seeded = SamplingParams(temperature=1.0, seed=42, top_p=0.95)
+    sampler = Sampler()
+    alone = sampler(logits[2:3], [BatchEntry(2, [1], 0, [0], True, seeded, (), (1, 2))])[0].token_id
+    mixed = [BatchEntry(i, [1], 0, [0], True, SamplingParams(temperature=1.0)) for i in range(6)]
+    mixed[2] = BatchEntry(2, [1], 0, [0], True, seeded, (), (1, 2))
+    assert sampler(logits, mixed)[2].token_id == alone
