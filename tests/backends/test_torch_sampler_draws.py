@@ -1,5 +1,6 @@
-"""The sort-free draw: top_k/top_p/min_p keep the ids a brute-force reading of their definitions keeps, the Gumbel
-draw follows the truncated softmax, and the CPU's numpy shortcuts (argmax, mask unpacking) equal torch's."""
+"""The sampler's arithmetic: top_k/top_p/min_p keep the ids a brute-force reading of their definitions keeps, the
+Gumbel draw follows the truncated softmax, the CPU's shortcuts (numpy argmax and unpacking, masks applied at the
+argmax) equal torch's, and the sparse penalties equal the dense formulas."""
 
 from __future__ import annotations
 
@@ -147,3 +148,37 @@ def test_masks_applied_at_the_argmax_pick_what_masked_logits_pick(monkeypatch) -
     for row, token_id in enumerate(deferred):
         assert (token_id - row % 5) % 7 == 0 or (row % 2 and token_id == int(logits[row].argmax()))
     assert all(deferred[row] != int(logits[row].argmax()) for row in range(0, rows, 6))  # greedy, best refused
+
+
+def test_penalties_change_only_seen_ids_exactly_as_the_dense_formulas() -> None:
+    """Repetition (prompt and output), then frequency and presence (output): the sparse update equals the formulas
+    over the whole vocabulary bit for bit, and leaves the caller's logits as they were."""
+    vocab = 500
+    generator = torch.Generator().manual_seed(11)
+    logits = torch.randn(5, vocab, generator=generator) * 4
+    before = logits.clone()
+    rng = np.random.default_rng(3)
+    params = [
+        SamplingParams(temperature=0.0, repetition_penalty=1.3),
+        SamplingParams(temperature=0.0, frequency_penalty=0.7, presence_penalty=-0.4),
+        SamplingParams(temperature=0.0),
+        SamplingParams(temperature=0.0, repetition_penalty=0.8, frequency_penalty=-1.1, presence_penalty=1.5),
+        SamplingParams(temperature=0.0, presence_penalty=2.0),
+    ]
+    histories = [(tuple(rng.integers(0, 60, 40)), tuple(rng.integers(30, 90, 25))) for _ in params]  # repeats, overlap
+    histories[4] = (tuple(rng.integers(0, vocab, 10)), ())  # a presence penalty with nothing generated yet
+    entries = [BatchEntry(i, [1], 0, [0], True, p, *histories[i]) for i, p in enumerate(params)]
+    out = Sampler()._apply_penalties(logits, entries)
+    assert torch.equal(logits, before)
+    expected = logits.clone()
+    for row, (p, (prompt, output)) in enumerate(zip(params, histories, strict=True)):
+        seen = torch.zeros(vocab, dtype=torch.bool)
+        seen[list(prompt + output)] = True
+        penalty = torch.tensor(p.repetition_penalty)
+        penalised = torch.where(expected[row] > 0, expected[row] / penalty, expected[row] * penalty)
+        expected[row] = torch.where(seen, penalised, expected[row])
+        counts = torch.bincount(torch.tensor(output, dtype=torch.long), minlength=vocab).float()
+        frequency, presence = torch.tensor(p.frequency_penalty), torch.tensor(p.presence_penalty)
+        expected[row] = expected[row] - frequency * counts - presence * (counts > 0).float()
+    assert torch.equal(out, expected)
+    assert torch.equal(out[2], logits[2]) and torch.equal(out[4], logits[4])  # nothing to penalise

@@ -30,16 +30,20 @@ def step_seed(seed: int, num_generated: int) -> int:
     return _splitmix64(_splitmix64(seed & _MASK_64) ^ num_generated) & ((1 << 63) - 1)
 
 
-def _token_mask(rows: Sequence[Sequence[int]], vocab_size: int, device: torch.device) -> torch.Tensor:
-    """Counts of each token id per row: [S, V] float32."""
-    width = max((len(r) for r in rows), default=0)
-    counts = torch.zeros(len(rows), vocab_size + 1, dtype=torch.float32, device=device)
-    if width == 0:
-        return counts[:, :vocab_size]
-    padded = [list(r) + [vocab_size] * (width - len(r)) for r in rows]  # pad into a spare column
-    index = torch.tensor(padded, dtype=torch.long, device=device)  # [S, L]
-    counts.scatter_add_(1, index, torch.ones_like(index, dtype=torch.float32))
-    return counts[:, :vocab_size]
+def _id_counts(histories: Sequence[tuple[int, Sequence[int]]], device: torch.device) -> tuple[torch.Tensor, ...]:
+    """Every distinct id of each (row, token ids) history, as flat tensors: rows, ids (int64) and how many times
+    the row's history holds the id (float32)."""
+    rows, ids, counts = [np.empty(0, np.int64)], [np.empty(0, np.int64)], [np.empty(0, np.int64)]
+    for row, tokens in histories:
+        unique, count = np.unique(np.asarray(tokens, dtype=np.int64), return_counts=True)
+        rows.append(np.full(len(unique), row, dtype=np.int64))
+        ids.append(unique)
+        counts.append(count)
+    return (
+        torch.from_numpy(np.concatenate(rows)).to(device),
+        torch.from_numpy(np.concatenate(ids)).to(device),
+        torch.from_numpy(np.concatenate(counts).astype(np.float32)).to(device),
+    )
 
 
 def unpack_bitmask(packed: torch.Tensor, vocab_size: int) -> torch.Tensor:
@@ -252,19 +256,27 @@ class Sampler:
         return SampleTensors(token_ids, chosen, top_values, top_ids)
 
     def _apply_penalties(self, logits: torch.Tensor, entries: Sequence[BatchEntry]) -> torch.Tensor:
+        """The repetition penalty on every id of the prompt and output, then the frequency and presence penalties
+        on every id of the output, out of place. Only the ids a row has seen change, so only they are read and
+        written: the work follows the history's length, not the vocabulary's."""
         params = [e.sampling for e in entries]
-        vocab_size = logits.shape[1]
+        repeated = [row for row, p in enumerate(params) if p.repetition_penalty != 1.0]
+        counted = [row for row, p in enumerate(params) if p.presence_penalty != 0.0 or p.frequency_penalty != 0.0]
+        if not repeated and not counted:
+            return logits
         device = logits.device
-        if any(p.repetition_penalty != 1.0 for p in params):
-            seen = _token_mask([e.prompt_token_ids + e.output_token_ids for e in entries], vocab_size, device) > 0
-            penalty = torch.tensor([p.repetition_penalty for p in params], device=device)[:, None]  # [S, 1]
-            penalised = torch.where(logits > 0, logits / penalty, logits * penalty)
-            logits = torch.where(seen, penalised, logits)
-        if any(p.presence_penalty != 0.0 or p.frequency_penalty != 0.0 for p in params):
-            counts = _token_mask([e.output_token_ids for e in entries], vocab_size, device)  # [S, V]
-            presence = torch.tensor([p.presence_penalty for p in params], device=device)[:, None]
-            frequency = torch.tensor([p.frequency_penalty for p in params], device=device)[:, None]
-            logits = logits - frequency * counts - presence * (counts > 0).float()
+        logits = logits.clone()
+        if repeated:
+            histories = [(row, entries[row].prompt_token_ids + entries[row].output_token_ids) for row in repeated]
+            rows, ids, _ = _id_counts(histories, device)
+            penalty = torch.tensor([p.repetition_penalty for p in params], device=device)[rows]
+            seen = logits[rows, ids]
+            logits[rows, ids] = torch.where(seen > 0, seen / penalty, seen * penalty)
+        if counted:
+            rows, ids, counts = _id_counts([(row, entries[row].output_token_ids) for row in counted], device)
+            frequency = torch.tensor([p.frequency_penalty for p in params], device=device)[rows]
+            presence = torch.tensor([p.presence_penalty for p in params], device=device)[rows]
+            logits[rows, ids] = logits[rows, ids] - frequency * counts - presence
         return logits
 
     def _apply_logit_bias(self, logits: torch.Tensor, entries: Sequence[BatchEntry]) -> torch.Tensor:
