@@ -57,3 +57,30 @@ def test_a_seeded_gpu_row_ignores_the_batch() -> None:
     mixed = [BatchEntry(i, [1], 0, [0], True, SamplingParams(temperature=1.0)) for i in range(6)]
     mixed[2] = BatchEntry(2, [1], 0, [0], True, seeded, (), (1, 2))
     assert sampler(logits, mixed)[2].token_id == alone
+
+
+def test_sampling_is_queued_without_waiting_for_the_device() -> None:
+    """No kind of request makes the sampler wait for the device (torch's sync debug mode raises on a wait): a wait
+    would last until the step's forward ends, and the next step could not be queued while this one runs."""
+    logits = torch.randn(6, 201_088, device="cuda")
+    history = (tuple(range(100, 1100)), tuple(range(50, 300)))
+    kinds = [
+        SamplingParams(temperature=0.0),
+        SamplingParams(temperature=1.0),
+        SamplingParams(temperature=0.7, top_p=0.9),
+        SamplingParams(temperature=1.3, top_k=40, min_p=0.05, seed=5),
+        SamplingParams(temperature=1.0, presence_penalty=0.4, frequency_penalty=0.2, repetition_penalty=1.1),
+        SamplingParams(temperature=0.0, logit_bias=((7, 5.0), (9, -100.0))),
+    ]
+    batches = [[BatchEntry(i, [1], 0, [0], True, p, *history) for i in range(6)] for p in kinds]
+    batches.append([BatchEntry(i, [1], 0, [0], True, p, *history) for i, p in enumerate(kinds)])  # all at once
+    sampler = Sampler()
+    for entries in batches:  # once first: the page-locked blocks are allocated and cached
+        sampler.sample(logits, entries)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for entries in batches:
+            sampler.sample(logits, entries)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")

@@ -30,6 +30,16 @@ def step_seed(seed: int, num_generated: int) -> int:
     return _splitmix64(_splitmix64(seed & _MASK_64) ^ num_generated) & ((1 << 63) - 1)
 
 
+def on_device(values: Sequence | np.ndarray, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """A few host values as a tensor on `device`, without waiting for it: on CUDA through page-locked memory and an
+    asynchronous copy. A plain copy from pageable memory waits for everything queued before it (the step's
+    forward), so the host could not queue the next step while this one runs."""
+    host = torch.from_numpy(values).to(dtype) if isinstance(values, np.ndarray) else torch.tensor(values, dtype=dtype)
+    if device.type != "cuda":
+        return host.to(device)
+    return host.pin_memory().to(device, non_blocking=True)
+
+
 def _id_counts(histories: Sequence[tuple[int, Sequence[int]]], device: torch.device) -> tuple[torch.Tensor, ...]:
     """Every distinct id of each (row, token ids) history, as flat tensors: rows, ids (int64) and how many times
     the row's history holds the id (float32)."""
@@ -40,9 +50,9 @@ def _id_counts(histories: Sequence[tuple[int, Sequence[int]]], device: torch.dev
         ids.append(unique)
         counts.append(count)
     return (
-        torch.from_numpy(np.concatenate(rows)).to(device),
-        torch.from_numpy(np.concatenate(ids)).to(device),
-        torch.from_numpy(np.concatenate(counts).astype(np.float32)).to(device),
+        on_device(np.concatenate(rows), torch.int64, device),
+        on_device(np.concatenate(ids), torch.int64, device),
+        on_device(np.concatenate(counts), torch.float32, device),
     )
 
 
@@ -110,18 +120,20 @@ def truncated(scaled: torch.Tensor, params: Sequence[SamplingParams]) -> torch.T
     top_k = [p.top_k if 0 < p.top_k < vocab else 0 for p in params]
     if any(top_k):
         best = scaled.topk(max(top_k), dim=-1).values  # [S, k], largest first
-        kth = best.gather(1, torch.tensor([max(k, 1) - 1 for k in top_k], device=device)[:, None])  # [S, 1]
-        limited = torch.tensor([k > 0 for k in top_k], device=device)[:, None]
+        kth = best.gather(1, on_device([max(k, 1) - 1 for k in top_k], torch.int64, device)[:, None])  # [S, 1]
+        limited = on_device([k > 0 for k in top_k], torch.bool, device)[:, None]
         scaled = scaled.masked_fill(limited & (scaled < kth), float("-inf"))
     below_min_p = None
     if any(p.min_p > 0.0 for p in params):
-        log_min_p = torch.tensor([p.min_p for p in params], device=device).log()[:, None]  # log 0 = -inf: no floor
+        log_min_p = on_device([p.min_p for p in params], torch.float32, device).log()[:, None]  # log 0 = -inf: no floor
         below_min_p = scaled < scaled.amax(dim=-1, keepdim=True) + log_min_p
     nucleus_rows = [row for row, p in enumerate(params) if p.top_p < 1.0]
     if nucleus_rows:
-        index = torch.tensor(nucleus_rows, device=device)
+        index = on_device(nucleus_rows, torch.int64, device)
         rows = scaled.index_select(0, index)  # [R, V]
-        floor = _nucleus_floor(rows, torch.tensor([params[row].top_p for row in nucleus_rows], device=device)[:, None])
+        floor = _nucleus_floor(
+            rows, on_device([params[row].top_p for row in nucleus_rows], torch.float32, device)[:, None]
+        )
         scaled = scaled.index_copy(0, index, rows.masked_fill(rows < floor, float("-inf")))
     if below_min_p is not None:
         scaled = scaled.masked_fill(below_min_p, float("-inf"))
@@ -239,13 +251,14 @@ class Sampler:
             else:
                 logits = _masked(logits, allowed)
 
-        greedy_ids = argmax_rows(logits, deferred)  # [S]
         if all(p.is_greedy for p in params):
-            token_ids = greedy_ids
+            token_ids = argmax_rows(logits, deferred)  # [S]
+        elif not any(p.is_greedy for p in params):
+            token_ids = self._sample_random(logits, entries, deferred)
         else:
             token_ids = torch.where(
-                torch.tensor([p.is_greedy for p in params], device=device),
-                greedy_ids,
+                on_device([p.is_greedy for p in params], torch.bool, device),
+                argmax_rows(logits, deferred),
                 self._sample_random(logits, entries, deferred),
             )
         if raw_logprobs is None:
@@ -269,13 +282,13 @@ class Sampler:
         if repeated:
             histories = [(row, entries[row].prompt_token_ids + entries[row].output_token_ids) for row in repeated]
             rows, ids, _ = _id_counts(histories, device)
-            penalty = torch.tensor([p.repetition_penalty for p in params], device=device)[rows]
+            penalty = on_device([p.repetition_penalty for p in params], torch.float32, device)[rows]
             seen = logits[rows, ids]
             logits[rows, ids] = torch.where(seen > 0, seen / penalty, seen * penalty)
         if counted:
             rows, ids, counts = _id_counts([(row, entries[row].output_token_ids) for row in counted], device)
-            frequency = torch.tensor([p.frequency_penalty for p in params], device=device)[rows]
-            presence = torch.tensor([p.presence_penalty for p in params], device=device)[rows]
+            frequency = on_device([p.frequency_penalty for p in params], torch.float32, device)[rows]
+            presence = on_device([p.presence_penalty for p in params], torch.float32, device)[rows]
             logits[rows, ids] = logits[rows, ids] - frequency * counts - presence
         return logits
 
@@ -287,11 +300,9 @@ class Sampler:
         rows = [row for row, bias in enumerate(biases) for _ in bias]
         ids = [token_id for bias in biases for token_id, _ in bias]
         values = [value for bias in biases for _, value in bias]
-        added = torch.zeros_like(logits)  # [S, V]
-        added[torch.tensor(rows, device=logits.device), torch.tensor(ids, device=logits.device)] = torch.tensor(
-            values, dtype=logits.dtype, device=logits.device
-        )
-        return logits + added
+        device = logits.device
+        index = (on_device(rows, torch.int64, device), on_device(ids, torch.int64, device))
+        return logits.index_put(index, on_device(values, logits.dtype, device), accumulate=True)
 
     def _allowed_words(
         self, entries: Sequence[BatchEntry], vocab_size: int, device: torch.device, job: MaskJob | None
@@ -324,7 +335,9 @@ class Sampler:
         device = logits.device
         scaled = logits
         if any(p.temperature not in (0.0, 1.0) for p in params):
-            temperature = torch.tensor([p.temperature if p.temperature > 0 else 1.0 for p in params], device=device)
+            temperature = on_device(
+                [p.temperature if p.temperature > 0 else 1.0 for p in params], torch.float32, device
+            )
             scaled = logits / temperature[:, None]
         scaled = truncated(scaled, params)  # [S, V]; `logits` itself is left as it was
         noise = torch.empty_like(scaled).uniform_()
