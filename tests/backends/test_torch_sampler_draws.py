@@ -71,6 +71,14 @@ def test_truncation_keeps_the_ids_of_the_definitions(params: SamplingParams, spr
     assert torch.equal(logits, rows_with_ties(4, vocab, spread, seed=int(spread * 10) + params.top_k))  # untouched
 
 
+def test_a_greedy_row_is_left_whole() -> None:
+    logits = rows_with_ties(2, 100, 3.0, seed=1)
+    greedy = SamplingParams(temperature=0.0, top_k=3, top_p=0.5, min_p=0.5)  # its pick is the argmax: nothing to cut
+    out = truncated(logits, [greedy, SamplingParams(temperature=1.0, top_k=3)])
+    assert torch.equal(out[0], logits[0])
+    assert int(torch.isfinite(out[1]).sum()) < 100
+
+
 def test_a_nucleus_wider_than_the_candidates_is_found_by_sorting() -> None:
     flat = torch.zeros(1, 4 * NUCLEUS_CANDIDATES)
     flat[0, :7] = 3.0  # seven best ids hold too little mass: the nucleus reaches into the flat tail
