@@ -25,7 +25,8 @@ def kept_by_definition(row: list[float], params: SamplingParams) -> set[int]:
     finite = [row[i] if i in kept else -math.inf for i in range(len(row))]
     best = max(finite)
     weights = [math.exp(v - best) for v in finite]
-    probs = [w / sum(weights) for w in weights]
+    total = sum(weights)
+    probs = [w / total for w in weights]
     after_k = set(kept)
     if params.top_p < 1.0:
         mass, floor = 0.0, None
@@ -36,7 +37,8 @@ def kept_by_definition(row: list[float], params: SamplingParams) -> set[int]:
             floor = row[i]
         kept &= {i for i in after_k if row[i] >= floor}
     if params.min_p > 0.0:
-        kept &= {i for i in after_k if probs[i] >= params.min_p * max(probs)}
+        best_prob = max(probs)
+        kept &= {i for i in after_k if probs[i] >= params.min_p * best_prob}
     return kept
 
 
@@ -59,7 +61,7 @@ CASES = [
 @pytest.mark.parametrize("spread", [0.5, 6.0])  # flat: a nucleus wider than the candidates; peaked: narrower
 @pytest.mark.parametrize("params", CASES, ids=lambda p: f"k{p.top_k}-p{p.top_p}-m{p.min_p}")
 def test_truncation_keeps_the_ids_of_the_definitions(params: SamplingParams, spread: float) -> None:
-    vocab = 3 * NUCLEUS_CANDIDATES
+    vocab = 3 * NUCLEUS_CANDIDATES[0]
     logits = rows_with_ties(4, vocab, spread, seed=int(spread * 10) + params.top_k)
     plain = SamplingParams(temperature=1.0)
     mixed = [params, plain, params, params]  # a row without truncation in the batch stays whole
@@ -71,6 +73,23 @@ def test_truncation_keeps_the_ids_of_the_definitions(params: SamplingParams, spr
     assert torch.equal(logits, rows_with_ties(4, vocab, spread, seed=int(spread * 10) + params.top_k))  # untouched
 
 
+def test_each_row_finds_its_nucleus_among_as_few_values_as_it_needs() -> None:
+    """Rows whose nuclei fit the first candidates, the second, or neither, in one batch: each keeps the ids of the
+    definition."""
+    vocab = 2 * NUCLEUS_CANDIDATES[-1] + 7
+    logits = torch.zeros(4, vocab)
+    logits[0, :10] = 12.0  # a few ids hold nearly all the mass
+    logits[1, : 3 * NUCLEUS_CANDIDATES[0]] = 9.0  # a nucleus wider than the first candidates
+    logits[2] = torch.linspace(3.0, -3.0, vocab)  # wider than every candidate list: sorted whole
+    logits[3, 5:9] = 11.0
+    params = [SamplingParams(temperature=1.0, top_p=0.8)] * 4
+    out = truncated(logits, params)
+    for row in range(4):
+        kept = set(torch.isfinite(out[row]).nonzero().flatten().tolist())
+        assert kept == kept_by_definition(logits[row].tolist(), params[row]), row
+    assert [int(torch.isfinite(out[row]).sum()) for row in (0, 1, 3)] == [10, 3 * NUCLEUS_CANDIDATES[0], 4]
+
+
 def test_a_greedy_row_is_left_whole() -> None:
     logits = rows_with_ties(2, 100, 3.0, seed=1)
     greedy = SamplingParams(temperature=0.0, top_k=3, top_p=0.5, min_p=0.5)  # its pick is the argmax: nothing to cut
@@ -80,10 +99,10 @@ def test_a_greedy_row_is_left_whole() -> None:
 
 
 def test_a_nucleus_wider_than_the_candidates_is_found_by_sorting() -> None:
-    flat = torch.zeros(1, 4 * NUCLEUS_CANDIDATES)
+    flat = torch.zeros(1, 4 * NUCLEUS_CANDIDATES[0])
     flat[0, :7] = 3.0  # seven best ids hold too little mass: the nucleus reaches into the flat tail
     out = truncated(flat, [SamplingParams(temperature=1.0, top_p=0.9)])
-    assert int(torch.isfinite(out).sum()) == 4 * NUCLEUS_CANDIDATES  # the tail is one tie, kept whole
+    assert int(torch.isfinite(out).sum()) == 4 * NUCLEUS_CANDIDATES[0]  # the tail is one tie, kept whole
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,7 @@ from tkr_embed.engine.runner import BatchEntry, SampledToken
 from tkr_embed.engine.sampling_params import SamplingParams
 
 _MASK_64 = (1 << 64) - 1
-NUCLEUS_CANDIDATES = 1024  # the best values a CPU top_p tries before it sorts whole rows
+NUCLEUS_CANDIDATES = (1024, 16384)  # the best values a CPU top_p tries, in turn, before it sorts whole rows
 
 
 def _splitmix64(value: int) -> int:
@@ -142,24 +142,44 @@ def truncated(scaled: torch.Tensor, params: Sequence[SamplingParams]) -> torch.T
 
 
 def _nucleus_floor(rows: torch.Tensor, top_p: torch.Tensor) -> torch.Tensor:
-    """The value [R, 1] of the last id each row's top_p keeps. On the CPU the best NUCLEUS_CANDIDATES values are
-    tried first (a trained model's nucleus is rarely wider), and the rows are sorted whole only when some row's
-    nucleus is wider; on a GPU they are sorted whole, since deciding would wait for the device."""
+    """The value [R, 1] of the last id each row's top_p keeps. On the CPU a row tries its best values in the
+    widths of NUCLEUS_CANDIDATES in turn (a trained model's nucleus is rarely wider than the first; a row's best
+    16k cost a sixth of sorting it), and is sorted whole once its nucleus is known, or likely, to be wider still:
+    the ids past the ones listed are no likelier than the last of them, which bounds how many more it needs. On a
+    GPU the rows are sorted whole, since deciding would wait for the device."""
     log_total = rows.logsumexp(dim=-1, keepdim=True)  # [R, 1]
-    if rows.device.type == "cpu" and rows.shape[1] > NUCLEUS_CANDIDATES:
-        floor, reached = _floor_among(rows.topk(NUCLEUS_CANDIDATES, dim=-1).values, log_total, top_p)
-        if bool(reached.all()):
-            return floor
-    return _floor_among(rows.sort(dim=-1, descending=True).values, log_total, top_p)[0]
+    if rows.device.type != "cpu":
+        return _floor_among(rows.sort(dim=-1, descending=True).values, log_total, top_p)[0]
+    floor = torch.empty_like(log_total)
+    widths = [width for width in NUCLEUS_CANDIDATES if width < rows.shape[1]]
+    pending, whole = torch.arange(rows.shape[0]), []
+    for turn, width in enumerate(widths):
+        found, listed_mass, last_prob = _floor_among(
+            rows[pending].topk(width).values, log_total[pending], top_p[pending]
+        )
+        reached = (listed_mass >= top_p[pending])[:, 0]
+        floor[pending[reached]] = found[reached]
+        at_least = (width + (top_p[pending] - listed_mass) / last_prob)[:, 0]  # ids the nucleus needs
+        next_width = widths[turn + 1] if turn + 1 < len(widths) else rows.shape[1]
+        # a guess, not a bound: rows whose listed ids hold under a quarter of top_p (random weights' flat rows)
+        # have nuclei wider than the next list far more often than not
+        thin = (listed_mass < top_p[pending] / 4)[:, 0]
+        wider = ~reached & ((at_least > next_width) | thin)
+        whole.append(pending[wider])
+        pending = pending[~reached & ~wider]
+    whole = torch.cat([*whole, pending])
+    if len(whole):
+        floor[whole] = _floor_among(rows[whole].sort(dim=-1, descending=True).values, log_total[whole], top_p[whole])[0]
+    return floor
 
 
-def _floor_among(best: torch.Tensor, log_total: torch.Tensor, top_p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Over each row's best values [R, K], largest first: the value of the last id top_p keeps [R, 1], and whether
-    these K ids' probabilities reach top_p [R, 1] (if not, the floor lies below them)."""
+def _floor_among(best: torch.Tensor, log_total: torch.Tensor, top_p: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Over each row's best values [R, K], largest first: the value of the last id top_p keeps [R, 1] (right
+    when these K ids' probabilities reach top_p), their probabilities' sum [R, 1] and the last one's [R, 1]."""
     probs = (best - log_total).exp()
     before = probs.cumsum(dim=-1) - probs  # the mass of the better ids
     kept = (before < top_p).sum(dim=-1, keepdim=True).clamp(min=1)
-    return best.gather(1, kept - 1), before[:, -1:] + probs[:, -1:] >= top_p
+    return best.gather(1, kept - 1), before[:, -1:] + probs[:, -1:], probs[:, -1:]
 
 
 @dataclass
