@@ -8,7 +8,7 @@ The functions here are the plain-PyTorch reference; faster backends replace `pag
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -42,6 +42,23 @@ class AttentionMetadata:
     prefill_seq_lens: torch.Tensor | None = None  # [S-D] int32
     prefill_block_tables: torch.Tensor | None = None  # [S-D, max_blocks] int32
     prefill_max_query_len: int = 0
+    _contexts: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def context(self, row: int, sliding_window: int | None, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """The reference loop's view of sequence `row`: its context's cache slots [L] and which of them each new
+        token may not see [Q, L]. Every layer of a step with the same window reads the same, so it is built once."""
+        key = (row, sliding_window)
+        if key not in self._contexts:
+            start_pos, query_len, seq_len = self.start_positions[row], self.query_lens[row], self.seq_lens_list[row]
+            first = 0 if sliding_window is None else max(0, start_pos - sliding_window + 1)
+            slots = _context_slots(self.block_tables_list[row], first, seq_len, self.block_size, device)
+            q_pos = torch.arange(start_pos, start_pos + query_len, device=device).view(-1, 1)
+            k_pos = torch.arange(first, seq_len, device=device).view(1, -1)
+            visible = k_pos <= q_pos  # [Q, L]
+            if sliding_window is not None:
+                visible = visible & (k_pos > q_pos - sliding_window)
+            self._contexts[key] = (slots, ~visible)
+        return self._contexts[key]
 
     @property
     def num_seqs(self) -> int:
@@ -146,22 +163,14 @@ def paged_attention(
     output = torch.empty_like(query)
     sink_logits = sinks.float().view(num_kv_heads, group, 1, 1)  # [Hkv, G, 1, 1]
     token_start = 0
-    for start_pos, query_len, seq_len, block_table in zip(
-        metadata.start_positions, metadata.query_lens, metadata.seq_lens_list, metadata.block_tables_list, strict=False
-    ):
-        first = 0 if sliding_window is None else max(0, start_pos - sliding_window + 1)
-        slots = _context_slots(block_table, first, seq_len, block_size, query.device)
+    for row, query_len in enumerate(metadata.query_lens):
+        slots, hidden = metadata.context(row, sliding_window, query.device)
         keys = flat[0, slots].float().permute(1, 2, 0)  # [Hkv, D, L]
         values = flat[1, slots].float().transpose(0, 1)  # [Hkv, L, D]
         q = query[token_start : token_start + query_len].float()  # [Q, Hq, D]
         q = q.view(query_len, num_kv_heads, group, head_dim).permute(1, 2, 0, 3)  # [Hkv, G, Q, D]
         scores = torch.matmul(q, keys.unsqueeze(1)) * scale  # [Hkv, G, Q, L]
-        q_pos = torch.arange(start_pos, start_pos + query_len, device=query.device).view(-1, 1)
-        k_pos = torch.arange(first, seq_len, device=query.device).view(1, -1)
-        visible = k_pos <= q_pos  # [Q, L]
-        if sliding_window is not None:
-            visible = visible & (k_pos > q_pos - sliding_window)
-        scores = scores.masked_fill(~visible, float("-inf"))
+        scores = scores.masked_fill(hidden, float("-inf"))
         sink = sink_logits.expand(num_kv_heads, group, query_len, 1)
         logits = torch.cat((scores, sink), dim=-1)  # [Hkv, G, Q, L+1]
         probs = torch.softmax(logits, dim=-1)[..., :-1]  # sink carries no value
