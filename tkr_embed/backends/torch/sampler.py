@@ -89,7 +89,7 @@ def argmax_rows(values: torch.Tensor, allowed: torch.Tensor | None = None) -> to
         words = allowed.numpy().view(np.uint32)
         refused = ((words[np.arange(len(ids)), ids >> 5] >> (ids & 31).astype(np.uint32)) & 1) == 0
         for row in np.flatnonzero(refused):
-            mask = np.unpackbits(words[row].view(np.uint8), count=array.shape[1], bitorder="little").view(bool)
+            mask = unpack_bitmask(allowed[row : row + 1], array.shape[1])[0].numpy()
             ids[row] = np.where(mask, array[row], -np.inf).argmax()
     return torch.from_numpy(ids)
 
@@ -97,11 +97,15 @@ def argmax_rows(values: torch.Tensor, allowed: torch.Tensor | None = None) -> to
 def _argmax_can_mask(logits: torch.Tensor, params: Sequence[SamplingParams]) -> bool:
     """Whether the masks may wait for the argmaxes (`argmax_rows`): on the CPU, when no row truncates its
     distribution, whose top_k, top_p and min_p must read the masked probabilities."""
+    vocab = logits.shape[1]
     return (
-        logits.device.type == "cpu"
-        and logits.dtype == torch.float32
-        and not any(0 < p.top_k < logits.shape[1] or p.top_p < 1.0 or p.min_p > 0.0 for p in params if not p.is_greedy)
+        logits.device.type == "cpu" and logits.dtype == torch.float32 and not any(_truncates(p, vocab) for p in params)
     )
+
+
+def _truncates(params: SamplingParams, vocab: int) -> bool:
+    """Whether `truncated` cuts this row: a sampled row with a top_k below the vocabulary, a top_p or a min_p."""
+    return not params.is_greedy and (0 < params.top_k < vocab or params.top_p < 1.0 or params.min_p > 0.0)
 
 
 def truncated(scaled: torch.Tensor, params: Sequence[SamplingParams]) -> torch.Tensor:
@@ -117,18 +121,18 @@ def truncated(scaled: torch.Tensor, params: Sequence[SamplingParams]) -> torch.T
     values cost more than the model's step on the CPU. A greedy row is left whole: its pick is its argmax."""
     vocab = scaled.shape[1]
     device = scaled.device
-    top_k = [p.top_k if 0 < p.top_k < vocab and not p.is_greedy else 0 for p in params]
+    top_k = [p.top_k if _truncates(p, vocab) and 0 < p.top_k < vocab else 0 for p in params]
     if any(top_k):
         best = scaled.topk(max(top_k), dim=-1).values  # [S, k], largest first
         kth = best.gather(1, on_device([max(k, 1) - 1 for k in top_k], torch.int64, device)[:, None])  # [S, 1]
         limited = on_device([k > 0 for k in top_k], torch.bool, device)[:, None]
         scaled = scaled.masked_fill(limited & (scaled < kth), float("-inf"))
     below_min_p = None
-    min_p = [0.0 if p.is_greedy else p.min_p for p in params]
+    min_p = [p.min_p if _truncates(p, vocab) else 0.0 for p in params]
     if any(min_p):
         log_min_p = on_device(min_p, torch.float32, device).log()[:, None]  # log 0 = -inf: no floor
         below_min_p = scaled < scaled.amax(dim=-1, keepdim=True) + log_min_p
-    nucleus_rows = [row for row, p in enumerate(params) if p.top_p < 1.0 and not p.is_greedy]
+    nucleus_rows = [row for row, p in enumerate(params) if _truncates(p, vocab) and p.top_p < 1.0]
     if nucleus_rows:
         index = on_device(nucleus_rows, torch.int64, device)
         rows = scaled.index_select(0, index)  # [R, V]
