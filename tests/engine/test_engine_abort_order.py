@@ -15,7 +15,7 @@ from engine_fakes import GatedToyRunner, ToyBuild, ToyTokenizer
 
 from tkr_embed.engine.async_engine import AsyncEngine
 from tkr_embed.engine.config import EngineConfig
-from tkr_embed.engine.engine_child import PipePort
+from tkr_embed.engine.engine_child import PipePort, unwire
 from tkr_embed.engine.engine_process import ProcessEngine
 from tkr_embed.engine.llm_engine import LLMEngine
 from tkr_embed.engine.outputs import FinishReason, RequestOutput
@@ -56,7 +56,10 @@ class _PipeLoop:
                 kind, *body = self._events.recv()
                 if kind != "outputs":
                     continue
-                for output in body[0]:
+                for update in body[0]:
+                    if len(update) == 2:  # (request_id, refusal)
+                        continue
+                    output = unwire(update)
                     self.tokens[output.request_id] += sum(len(c.new_token_ids) for c in output.outputs)
                     if output.finished:
                         with self._finished:

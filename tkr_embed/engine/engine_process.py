@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
 
-from tkr_embed.engine.engine_child import EngineLimits, serve_engine
+from tkr_embed.engine.engine_child import EngineLimits, serve_engine, unwire
 from tkr_embed.engine.errors import EngineDeadError
 from tkr_embed.engine.llm_engine import LLMEngine, check_request
 from tkr_embed.engine.outputs import EngineStats
@@ -213,9 +213,10 @@ class ProcessEngine(StreamingEngine):
 
     def _restore(self, update):
         """A wire update -> the RequestOutput the in-process engine would have streamed."""
-        if isinstance(update, tuple):  # (request_id, refusal)
+        if len(update) == 2:  # (request_id, refusal)
             self._progress.pop(update[0], None)
             return update
+        update = unwire(update)
         progress = self._progress.get(update.request_id)
         if progress is None:  # the stream already ended (aborted): nobody reads it
             return update

@@ -37,6 +37,22 @@ class CompletionOutput:
     stop_reason: str | int | None = None
     new_logprobs: list[TokenLogprob] | None = None
 
+    def followed_by(self, later: CompletionOutput) -> CompletionOutput:
+        """The two deltas as one (see `RequestOutput.followed_by`)."""
+        logprobs = None
+        if self.new_logprobs is not None or later.new_logprobs is not None:
+            logprobs = (self.new_logprobs or []) + (later.new_logprobs or [])
+        return CompletionOutput(
+            index=self.index,
+            new_token_ids=self.new_token_ids + later.new_token_ids,
+            token_ids=later.token_ids,
+            new_text=self.new_text + later.new_text,
+            text=later.text,
+            finish_reason=later.finish_reason if later.finish_reason is not None else self.finish_reason,
+            stop_reason=later.stop_reason if later.stop_reason is not None else self.stop_reason,
+            new_logprobs=logprobs,
+        )
+
 
 @dataclass
 class RequestTimings:
@@ -70,6 +86,24 @@ class RequestOutput:
     @property
     def num_completion_tokens(self) -> int:
         return sum(len(o.token_ids) for o in self.outputs)
+
+    def followed_by(self, later: RequestOutput) -> RequestOutput:
+        """This update and the next one of the same request as one update: the deltas concatenated, the
+        cumulative fields and the state (finished, timings) as of `later`. A consumer that fell behind reads
+        its queued updates this way, once, instead of paying per update."""
+        merged = {output.index: output for output in self.outputs}
+        for output in later.outputs:
+            earlier = merged.get(output.index)
+            merged[output.index] = output if earlier is None else earlier.followed_by(output)
+        return RequestOutput(
+            request_id=self.request_id,
+            prompt_token_ids=later.prompt_token_ids,
+            outputs=[merged[index] for index in sorted(merged)],
+            finished=later.finished,
+            num_cached_prompt_tokens=later.num_cached_prompt_tokens,
+            timings=later.timings,
+            prompt_logprobs=self.prompt_logprobs if self.prompt_logprobs is not None else later.prompt_logprobs,
+        )
 
 
 # Where the engine loop's time goes in a step: choosing the batch, queueing the forward (input

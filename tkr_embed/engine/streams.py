@@ -71,12 +71,21 @@ class StreamingEngine(EngineClient):
         self._streams[request_id] = stream
         self._submit(AddRequest(request_id, list(prompt_token_ids), params, time.monotonic()))
         finished = False
+        held: _Item | None = None  # an item read while merging, for the next turn
         try:
             while True:
-                item = await stream.get()
+                item, held = (held, None) if held is not None else (await stream.get(), None)
                 if isinstance(item, BaseException):
                     finished = True  # never added (refused by the engine) or the engine died
                     raise item
+                # A consumer slower than the steps (a busy event loop) finds several updates queued: it takes
+                # them as one, so the per-update cost (an SSE event, accounting) is paid once per turn.
+                while not item.finished and not stream.empty():
+                    following = stream.get_nowait()
+                    if isinstance(following, BaseException):
+                        held = following
+                        break
+                    item = item.followed_by(following)
                 finished = item.finished
                 yield item
                 if finished:

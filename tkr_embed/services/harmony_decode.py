@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from tkr_embed.engine.outputs import CompletionOutput, FinishReason, TokenLogprob
 from tkr_embed.engine.stop_matcher import StopStringMatcher
@@ -94,7 +94,11 @@ class _ChoiceDecoder:
                 self.content.append(emitted)
             elif isinstance(event, ToolCallDelta):
                 self.saw_tool_call = True
-                delta.tool_calls.append(event)
+                last = delta.tool_calls[-1] if delta.tool_calls else None
+                if last is not None and last.index == event.index:  # one entry a call per chunk
+                    delta.tool_calls[-1] = replace(last, arguments=last.arguments + event.arguments)
+                else:
+                    delta.tool_calls.append(event)
         if is_reasoning:
             self.num_reasoning_tokens += 1
 
