@@ -3,7 +3,8 @@
 # 64 streams x (1,024 token-id prompt + 256 new, ignore_eos) on /v1/completions, after a warm-up wave;
 # then batch 1, and the idle TTFT of a 1,000-token prompt. STREAMS (default 64) is the wave's width and the
 # server's max_num_seqs; SWEEP="1 16 64 128 256" (each at most STREAMS) also runs a wave at each width in turn,
-# as many requests as the width, all at once (load_sweep.json, a line per width).
+# as many requests as the width, all at once (load_sweep.json, a line per width). The waves' load generator runs
+# LOAD_PROCESSES client processes (default 4): one process parsing 256 streams is the limit before the server is.
 # The engine limits are set explicitly: run from the repository root the server would otherwise pick
 # config.dev.yaml, whose max_num_seqs of 16 runs 64 streams in four waves.
 # Usage: bash bench/gpu_serve_load.sh OUT_DIR   (PYTHONPATH must reach tkr_embed and the server's packages)
@@ -25,15 +26,16 @@ kernels() { [ -n "${TRITON_CACHE_DIR:-}" ] && echo "triton kernels compiled $1: 
 echo "server answered after $(python3 -c "import time; print(round(time.time() - $STARTED, 1))") s"
 kernels "before serving"
 LOAD="timeout ${LOAD_TIMEOUT:-150} python3 bench/load_generator.py --url $URL --endpoint completions --prompt-tokens ${PROMPT_TOKENS:-1024} --ignore-eos"
+WAVE="--processes ${LOAD_PROCESSES:-4}"
 timeout 60 $LOAD --concurrency $STREAMS --requests $STREAMS --max-tokens 2 --seed 1 > "$OUT/load_warmup.json"
 $LOAD --concurrency 1 --requests 1 --max-tokens ${NEW_TOKENS:-256} --seed 2 > "$OUT/load_batch1.json"
 python3 bench/engine_phases.py --url $URL > "$OUT/phases_before.json"
-$LOAD --concurrency $STREAMS --requests $STREAMS --max-tokens ${NEW_TOKENS:-256} --seed 3 > "$OUT/load_64.json"
+$LOAD --concurrency $STREAMS --requests $STREAMS --max-tokens ${NEW_TOKENS:-256} --seed 3 $WAVE > "$OUT/load_64.json"
 echo "server 64 engine ms a step by phase: $(python3 bench/engine_phases.py --url $URL --since "$OUT/phases_before.json")"
 if [ -n "${SWEEP:-}" ]; then
   timeout ${SWEEP_TIMEOUT:-400} python3 bench/load_generator.py --url $URL --endpoint completions \
     --prompt-tokens ${PROMPT_TOKENS:-1024} --ignore-eos --concurrency $SWEEP --requests-per-stream 1 \
-    --max-tokens ${NEW_TOKENS:-256} --seed 5 > "$OUT/load_sweep.json"
+    --max-tokens ${NEW_TOKENS:-256} --seed 5 $WAVE > "$OUT/load_sweep.json"
   python3 -c "import json,sys
 for d in json.load(open(sys.argv[1]))['sweep']:
     print('server sweep', d['concurrency'], d['succeeded'], d['errors'], round(d['wall_s'], 3), round(d['output_tok_s'], 1), d['ttft_ms'], d['itl_ms'])" "$OUT/load_sweep.json"
