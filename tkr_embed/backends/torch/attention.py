@@ -15,6 +15,7 @@ import torch
 
 from tkr_embed.backends.paging import AttentionInputError, new_token_slot_array  # noqa: F401 (AttentionInputError re-exported)
 from tkr_embed.backends.torch.dispatch import use_kernels
+from tkr_embed.backends.torch.host_copy import on_device
 from tkr_embed.models.gpt_oss.config import GptOssConfig
 
 
@@ -89,17 +90,15 @@ def build_attention_metadata(
         split = dict(
             num_leading_decodes=decodes,
             prefill_max_query_len=max(query_lens[decodes:]),
-            prefill_query_start_loc=torch.tensor(
-                [q - decodes for q in query_start[decodes:]], dtype=torch.int32, device=device
-            ),
-            prefill_seq_lens=torch.tensor(seq_lens[decodes:], dtype=torch.int32, device=device),
-            prefill_block_tables=torch.tensor(padded[decodes:], dtype=torch.int32, device=device),
+            prefill_query_start_loc=on_device([q - decodes for q in query_start[decodes:]], torch.int32, device),
+            prefill_seq_lens=on_device(seq_lens[decodes:], torch.int32, device),
+            prefill_block_tables=on_device(padded[decodes:], torch.int32, device),
         )
     return AttentionMetadata(
-        slot_mapping=torch.from_numpy(np.concatenate(slots)).to(device),
-        query_start_loc=torch.tensor(query_start, dtype=torch.int32, device=device),
-        seq_lens=torch.tensor(seq_lens, dtype=torch.int32, device=device),
-        block_tables=torch.tensor(padded, dtype=torch.int32, device=device),
+        slot_mapping=on_device(np.concatenate(slots), torch.int64, device),
+        query_start_loc=on_device(query_start, torch.int32, device),
+        seq_lens=on_device(seq_lens, torch.int32, device),
+        block_tables=on_device(padded, torch.int32, device),
         query_lens=query_lens,
         seq_lens_list=seq_lens,
         start_positions=[s for s, _, _ in seqs],

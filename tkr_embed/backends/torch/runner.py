@@ -18,8 +18,10 @@ from tkr_embed.backends.kv_budget import (
     model_step_activation_bytes,
 )
 from tkr_embed.backends.torch.attention import allocate_kv_cache, build_attention_metadata
+from tkr_embed.backends.torch.host_copy import on_device
 from tkr_embed.backends.torch.prompt_logprobs import PromptScores
-from tkr_embed.backends.torch.sampler import MaskJob, Sampler, SampleTensors
+from tkr_embed.backends.torch.queued_step import QueuedStep
+from tkr_embed.backends.torch.sampler import Sampler
 from tkr_embed.engine.args import DEFAULT_KV_CACHE_MEMORY_FRACTION
 from tkr_embed.engine.constraints import mask_words
 from tkr_embed.engine.runner import (
@@ -242,7 +244,7 @@ class TorchModelRunner(ModelRunner):
         if self.device.type != "cuda":
             return 0
         from tkr_embed.backends.torch.kernels.token_mask import masked_logits
-        from tkr_embed.backends.torch.warm_up import warm_up_token_counts
+        from tkr_embed.backends.torch.warm_up import warm_up_sampler, warm_up_token_counts
 
         capacity = min(self._info.num_kv_blocks * self.block_size, self._info.max_model_len)
         counts = warm_up_token_counts(max_step_tokens, capacity)
@@ -258,6 +260,7 @@ class TorchModelRunner(ModelRunner):
             torch.zeros(1, vocab, device=self.device),
             torch.zeros(1, mask_words(vocab), dtype=torch.int32, device=self.device),
         )
+        warm_up_sampler(self.sampler, vocab, self.device)
         torch.cuda.synchronize(self.device)
         return len(counts)
 
@@ -265,13 +268,13 @@ class TorchModelRunner(ModelRunner):
     def execute(self, batch: ScheduledBatch) -> list[SampledToken | PromptLogprobs]:
         return self.launch(batch)()
 
-    def launch(self, batch: ScheduledBatch, previous: Callable[[], list[SampledToken]] | None = None) -> _Launched:
+    def launch(self, batch: ScheduledBatch, previous: Callable[[], list[SampledToken]] | None = None) -> QueuedStep:
         """The forward is queued on the device now, and the sampling with it unless the step follows `previous`
         and has masks (they wait for the previous step's tokens: ModelRunner.launch); the returned callable
         reads the tokens (the step's one host sync). With `previous` the input tokens are that launch's
         samples, copied on the device."""
         if previous is not None and not (
-            isinstance(previous, _Launched) and self.can_follow(batch) and len(batch.entries) == len(previous.entries)
+            isinstance(previous, QueuedStep) and self.can_follow(batch) and len(batch.entries) == len(previous.entries)
         ):
             raise ValueError("launch(previous=...) takes one decode token per entry of the previous launch")
         sample_entries = [e for e in batch.entries if e.sample]
@@ -285,14 +288,16 @@ class TorchModelRunner(ModelRunner):
                 token_source = previous.sampled_token_ids  # its sampling is queued before this forward
             logits = self.logits(batch, token_source=token_source)  # [S, V] float32
         if logits is None:
-            return _Launched(sample_entries, None, None, self.sampler, scores)
-        launched = _Launched(sample_entries, logits, self._next_token_buffer(len(sample_entries)), self.sampler, scores)
+            return QueuedStep(sample_entries, None, None, self.sampler, scores)
+        launched = QueuedStep(
+            sample_entries, logits, self._next_token_buffer(len(sample_entries)), self.sampler, scores
+        )
         if previous is None or all(e.allowed_tokens is None for e in sample_entries):
             launched.sample()
         return launched
 
     def previous_taken(self, launch: Callable[[], list[SampledToken]]) -> None:
-        if isinstance(launch, _Launched):
+        if isinstance(launch, QueuedStep):
             launch.start_masks()  # on the sampler's worker thread, until this launch is followed or read
 
     def _next_token_buffer(self, rows: int) -> torch.Tensor | None:
@@ -351,7 +356,7 @@ class TorchModelRunner(ModelRunner):
         last_rows = [end - 1 for end, e in zip(ends, entries, strict=True) if e.sample]
         if not last_rows:
             return None
-        rows = torch.tensor(last_rows, dtype=torch.int64, device=self.device)  # [S]
+        rows = on_device(last_rows, torch.int64, self.device)  # [S]
         return self.model.compute_logits(hidden.index_select(0, rows))  # [S, V] float32
 
     def _forward_eager(
@@ -370,13 +375,17 @@ class TorchModelRunner(ModelRunner):
         if token_source is not None:
             input_ids = token_source().to(dtype=torch.int64, device=self.device)  # one per entry
         else:
-            input_ids = torch.from_numpy(
-                np.fromiter(itertools.chain.from_iterable(e.token_ids for e in entries), dtype=np.int64, count=ends[-1])
-            ).to(self.device)
+            input_ids = on_device(
+                np.fromiter(
+                    itertools.chain.from_iterable(e.token_ids for e in entries), dtype=np.int64, count=ends[-1]
+                ),
+                torch.int64,
+                self.device,
+            )
         # row r of an entry whose first row is f holds position start_pos + (r - f)
         first_rows = np.array(ends, dtype=np.int64) - lengths
         shift = np.repeat(np.array([e.start_pos for e in entries], dtype=np.int64) - first_rows, lengths)
-        position_ids = torch.from_numpy(np.arange(ends[-1], dtype=np.int64) + shift).to(self.device)
+        position_ids = on_device(np.arange(ends[-1], dtype=np.int64) + shift, torch.int64, self.device)
         return self.model(input_ids, position_ids, self.kv_caches, metadata), ends  # [T, D]
 
     def shutdown(self) -> None:
@@ -385,66 +394,3 @@ class TorchModelRunner(ModelRunner):
         self.model = None
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
-
-
-class _Launched:
-    """A step queued by TorchModelRunner.launch: calling it reads the sampled tokens (then the prompt scores,
-    if any) on the host.
-
-    Its sampling is queued by `sample`: at launch, or for a lookahead step with masks once the step before it
-    was postprocessed (when it is read or followed). The samples' copy to the host is queued with them, so
-    reading them waits for this step only, not for a lookahead step queued after it. A step with prompt
-    scores is a prefill, which no lookahead step follows: reading them directly waits for nothing else."""
-
-    def __init__(
-        self,
-        entries,
-        logits: torch.Tensor | None,
-        token_buffer: torch.Tensor | None,
-        sampler: Sampler,
-        prompt_scores: PromptScores | None = None,
-    ):
-        self.entries = entries
-        self._logits = logits  # [S, V] float32 until sampled
-        self._token_buffer = token_buffer
-        self._prompt_scores = prompt_scores
-        self._sampler = sampler
-        self.token_ids: torch.Tensor | None = None  # [S] on the device, once sampled
-        self._masks: MaskJob | None = None
-        self._host: SampleTensors | None = None
-        self._ready: torch.cuda.Event | None = None
-        self._result: list[SampledToken | PromptLogprobs] | None = None
-
-    def start_masks(self) -> None:
-        """Begin resolving the masks of the sampling to come (`Sampler.start_masks`)."""
-        if self._logits is not None and self._masks is None:
-            self._masks = self._sampler.start_masks(self.entries, self._logits.shape[1], self._logits.device)
-
-    def sample(self) -> None:
-        """Queue the sampling (resolving the masks) and the copy of its tokens to the host, once."""
-        if self._logits is None:
-            return
-        with torch.inference_mode():
-            sampled = self._sampler.sample(self._logits, self.entries, self._masks)
-        self._logits, self._masks = None, None
-        self.token_ids = sampled.token_ids
-        self._host, self._ready = sampled.copy_to_host(self._token_buffer)
-
-    def sampled_token_ids(self) -> torch.Tensor:
-        """The sampled token ids [S] on the device, the sampling queued now if it was not yet."""
-        self.sample()
-        assert self.token_ids is not None
-        return self.token_ids
-
-    def __call__(self) -> list[SampledToken | PromptLogprobs]:
-        if self._result is None:
-            self.sample()
-            result: list[SampledToken | PromptLogprobs] = []
-            if self._host is not None:
-                if self._ready is not None:
-                    self._ready.synchronize()
-                result += self._sampler.results(self.entries, self._host)
-            if self._prompt_scores is not None:
-                result += self._prompt_scores.results()
-            self._result = result
-        return self._result

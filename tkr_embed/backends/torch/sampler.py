@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from tkr_embed.backends.torch.dispatch import use_kernels
+from tkr_embed.backends.torch.host_copy import on_device
 from tkr_embed.engine.constraints import mask_words, resolve_masks
 from tkr_embed.engine.runner import BatchEntry, SampledToken
 from tkr_embed.engine.sampling_params import SamplingParams
@@ -28,16 +29,6 @@ def _splitmix64(value: int) -> int:
 def step_seed(seed: int, num_generated: int) -> int:
     """The RNG seed of a seeded request's next token: a function of (seed, step) only."""
     return _splitmix64(_splitmix64(seed & _MASK_64) ^ num_generated) & ((1 << 63) - 1)
-
-
-def on_device(values: Sequence | np.ndarray, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """A few host values as a tensor on `device`, without waiting for it: on CUDA through page-locked memory and an
-    asynchronous copy. A plain copy from pageable memory waits for everything queued before it (the step's
-    forward), so the host could not queue the next step while this one runs."""
-    host = torch.from_numpy(values).to(dtype) if isinstance(values, np.ndarray) else torch.tensor(values, dtype=dtype)
-    if device.type != "cuda":
-        return host.to(device)
-    return host.pin_memory().to(device, non_blocking=True)
 
 
 def _id_counts(histories: Sequence[tuple[int, Sequence[int]]], device: torch.device) -> tuple[torch.Tensor, ...]:
