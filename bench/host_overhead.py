@@ -1,0 +1,178 @@
+"""The server's own cost per token: the HTTP server and its engine process around a runner that computes nothing.
+
+    python bench/host_overhead.py [--streams 256] [--step-ms 14] [--repeat 3] [--processes 1]
+
+The runner answers every step after `--step-ms` (a device's step time; 0: at once) with a text token, so what is
+measured is all the host does per token: scheduling, detokenizing, the pipe between the engine process and the
+server, SSE, accounting. Each wave sends `--streams` streamed `/v1/completions` requests of `--prompt-tokens` token
+ids and `--max-tokens` new tokens (ignore_eos) through `bench/load_generator.py`, all at once. Prints one JSON line
+a wave: output tok/s, and the CPU milliseconds per 1,000 tokens of the server process and of the engine process
+(from /proc: Linux only). Compare trees on one machine, in turn: the load generator shares its cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+
+
+def install_null_runner(step_ms: float) -> None:
+    """Make the engine builder's `create_runner` return a runner that sleeps `step_ms` a step and computes nothing."""
+    from tkr_embed.backends import factory
+    from tkr_embed.engine.runner import ModelRunner, RunnerInfo, SampledToken
+    from tkr_embed.harmony import special_tokens
+
+    class NullRunner(ModelRunner):
+        def __init__(self) -> None:
+            self._info = RunnerInfo(
+                model_name="gpt-oss-20b",
+                max_model_len=8192,
+                vocab_size=special_tokens.VOCAB_SIZE,
+                block_size=16,
+                num_kv_blocks=200_000,
+                eos_token_ids=(special_tokens.RETURN,),
+                device="cpu",
+                dtype="bfloat16",
+                quantization="none",
+            )
+
+        @property
+        def info(self) -> RunnerInfo:
+            return self._info
+
+        def execute(self, batch):
+            if step_ms:
+                time.sleep(step_ms / 1000)
+            # ids 1,000-20,999 are ordinary text tokens
+            return [
+                SampledToken(e.seq_id, 1000 + (e.start_pos * 7919 + e.seq_id) % 20000)
+                for e in batch.entries
+                if e.sample
+            ]
+
+    factory.create_runner = lambda *args, **kwargs: NullRunner()
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _engine_pid(server: int) -> int:
+    """The server's engine process: its child started by multiprocessing's spawn (not the resource tracker)."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            command = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if parent == server and b"spawn_main" in command:
+            return int(entry.name)
+    raise SystemExit("the server has no engine process")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--streams", type=int, default=256)
+    parser.add_argument("--step-ms", type=float, default=14.0)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--prompt-tokens", type=int, default=1024)
+    parser.add_argument("--max-tokens", type=int, default=256)
+    parser.add_argument("--processes", type=int, default=1, help="load-generator processes")
+    parser.add_argument("--port", type=int, default=8031)
+    args = parser.parse_args(argv)
+    url = f"http://127.0.0.1:{args.port}"
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(BENCH / "null_runner_hook"), str(BENCH), str(ROOT)]),
+        "TKR_NULL_RUNNER_STEP_MS": str(args.step_ms),
+        "GENERATION_MODEL_PATH": "gpt-oss-20b",
+        "GENERATION_DEVICE": "cpu",
+        "GENERATION_AUTH_ENABLED": "false",
+        "GENERATION_RATE_LIMIT_ENABLED": "false",
+        "GENERATION_CACHE_ENABLED": "false",
+        "GENERATION_DATA_DIR": tempfile.mkdtemp(prefix="tkr-host-overhead-"),
+        "GENERATION_LOG_LEVEL": "warning",
+        "GENERATION_PORT": str(args.port),
+        "GENERATION_ENGINE__MAX_NUM_SEQS": str(args.streams),
+        "GENERATION_ENGINE__MAX_WAITING": str(4 * args.streams),
+    }
+    server = subprocess.Popen([sys.executable, "-m", "tkr_embed.api.server"], env=env, stderr=subprocess.DEVNULL)
+    try:
+        import httpx
+
+        for _ in range(120):
+            try:
+                if httpx.get(f"{url}/health").status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        else:
+            raise SystemExit("the server did not start")
+        engine = _engine_pid(server.pid)
+        load_env = {k: v for k, v in os.environ.items() if k != "TKR_NULL_RUNNER_STEP_MS"}
+        for wave in range(args.repeat):
+            before = (_cpu_seconds(server.pid), _cpu_seconds(engine))
+            out = subprocess.run(
+                [
+                    sys.executable,
+                    str(BENCH / "load_generator.py"),
+                    "--url",
+                    url,
+                    "--endpoint",
+                    "completions",
+                    "--prompt-tokens",
+                    str(args.prompt_tokens),
+                    "--ignore-eos",
+                    "--concurrency",
+                    str(args.streams),
+                    "--requests",
+                    str(args.streams),
+                    "--max-tokens",
+                    str(args.max_tokens),
+                    "--seed",
+                    str(wave + 1),
+                    "--processes",
+                    str(args.processes),
+                ],
+                env=load_env,
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
+            after = (_cpu_seconds(server.pid), _cpu_seconds(engine))
+            load = json.loads(out)
+            tokens = load["output_tokens"]
+            print(
+                json.dumps(
+                    {
+                        "streams": args.streams,
+                        "step_ms": args.step_ms,
+                        "succeeded": load["succeeded"],
+                        "output_tok_s": round(load["output_tok_s"], 1),
+                        "server_cpu_ms_per_1k_tokens": round(1e6 * (after[0] - before[0]) / tokens, 1),
+                        "engine_cpu_ms_per_1k_tokens": round(1e6 * (after[1] - before[1]) / tokens, 1),
+                    }
+                ),
+                flush=True,
+            )
+    finally:
+        server.terminate()
+        server.wait(30)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

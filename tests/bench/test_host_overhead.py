@@ -1,0 +1,28 @@
+"""bench/host_overhead.py: a live server around a runner that computes nothing serves every stream whole, and the
+tool reports its throughput and both processes' CPU per 1,000 tokens."""
+
+from __future__ import annotations
+
+import json
+import socket
+import sys
+
+import pytest
+from bench_support import load_bench_module
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the tool reads /proc")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_every_stream_is_served_and_both_processes_are_measured(capsys) -> None:
+    module = load_bench_module("host_overhead")
+    argv = ["--streams", "16", "--step-ms", "0", "--repeat", "1", "--prompt-tokens", "16", "--max-tokens", "64"]
+    assert module.main([*argv, "--port", str(_free_port())]) == 0
+    (line,) = [json.loads(text) for text in capsys.readouterr().out.splitlines()]
+    assert line["succeeded"] == 16 and line["output_tok_s"] > 0
+    assert line["server_cpu_ms_per_1k_tokens"] > 0 and line["engine_cpu_ms_per_1k_tokens"] > 0
