@@ -21,8 +21,8 @@ from tkr_embed.services.tokenization import TokenizationService
 router = APIRouter(tags=["tokenizer"], responses=route_errors(400, 404, 413, 503))
 
 
-def tokenization_service(state: State) -> TokenizationService:
-    # Holds nothing but the model context: one per request costs an object.
+async def tokenization_service(state: State) -> TokenizationService:
+    # Holds nothing but the model context: one per request costs an object (async: no thread-pool hand-off).
     return TokenizationService(state.context)
 
 
