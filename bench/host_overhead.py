@@ -23,6 +23,9 @@ from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
+sys.path.insert(0, str(BENCH))
+
+from chaos.processes import engine_pid_of  # noqa: E402
 
 
 def install_null_runner(step_ms: float) -> None:
@@ -67,21 +70,6 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _engine_pid(server: int) -> int:
-    """The server's engine process: its child started by multiprocessing's spawn (not the resource tracker)."""
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            command = (entry / "cmdline").read_bytes()
-        except OSError:
-            continue
-        if parent == server and b"spawn_main" in command:
-            return int(entry.name)
-    raise SystemExit("the server has no engine process")
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--streams", type=int, default=256)
@@ -121,7 +109,9 @@ def main(argv: list[str] | None = None) -> int:
             time.sleep(0.5)
         else:
             raise SystemExit("the server did not start")
-        engine = _engine_pid(server.pid)
+        engine = engine_pid_of(server.pid)
+        if engine is None:
+            raise SystemExit("the server has no engine process")
         load_env = {k: v for k, v in os.environ.items() if k != "TKR_NULL_RUNNER_STEP_MS"}
         for wave in range(args.repeat):
             before = (_cpu_seconds(server.pid), _cpu_seconds(engine))
