@@ -112,18 +112,19 @@ def truncated(scaled: torch.Tensor, params: Sequence[SamplingParams]) -> torch.T
     values cost more than the model's step on the CPU. A greedy row is left whole: its pick is its argmax."""
     vocab = scaled.shape[1]
     device = scaled.device
-    top_k = [p.top_k if _truncates(p, vocab) and 0 < p.top_k < vocab else 0 for p in params]
+    cut = [_truncates(p, vocab) for p in params]
+    top_k = [p.top_k if c and 0 < p.top_k < vocab else 0 for p, c in zip(params, cut, strict=True)]
     if any(top_k):
         best = scaled.topk(max(top_k), dim=-1).values  # [S, k], largest first
         kth = best.gather(1, on_device([max(k, 1) - 1 for k in top_k], torch.int64, device)[:, None])  # [S, 1]
         limited = on_device([k > 0 for k in top_k], torch.bool, device)[:, None]
         scaled = scaled.masked_fill(limited & (scaled < kth), float("-inf"))
     below_min_p = None
-    min_p = [p.min_p if _truncates(p, vocab) else 0.0 for p in params]
+    min_p = [p.min_p if c else 0.0 for p, c in zip(params, cut, strict=True)]
     if any(min_p):
         log_min_p = on_device(min_p, torch.float32, device).log()[:, None]  # log 0 = -inf: no floor
         below_min_p = scaled < scaled.amax(dim=-1, keepdim=True) + log_min_p
-    nucleus_rows = [row for row, p in enumerate(params) if _truncates(p, vocab) and p.top_p < 1.0]
+    nucleus_rows = [row for row, (p, c) in enumerate(zip(params, cut, strict=True)) if c and p.top_p < 1.0]
     if nucleus_rows:
         index = on_device(nucleus_rows, torch.int64, device)
         rows = scaled.index_select(0, index)  # [R, V]
