@@ -83,6 +83,15 @@ REFUSED = [
     ("/v1/completions", json.dumps({"prompt": [-1]}).encode(), None, 400, "prompt"),
     ("/v1/completions", json.dumps({"prompt": {"text": "x"}}).encode(), None, 400, "prompt"),
     ("/v1/completions", json.dumps({"prompt": "Hi", "logprobs": 21}).encode(), None, 400, "logprobs"),
+    # A list of numbers is skipped whole by the lone-surrogate walk: one holding a string too is still walked.
+    ("/v1/completions", json.dumps({"prompt": "Hi", "stop": ["ok", "\udc00"]}).encode(), None, 400, "stop"),
+    (
+        CHAT,
+        chat(tools=[{"type": "function", "function": {"name": "f", "parameters": {"enum": [1, 2.5, None, "\ud800"]}}}]),
+        None,
+        400,
+        "tools[0].function.parameters",
+    ),
     ("/generate", json.dumps({"text": "Hi", "max_tokens": 0}).encode(), None, 400, "max_tokens"),
     ("/generate", json.dumps({"text": "Hi", "wat": 1}).encode(), None, 400, "wat"),
     ("/generate", json.dumps({"text": "\ud800"}).encode(), None, 400, "text"),

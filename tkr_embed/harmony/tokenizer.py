@@ -53,10 +53,10 @@ class HarmonyTokenizer:
 
     def decode_bytes(self, token_ids: Sequence[int]) -> bytes:
         """Ids to raw bytes (callers decoding incrementally hold back incomplete characters)."""
-        ids = [int(token_id) for token_id in token_ids]
-        for token_id in ids:
-            if not 0 <= token_id < self.vocab_size:
-                raise ValueError(f"token id {token_id} is outside the vocabulary [0, {self.vocab_size})")
+        ids = list(map(int, token_ids))
+        if ids and not (0 <= min(ids) and max(ids) < self.vocab_size):
+            outside = next(token_id for token_id in ids if not 0 <= token_id < self.vocab_size)
+            raise ValueError(f"token id {outside} is outside the vocabulary [0, {self.vocab_size})")
         # The public decode() only returns text; the raw bytes come from the same Rust encoder.
         return bytes(self.encoding._inner.decode_bytes(ids))
 

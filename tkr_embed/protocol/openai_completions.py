@@ -49,7 +49,7 @@ class CompletionRequest(SamplingRequest):
         """The prompts as a list: a string or a flat list of ids is one prompt."""
         if isinstance(self.prompt, str):
             return [self.prompt]
-        if self.prompt and all(isinstance(item, int) for item in self.prompt):
+        if self.prompt and isinstance(self.prompt[0], int):  # validated: a flat list holds ids only
             return [list(self.prompt)]
         return list(self.prompt)
 

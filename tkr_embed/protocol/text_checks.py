@@ -10,6 +10,7 @@ from pydantic_core import PydanticCustomError
 
 # One C-speed scan per string: a Python loop over the characters of a 4 MB text would hold the event loop.
 _SURROGATE = re.compile("[\ud800-\udfff]")
+_NO_TEXT = {int, float, bool, type(None)}
 
 
 def has_lone_surrogate(value: Any) -> bool:
@@ -25,7 +26,8 @@ def has_lone_surrogate(value: Any) -> bool:
             if not item.isascii() and _SURROGATE.search(item) is not None:
                 return True
         elif isinstance(item, (list, tuple)):
-            pending.extend(item)
+            if not set(map(type, item)) <= _NO_TEXT:  # a prompt of token ids is walked at C speed
+                pending.extend(item)
         elif isinstance(item, dict):
             pending.extend(item.keys())
             pending.extend(item.values())

@@ -37,7 +37,7 @@ from tkr_embed.services.stream_merge import merge_streams
 class PreparedCompletion:
     request_id: str
     prompt_token_ids: list[int]
-    prompt_text: str
+    prompt_text: str  # what echo answers with: empty without echo
     params: SamplingParams
     echo: bool
     top_logprobs: int | None
@@ -107,7 +107,10 @@ class CompletionService:
         # The echoed prompt comes with its tokens' logprobs when logprobs are asked for (as OpenAI and vLLM answer).
         params.prompt_logprobs = request.logprobs if request.echo else None
         self.ctx.check_prompt(prompt_ids, params, param)
-        prompt_text = prompt if isinstance(prompt, str) else self.ctx.tokenizer.decode(prompt_ids)
+        if not request.echo:
+            prompt_text = ""
+        else:
+            prompt_text = prompt if isinstance(prompt, str) else self.ctx.tokenizer.decode(prompt_ids)
         return PreparedCompletion(
             new_request_id("cmpl"), prompt_ids, prompt_text, params, request.echo, request.logprobs
         )
@@ -181,7 +184,7 @@ class CompletionService:
                     logprobs[output.index].extend(output.new_logprobs or [])
                     finish[output.index] = finish_reason_of(output.finish_reason)
                 num_completion = update.num_completion_tokens
-        prefix = prepared.prompt_text if prepared.echo else ""
+        prefix = prepared.prompt_text
         choices = [
             CompletionChoice(
                 index=i,
@@ -256,7 +259,7 @@ class CompletionService:
         self, prepared: PreparedCompletion, stream: EngineStream, include_usage: bool
     ) -> AsyncIterator[CompletionResponse]:
         created = unix_now()
-        offsets = [len(prepared.prompt_text) if prepared.echo else 0] * prepared.params.n
+        offsets = [len(prepared.prompt_text)] * prepared.params.n
         num_completion = num_cached = 0
 
         def chunk(choices: list[CompletionChoice], usage: Usage | None = None) -> CompletionResponse:
