@@ -1,6 +1,7 @@
 """The server's own cost per token: the HTTP server and its engine process around a runner that computes nothing.
 
     python bench/host_overhead.py [--streams 256] [--step-ms 14] [--repeat 3] [--processes 1]
+    python bench/host_overhead.py --idle-ttft 300 [--prompt-tokens 1000]
 
 The runner answers every step after `--step-ms` (a device's step time; 0: at once) with a text token, so what is
 measured is all the host does per token: scheduling, detokenizing, the pipe between the engine process and the
@@ -8,13 +9,20 @@ server, SSE, accounting. Each wave sends `--streams` streamed `/v1/completions` 
 ids and `--max-tokens` new tokens (ignore_eos) through `bench/load_generator.py`, all at once. Prints one JSON line
 a wave: output tok/s, and the CPU milliseconds per 1,000 tokens of the server process and of the engine process
 (from /proc: Linux only). Compare trees on one machine, in turn: the load generator shares its cores.
+
+`--idle-ttft N` instead sends N streamed one-token requests one after another on one keep-alive connection, with
+the runner answering at once: the time to the first token is then what the host alone adds to an idle server's
+TTFT (parsing, checks, the pipes, SSE). Prints one JSON line with its percentiles in ms, the first 20 requests left
+out as warm-up.
 """
 
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import os
+import random
 import subprocess
 import sys
 import tempfile
@@ -65,6 +73,44 @@ def install_null_runner(step_ms: float) -> None:
     factory.create_runner = lambda *args, **kwargs: NullRunner()
 
 
+WARM_UP_REQUESTS = 20
+
+
+def idle_ttft_ms(port: int, requests: int, prompt_tokens: int) -> list[float]:
+    """Each request's time to its first streamed token, one request at a time on one connection (the standard
+    library's client: it adds less of its own time than an async one)."""
+    rng = random.Random(5)
+    times = []
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    try:
+        for _ in range(requests):
+            body = {
+                "model": "gpt-oss-20b",
+                "prompt": [rng.randrange(1000, 21000) for _ in range(prompt_tokens)],
+                "max_tokens": 1,
+                "stream": True,
+                "ignore_eos": True,
+            }
+            payload = json.dumps(body).encode()
+            start = time.perf_counter()
+            connection.request("POST", "/v1/completions", payload, {"Content-Type": "application/json"})
+            response = connection.getresponse()
+            if response.status != 200:
+                raise SystemExit(f"a request was answered {response.status}: {response.read()[:200]!r}")
+            first = None
+            received = b""
+            while chunk := response.read1(65536):
+                received += chunk
+                if first is None and b"data: {" in received:
+                    first = time.perf_counter()
+            if first is None:
+                raise SystemExit("a request streamed no token")
+            times.append(1000 * (first - start))
+    finally:
+        connection.close()
+    return times
+
+
 def _cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -79,12 +125,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-tokens", type=int, default=256)
     parser.add_argument("--processes", type=int, default=1, help="load-generator processes")
     parser.add_argument("--port", type=int, default=8031)
+    parser.add_argument("--idle-ttft", type=int, default=0, metavar="N", help="N sequential requests' TTFT instead")
     args = parser.parse_args(argv)
     url = f"http://127.0.0.1:{args.port}"
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(BENCH / "null_runner_hook"), str(BENCH), str(ROOT)]),
-        "TKR_NULL_RUNNER_STEP_MS": str(args.step_ms),
+        "TKR_NULL_RUNNER_STEP_MS": str(0.0 if args.idle_ttft else args.step_ms),
         "GENERATION_MODEL_PATH": "gpt-oss-20b",
         "GENERATION_DEVICE": "cpu",
         "GENERATION_AUTH_ENABLED": "false",
@@ -109,6 +156,15 @@ def main(argv: list[str] | None = None) -> int:
             time.sleep(0.5)
         else:
             raise SystemExit("the server did not start")
+        if args.idle_ttft:
+            times = sorted(
+                idle_ttft_ms(args.port, WARM_UP_REQUESTS + args.idle_ttft, args.prompt_tokens)[WARM_UP_REQUESTS:]
+            )
+            pick = {
+                f"p{point}": round(times[min(len(times) - 1, len(times) * point // 100)], 3) for point in (50, 90, 99)
+            }
+            print(json.dumps({"requests": len(times), "prompt_tokens": args.prompt_tokens, "idle_ttft_ms": pick}))
+            return 0
         engine = engine_pid_of(server.pid)
         if engine is None:
             raise SystemExit("the server has no engine process")

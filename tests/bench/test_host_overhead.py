@@ -26,3 +26,13 @@ def test_every_stream_is_served_and_both_processes_are_measured(capsys) -> None:
     (line,) = [json.loads(text) for text in capsys.readouterr().out.splitlines()]
     assert line["succeeded"] == 16 and line["output_tok_s"] > 0
     assert line["server_cpu_ms_per_1k_tokens"] > 0 and line["engine_cpu_ms_per_1k_tokens"] > 0
+
+
+def test_idle_ttft_reports_percentiles_of_the_requests_after_warm_up(capsys) -> None:
+    module = load_bench_module("host_overhead")
+    argv = ["--idle-ttft", "5", "--prompt-tokens", "32", "--port", str(_free_port())]
+    assert module.main(argv) == 0
+    (line,) = [json.loads(text) for text in capsys.readouterr().out.splitlines()]
+    assert line["requests"] == 5 and line["prompt_tokens"] == 32
+    ttft = line["idle_ttft_ms"]
+    assert 0 < ttft["p50"] <= ttft["p90"] <= ttft["p99"]
