@@ -3,7 +3,7 @@
 # packages as wheels) carried; torch, triton, transformers and numpy are the machine's own.
 #   PART=tests|engine|sweep|long|server|peers|llamacpp|hf|120b|all bash bench/gpu.sh   (default: all, in that order)
 # JSON and logs go to $OUT (default /tmp/tkr-out); each part prints its summary lines. TEMPERATURE=1.0 samples the
-# sweep's decode runs instead of taking the greedy token.
+# sweep's decode runs instead of taking the greedy token; REPETITION=1.1, PRESENCE=0.5, FREQUENCY=0.3 penalise them.
 set -u
 OUT=${OUT:-/tmp/tkr-out}; mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
@@ -46,7 +46,8 @@ engine() {  # the offline engine, 20b shape: batch 1, 64 streams x (1,024 + 256)
 sweep() {  # the offline engine at each width in turn on one engine (max_num_seqs the widest), 1,024 + 256 a stream
   timeout ${SWEEP_TIMEOUT:-300} python3 -m tkr_embed.cli bench --model gpt-oss-20b --device cuda \
     --streams ${WIDTHS:-1 16 64 128 256} --prompt-len 1024 --output-len 256 --long-prompt-len 1000 --warmup-streams \
-    --temperature "${TEMPERATURE:-0}" > "$OUT/sweep.json" 2> "$OUT/sweep.err"
+    --temperature "${TEMPERATURE:-0}" --repetition-penalty "${REPETITION:-1}" --presence-penalty "${PRESENCE:-0}" \
+    --frequency-penalty "${FREQUENCY:-0}" > "$OUT/sweep.json" 2> "$OUT/sweep.err"
   summary "$OUT/sweep.json" sweep
 }
 

@@ -110,3 +110,9 @@ def test_a_json_schema_the_grammar_engine_cannot_enforce_ends_the_bench_before_i
     )
     assert done.returncode == 1 and done.stdout == ""
     assert f"--json-schema {schema}:" in done.stderr and "look-around" in done.stderr
+
+
+def test_penalties_apply_to_the_decode_runs_and_the_report_names_them() -> None:
+    report = _bench("--repetition-penalty", "1.1", "--presence-penalty", "0.5", "--frequency-penalty", "-0.2")
+    assert report["penalties"] == {"repetition": 1.1, "presence": 0.5, "frequency": -0.2}
+    assert [run["output_tokens"] for run in report["runs"]] == [4, 12, 1]

@@ -82,4 +82,7 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
         help="temperature of the decode runs (default 0: greedy; 1.0 is what a chat client sends unless told)",
     )
     parser.add_argument("--top-p", type=float, default=1.0, help="top_p of the decode runs")
+    parser.add_argument("--repetition-penalty", type=float, default=1.0, help="repetition_penalty of the decode runs")
+    parser.add_argument("--presence-penalty", type=float, default=0.0, help="presence_penalty of the decode runs")
+    parser.add_argument("--frequency-penalty", type=float, default=0.0, help="frequency_penalty of the decode runs")
     parser.add_argument("--seed", type=int, default=0)

@@ -233,7 +233,13 @@ def run_bench(args: argparse.Namespace) -> int:
 
         def decode_params(width: int) -> list[SamplingParams]:
             own = SamplingParams(
-                temperature=args.temperature, top_p=args.top_p, max_tokens=args.output_len, ignore_eos=True
+                temperature=args.temperature,
+                top_p=args.top_p,
+                repetition_penalty=args.repetition_penalty,
+                presence_penalty=args.presence_penalty,
+                frequency_penalty=args.frequency_penalty,
+                max_tokens=args.output_len,
+                ignore_eos=True,
             )
             return [own] * width
 
@@ -254,6 +260,11 @@ def run_bench(args: argparse.Namespace) -> int:
         "max_num_seqs": config.max_num_seqs,
         "temperature": args.temperature,
         "top_p": args.top_p,
+        "penalties": {
+            "repetition": args.repetition_penalty,
+            "presence": args.presence_penalty,
+            "frequency": args.frequency_penalty,
+        },
         "ready_s": round(ready_s, 2),
         "runner": {"device": info.device, "dtype": info.dtype, "num_kv_blocks": info.num_kv_blocks, **info.extra},
         "runs": [asdict(run) for run in runs],

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from tkr_embed.backends.torch.penalties import PenaltyHistories, apply_penalties
 from tkr_embed.backends.torch.sampler import NUCLEUS_CANDIDATES, Sampler, argmax_rows, truncated, unpack_bitmask
 from tkr_embed.engine.runner import BatchEntry
 from tkr_embed.engine.sampling_params import SamplingParams
@@ -195,7 +196,7 @@ def test_penalties_change_only_seen_ids_exactly_as_the_dense_formulas() -> None:
     histories = [(tuple(rng.integers(0, 60, 40)), tuple(rng.integers(30, 90, 25))) for _ in params]  # repeats, overlap
     histories[4] = (tuple(rng.integers(0, vocab, 10)), ())  # a presence penalty with nothing generated yet
     entries = [BatchEntry(i, [1], 0, [0], True, p, *histories[i]) for i, p in enumerate(params)]
-    out = Sampler()._apply_penalties(logits, entries)
+    out = apply_penalties(logits, entries, PenaltyHistories(persistent=False).rows(entries, logits.device))
     assert torch.equal(logits, before)
     expected = logits.clone()
     for row, (p, (prompt, output)) in enumerate(zip(params, histories, strict=True)):

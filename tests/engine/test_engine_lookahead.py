@@ -16,6 +16,7 @@ from tkr_embed.engine.async_engine import AsyncEngine
 from tkr_embed.engine.config import EngineConfig
 from tkr_embed.engine.llm_engine import LLMEngine
 from tkr_embed.engine.outputs import FinishReason
+from tkr_embed.engine.runner import ScheduledBatch
 from tkr_embed.engine.sampling_params import SamplingParams
 from tkr_embed.engine.step_loop import AddRequest, CallerPort, Inbox, StepLoop
 
@@ -82,6 +83,31 @@ def test_no_lookahead_when_turned_off_or_when_sampling_needs_the_host() -> None:
             .outputs[0]
             .token_ids
         )
+
+
+class _KeepsHistories(FollowingToyRunner):
+    follows_penalties = True
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.histories_on_host: set[bool] = set()  # what the followed steps' entries said
+
+    def launch(self, batch: ScheduledBatch, previous=None):
+        if previous is not None:
+            self.histories_on_host |= {e.history_on_host for e in batch.entries}
+        return super().launch(batch, previous)
+
+
+def test_a_runner_that_keeps_penalty_histories_follows_penalised_batches_never_seeded_ones() -> None:
+    penalised = SamplingParams(max_tokens=12, temperature=0.0, repetition_penalty=1.3)
+    runner = _KeepsHistories()
+    run_all(LLMEngine(runner, ToyTokenizer(), EngineConfig()), {"a": ([1, 2, 3], penalised)})
+    assert runner.followed >= 8 and runner.histories_on_host == {False}
+    runner = _KeepsHistories()
+    run_all(
+        LLMEngine(runner, ToyTokenizer(), EngineConfig()), {"a": ([1, 2, 3], SamplingParams(max_tokens=12, seed=5))}
+    )
+    assert runner.followed == 0
 
 
 class _LateArrivalPort(CallerPort):

@@ -84,3 +84,40 @@ def test_sampling_is_queued_without_waiting_for_the_device() -> None:
             sampler.sample(logits, entries)
     finally:
         torch.cuda.set_sync_debug_mode("default")
+
+
+def test_penalties_from_histories_on_the_device_equal_the_host_histories_and_never_wait() -> None:
+    """The runner's sampler keeps penalised rows' histories on the device: steps whose entries carry no history
+    (launched ahead) pick what a sampler reading the whole history from the host picks, without a device wait."""
+    generator = torch.Generator().manual_seed(9)
+    vocab = 201_088
+    params = [
+        SamplingParams(temperature=0.0, repetition_penalty=1.3),
+        SamplingParams(temperature=0.0, presence_penalty=0.8, frequency_penalty=0.5),
+        SamplingParams(temperature=0.0),
+    ]
+    histories = [([int(i) for i in torch.randint(0, 300, (200,), generator=generator)], []) for _ in params]
+    kept, host = Sampler(keep_histories=True), Sampler()
+
+    def entries(ahead: bool) -> list[BatchEntry]:
+        return [
+            BatchEntry(
+                i, [1], 0, [0], True, p, *((), ()) if ahead else (tuple(h[0]), tuple(h[1])), history_on_host=not ahead
+            )
+            for i, (p, h) in enumerate(zip(params, histories, strict=True))
+        ]
+
+    for step in range(6):
+        # each step's logits favour the ids seen so far, so the penalties decide the picks
+        logits = torch.randn(len(params), vocab, generator=generator).cuda()
+        logits[:, :300] += 4.0
+        expected = [t.token_id for t in host(logits, entries(False))]
+        if step:
+            torch.cuda.set_sync_debug_mode("error")
+        try:
+            sampled = kept.sample(logits, entries(ahead=step > 0))
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+        assert [t.token_id for t in kept.results(entries(False), sampled)] == expected
+        for (_, output), token in zip(histories, expected, strict=True):
+            output.append(token)

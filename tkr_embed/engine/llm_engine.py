@@ -31,6 +31,11 @@ class LaunchedStep:
     launch_s: float = 0.0  # and launching it
 
 
+# Sequence ids are unique in the process, not only in one engine: a runner keeps per-sequence state by id (its
+# penalty histories), and several engines may share one runner (tests, benchmarks).
+_SEQ_IDS = itertools.count()
+
+
 class LLMEngine:
     """Drives a ModelRunner over many requests at once: each step is planned, launched on the runner and
     postprocessed. `StepLoop` (engine/step_loop.py) is the one loop that runs those steps.
@@ -55,7 +60,7 @@ class LLMEngine:
         self.vocab_size = info.vocab_size
         self.scheduler = Scheduler(self.config, self.block_manager, info.eos_token_ids, self.max_model_len)
         self._requests: dict[str, Request] = {}
-        self._seq_ids = itertools.count()
+        self._seq_ids = _SEQ_IDS
         self.step_times = StepPhaseTimes()
         self.engine_id = uuid.uuid4().hex
 
@@ -121,7 +126,7 @@ class LLMEngine:
         if not self.config.lookahead or not self.runner.can_follow(current.batch):
             return None
         begin = time.perf_counter()
-        batch = self.scheduler.lookahead(current.batch)
+        batch = self.scheduler.lookahead(current.batch, penalties=self.runner.follows_penalties)
         return (batch, time.perf_counter() - begin) if batch is not None else None
 
     def launch(

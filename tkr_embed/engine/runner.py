@@ -38,6 +38,9 @@ class BatchEntry:
     output_token_ids: tuple[int, ...] = ()  # tokens generated so far (penalties; seeded RNG step)
     allowed_tokens: PendingMask | None = None  # the only ids the sampled token may take (None: any)
     prompt_logprobs: int | None = None  # score the prompt tokens this chunk predicts, with the top k
+    # False on a lookahead step's entry: its output_token_ids lack the token the step before samples, which
+    # only the runner's device knows (`ModelRunner.follows_penalties`)
+    history_on_host: bool = True
 
     @property
     def prompt_logprob_targets(self) -> tuple[int, ...]:
@@ -146,6 +149,11 @@ class ModelRunner(ABC):
         """The constraint states of `launch`'s sequences (a lookahead launch) took the tokens of the step before it,
         so `launch`'s masks may be resolved from now on, while the engine finishes postprocessing that step and plans
         and stages the next. Default: nothing (they are resolved when the launch is read or followed)."""
+
+    # Whether a lookahead step may carry penalised sampling: the runner keeps the penalised sequences' histories
+    # itself and appends each sampled token, so an entry without its latest token (`history_on_host` False) is
+    # penalised right. Seeded sampling never follows (its draw depends on the count of tokens generated).
+    follows_penalties: bool = False
 
     def can_follow(self, batch: ScheduledBatch) -> bool:
         """True if the step after `batch` (its sequences, one token each) may be launched with

@@ -115,12 +115,13 @@ class Scheduler:
             budget -= num_new
         return ScheduledBatch([self._entry(seq, num_new) for seq, num_new in chunks])
 
-    def lookahead(self, batch: ScheduledBatch) -> ScheduledBatch | None:
+    def lookahead(self, batch: ScheduledBatch, penalties: bool = False) -> ScheduledBatch | None:
         """The decode step after `batch`, scheduled while `batch` still runs: the same sequences, one
         position on, their input tokens left to the runner (it takes `batch`'s samples on the device).
 
         Only for a batch of every running sequence, each decoding one token with sampling that needs
-        no history on the host (no penalties, no seed), nothing that could be admitted waiting (the
+        no history on the host (no seed; no penalties unless `penalties`: the runner keeps the histories they
+        read, `ModelRunner.follows_penalties`), nothing that could be admitted waiting (the
         queue may be full while `max_num_seqs` sequences run), and free blocks for all. A sequence whose
         constraint may restrict the lookahead's token gets a PendingMask, which the runner resolves only once
         `batch`'s token was postprocessed (`ModelRunner.launch`). A sequence that finishes with `batch`'s
@@ -146,11 +147,13 @@ class Scheduler:
             ):
                 return None
             params = seq.sampling
-            if (
-                params.seed is not None
-                or params.repetition_penalty != 1.0
-                or params.presence_penalty != 0.0
-                or params.frequency_penalty != 0.0
+            if params.seed is not None or (
+                not penalties
+                and (
+                    params.repetition_penalty != 1.0
+                    or params.presence_penalty != 0.0
+                    or params.frequency_penalty != 0.0
+                )
             ):
                 return None
             blocks_needed += self.block_manager.num_blocks_needed(seq, 2)
@@ -170,6 +173,7 @@ class Scheduler:
                     sampling=seq.sampling,
                     # free for this step's token and the lookahead's, whatever they are: no mask
                     allowed_tokens=PendingMask(seq.constraint_state) if seq.free_tokens_ahead() < 2 else None,
+                    history_on_host=False,
                 )
             )
         return ScheduledBatch(entries)

@@ -152,7 +152,7 @@ class TorchModelRunner(ModelRunner):
         # CUDA: one extra block past the engine's ids is the scratch block that graph padding rows write to.
         allocated = num_kv_blocks + 1 if on_cuda else num_kv_blocks
         self.kv_caches = allocate_kv_cache(self.config, allocated, block_size, dtype=self.dtype, device=self.device)
-        self.sampler = Sampler()
+        self.sampler = Sampler(keep_histories=True)
         self._token_buffers: list[torch.Tensor] = []
         self._token_turn = 0
         self.decode_graphs = None
@@ -310,8 +310,13 @@ class TorchModelRunner(ModelRunner):
         self._token_turn = (self._token_turn + 1) % 3
         return self._token_buffers[self._token_turn]
 
+    follows_penalties = True  # the sampler keeps the penalised sequences' histories on the device
+
     def can_follow(self, batch: ScheduledBatch) -> bool:
         return bool(batch.entries) and all(len(e.token_ids) == 1 and e.sample for e in batch.entries)
+
+    def release(self, seq_id: int) -> None:
+        self.sampler.release(seq_id)
 
     @torch.inference_mode()
     def logits(

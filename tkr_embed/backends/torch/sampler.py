@@ -11,6 +11,7 @@ import torch
 
 from tkr_embed.backends.torch.dispatch import use_kernels
 from tkr_embed.backends.torch.host_copy import on_device
+from tkr_embed.backends.torch.penalties import PenaltyHistories, apply_penalties
 from tkr_embed.engine.constraints import mask_words, resolve_masks
 from tkr_embed.engine.runner import BatchEntry, SampledToken
 from tkr_embed.engine.sampling_params import SamplingParams
@@ -29,22 +30,6 @@ def _splitmix64(value: int) -> int:
 def step_seed(seed: int, num_generated: int) -> int:
     """The RNG seed of a seeded request's next token: a function of (seed, step) only."""
     return _splitmix64(_splitmix64(seed & _MASK_64) ^ num_generated) & ((1 << 63) - 1)
-
-
-def _id_counts(histories: Sequence[tuple[int, Sequence[int]]], device: torch.device) -> tuple[torch.Tensor, ...]:
-    """Every distinct id of each (row, token ids) history, as flat tensors: rows, ids (int64) and how many times
-    the row's history holds the id (float32)."""
-    rows, ids, counts = [np.empty(0, np.int64)], [np.empty(0, np.int64)], [np.empty(0, np.int64)]
-    for row, tokens in histories:
-        unique, count = np.unique(np.asarray(tokens, dtype=np.int64), return_counts=True)
-        rows.append(np.full(len(unique), row, dtype=np.int64))
-        ids.append(unique)
-        counts.append(count)
-    return (
-        on_device(np.concatenate(rows), torch.int64, device),
-        on_device(np.concatenate(ids), torch.int64, device),
-        on_device(np.concatenate(counts), torch.float32, device),
-    )
 
 
 def unpack_bitmask(packed: torch.Tensor, vocab_size: int) -> torch.Tensor:
@@ -225,9 +210,17 @@ class Sampler:
     has generated, never on the other rows of the batch. The only host transfer is the result.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, keep_histories: bool = False) -> None:
+        """`keep_histories`: the penalised sequences' histories stay on the device between steps, appended with
+        each sampled token (a runner's sampler, whose lookahead steps' entries lack their latest token); else
+        each step reads them from its entries alone."""
         self._mask_staging = _PinnedRing()
         self._mask_worker: ThreadPoolExecutor | None = None
+        self._histories = PenaltyHistories(persistent=keep_histories)
+
+    def release(self, seq_id: int) -> None:
+        """Forget a finished sequence's penalty history."""
+        self._histories.release(seq_id)
 
     def start_masks(self, entries: Sequence[BatchEntry], vocab_size: int, device: torch.device) -> MaskJob | None:
         """CUDA: begin resolving the rows' masks on a worker thread (a grammar engine fills them without the GIL),
@@ -259,7 +252,9 @@ class Sampler:
             entries, logits.shape[1], device, masks or self.start_masks(entries, logits.shape[1], device)
         )
         raw_logprobs = torch.log_softmax(logits, dim=-1) if any(p.logprobs is not None for p in params) else None
-        logits = self._apply_penalties(logits, entries)
+        history = self._histories.rows(entries, device)
+        if history is not None:
+            logits = apply_penalties(logits, entries, history)
         logits = self._apply_logit_bias(logits, entries)
         deferred = None  # the masks, when only the argmaxes need them
         if allowed is not None:
@@ -278,36 +273,14 @@ class Sampler:
                 argmax_rows(logits, deferred),
                 self._sample_random(logits, entries, deferred),
             )
+        if history is not None:
+            self._histories.append(history, token_ids)
         if raw_logprobs is None:
             return SampleTensors(token_ids)
         max_top = max(e.sampling.logprobs or 0 for e in entries)
         chosen = raw_logprobs.gather(1, token_ids[:, None]).squeeze(1)  # [S]
         top_values, top_ids = raw_logprobs.topk(max_top, dim=-1) if max_top else (None, None)  # [S, K]
         return SampleTensors(token_ids, chosen, top_values, top_ids)
-
-    def _apply_penalties(self, logits: torch.Tensor, entries: Sequence[BatchEntry]) -> torch.Tensor:
-        """The repetition penalty on every id of the prompt and output, then the frequency and presence penalties
-        on every id of the output, out of place. Only the ids a row has seen change, so only they are read and
-        written: the work follows the history's length, not the vocabulary's."""
-        params = [e.sampling for e in entries]
-        repeated = [row for row, p in enumerate(params) if p.repetition_penalty != 1.0]
-        counted = [row for row, p in enumerate(params) if p.presence_penalty != 0.0 or p.frequency_penalty != 0.0]
-        if not repeated and not counted:
-            return logits
-        device = logits.device
-        logits = logits.clone()
-        if repeated:
-            histories = [(row, entries[row].prompt_token_ids + entries[row].output_token_ids) for row in repeated]
-            rows, ids, _ = _id_counts(histories, device)
-            penalty = on_device([p.repetition_penalty for p in params], torch.float32, device)[rows]
-            seen = logits[rows, ids]
-            logits[rows, ids] = torch.where(seen > 0, seen / penalty, seen * penalty)
-        if counted:
-            rows, ids, counts = _id_counts([(row, entries[row].output_token_ids) for row in counted], device)
-            frequency = on_device([p.frequency_penalty for p in params], torch.float32, device)[rows]
-            presence = on_device([p.presence_penalty for p in params], torch.float32, device)[rows]
-            logits[rows, ids] = logits[rows, ids] - frequency * counts - presence
-        return logits
 
     def _apply_logit_bias(self, logits: torch.Tensor, entries: Sequence[BatchEntry]) -> torch.Tensor:
         """Each row's `logit_bias` added to its logits (out of place)."""

@@ -52,3 +52,4 @@ def warm_up_sampler(sampler: Sampler, vocab_size: int, device: torch.device) -> 
     for kinds in [[kind] for kind in SAMPLER_WARM_UP] + [list(SAMPLER_WARM_UP)]:
         entries = [BatchEntry(-1, [0], 0, [0], True, kind, output_token_ids=(1, 1)) for kind in kinds]
         sampler.sample(torch.zeros(len(kinds), vocab_size, device=device), entries)
+    sampler.release(-1)
