@@ -204,7 +204,12 @@ class Scheduler:
         # max_tokens=0: the prompt is computed (and scored) but nothing is sampled
         sample = start + num_new == seq.num_tokens and seq.sampling.max_tokens != 0
         scores_prompt = seq.wants_prompt_logprobs and start < seq.num_prompt_tokens - 1
-        penalised = sample and seq.sampling.repetition_penalty != 1.0
+        params = seq.sampling
+        penalised = sample and params.repetition_penalty != 1.0
+        # only penalties and a seeded draw read the output so far: a copy for every row would cost O(output) a row
+        needs_output = sample and (
+            params.seed is not None or penalised or params.presence_penalty != 0.0 or params.frequency_penalty != 0.0
+        )
         return BatchEntry(
             seq_id=seq.seq_id,
             token_ids=seq.all_token_ids[start : start + num_new],
@@ -213,7 +218,7 @@ class Scheduler:
             sample=sample,
             sampling=seq.sampling if sample else None,
             prompt_token_ids=seq.prompt_tuple if penalised or scores_prompt else (),
-            output_token_ids=tuple(seq.output_token_ids) if sample else (),
+            output_token_ids=tuple(seq.output_token_ids) if needs_output else (),
             allowed_tokens=seq.pending_mask() if sample else None,
             prompt_logprobs=seq.sampling.prompt_logprobs if scores_prompt else None,
         )
