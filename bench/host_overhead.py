@@ -1,12 +1,14 @@
 """The server's own cost per token: the HTTP server and its engine process around a runner that computes nothing.
 
-    python bench/host_overhead.py [--streams 256] [--step-ms 14] [--repeat 3] [--processes 1]
+    python bench/host_overhead.py [--streams 256] [--step-ms 14] [--repeat 3] [--processes 1] [--endpoint chat]
     python bench/host_overhead.py --idle-ttft 300 [--prompt-tokens 1000]
 
 The runner answers every step after `--step-ms` (a device's step time; 0: at once) with a text token, so what is
 measured is all the host does per token: scheduling, detokenizing, the pipe between the engine process and the
 server, SSE, accounting. Each wave sends `--streams` streamed `/v1/completions` requests of `--prompt-tokens` token
-ids and `--max-tokens` new tokens (ignore_eos) through `bench/load_generator.py`, all at once. Prints one JSON line
+ids and `--max-tokens` new tokens (ignore_eos) through `bench/load_generator.py`, all at once; `--endpoint chat`
+sends `/v1/chat/completions` requests of `--prompt-words` words instead, which the runner answers as gpt-oss does
+(`<|channel|>final<|message|>`, then text), so each token goes through the harmony parser too. Prints one JSON line
 a wave: output tok/s, and the CPU milliseconds per 1,000 tokens of the server process and of the engine process
 (from /proc: Linux only). Compare trees on one machine, in turn: the load generator shares its cores.
 
@@ -36,11 +38,16 @@ sys.path.insert(0, str(BENCH))
 from chaos.processes import engine_pid_of  # noqa: E402
 
 
-def install_null_runner(step_ms: float) -> None:
-    """Make the engine builder's `create_runner` return a runner that sleeps `step_ms` a step and computes nothing."""
+def install_null_runner(step_ms: float, harmony: bool = False) -> None:
+    """Make the engine builder's `create_runner` return a runner that sleeps `step_ms` a step and computes nothing.
+    `harmony`: each sequence's output opens as gpt-oss's final answer does (`<|channel|>final<|message|>`), so a chat
+    request streams its text as content."""
     from tkr_embed.backends import factory
     from tkr_embed.engine.runner import ModelRunner, RunnerInfo, SampledToken
     from tkr_embed.harmony import special_tokens
+    from tkr_embed.harmony.tokenizer import get_tokenizer
+
+    header = [special_tokens.CHANNEL, *get_tokenizer().encode("final"), special_tokens.MESSAGE] if harmony else []
 
     class NullRunner(ModelRunner):
         def __init__(self) -> None:
@@ -55,6 +62,7 @@ def install_null_runner(step_ms: float) -> None:
                 dtype="bfloat16",
                 quantization="none",
             )
+            self._sampled: dict[int, int] = {}  # tokens sampled so far, by sequence
 
         @property
         def info(self) -> RunnerInfo:
@@ -63,12 +71,18 @@ def install_null_runner(step_ms: float) -> None:
         def execute(self, batch):
             if step_ms:
                 time.sleep(step_ms / 1000)
+            return [self._next(e.seq_id, e.start_pos) for e in batch.entries if e.sample]
+
+        def _next(self, seq_id: int, position: int) -> SampledToken:
+            sampled = self._sampled.get(seq_id, 0)
+            self._sampled[seq_id] = sampled + 1
+            if sampled < len(header):
+                return SampledToken(seq_id, header[sampled])
             # ids 1,000-20,999 are ordinary text tokens
-            return [
-                SampledToken(e.seq_id, 1000 + (e.start_pos * 7919 + e.seq_id) % 20000)
-                for e in batch.entries
-                if e.sample
-            ]
+            return SampledToken(seq_id, 1000 + (position * 7919 + seq_id) % 20000)
+
+        def release(self, seq_id: int) -> None:
+            self._sampled.pop(seq_id, None)
 
     factory.create_runner = lambda *args, **kwargs: NullRunner()
 
@@ -122,6 +136,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--step-ms", type=float, default=14.0)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--prompt-tokens", type=int, default=1024)
+    parser.add_argument(
+        "--endpoint",
+        choices=("completions", "chat"),
+        default="completions",
+        help="chat: /v1/chat/completions with --prompt-words of text, the harmony answer parsed and streamed",
+    )
+    parser.add_argument("--prompt-words", type=int, default=700, help="a chat prompt's words (about 1,000 tokens)")
     parser.add_argument("--max-tokens", type=int, default=256)
     parser.add_argument("--processes", type=int, default=1, help="load-generator processes")
     parser.add_argument("--port", type=int, default=8031)
@@ -132,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(BENCH / "null_runner_hook"), str(BENCH), str(ROOT)]),
         "TKR_NULL_RUNNER_STEP_MS": str(0.0 if args.idle_ttft else args.step_ms),
+        "TKR_NULL_RUNNER_HARMONY": "1" if args.endpoint == "chat" else "0",
         "GENERATION_MODEL_PATH": "gpt-oss-20b",
         "GENERATION_DEVICE": "cpu",
         "GENERATION_AUTH_ENABLED": "false",
@@ -169,6 +191,10 @@ def main(argv: list[str] | None = None) -> int:
         if engine is None:
             raise SystemExit("the server has no engine process")
         load_env = {k: v for k, v in os.environ.items() if k != "TKR_NULL_RUNNER_STEP_MS"}
+        if args.endpoint == "chat":
+            prompt = ["--endpoint", "chat", "--prompt-words", str(args.prompt_words)]
+        else:
+            prompt = ["--endpoint", "completions", "--prompt-tokens", str(args.prompt_tokens), "--ignore-eos"]
         for wave in range(args.repeat):
             before = (_cpu_seconds(server.pid), _cpu_seconds(engine))
             out = subprocess.run(
@@ -177,11 +203,7 @@ def main(argv: list[str] | None = None) -> int:
                     str(BENCH / "load_generator.py"),
                     "--url",
                     url,
-                    "--endpoint",
-                    "completions",
-                    "--prompt-tokens",
-                    str(args.prompt_tokens),
-                    "--ignore-eos",
+                    *prompt,
                     "--concurrency",
                     str(args.streams),
                     "--requests",
@@ -204,10 +226,12 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 json.dumps(
                     {
+                        "endpoint": args.endpoint,
                         "streams": args.streams,
                         "step_ms": args.step_ms,
                         "succeeded": load["succeeded"],
                         "output_tok_s": round(load["output_tok_s"], 1),
+                        "ttft_p50_ms": load["ttft_ms"]["p50"],  # None: no stream showed any text
                         "server_cpu_ms_per_1k_tokens": round(1e6 * (after[0] - before[0]) / tokens, 1),
                         "engine_cpu_ms_per_1k_tokens": round(1e6 * (after[1] - before[1]) / tokens, 1),
                     }

@@ -6,4 +6,6 @@ import os
 if os.environ.get("TKR_NULL_RUNNER_STEP_MS") is not None:
     import host_overhead
 
-    host_overhead.install_null_runner(float(os.environ["TKR_NULL_RUNNER_STEP_MS"]))
+    host_overhead.install_null_runner(
+        float(os.environ["TKR_NULL_RUNNER_STEP_MS"]), harmony=os.environ.get("TKR_NULL_RUNNER_HARMONY") == "1"
+    )

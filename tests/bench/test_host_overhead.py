@@ -36,3 +36,35 @@ def test_idle_ttft_reports_percentiles_of_the_requests_after_warm_up(capsys) -> 
     assert line["requests"] == 5 and line["prompt_tokens"] == 32
     ttft = line["idle_ttft_ms"]
     assert 0 < ttft["p50"] <= ttft["p90"] <= ttft["p99"]
+
+
+def test_chat_streams_answer_through_the_harmony_parser(capsys) -> None:
+    """The runner opens each answer as gpt-oss does, so every chat stream's tokens arrive as content."""
+    module = load_bench_module("host_overhead")
+    argv = ["--endpoint", "chat", "--streams", "4", "--step-ms", "0", "--repeat", "1", "--prompt-words", "20"]
+    assert module.main([*argv, "--max-tokens", "32", "--port", str(_free_port())]) == 0
+    (line,) = [json.loads(text) for text in capsys.readouterr().out.splitlines()]
+    assert line["endpoint"] == "chat" and line["succeeded"] == 4
+    assert line["ttft_p50_ms"] is not None  # text reached the client: the parser took the answer as content
+    assert line["output_tok_s"] > 0 and line["server_cpu_ms_per_1k_tokens"] > 0
+
+
+def test_the_null_runner_opens_each_chat_answer_as_gpt_oss_does(monkeypatch) -> None:
+    from tkr_embed.backends import factory
+    from tkr_embed.engine.runner import BatchEntry, ScheduledBatch
+    from tkr_embed.engine.sampling_params import SamplingParams
+    from tkr_embed.harmony.tokenizer import get_tokenizer
+
+    module = load_bench_module("host_overhead")
+    monkeypatch.setattr(factory, "create_runner", factory.create_runner)  # put back after the test
+    module.install_null_runner(0.0, harmony=True)
+    runner = factory.create_runner()
+
+    def answer(seq_id: int, length: int) -> list[int]:
+        step = [BatchEntry(seq_id, [1], 100 + i, [0], True, SamplingParams()) for i in range(length)]
+        return [runner.execute(ScheduledBatch([entry]))[0].token_id for entry in step]
+
+    tokens = answer(7, 6)
+    assert get_tokenizer().decode(tokens[:3]) == "<|channel|>final<|message|>"
+    assert not any(get_tokenizer().is_special(token) for token in tokens[3:])
+    assert answer(8, 3) == tokens[:3]  # every sequence opens its own answer
