@@ -122,3 +122,16 @@ def test_a_header_encodes_its_allowed_specials_as_tokens_and_any_other_as_text()
     ids = encode_with_specials(encoding, text, {"<|channel|>"})
     assert ids[0] == special_tokens.CHANNEL and special_tokens.END not in ids
     assert encoding.decode(ids) == text
+
+
+def test_one_token_at_a_time_gives_the_bytes_of_the_whole_and_still_refuses_ids_outside():
+    """Single ids (what the detokenizer and the output parser ask for) come from a cache: the same bytes as the
+    encoder gives, asked once or again, and an id outside the vocabulary is refused every time, never cached."""
+    tokenizer = get_tokenizer()
+    ids = tokenizer.encode("Hello 🦜 world") + [200006, 200008]
+    for _ in range(2):
+        assert b"".join(tokenizer.decode_bytes([token_id]) for token_id in ids) == tokenizer.decode_bytes(ids)
+    for _ in range(2):
+        for outside in (201088, -1):
+            with pytest.raises(ValueError, match="outside the vocabulary"):
+                tokenizer.decode_bytes([outside])

@@ -41,6 +41,10 @@ class HarmonyTokenizer:
 
     def __init__(self, encoding: HarmonyEncoding) -> None:
         self.encoding = encoding
+        # Each token's bytes, once asked for: the detokenizer and the output parser ask for one token at a time,
+        # every token of every stream, and a call into the encoder costs more than the lookup (at most one entry a
+        # vocabulary id, a few MB).
+        self._token_bytes: dict[int, bytes] = {}
 
     def encode(self, text: str) -> list[int]:
         """Plain text to ids; special-token text such as "<|end|>" is encoded as ordinary text. Long texts are
@@ -53,6 +57,15 @@ class HarmonyTokenizer:
 
     def decode_bytes(self, token_ids: Sequence[int]) -> bytes:
         """Ids to raw bytes (callers decoding incrementally hold back incomplete characters)."""
+        if len(token_ids) == 1:
+            token_id = int(token_ids[0])
+            data = self._token_bytes.get(token_id)
+            if data is None:
+                data = self._token_bytes[token_id] = self._decode_bytes([token_id])
+            return data
+        return self._decode_bytes(token_ids)
+
+    def _decode_bytes(self, token_ids: Sequence[int]) -> bytes:
         ids = list(map(int, token_ids))
         if ids and not (0 <= min(ids) and max(ids) < self.vocab_size):
             outside = next(token_id for token_id in ids if not 0 <= token_id < self.vocab_size)
