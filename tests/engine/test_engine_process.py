@@ -60,6 +60,9 @@ async def _collect(engine, request_id, prompt, params) -> dict:
             for i in range(len(last.outputs))
         ],
         "completion_tokens": last.num_completion_tokens,
+        # a completion's whole text comes once it has finished (CompletionOutput.text)
+        "texts_before_finish": {c.text for u in updates for c in u.outputs if c.finish_reason is None},
+        "updates_before_finish": sum(1 for u in updates for c in u.outputs if c.finish_reason is None),
     }
 
 
@@ -88,6 +91,8 @@ def test_outputs_match_the_engine_in_this_process(demo_path):
     # number of places fails whenever one sits on a rounding boundary)
     child_lps = {name: result.pop("logprobs") for name, result in in_child.items()}
     local_lps = {name: result.pop("logprobs") for name, result in in_process.items()}
+    for results in (in_child, in_process):  # how many updates carried a token depends on the timing, not the engine
+        assert all(result.pop("updates_before_finish") > 2 for result in results.values())
     assert in_child == in_process
     for name, rows in child_lps.items():
         assert [[t for t, _ in row] for row in rows] == [[t for t, _ in row] for row in local_lps[name]]
@@ -96,6 +101,7 @@ def test_outputs_match_the_engine_in_this_process(demo_path):
     for result in in_child.values():
         assert [(text, ids) for _, ids, text, _, _ in result["completions"]] == result["joined"]
     assert in_child["stop"]["completions"][0][3].value in ("stop", "length")
+    assert all(result["texts_before_finish"] == {""} for result in in_child.values())
     assert len(in_child["two"]["completions"]) == 2 and all(len(lp) == 6 for lp in child_lps["two"])
     assert in_child["plain"]["prompt"] == REQUESTS[0][1] and in_child["plain"]["completion_tokens"] == 12
     # the last stats the child sent: everything finished, every block back

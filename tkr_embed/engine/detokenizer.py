@@ -34,13 +34,17 @@ class IncrementalDetokenizer:
         self._tokenizer = tokenizer
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self._stop = StopStringMatcher(stop or [], include_stop_str_in_output)
-        self._text = ""  # everything emitted so far
+        # everything emitted so far, as pieces: appending to one string would copy it whole for every token,
+        # quadratic in a long completion's length
+        self._pieces: list[str] = []
         self.stopped = False  # a stop string matched, or finish() flushed the rest: no more text
 
     @property
     def text(self) -> str:
-        """The text emitted so far."""
-        return self._text
+        """The text emitted so far (joined when asked for, then kept as one piece)."""
+        if len(self._pieces) > 1:
+            self._pieces = ["".join(self._pieces)]
+        return self._pieces[0] if self._pieces else ""
 
     def add_token(self, token_id: int) -> DetokenizedDelta:
         """Decode one more token; return the newly final text (possibly empty)."""
@@ -62,5 +66,6 @@ class IncrementalDetokenizer:
             self.stopped = True
         elif final:
             new_text += self._stop.flush()
-        self._text += new_text
+        if new_text:
+            self._pieces.append(new_text)
         return DetokenizedDelta(new_text, self._stop.stop_string)

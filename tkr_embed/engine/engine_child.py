@@ -49,6 +49,7 @@ def serve_engine(build: Callable[[], LLMEngine], requests: Connection, events: C
         logger.exception("the engine could not be built")
         events.send(("failed", f"{type(exc).__name__}: {exc}"))
         return
+    engine.cumulative_outputs = False  # `wire` sends the deltas only: the parent keeps the sums
     limits = EngineLimits(engine.max_model_len, engine.vocab_size, engine.tokenizer is not None)
     events.send(("ready", engine.runner.info, limits, engine.stats()))
     try:

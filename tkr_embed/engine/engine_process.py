@@ -10,8 +10,8 @@ made, so the event loop never blocks on a full pipe while the child computes a s
 the child's outputs to the event loop.
 
 Updates carry only deltas (new token ids and text, finish, logprobs, the prompt logprobs once): the
-prompt and the cumulative token ids and text are kept here per request and put back into each
-RequestOutput, which then reads as the in-process engine's.
+prompt, the cumulative token ids and the text's pieces are kept here per request and put back into each
+RequestOutput (the text, joined once, when a completion finishes), which then reads as the in-process engine's.
 
 Supervision: the reader sees the events pipe close the moment the child dies (SIGKILL included), and it
 kills a child whose step makes no progress for `step_timeout_s` (the child's step clock, in shared
@@ -74,7 +74,8 @@ class ProcessEngine(StreamingEngine):
         self._info: RunnerInfo | None = None
         self._limits: EngineLimits | None = None
         self._stats: EngineStats | None = None
-        self._progress: dict[str, tuple[list[int], dict[int, list]]] = {}  # prompt, index -> [token ids, text]
+        # request id -> its prompt, and by completion index: its token ids and its text's pieces so far
+        self._progress: dict[str, tuple[list[int], dict[int, tuple[list[int], list[str]]]]] = {}
         self._stopping = False
         self._start_lock = asyncio.Lock()
 
@@ -222,10 +223,15 @@ class ProcessEngine(StreamingEngine):
             return update
         prompt, completions = progress
         for completion in update.outputs:
-            so_far = completions.setdefault(completion.index, [[], ""])
-            so_far[0].extend(completion.new_token_ids)
-            so_far[1] += completion.new_text
-            completion.token_ids, completion.text = so_far
+            token_ids, pieces = completions.setdefault(completion.index, ([], []))
+            token_ids.extend(completion.new_token_ids)
+            if completion.new_text:
+                pieces.append(completion.new_text)
+            completion.token_ids = token_ids
+            if completion.finish_reason is not None:  # the whole text, once (CompletionOutput.text)
+                if len(pieces) > 1:
+                    pieces[:] = ["".join(pieces)]
+                completion.text = pieces[0] if pieces else ""
         update.prompt_token_ids = prompt
         if update.finished:
             del self._progress[update.request_id]

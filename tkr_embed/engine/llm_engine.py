@@ -63,6 +63,8 @@ class LLMEngine:
         self._seq_ids = _SEQ_IDS
         self.step_times = StepPhaseTimes()
         self.engine_id = uuid.uuid4().hex
+        # False: outputs carry the deltas only (an engine process, whose parent keeps the sums, sets it)
+        self.cumulative_outputs = True
 
     # --- requests -----------------------------------------------------------------------------
 
@@ -102,7 +104,7 @@ class LLMEngine:
             return None
         self.scheduler.abort_request(request)
         self._release_runner_state()
-        return request.take_output()
+        return request.take_output(self.cumulative_outputs)
 
     def has_unfinished_requests(self) -> bool:
         return bool(self._requests)
@@ -150,7 +152,7 @@ class LLMEngine:
             self.runner.previous_taken(following.finish)
         outputs = []
         for request in self.scheduler.postprocess(batch, sampled):
-            outputs.append(request.take_output())
+            outputs.append(request.take_output(self.cumulative_outputs))
             if request.is_finished:
                 del self._requests[request.request_id]
         self._release_runner_state()

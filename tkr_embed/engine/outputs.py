@@ -23,9 +23,10 @@ class TokenLogprob:
 class CompletionOutput:
     """One of the n completions of a request, as of this update.
 
-    `new_token_ids` / `new_text` are the delta since the previous update for this index;
-    `token_ids` / `text` are cumulative. Text held back because it may be the start of a stop string
-    is not in `text` yet. `stop_reason` is the stop string or stop token id that ended it, if any.
+    `new_token_ids` / `new_text` are the delta since the previous update for this index; `token_ids` is
+    cumulative, and so is `text` once the completion has finished (`finish_reason` set): before, it is empty, since
+    building the whole text again for every update costs a long completion time quadratic in its length (the
+    deltas, joined, give it). `stop_reason` is the stop string or stop token id that ended it, if any.
     """
 
     index: int

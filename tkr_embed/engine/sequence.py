@@ -152,14 +152,15 @@ class Sequence:
         if self.detokenizer is not None and not self.detokenizer.stopped:
             self.new_text += self.detokenizer.finish().new_text
 
-    def take_update(self) -> CompletionOutput:
-        """The completion as of now, with the deltas since the previous update (then cleared)."""
+    def take_update(self, cumulative: bool = True) -> CompletionOutput:
+        """The completion as of now, with the deltas since the previous update (then cleared). `cumulative` False:
+        the deltas only (`token_ids` and `text` empty), for a consumer that keeps its own sums."""
         output = CompletionOutput(
             index=self.index,
             new_token_ids=self.new_token_ids,
-            token_ids=self.output_token_ids,
+            token_ids=self.output_token_ids if cumulative else [],
             new_text=self.new_text,
-            text=self.text,
+            text=self.text if cumulative and self.finish_reason is not None else "",
             finish_reason=self.finish_reason,
             stop_reason=self.stop_reason,
             new_logprobs=self.new_logprobs if self.sampling.logprobs is not None else None,
@@ -205,15 +206,16 @@ class Request:
             self.prompt_logprobs = [None] * len(self.prompt_token_ids)  # a one-token prompt scores nothing
         self.prompt_scored = True
 
-    def take_output(self) -> RequestOutput:
-        """One stream update covering every completion (deltas empty where nothing changed)."""
+    def take_output(self, cumulative: bool = True) -> RequestOutput:
+        """One stream update covering every completion (deltas empty where nothing changed); `cumulative`: see
+        `Sequence.take_update`."""
         prompt_logprobs = None
         if self.prompt_scored and not self.prompt_logprobs_sent:
             prompt_logprobs, self.prompt_logprobs_sent = self.prompt_logprobs, True
         return RequestOutput(
             request_id=self.request_id,
             prompt_token_ids=self.prompt_token_ids,
-            outputs=[seq.take_update() for seq in self.seqs],
+            outputs=[seq.take_update(cumulative) for seq in self.seqs],
             finished=self.is_finished,
             num_cached_prompt_tokens=self.num_cached_prompt_tokens,
             timings=self.timings,

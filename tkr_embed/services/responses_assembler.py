@@ -47,6 +47,9 @@ class ResponseAssembler:
     _sequence: int = 0
     _open: OpenItem | None = None
     _call_items: dict[int, FunctionCallOutput] = field(default_factory=dict)  # parser tool index → item
+    # The open reasoning or message item's text, as pieces until it closes: adding each token's text to the
+    # item's string would copy the whole string every token, quadratic in a long answer's length.
+    _pieces: list[str] = field(default_factory=list)
 
     def next_sequence(self) -> int:
         self._sequence += 1
@@ -78,7 +81,7 @@ class ResponseAssembler:
             stream += self._close("completed")
             item = ReasoningOutput(id=new_id("rs"), content=[ReasoningText()])
             stream += self._add(item)
-        item.content[0].text += text
+        self._pieces.append(text)
         stream.append(
             ReasoningTextDeltaEvent(
                 sequence_number=self.next_sequence(),
@@ -98,7 +101,7 @@ class ResponseAssembler:
             item = MessageOutput(id=new_id("msg"), content=[OutputText()])
             stream += self._add(item)
         logprobs = [logprob] if logprob is not None else []
-        item.content[0].text += text
+        self._pieces.append(text)
         item.content[0].logprobs += logprobs
         stream.append(
             OutputTextDeltaEvent(
@@ -157,6 +160,9 @@ class ResponseAssembler:
         if item is None:
             return []
         item.status = status
+        if not isinstance(item, FunctionCallOutput):
+            item.content[0].text += "".join(self._pieces)
+            self._pieces = []
         index = self.output.index(item)
         stream: list[StreamEvent] = []
         if isinstance(item, ReasoningOutput):
