@@ -8,7 +8,9 @@ measured is all the host does per token: scheduling, detokenizing, the pipe betw
 server, SSE, accounting. Each wave sends `--streams` streamed `/v1/completions` requests of `--prompt-tokens` token
 ids and `--max-tokens` new tokens (ignore_eos) through `bench/load_generator.py`, all at once; `--endpoint chat`
 sends `/v1/chat/completions` requests of `--prompt-words` words instead, which the runner answers as gpt-oss does
-(`<|channel|>final<|message|>`, then text), so each token goes through the harmony parser too. Prints one JSON line
+(`<|channel|>final<|message|>`, then text), so each token goes through the harmony parser too; with
+`--json-schema FILE` every answer is held to the schema, the runner taking ids the masks allow, so the grammar's
+masks and matchers cost what they cost on this machine's CPUs. Prints one JSON line
 a wave: output tok/s, and the CPU milliseconds per 1,000 tokens of the server process and of the engine process
 (from /proc: Linux only). Compare trees on one machine, in turn: the load generator shares its cores.
 
@@ -42,7 +44,10 @@ def install_null_runner(step_ms: float, harmony: bool = False) -> None:
     """Make the engine builder's `create_runner` return a runner that sleeps `step_ms` a step and computes nothing.
     `harmony`: each sequence's output opens as gpt-oss's final answer does (`<|channel|>final<|message|>`), so a chat
     request streams its text as content."""
+    import numpy as np
+
     from tkr_embed.backends import factory
+    from tkr_embed.engine.constraints import resolve_masks
     from tkr_embed.engine.runner import ModelRunner, RunnerInfo, SampledToken
     from tkr_embed.harmony import special_tokens
     from tkr_embed.harmony.tokenizer import get_tokenizer
@@ -71,15 +76,26 @@ def install_null_runner(step_ms: float, harmony: bool = False) -> None:
         def execute(self, batch):
             if step_ms:
                 time.sleep(step_ms / 1000)
-            return [self._next(e.seq_id, e.start_pos) for e in batch.entries if e.sample]
+            entries = [e for e in batch.entries if e.sample]
+            # a constrained row (a response format) takes an id its mask allows, as a model's sampling would
+            words = resolve_masks([e.allowed_tokens for e in entries], special_tokens.VOCAB_SIZE)
+            return [
+                self._next(e.seq_id, e.start_pos, None if words is None else words[row])
+                for row, e in enumerate(entries)
+            ]
 
-        def _next(self, seq_id: int, position: int) -> SampledToken:
+        def _next(self, seq_id: int, position: int, allowed_words) -> SampledToken:
             sampled = self._sampled.get(seq_id, 0)
             self._sampled[seq_id] = sampled + 1
-            if sampled < len(header):
-                return SampledToken(seq_id, header[sampled])
             # ids 1,000-20,999 are ordinary text tokens
-            return SampledToken(seq_id, 1000 + (position * 7919 + seq_id) % 20000)
+            token = header[sampled] if sampled < len(header) else 1000 + (position * 7919 + seq_id) % 20000
+            if allowed_words is not None and not (allowed_words[token >> 5] >> (token & 31)) & 1:
+                # an allowed id, cheaply: a word with any set bit, then its lowest set bit
+                words = np.flatnonzero(allowed_words)
+                word = int(words[((position * 0x9E3779B1) ^ (seq_id * 0x85EBCA77)) % len(words)])
+                bits = int(allowed_words[word])
+                token = 32 * word + (bits & -bits).bit_length() - 1
+            return SampledToken(seq_id, token)
 
         def release(self, seq_id: int) -> None:
             self._sampled.pop(seq_id, None)
@@ -143,6 +159,12 @@ def main(argv: list[str] | None = None) -> int:
         help="chat: /v1/chat/completions with --prompt-words of text, the harmony answer parsed and streamed",
     )
     parser.add_argument("--prompt-words", type=int, default=700, help="a chat prompt's words (about 1,000 tokens)")
+    parser.add_argument(
+        "--json-schema",
+        default=None,
+        metavar="FILE",
+        help="chat: every answer held to this schema (the runner picks ids its masks allow)",
+    )
     parser.add_argument("--max-tokens", type=int, default=256)
     parser.add_argument("--processes", type=int, default=1, help="load-generator processes")
     parser.add_argument("--port", type=int, default=8031)
@@ -193,6 +215,8 @@ def main(argv: list[str] | None = None) -> int:
         load_env = {k: v for k, v in os.environ.items() if k != "TKR_NULL_RUNNER_STEP_MS"}
         if args.endpoint == "chat":
             prompt = ["--endpoint", "chat", "--prompt-words", str(args.prompt_words)]
+            if args.json_schema:
+                prompt += ["--json-schema", args.json_schema]
         else:
             prompt = ["--endpoint", "completions", "--prompt-tokens", str(args.prompt_tokens), "--ignore-eos"]
         for wave in range(args.repeat):

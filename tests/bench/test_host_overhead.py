@@ -68,3 +68,33 @@ def test_the_null_runner_opens_each_chat_answer_as_gpt_oss_does(monkeypatch) -> 
     assert get_tokenizer().decode(tokens[:3]) == "<|channel|>final<|message|>"
     assert not any(get_tokenizer().is_special(token) for token in tokens[3:])
     assert answer(8, 3) == tokens[:3]  # every sequence opens its own answer
+
+
+def test_a_json_schema_holds_every_answer_and_the_runner_keeps_to_its_masks(capsys) -> None:
+    module = load_bench_module("host_overhead")
+    schema = str(module.BENCH / "schemas" / "order.json")
+    argv = ["--endpoint", "chat", "--json-schema", schema, "--streams", "4", "--step-ms", "0", "--repeat", "1"]
+    assert module.main([*argv, "--prompt-words", "20", "--max-tokens", "256", "--port", str(_free_port())]) == 0
+    (line,) = [json.loads(text) for text in capsys.readouterr().out.splitlines()]
+    assert line["succeeded"] == 4 and line["ttft_p50_ms"] is not None
+
+
+def test_the_null_runner_takes_an_id_its_mask_allows(monkeypatch) -> None:
+    from tkr_embed.backends import factory
+    from tkr_embed.engine.constraints import PendingMask
+    from tkr_embed.engine.runner import BatchEntry, ScheduledBatch
+    from tkr_embed.engine.sampling_params import SamplingParams
+
+    module = load_bench_module("host_overhead")
+    monkeypatch.setattr(factory, "create_runner", factory.create_runner)
+    module.install_null_runner(0.0)
+    runner = factory.create_runner()
+    allowed = (5, 70_001, 200_005)
+    entries = [
+        BatchEntry(seq, [1], 100 + seq, [0], True, SamplingParams(), allowed_tokens=PendingMask.of_ids(allowed))
+        for seq in range(12)
+    ]
+    picks = [token.token_id for token in runner.execute(ScheduledBatch(entries))]
+    assert set(picks) <= set(allowed) and len(set(picks)) > 1
+    free = runner.execute(ScheduledBatch([BatchEntry(99, [1], 7, [0], True, SamplingParams())]))[0].token_id
+    assert 1000 <= free < 21000  # an ordinary text token where nothing is restricted
