@@ -52,6 +52,11 @@ class SamplingParams:
         return self.temperature == 0.0
 
     @property
+    def is_penalised(self) -> bool:
+        """Whether a penalty reads the sequence's history (its prompt and output ids)."""
+        return self.repetition_penalty != 1.0 or self.presence_penalty != 0.0 or self.frequency_penalty != 0.0
+
+    @property
     def is_deterministic(self) -> bool:
         """Same input gives the same output: greedy, or seeded."""
         return self.is_greedy or self.seed is not None

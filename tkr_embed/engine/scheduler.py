@@ -147,14 +147,7 @@ class Scheduler:
             ):
                 return None
             params = seq.sampling
-            if params.seed is not None or (
-                not penalties
-                and (
-                    params.repetition_penalty != 1.0
-                    or params.presence_penalty != 0.0
-                    or params.frequency_penalty != 0.0
-                )
-            ):
+            if params.seed is not None or (params.is_penalised and not penalties):
                 return None
             blocks_needed += self.block_manager.num_blocks_needed(seq, 2)
             seqs.append(seq)
@@ -207,9 +200,7 @@ class Scheduler:
         params = seq.sampling
         penalised = sample and params.repetition_penalty != 1.0
         # only penalties and a seeded draw read the output so far: a copy for every row would cost O(output) a row
-        needs_output = sample and (
-            params.seed is not None or penalised or params.presence_penalty != 0.0 or params.frequency_penalty != 0.0
-        )
+        needs_output = sample and (params.seed is not None or params.is_penalised)
         return BatchEntry(
             seq_id=seq.seq_id,
             token_ids=seq.all_token_ids[start : start + num_new],

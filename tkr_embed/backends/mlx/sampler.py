@@ -25,9 +25,7 @@ def _is_plain_greedy(entry: BatchEntry) -> bool:
         params is not None
         and params.is_greedy
         and params.logprobs is None
-        and params.repetition_penalty == 1.0
-        and params.presence_penalty == 0.0
-        and params.frequency_penalty == 0.0
+        and not params.is_penalised
         and entry.allowed_tokens is None
         and not params.logit_bias
     )

@@ -2,7 +2,7 @@
 
 A penalty reads a sequence's history: the repetition penalty every id of its prompt and output, the frequency and
 presence penalties every id of its output. Turning each row's history into an array of its distinct ids on the host,
-every step, cost 20 ms a step at 256 rows (an H100's machine), more than the step; and a step whose sampling needs
+every step, costs 20 ms a step at 256 rows (an H100's machine), more than the step; and a step whose sampling needs
 the host's history cannot be launched before the step ahead of it is read (the engine's lookahead).
 
 `PenaltyHistories` therefore keeps each penalised sequence's ids in one device tensor [slots, capacity]: written
@@ -26,14 +26,9 @@ import torch
 
 from tkr_embed.backends.torch.host_copy import on_device
 from tkr_embed.engine.runner import BatchEntry
-from tkr_embed.engine.sampling_params import SamplingParams
 
 logger = logging.getLogger(__name__)
 _ROUND = 256  # capacity grows in whole multiples of this, at least doubling
-
-
-def penalised(params: SamplingParams) -> bool:
-    return params.repetition_penalty != 1.0 or params.presence_penalty != 0.0 or params.frequency_penalty != 0.0
 
 
 @dataclass
@@ -79,7 +74,7 @@ class PenaltyHistories:
             self._free.clear()
         rows, slots, writes = [], [], []
         for row, entry in enumerate(entries):
-            if entry.sampling is None or not penalised(entry.sampling):
+            if entry.sampling is None or not entry.sampling.is_penalised:
                 continue
             slot = self._slot_of.get(entry.seq_id)
             if entry.history_on_host:
