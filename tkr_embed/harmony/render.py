@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 
 from openai_harmony import HarmonyEncoding, Message, RenderOptions, TextContent
@@ -83,7 +85,7 @@ def render_chat(
     options = RenderOptions(conversation_has_function_tools=bool(conversation.offered_tools))
     token_ids: list[int] = []
     for message in conversation.messages:
-        token_ids.extend(_render_message(encoding, message, options))
+        token_ids.extend(_RENDERED.render(encoding, message, options))
     token_ids.append(START)
     # Plain text: no special-token check, which would build a regex over every special token per call (~1 ms).
     token_ids.extend(encoding.encode("assistant", disallowed_special=()))
@@ -130,6 +132,40 @@ def _constraint(
         forced=choice.mode if choice.mode in ("required", "function") else None,
         forced_name=choice.function_name,
     )
+
+
+class _RenderedMessages:
+    """Messages rendered lately, by their JSON: the system message is the same for every request of one reasoning
+    effort, a client's developer message (instructions, tools) for each of its requests, and a conversation
+    resends every earlier turn with each new one. Rendering one costs about 0.1 ms; looking it up, its JSON.
+    Bounded in entries and in each entry's tokens; shared by the prompt pool's threads."""
+
+    MAX_ENTRIES = 512
+    MAX_TOKENS = 4096
+
+    def __init__(self) -> None:
+        self._tokens: OrderedDict[tuple[str, bool], tuple[int, ...]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def render(self, encoding: HarmonyEncoding, message: Message, options: RenderOptions) -> list[int]:
+        if _long_text(message) is not None:
+            return _render_message(encoding, message, options)
+        key = (message.to_json(), bool(options.conversation_has_function_tools))
+        with self._lock:
+            tokens = self._tokens.get(key)
+            if tokens is not None:
+                self._tokens.move_to_end(key)
+                return list(tokens)
+        rendered = _render_message(encoding, message, options)
+        if len(rendered) <= self.MAX_TOKENS:
+            with self._lock:
+                self._tokens[key] = tuple(rendered)
+                if len(self._tokens) > self.MAX_ENTRIES:
+                    self._tokens.popitem(last=False)
+        return rendered
+
+
+_RENDERED = _RenderedMessages()
 
 
 def _render_message(encoding: HarmonyEncoding, message: Message, options: RenderOptions) -> list[int]:
