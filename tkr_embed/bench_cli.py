@@ -215,6 +215,7 @@ def run_bench(args: argparse.Namespace) -> int:
         engine_args = bench_args(args, model)
         began = time.perf_counter()
         engine = build_engine(engine_args, TokenIdTokenizer())
+        engine.cumulative_outputs = False  # the runs read the deltas only, as the server's engine process sends them
         ready_s = time.perf_counter() - began
         info = engine.runner.info
         vocab = min(info.vocab_size, 200_000)  # stay below the special tokens
