@@ -198,7 +198,7 @@ class Scheduler:
         sample = start + num_new == seq.num_tokens and seq.sampling.max_tokens != 0
         scores_prompt = seq.wants_prompt_logprobs and start < seq.num_prompt_tokens - 1
         params = seq.sampling
-        penalised = sample and params.repetition_penalty != 1.0
+        reads_prompt = sample and params.repetition_penalty != 1.0  # the repetition penalty reads the prompt too
         # only penalties and a seeded draw read the output so far: a copy for every row would cost O(output) a row
         needs_output = sample and (params.seed is not None or params.is_penalised)
         return BatchEntry(
@@ -208,7 +208,7 @@ class Scheduler:
             block_table=list(seq.block_table),
             sample=sample,
             sampling=seq.sampling if sample else None,
-            prompt_token_ids=seq.prompt_tuple if penalised or scores_prompt else (),
+            prompt_token_ids=seq.prompt_tuple if reads_prompt or scores_prompt else (),
             output_token_ids=tuple(seq.output_token_ids) if needs_output else (),
             allowed_tokens=seq.pending_mask() if sample else None,
             prompt_logprobs=seq.sampling.prompt_logprobs if scores_prompt else None,
