@@ -34,6 +34,7 @@ class AsyncEngine(StreamingEngine):
     def __init__(self, engine: LLMEngine) -> None:
         super().__init__()
         self.engine = engine
+        engine.cumulative_outputs = False  # StreamingEngine keeps the sums from the deltas
         self._inbox = Inbox()
         self._inbox_lock = threading.Lock()
         self._state_lock = threading.Lock()

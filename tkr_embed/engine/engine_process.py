@@ -9,9 +9,8 @@ talks to this process over two pipes. A sender thread writes requests and aborts
 made, so the event loop never blocks on a full pipe while the child computes a step; a reader thread posts
 the child's outputs to the event loop.
 
-Updates carry only deltas (new token ids and text, finish, logprobs, the prompt logprobs once): the
-prompt, the cumulative token ids and the text's pieces are kept here per request and put back into each
-RequestOutput (the text, joined once, when a completion finishes), which then reads as the in-process engine's.
+Updates carry only deltas (new token ids and text, finish, logprobs, the prompt logprobs once), as plain tuples
+(`unwire` makes them RequestOutputs again); `StreamingEngine` puts the cumulative fields back.
 
 Supervision: the reader sees the events pipe close the moment the child dies (SIGKILL included), and it
 kills a child whose step makes no progress for `step_timeout_s` (the child's step clock, in shared
@@ -74,8 +73,6 @@ class ProcessEngine(StreamingEngine):
         self._info: RunnerInfo | None = None
         self._limits: EngineLimits | None = None
         self._stats: EngineStats | None = None
-        # request id -> its prompt, and by completion index: its token ids and its text's pieces so far
-        self._progress: dict[str, tuple[list[int], dict[int, tuple[list[int], list[str]]]]] = {}
         self._stopping = False
         self._start_lock = asyncio.Lock()
 
@@ -198,7 +195,6 @@ class ProcessEngine(StreamingEngine):
         check_request(prompt_token_ids, params, limits.max_model_len, limits.vocab_size, limits.has_tokenizer)
 
     def _submit(self, request: AddRequest) -> None:
-        self._progress[request.request_id] = (request.prompt_token_ids, {})
         self._send(("add", request))
 
     def _request_abort(self, request_id: str) -> None:
@@ -210,36 +206,8 @@ class ProcessEngine(StreamingEngine):
             child.outbox.put(message)
 
     def _dispatch(self, outputs: list) -> None:
-        super()._dispatch([self._restore(output) for output in outputs])
-
-    def _restore(self, update):
-        """A wire update -> the RequestOutput the in-process engine would have streamed."""
-        if len(update) == 2:  # (request_id, refusal)
-            self._progress.pop(update[0], None)
-            return update
-        update = unwire(update)
-        progress = self._progress.get(update.request_id)
-        if progress is None:  # the stream already ended (aborted): nobody reads it
-            return update
-        prompt, completions = progress
-        for completion in update.outputs:
-            token_ids, pieces = completions.setdefault(completion.index, ([], []))
-            token_ids.extend(completion.new_token_ids)
-            if completion.new_text:
-                pieces.append(completion.new_text)
-            completion.token_ids = token_ids
-            if completion.finish_reason is not None:  # the whole text, once (CompletionOutput.text)
-                if len(pieces) > 1:
-                    pieces[:] = ["".join(pieces)]
-                completion.text = pieces[0] if pieces else ""
-        update.prompt_token_ids = prompt
-        if update.finished:
-            del self._progress[update.request_id]
-        return update
-
-    def _fail_all(self, error: BaseException) -> None:
-        self._progress.clear()
-        super()._fail_all(error)
+        # a refusal, (request_id, error), comes as it is
+        super()._dispatch([update if len(update) == 2 else unwire(update) for update in outputs])
 
     # --- the reader thread --------------------------------------------------------------------
 

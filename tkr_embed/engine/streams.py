@@ -27,6 +27,9 @@ class StreamingEngine(EngineClient):
 
     def __init__(self) -> None:
         self._streams: dict[str, asyncio.Queue[_Item]] = {}
+        # The step loop sends deltas only (`LLMEngine.cumulative_outputs` False): request id -> its prompt, and by
+        # completion index its token ids and its text's pieces so far, put back into each update (`_with_sums`).
+        self._progress: dict[str, tuple[list[int], dict[int, tuple[list[int], list[str]]]]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._accepting = True
         self._dead_error: BaseException | None = None
@@ -69,7 +72,9 @@ class StreamingEngine(EngineClient):
         self._validate(prompt_token_ids, params)  # raises before any output
         stream: asyncio.Queue[_Item] = asyncio.Queue()
         self._streams[request_id] = stream
-        self._submit(AddRequest(request_id, list(prompt_token_ids), params, time.monotonic()))
+        prompt = list(prompt_token_ids)
+        self._progress[request_id] = (prompt, {})
+        self._submit(AddRequest(request_id, prompt, params, time.monotonic()))
         finished = False
         held: _Item | None = None  # an item read while merging, for the next turn
         try:
@@ -126,14 +131,38 @@ class StreamingEngine(EngineClient):
 
     def _dispatch(self, outputs: list) -> None:
         for output in outputs:
-            if isinstance(output, tuple):
+            if isinstance(output, tuple):  # (request_id, refusal)
                 request_id, item = output
+                self._progress.pop(request_id, None)
             else:
-                request_id, item = output.request_id, output
+                request_id, item = output.request_id, self._with_sums(output)
             stream = self._streams.get(request_id)
             if stream is not None:
                 stream.put_nowait(item)
 
+    def _with_sums(self, update: RequestOutput) -> RequestOutput:
+        """A deltas-only update with the cumulative fields the in-process engine would give: the prompt, each
+        completion's token ids, and its text once it has finished (joined once: CompletionOutput.text)."""
+        progress = self._progress.get(update.request_id)
+        if progress is None:  # the stream already ended (aborted): nobody reads it
+            return update
+        prompt, completions = progress
+        for completion in update.outputs:
+            token_ids, pieces = completions.setdefault(completion.index, ([], []))
+            token_ids.extend(completion.new_token_ids)
+            if completion.new_text:
+                pieces.append(completion.new_text)
+            completion.token_ids = token_ids
+            if completion.finish_reason is not None:
+                if len(pieces) > 1:
+                    pieces[:] = ["".join(pieces)]
+                completion.text = pieces[0] if pieces else ""
+        update.prompt_token_ids = prompt
+        if update.finished:
+            del self._progress[update.request_id]
+        return update
+
     def _fail_all(self, error: BaseException) -> None:
+        self._progress.clear()
         for stream in self._streams.values():
             stream.put_nowait(error)
