@@ -78,10 +78,12 @@ class PenaltyHistories:
                 continue
             slot = self._slot_of.get(entry.seq_id)
             if entry.history_on_host:
-                length = len(entry.prompt_token_ids) + len(entry.output_token_ids)
                 if slot is None:
                     slot = self._new_slot(entry.seq_id)
-                if self._length[slot] != length or self._prompt[slot] != len(entry.prompt_token_ids):
+                prompt = len(entry.prompt_token_ids)
+                length = prompt + len(entry.output_token_ids)
+                if self._length[slot] != length or self._prompt[slot] != prompt:
+                    self._length[slot], self._prompt[slot] = length, prompt
                     writes.append((slot, entry))
             elif slot is None:
                 # A lookahead step's sequence that finished with the token before (released since): its token is
@@ -92,26 +94,23 @@ class PenaltyHistories:
             slots.append(slot)
         if not rows:
             return None
-        self._ensure(max(len(e.prompt_token_ids) + len(e.output_token_ids) for _, e in writes) if writes else 0, device)
-        for slot, entry in writes:
-            self._length[slot] = len(entry.prompt_token_ids) + len(entry.output_token_ids)
-            self._prompt[slot] = len(entry.prompt_token_ids)
-        # room for every row's history and the id this step appends to it
-        self._ensure(max(self._length[slot] for slot in slots) + 1, device)
+        width = max(self._length[slot] for slot in slots)
+        self._ensure(width + 1, device)  # room for every row's history and the id this step appends to it
         assert self._ids is not None
         if writes:
             self._write(writes, device)
-        width = max(1, max(self._length[slot] for slot in slots))
+        width = max(1, width)
         slot_index = on_device(slots, torch.int64, device)
         lengths = on_device([self._length[slot] for slot in slots], torch.int64, device)
         prompts = on_device([self._prompt[slot] for slot in slots], torch.int64, device)
         positions = torch.arange(width, device=device)
+        valid = positions < lengths[:, None]
         return HistoryRows(
             rows=on_device(rows, torch.int64, device),
             row_list=rows,
             ids=self._ids[:, :width].index_select(0, slot_index).long(),
-            valid=positions < lengths[:, None],
-            output=(positions >= prompts[:, None]) & (positions < lengths[:, None]),
+            valid=valid,
+            output=valid & (positions >= prompts[:, None]),
             slots=slot_index,
             lengths=lengths,
             slot_list=slots,
@@ -153,14 +152,14 @@ class PenaltyHistories:
 
     def _write(self, writes: list[tuple[int, BatchEntry]], device: torch.device) -> None:
         """The entries' host histories into their slots, in one copy."""
-        width = max(len(e.prompt_token_ids) + len(e.output_token_ids) for _, e in writes)
+        width = max(self._length[slot] for slot, _ in writes)
         if width == 0:
             return
         host = np.zeros((len(writes), width), dtype=np.int32)
-        for row, (_, entry) in enumerate(writes):
-            prompt = len(entry.prompt_token_ids)
+        for row, (slot, entry) in enumerate(writes):
+            prompt = self._prompt[slot]
             host[row, :prompt] = entry.prompt_token_ids
-            host[row, prompt : prompt + len(entry.output_token_ids)] = entry.output_token_ids
+            host[row, prompt : self._length[slot]] = entry.output_token_ids
         assert self._ids is not None
         self._ids[on_device([slot for slot, _ in writes], torch.int64, device), :width] = on_device(
             host, torch.int32, device
