@@ -5,6 +5,7 @@ from __future__ import annotations
 import codecs
 from dataclasses import dataclass
 
+from tkr_embed.engine.outputs import joined_text
 from tkr_embed.engine.stop_matcher import StopStringMatcher
 from tkr_embed.engine.tokenizer import Tokenizer
 
@@ -34,17 +35,14 @@ class IncrementalDetokenizer:
         self._tokenizer = tokenizer
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self._stop = StopStringMatcher(stop or [], include_stop_str_in_output)
-        # everything emitted so far, as pieces: appending to one string would copy it whole for every token,
-        # quadratic in a long completion's length
+        # everything emitted so far, as pieces (`joined_text`)
         self._pieces: list[str] = []
         self.stopped = False  # a stop string matched, or finish() flushed the rest: no more text
 
     @property
     def text(self) -> str:
         """The text emitted so far (joined when asked for, then kept as one piece)."""
-        if len(self._pieces) > 1:
-            self._pieces = ["".join(self._pieces)]
-        return self._pieces[0] if self._pieces else ""
+        return joined_text(self._pieces)
 
     def add_token(self, token_id: int) -> DetokenizedDelta:
         """Decode one more token; return the newly final text (possibly empty)."""

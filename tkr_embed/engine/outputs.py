@@ -19,6 +19,14 @@ class TokenLogprob:
     top_logprobs: list[tuple[int, float]] = field(default_factory=list)
 
 
+def joined_text(pieces: list[str]) -> str:
+    """A text kept as pieces, joined (then kept as one piece, so joining it again costs nothing): adding each
+    token's text to one string would copy the whole string for every token, quadratic in a long completion."""
+    if len(pieces) > 1:
+        pieces[:] = ["".join(pieces)]
+    return pieces[0] if pieces else ""
+
+
 @dataclass
 class CompletionOutput:
     """One of the n completions of a request, as of this update.

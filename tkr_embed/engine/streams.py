@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 
 from tkr_embed.engine.client import EngineClient
 from tkr_embed.engine.errors import EngineDeadError, InvalidRequestError
-from tkr_embed.engine.outputs import RequestOutput
+from tkr_embed.engine.outputs import RequestOutput, joined_text
 from tkr_embed.engine.sampling_params import SamplingParams
 from tkr_embed.engine.step_loop import AddRequest
 
@@ -154,9 +154,7 @@ class StreamingEngine(EngineClient):
                 pieces.append(completion.new_text)
             completion.token_ids = token_ids
             if completion.finish_reason is not None:
-                if len(pieces) > 1:
-                    pieces[:] = ["".join(pieces)]
-                completion.text = pieces[0] if pieces else ""
+                completion.text = joined_text(pieces)
         update.prompt_token_ids = prompt
         if update.finished:
             del self._progress[update.request_id]
